@@ -1,0 +1,147 @@
+// Package auth defines API keys, roles and what each role may do. Keys are
+// random 256-bit secrets shown once; only their SHA-256 is stored. A fast
+// hash is the right tool here (unlike passwords): the secret has full
+// entropy, so there is nothing for a slow hash to protect against, and
+// every request pays the cost.
+package auth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Role is a key's role. Roles form a fixed hierarchy of permission sets.
+type Role string
+
+// The roles, most to least privileged.
+const (
+	RoleOwner  Role = "owner"
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+	RoleViewer Role = "viewer"
+	RoleAgent  Role = "agent"
+)
+
+// Roles lists every valid role.
+var Roles = []Role{RoleOwner, RoleAdmin, RoleMember, RoleViewer, RoleAgent}
+
+// ParseRole validates a role name.
+func ParseRole(s string) (Role, error) {
+	for _, r := range Roles {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("unknown role %q (want one of owner, admin, member, viewer, agent)", s)
+}
+
+// Permission names one kind of operation.
+type Permission string
+
+// Permissions checked by the HTTP API.
+const (
+	EventsWrite  Permission = "events:write"
+	SessionsRead Permission = "sessions:read"
+	AgentsRead   Permission = "agents:read"
+	AgentsWrite  Permission = "agents:write"
+	KeysManage   Permission = "keys:manage"
+)
+
+var grants = map[Role][]Permission{
+	RoleOwner:  {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage},
+	RoleAdmin:  {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage},
+	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite},
+	RoleViewer: {SessionsRead, AgentsRead},
+	// Agents report what they do and register themselves; they cannot
+	// read other agents' sessions.
+	RoleAgent: {EventsWrite, AgentsRead, AgentsWrite},
+}
+
+// Allows reports whether role r grants p.
+func (r Role) Allows(p Permission) bool {
+	for _, g := range grants[r] {
+		if g == p {
+			return true
+		}
+	}
+	return false
+}
+
+// Principal is the authenticated caller of one request.
+type Principal struct {
+	Tenant string
+	Role   Role
+	KeyID  string
+}
+
+// KeyRecord is an API key's stored state: never the secret itself.
+type KeyRecord struct {
+	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant"`
+	Name      string     `json:"name,omitempty"`
+	Role      Role       `json:"role"`
+	Hash      string     `json:"hash"`
+	Prefix    string     `json:"prefix"`
+	CreatedAt time.Time  `json:"createdAt"`
+	CreatedBy string     `json:"createdBy,omitempty"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+}
+
+// Active reports whether the key may authenticate.
+func (k KeyRecord) Active() bool { return k.RevokedAt == nil }
+
+const keyPrefix = "vgl_"
+
+// NewKey returns a fresh key id and the secret token to show once.
+// The token is "vgl_<id>_<secret>": the id lets the server find the
+// record without scanning, the secret is 32 random bytes.
+func NewKey() (id, token string, err error) {
+	var idb [8]byte
+	var sec [32]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return "", "", fmt.Errorf("generate key id: %w", err)
+	}
+	if _, err := rand.Read(sec[:]); err != nil {
+		return "", "", fmt.Errorf("generate key secret: %w", err)
+	}
+	id = hex.EncodeToString(idb[:])
+	return id, keyPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sec[:]), nil
+}
+
+// ParseToken extracts the key id from a token, or reports it malformed.
+func ParseToken(token string) (id string, ok bool) {
+	rest, found := strings.CutPrefix(token, keyPrefix)
+	if !found {
+		return "", false
+	}
+	id, secret, found := strings.Cut(rest, "_")
+	if !found || len(id) != 16 || len(secret) != 43 {
+		return "", false
+	}
+	return id, true
+}
+
+// Hash is the stored form of a token.
+func Hash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Matches compares a presented token with a stored hash in constant time.
+func (k KeyRecord) Matches(token string) bool {
+	return subtle.ConstantTimeCompare([]byte(Hash(token)), []byte(k.Hash)) == 1
+}
+
+// DisplayPrefix is the part of a token safe to show in listings.
+func DisplayPrefix(token string) string {
+	if len(token) < 24 {
+		return token
+	}
+	return token[:24] + "…"
+}

@@ -1,0 +1,70 @@
+// Package chx connects to ClickHouse, applies embedded migrations and writes
+// projections in batches. Every table it touches must work on ClickHouse
+// 18.16 (CI) and on current releases (compose).
+package chx
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+var dbNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// Open connects to the DSN's database, creating it first if it does not
+// exist, and checks the connection with a ping.
+func Open(ctx context.Context, dsn string) (driver.Conn, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse clickhouse dsn: %w", err)
+	}
+	db := opts.Auth.Database
+	if db == "" {
+		db = "default"
+	}
+	if !dbNameRe.MatchString(db) {
+		return nil, fmt.Errorf("clickhouse database name %q is not a plain identifier", db)
+	}
+	tune(opts)
+	if db != "default" {
+		opts.Auth.Database = "default"
+		boot, err := clickhouse.Open(opts)
+		if err != nil {
+			return nil, fmt.Errorf("open clickhouse: %w", err)
+		}
+		err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db)
+		_ = boot.Close()
+		if err != nil {
+			return nil, fmt.Errorf("create database %s: %w", db, err)
+		}
+		opts.Auth.Database = db
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse: %w", err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("ping clickhouse: %w", err)
+	}
+	return conn, nil
+}
+
+// tune sets connection options explicitly rather than trusting defaults
+// that differ between driver releases.
+func tune(o *clickhouse.Options) {
+	if o.DialTimeout == 0 || o.DialTimeout == 30*time.Second {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.MaxOpenConns == 0 {
+		o.MaxOpenConns = 10
+	}
+	if o.MaxIdleConns == 0 {
+		o.MaxIdleConns = 5
+	}
+	o.ConnMaxLifetime = 10 * time.Minute
+}

@@ -1,0 +1,200 @@
+// Package control reads and writes control-plane state on the CONTROL
+// stream: agents and API keys (later policies, channels and settings).
+//
+// Catalog is the in-memory projection every service keeps by watching the
+// stream from its first message. Sync waits until it has applied every
+// message the stream held when Sync was called, which turns the
+// asynchronous projection into read-your-writes for lists and for keys
+// created a moment ago.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/agent"
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// Catalog is the in-memory view of CONTROL.
+type Catalog struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	applied uint64
+	changed chan struct{} // closed and replaced whenever applied advances
+	keys    map[string]auth.KeyRecord
+	agents  map[string]map[string]agent.Agent // tenant → agent id → state
+}
+
+// NewCatalog returns an empty catalog; Run fills it.
+func NewCatalog(js jetstream.JetStream, log *slog.Logger) *Catalog {
+	return &Catalog{
+		js: js, log: log,
+		changed: make(chan struct{}),
+		keys:    map[string]auth.KeyRecord{},
+		agents:  map[string]map[string]agent.Agent{},
+	}
+}
+
+// Run follows CONTROL with an ordered consumer until ctx ends. It returns
+// once the consumer is started; the catalog fills in the background.
+func (c *Catalog) Run(ctx context.Context) error {
+	cons, err := c.js.OrderedConsumer(ctx, streams.Control, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"control.v1.>"},
+	})
+	if err != nil {
+		return fmt.Errorf("catalog: ordered consumer: %w", err)
+	}
+	cc, err := cons.Consume(c.apply)
+	if err != nil {
+		return fmt.Errorf("catalog: consume: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		cc.Stop()
+	}()
+	return nil
+}
+
+func (c *Catalog) apply(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	subj := m.Subject()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case strings.HasPrefix(subj, "control.v1."+streams.AgentChanged+"."):
+		var ch agent.Change
+		if err := json.Unmarshal(m.Data(), &ch); err != nil {
+			c.log.Error("catalog: bad agent change", slog.String("subject", subj), slog.String("error", err.Error()))
+			break
+		}
+		ch.Agent.Revision = meta.Sequence.Stream
+		t := c.agents[ch.Tenant]
+		if t == nil {
+			t = map[string]agent.Agent{}
+			c.agents[ch.Tenant] = t
+		}
+		t[ch.Agent.AgentID] = ch.Agent
+	case strings.HasPrefix(subj, "control.v1."+streams.KeyChanged+"."):
+		var k auth.KeyRecord
+		if err := json.Unmarshal(m.Data(), &k); err != nil {
+			c.log.Error("catalog: bad key change", slog.String("subject", subj), slog.String("error", err.Error()))
+			break
+		}
+		c.keys[k.ID] = k
+	}
+	if meta.Sequence.Stream > c.applied {
+		c.applied = meta.Sequence.Stream
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+// Sync blocks until the catalog reflects every message CONTROL held when
+// it was called.
+func (c *Catalog) Sync(ctx context.Context) error {
+	s, err := c.js.Stream(ctx, streams.Control)
+	if err != nil {
+		return fmt.Errorf("catalog sync: %w", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("catalog sync: %w", err)
+	}
+	return c.WaitFor(ctx, info.State.LastSeq)
+}
+
+// WaitFor blocks until the catalog has applied stream sequence seq.
+func (c *Catalog) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		c.mu.RLock()
+		applied, ch := c.applied, c.changed
+		c.mu.RUnlock()
+		if applied >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return apperr.Unavailable("control state is catching up", 0, ctx.Err())
+		}
+	}
+}
+
+// Authenticate resolves a bearer token to its principal. A key unknown to
+// the catalog triggers one Sync, so a key created a moment ago works.
+func (c *Catalog) Authenticate(ctx context.Context, token string) (auth.Principal, error) {
+	id, ok := auth.ParseToken(token)
+	if !ok {
+		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
+	}
+	k, found := c.key(id)
+	if !found {
+		if err := c.Sync(ctx); err != nil {
+			return auth.Principal{}, err
+		}
+		k, found = c.key(id)
+	}
+	if !found || !k.Active() || !k.Matches(token) {
+		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
+	}
+	return auth.Principal{Tenant: k.Tenant, Role: k.Role, KeyID: k.ID}, nil
+}
+
+func (c *Catalog) key(id string) (auth.KeyRecord, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	k, ok := c.keys[id]
+	return k, ok
+}
+
+// KeyCount returns how many keys exist across all tenants.
+func (c *Catalog) KeyCount() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.keys)
+}
+
+// HasAgent reports whether the catalog knows the agent (without syncing).
+func (c *Catalog) HasAgent(tenant, id string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.agents[tenant][id]
+	return ok
+}
+
+// Agents returns a tenant's agents sorted by id, starting after the
+// given id, at most limit of them, and whether more follow.
+func (c *Catalog) Agents(tenant, after string, limit int) ([]agent.Agent, bool) {
+	c.mu.RLock()
+	all := make([]agent.Agent, 0, len(c.agents[tenant]))
+	for _, a := range c.agents[tenant] {
+		if a.AgentID > after {
+			all = append(all, a)
+		}
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(all, func(x, y agent.Agent) int { return strings.Compare(x.AgentID, y.AgentID) })
+	if len(all) > limit {
+		return all[:limit], true
+	}
+	return all, false
+}
+
+// ErrNotFound is returned by Store reads of entities that do not exist.
+var ErrNotFound = errors.New("not found")

@@ -1,0 +1,118 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/agent"
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// Store writes control-plane changes to CONTROL and reads single entities
+// as the last message on their own subject, which is always current.
+type Store struct {
+	js jetstream.JetStream
+}
+
+// NewStore returns a store over js. CONTROL must exist.
+func NewStore(js jetstream.JetStream) *Store { return &Store{js: js} }
+
+// Agent returns the current state of an agent, or ErrNotFound.
+func (s *Store) Agent(ctx context.Context, tenant, id string) (agent.Agent, error) {
+	var ch agent.Change
+	seq, err := s.last(ctx, streams.AgentSubject(tenant, id), &ch)
+	if err != nil {
+		return agent.Agent{}, err
+	}
+	ch.Agent.Revision = seq
+	return ch.Agent, nil
+}
+
+func (s *Store) last(ctx context.Context, subject string, v any) (uint64, error) {
+	st, err := s.js.Stream(ctx, streams.Control)
+	if err != nil {
+		return 0, fmt.Errorf("control stream: %w", err)
+	}
+	msg, err := st.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", subject, err)
+	}
+	if err := json.Unmarshal(msg.Data, v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", subject, err)
+	}
+	return msg.Sequence, nil
+}
+
+// ErrConflict is returned when an optimistic write lost: the entity
+// already exists (register) or changed since it was read (update).
+var ErrConflict = errors.New("conflict")
+
+// PutAgent records a change to an agent, provided the agent's subject is
+// still at sequence expect (0: the agent must not exist yet). It returns
+// the new revision.
+func (s *Store) PutAgent(ctx context.Context, ch agent.Change, expect uint64) (uint64, error) {
+	data, err := json.Marshal(ch)
+	if err != nil {
+		return 0, fmt.Errorf("encode agent change: %w", err)
+	}
+	msg := nats.NewMsg(streams.AgentSubject(ch.Tenant, ch.Agent.AgentID))
+	msg.Data = data
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
+	if natsx.IsWrongLastSequence(err) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, apperr.Unavailable("control stream did not acknowledge the write", time.Second, err)
+	}
+	return ack.Sequence, nil
+}
+
+// CreateKey stores a new key for tenant with role and returns its record
+// and the token, which exists nowhere else afterwards.
+func (s *Store) CreateKey(ctx context.Context, tenant string, role auth.Role, name, by string) (auth.KeyRecord, string, error) {
+	id, token, err := auth.NewKey()
+	if err != nil {
+		return auth.KeyRecord{}, "", err
+	}
+	rec := auth.KeyRecord{
+		ID: id, Tenant: tenant, Name: name, Role: role,
+		Hash: auth.Hash(token), Prefix: auth.DisplayPrefix(token),
+		CreatedAt: time.Now().UTC(), CreatedBy: by,
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return auth.KeyRecord{}, "", fmt.Errorf("encode key: %w", err)
+	}
+	msg := nats.NewMsg(streams.KeySubject(tenant, id))
+	msg.Data = data
+	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+		return auth.KeyRecord{}, "", fmt.Errorf("store key: %w", err)
+	}
+	return rec, token, nil
+}
+
+// HasAnyKey reports whether any key was ever created, without needing a
+// running catalog (used to bootstrap the first owner key).
+func (s *Store) HasAnyKey(ctx context.Context) (bool, error) {
+	st, err := s.js.Stream(ctx, streams.Control)
+	if err != nil {
+		return false, fmt.Errorf("control stream: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(streams.AllKeyChanges))
+	if err != nil {
+		return false, fmt.Errorf("control stream info: %w", err)
+	}
+	return len(info.State.Subjects) > 0, nil
+}

@@ -1,0 +1,235 @@
+// Package event defines the agent event that Vigil ingests (the Kaplaix
+// event shape), its validation, and the record that ingest publishes on the
+// INGEST stream.
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+)
+
+// Event is one agent event exactly as a client posts it.
+type Event struct {
+	EventID         string          `json:"eventId"`
+	AgentID         string          `json:"agentId"`
+	SessionID       string          `json:"sessionId"`
+	SourceTimestamp string          `json:"sourceTimestamp"`
+	Category        string          `json:"category"`
+	SchemaVersion   string          `json:"schemaVersion"`
+	Payload         json.RawMessage `json:"payload"`
+	PreviousHash    string          `json:"previousHash,omitempty"`
+}
+
+// Client describes the integration that sent an event, from the SDK headers.
+type Client struct {
+	SDK          string `json:"sdk,omitempty"`
+	Framework    string `json:"framework,omitempty"`
+	AgentVersion string `json:"agentVersion,omitempty"`
+}
+
+// Record is what ingest publishes: the validated event plus what the server
+// knows about it. Times are Unix milliseconds so that every store keeps
+// millisecond precision (ClickHouse 18.16 has no DateTime64).
+type Record struct {
+	Tenant     string `json:"tenant"`
+	Event      Event  `json:"event"`
+	SourceMS   int64  `json:"sourceMs"`
+	ReceivedMS int64  `json:"receivedMs"`
+	Client     Client `json:"client"`
+	// KeyID is the API key that submitted the event, for the audit trail.
+	KeyID string `json:"keyId,omitempty"`
+}
+
+// Limits bounds what a single event may contain.
+type Limits struct {
+	// MaxPayloadBytes caps the encoded payload object.
+	MaxPayloadBytes int
+	// MaxFutureSkew rejects source timestamps further ahead of the server
+	// clock than this, which are almost always unit or timezone bugs.
+	MaxFutureSkew time.Duration
+}
+
+// DefaultLimits are used when a service is not configured otherwise.
+var DefaultLimits = Limits{MaxPayloadBytes: 64 << 10, MaxFutureSkew: 24 * time.Hour}
+
+// Validation error codes, stable and documented in docs/errors.md.
+const (
+	CodeRequired    = "required"
+	CodeInvalidType = "invalid_type"
+	CodeInvalid     = "invalid_format"
+	CodeTooLong     = "too_long"
+	CodeTooLarge    = "too_large"
+	CodeOutOfRange  = "out_of_range"
+	CodeUnsupported = "unsupported"
+	CodeMalformed   = "malformed_json"
+)
+
+var (
+	uuidRe     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	idRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$`)
+	categoryRe = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
+	versionRe  = regexp.MustCompile(`^1\.[0-9]{1,3}(\.[0-9]{1,3})?$`)
+)
+
+// Identifier length caps. Agent and session ids become NATS subject tokens
+// and ClickHouse sort keys, so they are bounded.
+const (
+	MaxAgentIDLen   = 128
+	MaxSessionIDLen = 256
+	MaxHashLen      = 256
+)
+
+// ValidID reports whether s is acceptable as an agent or session id of at
+// most max bytes.
+func ValidID(s string, max int) bool { return len(s) <= max && idRe.MatchString(s) }
+
+// Decode parses and validates one event. prefix is prepended to every error
+// path (for batch items, "events[3]."). On failure the error is an
+// *apperr.Error of kind validation listing every problem found, not just
+// the first.
+func Decode(data []byte, lim Limits, now time.Time, prefix string) (Event, int64, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
+		return Event{}, 0, apperr.Validation("event is not a JSON object",
+			apperr.FieldError{Path: strings.TrimSuffix(prefix, "."), Code: CodeMalformed, Message: "expected a JSON object"})
+	}
+	var (
+		ev   Event
+		errs []apperr.FieldError
+	)
+	add := func(path, code, format string, args ...any) {
+		errs = append(errs, apperr.FieldError{Path: prefix + path, Code: code, Message: fmt.Sprintf(format, args...)})
+	}
+	str := func(name string, required bool) (string, bool) {
+		raw, ok := fields[name]
+		if !ok || bytes.Equal(raw, []byte("null")) {
+			if required {
+				add(name, CodeRequired, "%s is required", name)
+			}
+			return "", false
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			add(name, CodeInvalidType, "%s must be a string", name)
+			return "", false
+		}
+		if required && s == "" {
+			add(name, CodeRequired, "%s must not be empty", name)
+			return "", false
+		}
+		return s, true
+	}
+
+	if s, ok := str("eventId", true); ok {
+		if !uuidRe.MatchString(s) {
+			add("eventId", CodeInvalid, "eventId must be a UUID")
+		} else {
+			ev.EventID = strings.ToLower(s)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		max  int
+		dst  *string
+	}{{"agentId", MaxAgentIDLen, &ev.AgentID}, {"sessionId", MaxSessionIDLen, &ev.SessionID}} {
+		if s, ok := str(f.name, true); ok {
+			switch {
+			case len(s) > f.max:
+				add(f.name, CodeTooLong, "%s must be at most %d bytes", f.name, f.max)
+			case !idRe.MatchString(s):
+				add(f.name, CodeInvalid, "%s must start with a letter or digit and contain only letters, digits and ._:@/+=-", f.name)
+			default:
+				*f.dst = s
+			}
+		}
+	}
+	var sourceMS int64
+	if s, ok := str("sourceTimestamp", true); ok {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		switch {
+		case err != nil:
+			add("sourceTimestamp", CodeInvalid, "sourceTimestamp must be an RFC 3339 timestamp")
+		case t.Year() < 2000:
+			add("sourceTimestamp", CodeOutOfRange, "sourceTimestamp must not be before the year 2000")
+		case lim.MaxFutureSkew > 0 && t.After(now.Add(lim.MaxFutureSkew)):
+			add("sourceTimestamp", CodeOutOfRange, "sourceTimestamp is more than %s in the future", lim.MaxFutureSkew)
+		default:
+			ev.SourceTimestamp = s
+			sourceMS = t.UnixMilli()
+		}
+	}
+	if s, ok := str("category", true); ok {
+		if !categoryRe.MatchString(s) {
+			add("category", CodeInvalid, "category must be lower-case letters, digits and _.- (at most 64)")
+		} else {
+			ev.Category = s
+		}
+	}
+	if s, ok := str("schemaVersion", true); ok {
+		if !versionRe.MatchString(s) {
+			add("schemaVersion", CodeUnsupported, "schemaVersion %q is not supported (use 1.x)", s)
+		} else {
+			ev.SchemaVersion = s
+		}
+	}
+	if s, ok := str("previousHash", false); ok {
+		if len(s) > MaxHashLen {
+			add("previousHash", CodeTooLong, "previousHash must be at most %d bytes", MaxHashLen)
+		} else {
+			ev.PreviousHash = s
+		}
+	}
+	if raw, ok := fields["payload"]; !ok || bytes.Equal(raw, []byte("null")) {
+		add("payload", CodeRequired, "payload is required")
+	} else {
+		trimmed := bytes.TrimSpace(raw)
+		switch {
+		case len(trimmed) == 0 || trimmed[0] != '{':
+			add("payload", CodeInvalidType, "payload must be a JSON object")
+		case lim.MaxPayloadBytes > 0 && len(trimmed) > lim.MaxPayloadBytes:
+			add("payload", CodeTooLarge, "payload must be at most %d bytes", lim.MaxPayloadBytes)
+		default:
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, trimmed); err != nil {
+				add("payload", CodeMalformed, "payload is not valid JSON")
+			} else {
+				ev.Payload = compact.Bytes()
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return Event{}, 0, apperr.Validation("event failed validation", errs...)
+	}
+	return ev, sourceMS, nil
+}
+
+// Attributes pulled out of the payload at ingest, so that ClickHouse can
+// filter on them without JSON functions (18.16 has no JSONExtract).
+type Attributes struct {
+	ToolName       string
+	ResponseStatus int32
+}
+
+// Extract reads the well-known payload attributes. Absent or ill-typed
+// attributes are left zero: the payload itself is kept verbatim.
+func (e Event) Extract() Attributes {
+	var p struct {
+		ToolName       any `json:"toolName"`
+		ResponseStatus any `json:"responseStatus"`
+	}
+	_ = json.Unmarshal(e.Payload, &p) // validated as an object already
+	var a Attributes
+	if s, ok := p.ToolName.(string); ok && len(s) <= 256 {
+		a.ToolName = s
+	}
+	if f, ok := p.ResponseStatus.(float64); ok && f >= 0 && f < 1000 {
+		a.ResponseStatus = int32(f)
+	}
+	return a
+}

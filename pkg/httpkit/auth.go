@@ -1,0 +1,67 @@
+package httpkit
+
+import (
+	"context"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/auth"
+)
+
+// Authenticator resolves a bearer token (control.Catalog implements it).
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (auth.Principal, error)
+}
+
+const principalKey = "vigil.principal"
+
+// TenantHeader, when sent, must name the key's own tenant.
+const TenantHeader = "X-Tenant-Id"
+
+// Authenticate requires "Authorization: Bearer <key>" on every request it
+// wraps and checks x-tenant-id against the key's tenant.
+func Authenticate(a Authenticator) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			h := c.Request().Header.Get(echo.HeaderAuthorization)
+			scheme, token, ok := strings.Cut(h, " ")
+			if h == "" {
+				return apperr.Unauthenticated("missing Authorization header (want: Bearer <api key>)")
+			}
+			if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+				return apperr.Unauthenticated("Authorization header must be: Bearer <api key>")
+			}
+			p, err := a.Authenticate(c.Request().Context(), strings.TrimSpace(token))
+			if err != nil {
+				return err
+			}
+			if t := c.Request().Header.Get(TenantHeader); t != "" && t != p.Tenant {
+				return apperr.Forbidden("x-tenant-id does not match the API key's tenant")
+			}
+			c.Set(principalKey, p)
+			return next(c)
+		}
+	}
+}
+
+// Require rejects callers whose role lacks permission p. It must run after
+// Authenticate.
+func Require(p auth.Permission) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			pr := Principal(c)
+			if !pr.Role.Allows(p) {
+				return apperr.Forbidden("role " + string(pr.Role) + " may not " + string(p))
+			}
+			return next(c)
+		}
+	}
+}
+
+// Principal returns the caller set by Authenticate.
+func Principal(c echo.Context) auth.Principal {
+	p, _ := c.Get(principalKey).(auth.Principal)
+	return p
+}

@@ -1,0 +1,86 @@
+package httpkit
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+)
+
+// Page is the list envelope: Kaplaix's nextCursor (null on the last page)
+// plus hasMore for clients that prefer a boolean.
+type Page[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"nextCursor"`
+	HasMore    bool    `json:"hasMore"`
+}
+
+// NewPage builds a page; next is encoded as the cursor when more follow.
+func NewPage[T any](data []T, more bool, next any) Page[T] {
+	if data == nil {
+		data = []T{}
+	}
+	p := Page[T]{Data: data, HasMore: more}
+	if more {
+		s := EncodeCursor(next)
+		p.NextCursor = &s
+	}
+	return p
+}
+
+// EncodeCursor makes an opaque cursor from a position.
+func EncodeCursor(v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// DecodeCursor reads the "cursor" query parameter into v; absent leaves v
+// untouched. A cursor that does not decode is a validation error.
+func DecodeCursor(c echo.Context, v any) error {
+	s := c.QueryParam("cursor")
+	if s == "" {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		return apperr.Validation("cursor is not valid", apperr.FieldError{Path: "cursor", Code: "invalid_format", Message: "cursor must be a nextCursor value returned by this endpoint"})
+	}
+	return nil
+}
+
+// Limit parses the "limit" query parameter within [1, max].
+func Limit(c echo.Context, def, max int) (int, error) {
+	s := c.QueryParam("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > max {
+		return 0, apperr.Validation("limit is out of range", apperr.FieldError{Path: "limit", Code: "out_of_range", Message: fmt.Sprintf("limit must be an integer from 1 to %d", max)})
+	}
+	return n, nil
+}
+
+// ReadBody reads at most max bytes of the request body.
+func ReadBody(c echo.Context, max int64) ([]byte, error) {
+	r := http.MaxBytesReader(c.Response(), c.Request().Body, max)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, apperr.TooLarge(fmt.Sprintf("request body must be at most %d bytes", max))
+		}
+		return nil, apperr.Validation("could not read request body")
+	}
+	return b, nil
+}

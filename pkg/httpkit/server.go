@@ -1,0 +1,89 @@
+package httpkit
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewServer returns an echo instance with Vigil's error envelope, panic
+// recovery, request ids, access logs and request metrics registered on
+// reg. Services add their routes to it.
+func NewServer(log *slog.Logger, reg prometheus.Registerer) (*echo.Echo, error) {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = ErrorHandler(log)
+	e.Server.ReadHeaderTimeout = 10 * time.Second
+	e.Server.IdleTimeout = 120 * time.Second
+
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_http_requests_total", Help: "HTTP requests by route, method and status.",
+	}, []string{"route", "method", "status"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "vigil_http_request_seconds", Help: "HTTP request latency by route.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	}, []string{"route", "method"})
+	for _, c := range []prometheus.Collector{requests, latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
+	e.Use(middleware.RequestID())
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				// Render now so the status below is the one sent.
+				c.Error(err)
+			}
+			route, method := c.Path(), c.Request().Method
+			status := c.Response().Status
+			requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+			latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+			if status >= 500 || log.Enabled(c.Request().Context(), slog.LevelDebug) {
+				log.LogAttrs(c.Request().Context(), slog.LevelInfo, "http",
+					slog.String("method", method), slog.String("route", route), slog.Int("status", status),
+					slog.Duration("took", time.Since(start)), slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
+			}
+			return nil
+		}
+	})
+	return e, nil
+}
+
+// Check is one readiness probe.
+type Check func(ctx context.Context) error
+
+// HealthRoutes mounts /healthz (the process is up), /readyz (every check
+// passes) and /metrics (Prometheus, from gatherer).
+func HealthRoutes(e *echo.Echo, gatherer prometheus.Gatherer, checks map[string]Check) {
+	e.GET("/healthz", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	})
+	e.GET("/readyz", func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		res := map[string]string{}
+		status := http.StatusOK
+		for name, check := range checks {
+			if err := check(ctx); err != nil {
+				res[name] = err.Error()
+				status = http.StatusServiceUnavailable
+			} else {
+				res[name] = "ok"
+			}
+		}
+		return c.JSON(status, map[string]any{"ready": status == http.StatusOK, "checks": res})
+	})
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+}

@@ -1,0 +1,141 @@
+// Package streams is the single place where Vigil's JetStream streams and
+// subjects are defined. Subjects follow
+// <subsystem>.v1.<event_name>.<tenant>.<entity>; request/reply subjects live
+// under rpc.<service>.v1.<verb>, which no stream captures.
+package streams
+
+import (
+	"encoding/base64"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names, one per producing service.
+const (
+	Ingest  = "INGEST"
+	Control = "CONTROL"
+)
+
+// Event names, past-tense facts.
+const (
+	// EventReceived is an accepted agent event (payload: event.Record).
+	EventReceived = "event_received"
+	// AgentChanged carries the full state of an agent after a change
+	// (payload: agent.Change). One subject per agent, so the last message
+	// on it is the agent's current state.
+	AgentChanged = "agent_changed"
+	// KeyChanged carries the full state of an API key after a change
+	// (payload: auth.KeyRecord).
+	KeyChanged = "key_changed"
+)
+
+// Token encodes an identifier as one NATS subject token. Identifiers made
+// only of letters, digits, '_' and '-' are used verbatim, which keeps
+// subjects readable; anything else is "~" + unpadded base64url, which is
+// reversible and cannot collide with a verbatim token.
+func Token(id string) string {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return "~" + base64.RawURLEncoding.EncodeToString([]byte(id))
+		}
+	}
+	return id
+}
+
+// Untoken reverses Token.
+func Untoken(tok string) (string, error) {
+	if !strings.HasPrefix(tok, "~") {
+		return tok, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok[1:])
+	return string(b), err
+}
+
+func subject(subsystem, name, tenant, entity string) string {
+	return subsystem + ".v1." + name + "." + tenant + "." + Token(entity)
+}
+
+// EventReceivedSubject is where an accepted event of agentID is published.
+func EventReceivedSubject(tenant, agentID string) string {
+	return subject("ingest", EventReceived, tenant, agentID)
+}
+
+// AgentSubject is the subject holding agentID's state history.
+func AgentSubject(tenant, agentID string) string {
+	return subject("control", AgentChanged, tenant, agentID)
+}
+
+// KeySubject is the subject holding an API key's state history.
+func KeySubject(tenant, keyID string) string { return subject("control", KeyChanged, tenant, keyID) }
+
+// AllEventsReceived filters every accepted event of every tenant.
+const AllEventsReceived = "ingest.v1." + EventReceived + ".>"
+
+// AllAgentChanges filters every agent change of every tenant.
+const AllAgentChanges = "control.v1." + AgentChanged + ".>"
+
+// AllKeyChanges filters every key change of every tenant.
+const AllKeyChanges = "control.v1." + KeyChanged + ".>"
+
+// Options tune stream definitions per deployment.
+type Options struct {
+	// Replicas is 1 on a single node, 3 on a NATS cluster.
+	Replicas int
+	// DuplicateWindow is how long JetStream remembers message ids for
+	// dedupe. Repeats older than this are absorbed by the idempotent
+	// projections instead.
+	DuplicateWindow time.Duration
+	// IngestMaxAge bounds how long raw events stay replayable.
+	IngestMaxAge time.Duration
+}
+
+// DefaultOptions suit one node.
+var DefaultOptions = Options{Replicas: 1, DuplicateWindow: 10 * time.Minute, IngestMaxAge: 30 * 24 * time.Hour}
+
+func (o Options) withDefaults() Options {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.DuplicateWindow <= 0 {
+		o.DuplicateWindow = DefaultOptions.DuplicateWindow
+	}
+	if o.IngestMaxAge <= 0 {
+		o.IngestMaxAge = DefaultOptions.IngestMaxAge
+	}
+	return o
+}
+
+// IngestConfig defines the INGEST stream, owned by services/ingest.
+func IngestConfig(o Options) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        Ingest,
+		Description: "Accepted agent events",
+		Subjects:    []string{"ingest.v1.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.IngestMaxAge,
+		Duplicates:  o.DuplicateWindow,
+		Replicas:    o.Replicas,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// ControlConfig defines the CONTROL stream, owned by services/api. Control
+// state is kept forever: it is small and it is the audit trail.
+func ControlConfig(o Options) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        Control,
+		Description: "Control-plane state changes: agents, keys, and later policies, channels, settings",
+		Subjects:    []string{"control.v1.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  o.DuplicateWindow,
+		Replicas:    o.Replicas,
+		AllowDirect: true,
+	}
+}
