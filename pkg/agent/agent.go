@@ -149,7 +149,7 @@ func ParseRegistration(body []byte, now time.Time) (Agent, error) {
 	if raw, ok := fields["agentId"]; ok && !isNull(raw) {
 		var id string
 		if json.Unmarshal(raw, &id) != nil || !event.ValidID(id, event.MaxAgentIDLen) {
-			errs = append(errs, fe("agentId", event.CodeInvalid, "agentId must be 1-128 letters, digits or ._:@/+=-, starting with a letter or digit"))
+			errs = append(errs, fe("agentId", event.CodeInvalid, "agentId must be 1-128 letters, digits or ._:@+=-, starting with a letter or digit"))
 		}
 		a.AgentID = id
 	} else {

@@ -72,7 +72,7 @@ const (
 
 var (
 	uuidRe     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	idRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$`)
+	idRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@+=-]*$`)
 	categoryRe = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
 	versionRe  = regexp.MustCompile(`^1\.[0-9]{1,3}(\.[0-9]{1,3})?$`)
 )
@@ -143,7 +143,7 @@ func Decode(data []byte, lim Limits, now time.Time, prefix string) (Event, int64
 			case len(s) > f.max:
 				add(f.name, CodeTooLong, "%s must be at most %d bytes", f.name, f.max)
 			case !idRe.MatchString(s):
-				add(f.name, CodeInvalid, "%s must start with a letter or digit and contain only letters, digits and ._:@/+=-", f.name)
+				add(f.name, CodeInvalid, "%s must start with a letter or digit and contain only letters, digits and ._:@+=-", f.name)
 			default:
 				*f.dst = s
 			}

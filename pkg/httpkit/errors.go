@@ -73,6 +73,15 @@ func fromStatus(status int) apperr.Kind {
 	return apperr.KindInternal
 }
 
+// DetailOf renders an error as the inner envelope, for per-item results.
+func DetailOf(e *apperr.Error) Detail {
+	det := e.Details
+	if det == nil {
+		det = []apperr.FieldError{}
+	}
+	return Detail{Code: mappings[e.Kind].code, Message: e.Message, Details: det}
+}
+
 // ErrorHandler renders every error returned by a handler in the envelope.
 // It is the only place where errors become status codes.
 func ErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {

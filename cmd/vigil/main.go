@@ -1,0 +1,68 @@
+// Command vigil is Vigil's single binary: `vigil dev` runs every service in
+// one process with an embedded NATS server, and the other subcommands are
+// the operator's CLI.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `vigil — governance control plane for AI agents
+
+Usage:
+  vigil dev                 run every service in one process (embedded NATS)
+  vigil keys create         create an API key (shown once)
+  vigil migrate             apply ClickHouse migrations
+  vigil bench ingest        measure ingest throughput and latency
+  vigil version             print the version
+
+Run "vigil <command> --help" for a command's flags.
+`
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "vigil:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Print(usage)
+		return nil
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:])
+	case "keys":
+		if len(args) < 2 || args[1] != "create" {
+			return errors.New(`usage: vigil keys create --tenant T --role R`)
+		}
+		return runKeysCreate(ctx, args[2:], os.Stdout)
+	case "migrate":
+		return runMigrate(ctx, args[1:])
+	case "bench":
+		return runBench(ctx, args[1:], os.Stdout)
+	case "version":
+		fmt.Println(version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n\n%s", args[0], usage)
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/tenant"
+	"github.com/vigilhq/vigil/services/api"
+	"github.com/vigilhq/vigil/services/ingest"
+)
+
+// StackConfig configures an all-in-one Vigil: what `vigil dev` runs, and
+// what the end-to-end tests and `vigil bench` start in-process.
+type StackConfig struct {
+	// DataDir holds the embedded NATS store (under DataDir/nats).
+	DataDir string
+	// NATSHost and NATSPort are where the embedded server listens, so that
+	// the CLI and other processes can reach it; port -1 picks one.
+	NATSHost string
+	NATSPort int
+	// ClickHouseDSN; empty runs ingest alone, without projections or the
+	// read API (used by the ingest benchmark).
+	ClickHouseDSN string
+	// ClickHouseWait is how long to wait for ClickHouse at start.
+	ClickHouseWait time.Duration
+	Ingest         ingest.Config
+	API            api.Config
+	Log            *slog.Logger
+}
+
+// Stack is a running all-in-one Vigil.
+type Stack struct {
+	NATS    *server.Server
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	CH      driver.Conn
+	Catalog *control.Catalog
+	Store   *control.Store
+	Echo    *echo.Echo
+	Reg     *prometheus.Registry
+	Ingest  *ingest.Service
+	API     *api.Service
+	// BootstrapKey is the owner key created on first start, or "".
+	BootstrapKey string
+
+	log     *slog.Logger
+	workers []daemon.Worker
+	stopCat context.CancelFunc
+}
+
+// StartStack brings up NATS, connects everything, creates streams, applies
+// migrations and, on a fresh install, creates the first owner key.
+func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
+	st = &Stack{log: cfg.Log, Reg: daemon.Registry()}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	st.NATS, err = natsx.StartEmbedded(natsx.EmbeddedOptions{Host: cfg.NATSHost, Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+	if err != nil {
+		return st, err
+	}
+	st.NC, st.JS, err = natsx.Connect(st.NATS.ClientURL(), "vigil-dev", cfg.Log)
+	if err != nil {
+		return st, err
+	}
+	st.Catalog, st.Store = control.NewCatalog(st.JS, cfg.Log), control.NewStore(st.JS)
+
+	if cfg.ClickHouseDSN != "" {
+		st.CH, err = daemon.OpenClickHouse(ctx, cfg.ClickHouseDSN, cfg.ClickHouseWait, cfg.Log)
+		if err != nil {
+			return st, fmt.Errorf("clickhouse at %s: %w (is it running? `make clickhouse` starts it)", cfg.ClickHouseDSN, err)
+		}
+		st.API, err = api.New(cfg.API, api.Deps{JS: st.JS, CH: st.CH, Catalog: st.Catalog, Store: st.Store, Log: cfg.Log, Registerer: st.Reg})
+		if err != nil {
+			return st, err
+		}
+	}
+	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg})
+	if err != nil {
+		return st, err
+	}
+
+	if err := st.Ingest.EnsureStreams(ctx); err != nil {
+		return st, err
+	}
+	if st.API != nil {
+		if err := st.API.EnsureStreams(ctx); err != nil {
+			return st, err
+		}
+		if err := st.Ingest.Migrate(ctx); err != nil {
+			return st, err
+		}
+		if err := st.API.Migrate(ctx); err != nil {
+			return st, err
+		}
+		st.workers = append(st.workers, st.Ingest.Run, st.API.Run)
+	} else if err := natsx.EnsureStreams(ctx, st.JS, controlConfig(cfg)); err != nil {
+		return st, err
+	}
+
+	catCtx, stopCat := context.WithCancel(context.WithoutCancel(ctx))
+	st.stopCat = stopCat
+	if err := st.Catalog.Run(catCtx); err != nil {
+		return st, err
+	}
+	if st.BootstrapKey, err = bootstrapKey(ctx, st.Store); err != nil {
+		return st, err
+	}
+
+	st.Echo, err = httpkit.NewServer(cfg.Log, st.Reg)
+	if err != nil {
+		return st, err
+	}
+	checks := map[string]httpkit.Check{"nats": func(context.Context) error {
+		if !st.NC.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	}}
+	if st.CH != nil {
+		checks["clickhouse"] = func(ctx context.Context) error { return st.CH.Ping(ctx) }
+	}
+	httpkit.HealthRoutes(st.Echo, st.Reg, checks)
+	st.Ingest.Routes(st.Echo)
+	if st.API != nil {
+		st.API.Routes(st.Echo)
+	}
+	return st, nil
+}
+
+// bootstrapKey creates the first owner key of the default tenant when no
+// key exists at all, so a fresh install can be used at once.
+func bootstrapKey(ctx context.Context, store *control.Store) (string, error) {
+	has, err := store.HasAnyKey(ctx)
+	if err != nil || has {
+		return "", err
+	}
+	_, token, err := store.CreateKey(ctx, tenant.Default, auth.RoleOwner, "bootstrap", "vigil dev")
+	return token, err
+}
+
+// Serve runs HTTP on ln and the workers until ctx ends, then shuts down
+// in order (see daemon.Serve).
+func (st *Stack) Serve(ctx context.Context, ln net.Listener) error {
+	return daemon.Serve(ctx, st.log, st.Echo, ln, st.workers...)
+}
+
+// Close releases connections and stops NATS. Call after Serve returns.
+func (st *Stack) Close() {
+	if st.stopCat != nil {
+		st.stopCat()
+	}
+	if st.CH != nil {
+		_ = st.CH.Close()
+	}
+	if st.NC != nil {
+		_ = st.NC.Drain()
+		for st.NC.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if st.NATS != nil {
+		st.NATS.Shutdown()
+		st.NATS.WaitForShutdown()
+	}
+}

@@ -1,0 +1,112 @@
+// Package config reads settings from flags with VIGIL_* environment
+// variables as defaults, so that every setting has both forms and
+// --help lists them together.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+)
+
+// FlagSet is a flag.FlagSet whose flags fall back to environment variables.
+type FlagSet struct {
+	*flag.FlagSet
+	envs map[string]string // flag name → env var
+	errs []error
+}
+
+// New returns a FlagSet for command name; summary heads its --help.
+func New(name, summary string) *FlagSet {
+	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), envs: map[string]string{}}
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintf(out, "%s\n\nUsage: %s [flags]\n\nFlags (each also read from the environment variable shown):\n", summary, name)
+		fs.VisitAll(func(f *flag.Flag) {
+			env := ""
+			if e := fs.envs[f.Name]; e != "" {
+				env = "  $" + e
+			}
+			fmt.Fprintf(out, "  --%s%s\n      %s (default %q)\n", f.Name, env, f.Usage, f.DefValue)
+		})
+	}
+	return fs
+}
+
+func (fs *FlagSet) lookup(env string) (string, bool) {
+	if env == "" {
+		return "", false
+	}
+	return os.LookupEnv(env)
+}
+
+// String defines a string setting.
+func (fs *FlagSet) String(name, env, def, usage string) *string {
+	if v, ok := fs.lookup(env); ok {
+		def = v
+	}
+	fs.envs[name] = env
+	return fs.FlagSet.String(name, def, usage)
+}
+
+// Int defines an integer setting.
+func (fs *FlagSet) Int(name, env string, def int, usage string) *int {
+	if v, ok := fs.lookup(env); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("$%s: %q is not an integer", env, v))
+		} else {
+			def = n
+		}
+	}
+	fs.envs[name] = env
+	return fs.FlagSet.Int(name, def, usage)
+}
+
+// Duration defines a duration setting ("500ms", "2m").
+func (fs *FlagSet) Duration(name, env string, def time.Duration, usage string) *time.Duration {
+	if v, ok := fs.lookup(env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("$%s: %q is not a duration", env, v))
+		} else {
+			def = d
+		}
+	}
+	fs.envs[name] = env
+	return fs.FlagSet.Duration(name, def, usage)
+}
+
+// Parse parses args after reporting any malformed environment variable.
+func (fs *FlagSet) Parse(args []string) error {
+	if len(fs.errs) > 0 {
+		return fs.errs[0]
+	}
+	return fs.FlagSet.Parse(args)
+}
+
+// Discard silences usage output (tests).
+func (fs *FlagSet) Discard() { fs.SetOutput(io.Discard) }
+
+// Common are the settings every Vigil process shares.
+type Common struct {
+	NATSURL       *string
+	ClickHouseDSN *string
+	HTTPAddr      *string
+	LogLevel      *string
+	LogFormat     *string
+}
+
+// AddCommon defines the shared settings on fs.
+func AddCommon(fs *FlagSet) Common {
+	return Common{
+		NATSURL:       fs.String("nats-url", "VIGIL_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL"),
+		ClickHouseDSN: fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil", "ClickHouse DSN (the database is created if missing)"),
+		HTTPAddr:      fs.String("http-addr", "VIGIL_HTTP_ADDR", ":8080", "HTTP listen address"),
+		LogLevel:      fs.String("log-level", "VIGIL_LOG_LEVEL", "info", "log level: debug, info, warn, error"),
+		LogFormat:     fs.String("log-format", "VIGIL_LOG_FORMAT", "text", "log format: text or json"),
+	}
+}

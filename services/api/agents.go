@@ -1,0 +1,175 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/agent"
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+)
+
+func pathID(c echo.Context) string {
+	id, err := url.PathUnescape(c.Param("id"))
+	if err != nil {
+		return c.Param("id")
+	}
+	return id
+}
+
+func (s *Service) registerAgent(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	p := httpkit.Principal(c)
+	a, err := agent.ParseRegistration(body, time.Now().UTC())
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	var expect uint64
+	cur, err := s.deps.Store.Agent(ctx, p.Tenant, a.AgentID)
+	switch {
+	case errors.Is(err, control.ErrNotFound):
+	case err != nil:
+		return err
+	case cur.Source == agent.SourceDiscovered:
+		// An agent first seen in events may be claimed by one explicit
+		// registration; it keeps its history.
+		expect = cur.Revision
+	default:
+		return apperr.Conflict("agent %q is already registered", a.AgentID)
+	}
+	rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: agent.OpRegistered, Tenant: p.Tenant, Agent: a, By: p.KeyID, At: a.RegisteredAt}, expect)
+	if errors.Is(err, control.ErrConflict) {
+		return apperr.Conflict("agent %q is already registered", a.AgentID)
+	}
+	if err != nil {
+		return err
+	}
+	a.Revision = rev
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/agents/"+url.PathEscape(a.AgentID))
+	return c.JSON(http.StatusCreated, a)
+}
+
+func (s *Service) getAgent(c echo.Context) error {
+	p := httpkit.Principal(c)
+	a, err := s.deps.Store.Agent(c.Request().Context(), p.Tenant, pathID(c))
+	if errors.Is(err, control.ErrNotFound) {
+		return apperr.NotFound("agent %q not found", pathID(c))
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, a)
+}
+
+func (s *Service) patchAgent(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	p := httpkit.Principal(c)
+	ctx := c.Request().Context()
+	// Optimistic concurrency: re-read and re-apply if another writer got
+	// in between, a few times, before reporting a conflict.
+	for range 5 {
+		cur, err := s.deps.Store.Agent(ctx, p.Tenant, pathID(c))
+		if errors.Is(err, control.ErrNotFound) {
+			return apperr.NotFound("agent %q not found", pathID(c))
+		}
+		if err != nil {
+			return err
+		}
+		next, err := agent.ApplyPatch(cur, body, time.Now().UTC())
+		if err != nil {
+			return err
+		}
+		rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: agent.OpUpdated, Tenant: p.Tenant, Agent: next, By: p.KeyID, At: next.UpdatedAt}, cur.Revision)
+		if errors.Is(err, control.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		next.Revision = rev
+		return c.JSON(http.StatusOK, next)
+	}
+	return apperr.Conflict("agent %q is being updated concurrently; retry", pathID(c))
+}
+
+func (s *Service) listAgents(c echo.Context) error {
+	limit, err := httpkit.Limit(c, 20, 100)
+	if err != nil {
+		return err
+	}
+	var after string
+	if err := httpkit.DecodeCursor(c, &after); err != nil {
+		return err
+	}
+	status, search := c.QueryParam("status"), strings.ToLower(c.QueryParam("search"))
+	if status != "" && status != agent.StatusActive && status != agent.StatusPaused && status != agent.StatusRetired {
+		return apperr.Validation("status is not valid", apperr.FieldError{Path: "status", Code: "invalid_format", Message: "status must be active, paused or retired"})
+	}
+	ctx := c.Request().Context()
+	if err := s.deps.Catalog.Sync(ctx); err != nil {
+		return err
+	}
+	p := httpkit.Principal(c)
+	var page []agent.Agent
+	more := false
+	for {
+		batch, hasMore := s.deps.Catalog.Agents(p.Tenant, after, limit+1)
+		for _, a := range batch {
+			if (status == "" || a.Status == status) &&
+				(search == "" || strings.Contains(strings.ToLower(a.AgentID), search) || strings.Contains(strings.ToLower(a.Name), search)) {
+				page = append(page, a)
+			}
+			after = a.AgentID
+		}
+		if len(page) > limit {
+			page, more = page[:limit], true
+			break
+		}
+		if !hasMore {
+			break
+		}
+	}
+	var next string
+	if more {
+		next = page[len(page)-1].AgentID
+	}
+	return c.JSON(http.StatusOK, httpkit.NewPage(page, more, next))
+}
+
+var agentColumns = []string{
+	"tenant_id", "agent_id", "name", "description", "model", "tools", "framework", "version", "owner",
+	"environment", "status", "source", "manifest_hash", "registered_ms", "updated_ms", "revision", "doc",
+}
+
+func projectAgent(m jetstream.Msg) (chx.Rows, error) {
+	var ch agent.Change
+	if err := json.Unmarshal(m.Data(), &ch); err != nil {
+		return nil, fmt.Errorf("%w: decode agent change: %v", chx.ErrPoison, err)
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil, fmt.Errorf("%w: metadata: %v", chx.ErrPoison, err)
+	}
+	a := ch.Agent
+	a.Revision = meta.Sequence.Stream
+	doc, _ := json.Marshal(a)
+	return chx.Rows{{ch.Tenant, a.AgentID, a.Name, a.Description, a.Model, a.Tools, a.Framework, a.Version, a.Owner,
+		a.Environment, a.Status, a.Source, a.ManifestHash, a.RegisteredAt.UnixMilli(), a.UpdatedAt.UnixMilli(), a.Revision, string(doc)}}, nil
+}

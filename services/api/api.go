@@ -1,0 +1,182 @@
+// Package api is Vigil's HTTP API for the control plane and for reads:
+// sessions from ClickHouse, agents from the CONTROL stream. It owns the
+// CONTROL stream and the ClickHouse tables projected from it, and it
+// registers agents first seen in events.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/services/api/internal/sessions"
+	"github.com/vigilhq/vigil/services/api/migrations"
+)
+
+// Durable consumer names owned by the api service.
+const (
+	AgentsProjector = "api-agents-projector"
+	AgentDiscovery  = "api-agent-discovery"
+)
+
+// Config tunes the api service.
+type Config struct {
+	// QueryTimeout bounds every ClickHouse read.
+	QueryTimeout time.Duration
+	Streams      streams.Options
+	// MaxBodyBytes caps control-plane request bodies.
+	MaxBodyBytes int64
+	// MaxExportEvents caps a session export.
+	MaxExportEvents int
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config {
+	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000}
+}
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	if c.QueryTimeout < time.Second {
+		errs = append(errs, errors.New("api: QueryTimeout must be at least 1s"))
+	}
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, errors.New("api: MaxBodyBytes must be at least 1 KiB"))
+	}
+	if c.MaxExportEvents < 1 {
+		errs = append(errs, errors.New("api: MaxExportEvents must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the api's collaborators, wired by main.
+type Deps struct {
+	JS         jetstream.JetStream
+	CH         driver.Conn
+	Catalog    *control.Catalog
+	Store      *control.Store
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is the api service.
+type Service struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	sessions *sessions.Store
+	sink     *chx.Sink
+	discover *discovery
+}
+
+// New validates cfg and deps.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.JS == nil || deps.CH == nil || deps.Catalog == nil || deps.Store == nil || deps.Log == nil || deps.Registerer == nil {
+		return nil, errors.New("api: JS, CH, Catalog, Store, Log and Registerer are required")
+	}
+	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "api")), sessions: sessions.NewStore(deps.CH)}
+	sink, err := chx.NewSink(chx.SinkConfig{
+		Name: AgentsProjector, Table: "agents", Columns: agentColumns, Project: projectAgent,
+		MaxRows: 1000, Linger: 200 * time.Millisecond,
+	}, deps.CH, s.log, deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.sink = sink
+	s.discover, err = newDiscovery(deps.Catalog, deps.Store, s.log, deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// EnsureStreams creates or updates CONTROL, the stream the api owns.
+func (s *Service) EnsureStreams(ctx context.Context) error {
+	return natsx.EnsureStreams(ctx, s.deps.JS, streams.ControlConfig(s.cfg.Streams))
+}
+
+// Migrate applies the api's ClickHouse migrations.
+func (s *Service) Migrate(ctx context.Context) error {
+	_, err := chx.Migrate(ctx, s.deps.CH, migrations.FS, "api")
+	return err
+}
+
+// Routes mounts the api endpoints on e.
+func (s *Service) Routes(e *echo.Echo) {
+	g := e.Group("/v1", httpkit.Authenticate(s.deps.Catalog))
+	read, write := httpkit.Require(auth.SessionsRead), httpkit.Require(auth.AgentsWrite)
+	agentsRead := httpkit.Require(auth.AgentsRead)
+
+	g.GET("/sessions", s.listSessions, read)
+	g.GET("/sessions/:id", s.getSession, read)
+	g.GET("/sessions/:id/export.json", s.exportSession, read)
+
+	g.POST("/agents", s.registerAgent, write)
+	g.GET("/agents", s.listAgents, agentsRead)
+	g.GET("/agents/:id", s.getAgent, agentsRead)
+	g.PATCH("/agents/:id", s.patchAgent, write)
+	g.GET("/agents/:id/sessions", s.agentSessions, agentsRead, read)
+}
+
+// Run projects agent changes into ClickHouse and registers agents seen in
+// events until ctx ends, then drains both.
+func (s *Service) Run(ctx context.Context) error {
+	cons, err := retryConsumer(ctx, s.deps.JS, streams.Control, jetstream.ConsumerConfig{
+		Durable: AgentsProjector, Description: "CONTROL agent changes → ClickHouse agents",
+		FilterSubject: streams.AllAgentChanges, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 4000,
+	}, s.log)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- s.sink.Run(ctx, cons) }()
+	go func() {
+		dcons, err := retryConsumer(ctx, s.deps.JS, streams.Ingest, discoveryConsumerConfig(), s.log)
+		if err != nil {
+			errc <- err
+			return
+		}
+		errc <- s.discover.run(ctx, dcons)
+	}()
+	return errors.Join(<-errc, <-errc)
+}
+
+// retryConsumer creates a durable consumer, waiting for its stream: in a
+// split deployment the stream's owner may start after this service.
+func retryConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, log *slog.Logger) (jetstream.Consumer, error) {
+	delay := 100 * time.Millisecond
+	for {
+		cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		if err == nil {
+			return cons, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) || ctx.Err() != nil {
+			return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
+		}
+		log.Info("waiting for stream", slog.String("stream", stream), slog.String("consumer", cfg.Durable))
+		select {
+		case <-time.After(delay):
+			delay = min(2*delay, 5*time.Second)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

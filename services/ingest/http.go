@@ -1,0 +1,236 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/event"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// Item outcomes reported per event.
+const (
+	StatusAccepted  = "accepted"
+	StatusDuplicate = "duplicate"
+	StatusRejected  = "rejected"
+	StatusFailed    = "failed"
+)
+
+// Result is the outcome for one event.
+type Result struct {
+	Index     int             `json:"index"`
+	EventID   string          `json:"eventId,omitempty"`
+	Status    string          `json:"status"`
+	Accepted  bool            `json:"accepted"`
+	Duplicate bool            `json:"duplicate"`
+	Sequence  uint64          `json:"sequence,omitempty"`
+	Error     *httpkit.Detail `json:"error,omitempty"`
+}
+
+// BatchResponse summarises a batch.
+type BatchResponse struct {
+	Accepted   int      `json:"accepted"`
+	Duplicates int      `json:"duplicates"`
+	Rejected   int      `json:"rejected"`
+	Failed     int      `json:"failed"`
+	Results    []Result `json:"results"`
+}
+
+// clientInfo reads the SDK headers: Kaplaix's, and Vigil's own which win
+// when both are sent.
+func clientInfo(h http.Header) event.Client {
+	pick := func(names ...string) string {
+		for _, n := range names {
+			if v := h.Get(n); v != "" {
+				if len(v) > 200 {
+					v = v[:200]
+				}
+				return v
+			}
+		}
+		return ""
+	}
+	return event.Client{
+		SDK:          pick("X-Vigil-Sdk", "X-Kaplaix-Sdk"),
+		Framework:    pick("X-Vigil-Framework", "X-Kaplaix-Framework"),
+		AgentVersion: pick("X-Vigil-Agent-Version", "X-Kaplaix-Agent-Version"),
+	}
+}
+
+func (s *Service) message(tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time) (*nats.Msg, error) {
+	data, err := json.Marshal(event.Record{Tenant: tenant, Event: ev, SourceMS: sourceMS, ReceivedMS: now.UnixMilli(), Client: cl, KeyID: keyID})
+	if err != nil {
+		return nil, fmt.Errorf("encode record: %w", err)
+	}
+	m := nats.NewMsg(streams.EventReceivedSubject(tenant, ev.AgentID))
+	m.Data = data
+	// Dedupe is per tenant: two tenants may well pick the same UUID.
+	m.Header.Set(jetstream.MsgIDHeader, tenant+":"+ev.EventID)
+	return m, nil
+}
+
+func (s *Service) postEvent(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	ev, sourceMS, err := event.Decode(body, s.cfg.Limits, now, "")
+	if err != nil {
+		s.accepted.WithLabelValues(StatusRejected).Inc()
+		return err
+	}
+	p := httpkit.Principal(c)
+	m, err := s.message(p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.PublishTimeout)
+	defer cancel()
+	ack, err := s.deps.JS.PublishMsg(ctx, m)
+	if err != nil {
+		s.publishErr.Inc()
+		s.accepted.WithLabelValues(StatusFailed).Inc()
+		return apperr.Unavailable("event store did not acknowledge the event; retry", time.Second, err)
+	}
+	r := Result{EventID: ev.EventID, Status: StatusAccepted, Accepted: true, Duplicate: ack.Duplicate, Sequence: ack.Sequence}
+	if ack.Duplicate {
+		r.Status = StatusDuplicate
+	}
+	s.accepted.WithLabelValues(r.Status).Inc()
+	return c.JSON(http.StatusAccepted, r)
+}
+
+// decodeBatch accepts {"events":[...]} or a bare array.
+func decodeBatch(body []byte) ([]json.RawMessage, error) {
+	trimmed := bytes.TrimSpace(body)
+	var items []json.RawMessage
+	var err error
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		err = json.Unmarshal(trimmed, &items)
+	} else {
+		var wrapper struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		err = json.Unmarshal(trimmed, &wrapper)
+		items = wrapper.Events
+	}
+	if err != nil {
+		return nil, apperr.Validation("batch body must be {\"events\":[...]} or a JSON array of events",
+			apperr.FieldError{Path: "events", Code: event.CodeMalformed, Message: "malformed JSON"})
+	}
+	return items, nil
+}
+
+func (s *Service) postBatch(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBatchBodyBytes)
+	if err != nil {
+		return err
+	}
+	items, err := decodeBatch(body)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(items) == 0:
+		return apperr.Validation("batch is empty", apperr.FieldError{Path: "events", Code: event.CodeRequired, Message: "at least one event is required"})
+	case len(items) > s.cfg.MaxBatch:
+		return apperr.Validation("batch is too large", apperr.FieldError{Path: "events", Code: event.CodeTooLong,
+			Message: fmt.Sprintf("a batch holds at most %d events", s.cfg.MaxBatch)})
+	}
+
+	now := time.Now()
+	p := httpkit.Principal(c)
+	cl := clientInfo(c.Request().Header)
+	resp := BatchResponse{Results: make([]Result, len(items))}
+	futures := make([]jetstream.PubAckFuture, len(items))
+	for i, raw := range items {
+		resp.Results[i].Index = i
+		ev, sourceMS, err := event.Decode(raw, s.cfg.Limits, now, fmt.Sprintf("events[%d].", i))
+		if err != nil {
+			resp.Results[i].Status = StatusRejected
+			resp.Results[i].Error = detailOf(err)
+			continue
+		}
+		resp.Results[i].EventID = ev.EventID
+		m, err := s.message(p.Tenant, ev, sourceMS, cl, p.KeyID, now)
+		if err == nil {
+			futures[i], err = s.deps.JS.PublishMsgAsync(m)
+		}
+		if err != nil {
+			resp.Results[i].Status = StatusFailed
+			resp.Results[i].Error = detailOf(apperr.Unavailable("event store did not accept the event; retry", time.Second, err))
+		}
+	}
+
+	deadline := time.NewTimer(s.cfg.PublishTimeout)
+	defer deadline.Stop()
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		r := &resp.Results[i]
+		select {
+		case ack := <-f.Ok():
+			r.Status, r.Accepted, r.Duplicate, r.Sequence = StatusAccepted, true, ack.Duplicate, ack.Sequence
+			if ack.Duplicate {
+				r.Status = StatusDuplicate
+			}
+		case err := <-f.Err():
+			r.Status, r.Error = StatusFailed, detailOf(apperr.Unavailable("event store did not acknowledge the event; retry", time.Second, err))
+		case <-deadline.C:
+			// Not acknowledged in time: reported as failed so the client
+			// retries it. If it was stored after all, the retry is a
+			// duplicate and is stored once.
+			r.Status, r.Error = StatusFailed, detailOf(apperr.Unavailable("event store did not acknowledge the event in time; retry", time.Second, errors.New("timeout")))
+			deadline.Reset(0)
+		case <-c.Request().Context().Done():
+			r.Status, r.Error = StatusFailed, detailOf(apperr.Unavailable("request cancelled", time.Second, c.Request().Context().Err()))
+		}
+	}
+	for _, r := range resp.Results {
+		switch r.Status {
+		case StatusAccepted:
+			resp.Accepted++
+		case StatusDuplicate:
+			resp.Duplicates++
+		case StatusRejected:
+			resp.Rejected++
+		case StatusFailed:
+			resp.Failed++
+		}
+	}
+	s.accepted.WithLabelValues(StatusAccepted).Add(float64(resp.Accepted))
+	s.accepted.WithLabelValues(StatusDuplicate).Add(float64(resp.Duplicates))
+	s.accepted.WithLabelValues(StatusRejected).Add(float64(resp.Rejected))
+	s.accepted.WithLabelValues(StatusFailed).Add(float64(resp.Failed))
+	if resp.Failed > 0 {
+		s.publishErr.Add(float64(resp.Failed))
+		if resp.Failed == len(items)-resp.Rejected {
+			// Nothing was stored: tell the client to back off and retry.
+			c.Response().Header().Set("Retry-After", "1")
+			return c.JSON(http.StatusServiceUnavailable, resp)
+		}
+	}
+	return c.JSON(http.StatusAccepted, resp)
+}
+
+func detailOf(err error) *httpkit.Detail {
+	var ae *apperr.Error
+	if !errors.As(err, &ae) {
+		return &httpkit.Detail{Code: "INTERNAL_ERROR", Message: err.Error()}
+	}
+	d := httpkit.DetailOf(ae)
+	return &d
+}

@@ -1,0 +1,185 @@
+// Package ingest receives agent events over HTTP, validates them and
+// publishes them durably on the INGEST stream; its projector writes them to
+// the ClickHouse events table.
+//
+// A 2xx from ingest means JetStream acknowledged the event: it is stored
+// and will reach every projection, however long ClickHouse is down.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/event"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/services/ingest/internal/projector"
+	"github.com/vigilhq/vigil/services/ingest/migrations"
+)
+
+// ProjectorConsumer is the durable consumer that feeds the events table.
+const ProjectorConsumer = "ingest-events-projector"
+
+// Config tunes ingest.
+type Config struct {
+	// MaxBatch is the most events one batch request may carry.
+	MaxBatch int
+	// MaxBodyBytes caps a single-event request; MaxBatchBodyBytes a batch.
+	MaxBodyBytes      int64
+	MaxBatchBodyBytes int64
+	Limits            event.Limits
+	Streams           streams.Options
+	// PublishTimeout bounds the wait for JetStream's ack; past it the
+	// client gets 503 with Retry-After and must retry (dedupe by eventId
+	// makes the retry safe).
+	PublishTimeout time.Duration
+	// ProjectorBatch and ProjectorLinger tune the ClickHouse batch writer.
+	ProjectorBatch  int
+	ProjectorLinger time.Duration
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxBatch: 1000, MaxBodyBytes: 1 << 20, MaxBatchBodyBytes: 32 << 20,
+		Limits: event.DefaultLimits, Streams: streams.DefaultOptions,
+		PublishTimeout: 5 * time.Second, ProjectorBatch: 5000, ProjectorLinger: 200 * time.Millisecond,
+	}
+}
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBatch < 1 || c.MaxBatch > 10000 {
+		errs = append(errs, errors.New("ingest: MaxBatch must be 1-10000"))
+	}
+	if c.MaxBodyBytes < 1024 || c.MaxBatchBodyBytes < c.MaxBodyBytes {
+		errs = append(errs, errors.New("ingest: MaxBodyBytes must be ≥ 1 KiB and ≤ MaxBatchBodyBytes"))
+	}
+	if c.Limits.MaxPayloadBytes < 1 {
+		errs = append(errs, errors.New("ingest: Limits.MaxPayloadBytes must be positive"))
+	}
+	if c.PublishTimeout <= 0 {
+		errs = append(errs, errors.New("ingest: PublishTimeout must be positive"))
+	}
+	if c.ProjectorBatch < 1 || c.ProjectorLinger <= 0 {
+		errs = append(errs, errors.New("ingest: ProjectorBatch and ProjectorLinger must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are ingest's collaborators, wired by main.
+type Deps struct {
+	JS jetstream.JetStream
+	// CH is required only to run the projector (Run, Migrate).
+	CH         driver.Conn
+	Auth       httpkit.Authenticator
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is the ingest service.
+type Service struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	sink *chx.Sink
+
+	accepted   *prometheus.CounterVec
+	publishErr prometheus.Counter
+}
+
+// New validates cfg and deps and registers metrics.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.JS == nil || deps.Auth == nil || deps.Log == nil || deps.Registerer == nil {
+		return nil, errors.New("ingest: JS, Auth, Log and Registerer are required")
+	}
+	s := &Service{
+		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ingest")),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_ingest_events_total", Help: "Events received, by outcome (accepted, duplicate, rejected, failed).",
+		}, []string{"outcome"}),
+		publishErr: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_ingest_publish_errors_total", Help: "Publishes JetStream did not acknowledge in time.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{s.accepted, s.publishErr} {
+		if err := deps.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("ingest metrics: %w", err)
+		}
+	}
+	if deps.CH != nil {
+		sink, err := chx.NewSink(chx.SinkConfig{
+			Name: ProjectorConsumer, Table: projector.Table, Columns: projector.Columns,
+			Project: projector.Project, MaxRows: cfg.ProjectorBatch, Linger: cfg.ProjectorLinger,
+		}, deps.CH, s.log, deps.Registerer)
+		if err != nil {
+			return nil, err
+		}
+		s.sink = sink
+	}
+	return s, nil
+}
+
+// EnsureStreams creates or updates INGEST, the stream ingest owns.
+func (s *Service) EnsureStreams(ctx context.Context) error {
+	return natsx.EnsureStreams(ctx, s.deps.JS, streams.IngestConfig(s.cfg.Streams))
+}
+
+// Migrate applies ingest's ClickHouse migrations.
+func (s *Service) Migrate(ctx context.Context) error {
+	if s.deps.CH == nil {
+		return errors.New("ingest: migrate needs ClickHouse")
+	}
+	_, err := chx.Migrate(ctx, s.deps.CH, migrations.FS, "ingest")
+	return err
+}
+
+// Routes mounts the ingest endpoints on e.
+func (s *Service) Routes(e *echo.Echo) {
+	g := e.Group("/v1", httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
+	g.POST("/events", s.postEvent)
+	g.POST("/events/batch", s.postBatch)
+}
+
+// Run projects INGEST into ClickHouse until ctx ends, then drains.
+func (s *Service) Run(ctx context.Context) error {
+	if s.sink == nil {
+		return errors.New("ingest: Run needs ClickHouse")
+	}
+	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, streams.Ingest, ProjectorConsumerConfig(s.cfg.ProjectorBatch))
+	if err != nil {
+		return fmt.Errorf("ingest: projector consumer: %w", err)
+	}
+	return s.sink.Run(ctx, cons)
+}
+
+// ProjectorConsumerConfig is the durable consumer definition. Retries
+// happen inside the sink (it holds a failed batch and backs off), so
+// MaxDeliver is unbounded: a ClickHouse outage must never exhaust it.
+func ProjectorConsumerConfig(batch int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ProjectorConsumer,
+		Description:   "INGEST → ClickHouse events",
+		FilterSubject: streams.AllEventsReceived,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 4 * batch,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
