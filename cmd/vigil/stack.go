@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -130,12 +129,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
-	checks := map[string]httpkit.Check{"nats": func(context.Context) error {
-		if !st.NC.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	}}
+	checks := map[string]httpkit.Check{"nats": natsx.Ready(st.NC)}
 	if st.CH != nil {
 		checks["clickhouse"] = func(ctx context.Context) error { return st.CH.Ping(ctx) }
 	}

@@ -72,3 +72,35 @@ func LastSequence(ctx context.Context, s jetstream.Stream) (uint64, error) {
 	}
 	return info.State.LastSeq, nil
 }
+
+// WaitForStream blocks until stream exists. In a split deployment a
+// consumer may start before the stream's owner has created it.
+func WaitForStream(ctx context.Context, js jetstream.JetStream, stream string, log *slog.Logger) error {
+	delay := 100 * time.Millisecond
+	for {
+		_, err := js.Stream(ctx, stream)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("stream %s: %w", stream, err)
+		}
+		log.Info("waiting for stream", slog.String("stream", stream))
+		select {
+		case <-time.After(delay):
+			delay = min(2*delay, 5*time.Second)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Ready is a readiness probe for a NATS connection.
+func Ready(nc *nats.Conn) func(context.Context) error {
+	return func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats: %s", nc.Status())
+		}
+		return nil
+	}
+}

@@ -159,24 +159,14 @@ func (s *Service) Run(ctx context.Context) error {
 	return errors.Join(<-errc, <-errc)
 }
 
-// retryConsumer creates a durable consumer, waiting for its stream: in a
-// split deployment the stream's owner may start after this service.
+// retryConsumer creates a durable consumer once its stream exists.
 func retryConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, log *slog.Logger) (jetstream.Consumer, error) {
-	delay := 100 * time.Millisecond
-	for {
-		cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
-		if err == nil {
-			return cons, nil
-		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) || ctx.Err() != nil {
-			return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
-		}
-		log.Info("waiting for stream", slog.String("stream", stream), slog.String("consumer", cfg.Durable))
-		select {
-		case <-time.After(delay):
-			delay = min(2*delay, 5*time.Second)
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := natsx.WaitForStream(ctx, js, stream, log); err != nil {
+		return nil, err
 	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	return cons, nil
 }

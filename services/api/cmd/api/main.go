@@ -1,0 +1,78 @@
+// Command api runs Vigil's HTTP API on its own: control plane, reads, and
+// the CONTROL projections.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/config"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/services/api"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := config.New("api", "Vigil api: the HTTP API, CONTROL stream owner and its projections.")
+	common := config.AddCommon(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
+	if err != nil {
+		return err
+	}
+	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-api", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 2*time.Minute, log)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+
+	reg := daemon.Registry()
+	catalog, store := control.NewCatalog(js, log), control.NewStore(js)
+	svc, err := api.New(api.DefaultConfig(), api.Deps{JS: js, CH: ch, Catalog: catalog, Store: store, Log: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	if err := svc.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	if err := svc.Migrate(ctx); err != nil {
+		return err
+	}
+	if err := catalog.Run(ctx); err != nil {
+		return err
+	}
+	e, err := httpkit.NewServer(log, reg)
+	if err != nil {
+		return err
+	}
+	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{
+		"nats":       natsx.Ready(nc),
+		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
+	})
+	svc.Routes(e)
+	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+}
