@@ -1,0 +1,173 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
+	"cel.dev/cel-go/common/types"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+)
+
+// CostLimit bounds the work one rule may do per evaluation, so a
+// pathological expression cannot stall the decision path.
+const CostLimit = 10000
+
+// newEnv declares the variables a condition may use. They are dynamic
+// maps so that policies can reach any attribute an agent reports.
+func newEnv() (*cel.Env, error) {
+	dyn := cel.MapType(cel.StringType, cel.DynType)
+	return cel.NewEnv(
+		cel.Variable("action", dyn),
+		cel.Variable("context", dyn),
+		cel.Variable("agent", dyn),
+		cel.Variable("principal", dyn),
+		cel.Variable("session", dyn),
+		cel.Variable("tenant", cel.StringType),
+	)
+}
+
+// Compiled is a policy whose rules are ready to evaluate.
+type Compiled struct {
+	Doc   Document
+	rules []compiledRule
+}
+
+type compiledRule struct {
+	policyID string
+	rule     Rule
+	outcome  Outcome
+	timeout  time.Duration
+	prg      cel.Program
+	// tools, when non-nil, are the only action.tool values for which the
+	// condition can hold (from a top-level equality or `in` list).
+	tools []string
+}
+
+// Compiler compiles documents; it is safe for concurrent use.
+type Compiler struct{ env *cel.Env }
+
+// NewCompiler prepares the CEL environment.
+func NewCompiler() (*Compiler, error) {
+	env, err := newEnv()
+	if err != nil {
+		return nil, fmt.Errorf("cel environment: %w", err)
+	}
+	return &Compiler{env: env}, nil
+}
+
+// Compile checks and compiles every rule of d (already Normalized).
+// Errors name the rule, its line and the CEL error.
+func (c *Compiler) Compile(d Document) (*Compiled, error) {
+	out := &Compiled{Doc: d}
+	var errs []apperr.FieldError
+	for i, r := range d.Rules {
+		path := fmt.Sprintf("rules[%d].when", i)
+		where := "rule " + r.ID
+		if r.line > 0 {
+			where = fmt.Sprintf("line %d: rule %s", r.line, r.ID)
+		}
+		ast, iss := c.env.Compile(r.When)
+		if iss != nil && iss.Err() != nil {
+			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: %v", where, iss.Err())})
+			continue
+		}
+		if !ast.OutputType().IsExactType(types.BoolType) && !ast.OutputType().IsExactType(types.DynType) {
+			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: condition must be a bool, not %s", where, ast.OutputType())})
+			continue
+		}
+		prg, err := c.env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(CostLimit))
+		if err != nil {
+			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: %v", where, err)})
+			continue
+		}
+		o, _ := ParseOutcome(r.Outcome)
+		var timeout time.Duration
+		if r.ApprovalTimeout != "" {
+			timeout, _ = time.ParseDuration(r.ApprovalTimeout)
+		}
+		out.rules = append(out.rules, compiledRule{policyID: d.ID, rule: r, outcome: o, timeout: timeout, prg: prg, tools: toolKeys(ast.NativeRep().Expr())})
+	}
+	if len(errs) > 0 {
+		return nil, apperr.Validation("policy has invalid conditions", errs...)
+	}
+	return out, nil
+}
+
+// toolKeys finds, among the top-level conjuncts of e, a test that pins
+// action.tool to literals (`action.tool == "x"`, `"x" == action.tool`,
+// `action.tool in ["x", "y"]`). Such a rule can only match those tools,
+// which lets the engine index rules by tool the way OPA indexes rules on
+// equality; nil means the rule must always be considered.
+func toolKeys(e celast.Expr) []string {
+	if e.Kind() != celast.CallKind {
+		return nil
+	}
+	call := e.AsCall()
+	args := call.Args()
+	switch call.FunctionName() {
+	case operators.LogicalAnd:
+		for _, a := range args {
+			if k := toolKeys(a); k != nil {
+				return k
+			}
+		}
+	case operators.Equals:
+		if len(args) == 2 {
+			if isActionTool(args[0]) {
+				if s, ok := stringLit(args[1]); ok {
+					return []string{s}
+				}
+			}
+			if isActionTool(args[1]) {
+				if s, ok := stringLit(args[0]); ok {
+					return []string{s}
+				}
+			}
+		}
+	case operators.In:
+		if len(args) == 2 && isActionTool(args[0]) && args[1].Kind() == celast.ListKind {
+			var keys []string
+			for _, el := range args[1].AsList().Elements() {
+				s, ok := stringLit(el)
+				if !ok {
+					return nil
+				}
+				keys = append(keys, s)
+			}
+			if len(keys) > 0 {
+				sort.Strings(keys)
+				return keys
+			}
+		}
+	}
+	return nil
+}
+
+// isActionTool matches `action.tool` and `action["tool"]`.
+func isActionTool(e celast.Expr) bool {
+	switch e.Kind() {
+	case celast.SelectKind:
+		s := e.AsSelect()
+		return !s.IsTestOnly() && s.FieldName() == "tool" && s.Operand().Kind() == celast.IdentKind && s.Operand().AsIdent() == "action"
+	case celast.CallKind:
+		c := e.AsCall()
+		if c.FunctionName() == operators.Index && len(c.Args()) == 2 && c.Args()[0].Kind() == celast.IdentKind && c.Args()[0].AsIdent() == "action" {
+			s, ok := stringLit(c.Args()[1])
+			return ok && s == "tool"
+		}
+	}
+	return false
+}
+
+func stringLit(e celast.Expr) (string, bool) {
+	if e.Kind() != celast.LiteralKind {
+		return "", false
+	}
+	s, ok := e.AsLiteral().Value().(string)
+	return s, ok
+}

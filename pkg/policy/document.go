@@ -1,0 +1,221 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+)
+
+// Document is a policy as its author writes it (YAML or JSON).
+//
+// A document either lists rules with CEL conditions, or (the Kaplaix
+// form) carries exact-match Conditions and a DefaultDecision, which is
+// mapped to a single rule.
+type Document struct {
+	ID          string `yaml:"id,omitempty" json:"id,omitempty"`
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description,omitempty" json:"description,omitempty"`
+	// Enabled defaults to true; a disabled policy is kept but not packed.
+	Enabled  *bool  `yaml:"enabled,omitempty" json:"enabled,omitempty"`
+	Priority int    `yaml:"priority,omitempty" json:"priority,omitempty"`
+	Rules    []Rule `yaml:"rules,omitempty" json:"rules,omitempty"`
+
+	// Kaplaix form.
+	Conditions      map[string]string `yaml:"conditions,omitempty" json:"conditions,omitempty"`
+	DefaultDecision string            `yaml:"defaultDecision,omitempty" json:"defaultDecision,omitempty"`
+}
+
+// Rule is one condition and what follows when it holds.
+type Rule struct {
+	ID string `yaml:"id" json:"id"`
+	// When is a CEL expression over action, context, agent, principal,
+	// tenant and session; it must evaluate to a bool.
+	When            string   `yaml:"when" json:"when"`
+	Outcome         string   `yaml:"outcome" json:"outcome"`
+	ReasonCodes     []string `yaml:"reasonCodes,omitempty" json:"reasonCodes,omitempty"`
+	Message         string   `yaml:"message,omitempty" json:"message,omitempty"`
+	ApprovalTimeout string   `yaml:"approvalTimeout,omitempty" json:"approvalTimeout,omitempty"`
+
+	line int
+}
+
+// IsEnabled reports whether the policy takes part in decisions.
+func (d Document) IsEnabled() bool { return d.Enabled == nil || *d.Enabled }
+
+var (
+	ruleIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	reasonRe = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+	// KaplaixConditionFields are the exact-match keys the Kaplaix rule
+	// form supports; each maps to the action attribute of the same name.
+	KaplaixConditionFields = []string{"toolType", "operation", "targetSystem", "initiatorType"}
+)
+
+// Parse reads a YAML (or JSON) policy document and checks its shape.
+// Errors are *apperr.Error validation errors whose details carry the path
+// ("rules[2].outcome") and, in the message, the line and rule id.
+func Parse(src []byte) (Document, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(src, &root); err != nil {
+		return Document{}, apperr.Validation("policy is not valid YAML",
+			apperr.FieldError{Path: "", Code: "malformed_yaml", Message: err.Error()})
+	}
+	if len(root.Content) == 0 {
+		return Document{}, apperr.Validation("policy is empty", apperr.FieldError{Path: "", Code: "required", Message: "empty document"})
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	dec.KnownFields(true)
+	var d Document
+	if err := dec.Decode(&d); err != nil {
+		return Document{}, apperr.Validation("policy does not match the schema",
+			apperr.FieldError{Path: "", Code: "invalid_type", Message: err.Error()})
+	}
+	// Attach source lines to rules for error messages.
+	if doc := root.Content[0]; doc.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if doc.Content[i].Value == "rules" && doc.Content[i+1].Kind == yaml.SequenceNode {
+				for j, n := range doc.Content[i+1].Content {
+					if j < len(d.Rules) {
+						d.Rules[j].line = n.Line
+					}
+				}
+			}
+		}
+	}
+	if err := d.Normalize(); err != nil {
+		return Document{}, err
+	}
+	return d, nil
+}
+
+// Normalize maps the Kaplaix form to a rule and checks everything but the
+// CEL expressions (Compile checks those).
+func (d *Document) Normalize() error {
+	var errs []apperr.FieldError
+	add := func(path, code string, line int, format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		if line > 0 {
+			msg = fmt.Sprintf("line %d: %s", line, msg)
+		}
+		errs = append(errs, apperr.FieldError{Path: path, Code: code, Message: msg})
+	}
+	if strings.TrimSpace(d.Name) == "" {
+		add("name", "required", 0, "name is required")
+	} else if len(d.Name) > 200 {
+		add("name", "too_long", 0, "name must be at most 200 bytes")
+	}
+	if len(d.Conditions) > 0 || d.DefaultDecision != "" {
+		if len(d.Rules) > 0 {
+			add("conditions", "invalid_format", 0, "use either rules or conditions/defaultDecision, not both")
+		} else if r, err := kaplaixRule(d); err != nil {
+			add("conditions", "invalid_format", 0, "%v", err)
+		} else {
+			d.Rules = []Rule{r}
+		}
+	}
+	if len(d.Rules) == 0 && len(errs) == 0 {
+		add("rules", "required", 0, "a policy needs at least one rule")
+	}
+	if len(d.Rules) > 1000 {
+		add("rules", "too_long", 0, "a policy holds at most 1000 rules")
+	}
+	seen := map[string]bool{}
+	for i := range d.Rules {
+		r := &d.Rules[i]
+		p := fmt.Sprintf("rules[%d]", i)
+		who := "rule " + r.ID
+		if r.ID == "" {
+			who = fmt.Sprintf("rule #%d", i+1)
+		}
+		switch {
+		case r.ID == "":
+			add(p+".id", "required", r.line, "%s: id is required", who)
+		case !ruleIDRe.MatchString(r.ID):
+			add(p+".id", "invalid_format", r.line, "%s: id must be letters, digits and _.- (at most 128)", who)
+		case seen[r.ID]:
+			add(p+".id", "duplicate", r.line, "%s: id is used twice", who)
+		}
+		seen[r.ID] = true
+		if strings.TrimSpace(r.When) == "" {
+			add(p+".when", "required", r.line, "%s: when (a CEL condition) is required", who)
+		} else if len(r.When) > 4096 {
+			add(p+".when", "too_long", r.line, "%s: when must be at most 4096 bytes", who)
+		}
+		if o, err := ParseOutcome(r.Outcome); err != nil {
+			add(p+".outcome", "invalid_format", r.line, "%s: %v", who, err)
+		} else {
+			r.Outcome = o.String()
+		}
+		if len(r.ReasonCodes) == 0 && ruleIDRe.MatchString(r.ID) {
+			r.ReasonCodes = []string{defaultReason(r.ID)}
+		}
+		for j, c := range r.ReasonCodes {
+			if !reasonRe.MatchString(c) {
+				add(fmt.Sprintf("%s.reasonCodes[%d]", p, j), "invalid_format", r.line, "%s: reason code %q must be UPPER_SNAKE_CASE", who, c)
+			}
+		}
+		if r.ApprovalTimeout != "" {
+			if t, err := time.ParseDuration(r.ApprovalTimeout); err != nil || t <= 0 || t > 30*24*time.Hour {
+				add(p+".approvalTimeout", "invalid_format", r.line, "%s: approvalTimeout must be a duration such as 30m, at most 720h", who)
+			}
+		}
+		if len(r.Message) > 1000 {
+			add(p+".message", "too_long", r.line, "%s: message must be at most 1000 bytes", who)
+		}
+	}
+	if len(errs) > 0 {
+		return apperr.Validation("policy is invalid", errs...)
+	}
+	return nil
+}
+
+func defaultReason(id string) string {
+	b := []byte(strings.ToUpper(id))
+	for i, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	s := "RULE_" + string(b)
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
+
+// kaplaixRule maps exact-match conditions to a CEL conjunction.
+func kaplaixRule(d *Document) (Rule, error) {
+	decision := d.DefaultDecision
+	if decision == "" {
+		decision = "requires_review"
+	}
+	keys := make([]string, 0, len(d.Conditions))
+	for k := range d.Conditions {
+		if !slices.Contains(KaplaixConditionFields, k) {
+			return Rule{}, fmt.Errorf("unknown condition %q (want %s)", k, strings.Join(KaplaixConditionFields, ", "))
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	terms := make([]string, 0, len(keys))
+	for _, k := range keys {
+		terms = append(terms, fmt.Sprintf("action.%s == %q", k, d.Conditions[k]))
+	}
+	when := "true"
+	if len(terms) > 0 {
+		when = strings.Join(terms, " && ")
+	}
+	id := "default"
+	if d.ID != "" && ruleIDRe.MatchString(d.ID) {
+		id = d.ID
+	}
+	return Rule{ID: id, When: when, Outcome: decision}, nil
+}
+

@@ -1,0 +1,258 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+)
+
+const refunds = `
+id: refunds
+name: Refund limits
+rules:
+  - id: big-refund
+    when: action.tool == "issue_refund" && context.amount > 1000
+    outcome: require_approval
+    reasonCodes: [AMOUNT_OVER_THRESHOLD]
+    approvalTimeout: 30m
+  - id: huge-refund
+    when: action.tool == "issue_refund" && context.amount > 100000
+    outcome: block
+    reasonCodes: [AMOUNT_FAR_OVER_THRESHOLD]
+  - id: shell
+    when: action.tool in ["shell", "exec"]
+    outcome: warn
+  - id: repeat-offender
+    when: session.blocks >= 3
+    outcome: block
+    reasonCodes: [REPEATED_BLOCKS]
+`
+
+func mustPack(t testing.TB, docs ...string) *Pack {
+	t.Helper()
+	c, err := NewCompiler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []Versioned
+	for i, src := range docs {
+		d, err := Parse([]byte(src))
+		if err != nil {
+			t.Fatalf("parse: %v", err)
+		}
+		if d.ID == "" {
+			d.ID = fmt.Sprintf("p%d", i)
+		}
+		comp, err := c.Compile(d)
+		if err != nil {
+			t.Fatalf("compile: %v", err)
+		}
+		vs = append(vs, Versioned{Version: uint64(i + 1), Compiled: comp})
+	}
+	signer, _ := NewSigner(make([]byte, 32))
+	p, err := NewPack("acme", vs, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEvaluatePrecedenceAndReasons(t *testing.T) {
+	p := mustPack(t, refunds)
+	tests := []struct {
+		name    string
+		in      Input
+		org     OrgPolicy
+		want    Outcome
+		reasons []string
+	}{
+		{"no rule matches", Input{Action: Action{Tool: "lookup"}}, OrgPolicy{}, Allow, []string{ReasonDefaultAllow}},
+		{"small refund", Input{Action: Action{Tool: "issue_refund"}, Context: map[string]any{"amount": 10.0}}, OrgPolicy{}, Allow, []string{ReasonDefaultAllow}},
+		{"big refund", Input{Action: Action{Tool: "issue_refund"}, Context: map[string]any{"amount": 1250.0}}, OrgPolicy{}, RequireApproval, []string{"AMOUNT_OVER_THRESHOLD"}},
+		{"huge refund: block wins, milder reasons follow", Input{Action: Action{Tool: "issue_refund"}, Context: map[string]any{"amount": 200000}}, OrgPolicy{}, Block, []string{"AMOUNT_FAR_OVER_THRESHOLD", "AMOUNT_OVER_THRESHOLD"}},
+		{"in-list index", Input{Action: Action{Tool: "exec"}}, OrgPolicy{}, Warn, []string{"RULE_SHELL"}},
+		{"general rule applies to any tool", Input{Action: Action{Tool: "lookup"}, Session: Session{Blocks: 3}}, OrgPolicy{}, Block, []string{"REPEATED_BLOCKS"}},
+		{"paused agent", Input{Agent: AgentState{Paused: true}, Action: Action{Tool: "lookup"}}, OrgPolicy{}, Block, []string{ReasonAgentPaused}},
+		{"org blocklist tool", Input{Action: Action{Tool: "rm"}}, OrgPolicy{Mode: OrgBlocklist, Tools: []string{"rm"}}, Block, []string{ReasonOrgBlockedTool}},
+		{"org blocklist destination with port and wildcard", Input{Action: Action{Tool: "http", Target: "https://api.evil.com:443/x"}}, OrgPolicy{Mode: OrgBlocklist, Destinations: []string{"*.evil.com"}}, Block, []string{ReasonOrgBlockedDestination}},
+		{"org allowlist miss", Input{Action: Action{Tool: "rm"}}, OrgPolicy{Mode: OrgAllowlist, Tools: []string{"lookup"}}, Block, []string{ReasonOrgNotAllowlisted}},
+		{"org allowlist hit", Input{Action: Action{Tool: "lookup"}}, OrgPolicy{Mode: OrgAllowlist, Tools: []string{"lookup"}}, Allow, []string{ReasonDefaultAllow}},
+		{"org off ignores lists", Input{Action: Action{Tool: "rm"}}, OrgPolicy{Mode: OrgOff, Tools: []string{"rm"}}, Allow, []string{ReasonDefaultAllow}},
+		{"undeclared tool and destination warn", Input{Agent: AgentState{Declared: true, Tools: []string{"lookup"}, Destinations: []string{"api.stripe.com"}}, Action: Action{Tool: "issue_refund", Target: "api.paypal.com:443"}, Context: map[string]any{"amount": 1}}, OrgPolicy{}, Warn, []string{ReasonUndeclaredTool, ReasonUndeclaredDestination}},
+		{"declared tool passes", Input{Agent: AgentState{Declared: true, Tools: []string{"lookup"}}, Action: Action{Tool: "lookup"}}, OrgPolicy{}, Allow, []string{ReasonDefaultAllow}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := p.Evaluate(tt.in, tt.org)
+			if d.Outcome != tt.want || !slices.Equal(d.ReasonCodes, tt.reasons) {
+				t.Fatalf("got %s %v, want %s %v (matches %+v, errors %v)", d.Outcome, d.ReasonCodes, tt.want, tt.reasons, d.Matches, d.Errors)
+			}
+			if d.PackHash != p.Hash || !strings.HasPrefix(d.PackHash, "sha256:") {
+				t.Fatalf("pack hash %q", d.PackHash)
+			}
+		})
+	}
+}
+
+func TestMissingAttributeDoesNotMatch(t *testing.T) {
+	p := mustPack(t, refunds)
+	d := p.Evaluate(Input{Action: Action{Tool: "issue_refund"}}, OrgPolicy{})
+	if d.Outcome != Allow || len(d.Errors) != 2 {
+		t.Fatalf("got %s errors=%v", d.Outcome, d.Errors)
+	}
+}
+
+func TestApprovalTimeout(t *testing.T) {
+	p := mustPack(t, refunds)
+	d := p.Evaluate(Input{Action: Action{Tool: "issue_refund"}, Context: map[string]any{"amount": 5000}}, OrgPolicy{})
+	if d.ApprovalTimeout.Minutes() != 30 {
+		t.Fatalf("timeout %v", d.ApprovalTimeout)
+	}
+}
+
+func TestToolIndex(t *testing.T) {
+	tests := []struct {
+		when string
+		want []string
+	}{
+		{`action.tool == "a"`, []string{"a"}},
+		{`"a" == action.tool`, []string{"a"}},
+		{`action["tool"] == "a" && context.x > 1`, []string{"a"}},
+		{`context.x > 1 && action.tool in ["b", "a"]`, []string{"a", "b"}},
+		{`action.tool == "a" || action.tool == "b"`, nil},
+		{`action.tool != "a"`, nil},
+		{`action.tool in ["a", context.t]`, nil},
+		{`true`, nil},
+	}
+	c, _ := NewCompiler()
+	for _, tt := range tests {
+		d := Document{ID: "x", Name: "x", Rules: []Rule{{ID: "r", When: tt.when, Outcome: "warn"}}}
+		if err := d.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		comp, err := c.Compile(d)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.when, err)
+		}
+		if got := comp.rules[0].tools; !slices.Equal(got, tt.want) {
+			t.Errorf("%s: tools %v, want %v", tt.when, got, tt.want)
+		}
+	}
+}
+
+func TestInvalidPolicies(t *testing.T) {
+	tests := []struct {
+		name, src, path, contains string
+	}{
+		{"bad yaml", "name: [", "", "yaml: line 1"},
+		{"no name", "rules: [{id: a, when: 'true', outcome: warn}]", "name", "name is required"},
+		{"no rules", "name: x", "rules", "at least one rule"},
+		{"unknown field", "name: x\nbogus: 1\nrules: [{id: a, when: 'true', outcome: warn}]", "", "bogus"},
+		{"bad outcome", "name: x\nrules:\n  - id: a\n    when: 'true'\n    outcome: maybe\n", "rules[0].outcome", "line 3: rule a"},
+		{"duplicate id", "name: x\nrules:\n  - {id: a, when: 'true', outcome: warn}\n  - {id: a, when: 'true', outcome: warn}\n", "rules[1].id", "used twice"},
+		{"bad reason", "name: x\nrules:\n  - {id: a, when: 'true', outcome: warn, reasonCodes: [lower]}\n", "rules[0].reasonCodes[0]", "UPPER_SNAKE"},
+		{"bad timeout", "name: x\nrules:\n  - {id: a, when: 'true', outcome: warn, approvalTimeout: soon}\n", "rules[0].approvalTimeout", "duration"},
+		{"cel syntax", "name: x\nrules:\n  - id: a\n    when: 'action.tool =='\n    outcome: warn\n", "rules[0].when", "line 3: rule a"},
+		{"cel type", "name: x\nrules:\n  - id: a\n    when: '1 + 2'\n    outcome: warn\n", "rules[0].when", "must be a bool"},
+		{"cel unknown variable", "name: x\nrules:\n  - id: a\n    when: 'nope.x == 1'\n    outcome: warn\n", "rules[0].when", "undeclared reference"},
+		{"kaplaix unknown condition", "name: x\nconditions: {color: red}\ndefaultDecision: denied\n", "conditions", "unknown condition"},
+	}
+	c, _ := NewCompiler()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := Parse([]byte(tt.src))
+			if err == nil {
+				_, err = c.Compile(d)
+			}
+			var ae *apperr.Error
+			if err == nil || !asAppErr(err, &ae) || ae.Kind != apperr.KindValidation {
+				t.Fatalf("want a validation error, got %v", err)
+			}
+			for _, fe := range ae.Details {
+				if fe.Path == tt.path && strings.Contains(fe.Message, tt.contains) {
+					return
+				}
+			}
+			t.Fatalf("no detail at %q containing %q: %+v", tt.path, tt.contains, ae.Details)
+		})
+	}
+}
+
+func TestKaplaixForm(t *testing.T) {
+	p := mustPack(t, `{"name":"payments","conditions":{"toolType":"payment","operation":"refund"},"priority":10,"defaultDecision":"denied"}`)
+	if d := p.Evaluate(Input{Action: Action{ToolType: "payment", Operation: "refund"}}, OrgPolicy{}); d.Outcome != Block {
+		t.Fatalf("got %s", d.Outcome)
+	}
+	if d := p.Evaluate(Input{Action: Action{ToolType: "payment", Operation: "charge"}}, OrgPolicy{}); d.Outcome != Allow {
+		t.Fatalf("got %s", d.Outcome)
+	}
+}
+
+func TestPackHashAndSignature(t *testing.T) {
+	a, b := mustPack(t, refunds), mustPack(t, refunds)
+	if a.Hash != b.Hash {
+		t.Fatal("same policies, different hashes")
+	}
+	c := mustPack(t, strings.Replace(refunds, "1000", "2000", 1))
+	if a.Hash == c.Hash {
+		t.Fatal("different policies, same hash")
+	}
+	signer, _ := NewSigner(make([]byte, 32))
+	if err := VerifyPack(signer.PublicKey(), "acme", a.Hash, a.Signature); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyPack(signer.PublicKey(), "other", a.Hash, a.Signature); err == nil {
+		t.Fatal("signature verified for another tenant")
+	}
+}
+
+func TestDisabledPolicyNotPacked(t *testing.T) {
+	p := mustPack(t, "name: off\nenabled: false\nrules: [{id: a, when: 'true', outcome: block}]")
+	if d := p.Evaluate(Input{}, OrgPolicy{}); d.Outcome != Allow || p.Rules() != 0 {
+		t.Fatalf("disabled policy applied: %s", d.Outcome)
+	}
+}
+
+// hundredRules is a pack of 100 rules that each test the tool name and an
+// argument, the shape of the benchmark goal in the policy issue.
+func hundredRules() string {
+	var b strings.Builder
+	b.WriteString("name: bench\nrules:\n")
+	for i := range 100 {
+		fmt.Fprintf(&b, "  - id: r%d\n    when: action.tool == \"tool_%d\" && action.arguments.amount > %d\n    outcome: %s\n", i, i, i*10, []string{"warn", "require_approval", "block"}[i%3])
+	}
+	return b.String()
+}
+
+func BenchmarkEvaluate100Rules(b *testing.B) {
+	p := mustPack(b, hundredRules())
+	in := Input{Tenant: "acme", Action: Action{Kind: "tool_call", Tool: "tool_42", Arguments: map[string]any{"amount": 5000.0}}, Context: map[string]any{}}
+	if d := p.Evaluate(in, OrgPolicy{}); d.Outcome != Warn {
+		b.Fatalf("got %s", d.Outcome)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Evaluate(in, OrgPolicy{})
+	}
+}
+
+// BenchmarkEvaluate100RulesUnindexed is the baseline the index beats:
+// the same pack evaluated as a plain loop over every compiled rule.
+func BenchmarkEvaluate100RulesUnindexed(b *testing.B) {
+	p := mustPack(b, hundredRules())
+	p.general, p.byTool = nil, nil
+	for i := range p.rules {
+		p.general = append(p.general, i)
+	}
+	in := Input{Tenant: "acme", Action: Action{Kind: "tool_call", Tool: "tool_42", Arguments: map[string]any{"amount": 5000.0}}, Context: map[string]any{}}
+	if d := p.Evaluate(in, OrgPolicy{}); d.Outcome != Warn {
+		b.Fatalf("got %s", d.Outcome)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Evaluate(in, OrgPolicy{})
+	}
+}
