@@ -218,4 +218,3 @@ func kaplaixRule(d *Document) (Rule, error) {
 	}
 	return Rule{ID: id, When: when, Outcome: decision}, nil
 }
-

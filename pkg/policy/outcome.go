@@ -55,4 +55,3 @@ func (o *Outcome) UnmarshalText(b []byte) error {
 	*o = v
 	return nil
 }
-
