@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
@@ -35,23 +36,27 @@ const (
 
 // Agent is an agent's current state.
 type Agent struct {
-	AgentID      string         `json:"agentId"`
-	Name         string         `json:"name"`
-	Description  string         `json:"description,omitempty"`
-	Model        string         `json:"model,omitempty"`
-	Temperature  *float64       `json:"temperature,omitempty"`
-	Tools        []string       `json:"tools"`
-	Framework    string         `json:"framework,omitempty"`
-	Version      string         `json:"version,omitempty"`
-	Owner        string         `json:"owner,omitempty"`
-	Environment  string         `json:"environment,omitempty"`
-	Tags         []string       `json:"tags"`
-	Metadata     map[string]any `json:"metadata"`
-	Status       string         `json:"status"`
-	Source       string         `json:"source"`
-	ManifestHash string         `json:"manifestHash"`
-	RegisteredAt time.Time      `json:"registeredAt"`
-	UpdatedAt    time.Time      `json:"updatedAt"`
+	AgentID     string         `json:"agentId"`
+	Name        string         `json:"name"`
+	Description string         `json:"description,omitempty"`
+	Model       string         `json:"model,omitempty"`
+	Temperature *float64       `json:"temperature,omitempty"`
+	Tools       []string       `json:"tools"`
+	Framework   string         `json:"framework,omitempty"`
+	Version     string         `json:"version,omitempty"`
+	Owner       string         `json:"owner,omitempty"`
+	Environment string         `json:"environment,omitempty"`
+	Tags        []string       `json:"tags"`
+	Metadata    map[string]any `json:"metadata"`
+	Status      string         `json:"status"`
+	Source      string         `json:"source"`
+	// Declaration is what the agent is expected to use (Kaizen's
+	// manifest); nil until one is posted.
+	Declaration  *Declaration `json:"declaration,omitempty"`
+	Settings     Settings     `json:"settings"`
+	ManifestHash string       `json:"manifestHash"`
+	RegisteredAt time.Time    `json:"registeredAt"`
+	UpdatedAt    time.Time    `json:"updatedAt"`
 	// Revision is the CONTROL stream sequence of this state; it changes on
 	// every write and can be used as an ETag.
 	Revision uint64 `json:"revision"`
@@ -158,7 +163,13 @@ func ParseRegistration(body []byte, now time.Time) (Agent, error) {
 	delete(fields, "agentId")
 	errs = append(errs, apply(&a, fields)...)
 	if a.Name == "" {
-		if _, ok := fields["name"]; !ok {
+		// Absent or null: named after its id. An explicit "" is refused,
+		// as ApplyPatch refuses to empty the name.
+		var s string
+		if raw, ok := fields["name"]; ok && !isNull(raw) && json.Unmarshal(raw, &s) == nil && s == "" {
+			errs = append(errs, fe("name", event.CodeRequired, "name must not be empty"))
+			sortErrs(errs)
+		} else {
 			a.Name = a.AgentID
 		}
 	}
@@ -311,14 +322,10 @@ func apply(a *Agent, fields map[string]json.RawMessage) []apperr.FieldError {
 			errs = append(errs, fe(name, "unknown_field", "unknown field %q", name))
 		}
 	}
-	slices.SortFunc(errs, func(x, y apperr.FieldError) int {
-		if x.Path < y.Path {
-			return -1
-		}
-		if x.Path > y.Path {
-			return 1
-		}
-		return 0
-	})
+	sortErrs(errs)
 	return errs
+}
+
+func sortErrs(errs []apperr.FieldError) {
+	slices.SortStableFunc(errs, func(x, y apperr.FieldError) int { return strings.Compare(x.Path, y.Path) })
 }

@@ -48,7 +48,7 @@ type Record struct {
 
 // Limits bounds what a single event may contain.
 type Limits struct {
-	// MaxPayloadBytes caps the encoded payload object.
+	// MaxPayloadBytes caps the payload object once compacted.
 	MaxPayloadBytes int
 	// MaxFutureSkew rejects source timestamps further ahead of the server
 	// clock than this, which are almost always unit or timezone bugs.
@@ -76,6 +76,10 @@ var (
 	categoryRe = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
 	versionRe  = regexp.MustCompile(`^1\.[0-9]{1,3}(\.[0-9]{1,3})?$`)
 )
+
+// minSource is the earliest accepted source timestamp, as an instant:
+// "2000-01-01T00:30:00+01:00" is still 1999 in UTC.
+var minSource = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Identifier length caps. Agent and session ids become NATS subject tokens
 // and ClickHouse sort keys, so they are bounded.
@@ -155,7 +159,7 @@ func Decode(data []byte, lim Limits, now time.Time, prefix string) (Event, int64
 		switch {
 		case err != nil:
 			add("sourceTimestamp", CodeInvalid, "sourceTimestamp must be an RFC 3339 timestamp")
-		case t.Year() < 2000:
+		case t.Before(minSource):
 			add("sourceTimestamp", CodeOutOfRange, "sourceTimestamp must not be before the year 2000")
 		case lim.MaxFutureSkew > 0 && t.After(now.Add(lim.MaxFutureSkew)):
 			add("sourceTimestamp", CodeOutOfRange, "sourceTimestamp is more than %s in the future", lim.MaxFutureSkew)
@@ -189,18 +193,17 @@ func Decode(data []byte, lim Limits, now time.Time, prefix string) (Event, int64
 		add("payload", CodeRequired, "payload is required")
 	} else {
 		trimmed := bytes.TrimSpace(raw)
-		switch {
-		case len(trimmed) == 0 || trimmed[0] != '{':
+		if len(trimmed) == 0 || trimmed[0] != '{' {
 			add("payload", CodeInvalidType, "payload must be a JSON object")
-		case lim.MaxPayloadBytes > 0 && len(trimmed) > lim.MaxPayloadBytes:
+		} else if canon, err := json.Marshal(json.RawMessage(trimmed)); err != nil {
+			// Compacted the way json.Marshal writes a RawMessage (with
+			// HTML-safe escapes), so the payload is byte-identical once
+			// the record is encoded for the stream and decoded again.
+			add("payload", CodeMalformed, "payload is not valid JSON")
+		} else if lim.MaxPayloadBytes > 0 && len(canon) > lim.MaxPayloadBytes {
 			add("payload", CodeTooLarge, "payload must be at most %d bytes", lim.MaxPayloadBytes)
-		default:
-			var compact bytes.Buffer
-			if err := json.Compact(&compact, trimmed); err != nil {
-				add("payload", CodeMalformed, "payload is not valid JSON")
-			} else {
-				ev.Payload = compact.Bytes()
-			}
+		} else {
+			ev.Payload = canon
 		}
 	}
 	if len(errs) > 0 {

@@ -34,8 +34,12 @@ const (
 // Token encodes an identifier as one NATS subject token. Identifiers made
 // only of letters, digits, '_' and '-' are used verbatim, which keeps
 // subjects readable; anything else is "~" + unpadded base64url, which is
-// reversible and cannot collide with a verbatim token.
+// reversible and cannot collide with a verbatim token. The empty id is
+// "~", since a subject token may not be empty.
 func Token(id string) string {
+	if id == "" {
+		return "~"
+	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
@@ -137,5 +141,64 @@ func ControlConfig(o Options) jetstream.StreamConfig {
 		Duplicates:  o.DuplicateWindow,
 		Replicas:    o.Replicas,
 		AllowDirect: true,
+	}
+}
+
+// Policy stream and its subjects, owned by services/policy.
+const (
+	Policy = "POLICY"
+	// DecisionRecorded is a decision the policy service made (payload:
+	// policy.DecisionRecord), recorded before it is returned.
+	DecisionRecorded = "decision_recorded"
+	// AllDecisions filters every recorded decision of every tenant.
+	AllDecisions = "policy.v1." + DecisionRecorded + ".>"
+)
+
+// DecisionSubject is where a decision about agentID is recorded.
+func DecisionSubject(tenant, agentID string) string {
+	return subject("policy", DecisionRecorded, tenant, agentID)
+}
+
+// Control-plane facts about policies, owned by services/api.
+const (
+	// PolicyChanged carries a policy's full state after a change.
+	PolicyChanged = "policy_changed"
+	// OrgPolicyChanged carries a tenant's org allow/block list.
+	OrgPolicyChanged = "org_policy_changed"
+	// VerdictTriaged carries a human's triage of one decision.
+	VerdictTriaged = "verdict_triaged"
+)
+
+// PolicySubject holds a policy's version history.
+func PolicySubject(tenant, id string) string { return subject("control", PolicyChanged, tenant, id) }
+
+// OrgPolicySubject holds a tenant's org policy history.
+func OrgPolicySubject(tenant string) string {
+	return subject("control", OrgPolicyChanged, tenant, "org")
+}
+
+// TriageSubject holds a decision's triage history.
+func TriageSubject(tenant, decisionID string) string {
+	return subject("control", VerdictTriaged, tenant, decisionID)
+}
+
+// AllTriage filters every triage of every tenant.
+const AllTriage = "control.v1." + VerdictTriaged + ".>"
+
+// EvaluateRPC is the request/reply subject of the policy service.
+const EvaluateRPC = "rpc.policy.v1.evaluate"
+
+// PolicyConfig defines the POLICY stream, owned by services/policy.
+func PolicyConfig(o Options) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        Policy,
+		Description: "Decisions and verdicts, recorded before they are returned",
+		Subjects:    []string{"policy.v1.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.IngestMaxAge,
+		Duplicates:  o.DuplicateWindow,
+		Replicas:    o.Replicas,
 	}
 }

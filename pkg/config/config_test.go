@@ -1,0 +1,143 @@
+package config_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/config"
+)
+
+type settings struct {
+	name *string
+	n    *int
+	d    *time.Duration
+}
+
+func define(fs *config.FlagSet) settings {
+	return settings{
+		name: fs.String("name", "VIGIL_TEST_NAME", "def", "a name"),
+		n:    fs.Int("count", "VIGIL_TEST_COUNT", 3, "a count"),
+		d:    fs.Duration("linger", "VIGIL_TEST_LINGER", 200*time.Millisecond, "a linger"),
+	}
+}
+
+func TestSources(t *testing.T) {
+	cases := []struct {
+		name  string
+		env   map[string]string
+		args  []string
+		wantS string
+		wantN int
+		wantD time.Duration
+	}{
+		{"defaults", nil, nil, "def", 3, 200 * time.Millisecond},
+		{"env fallback", map[string]string{"VIGIL_TEST_NAME": "env", "VIGIL_TEST_COUNT": "7", "VIGIL_TEST_LINGER": "2m"}, nil, "env", 7, 2 * time.Minute},
+		{"empty env is a value", map[string]string{"VIGIL_TEST_NAME": ""}, nil, "", 3, 200 * time.Millisecond},
+		{"flags without env", nil, []string{"--name=flag", "--count", "9", "-linger=1s"}, "flag", 9, time.Second},
+		{"flag overrides env", map[string]string{"VIGIL_TEST_NAME": "env", "VIGIL_TEST_COUNT": "7", "VIGIL_TEST_LINGER": "2m"},
+			[]string{"--name=flag", "--count=9", "--linger=1s"}, "flag", 9, time.Second},
+		{"mixed", map[string]string{"VIGIL_TEST_COUNT": "7"}, []string{"--linger=5ms"}, "def", 7, 5 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			fs := config.New("svc", "test service")
+			fs.Discard()
+			s := define(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if *s.name != tc.wantS || *s.n != tc.wantN || *s.d != tc.wantD {
+				t.Errorf("got %q %d %s, want %q %d %s", *s.name, *s.n, *s.d, tc.wantS, tc.wantN, tc.wantD)
+			}
+		})
+	}
+}
+
+func TestBadValues(t *testing.T) {
+	cases := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		wantErr string
+	}{
+		{"env int", map[string]string{"VIGIL_TEST_COUNT": "seven"}, nil, `$VIGIL_TEST_COUNT: "seven" is not an integer`},
+		{"env int float", map[string]string{"VIGIL_TEST_COUNT": "1.5"}, nil, `$VIGIL_TEST_COUNT: "1.5" is not an integer`},
+		{"env duration without unit", map[string]string{"VIGIL_TEST_LINGER": "500"}, nil, `$VIGIL_TEST_LINGER: "500" is not a duration`},
+		{"env duration garbage", map[string]string{"VIGIL_TEST_LINGER": "soon"}, nil, `$VIGIL_TEST_LINGER: "soon" is not a duration`},
+		{"first bad env is reported", map[string]string{"VIGIL_TEST_COUNT": "x", "VIGIL_TEST_LINGER": "y"}, nil, `$VIGIL_TEST_COUNT`},
+		{"flag int", nil, []string{"--count=x"}, `invalid value "x" for flag -count`},
+		{"flag duration", nil, []string{"--linger=10"}, `invalid value "10" for flag -linger`},
+		{"unknown flag", nil, []string{"--nope"}, "flag provided but not defined: -nope"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			fs := config.New("svc", "test service")
+			fs.Discard()
+			define(fs)
+			err := fs.Parse(tc.args)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Parse error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Setenv("VIGIL_TEST_COUNT", "11")
+	fs := config.New("vigil-ingest", "Vigil ingest: receives agent events.")
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	define(fs)
+	config.AddCommon(fs)
+	fs.Bool("plain", false, "a flag without an environment variable")
+	if err := fs.Parse([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Parse(--help) = %v, want flag.ErrHelp", err)
+	}
+	help := out.String()
+	for _, want := range []string{
+		"Vigil ingest: receives agent events.",
+		"Usage: vigil-ingest [flags]",
+		"--name  $VIGIL_TEST_NAME",
+		"--count  $VIGIL_TEST_COUNT",
+		"--linger  $VIGIL_TEST_LINGER",
+		"--nats-url  $VIGIL_NATS_URL",
+		"--clickhouse-dsn  $VIGIL_CLICKHOUSE_DSN",
+		"--http-addr  $VIGIL_HTTP_ADDR",
+		"--log-level  $VIGIL_LOG_LEVEL",
+		"--log-format  $VIGIL_LOG_FORMAT",
+		`a count (default "11")`, // the environment's value is the effective default
+		`a linger (default "200ms")`,
+		"--plain\n",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %q:\n%s", want, help)
+		}
+	}
+}
+
+func TestAddCommon(t *testing.T) {
+	t.Setenv("VIGIL_NATS_URL", "nats://nats:4222")
+	fs := config.New("svc", "s")
+	fs.Discard()
+	c := config.AddCommon(fs)
+	if err := fs.Parse([]string{"--http-addr=:9090"}); err != nil {
+		t.Fatal(err)
+	}
+	got := []string{*c.NATSURL, *c.ClickHouseDSN, *c.HTTPAddr, *c.LogLevel, *c.LogFormat}
+	want := []string{"nats://nats:4222", "clickhouse://127.0.0.1:9000/vigil", ":9090", "info", "text"}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Errorf("setting %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
