@@ -1,6 +1,6 @@
 # Vigil — run `make help` for the targets.
 SHELL := /bin/bash
-MODULES := pkg services/ingest services/api cmd/vigil deploy
+MODULES := pkg services/ingest services/policy services/api cmd/vigil deploy
 GO ?= go
 GOTESTFLAGS ?= -count=1
 

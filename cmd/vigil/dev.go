@@ -2,20 +2,25 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
+	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
+	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
 func controlConfig(cfg StackConfig) jetstream.StreamConfig {
@@ -29,6 +34,7 @@ func runDev(ctx context.Context, args []string) error {
 	natsListen := fs.String("nats-listen", "VIGIL_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (the CLI connects here)")
 	chWait := fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", 30*time.Second, "how long to wait for ClickHouse at start")
 	dupWindow := fs.Duration("dedupe-window", "VIGIL_DEDUPE_WINDOW", streams.DefaultOptions.DuplicateWindow, "how long JetStream dedupes eventIds (older repeats are absorbed by the projections)")
+	signingKey := fs.String("signing-key", "VIGIL_SIGNING_KEY", "", "base64 Ed25519 seed that signs policy packs (default: generated once into <data-dir>/signing.key)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,13 +52,16 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	so := streams.DefaultOptions
 	so.DuplicateWindow = *dupWindow
-	ic, ac := ingest.DefaultConfig(), api.DefaultConfig()
-	ic.Streams, ac.Streams = so, so
+	ic, ac, pc := ingest.DefaultConfig(), api.DefaultConfig(), policysvc.DefaultConfig()
+	ic.Streams, ac.Streams, pc.Streams = so, so, so
+	if pc.SigningSeed, err = signingSeed(*signingKey, *dataDir); err != nil {
+		return err
+	}
 
 	st, err := StartStack(ctx, StackConfig{
 		DataDir: *dataDir, NATSHost: host, NATSPort: port,
 		ClickHouseDSN: *common.ClickHouseDSN, ClickHouseWait: *chWait,
-		Ingest: ic, API: ac, Log: log,
+		Ingest: ic, API: ac, Policy: pc, Log: log,
 	})
 	if err != nil {
 		return err
@@ -70,4 +79,32 @@ func runDev(ctx context.Context, args []string) error {
 	err = st.Serve(ctx, ln)
 	log.Info("vigil dev stopped")
 	return err
+}
+
+// signingSeed decodes the configured pack-signing seed or, in dev, keeps
+// one in the data directory so packs stay verifiable across restarts.
+func signingSeed(configured, dataDir string) ([]byte, error) {
+	if configured != "" {
+		seed, err := base64.StdEncoding.DecodeString(configured)
+		if err != nil || len(seed) != 32 {
+			return nil, fmt.Errorf("--signing-key must be 32 bytes, base64-encoded")
+		}
+		return seed, nil
+	}
+	path := filepath.Join(dataDir, "signing.key")
+	if b, err := os.ReadFile(path); err == nil {
+		seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(seed) != 32 {
+			return nil, fmt.Errorf("%s is not a base64 32-byte seed", path)
+		}
+		return seed, nil
+	}
+	seed := rules.NewSeed()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(seed)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("store signing key: %w", err)
+	}
+	return seed, nil
 }

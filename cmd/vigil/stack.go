@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/tenant"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
+	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
 // StackConfig configures an all-in-one Vigil: what `vigil dev` runs, and
@@ -41,6 +42,7 @@ type StackConfig struct {
 	ClickHouseWait time.Duration
 	Ingest         ingest.Config
 	API            api.Config
+	Policy         policysvc.Config
 	Log            *slog.Logger
 }
 
@@ -56,6 +58,7 @@ type Stack struct {
 	Reg     *prometheus.Registry
 	Ingest  *ingest.Service
 	API     *api.Service
+	Policy  *policysvc.Service
 	// BootstrapKey is the owner key created on first start, or "".
 	BootstrapKey string
 
@@ -88,7 +91,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		if err != nil {
 			return st, fmt.Errorf("clickhouse at %s: %w (is it running? `make clickhouse` starts it)", cfg.ClickHouseDSN, err)
 		}
-		st.API, err = api.New(cfg.API, api.Deps{JS: st.JS, CH: st.CH, Catalog: st.Catalog, Store: st.Store, Log: cfg.Log, Registerer: st.Reg})
+		st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Store: st.Store, Log: cfg.Log, Registerer: st.Reg})
 		if err != nil {
 			return st, err
 		}
@@ -111,7 +114,17 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		if err := st.API.Migrate(ctx); err != nil {
 			return st, err
 		}
-		st.workers = append(st.workers, st.Ingest.Run, st.API.Run)
+		st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg})
+		if err != nil {
+			return st, err
+		}
+		if err := st.Policy.EnsureStreams(ctx); err != nil {
+			return st, err
+		}
+		if err := st.Policy.Migrate(ctx); err != nil {
+			return st, err
+		}
+		st.workers = append(st.workers, st.Ingest.Run, st.API.Run, st.Policy.Run)
 	} else if err := natsx.EnsureStreams(ctx, st.JS, controlConfig(cfg)); err != nil {
 		return st, err
 	}
@@ -119,6 +132,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	catCtx, stopCat := context.WithCancel(context.WithoutCancel(ctx))
 	st.stopCat = stopCat
 	if err := st.Catalog.Run(catCtx); err != nil {
+		return st, err
+	}
+	// Serve only once the catalog holds every key and policy: a decision
+	// made on a half-loaded catalog could allow what a policy blocks.
+	if err := st.Catalog.Sync(ctx); err != nil {
 		return st, err
 	}
 	if st.BootstrapKey, err = bootstrapKey(ctx, st.Store); err != nil {

@@ -51,16 +51,28 @@ const (
 	AgentsRead   Permission = "agents:read"
 	AgentsWrite  Permission = "agents:write"
 	KeysManage   Permission = "keys:manage"
+	// PoliciesRead and PoliciesWrite cover policies and the org policy.
+	PoliciesRead  Permission = "policies:read"
+	PoliciesWrite Permission = "policies:write"
+	// DecisionsEvaluate asks for a decision (KLA, Kaplaix, Kaizen doors).
+	DecisionsEvaluate Permission = "decisions:evaluate"
+	VerdictsRead      Permission = "verdicts:read"
+	// VerdictsTriage sets a verdict's status and folds it into a baseline.
+	VerdictsTriage Permission = "verdicts:triage"
 )
 
 var grants = map[Role][]Permission{
-	RoleOwner:  {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage},
-	RoleAdmin:  {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage},
-	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite},
-	RoleViewer: {SessionsRead, AgentsRead},
-	// Agents report what they do and register themselves; they cannot
-	// read other agents' sessions.
-	RoleAgent: {EventsWrite, AgentsRead, AgentsWrite},
+	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
+		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage},
+	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
+		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage},
+	// Members run the floor: they report, ask, read and triage, but
+	// changing the rules is for admins.
+	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage},
+	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead},
+	// Agents report what they do, register themselves and ask before they
+	// act; they cannot read other agents' sessions or verdicts.
+	RoleAgent: {EventsWrite, AgentsRead, AgentsWrite, DecisionsEvaluate},
 }
 
 // Allows reports whether role r grants p.

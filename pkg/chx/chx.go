@@ -5,12 +5,15 @@ package chx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
 )
 
 var dbNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
@@ -67,4 +70,16 @@ func tune(o *clickhouse.Options) {
 		o.MaxIdleConns = 5
 	}
 	o.ConnMaxLifetime = 10 * time.Minute
+}
+
+// ReadError classifies a failed API read: a ClickHouse exception (a bad
+// query: our bug) stays an internal error, anything else (connection
+// refused, timeout) means the store is unavailable and the client should
+// retry.
+func ReadError(what string, err error) error {
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return apperr.Unavailable(what+" is unavailable", 2*time.Second, err)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -36,6 +37,12 @@ type Catalog struct {
 	changed chan struct{} // closed and replaced whenever applied advances
 	keys    map[string]auth.KeyRecord
 	agents  map[string]map[string]agent.Agent // tenant → agent id → state
+
+	policies  map[string]map[string]policy.Record // tenant → policy id → state
+	policyGen map[string]uint64                   // tenant → bumped on every policy change
+	orgs      map[string]policy.OrgRecord
+	triage    map[string]map[string]policy.Triage // tenant → decision id → latest triage
+	falsePos  map[string]map[string]int           // tenant → signature → false-positive triages
 }
 
 // NewCatalog returns an empty catalog; Run fills it.
@@ -45,6 +52,12 @@ func NewCatalog(js jetstream.JetStream, log *slog.Logger) *Catalog {
 		changed: make(chan struct{}),
 		keys:    map[string]auth.KeyRecord{},
 		agents:  map[string]map[string]agent.Agent{},
+
+		policies:  map[string]map[string]policy.Record{},
+		policyGen: map[string]uint64{},
+		orgs:      map[string]policy.OrgRecord{},
+		triage:    map[string]map[string]policy.Triage{},
+		falsePos:  map[string]map[string]int{},
 	}
 }
 
@@ -97,6 +110,37 @@ func (c *Catalog) apply(m jetstream.Msg) {
 			break
 		}
 		c.keys[k.ID] = k
+	case strings.HasPrefix(subj, "control.v1."+streams.PolicyChanged+"."):
+		var r policy.Record
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			c.log.Error("catalog: bad policy change", slog.String("subject", subj), slog.String("error", err.Error()))
+			break
+		}
+		r.Version = meta.Sequence.Stream
+		inner(c.policies, r.Tenant)[r.ID] = r
+		c.policyGen[r.Tenant]++
+	case strings.HasPrefix(subj, "control.v1."+streams.OrgPolicyChanged+"."):
+		var r policy.OrgRecord
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			c.log.Error("catalog: bad org policy change", slog.String("subject", subj), slog.String("error", err.Error()))
+			break
+		}
+		c.orgs[r.Tenant] = r
+	case strings.HasPrefix(subj, "control.v1."+streams.VerdictTriaged+"."):
+		var t policy.Triage
+		if err := json.Unmarshal(m.Data(), &t); err != nil {
+			c.log.Error("catalog: bad triage", slog.String("subject", subj), slog.String("error", err.Error()))
+			break
+		}
+		byDecision := inner(c.triage, t.Tenant)
+		fp := inner(c.falsePos, t.Tenant)
+		if prev, ok := byDecision[t.DecisionID]; ok && prev.Status == policy.TriageFalsePositive {
+			fp[prev.Signature]--
+		}
+		if t.Status == policy.TriageFalsePositive {
+			fp[t.Signature]++
+		}
+		byDecision[t.DecisionID] = t
 	}
 	if meta.Sequence.Stream > c.applied {
 		c.applied = meta.Sequence.Stream
@@ -194,6 +238,82 @@ func (c *Catalog) Agents(tenant, after string, limit int) ([]agent.Agent, bool) 
 		return all[:limit], true
 	}
 	return all, false
+}
+
+func inner[V any](m map[string]map[string]V, tenant string) map[string]V {
+	t := m[tenant]
+	if t == nil {
+		t = map[string]V{}
+		m[tenant] = t
+	}
+	return t
+}
+
+// Agent returns an agent's state as the catalog knows it.
+func (c *Catalog) Agent(tenant, id string) (agent.Agent, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	a, ok := c.agents[tenant][id]
+	return a, ok
+}
+
+// Policies returns a tenant's policies (all statuses) sorted by id, and
+// the tenant's policy generation, which changes whenever one changes.
+func (c *Catalog) Policies(tenant string) ([]policy.Record, uint64) {
+	c.mu.RLock()
+	out := make([]policy.Record, 0, len(c.policies[tenant]))
+	for _, r := range c.policies[tenant] {
+		out = append(out, r)
+	}
+	gen := c.policyGen[tenant]
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(x, y policy.Record) int { return strings.Compare(x.ID, y.ID) })
+	return out, gen
+}
+
+// PolicyGen returns the tenant's policy generation.
+func (c *Catalog) PolicyGen(tenant string) uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.policyGen[tenant]
+}
+
+// Org returns the tenant's org policy (mode off when never set).
+func (c *Catalog) Org(tenant string) policy.OrgRecord {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	r, ok := c.orgs[tenant]
+	if !ok {
+		return policy.OrgRecord{Tenant: tenant, Org: policy.OrgPolicy{Mode: policy.OrgOff, Tools: []string{}, Destinations: []string{}, Publishers: []string{}}}
+	}
+	return r
+}
+
+// Suppressed reports whether a decision signature was triaged as a false
+// positive (and not re-triaged since).
+func (c *Catalog) Suppressed(tenant, signature string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.falsePos[tenant][signature] > 0
+}
+
+// Triage returns the latest triage of a decision.
+func (c *Catalog) Triage(tenant, decisionID string) (policy.Triage, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	t, ok := c.triage[tenant][decisionID]
+	return t, ok
+}
+
+// Triages returns every triage of a tenant's decisions.
+func (c *Catalog) Triages(tenant string) []policy.Triage {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]policy.Triage, 0, len(c.triage[tenant]))
+	for _, t := range c.triage[tenant] {
+		out = append(out, t)
+	}
+	return out
 }
 
 // ErrNotFound is returned by Store reads of entities that do not exist.

@@ -14,6 +14,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -63,13 +64,23 @@ var ErrConflict = errors.New("conflict")
 // still at sequence expect (0: the agent must not exist yet). It returns
 // the new revision.
 func (s *Store) PutAgent(ctx context.Context, ch agent.Change, expect uint64) (uint64, error) {
-	data, err := json.Marshal(ch)
+	return s.put(ctx, streams.AgentSubject(ch.Tenant, ch.Agent.AgentID), ch, &expect)
+}
+
+// put publishes v on subject; with expect non-nil the write only succeeds
+// if the subject is still at that sequence (ErrConflict otherwise).
+func (s *Store) put(ctx context.Context, subject string, v any, expect *uint64) (uint64, error) {
+	data, err := json.Marshal(v)
 	if err != nil {
-		return 0, fmt.Errorf("encode agent change: %w", err)
+		return 0, fmt.Errorf("encode %s: %w", subject, err)
 	}
-	msg := nats.NewMsg(streams.AgentSubject(ch.Tenant, ch.Agent.AgentID))
+	msg := nats.NewMsg(subject)
 	msg.Data = data
-	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
+	var opts []jetstream.PublishOpt
+	if expect != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*expect))
+	}
+	ack, err := s.js.PublishMsg(ctx, msg, opts...)
 	if natsx.IsWrongLastSequence(err) {
 		return 0, ErrConflict
 	}
@@ -77,6 +88,36 @@ func (s *Store) PutAgent(ctx context.Context, ch agent.Change, expect uint64) (u
 		return 0, apperr.Unavailable("control stream did not acknowledge the write", time.Second, err)
 	}
 	return ack.Sequence, nil
+}
+
+// Policy returns a policy's current state, or ErrNotFound.
+func (s *Store) Policy(ctx context.Context, tenant, id string) (policy.Record, error) {
+	var r policy.Record
+	seq, err := s.last(ctx, streams.PolicySubject(tenant, id), &r)
+	r.Version = seq
+	return r, err
+}
+
+// PutPolicy records a policy version if the policy is still at expect.
+func (s *Store) PutPolicy(ctx context.Context, r policy.Record, expect uint64) (uint64, error) {
+	return s.put(ctx, streams.PolicySubject(r.Tenant, r.ID), r, &expect)
+}
+
+// OrgPolicy returns the tenant's org policy, or ErrNotFound.
+func (s *Store) OrgPolicy(ctx context.Context, tenant string) (policy.OrgRecord, error) {
+	var r policy.OrgRecord
+	_, err := s.last(ctx, streams.OrgPolicySubject(tenant), &r)
+	return r, err
+}
+
+// PutOrgPolicy records the tenant's org policy (last write wins).
+func (s *Store) PutOrgPolicy(ctx context.Context, r policy.OrgRecord) (uint64, error) {
+	return s.put(ctx, streams.OrgPolicySubject(r.Tenant), r, nil)
+}
+
+// PutTriage records a human's triage of a decision.
+func (s *Store) PutTriage(ctx context.Context, t policy.Triage) (uint64, error) {
+	return s.put(ctx, streams.TriageSubject(t.Tenant, t.DecisionID), t, nil)
 }
 
 // CreateKey stores a new key for tenant with role and returns its record

@@ -112,11 +112,15 @@ func (d *Document) Normalize() error {
 		add("name", "too_long", 0, "name must be at most 200 bytes")
 	}
 	if len(d.Conditions) > 0 || d.DefaultDecision != "" {
-		if len(d.Rules) > 0 {
-			add("conditions", "invalid_format", 0, "use either rules or conditions/defaultDecision, not both")
-		} else if r, err := kaplaixRule(d); err != nil {
+		r, err := kaplaixRule(d)
+		switch {
+		case err != nil:
 			add("conditions", "invalid_format", 0, "%v", err)
-		} else {
+		case len(d.Rules) > 1 || (len(d.Rules) == 1 && (d.Rules[0].When != r.When || d.Rules[0].ID != r.ID)):
+			// One rule equal to the mapped one is what Normalize itself
+			// produced; anything else mixes the two forms.
+			add("conditions", "invalid_format", 0, "use either rules or conditions/defaultDecision, not both")
+		default:
 			d.Rules = []Rule{r}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 )
 
@@ -80,33 +82,122 @@ func (s *Service) patchAgent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	a, err := s.updateAgent(c, pathID(c), agent.OpUpdated, false, func(cur agent.Agent) (agent.Agent, error) {
+		return agent.ApplyPatch(cur, body, time.Now().UTC())
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, a)
+}
+
+// updateAgent applies change to the agent's current state and records the
+// result, re-reading and re-applying if another writer got in between.
+// With create, an unknown agent starts as a discovered one (Kaizen
+// declares and configures agents by name before they report anything).
+func (s *Service) updateAgent(c echo.Context, id, op string, create bool, change func(agent.Agent) (agent.Agent, error)) (agent.Agent, error) {
 	p := httpkit.Principal(c)
 	ctx := c.Request().Context()
-	// Optimistic concurrency: re-read and re-apply if another writer got
-	// in between, a few times, before reporting a conflict.
+	if !event.ValidID(id, event.MaxAgentIDLen) {
+		return agent.Agent{}, apperr.NotFound("agent %q not found", id)
+	}
 	for range 5 {
-		cur, err := s.deps.Store.Agent(ctx, p.Tenant, pathID(c))
-		if errors.Is(err, control.ErrNotFound) {
-			return apperr.NotFound("agent %q not found", pathID(c))
+		cur, err := s.deps.Store.Agent(ctx, p.Tenant, id)
+		switch {
+		case errors.Is(err, control.ErrNotFound) && create:
+			cur = agent.Discovered(id, time.Now().UTC())
+		case errors.Is(err, control.ErrNotFound):
+			return agent.Agent{}, apperr.NotFound("agent %q not found", id)
+		case err != nil:
+			return agent.Agent{}, err
 		}
+		next, err := change(cur)
 		if err != nil {
-			return err
+			return agent.Agent{}, err
 		}
-		next, err := agent.ApplyPatch(cur, body, time.Now().UTC())
-		if err != nil {
-			return err
-		}
-		rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: agent.OpUpdated, Tenant: p.Tenant, Agent: next, By: p.KeyID, At: next.UpdatedAt}, cur.Revision)
+		next.UpdatedAt = time.Now().UTC()
+		rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: op, Tenant: p.Tenant, Agent: next, By: p.KeyID, At: next.UpdatedAt}, cur.Revision)
 		if errors.Is(err, control.ErrConflict) {
 			continue
 		}
 		if err != nil {
-			return err
+			return agent.Agent{}, err
 		}
 		next.Revision = rev
-		return c.JSON(http.StatusOK, next)
+		return next, nil
 	}
-	return apperr.Conflict("agent %q is being updated concurrently; retry", pathID(c))
+	return agent.Agent{}, apperr.Conflict("agent %q is being updated concurrently; retry", id)
+}
+
+func (s *Service) declareAgent(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	d, err := agent.ParseDeclaration(body, time.Now().UTC())
+	if err != nil {
+		return err
+	}
+	a, err := s.updateAgent(c, pathID(c), agent.OpDeclared, true, func(cur agent.Agent) (agent.Agent, error) {
+		cur.Declaration = &d
+		return cur, nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, a)
+}
+
+func (s *Service) agentSettings(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	a, err := s.updateAgent(c, pathID(c), agent.OpSettingsChanged, true, func(cur agent.Agent) (agent.Agent, error) {
+		st, err := agent.ApplySettings(cur.Settings, body)
+		cur.Settings = st
+		return cur, err
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, struct {
+		AgentID string `json:"agentId"`
+		agent.Settings
+		Revision uint64 `json:"revision"`
+	}{a.AgentID, a.Settings, a.Revision})
+}
+
+// learnVerdict folds a verdict's action into the agent's declaration, so
+// the same tool and destination no longer draw UNDECLARED_* warnings.
+func (s *Service) learnVerdict(c echo.Context) error {
+	rec, err := s.decisionRecord(c, pathID(c))
+	if err != nil {
+		return err
+	}
+	if rec.AgentID == "" {
+		return apperr.Validation("this verdict has no agent to learn for")
+	}
+	a, err := s.updateAgent(c, rec.AgentID, agent.OpDeclared, true, func(cur agent.Agent) (agent.Agent, error) {
+		d := agent.Declaration{Tools: []string{}, Destinations: []string{}}
+		if cur.Declaration != nil {
+			d = *cur.Declaration
+			d.Tools, d.Destinations = slices.Clone(d.Tools), slices.Clone(d.Destinations)
+		}
+		if t := rec.Input.Action.Tool; t != "" && !slices.Contains(d.Tools, t) {
+			d.Tools = append(d.Tools, t)
+		}
+		if h := rec.Input.Action.Host(); h != "" && !slices.Contains(d.Destinations, h) {
+			d.Destinations = append(d.Destinations, h)
+		}
+		d.DeclaredAt = time.Now().UTC()
+		cur.Declaration = &d
+		return cur, nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, a)
 }
 
 func (s *Service) listAgents(c echo.Context) error {

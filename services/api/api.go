@@ -13,6 +13,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,7 +21,9 @@ import (
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api/internal/sessions"
 	"github.com/vigilhq/vigil/services/api/migrations"
@@ -41,11 +44,13 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxExportEvents caps a session export.
 	MaxExportEvents int
+	// DecisionTimeout bounds a request to the policy service.
+	DecisionTimeout time.Duration
 }
 
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
-	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000}
+	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000, DecisionTimeout: 2 * time.Second}
 }
 
 // Validate reports every invalid setting.
@@ -57,6 +62,9 @@ func (c Config) Validate() error {
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, errors.New("api: MaxBodyBytes must be at least 1 KiB"))
 	}
+	if c.DecisionTimeout <= 0 {
+		errs = append(errs, errors.New("api: DecisionTimeout must be positive"))
+	}
 	if c.MaxExportEvents < 1 {
 		errs = append(errs, errors.New("api: MaxExportEvents must be positive"))
 	}
@@ -65,6 +73,7 @@ func (c Config) Validate() error {
 
 // Deps are the api's collaborators, wired by main.
 type Deps struct {
+	NC         *nats.Conn
 	JS         jetstream.JetStream
 	CH         driver.Conn
 	Catalog    *control.Catalog
@@ -81,6 +90,8 @@ type Service struct {
 	sessions *sessions.Store
 	sink     *chx.Sink
 	discover *discovery
+	compiler *rules.Compiler
+	idem     *idempotency.Store
 }
 
 // New validates cfg and deps.
@@ -88,8 +99,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.JS == nil || deps.CH == nil || deps.Catalog == nil || deps.Store == nil || deps.Log == nil || deps.Registerer == nil {
-		return nil, errors.New("api: JS, CH, Catalog, Store, Log and Registerer are required")
+	if deps.NC == nil || deps.JS == nil || deps.CH == nil || deps.Catalog == nil || deps.Store == nil || deps.Log == nil || deps.Registerer == nil {
+		return nil, errors.New("api: NC, JS, CH, Catalog, Store, Log and Registerer are required")
 	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "api")), sessions: sessions.NewStore(deps.CH)}
 	sink, err := chx.NewSink(chx.SinkConfig{
@@ -100,6 +111,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s.sink = sink
+	if s.compiler, err = rules.NewCompiler(); err != nil {
+		return nil, err
+	}
 	s.discover, err = newDiscovery(deps.Catalog, deps.Store, s.log, deps.Registerer)
 	if err != nil {
 		return nil, err
@@ -108,8 +122,17 @@ func New(cfg Config, deps Deps) (*Service, error) {
 }
 
 // EnsureStreams creates or updates CONTROL, the stream the api owns.
+// It also opens the idempotency bucket, which the api owns too.
 func (s *Service) EnsureStreams(ctx context.Context) error {
-	return natsx.EnsureStreams(ctx, s.deps.JS, streams.ControlConfig(s.cfg.Streams))
+	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.ControlConfig(s.cfg.Streams)); err != nil {
+		return err
+	}
+	idem, err := idempotency.Open(ctx, s.deps.JS, s.cfg.Streams.Replicas)
+	if err != nil {
+		return err
+	}
+	s.idem = idem
+	return nil
 }
 
 // Migrate applies the api's ClickHouse migrations.
@@ -118,21 +141,42 @@ func (s *Service) Migrate(ctx context.Context) error {
 	return err
 }
 
-// Routes mounts the api endpoints on e.
+// Routes mounts the api endpoints on e. EnsureStreams must have run.
 func (s *Service) Routes(e *echo.Echo) {
 	g := e.Group("/v1", httpkit.Authenticate(s.deps.Catalog))
 	read, write := httpkit.Require(auth.SessionsRead), httpkit.Require(auth.AgentsWrite)
 	agentsRead := httpkit.Require(auth.AgentsRead)
+	pr, pw := httpkit.Require(auth.PoliciesRead), httpkit.Require(auth.PoliciesWrite)
+	eval, vr, triage := httpkit.Require(auth.DecisionsEvaluate), httpkit.Require(auth.VerdictsRead), httpkit.Require(auth.VerdictsTriage)
+	idem := s.idem.Middleware()
 
 	g.GET("/sessions", s.listSessions, read)
 	g.GET("/sessions/:id", s.getSession, read)
 	g.GET("/sessions/:id/export.json", s.exportSession, read)
 
-	g.POST("/agents", s.registerAgent, write)
+	g.POST("/agents", s.registerAgent, write, idem)
 	g.GET("/agents", s.listAgents, agentsRead)
 	g.GET("/agents/:id", s.getAgent, agentsRead)
 	g.PATCH("/agents/:id", s.patchAgent, write)
 	g.GET("/agents/:id/sessions", s.agentSessions, agentsRead, read)
+	g.POST("/agents/:id/manifest", s.declareAgent, write)
+	g.POST("/agents/:id/settings", s.agentSettings, write)
+
+	g.POST("/policies", s.createPolicy, pw, idem)
+	g.GET("/policies", s.listPolicies, pr)
+	g.POST("/policies/check", s.checkPolicy, eval, idem)
+	g.GET("/policies/:id", s.getPolicy, pr)
+	g.PATCH("/policies/:id", s.patchPolicy, pw)
+	g.DELETE("/policies/:id", s.archivePolicy, pw)
+	g.GET("/org-policy", s.getOrgPolicy, pr)
+	g.POST("/org-policy", s.setOrgPolicy, pw)
+
+	g.POST("/decisions.evaluate", s.evaluateDecision, eval, idem)
+	g.GET("/decisions/:id", s.getDecision, vr)
+	g.POST("/verdicts", s.postVerdict, eval, idem)
+	g.GET("/verdicts", s.listVerdicts, vr)
+	g.POST("/verdicts/:id/status", s.triageVerdict, triage)
+	g.POST("/verdicts/:id/learn", s.learnVerdict, triage)
 }
 
 // Run projects agent changes into ClickHouse and registers agents seen in

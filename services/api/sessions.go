@@ -92,7 +92,7 @@ func (s *Service) pageSessions(c echo.Context, f sessions.Filter) error {
 	defer cancel()
 	page, more, err := s.sessions.List(ctx, httpkit.Principal(c).Tenant, f, cur, limit)
 	if err != nil {
-		return apperr.Unavailable("session store is unavailable", 2*time.Second, err)
+		return chx.ReadError("session store", err)
 	}
 	var next any
 	if more {
@@ -126,14 +126,14 @@ func (s *Service) getSession(c echo.Context) error {
 	tenant, id := httpkit.Principal(c).Tenant, pathID(c)
 	sess, found, err := s.sessions.Get(ctx, tenant, id)
 	if err != nil {
-		return apperr.Unavailable("session store is unavailable", 2*time.Second, err)
+		return chx.ReadError("session store", err)
 	}
 	if !found {
 		return apperr.NotFound("session %q not found", id)
 	}
 	events, more, err := s.sessions.Events(ctx, tenant, id, cur, limit)
 	if err != nil {
-		return apperr.Unavailable("session store is unavailable", 2*time.Second, err)
+		return chx.ReadError("session store", err)
 	}
 	d := SessionDetail{Session: sess, Events: events, HasMore: more}
 	if d.Events == nil {
@@ -170,7 +170,7 @@ func (s *Service) exportSession(c echo.Context) error {
 	tenant, id := httpkit.Principal(c).Tenant, pathID(c)
 	sess, found, err := s.sessions.Get(ctx, tenant, id)
 	if err != nil {
-		return apperr.Unavailable("session store is unavailable", 2*time.Second, err)
+		return chx.ReadError("session store", err)
 	}
 	if !found {
 		return apperr.NotFound("session %q not found", id)
@@ -182,7 +182,7 @@ func (s *Service) exportSession(c echo.Context) error {
 	for {
 		page, more, err := s.sessions.Events(ctx, tenant, id, cur, 5000)
 		if err != nil {
-			return apperr.Unavailable("session store is unavailable", 2*time.Second, err)
+			return chx.ReadError("session store", err)
 		}
 		all = append(all, page...)
 		if len(all) > s.cfg.MaxExportEvents {

@@ -1,0 +1,92 @@
+// Command policy runs Vigil's policy service on its own: decisions over
+// NATS request/reply, event verdicts and the decisions projection.
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/config"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/streams"
+	policysvc "github.com/vigilhq/vigil/services/policy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "policy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := config.New("policy", "Vigil policy: decisions, event verdicts and the decisions projection.")
+	common := config.AddCommon(fs)
+	signingKey := fs.String("signing-key", "VIGIL_SIGNING_KEY", "", "base64 32-byte Ed25519 seed that signs policy packs (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
+	if err != nil {
+		return err
+	}
+	cfg := policysvc.DefaultConfig()
+	if cfg.SigningSeed, err = base64.StdEncoding.DecodeString(*signingKey); err != nil || len(cfg.SigningSeed) != 32 {
+		return errors.New("--signing-key / $VIGIL_SIGNING_KEY must be a base64 32-byte seed (e.g. `head -c32 /dev/urandom | base64`)")
+	}
+	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-policy", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 2*time.Minute, log)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+
+	reg := daemon.Registry()
+	catalog := control.NewCatalog(js, log)
+	svc, err := policysvc.New(cfg, policysvc.Deps{NC: nc, JS: js, CH: ch, Catalog: catalog, Log: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	if err := svc.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	if err := svc.Migrate(ctx); err != nil {
+		return err
+	}
+	if err := natsx.WaitForStream(ctx, js, streams.Control, log); err != nil {
+		return err
+	}
+	if err := catalog.Run(ctx); err != nil {
+		return err
+	}
+	// Answer only once the catalog holds every policy: a decision made on
+	// a half-loaded catalog could allow what a policy blocks.
+	if err := catalog.Sync(ctx); err != nil {
+		return err
+	}
+	e, err := httpkit.NewServer(log, reg)
+	if err != nil {
+		return err
+	}
+	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{
+		"nats":       natsx.Ready(nc),
+		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
+	})
+	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+}

@@ -1,0 +1,143 @@
+package policy
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/tenant"
+)
+
+// Decide evaluates a request against the tenant's pack, org policy and
+// the agent's declaration and settings, records the decision on POLICY,
+// and returns it. Nothing is returned that was not recorded.
+func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.DecisionRecord, error) {
+	start := time.Now()
+	if !tenant.Valid(req.Tenant) {
+		return rules.DecisionRecord{}, apperr.Validation("tenant is not valid")
+	}
+	pack, err := s.Pack(req.Tenant)
+	if err != nil {
+		return rules.DecisionRecord{}, err
+	}
+	in := rules.Input{
+		Tenant: req.Tenant, Principal: req.Principal, Action: req.Action, Context: req.Context,
+		Agent: rules.AgentState{ID: req.AgentID},
+	}
+	if a, ok := s.deps.Catalog.Agent(req.Tenant, req.AgentID); ok {
+		in.Agent.Paused, in.Agent.JudgeEnabled = a.Settings.Paused, a.Settings.JudgeEnabled
+		if a.Declaration != nil {
+			in.Agent.Declared, in.Agent.Tools, in.Agent.Destinations = true, a.Declaration.Tools, a.Declaration.Destinations
+		}
+	}
+	if req.SessionID != "" {
+		in.Session = s.sessions.get(req.Tenant, req.SessionID)
+	}
+	d := pack.Evaluate(in, s.deps.Catalog.Org(req.Tenant).Org)
+	sig := rules.Signature(req.AgentID, req.Action, d.ReasonCodes)
+	if d.Outcome > rules.Allow && s.deps.Catalog.Suppressed(req.Tenant, sig) {
+		d.Outcome, d.ReasonCodes = rules.Allow, []string{rules.ReasonSuppressed}
+	}
+	rec := rules.DecisionRecord{
+		ID: rules.NewDecisionID(), Tenant: req.Tenant, AgentID: req.AgentID, SessionID: req.SessionID,
+		Source: req.Source, EventID: req.EventID, Input: in, Decision: d, Signature: sig, At: time.Now().UTC(),
+		PackSignature: pack.Signature, KeyID: pack.KeyID,
+	}
+	msgID := rec.ID
+	if req.Source == rules.SourceEvent && req.EventID != "" {
+		// A redelivered event must not be judged twice.
+		msgID = "event:" + req.Tenant + ":" + req.EventID
+	}
+	if err := s.record(ctx, rec, msgID); err != nil {
+		return rules.DecisionRecord{}, err
+	}
+	if req.SessionID != "" {
+		s.sessions.add(req.Tenant, req.SessionID, d.Outcome)
+	}
+	s.decisions.WithLabelValues(req.Source, d.Outcome.String()).Inc()
+	s.latency.Observe(time.Since(start).Seconds())
+	return rec, nil
+}
+
+func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID string) error {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode decision: %w", err)
+	}
+	agentID := rec.AgentID
+	if agentID == "" {
+		agentID = "~"
+	}
+	m := nats.NewMsg(streams.DecisionSubject(rec.Tenant, agentID))
+	m.Data = data
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {
+		return apperr.Unavailable("could not record the decision", time.Second, err)
+	}
+	return nil
+}
+
+// sessionStats counts outcomes per session so that rules can look at the
+// session so far (session.blocks, session.warnings, session.events). It
+// is bounded (least recently used sessions are forgotten) and kept by the
+// replica that decides; it starts empty after a restart.
+type sessionStats struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List
+	byKey map[string]*list.Element
+}
+
+type sessionEntry struct {
+	key string
+	s   rules.Session
+}
+
+func newSessionStats(max int) *sessionStats {
+	return &sessionStats{max: max, order: list.New(), byKey: map[string]*list.Element{}}
+}
+
+func (st *sessionStats) get(tenant, id string) rules.Session {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if e, ok := st.byKey[tenant+"\x00"+id]; ok {
+		return e.Value.(*sessionEntry).s
+	}
+	return rules.Session{ID: id}
+}
+
+func (st *sessionStats) add(tenant, id string, o rules.Outcome) {
+	key := tenant + "\x00" + id
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	e, ok := st.byKey[key]
+	if !ok {
+		e = st.order.PushFront(&sessionEntry{key: key, s: rules.Session{ID: id}})
+		st.byKey[key] = e
+		if st.order.Len() > st.max {
+			old := st.order.Back()
+			st.order.Remove(old)
+			delete(st.byKey, old.Value.(*sessionEntry).key)
+		}
+	} else {
+		st.order.MoveToFront(e)
+	}
+	s := &e.Value.(*sessionEntry).s
+	s.Events++
+	switch o {
+	case rules.Block:
+		s.Blocks++
+	case rules.Warn:
+		s.Warnings++
+	}
+}

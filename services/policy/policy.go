@@ -1,0 +1,252 @@
+// Package policy is Vigil's policy service. It keeps every tenant's
+// policies, org policy and agent declarations in memory by watching
+// CONTROL, answers decision requests over NATS request/reply (the micro
+// framework, subject rpc.policy.v1.evaluate), records each decision on
+// the POLICY stream before replying, evaluates every ingested event, and
+// projects decisions into ClickHouse.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/services/policy/migrations"
+)
+
+// Durable consumers owned by the policy service.
+const (
+	DecisionsProjector = "policy-decisions-projector"
+	EventVerdicts      = "policy-event-verdicts"
+)
+
+// Config tunes the policy service.
+type Config struct {
+	Streams streams.Options
+	// SigningSeed is the deployment's 32-byte Ed25519 seed for packs.
+	SigningSeed []byte
+	// PublishTimeout bounds recording a decision.
+	PublishTimeout time.Duration
+	// EvaluateEvents turns on verdicts for ingested events.
+	EvaluateEvents bool
+}
+
+// DefaultConfig returns defaults; SigningSeed must still be set.
+func DefaultConfig() Config {
+	return Config{Streams: streams.DefaultOptions, PublishTimeout: 2 * time.Second, EvaluateEvents: true}
+}
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.SigningSeed) != 32 {
+		errs = append(errs, errors.New("policy: SigningSeed must be 32 bytes"))
+	}
+	if c.PublishTimeout <= 0 {
+		errs = append(errs, errors.New("policy: PublishTimeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the policy service's collaborators.
+type Deps struct {
+	NC         *nats.Conn
+	JS         jetstream.JetStream
+	CH         driver.Conn
+	Catalog    *control.Catalog
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is the policy service.
+type Service struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	compiler *rules.Compiler
+	signer   *rules.Signer
+	sink     *chx.Sink
+	sessions *sessionStats
+
+	mu       sync.Mutex
+	packs    map[string]packEntry // tenant → current pack
+	compiled map[string]*rules.Compiled
+
+	decisions *prometheus.CounterVec
+	latency   prometheus.Histogram
+}
+
+type packEntry struct {
+	gen  uint64
+	pack *rules.Pack
+}
+
+// New validates cfg and deps.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.NC == nil || deps.JS == nil || deps.Catalog == nil || deps.Log == nil || deps.Registerer == nil {
+		return nil, errors.New("policy: NC, JS, Catalog, Log and Registerer are required")
+	}
+	compiler, err := rules.NewCompiler()
+	if err != nil {
+		return nil, err
+	}
+	signer, err := rules.NewSigner(cfg.SigningSeed)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "policy")),
+		compiler: compiler, signer: signer, sessions: newSessionStats(100000),
+		packs: map[string]packEntry{}, compiled: map[string]*rules.Compiled{},
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_policy_decisions_total", Help: "Decisions made, by source and outcome.",
+		}, []string{"source", "outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vigil_policy_decide_seconds", Help: "Time to evaluate and record one decision.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+		}),
+	}
+	for _, c := range []prometheus.Collector{s.decisions, s.latency} {
+		if err := deps.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("policy metrics: %w", err)
+		}
+	}
+	if deps.CH != nil {
+		s.sink, err = chx.NewSink(chx.SinkConfig{
+			Name: DecisionsProjector, Table: "decisions", Columns: decisionColumns, Project: projectDecision,
+			MaxRows: 5000, Linger: 200 * time.Millisecond,
+		}, deps.CH, s.log, deps.Registerer)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// PublicKey is the verification key of the packs this service signs.
+func (s *Service) PublicKey() []byte { return s.signer.PublicKey() }
+
+// EnsureStreams creates or updates POLICY, the stream this service owns.
+func (s *Service) EnsureStreams(ctx context.Context) error {
+	return natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams))
+}
+
+// Migrate applies the policy service's ClickHouse migrations.
+func (s *Service) Migrate(ctx context.Context) error {
+	if s.deps.CH == nil {
+		return errors.New("policy: migrate needs ClickHouse")
+	}
+	_, err := chx.Migrate(ctx, s.deps.CH, migrations.FS, "policy")
+	return err
+}
+
+// Pack returns the tenant's current signed pack, compiling it if a policy
+// changed since the last call. Unchanged policies are not recompiled.
+func (s *Service) Pack(tenant string) (*rules.Pack, error) {
+	gen := s.deps.Catalog.PolicyGen(tenant)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.packs[tenant]; ok && e.gen == gen {
+		return e.pack, nil
+	}
+	recs, gen := s.deps.Catalog.Policies(tenant)
+	var vs []rules.Versioned
+	for _, r := range recs {
+		if r.Status != rules.StatusActive {
+			continue
+		}
+		key := fmt.Sprintf("%s/%s@%d", tenant, r.ID, r.Version)
+		c, ok := s.compiled[key]
+		if !ok {
+			doc := r.Doc
+			doc.ID = r.ID
+			var err error
+			if c, err = s.compiler.Compile(doc); err != nil {
+				// Policies are compiled before they are stored, so this
+				// only happens if the engine changed under an old policy.
+				s.log.Error("stored policy no longer compiles; skipped", slog.String("tenant", tenant), slog.String("policy", r.ID), slog.String("error", err.Error()))
+				continue
+			}
+			s.compiled[key] = c
+		}
+		vs = append(vs, rules.Versioned{Version: r.Version, Compiled: c})
+	}
+	p, err := rules.NewPack(tenant, vs, s.signer)
+	if err != nil {
+		return nil, err
+	}
+	s.packs[tenant] = packEntry{gen: gen, pack: p}
+	return p, nil
+}
+
+// Run serves decisions, evaluates ingested events and projects decisions
+// until ctx ends, then drains.
+func (s *Service) Run(ctx context.Context) error {
+	srv, err := s.serveRPC()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	if s.sink != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cons, err := s.consumer(ctx, streams.Policy, jetstream.ConsumerConfig{
+				Durable: DecisionsProjector, Description: "POLICY decisions → ClickHouse",
+				FilterSubject: streams.AllDecisions, AckPolicy: jetstream.AckExplicitPolicy,
+				AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20000,
+			})
+			if err == nil {
+				err = s.sink.Run(ctx, cons)
+			}
+			errc <- err
+		}()
+	}
+	if s.cfg.EvaluateEvents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- s.runEventVerdicts(ctx)
+		}()
+	}
+	<-ctx.Done()
+	// Stop taking requests first; in-flight handlers finish their publish.
+	stopErr := srv.Stop()
+	wg.Wait()
+	close(errc)
+	errs := []error{stopErr}
+	for err := range errc {
+		if !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) consumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if err := natsx.WaitForStream(ctx, s.deps.JS, stream, s.log); err != nil {
+		return nil, err
+	}
+	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	return cons, nil
+}
