@@ -19,6 +19,7 @@ build: ## build bin/vigil and the per-service binaries
 	$(GO) build -o bin/vigil github.com/vigilhq/vigil/cmd/vigil
 	$(GO) build -o bin/ingest github.com/vigilhq/vigil/services/ingest/cmd/ingest
 	$(GO) build -o bin/api github.com/vigilhq/vigil/services/api/cmd/api
+	$(GO) build -o bin/policy github.com/vigilhq/vigil/services/policy/cmd/policy
 
 clickhouse: ## make sure a local ClickHouse answers on :9000
 	@bash scripts/clickhouse.sh
