@@ -20,6 +20,8 @@ Usage:
   vigil keys create         create an API key (shown once)
   vigil migrate             apply ClickHouse migrations
   vigil bench ingest        measure ingest throughput and latency
+  vigil policy test|apply|replay
+                            test policies offline, apply a directory, replay history
   vigil version             print the version
 
 Run "vigil <command> --help" for a command's flags.
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string) error {
 		return runMigrate(ctx, args[1:])
 	case "bench":
 		return runBench(ctx, args[1:], os.Stdout)
+	case "policy":
+		return runPolicy(ctx, args[1:], os.Stdout)
 	case "version":
 		fmt.Println(version)
 		return nil

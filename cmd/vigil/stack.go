@@ -20,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/tenant"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
@@ -113,6 +114,12 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		}
 		if err := st.API.Migrate(ctx); err != nil {
 			return st, err
+		}
+		if cfg.Policy.PublishTimeout == 0 {
+			// Zero config (tests, benchmarks): defaults with an ephemeral
+			// signing key, so packs verify only within this run.
+			cfg.Policy = policysvc.DefaultConfig()
+			cfg.Policy.SigningSeed = rules.NewSeed()
 		}
 		st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg})
 		if err != nil {
