@@ -1,6 +1,6 @@
 # Vigil — run `make help` for the targets.
 SHELL := /bin/bash
-MODULES := pkg services/ingest services/policy services/api cmd/vigil deploy
+MODULES := pkg services/ingest services/policy services/guardian services/api cmd/vigil deploy
 GO ?= go
 GOTESTFLAGS ?= -count=1
 
@@ -20,6 +20,7 @@ build: ## build bin/vigil and the per-service binaries
 	$(GO) build -o bin/ingest github.com/vigilhq/vigil/services/ingest/cmd/ingest
 	$(GO) build -o bin/api github.com/vigilhq/vigil/services/api/cmd/api
 	$(GO) build -o bin/policy github.com/vigilhq/vigil/services/policy/cmd/policy
+	$(GO) build -o bin/guardian github.com/vigilhq/vigil/services/guardian/cmd/guardian
 
 clickhouse: ## make sure a local ClickHouse answers on :9000
 	@bash scripts/clickhouse.sh

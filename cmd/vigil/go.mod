@@ -11,6 +11,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/vigilhq/vigil/pkg v0.0.0
 	github.com/vigilhq/vigil/services/api v0.0.0
+	github.com/vigilhq/vigil/services/guardian v0.0.0
 	github.com/vigilhq/vigil/services/ingest v0.0.0
 	github.com/vigilhq/vigil/services/policy v0.0.0
 	go.yaml.in/yaml/v3 v3.0.5
@@ -63,6 +64,7 @@ require (
 replace (
 	github.com/vigilhq/vigil/pkg => ../../pkg
 	github.com/vigilhq/vigil/services/api => ../../services/api
+	github.com/vigilhq/vigil/services/guardian => ../../services/guardian
 	github.com/vigilhq/vigil/services/ingest => ../../services/ingest
 	github.com/vigilhq/vigil/services/policy => ../../services/policy
 )

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
@@ -23,6 +24,7 @@ import (
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/tenant"
 	"github.com/vigilhq/vigil/services/api"
+	"github.com/vigilhq/vigil/services/guardian"
 	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 )
@@ -60,6 +62,8 @@ type Stack struct {
 	Ingest  *ingest.Service
 	API     *api.Service
 	Policy  *policysvc.Service
+	Guard   *guardian.Service
+	Board   *approval.Board
 	// BootstrapKey is the owner key created on first start, or "".
 	BootstrapKey string
 
@@ -92,7 +96,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		if err != nil {
 			return st, fmt.Errorf("clickhouse at %s: %w (is it running? `make clickhouse` starts it)", cfg.ClickHouseDSN, err)
 		}
-		st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Store: st.Store, Log: cfg.Log, Registerer: st.Reg})
+		st.Board = approval.NewBoard(st.JS, cfg.Log)
+		st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: st.Store, Log: cfg.Log, Registerer: st.Reg})
 		if err != nil {
 			return st, err
 		}
@@ -131,7 +136,14 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		if err := st.Policy.Migrate(ctx); err != nil {
 			return st, err
 		}
-		st.workers = append(st.workers, st.Ingest.Run, st.API.Run, st.Policy.Run)
+		st.Guard, err = guardian.New(guardian.DefaultConfig(), guardian.Deps{NC: st.NC, JS: st.JS, Board: st.Board, Log: cfg.Log, Registerer: st.Reg})
+		if err != nil {
+			return st, err
+		}
+		if err := st.Guard.EnsureStreams(ctx); err != nil {
+			return st, err
+		}
+		st.workers = append(st.workers, st.Ingest.Run, st.API.Run, st.Policy.Run, st.Guard.Run)
 	} else if err := natsx.EnsureStreams(ctx, st.JS, controlConfig(cfg)); err != nil {
 		return st, err
 	}
@@ -140,6 +152,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	st.stopCat = stopCat
 	if err := st.Catalog.Run(catCtx); err != nil {
 		return st, err
+	}
+	if st.Board != nil {
+		if err := st.Board.Run(catCtx); err != nil {
+			return st, err
+		}
 	}
 	// Serve only once the catalog holds every key and policy: a decision
 	// made on a half-loaded catalog could allow what a policy blocks.

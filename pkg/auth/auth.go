@@ -59,17 +59,22 @@ const (
 	VerdictsRead      Permission = "verdicts:read"
 	// VerdictsTriage sets a verdict's status and folds it into a baseline.
 	VerdictsTriage Permission = "verdicts:triage"
+	// ApprovalsRead lists pending actions; ApprovalsDecide approves,
+	// rejects or reroutes them.
+	ApprovalsRead   Permission = "approvals:read"
+	ApprovalsDecide Permission = "approvals:decide"
 )
 
 var grants = map[Role][]Permission{
 	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
-		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage},
+		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide},
 	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
-		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage},
+		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide},
 	// Members run the floor: they report, ask, read and triage, but
 	// changing the rules is for admins.
-	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage},
-	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead},
+	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage,
+		ApprovalsRead, ApprovalsDecide},
+	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead, ApprovalsRead},
 	// Agents report what they do, register themselves and ask before they
 	// act; they cannot read other agents' sessions or verdicts.
 	RoleAgent: {EventsWrite, AgentsRead, AgentsWrite, DecisionsEvaluate},

@@ -65,3 +65,18 @@ func Principal(c echo.Context) auth.Principal {
 	p, _ := c.Get(principalKey).(auth.Principal)
 	return p
 }
+
+// RequireAny rejects callers whose role has none of ps.
+func RequireAny(ps ...auth.Permission) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			pr := Principal(c)
+			for _, p := range ps {
+				if pr.Role.Allows(p) {
+					return next(c)
+				}
+			}
+			return apperr.Forbidden("role " + string(pr.Role) + " may not do this")
+		}
+	}
+}

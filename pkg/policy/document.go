@@ -43,6 +43,9 @@ type Rule struct {
 	ReasonCodes     []string `yaml:"reasonCodes,omitempty" json:"reasonCodes,omitempty"`
 	Message         string   `yaml:"message,omitempty" json:"message,omitempty"`
 	ApprovalTimeout string   `yaml:"approvalTimeout,omitempty" json:"approvalTimeout,omitempty"`
+	// OnExpiry is what an unanswered approval becomes at its deadline:
+	// "reject" (the default) or "approve".
+	OnExpiry string `yaml:"onExpiry,omitempty" json:"onExpiry,omitempty"`
 
 	line int
 }
@@ -169,6 +172,14 @@ func (d *Document) Normalize() error {
 			if t, err := time.ParseDuration(r.ApprovalTimeout); err != nil || t <= 0 || t > 30*24*time.Hour {
 				add(p+".approvalTimeout", "invalid_format", r.line, "%s: approvalTimeout must be a duration such as 30m, at most 720h", who)
 			}
+		}
+		switch r.OnExpiry {
+		case "", "reject", "rejected":
+			r.OnExpiry = ""
+		case "approve", "approved":
+			r.OnExpiry = "approve"
+		default:
+			add(p+".onExpiry", "invalid_format", r.line, "%s: onExpiry must be approve or reject", who)
 		}
 		if len(r.Message) > 1000 {
 			add(p+".message", "too_long", r.line, "%s: message must be at most 1000 bytes", who)

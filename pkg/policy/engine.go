@@ -115,6 +115,9 @@ type Decision struct {
 	// ApprovalTimeout is the shortest timeout among matching
 	// require_approval rules (0: the default applies).
 	ApprovalTimeout time.Duration `json:"approvalTimeoutNs,omitempty"`
+	// OnExpiry is "approved" when every matching require_approval rule
+	// says an unanswered approval should pass; otherwise "rejected".
+	OnExpiry string `json:"onExpiry,omitempty"`
 	// Errors lists rules whose condition failed to evaluate; such a rule
 	// does not match.
 	Errors []string `json:"errors,omitempty"`
@@ -296,8 +299,16 @@ func (p *Pack) evalRules(d *Decision, in Input, host string) {
 			continue
 		}
 		d.Matches = append(d.Matches, Match{PolicyID: r.policyID, RuleID: r.rule.ID, Outcome: r.outcome, ReasonCodes: r.rule.ReasonCodes, Message: r.rule.Message})
-		if r.outcome == RequireApproval && r.timeout > 0 && (d.ApprovalTimeout == 0 || r.timeout < d.ApprovalTimeout) {
-			d.ApprovalTimeout = r.timeout
+		if r.outcome == RequireApproval {
+			if r.timeout > 0 && (d.ApprovalTimeout == 0 || r.timeout < d.ApprovalTimeout) {
+				d.ApprovalTimeout = r.timeout
+			}
+			switch {
+			case r.rule.OnExpiry != "approve":
+				d.OnExpiry = "rejected"
+			case d.OnExpiry == "":
+				d.OnExpiry = "approved"
+			}
 		}
 	}
 }

@@ -202,3 +202,37 @@ func PolicyConfig(o Options) jetstream.StreamConfig {
 		Replicas:    o.Replicas,
 	}
 }
+
+// Guardian stream and its subjects, owned by services/guardian.
+const (
+	Guardian = "GUARDIAN"
+	// ApprovalChanged carries a pending action's full state after a change
+	// (payload: approval.Change); one subject per action, so its last
+	// message is its state and decisions are compare-and-set.
+	ApprovalChanged = "approval_changed"
+	// AllApprovals filters every pending action of every tenant.
+	AllApprovals = "guardian.v1." + ApprovalChanged + ".>"
+	// DecideRPC is the guardian's request/reply subject for decisions.
+	DecideRPC = "rpc.guardian.v1.decide"
+)
+
+// ApprovalSubject holds a pending action's history.
+func ApprovalSubject(tenant, id string) string {
+	return subject("guardian", ApprovalChanged, tenant, id)
+}
+
+// GuardianConfig defines the GUARDIAN stream, owned by services/guardian.
+// It keeps every approval's history: it is audit evidence.
+func GuardianConfig(o Options) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        Guardian,
+		Description: "Pending actions: requested, resolved, expired, rerouted",
+		Subjects:    []string{"guardian.v1.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  o.DuplicateWindow,
+		Replicas:    o.Replicas,
+		AllowDirect: true,
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
@@ -77,6 +78,7 @@ type Deps struct {
 	JS         jetstream.JetStream
 	CH         driver.Conn
 	Catalog    *control.Catalog
+	Board      *approval.Board
 	Store      *control.Store
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
@@ -99,8 +101,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.NC == nil || deps.JS == nil || deps.CH == nil || deps.Catalog == nil || deps.Store == nil || deps.Log == nil || deps.Registerer == nil {
-		return nil, errors.New("api: NC, JS, CH, Catalog, Store, Log and Registerer are required")
+	if deps.NC == nil || deps.JS == nil || deps.CH == nil || deps.Catalog == nil || deps.Board == nil || deps.Store == nil || deps.Log == nil || deps.Registerer == nil {
+		return nil, errors.New("api: NC, JS, CH, Catalog, Board, Store, Log and Registerer are required")
 	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "api")), sessions: sessions.NewStore(deps.CH)}
 	sink, err := chx.NewSink(chx.SinkConfig{
@@ -172,11 +174,16 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/org-policy", s.setOrgPolicy, pw)
 
 	g.POST("/decisions.evaluate", s.evaluateDecision, eval, idem)
-	g.GET("/decisions/:id", s.getDecision, vr)
+	g.GET("/decisions/:id", s.getDecision, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
 	g.POST("/verdicts", s.postVerdict, eval, idem)
 	g.GET("/verdicts", s.listVerdicts, vr)
 	g.POST("/verdicts/:id/status", s.triageVerdict, triage)
 	g.POST("/verdicts/:id/learn", s.learnVerdict, triage)
+
+	ar, ad := httpkit.Require(auth.ApprovalsRead), httpkit.Require(auth.ApprovalsDecide)
+	g.GET("/guardian/pending-actions", s.listPendingActions, ar)
+	g.GET("/guardian/pending-actions/:id", s.getPendingAction, ar)
+	g.POST("/guardian/pending-actions/:id/decide", s.decidePendingAction, ad)
 }
 
 // Run projects agent changes into ClickHouse and registers agents seen in

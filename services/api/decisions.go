@@ -302,17 +302,6 @@ func (s *Service) postVerdict(c echo.Context) error {
 	return c.JSON(http.StatusCreated, s.verdictOf(rec))
 }
 
-func (s *Service) getDecision(c echo.Context) error {
-	rec, err := s.decisionRecord(c, pathID(c))
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, struct {
-		rules.DecisionRecord
-		Status string `json:"status"`
-	}{rec, s.verdictOf(rec).Status})
-}
-
 func (s *Service) decisionRecord(c echo.Context, id string) (rules.DecisionRecord, error) {
 	ctx, cancel := queryContext(c, s.cfg.QueryTimeout)
 	defer cancel()

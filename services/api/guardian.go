@@ -1,0 +1,216 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+func (s *Service) listPendingActions(c echo.Context) error {
+	limit, err := httpkit.Limit(c, 20, 100)
+	if err != nil {
+		return err
+	}
+	var cur *approval.Cursor
+	if c.QueryParam("cursor") != "" {
+		cur = &approval.Cursor{}
+		if err := httpkit.DecodeCursor(c, cur); err != nil {
+			return err
+		}
+	}
+	f := approval.Filter{Status: c.QueryParam("status"), AgentID: c.QueryParam("agentId"), Priority: c.QueryParam("priority"), ReviewerGroup: c.QueryParam("reviewerGroup")}
+	if f.AgentID == "" {
+		f.AgentID = c.QueryParam("agent")
+	}
+	switch approval.Status(f.Status) {
+	case "", approval.Pending, approval.Approved, approval.Rejected, approval.Expired:
+	default:
+		return apperr.Validation("status is not valid", apperr.FieldError{Path: "status", Code: "invalid_format", Message: "status must be pending, approved, rejected or expired"})
+	}
+	if err := s.deps.Board.Sync(c.Request().Context()); err != nil {
+		return err
+	}
+	page, more := s.deps.Board.List(httpkit.Principal(c).Tenant, f, cur, limit)
+	var next any
+	if more {
+		last := page[len(page)-1]
+		next = approval.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	return c.JSON(http.StatusOK, httpkit.NewPage(page, more, next))
+}
+
+func (s *Service) getPendingAction(c echo.Context) error {
+	if err := s.deps.Board.Sync(c.Request().Context()); err != nil {
+		return err
+	}
+	a, ok := s.deps.Board.Get(httpkit.Principal(c).Tenant, pathID(c))
+	if !ok {
+		return apperr.NotFound("pending action %q not found", pathID(c))
+	}
+	return c.JSON(http.StatusOK, a)
+}
+
+func (s *Service) decidePendingAction(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Decision      string `json:"decision"`
+		Action        string `json:"action"`
+		Approved      *bool  `json:"approved"`
+		Comment       string `json:"comment"`
+		ReviewerGroup string `json:"reviewerGroup"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		return apperr.Validation("body must be a JSON object", apperr.FieldError{Path: "", Code: "malformed_json", Message: err.Error()})
+	}
+	if in.Decision == "" {
+		in.Decision = in.Action
+	}
+	if in.Decision == "" && in.Approved != nil {
+		in.Decision = map[bool]string{true: "approve", false: "reject"}[*in.Approved]
+	}
+	switch in.Decision {
+	case "approve", "approved", "allow":
+		in.Decision = "approve"
+	case "reject", "rejected", "deny", "denied":
+		in.Decision = "reject"
+	case "reroute":
+	default:
+		return apperr.Validation("decision is not valid", apperr.FieldError{Path: "decision", Code: "invalid_format", Message: "decision must be approve, reject or reroute"})
+	}
+	if len(in.Comment) > 2000 {
+		return apperr.Validation("comment is too long", apperr.FieldError{Path: "comment", Code: "too_long", Message: "comment must be at most 2000 bytes"})
+	}
+	p := httpkit.Principal(c)
+	req := approval.DecideRequest{Tenant: p.Tenant, ID: pathID(c), Decision: in.Decision, Comment: in.Comment, ReviewerGroup: in.ReviewerGroup, By: "key:" + p.KeyID}
+	data, _ := json.Marshal(req)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.DecisionTimeout)
+	defer cancel()
+	msg, err := s.deps.NC.RequestWithContext(ctx, streams.DecideRPC, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return apperr.Unavailable("guardian service is not running", time.Second, err)
+		}
+		return apperr.Unavailable("guardian service did not answer in time", time.Second, err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		desc := msg.Header.Get(micro.ErrorHeader)
+		switch code {
+		case "400":
+			return apperr.Validation(desc)
+		case "404":
+			return apperr.NotFound("%s", desc)
+		case "409":
+			return apperr.Conflict("%s", desc)
+		}
+		return apperr.Unavailable("guardian could not decide: "+desc, time.Second, errors.New(desc))
+	}
+	var a approval.Action
+	if err := json.Unmarshal(msg.Data, &a); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, a)
+}
+
+// maxWait bounds GET /v1/decisions/:id?wait=…
+const maxWait = 60 * time.Second
+
+func parseWait(c echo.Context) (time.Duration, error) {
+	w := c.QueryParam("wait")
+	if w == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(w)
+	if err != nil {
+		var secs int
+		if secs, err = strconv.Atoi(w); err == nil {
+			d = time.Duration(secs) * time.Second
+		}
+	}
+	if err != nil || d < 0 || d > maxWait {
+		return 0, apperr.Validation("wait is not valid", apperr.FieldError{Path: "wait", Code: "out_of_range", Message: "wait must be a duration such as 30s, at most 60s"})
+	}
+	return d, nil
+}
+
+// getDecision returns a decision, and for require_approval its pending
+// action; with ?wait it long-polls until the outcome is final.
+func (s *Service) getDecision(c echo.Context) error {
+	wait, err := parseWait(c)
+	if err != nil {
+		return err
+	}
+	tenant, id := httpkit.Principal(c).Tenant, pathID(c)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), wait)
+	defer cancel()
+	var rec *rules.DecisionRecord
+	for {
+		if a, ok := s.deps.Board.ByDecision(tenant, id); ok {
+			if !a.Status.Final() && wait > 0 {
+				a, _ = s.deps.Board.Wait(ctx, tenant, id)
+			}
+			return c.JSON(http.StatusOK, s.decisionView(c, rec, &a))
+		}
+		if rec == nil {
+			r, err := s.decisionRecord(c, id)
+			switch {
+			case err == nil:
+				rec = &r
+			case !apperr.Is(err, apperr.KindNotFound):
+				return err
+			}
+		}
+		if rec != nil && rec.Decision.Outcome != rules.RequireApproval {
+			return c.JSON(http.StatusOK, s.decisionView(c, rec, nil))
+		}
+		// Not yet visible (projection or intake lag) or awaiting intake.
+		if ctx.Err() != nil || wait == 0 {
+			if rec != nil {
+				return c.JSON(http.StatusOK, s.decisionView(c, rec, nil))
+			}
+			return apperr.NotFound("decision %q not found", id)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (s *Service) decisionView(c echo.Context, rec *rules.DecisionRecord, a *approval.Action) map[string]any {
+	out := map[string]any{}
+	if rec != nil {
+		b, _ := json.Marshal(rec)
+		_ = json.Unmarshal(b, &out)
+		out["status"] = s.verdictOf(*rec).Status
+		out["decision"] = rec.Decision.Outcome.String()
+		out["final"] = rec.Decision.Outcome != rules.RequireApproval
+	}
+	if a != nil {
+		out["decisionId"] = a.DecisionID
+		out["decision"] = rules.RequireApproval.String()
+		out["approval"] = a
+		out["approvalStatus"] = a.Status
+		out["final"] = a.Status.Final()
+		out["argsDigest"] = a.ArgsDigest
+		if a.Status.Final() {
+			out["outcome"] = a.Outcome()
+		}
+	}
+	return out
+}

@@ -1,0 +1,305 @@
+// Package guardian is Vigil's Decision Desk service. It turns every
+// require_approval decision into a pending action, decides each exactly
+// once on a person's word (compare-and-set on the action's own subject),
+// and expires what nobody decided in time — also what fell due while the
+// guardian was stopped.
+package guardian
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// Intake is the durable consumer that reads decisions.
+const Intake = "guardian-intake"
+
+// Config tunes the guardian.
+type Config struct {
+	Streams streams.Options
+	// SweepEvery is how often overdue actions are expired.
+	SweepEvery time.Duration
+}
+
+// DefaultConfig returns defaults.
+func DefaultConfig() Config {
+	return Config{Streams: streams.DefaultOptions, SweepEvery: 500 * time.Millisecond}
+}
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	if c.SweepEvery <= 0 {
+		return errors.New("guardian: SweepEvery must be positive")
+	}
+	return nil
+}
+
+// Deps are the guardian's collaborators.
+type Deps struct {
+	NC         *nats.Conn
+	JS         jetstream.JetStream
+	Board      *approval.Board
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is the guardian.
+type Service struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+
+	changes *prometheus.CounterVec
+}
+
+// New validates cfg and deps.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.NC == nil || deps.JS == nil || deps.Board == nil || deps.Log == nil || deps.Registerer == nil {
+		return nil, errors.New("guardian: NC, JS, Board, Log and Registerer are required")
+	}
+	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "guardian")),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_guardian_changes_total", Help: "Pending action changes, by operation and status.",
+		}, []string{"op", "status"})}
+	if err := deps.Registerer.Register(s.changes); err != nil {
+		return nil, fmt.Errorf("guardian metrics: %w", err)
+	}
+	return s, nil
+}
+
+// EnsureStreams creates or updates GUARDIAN, the stream it owns.
+func (s *Service) EnsureStreams(ctx context.Context) error {
+	return natsx.EnsureStreams(ctx, s.deps.JS, streams.GuardianConfig(s.cfg.Streams))
+}
+
+// ErrConflict means the action changed since it was read (decided,
+// expired or rerouted by someone else).
+var ErrConflict = errors.New("pending action changed concurrently")
+
+// put records a change if the action's subject is still at expect.
+func (s *Service) put(ctx context.Context, op string, a approval.Action, expect uint64) (approval.Action, error) {
+	data, err := json.Marshal(approval.Change{Op: op, Action: a, At: time.Now().UTC()})
+	if err != nil {
+		return a, fmt.Errorf("encode approval: %w", err)
+	}
+	m := nats.NewMsg(streams.ApprovalSubject(a.Tenant, a.ID))
+	m.Data = data
+	ack, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
+	if natsx.IsWrongLastSequence(err) {
+		return a, ErrConflict
+	}
+	if err != nil {
+		return a, apperr.Unavailable("approval store did not acknowledge", time.Second, err)
+	}
+	a.Revision = ack.Sequence
+	s.changes.WithLabelValues(op, string(a.Status)).Inc()
+	return a, nil
+}
+
+// current reads an action's latest state from its subject.
+func (s *Service) current(ctx context.Context, tenant, id string) (approval.Action, error) {
+	st, err := s.deps.JS.Stream(ctx, streams.Guardian)
+	if err != nil {
+		return approval.Action{}, err
+	}
+	msg, err := st.GetLastMsgForSubject(ctx, streams.ApprovalSubject(tenant, id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return approval.Action{}, apperr.NotFound("pending action %q not found", id)
+	}
+	if err != nil {
+		return approval.Action{}, apperr.Unavailable("approval store unavailable", time.Second, err)
+	}
+	var ch approval.Change
+	if err := json.Unmarshal(msg.Data, &ch); err != nil {
+		return approval.Action{}, fmt.Errorf("decode approval: %w", err)
+	}
+	ch.Action.Revision = msg.Sequence
+	return ch.Action, nil
+}
+
+// Decide applies a person's decision exactly once.
+func (s *Service) Decide(ctx context.Context, req approval.DecideRequest) (approval.Action, error) {
+	a, err := s.current(ctx, req.Tenant, req.ID)
+	if err != nil {
+		return a, err
+	}
+	now := time.Now().UTC()
+	if a.Status == approval.Pending && !now.Before(a.ExpiresAt) {
+		// Due but not yet swept: expire it now, then refuse.
+		if _, err := s.expire(ctx, a); err != nil && !errors.Is(err, ErrConflict) {
+			return a, err
+		}
+		return a, apperr.Conflict("pending action %s expired at %s", a.ID, a.ExpiresAt.Format(time.RFC3339))
+	}
+	if a.Status != approval.Pending {
+		return a, apperr.Conflict("pending action %s is already %s", a.ID, a.Status)
+	}
+	op := approval.OpResolved
+	switch req.Decision {
+	case "approve":
+		a.Status = approval.Approved
+	case "reject":
+		a.Status = approval.Rejected
+	case "reroute":
+		if req.ReviewerGroup == "" {
+			return a, apperr.Validation("reroute needs a reviewerGroup", apperr.FieldError{Path: "reviewerGroup", Code: "required", Message: "reviewerGroup is required to reroute"})
+		}
+		op, a.ReviewerGroup = approval.OpRerouted, req.ReviewerGroup
+	default:
+		return a, apperr.Validation("decision must be approve, reject or reroute", apperr.FieldError{Path: "decision", Code: "invalid_format", Message: "decision must be approve, reject or reroute"})
+	}
+	a.Comment = req.Comment
+	if op == approval.OpResolved {
+		a.DecidedBy, a.DecidedAt = req.By, &now
+	}
+	out, err := s.put(ctx, op, a, a.Revision)
+	if errors.Is(err, ErrConflict) {
+		return a, apperr.Conflict("pending action %s was decided concurrently", a.ID)
+	}
+	return out, err
+}
+
+func (s *Service) expire(ctx context.Context, a approval.Action) (approval.Action, error) {
+	a.Status = approval.Expired
+	now := time.Now().UTC()
+	a.DecidedAt, a.DecidedBy = &now, "guardian:expiry"
+	return s.put(ctx, approval.OpExpired, a, a.Revision)
+}
+
+// Run takes in decisions, serves decide requests and expires overdue
+// actions until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.deps.Board.Sync(ctx); err != nil {
+		return err
+	}
+	srv, err := micro.AddService(s.deps.NC, micro.Config{Name: "vigil-guardian", Version: "1.0.0", QueueGroup: "vigil-guardian"})
+	if err != nil {
+		return err
+	}
+	if err := srv.AddEndpoint("decide", micro.HandlerFunc(s.handleDecide), micro.WithEndpointSubject(streams.DecideRPC)); err != nil {
+		_ = srv.Stop()
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- s.intake(ctx) }()
+	go func() { defer wg.Done(); s.sweep(ctx) }()
+	<-ctx.Done()
+	stopErr := srv.Stop()
+	wg.Wait()
+	err = <-errc
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return errors.Join(stopErr, err)
+}
+
+func (s *Service) handleDecide(r micro.Request) {
+	var req approval.DecideRequest
+	if err := json.Unmarshal(r.Data(), &req); err != nil {
+		_ = r.Error("400", "request is not a valid DecideRequest", nil)
+		return
+	}
+	a, err := s.Decide(context.Background(), req)
+	if err != nil {
+		code := "500"
+		switch apperr.KindOf(err) {
+		case apperr.KindValidation:
+			code = "400"
+		case apperr.KindNotFound:
+			code = "404"
+		case apperr.KindConflict:
+			code = "409"
+		case apperr.KindUnavailable:
+			code = "503"
+		}
+		_ = r.Error(code, err.Error(), nil)
+		return
+	}
+	_ = r.RespondJSON(a)
+}
+
+// intake turns require_approval decisions into pending actions. The
+// action id derives from the decision id and the first write expects an
+// empty subject, so a redelivered decision is a no-op.
+func (s *Service) intake(ctx context.Context) error {
+	if err := natsx.WaitForStream(ctx, s.deps.JS, streams.Policy, s.log); err != nil {
+		return err
+	}
+	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, streams.Policy, jetstream.ConsumerConfig{
+		Durable: Intake, Description: "POLICY require_approval decisions → pending actions",
+		FilterSubject: streams.AllDecisions, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 1000,
+	})
+	if err != nil {
+		return fmt.Errorf("guardian intake: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var rec policy.DecisionRecord
+		if err := json.Unmarshal(m.Data(), &rec); err != nil {
+			s.log.Error("intake: undecodable decision", slog.String("subject", m.Subject()), slog.String("error", err.Error()))
+			_ = m.TermWithReason("undecodable decision")
+			return
+		}
+		if rec.Decision.Outcome != policy.RequireApproval {
+			_ = m.Ack()
+			return
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := s.put(pctx, approval.OpRequested, approval.FromDecision(rec), 0); err != nil && !errors.Is(err, ErrConflict) {
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		_ = m.Ack()
+	}, jetstream.PullMaxMessages(500))
+	if err != nil {
+		return fmt.Errorf("guardian intake: consume: %w", err)
+	}
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	return nil
+}
+
+// sweep expires overdue actions. Several replicas may sweep at once; the
+// compare-and-set lets exactly one expiry land.
+func (s *Service) sweep(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepEvery)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		for _, a := range s.deps.Board.Pending() {
+			if now.Before(a.ExpiresAt) {
+				continue
+			}
+			if _, err := s.expire(ctx, a); err != nil && !errors.Is(err, ErrConflict) && ctx.Err() == nil {
+				s.log.Warn("expire", slog.String("id", a.ID), slog.String("error", err.Error()))
+			}
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
