@@ -69,9 +69,9 @@ func env(s types.ServiceConfig, key string) string {
 
 var (
 	// Services that run until stopped; each needs a healthcheck.
-	longRunning = []string{"nats", "clickhouse", "ingest", "api", "policy"}
+	longRunning = []string{"nats", "clickhouse", "ingest", "api", "policy", "guardian"}
 	// Services built from this repository that serve Vigil's HTTP API.
-	vigilServers = []string{"ingest", "api", "policy"}
+	vigilServers = []string{"ingest", "api", "policy", "guardian"}
 )
 
 type serviceCase struct {
@@ -91,6 +91,7 @@ func TestServices(t *testing.T) {
 		{name: "ingest", enabled: true, dockerfile: "deploy/ingest.Dockerfile", ports: []string{"127.0.0.1:8081:8080"}, restart: "unless-stopped"},
 		{name: "api", enabled: true, dockerfile: "deploy/api.Dockerfile", ports: []string{"127.0.0.1:8080:8080"}, restart: "unless-stopped"},
 		{name: "policy", enabled: true, dockerfile: "deploy/policy.Dockerfile", ports: []string{"127.0.0.1:8082:8080"}, restart: "unless-stopped"},
+		{name: "guardian", enabled: true, dockerfile: "deploy/guardian.Dockerfile", ports: []string{"127.0.0.1:8083:8080"}, restart: "unless-stopped"},
 		{name: "keys", enabled: false, dockerfile: "deploy/vigil.Dockerfile", restart: "no"},
 	}
 	for _, tt := range tests {
@@ -141,6 +142,7 @@ func TestDependsOnHealthy(t *testing.T) {
 		{"ingest", []string{"nats", "clickhouse"}},
 		{"api", []string{"nats", "clickhouse"}},
 		{"policy", []string{"nats", "clickhouse"}},
+		{"guardian", []string{"nats", "clickhouse"}},
 		{"keys", []string{"nats"}},
 	}
 	for _, tt := range tests {
@@ -270,6 +272,7 @@ func TestServiceEnv(t *testing.T) {
 		{"api", "VIGIL_CLICKHOUSE_DSN", "clickhouse", "clickhouse", "9000"},
 		{"policy", "VIGIL_NATS_URL", "nats", "nats", "4222"},
 		{"policy", "VIGIL_CLICKHOUSE_DSN", "clickhouse", "clickhouse", "9000"},
+		{"guardian", "VIGIL_NATS_URL", "nats", "nats", "4222"},
 		{"keys", "VIGIL_NATS_URL", "nats", "nats", "4222"},
 	}
 	for _, tt := range tests {
