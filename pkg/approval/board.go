@@ -23,7 +23,7 @@ type Board struct {
 
 	mu         sync.RWMutex
 	applied    uint64
-	changed    chan struct{} // closed and replaced on every change
+	changed    chan struct{}                // closed and replaced on every change
 	byID       map[string]map[string]Action // tenant → id → state
 	byDecision map[string]map[string]string // tenant → decision id → id
 }
@@ -141,7 +141,7 @@ func (b *Board) List(tenant string, f Filter, after *Cursor, limit int) ([]Actio
 // Cursor is the position after the last action of a page.
 type Cursor struct {
 	CreatedAt time.Time `json:"c"`
-	ID        string   `json:"i"`
+	ID        string    `json:"i"`
 }
 
 // Pending returns every pending action of every tenant (for expiry).
