@@ -123,6 +123,10 @@ func (s *Service) updateAgent(c echo.Context, id, op string, create bool, change
 		if err != nil {
 			return agent.Agent{}, err
 		}
+		// Settings and declarations decide; the next decision must see them.
+		if err := s.deps.Catalog.WaitFor(ctx, rev); err != nil {
+			return agent.Agent{}, err
+		}
 		next.Revision = rev
 		return next, nil
 	}

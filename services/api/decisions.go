@@ -401,7 +401,7 @@ func (s *Service) listVerdicts(c echo.Context) error {
 		}
 	}
 	// "LIMIT offset, n": ClickHouse 18.16 has no OFFSET keyword.
-	q += fmt.Sprintf(" ORDER BY at_time DESC, decision_id DESC LIMIT 1 BY decision_id LIMIT %d, %d", offset, limit+1)
+	q += fmt.Sprintf(" ORDER BY at_time DESC, at_ms DESC, decision_id DESC LIMIT 1 BY decision_id LIMIT %d, %d", offset, limit+1)
 	ctx, cancel := queryContext(c, s.cfg.QueryTimeout)
 	defer cancel()
 	rows, err := s.deps.CH.Query(ctx, q, args...)

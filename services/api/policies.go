@@ -68,6 +68,14 @@ func (s *Service) createPolicy(c echo.Context) error {
 	}
 	if doc.ID == "" {
 		doc.ID = newPolicyID()
+		if len(doc.Conditions) > 0 || doc.DefaultDecision != "" {
+			// The Kaplaix form's rule is named after the policy; Parse
+			// named it "default" because the id did not exist yet.
+			doc.Rules = nil
+			if err := doc.Normalize(); err != nil {
+				return err
+			}
+		}
 	} else if !policyIDRe.MatchString(doc.ID) {
 		return apperr.Validation("policy id is not valid", apperr.FieldError{Path: "id", Code: "invalid_format", Message: "id must be letters, digits and _.- (at most 128), starting with a letter or digit"})
 	}
@@ -82,6 +90,9 @@ func (s *Service) createPolicy(c echo.Context) error {
 		return apperr.Conflict("policy %q already exists", doc.ID)
 	}
 	if err != nil {
+		return err
+	}
+	if err := s.applied(c, rev); err != nil {
 		return err
 	}
 	rec.Version = rev
@@ -139,13 +150,20 @@ func (s *Service) patchPolicy(c echo.Context) error {
 				merged[k] = v
 			}
 		}
-		if _, ok := patch["conditions"]; !ok {
-			if _, ok := patch["rules"]; ok {
-				// Replacing the rules leaves the Kaplaix form.
-				delete(merged, "conditions")
-				delete(merged, "defaultDecision")
-			}
-		} else if _, ok := patch["rules"]; !ok {
+		_, patchRules := patch["rules"]
+		_, kaplaix := merged["conditions"]
+		if _, ok := merged["defaultDecision"]; ok {
+			kaplaix = true
+		}
+		_, patchConditions := patch["conditions"]
+		switch {
+		case patchRules && !patchConditions:
+			// Replacing the rules leaves the Kaplaix form.
+			delete(merged, "conditions")
+			delete(merged, "defaultDecision")
+		case !patchRules && kaplaix:
+			// The Kaplaix form's rule is derived from the conditions,
+			// never carried over.
 			delete(merged, "rules")
 		}
 		b, _ := json.Marshal(merged)
@@ -181,6 +199,9 @@ func (s *Service) updatePolicy(c echo.Context, change func(*rules.Record) error)
 			continue
 		}
 		if err != nil {
+			return err
+		}
+		if err := s.applied(c, rev); err != nil {
 			return err
 		}
 		r.Version = rev
@@ -296,7 +317,11 @@ func (s *Service) setOrgPolicy(c echo.Context) error {
 	}
 	p := httpkit.Principal(c)
 	now := time.Now().UTC()
-	if _, err := s.deps.Store.PutOrgPolicy(c.Request().Context(), rules.OrgRecord{Tenant: p.Tenant, Org: org, UpdatedAt: now, By: p.KeyID}); err != nil {
+	seq, err := s.deps.Store.PutOrgPolicy(c.Request().Context(), rules.OrgRecord{Tenant: p.Tenant, Org: org, UpdatedAt: now, By: p.KeyID})
+	if err != nil {
+		return err
+	}
+	if err := s.applied(c, seq); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, OrgPolicyView{OrgPolicy: org, UpdatedAt: &now})
@@ -307,4 +332,11 @@ func nonNil(l []string) []string {
 		return []string{}
 	}
 	return l
+}
+
+// applied waits until the catalog reflects a CONTROL write at seq before
+// the write is acknowledged, so that the caller's next decision (made
+// from the catalog the policy service shares in one process) sees it.
+func (s *Service) applied(c echo.Context, seq uint64) error {
+	return s.deps.Catalog.WaitFor(c.Request().Context(), seq)
 }

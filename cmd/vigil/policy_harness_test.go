@@ -1,0 +1,493 @@
+package main
+
+// Helpers for the policy end-to-end tests (policy_e2e_test.go): an
+// in-process stack on a real ClickHouse database, an api-only stack with no
+// policy service, a small HTTP client and the shapes the decision endpoints
+// return. Every name starts with "pol" so as not to collide with the other
+// end-to-end helpers of this package.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/services/api"
+	"github.com/vigilhq/vigil/services/ingest"
+)
+
+// polWait bounds how long a test waits for a ClickHouse-backed read
+// (decisions are queryable within about a second).
+const polWait = 15 * time.Second
+
+// polLogs keeps a stack's logs and prints them only if the test fails.
+type polLogs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *polLogs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf.Len() > 4<<20 {
+		l.buf.Reset()
+		l.buf.WriteString("…(earlier logs dropped)\n")
+	}
+	return l.buf.Write(p)
+}
+
+func polLogger(t *testing.T) *slog.Logger {
+	l := &polLogs{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			t.Logf("stack logs:\n%s", l.buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// polStack is an all-in-one Vigil (ingest, api, policy) serving HTTP on a
+// loopback port, on a fresh ClickHouse database.
+type polStack struct {
+	t    *testing.T
+	st   *Stack
+	db   *chtest.DB
+	base string
+}
+
+// polStart starts a stack with the zero policy config (defaults and an
+// ephemeral signing key) and stops it when the test ends.
+func polStart(t *testing.T) *polStack {
+	t.Helper()
+	db := chtest.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := StartStack(ctx, StackConfig{
+		DataDir: t.TempDir(), NATSHost: "127.0.0.1", NATSPort: -1,
+		ClickHouseDSN: db.DSN, ClickHouseWait: 10 * time.Second,
+		Ingest: ingest.DefaultConfig(), API: api.DefaultConfig(), Log: polLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("StartStack: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		st.Close()
+		t.Fatalf("listen: %v", err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- st.Serve(sctx, ln) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("Serve did not return within 60s of cancel")
+		}
+		st.Close()
+	})
+	return &polStack{t: t, st: st, db: db, base: "http://" + ln.Addr().String()}
+}
+
+// polKey creates an API key of tenant with role on store.
+func polKey(t testing.TB, store *control.Store, tenant string, role auth.Role) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, tok, err := store.CreateKey(ctx, tenant, role, "pol-"+string(role), "policy e2e")
+	if err != nil {
+		t.Fatalf("CreateKey(%s, %s): %v", tenant, role, err)
+	}
+	return tok
+}
+
+func (s *polStack) key(tenant string, role auth.Role) string {
+	s.t.Helper()
+	return polKey(s.t, s.st.Store, tenant, role)
+}
+
+// polClient is one caller: a base URL and an API key.
+type polClient struct {
+	t    testing.TB
+	base string
+	key  string
+}
+
+func (s *polStack) as(key string) polClient { return polClient{t: s.t, base: s.base, key: key} }
+
+// polResp is an HTTP response, read fully.
+type polResp struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r polResp) String() string {
+	b := r.Body
+	if len(b) > 3000 {
+		b = append(slices.Clip(b[:3000]), "…"...)
+	}
+	return fmt.Sprintf("HTTP %d %s", r.Status, b)
+}
+
+// decode unmarshals the body into v, failing the test if it is not JSON.
+func (r polResp) decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r, err)
+	}
+}
+
+// object is the body as a generic JSON object.
+func (r polResp) object(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	r.decode(t, &m)
+	return m
+}
+
+// want fails the test unless the status is status.
+func (r polResp) want(t testing.TB, status int, what string) polResp {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("%s: want HTTP %d, got %s", what, status, r)
+	}
+	return r
+}
+
+var polHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// do sends a request. body is sent verbatim when it is []byte or string,
+// as JSON otherwise; hdr are extra header name/value pairs (a
+// Content-Type among them replaces application/json).
+func (c polClient) do(method, path string, body any, hdr ...string) polResp {
+	c.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			c.t.Fatalf("encode body: %v", err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := polHTTP.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	if err != nil {
+		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return polResp{Status: res.StatusCode, Header: res.Header, Body: data}
+}
+
+func (c polClient) get(path string) polResp { c.t.Helper(); return c.do(http.MethodGet, path, nil) }
+
+func (c polClient) post(path string, body any, hdr ...string) polResp {
+	c.t.Helper()
+	return c.do(http.MethodPost, path, body, hdr...)
+}
+
+// ---- shapes ----
+
+type polMatch struct {
+	PolicyID    string   `json:"policyId"`
+	RuleID      string   `json:"ruleId"`
+	Outcome     string   `json:"outcome"`
+	ReasonCodes []string `json:"reasonCodes"`
+	Message     string   `json:"message"`
+}
+
+// polKLA is the response of POST /v1/decisions.evaluate.
+type polKLA struct {
+	Decision             string     `json:"decision"`
+	ReasonCodes          []string   `json:"reasonCodes"`
+	RequiresDeskApproval bool       `json:"requiresDeskApproval"`
+	DecisionID           string     `json:"decisionId"`
+	PackHash             string     `json:"packHash"`
+	Matches              []polMatch `json:"matches"`
+	ApprovalTimeoutSec   int        `json:"approvalTimeoutSeconds"`
+}
+
+func (d polKLA) String() string {
+	return fmt.Sprintf("%s %v (%s, pack %s)", d.Decision, d.ReasonCodes, d.DecisionID, d.PackHash)
+}
+
+// polVerdict is a Kaizen verdict as Vigil returns it.
+type polVerdict struct {
+	ID          string          `json:"id"`
+	DecisionID  string          `json:"decisionId"`
+	Decision    string          `json:"decision"`
+	Outcome     string          `json:"outcome"`
+	Reason      string          `json:"reason"`
+	ReasonCodes []string        `json:"reasonCodes"`
+	Evidence    []polMatch      `json:"evidence"`
+	Confidence  *float64        `json:"confidence"`
+	Agent       string          `json:"agent"`
+	Action      json.RawMessage `json:"action"`
+	Source      string          `json:"source"`
+	Status      string          `json:"status"`
+	PackHash    string          `json:"packHash"`
+	CreatedAt   time.Time       `json:"createdAt"`
+}
+
+type polVerdictPage struct {
+	Data    []polVerdict `json:"data"`
+	Limit   int          `json:"limit"`
+	Offset  int          `json:"offset"`
+	HasMore bool         `json:"hasMore"`
+}
+
+// newestFirst reports whether the page is ordered newest first, to the
+// millisecond the decision store keeps.
+func (p polVerdictPage) newestFirst() bool {
+	for i := 1; i < len(p.Data); i++ {
+		if p.Data[i].CreatedAt.UnixMilli() > p.Data[i-1].CreatedAt.UnixMilli() {
+			return false
+		}
+	}
+	return true
+}
+
+// sameIDs compares two id lists as sets.
+func polSameIDs(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// String lists the page as id@createdAt, for failure messages.
+func (p polVerdictPage) String() string {
+	parts := make([]string, 0, len(p.Data))
+	for _, v := range p.Data {
+		parts = append(parts, v.ID+"@"+v.CreatedAt.Format("15:04:05.000000"))
+	}
+	return fmt.Sprintf("[%s] (limit %d, offset %d, hasMore %v)", strings.Join(parts, " "), p.Limit, p.Offset, p.HasMore)
+}
+
+func (p polVerdictPage) ids() []string {
+	out := make([]string, 0, len(p.Data))
+	for _, v := range p.Data {
+		out = append(out, v.ID)
+	}
+	return out
+}
+
+// polEnvelope is the error envelope.
+type polEnvelope struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Details []struct {
+			Path    string `json:"path"`
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"details"`
+	} `json:"error"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// polError checks r is an error with status and both codes, and returns
+// the envelope.
+func polError(t testing.TB, r polResp, status int, code, short, what string) polEnvelope {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("%s: want HTTP %d, got %s", what, status, r)
+	}
+	var e polEnvelope
+	r.decode(t, &e)
+	if e.Error.Code != code || e.Code != short || e.Message == "" || e.Error.Message != e.Message {
+		t.Fatalf("%s: want error.code %s and code %s with a message, got %s", what, code, short, r)
+	}
+	return e
+}
+
+// ---- decision helpers ----
+
+// evaluate asks POST /v1/decisions.evaluate and expects 200.
+func (c polClient) evaluate(body any, hdr ...string) polKLA {
+	c.t.Helper()
+	r := c.post("/v1/decisions.evaluate", body, hdr...).want(c.t, http.StatusOK, "decisions.evaluate")
+	var d polKLA
+	r.decode(c.t, &d)
+	if d.DecisionID == "" || d.PackHash == "" || len(d.ReasonCodes) == 0 {
+		c.t.Fatalf("decisions.evaluate: incomplete decision %s", r)
+	}
+	return d
+}
+
+// verdict reports a Kaizen action (POST /v1/verdicts) and expects 201.
+func (c polClient) verdict(body any) polVerdict {
+	c.t.Helper()
+	r := c.post("/v1/verdicts", body).want(c.t, http.StatusCreated, "POST /v1/verdicts")
+	var v polVerdict
+	r.decode(c.t, &v)
+	return v
+}
+
+// verdicts lists GET /v1/verdicts?query and expects 200.
+func (c polClient) verdicts(query string) polVerdictPage {
+	c.t.Helper()
+	r := c.get("/v1/verdicts?"+query).want(c.t, http.StatusOK, "GET /v1/verdicts?"+query)
+	var p polVerdictPage
+	r.decode(c.t, &p)
+	return p
+}
+
+// createPolicy posts a policy (YAML when the source does not start with
+// "{") and returns its id.
+func (c polClient) createPolicy(src string) string {
+	c.t.Helper()
+	var r polResp
+	if strings.HasPrefix(strings.TrimSpace(src), "{") {
+		r = c.post("/v1/policies", src)
+	} else {
+		r = c.post("/v1/policies", src, "Content-Type", "application/yaml")
+	}
+	r.want(c.t, http.StatusCreated, "create policy")
+	id, _ := r.object(c.t)["id"].(string)
+	if id == "" {
+		c.t.Fatalf("create policy: no id in %s", r)
+	}
+	return id
+}
+
+// polEventually polls cond until it holds or within passes.
+func polEventually(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s; last state: %s", what, within, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitDecision polls GET /v1/decisions/:id until the record is queryable.
+func (c polClient) waitDecision(id string) map[string]any {
+	c.t.Helper()
+	var rec map[string]any
+	polEventually(c.t, polWait, "decision "+id+" queryable", func() (bool, string) {
+		r := c.get("/v1/decisions/" + id)
+		if r.Status == http.StatusOK {
+			rec = r.object(c.t)
+			return true, ""
+		}
+		return false, r.String()
+	})
+	return rec
+}
+
+// polEvent is a valid Kaplaix event with payload p, timestamped now.
+func polEvent(agentID, sessionID string, payload map[string]any) map[string]any {
+	return map[string]any{
+		"eventId": uuid.NewString(), "agentId": agentID, "sessionId": sessionID,
+		"sourceTimestamp": time.Now().UTC().Format(time.RFC3339), "category": "tool_api",
+		"schemaVersion": "1.0", "payload": payload,
+	}
+}
+
+// ---- an api with no policy service ----
+
+// polAPIOnly is the api service on its own: embedded NATS with CONTROL
+// and the idempotency bucket, a catalog, real ClickHouse for reads, and
+// nothing answering rpc.policy.v1.evaluate.
+type polAPIOnly struct {
+	env   *natstest.Env
+	db    *chtest.DB
+	cat   *control.Catalog
+	store *control.Store
+	base  string
+	log   *slog.Logger
+}
+
+func polStartAPIOnly(t *testing.T, cfg api.Config) *polAPIOnly {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env := natstest.Start(t)
+	db := chtest.New(t)
+	log := polLogger(t)
+	cat, store := control.NewCatalog(env.JS, log), control.NewStore(env.JS)
+	board := approval.NewBoard(env.JS, log)
+	svc, err := api.New(cfg, api.Deps{NC: env.Conn, JS: env.JS, CH: db.Conn, Catalog: cat, Board: board, Store: store, Log: log, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatalf("api.New: %v", err)
+	}
+	if err := svc.EnsureStreams(ctx); err != nil {
+		t.Fatalf("api EnsureStreams: %v", err)
+	}
+	catCtx, stopCat := context.WithCancel(context.Background())
+	t.Cleanup(stopCat)
+	if err := cat.Run(catCtx); err != nil {
+		t.Fatalf("catalog: %v", err)
+	}
+	if err := cat.Sync(ctx); err != nil {
+		t.Fatalf("catalog sync: %v", err)
+	}
+	e, err := httpkit.NewServer(log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("http server: %v", err)
+	}
+	svc.Routes(e)
+	srv := httptest.NewServer(e)
+	t.Cleanup(srv.Close)
+	return &polAPIOnly{env: env, db: db, cat: cat, store: store, base: srv.URL, log: log}
+}
+
+// client is a caller whose failures are reported on t (a subtest's).
+func (s *polStack) client(t testing.TB, key string) polClient {
+	return polClient{t: t, base: s.base, key: key}
+}
