@@ -167,6 +167,15 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 		return st, err
 	}
 
+	// Responders first, so the API's first decision request finds them.
+	if st.Policy != nil {
+		if _, err := st.Policy.StartRPC(); err != nil {
+			return st, err
+		}
+		if _, err := st.Guard.StartRPC(); err != nil {
+			return st, err
+		}
+	}
 	st.Echo, err = httpkit.NewServer(cfg.Log, st.Reg)
 	if err != nil {
 		return st, err

@@ -163,6 +163,14 @@ func (c *Catalog) Sync(ctx context.Context) error {
 	return c.WaitFor(ctx, info.State.LastSeq)
 }
 
+// Applied returns the last CONTROL sequence the catalog has applied: a
+// consistency token another process can WaitFor.
+func (c *Catalog) Applied() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.applied
+}
+
 // WaitFor blocks until the catalog has applied stream sequence seq.
 func (c *Catalog) WaitFor(ctx context.Context, seq uint64) error {
 	for {

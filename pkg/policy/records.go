@@ -75,6 +75,10 @@ type EvaluateRequest struct {
 	Source    string         `json:"source"`
 	// EventID links an event verdict to its event.
 	EventID string `json:"eventId,omitempty"`
+	// ControlSeq is the CONTROL sequence the asker has seen (every policy,
+	// org policy and agent change it acknowledged); the policy service
+	// decides only once its own view has caught up to it.
+	ControlSeq uint64 `json:"controlSeq,omitempty"`
 }
 
 // DecisionRecord is a decision as recorded on the POLICY stream and

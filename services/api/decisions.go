@@ -138,6 +138,7 @@ func (s *Service) request(c echo.Context, b decisionBody, a rules.Action, source
 	return rules.EvaluateRequest{
 		Tenant: p.Tenant, Principal: rules.Principal{KeyID: p.KeyID, Role: string(p.Role)},
 		AgentID: b.AgentID, SessionID: b.SessionID, Action: a, Context: ctx, Source: source,
+		ControlSeq: s.deps.Catalog.Applied(),
 	}, nil
 }
 

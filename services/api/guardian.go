@@ -164,6 +164,13 @@ func (s *Service) getDecision(c echo.Context) error {
 			if !a.Status.Final() && wait > 0 {
 				a, _ = s.deps.Board.Wait(ctx, tenant, id)
 			}
+			if rec == nil {
+				// The record is in ClickHouse within about a second; an
+				// answer without it still carries everything to act on.
+				if r, err := s.decisionRecord(c, id); err == nil {
+					rec = &r
+				}
+			}
 			return c.JSON(http.StatusOK, s.decisionView(c, rec, &a))
 		}
 		if rec == nil {

@@ -65,6 +65,10 @@ type Service struct {
 	log  *slog.Logger
 
 	changes *prometheus.CounterVec
+
+	rpcOnce sync.Once
+	rpc     micro.Service
+	rpcErr  error
 }
 
 // New validates cfg and deps.
@@ -190,12 +194,8 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.deps.Board.Sync(ctx); err != nil {
 		return err
 	}
-	srv, err := micro.AddService(s.deps.NC, micro.Config{Name: "vigil-guardian", Version: "1.0.0", QueueGroup: "vigil-guardian"})
+	srv, err := s.StartRPC()
 	if err != nil {
-		return err
-	}
-	if err := srv.AddEndpoint("decide", micro.HandlerFunc(s.handleDecide), micro.WithEndpointSubject(streams.DecideRPC)); err != nil {
-		_ = srv.Stop()
 		return err
 	}
 	var wg sync.WaitGroup
@@ -211,6 +211,25 @@ func (s *Service) Run(ctx context.Context) error {
 		err = nil
 	}
 	return errors.Join(stopErr, err)
+}
+
+// StartRPC registers the decide endpoint (once). Call it before the HTTP
+// API takes traffic; Run calls it too and stops it at shutdown.
+func (s *Service) StartRPC() (micro.Service, error) {
+	s.rpcOnce.Do(func() {
+		srv, err := micro.AddService(s.deps.NC, micro.Config{Name: "vigil-guardian", Version: "1.0.0", QueueGroup: "vigil-guardian"})
+		if err != nil {
+			s.rpcErr = err
+			return
+		}
+		if err := srv.AddEndpoint("decide", micro.HandlerFunc(s.handleDecide), micro.WithEndpointSubject(streams.DecideRPC)); err != nil {
+			_ = srv.Stop()
+			s.rpcErr = err
+			return
+		}
+		s.rpc = srv
+	})
+	return s.rpc, s.rpcErr
 }
 
 func (s *Service) handleDecide(r micro.Request) {

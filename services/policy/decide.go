@@ -25,6 +25,16 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	if !tenant.Valid(req.Tenant) {
 		return rules.DecisionRecord{}, apperr.Validation("tenant is not valid")
 	}
+	if req.ControlSeq > 0 {
+		// Read-your-writes across processes: never decide on state older
+		// than what the caller has already been told is stored.
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+		err := s.deps.Catalog.WaitFor(wctx, req.ControlSeq)
+		cancel()
+		if err != nil {
+			return rules.DecisionRecord{}, err
+		}
+	}
 	pack, err := s.Pack(req.Tenant)
 	if err != nil {
 		return rules.DecisionRecord{}, err

@@ -17,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/chx"
@@ -87,6 +88,10 @@ type Service struct {
 
 	decisions *prometheus.CounterVec
 	latency   prometheus.Histogram
+
+	rpcOnce sync.Once
+	rpc     micro.Service
+	rpcErr  error
 }
 
 type packEntry struct {
@@ -195,10 +200,18 @@ func (s *Service) Pack(tenant string) (*rules.Pack, error) {
 	return p, nil
 }
 
+// StartRPC registers the decision endpoint (once). Call it before the
+// HTTP API takes traffic so the first decision request finds a responder;
+// Run calls it too and stops it at shutdown.
+func (s *Service) StartRPC() (micro.Service, error) {
+	s.rpcOnce.Do(func() { s.rpc, s.rpcErr = s.serveRPC() })
+	return s.rpc, s.rpcErr
+}
+
 // Run serves decisions, evaluates ingested events and projects decisions
 // until ctx ends, then drains.
 func (s *Service) Run(ctx context.Context) error {
-	srv, err := s.serveRPC()
+	srv, err := s.StartRPC()
 	if err != nil {
 		return err
 	}
