@@ -29,6 +29,15 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStrea
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", slog.String("url", c.ConnectedUrl()))
 		}),
+		// Without this, nats.go prints asynchronous errors (a write to a
+		// dead server, a slow consumer) as plain text on stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{slog.String("error", err.Error())}
+			if sub != nil {
+				attrs = append(attrs, slog.String("subject", sub.Subject))
+			}
+			log.Warn("nats async error", attrs...)
+		}),
 	)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect nats %s: %w", url, err)

@@ -1,0 +1,722 @@
+package main
+
+// Helpers for the end-to-end tests: an in-process stack on a real
+// ClickHouse database, a small HTTP client, event builders, polling, and a
+// TCP proxy that can cut the stack off from ClickHouse.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/services/api"
+	"github.com/vigilhq/vigil/services/ingest"
+	policysvc "github.com/vigilhq/vigil/services/policy"
+)
+
+// catchUp bounds how long a test waits for projections in normal operation;
+// recovery bounds the wait after an outage or a restart.
+const (
+	catchUp  = 10 * time.Second
+	recovery = 60 * time.Second
+)
+
+// ---- logs ----
+
+// logBuffer collects the stack's logs; they are printed only when the test
+// fails, so a green run stays quiet and a red one explains itself.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf.Len() > 4<<20 { // keep the tail bounded
+		l.buf.Reset()
+		l.buf.WriteString("…(earlier logs dropped)\n")
+	}
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	lb := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stack logs:\n%s", lb.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// ---- the stack ----
+
+type stackOpts struct {
+	// dataDir defaults to a fresh t.TempDir().
+	dataDir string
+	// dsn is the ClickHouse DSN the stack uses (required).
+	dsn    string
+	ingest func(*ingest.Config)
+	policy func(*policysvc.Config)
+	log    *slog.Logger
+}
+
+// testSigningSeed is the policy pack signing seed of every test stack; it
+// is fixed so that a stack restarted on the same data keeps its key.
+var testSigningSeed = func() []byte { s := sha256.Sum256([]byte("vigil e2e signing seed")); return s[:] }()
+
+// testStack is a running in-process stack serving HTTP on a loopback port.
+type testStack struct {
+	t      *testing.T
+	st     *Stack
+	base   string
+	cancel context.CancelFunc
+	served chan error
+	once   sync.Once
+}
+
+func startStack(t *testing.T, o stackOpts) *testStack {
+	t.Helper()
+	if o.dataDir == "" {
+		o.dataDir = t.TempDir()
+	}
+	if o.log == nil {
+		o.log = testLogger(t)
+	}
+	ic, ac := ingest.DefaultConfig(), api.DefaultConfig()
+	ic.ProjectorLinger = 50 * time.Millisecond
+	if o.ingest != nil {
+		o.ingest(&ic)
+	}
+	pc := policysvc.DefaultConfig()
+	pc.SigningSeed = testSigningSeed
+	if o.policy != nil {
+		o.policy(&pc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := StartStack(ctx, StackConfig{
+		DataDir: o.dataDir, NATSHost: "127.0.0.1", NATSPort: -1,
+		ClickHouseDSN: o.dsn, ClickHouseWait: 20 * time.Second,
+		Ingest: ic, API: ac, Policy: pc, Log: o.log,
+	})
+	if err != nil {
+		t.Fatalf("StartStack: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		st.Close()
+		t.Fatalf("listen: %v", err)
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	ts := &testStack{t: t, st: st, base: "http://" + ln.Addr().String(), cancel: scancel, served: make(chan error, 1)}
+	go func() { ts.served <- st.Serve(sctx, ln) }()
+	t.Cleanup(ts.Stop)
+	return ts
+}
+
+// Stop shuts the stack down the way a SIGTERM does (HTTP first, then the
+// workers drain and flush) and releases NATS. It is idempotent.
+func (s *testStack) Stop() {
+	s.once.Do(func() {
+		s.cancel()
+		select {
+		case err := <-s.served:
+			if err != nil {
+				s.t.Errorf("Serve returned: %v", err)
+			}
+		case <-time.After(90 * time.Second):
+			s.t.Errorf("Serve did not return within 90s of cancel")
+		}
+		s.st.Close()
+	})
+}
+
+// env is one stack on a fresh ClickHouse database, with its owner key.
+type env struct {
+	*testStack
+	db    *chtest.DB
+	owner string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	db := chtest.New(t)
+	s := startStack(t, stackOpts{dsn: db.DSN})
+	if s.st.BootstrapKey == "" {
+		t.Fatal("a fresh stack created no bootstrap key")
+	}
+	return &env{testStack: s, db: db, owner: s.st.BootstrapKey}
+}
+
+// key creates an API key for tenant with role.
+func (s *testStack) key(tenant string, role auth.Role) string {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, tok, err := s.st.Store.CreateKey(ctx, tenant, role, "e2e-"+string(role), "e2e test")
+	if err != nil {
+		s.t.Fatalf("CreateKey(%s, %s): %v", tenant, role, err)
+	}
+	return tok
+}
+
+// ---- HTTP ----
+
+var httpClient = &http.Client{Timeout: 60 * time.Second}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) String() string {
+	b := r.body
+	if len(b) > 2000 {
+		b = append(slices.Clip(b[:2000]), "…"...)
+	}
+	return fmt.Sprintf("HTTP %d %s", r.status, b)
+}
+
+// decode unmarshals the body into v, failing the test if it is not JSON.
+func (r response) decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("decode %s: %v", r, err)
+	}
+}
+
+// req is one request. body is sent verbatim when it is []byte or string,
+// as JSON otherwise; header holds extra headers.
+type req struct {
+	method, path, key string
+	body              any
+	header            map[string]string
+}
+
+func (s *testStack) do(r req) response {
+	s.t.Helper()
+	res, err := s.try(r)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", r.method, r.path, err)
+	}
+	return res
+}
+
+// try is do without failing the test, for use from other goroutines.
+func (s *testStack) try(r req) (response, error) {
+	var body io.Reader
+	switch b := r.body.(type) {
+	case nil:
+	case []byte:
+		body = bytes.NewReader(b)
+	case string:
+		body = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			return response{}, err
+		}
+		body = bytes.NewReader(data)
+	}
+	hr, err := http.NewRequest(r.method, s.base+r.path, body)
+	if err != nil {
+		return response{}, err
+	}
+	if body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	if r.key != "" {
+		hr.Header.Set("Authorization", "Bearer "+r.key)
+	}
+	for k, v := range r.header {
+		hr.Header.Set(k, v)
+	}
+	res, err := httpClient.Do(hr)
+	if err != nil {
+		return response{}, err
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	if err != nil {
+		return response{}, err
+	}
+	return response{status: res.StatusCode, header: res.Header, body: data}, nil
+}
+
+func (s *testStack) get(key, path string) response {
+	s.t.Helper()
+	return s.do(req{method: http.MethodGet, path: path, key: key})
+}
+
+func (s *testStack) post(key, path string, body any) response {
+	s.t.Helper()
+	return s.do(req{method: http.MethodPost, path: path, key: key, body: body})
+}
+
+func (s *testStack) patch(key, path string, body any) response {
+	s.t.Helper()
+	return s.do(req{method: http.MethodPatch, path: path, key: key, body: body})
+}
+
+// expect fails the test unless r has the given status.
+func expect(t testing.TB, r response, status int, what string) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("%s: want HTTP %d, got %s", what, status, r)
+	}
+}
+
+// ---- the error envelope ----
+
+type fieldErr struct {
+	Path    string `json:"path"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type envelope struct {
+	Error *struct {
+		Code    string     `json:"code"`
+		Message string     `json:"message"`
+		Details []fieldErr `json:"details"`
+	} `json:"error"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// pair is an expected (path, code) detail.
+type pair struct{ path, code string }
+
+func (p pair) String() string { return p.path + ":" + p.code }
+
+// checkEnvelope asserts the status, both codes, non-empty messages, and
+// that the details hold exactly the wanted (path, code) pairs (nil wants
+// is not checked; an empty non-nil slice wants no details).
+func checkEnvelope(t testing.TB, r response, status int, code, short string, wants []pair) envelope {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("want HTTP %d, got %s", status, r)
+	}
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("error Content-Type = %q, want application/json", ct)
+	}
+	// The shape first, as raw JSON: every field must be present.
+	var raw map[string]json.RawMessage
+	r.decode(t, &raw)
+	for _, k := range []string{"error", "code", "message"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("envelope lacks %q: %s", k, r.body)
+		}
+	}
+	var inner map[string]json.RawMessage
+	if err := json.Unmarshal(raw["error"], &inner); err != nil {
+		t.Fatalf("error is not an object: %s", r.body)
+	}
+	for _, k := range []string{"code", "message", "details"} {
+		if _, ok := inner[k]; !ok {
+			t.Errorf("envelope.error lacks %q: %s", k, r.body)
+		}
+	}
+	if !bytes.HasPrefix(bytes.TrimSpace(inner["details"]), []byte("[")) {
+		t.Errorf("error.details is not an array: %s", r.body)
+	}
+	var e envelope
+	r.decode(t, &e)
+	if e.Error.Code != code || e.Code != short {
+		t.Errorf("codes = (%q, %q), want (%q, %q): %s", e.Error.Code, e.Code, code, short, r.body)
+	}
+	if e.Error.Message == "" || e.Message == "" {
+		t.Errorf("empty message: %s", r.body)
+	}
+	if wants != nil {
+		var got []string
+		for _, d := range e.Error.Details {
+			got = append(got, pair{d.Path, d.Code}.String())
+			if d.Message == "" {
+				t.Errorf("detail %s:%s has no message", d.Path, d.Code)
+			}
+		}
+		var want []string
+		for _, w := range wants {
+			want = append(want, w.String())
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("details = %v, want %v\n%s", got, want, r.body)
+		}
+	}
+	return e
+}
+
+// ---- events ----
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// baseTime is a fixed past instant all test events are placed after, in
+// one month so that they land in one ClickHouse partition.
+var baseTime = time.Date(2025, 1, 15, 10, 30, 0, 0, time.UTC)
+
+// ev is a valid event body.
+func ev(agentID, sessionID string, at time.Time) map[string]any {
+	return map[string]any{
+		"eventId":         newUUID(),
+		"agentId":         agentID,
+		"sessionId":       sessionID,
+		"sourceTimestamp": at.UTC().Format(time.RFC3339Nano),
+		"category":        "tool_api",
+		"schemaVersion":   "1.0",
+		"payload":         map[string]any{"toolName": "web_search", "argumentsHash": "sha256-of-args", "responseStatus": 200},
+	}
+}
+
+// with returns a copy of e with the given fields set; a nil value deletes
+// the field.
+func with(e map[string]any, kv ...any) map[string]any {
+	out := make(map[string]any, len(e))
+	for k, v := range e {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == nil {
+			delete(out, kv[i].(string))
+		} else {
+			out[kv[i].(string)] = kv[i+1]
+		}
+	}
+	return out
+}
+
+// apiTime is how the API renders an instant.
+func apiTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+type itemResult struct {
+	Index     int    `json:"index"`
+	EventID   string `json:"eventId"`
+	Status    string `json:"status"`
+	Accepted  bool   `json:"accepted"`
+	Duplicate bool   `json:"duplicate"`
+	Sequence  uint64 `json:"sequence"`
+	Error     *struct {
+		Code    string     `json:"code"`
+		Message string     `json:"message"`
+		Details []fieldErr `json:"details"`
+	} `json:"error"`
+}
+
+type batchResponse struct {
+	Accepted   int          `json:"accepted"`
+	Duplicates int          `json:"duplicates"`
+	Rejected   int          `json:"rejected"`
+	Failed     int          `json:"failed"`
+	Results    []itemResult `json:"results"`
+}
+
+// postBatch posts events as {"events":[...]} and requires a 202.
+func (s *testStack) postBatch(key string, events []map[string]any) batchResponse {
+	s.t.Helper()
+	r := s.post(key, "/v1/events/batch", map[string]any{"events": events})
+	expect(s.t, r, http.StatusAccepted, "POST /v1/events/batch")
+	var br batchResponse
+	r.decode(s.t, &br)
+	if len(br.Results) != len(events) {
+		s.t.Fatalf("batch of %d got %d results", len(events), len(br.Results))
+	}
+	return br
+}
+
+// ---- reads ----
+
+type session struct {
+	SessionID    string `json:"sessionId"`
+	AgentID      string `json:"agentId"`
+	FirstEventAt string `json:"firstEventAt"`
+	LastEventAt  string `json:"lastEventAt"`
+	DurationMS   int64  `json:"durationMs"`
+	EventCount   uint64 `json:"eventCount"`
+}
+
+type storedEvent struct {
+	EventID         string          `json:"eventId"`
+	AgentID         string          `json:"agentId"`
+	SessionID       string          `json:"sessionId"`
+	SourceTimestamp string          `json:"sourceTimestamp"`
+	Category        string          `json:"category"`
+	SchemaVersion   string          `json:"schemaVersion"`
+	Payload         json.RawMessage `json:"payload"`
+	ReceivedAt      string          `json:"receivedAt"`
+}
+
+type sessionDetail struct {
+	session
+	Events     []storedEvent `json:"events"`
+	NextCursor *string       `json:"nextCursor"`
+	HasMore    bool          `json:"hasMore"`
+}
+
+type page[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"nextCursor"`
+	HasMore    bool    `json:"hasMore"`
+}
+
+type agentDoc struct {
+	AgentID      string         `json:"agentId"`
+	Name         string         `json:"name"`
+	Description  string         `json:"description"`
+	Model        string         `json:"model"`
+	Temperature  *float64       `json:"temperature"`
+	Tools        []string       `json:"tools"`
+	Status       string         `json:"status"`
+	Source       string         `json:"source"`
+	ManifestHash string         `json:"manifestHash"`
+	RegisteredAt string         `json:"registeredAt"`
+	UpdatedAt    string         `json:"updatedAt"`
+	Revision     uint64         `json:"revision"`
+	Metadata     map[string]any `json:"metadata"`
+}
+
+// eventually polls cond until it reports done or the deadline passes,
+// then fails with cond's last explanation.
+func eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitSession waits until the session has n events, and returns it.
+func (s *testStack) waitSession(key, id string, n uint64) session {
+	s.t.Helper()
+	var got session
+	eventually(s.t, catchUp, func() (bool, string) {
+		r := s.get(key, "/v1/sessions/"+id+"?limit=1")
+		if r.status != http.StatusOK {
+			return false, r.String()
+		}
+		r.decode(s.t, &got)
+		return got.EventCount == n, fmt.Sprintf("session %s has %d events, want %d", id, got.EventCount, n)
+	})
+	return got
+}
+
+// allSessions pages through a session list with the given page size.
+func (s *testStack) allSessions(key, path string, limit int) []session {
+	s.t.Helper()
+	var out []session
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	cursor := ""
+	for i := 0; ; i++ {
+		if i > 10000 {
+			s.t.Fatal("session pagination does not end")
+		}
+		p := fmt.Sprintf("%s%slimit=%d", path, sep, limit)
+		if cursor != "" {
+			p += "&cursor=" + cursor
+		}
+		r := s.get(key, p)
+		expect(s.t, r, http.StatusOK, "GET "+p)
+		var pg page[session]
+		r.decode(s.t, &pg)
+		if len(pg.Data) > limit {
+			s.t.Fatalf("page of limit %d has %d items", limit, len(pg.Data))
+		}
+		out = append(out, pg.Data...)
+		if pg.HasMore != (pg.NextCursor != nil) {
+			s.t.Fatalf("hasMore %v but nextCursor %v", pg.HasMore, pg.NextCursor)
+		}
+		if pg.NextCursor == nil {
+			return out
+		}
+		cursor = *pg.NextCursor
+	}
+}
+
+// ---- ClickHouse ----
+
+// chCount runs a count query on the test's own connection (never the
+// stack's, which may be behind a stopped proxy).
+func chCount(t testing.TB, db *chtest.DB, query string, args ...any) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var n uint64
+	if err := db.Conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// ---- a TCP proxy to cut ClickHouse off ----
+
+// tcpProxy forwards a loopback address to a target. Stop closes the
+// listener and every live connection, as if the server went away; Start
+// listens again on the same address.
+type tcpProxy struct {
+	target string
+	addr   string
+
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[net.Conn]struct{}
+	running sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxy listen: %v", err)
+	}
+	p := &tcpProxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	p.serve(ln)
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// Addr is where clients connect.
+func (p *tcpProxy) Addr() string { return p.addr }
+
+// Start listens again after Stop. The port was ours a moment ago, so a
+// failure to bind is retried briefly.
+func (p *tcpProxy) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		return nil
+	}
+	var err error
+	for range 100 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			p.serveLocked(ln)
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("proxy re-listen on %s: %w", p.addr, err)
+}
+
+// Stop closes the listener and all live connections.
+func (p *tcpProxy) Stop() {
+	p.mu.Lock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	p.running.Wait()
+}
+
+func (p *tcpProxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.serveLocked(ln)
+}
+
+func (p *tcpProxy) serveLocked(ln net.Listener) {
+	p.ln = ln
+	p.running.Add(1)
+	go func() {
+		defer p.running.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.running.Add(1)
+			go func() {
+				defer p.running.Done()
+				p.pipe(ln, c)
+			}()
+		}
+	}()
+}
+
+// track registers c unless the listener it came from was stopped.
+func (p *tcpProxy) track(ln net.Listener, cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != ln {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *tcpProxy) untrack(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		delete(p.conns, c)
+		_ = c.Close()
+	}
+}
+
+func (p *tcpProxy) pipe(ln net.Listener, client net.Conn) {
+	server, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		_ = client.Close()
+		return
+	}
+	if !p.track(ln, client, server) {
+		_ = client.Close()
+		_ = server.Close()
+		return
+	}
+	defer p.untrack(client, server)
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		done <- struct{}{}
+	}
+	go cp(server, client)
+	go cp(client, server)
+	<-done // either side closing ends both
+}
