@@ -287,9 +287,31 @@ func (s *Sink) send(ctx context.Context, rows Rows) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	batch, err := s.conn.PrepareBatch(ctx, s.insert, driver.WithReleaseConnection())
+	// clickhouse-go (v2.50 and earlier) watches a batch's context in a
+	// goroutine during Send and closes the TCP connection if the context
+	// ends. That goroutine can still fire when the context ends just after
+	// Send returned, closing a connection already back in the pool, so the
+	// next user of the pool fails ("use of closed network connection") or,
+	// worse, an insert that the server already committed reports an error
+	// and is written twice on retry (upstream: ClickHouse/clickhouse-go
+	// PR #2032). So the driver gets a context that ends only while this
+	// call is still running: on ctx's end or after the insert timeout, never
+	// on the way out.
+	//
+	// The batch keeps its connection from PrepareBatch to Send (no
+	// WithReleaseConnection): re-acquiring one inside Send races with that
+	// same watchdog when ctx ends mid-insert (a data race in the driver).
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	timeout := time.AfterFunc(30*time.Second, cancel)
+	stopParent := context.AfterFunc(ctx, cancel)
+	defer func() {
+		timeout.Stop()
+		stopParent()
+	}()
+	batch, err := s.conn.PrepareBatch(bctx, s.insert)
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", s.cfg.Table, err)
 	}

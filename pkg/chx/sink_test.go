@@ -1,0 +1,661 @@
+package chx_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/natsx"
+)
+
+const (
+	sinkStream  = "SINKTEST"
+	sinkSubject = "sinktest.rec"
+	sinkTable   = "recs"
+	sinkDurable = "sinktest-recs"
+	// waitLimit bounds every poll; the expected wait is well under a second.
+	waitLimit = 30 * time.Second
+)
+
+// record is what the test publishes; project turns it into one row.
+type record struct {
+	ID string `json:"id"`
+	N  uint64 `json:"n"`
+	// BadColumn asks project for a row the table rejects (a string in a
+	// UInt64 column), a projection bug rather than an undecodable message.
+	BadColumn bool `json:"badColumn,omitempty"`
+}
+
+func project(m jetstream.Msg) (chx.Rows, error) {
+	var r record
+	if err := json.Unmarshal(m.Data(), &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", chx.ErrPoison, err)
+	}
+	if r.ID == "" {
+		return nil, fmt.Errorf("%w: no id", chx.ErrPoison)
+	}
+	if r.BadColumn {
+		return chx.Rows{{r.ID, "not a number"}}, nil
+	}
+	return chx.Rows{{r.ID, r.N}}, nil
+}
+
+// sinkEnv is one test's JetStream, ClickHouse database, stream and table.
+type sinkEnv struct {
+	t    *testing.T
+	ctx  context.Context
+	nats *natstest.Env
+	db   *chtest.DB
+}
+
+func newSinkEnv(t *testing.T, engine string) *sinkEnv {
+	t.Helper()
+	e := &sinkEnv{t: t, ctx: testCtx(t), nats: natstest.Start(t), db: chtest.New(t)}
+	if err := natsx.EnsureStreams(e.ctx, e.nats.JS, jetstream.StreamConfig{
+		Name: sinkStream, Subjects: []string{"sinktest.>"}, Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ddl := fmt.Sprintf("CREATE TABLE %s (id String, n UInt64) ENGINE = %s ORDER BY id", sinkTable, engine)
+	if err := e.db.Conn.Exec(e.ctx, ddl); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+	return e
+}
+
+// consumer creates (or, on a second call, binds to) the durable consumer
+// a sink projects.
+func (e *sinkEnv) consumer(mods ...func(*jetstream.ConsumerConfig)) jetstream.Consumer {
+	e.t.Helper()
+	cfg := jetstream.ConsumerConfig{
+		Durable:       sinkDurable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxDeliver:    -1,
+		FilterSubject: "sinktest.>",
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	cons, err := e.nats.JS.CreateOrUpdateConsumer(e.ctx, sinkStream, cfg)
+	if err != nil {
+		e.t.Fatalf("consumer: %v", err)
+	}
+	return cons
+}
+
+func (e *sinkEnv) publish(from, to int) {
+	e.t.Helper()
+	for i := from; i < to; i++ {
+		e.publishRaw(mustJSON(e.t, record{ID: fmt.Sprintf("rec-%05d", i), N: uint64(i)}))
+	}
+}
+
+func (e *sinkEnv) publishRaw(data []byte) {
+	e.t.Helper()
+	if _, err := e.nats.JS.Publish(e.ctx, sinkSubject, data); err != nil {
+		e.t.Fatalf("publish: %v", err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// count runs a single-number query against the test database.
+func (e *sinkEnv) count(query string) uint64 {
+	e.t.Helper()
+	var n uint64
+	if err := e.db.Conn.QueryRow(e.ctx, query).Scan(&n); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func (e *sinkEnv) rows() uint64 { return e.count("SELECT count() FROM " + sinkTable) }
+
+func (e *sinkEnv) info(cons jetstream.Consumer) *jetstream.ConsumerInfo {
+	e.t.Helper()
+	info, err := cons.Info(e.ctx)
+	if err != nil {
+		e.t.Fatalf("consumer info: %v", err)
+	}
+	return info
+}
+
+// waitAllAcked waits until the consumer has nothing pending or awaiting
+// an ack.
+func (e *sinkEnv) waitAllAcked(cons jetstream.Consumer) {
+	e.t.Helper()
+	waitFor(e.t, "every message acked", func() (bool, string) {
+		i := e.info(cons)
+		return i.NumAckPending == 0 && i.NumPending == 0,
+			fmt.Sprintf("ack pending %d, pending %d, ack floor %d", i.NumAckPending, i.NumPending, i.AckFloor.Stream)
+	})
+}
+
+func (e *sinkEnv) waitRows(want uint64) {
+	e.t.Helper()
+	waitFor(e.t, fmt.Sprintf("%d rows", want), func() (bool, string) {
+		n := e.rows()
+		if n > want {
+			e.t.Fatalf("%d rows, more than the %d expected", n, want)
+		}
+		return n == want, fmt.Sprintf("%d rows", n)
+	})
+}
+
+// waitFor polls cond until it holds, failing the test after waitLimit.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; last state: %s", what, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type runningSink struct {
+	t      *testing.T
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startSink runs a new sink (as a fresh process would: its own registry)
+// on cons until stop or the end of the test.
+func (e *sinkEnv) startSink(conn driver.Conn, cons jetstream.Consumer, mod func(*chx.SinkConfig)) *runningSink {
+	e.t.Helper()
+	cfg := chx.SinkConfig{
+		Name:    sinkDurable,
+		Table:   sinkTable,
+		Columns: []string{"id", "n"},
+		Project: project,
+		MaxRows: 10,
+		Linger:  20 * time.Millisecond,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	s, err := chx.NewSink(cfg, conn, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		e.t.Fatalf("NewSink: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningSink{t: e.t, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- s.Run(ctx, cons) }()
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(waitLimit):
+		}
+	})
+	return r
+}
+
+// stop cancels the sink and waits for Run to return.
+func (r *runningSink) stop() {
+	r.t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			r.t.Fatalf("Run returned %v after cancel, want nil", err)
+		}
+		r.done <- nil // keep the cleanup from waiting
+	case <-time.After(waitLimit):
+		r.t.Fatal("Run did not return after its context was cancelled")
+	}
+}
+
+// metric returns the value of a counter on the sink's registry whose
+// labels include want (0 if it has not been observed).
+func (r *runningSink) metric(name string, want map[string]string) float64 {
+	r.t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if have[k] != v {
+					continue next
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+func TestSinkAcksOnlyAfterInsert(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()")
+	const n = 500
+	e.publish(0, n)
+	cons := e.consumer()
+	r := e.startSink(e.db.Conn, cons, func(c *chx.SinkConfig) { c.MaxRows = 7 })
+
+	// While the sink works, every sample must show at least as many rows
+	// as messages acked: the ack floor is read first, the rows after.
+	waitFor(t, fmt.Sprintf("%d rows", n), func() (bool, string) {
+		acked := e.info(cons).AckFloor.Stream
+		rows := e.rows()
+		if rows < acked {
+			t.Fatalf("%d messages acked but only %d rows in ClickHouse", acked, rows)
+		}
+		return rows == n, fmt.Sprintf("%d rows, ack floor %d", rows, acked)
+	})
+	e.waitAllAcked(cons)
+	if got := e.count("SELECT uniqExact(id) FROM " + sinkTable); got != n {
+		t.Fatalf("%d distinct ids, want %d", got, n)
+	}
+	if got := e.count("SELECT sum(n) FROM " + sinkTable); got != n*(n-1)/2 {
+		t.Fatalf("sum(n) = %d, want %d: values were not written as projected", got, n*(n-1)/2)
+	}
+	if got := r.metric("vigil_sink_rows_total", nil); got != n {
+		t.Fatalf("vigil_sink_rows_total = %v, want %d", got, n)
+	}
+	if i := e.info(cons); i.NumRedelivered != 0 {
+		t.Fatalf("%d messages redelivered", i.NumRedelivered)
+	}
+	r.stop()
+}
+
+func TestSinkFlushTriggers(t *testing.T) {
+	tests := []struct {
+		name    string
+		maxRows int
+		linger  time.Duration
+		msgs    int
+		// wantOKFlushes, when set, is the exact number of successful batch
+		// inserts.
+		wantOKFlushes float64
+	}{
+		// The linger is far longer than the test may run, so only the size
+		// threshold can flush: n/maxRows full batches.
+		{name: "by size", maxRows: 5, linger: time.Hour, msgs: 20, wantOKFlushes: 4},
+		// The size threshold is never reached, so only the linger can.
+		{name: "by linger", maxRows: 100000, linger: 50 * time.Millisecond, msgs: 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newSinkEnv(t, "MergeTree()")
+			cons := e.consumer()
+			r := e.startSink(e.db.Conn, cons, func(c *chx.SinkConfig) {
+				c.MaxRows, c.Linger = tt.maxRows, tt.linger
+			})
+			e.publish(0, tt.msgs)
+			e.waitRows(uint64(tt.msgs))
+			e.waitAllAcked(cons)
+			ok := r.metric("vigil_sink_flushes_total", map[string]string{"result": "ok"})
+			if tt.wantOKFlushes > 0 && ok != tt.wantOKFlushes {
+				t.Errorf("%v successful flushes, want %v", ok, tt.wantOKFlushes)
+			}
+			if ok < 1 {
+				t.Errorf("flushes_total{result=ok} = %v", ok)
+			}
+			r.stop()
+		})
+	}
+}
+
+func TestSinkPoisonMessages(t *testing.T) {
+	tests := []struct {
+		name    string
+		maxRows int
+		poison  [][]byte
+	}{
+		{
+			name:    "undecodable",
+			maxRows: 50, // poison and good messages share batches
+			poison:  [][]byte{[]byte("not json"), []byte(`{"id":`), []byte(`{"n":3}`), {0xff, 0xfe}},
+		},
+		{
+			// A row the table rejects fails its whole batch, so batches of
+			// one keep the good messages apart.
+			name:    "row rejected by the table",
+			maxRows: 1,
+			poison: [][]byte{
+				[]byte(`{"id":"bad-1","badColumn":true}`),
+				[]byte(`{"id":"bad-2","badColumn":true}`),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newSinkEnv(t, "MergeTree()")
+			terminated, err := e.nats.Conn.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + sinkStream + "." + sinkDurable)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cons := e.consumer()
+			// Interleave: good, poison, good, poison, ..., good.
+			good := 0
+			for _, p := range tt.poison {
+				e.publish(good, good+3)
+				good += 3
+				e.publishRaw(p)
+			}
+			e.publish(good, good+3)
+			good += 3
+
+			r := e.startSink(e.db.Conn, cons, func(c *chx.SinkConfig) {
+				c.MaxRows, c.Linger = tt.maxRows, 20*time.Millisecond
+			})
+			e.waitRows(uint64(good))
+			e.waitAllAcked(cons)
+			waitFor(t, "dead letters counted", func() (bool, string) {
+				v := r.metric("vigil_sink_dead_letters_total", map[string]string{"sink": sinkDurable})
+				return v == float64(len(tt.poison)), fmt.Sprintf("vigil_sink_dead_letters_total = %v", v)
+			})
+			// Each poison message was terminated, not acked as if written.
+			for i := range tt.poison {
+				if _, err := terminated.NextMsg(waitLimit); err != nil {
+					t.Fatalf("termination advisory %d of %d: %v", i+1, len(tt.poison), err)
+				}
+			}
+			if m, err := terminated.NextMsg(200 * time.Millisecond); err == nil {
+				t.Fatalf("unexpected extra termination advisory: %s", m.Data)
+			}
+			if got := e.count("SELECT count() FROM " + sinkTable + " WHERE id LIKE 'bad-%'"); got != 0 {
+				t.Fatalf("%d rejected rows written", got)
+			}
+			r.stop()
+		})
+	}
+}
+
+// proxiedConn opens a connection to the test database through a proxy
+// that the test can take down.
+func (e *sinkEnv) proxiedConn() (driver.Conn, *tcpProxy) {
+	e.t.Helper()
+	u, err := url.Parse(chtest.DSN())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := startProxy(e.t, u.Host)
+	pu := *u
+	pu.Host = p.Addr()
+	pu.Path = "/" + e.db.Name
+	q := pu.Query()
+	q.Set("dial_timeout", "1s")
+	pu.RawQuery = q.Encode()
+	conn, err := chx.Open(e.ctx, pu.String())
+	if err != nil {
+		e.t.Fatalf("open through proxy: %v", err)
+	}
+	e.t.Cleanup(func() { _ = conn.Close() })
+	return conn, p
+}
+
+func TestSinkClickHouseOutage(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()") // MergeTree keeps duplicates visible
+	conn, proxy := e.proxiedConn()
+	cons := e.consumer()
+	r := e.startSink(conn, cons, nil)
+
+	const before, after = 20, 50
+	e.publish(0, before)
+	e.waitRows(before)
+	e.waitAllAcked(cons)
+	floor := e.info(cons).AckFloor.Stream
+
+	proxy.Stop()
+	e.publish(before, after)
+	// Let the sink fail a few inserts; until ClickHouse is back nothing
+	// may be acked and nothing written.
+	waitFor(t, "failed inserts", func() (bool, string) {
+		v := r.metric("vigil_sink_flushes_total", map[string]string{"result": "error"})
+		return v >= 3, fmt.Sprintf("flushes_total{result=error} = %v", v)
+	})
+	i := e.info(cons)
+	if i.NumAckPending == 0 {
+		t.Fatalf("no messages awaiting an ack during the outage (pending %d)", i.NumPending)
+	}
+	if i.AckFloor.Stream != floor {
+		t.Fatalf("ack floor moved from %d to %d while ClickHouse was unreachable", floor, i.AckFloor.Stream)
+	}
+	if got := e.rows(); got != before {
+		t.Fatalf("%d rows during the outage, want %d", got, before)
+	}
+
+	proxy.Start()
+	e.waitRows(after)
+	e.waitAllAcked(cons)
+	if got := e.count("SELECT uniqExact(id) FROM " + sinkTable); got != after {
+		t.Fatalf("%d distinct ids, want %d", got, after)
+	}
+	if got := e.rows(); got != after {
+		t.Fatalf("%d rows, want exactly %d (no duplicates)", got, after)
+	}
+	r.stop()
+}
+
+func TestSinkShutdownFlushesBuffer(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()")
+	cons := e.consumer()
+	r := e.startSink(e.db.Conn, cons, func(c *chx.SinkConfig) {
+		c.MaxRows, c.Linger = 1000, time.Hour
+	})
+	const n = 15
+	e.publish(0, n)
+	// Every message is delivered to the sink and buffered: none acked,
+	// none written.
+	waitFor(t, "messages buffered in the sink", func() (bool, string) {
+		i := e.info(cons)
+		return i.NumAckPending == n && i.NumPending == 0, fmt.Sprintf("ack pending %d, pending %d", i.NumAckPending, i.NumPending)
+	})
+	if got := e.rows(); got != 0 {
+		t.Fatalf("%d rows written before any flush trigger", got)
+	}
+	r.stop()
+	// Run returned, so the flush and the acks were sent before it did.
+	if got := e.rows(); got != n {
+		t.Fatalf("%d rows after shutdown, want %d", got, n)
+	}
+	e.waitAllAcked(cons)
+}
+
+func TestSinkShutdownDuringOutageReturnsMessages(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()")
+	conn, proxy := e.proxiedConn()
+	// An ack wait far longer than the test: messages can only come back
+	// quickly if the stopping sink naks them.
+	longAckWait := func(c *jetstream.ConsumerConfig) { c.AckWait = 10 * time.Minute }
+	cons := e.consumer(longAckWait)
+	r := e.startSink(conn, cons, func(c *chx.SinkConfig) { c.ShutdownTimeout = 300 * time.Millisecond })
+
+	proxy.Stop()
+	const n = 25
+	e.publish(0, n)
+	waitFor(t, "failed inserts", func() (bool, string) {
+		v := r.metric("vigil_sink_flushes_total", map[string]string{"result": "error"})
+		return v >= 2, fmt.Sprintf("flushes_total{result=error} = %v", v)
+	})
+	r.stop() // must return although ClickHouse is unreachable
+	if got := e.rows(); got != 0 {
+		t.Fatalf("%d rows written while ClickHouse was unreachable", got)
+	}
+
+	proxy.Start()
+	r2 := e.startSink(conn, e.consumer(longAckWait), nil)
+	e.waitRows(n)
+	e.waitAllAcked(cons)
+	r2.stop()
+}
+
+func TestSinkRestartExactlyOnce(t *testing.T) {
+	e := newSinkEnv(t, "ReplacingMergeTree()")
+	cons := e.consumer()
+	mod := func(c *chx.SinkConfig) { c.MaxRows, c.Linger = 5, 10*time.Millisecond }
+
+	const first, total = 300, 400
+	e.publish(0, first)
+	r1 := e.startSink(e.db.Conn, cons, mod)
+	waitFor(t, "the first sink to write some rows", func() (bool, string) {
+		n := e.rows()
+		return n >= 10, fmt.Sprintf("%d rows", n)
+	})
+	r1.stop()
+	stoppedAt := e.rows()
+	t.Logf("first sink stopped after %d of %d rows", stoppedAt, first)
+	// Whatever the first sink wrote it acked before returning.
+	if i := e.info(cons); i.AckFloor.Stream > stoppedAt {
+		t.Fatalf("ack floor %d beyond the %d rows written", i.AckFloor.Stream, stoppedAt)
+	}
+
+	// More arrive while no sink runs.
+	e.publish(first, total)
+	r2 := e.startSink(e.db.Conn, e.consumer(), mod)
+	waitFor(t, fmt.Sprintf("%d distinct ids", total), func() (bool, string) {
+		n := e.count("SELECT count(DISTINCT id) FROM " + sinkTable)
+		return n == total, fmt.Sprintf("%d distinct ids", n)
+	})
+	e.waitAllAcked(cons)
+	if got := e.count("SELECT count() FROM " + sinkTable + " FINAL"); got != total {
+		t.Fatalf("count() FINAL = %d, want %d", got, total)
+	}
+	if got := e.count("SELECT count(DISTINCT id) FROM " + sinkTable); got != total {
+		t.Fatalf("count(DISTINCT id) = %d, want %d", got, total)
+	}
+	// A graceful stop leaves nothing for redelivery, so no row was
+	// written twice either.
+	if got := e.rows(); got != total {
+		t.Fatalf("count() = %d, want %d (rows written twice)", got, total)
+	}
+	r2.stop()
+}
+
+func TestSinkConfigValidate(t *testing.T) {
+	valid := chx.SinkConfig{Name: "s", Table: "t", Columns: []string{"a"}, Project: project, MaxRows: 1, Linger: time.Millisecond}
+	tests := []struct {
+		name   string
+		mod    func(*chx.SinkConfig)
+		wantIn string
+	}{
+		{"valid", func(*chx.SinkConfig) {}, ""},
+		{"no name", func(c *chx.SinkConfig) { c.Name = "" }, "Name"},
+		{"no table", func(c *chx.SinkConfig) { c.Table = "" }, "Table"},
+		{"no columns", func(c *chx.SinkConfig) { c.Columns = nil }, "Columns"},
+		{"no project", func(c *chx.SinkConfig) { c.Project = nil }, "Project"},
+		{"zero max rows", func(c *chx.SinkConfig) { c.MaxRows = 0 }, "MaxRows"},
+		{"negative linger", func(c *chx.SinkConfig) { c.Linger = -time.Second }, "Linger"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid
+			tt.mod(&c)
+			err := c.Validate()
+			if tt.wantIn == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantIn) {
+				t.Fatalf("Validate = %v, want an error naming %s", err, tt.wantIn)
+			}
+			if _, err := chx.NewSink(c, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry()); err == nil {
+				t.Fatal("NewSink accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestNewSinkRejectsDuplicateMetrics(t *testing.T) {
+	db := chtest.New(t)
+	reg := prometheus.NewRegistry()
+	cfg := chx.SinkConfig{Name: "dup", Table: "t", Columns: []string{"a"}, Project: project, MaxRows: 1, Linger: time.Millisecond}
+	if _, err := chx.NewSink(cfg, db.Conn, slog.New(slog.DiscardHandler), reg); err != nil {
+		t.Fatal(err)
+	}
+	_, err := chx.NewSink(cfg, db.Conn, slog.New(slog.DiscardHandler), reg)
+	var already prometheus.AlreadyRegisteredError
+	if !errors.As(err, &already) {
+		t.Fatalf("second sink with the same name: %v, want AlreadyRegisteredError", err)
+	}
+}
+
+// recordingConn is the real connection, noting the context of every batch.
+type recordingConn struct {
+	driver.Conn
+	mu   sync.Mutex
+	ctxs []context.Context
+}
+
+func (c *recordingConn) PrepareBatch(ctx context.Context, query string, opts ...driver.PrepareBatchOption) (driver.Batch, error) {
+	c.mu.Lock()
+	c.ctxs = append(c.ctxs, ctx)
+	c.mu.Unlock()
+	return c.Conn.PrepareBatch(ctx, query, opts...)
+}
+
+// clickhouse-go watches a batch's context in a goroutine during Send and
+// closes the connection when it ends. If the context ends just after Send
+// returned, that goroutine can still fire and close a connection already
+// back in the pool, breaking the next query on it or making a committed
+// insert report an error (and be written twice on retry). The sink must
+// therefore never end a batch's context once the insert is done, neither
+// on its way out nor when Run's context ends later.
+func TestSinkLeavesBatchContextsAliveAfterInsert(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()")
+	conn := &recordingConn{Conn: e.db.Conn}
+	cons := e.consumer()
+	r := e.startSink(conn, cons, func(c *chx.SinkConfig) { c.MaxRows, c.Linger = 5, time.Hour })
+	e.publish(0, 12)
+	e.waitRows(10) // two full batches
+	waitFor(t, "the rest buffered", func() (bool, string) {
+		i := e.info(cons)
+		return i.NumAckPending == 2, fmt.Sprintf("ack pending %d", i.NumAckPending)
+	})
+	r.stop() // the shutdown flush writes the rest
+	if got := e.rows(); got != 12 {
+		t.Fatalf("%d rows, want 12", got)
+	}
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if len(conn.ctxs) != 3 {
+		t.Fatalf("%d batches, want 3", len(conn.ctxs))
+	}
+	for i, ctx := range conn.ctxs {
+		if ctx.Err() != nil {
+			t.Errorf("batch %d: its context ended after the insert (%v)", i+1, context.Cause(ctx))
+		}
+	}
+}
