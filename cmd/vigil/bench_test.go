@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/chtest"
+)
+
+// TestBenchIngest runs `vigil bench ingest` with tiny counts and checks
+// that the report is complete and self-consistent. Timings are whatever
+// the machine gives; only their sanity is checked, never their size.
+func TestBenchIngest(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := runBench(ctx, []string{"ingest", "--events", "300", "--concurrency", "4", "--batch", "25",
+		"--batch-concurrency", "2", "--warmup", "20", "--data-dir", t.TempDir(), "--json"}, &out)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	var rep benchReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if rep.Config.Events != 300 || rep.Config.Batch != 25 || rep.Config.Warmup != 20 {
+		t.Errorf("config = %+v", rep.Config)
+	}
+	for _, p := range []benchPhase{rep.Single, rep.Batch, rep.Raw} {
+		if p.Events != 300 || p.Errors != 0 || p.Seconds <= 0 || p.EventsPerSec <= 0 {
+			t.Errorf("phase %s: %+v", p.Name, p)
+		}
+	}
+	for _, p := range []benchPhase{rep.Single, rep.Batch} {
+		if !(p.P50Ms > 0 && p.P50Ms <= p.P99Ms && p.P99Ms <= p.MaxMs) {
+			t.Errorf("phase %s latencies: p50 %v p99 %v max %v", p.Name, p.P50Ms, p.P99Ms, p.MaxMs)
+		}
+	}
+	if rep.Single.Requests != 300 || rep.Batch.Requests != 12 {
+		t.Errorf("requests: single %d, batch %d; want 300 and 12", rep.Single.Requests, rep.Batch.Requests)
+	}
+	for _, p := range []benchPhase{rep.Single, rep.Batch, rep.Raw} {
+		if p.OtherCPUPct != nil && (p.CPUUsPerEvent < 0 || *p.OtherCPUPct < 0 || *p.OtherCPUPct > 100) {
+			t.Errorf("phase %s CPU: %v µs/event, other %v%%", p.Name, p.CPUUsPerEvent, *p.OtherCPUPct)
+		}
+	}
+	if rep.BatchVsRaw <= 0 || rep.SingleVsRaw <= 0 {
+		t.Errorf("ratios batch/raw %v, single/raw %v", rep.BatchVsRaw, rep.SingleVsRaw)
+	}
+	if rep.Stored.Expected != 20+3*300 || rep.Stored.Messages != rep.Stored.Expected {
+		t.Errorf("stored = %+v, want %d", rep.Stored, 20+3*300)
+	}
+	if rep.AvgPayloadBytes < 250 || rep.AvgPayloadBytes > 400 || rep.AvgEventBytes <= rep.AvgPayloadBytes {
+		t.Errorf("event sizes: payload %d B, event %d B", rep.AvgPayloadBytes, rep.AvgEventBytes)
+	}
+	if len(rep.Goals) != 2 {
+		t.Errorf("goals = %+v", rep.Goals)
+	}
+}
+
+func TestBenchIngestTable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an embedded NATS server")
+	}
+	var out bytes.Buffer
+	err := runBench(context.Background(), []string{"ingest", "--events", "50", "--concurrency", "2", "--batch", "10",
+		"--batch-concurrency", "1", "--warmup", "0"}, &out)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"single", "batch", "raw", "batch/raw", "single/raw", "batch ingest ≥ 0.6× raw", "single-event p99 ≤ 5 ms"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestBenchUsage(t *testing.T) {
+	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}} {
+		if err := runBench(context.Background(), args, &bytes.Buffer{}); err == nil {
+			t.Errorf("runBench(%q) succeeded", args)
+		}
+	}
+}
+
+// TestBenchDecide drives a few hundred decisions through `vigil bench
+// decide` and checks the report adds up: every request answered, the
+// outcomes those of the bench pack, percentiles ordered.
+func TestBenchDecide(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := runBench(ctx, []string{"decide", "--rate", "200", "--duration", "1s", "--rules", "20",
+		"--connections", "8", "--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)
+	if err != nil {
+		t.Fatalf("bench decide: %v\n%s", err, out.String())
+	}
+	var rep decideReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if rep.Requests != 200 || rep.Errors != 0 || rep.Rules != 20 {
+		t.Errorf("report = %+v", rep)
+	}
+	total := 0
+	for o, n := range rep.Outcomes {
+		if o != "allow" && o != "warn" && o != "block" && o != "require_approval" {
+			t.Errorf("unexpected outcome %q", o)
+		}
+		total += n
+	}
+	if total != rep.Requests {
+		t.Errorf("outcomes %v sum to %d, want %d", rep.Outcomes, total, rep.Requests)
+	}
+	if !(rep.P50Ms > 0 && rep.P50Ms <= rep.P99Ms && rep.P99Ms <= rep.MaxMs) || rep.InProcessUs <= 0 {
+		t.Errorf("latencies: %+v", rep)
+	}
+}

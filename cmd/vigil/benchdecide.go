@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/config"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/services/api"
+	"github.com/vigilhq/vigil/services/ingest"
+)
+
+// decideReport is what `vigil bench decide` measures.
+type decideReport struct {
+	Rules        int            `json:"rules"`
+	TargetRate   int            `json:"targetRatePerSec"`
+	Requests     int            `json:"requests"`
+	Errors       int            `json:"errors"`
+	FirstError   string         `json:"firstError,omitempty"`
+	AchievedRate float64        `json:"achievedRatePerSec"`
+	P50Ms        float64        `json:"p50Ms"`
+	P90Ms        float64        `json:"p90Ms"`
+	P99Ms        float64        `json:"p99Ms"`
+	MaxMs        float64        `json:"maxMs"`
+	InProcessUs  float64        `json:"inProcessEvaluateUs"`
+	GoalP99Ms    float64        `json:"goalP99Ms"`
+	GoalP99Met   bool           `json:"goalP99Met"`
+	Outcomes     map[string]int `json:"outcomes"`
+}
+
+// benchPolicy is a pack of n rules that each test the tool name and an
+// argument, the shape the policy issue's goal is stated for.
+func benchPolicy(n int) string {
+	var b strings.Builder
+	b.WriteString("id: bench\nname: bench\nrules:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - id: r%d\n    when: action.tool == \"tool_%d\" && context.amount > %d\n    outcome: %s\n", i, i, i*10,
+			[]string{"warn", "require_approval", "block"}[i%3])
+	}
+	return b.String()
+}
+
+func runBenchDecide(ctx context.Context, args []string, out io.Writer) error {
+	fs := config.New("vigil bench decide", `Measure POST /v1/decisions.evaluate end to end on this machine: an
+in-process Vigil (embedded NATS, ClickHouse for projections) with a pack of
+--rules rules, driven open-loop at --rate requests per second for
+--duration. Latency is measured from each request's scheduled start, so a
+stall counts against every request it delays (no coordinated omission).`)
+	rate := fs.Int("rate", "", 1000, "requests per second")
+	duration := fs.Duration("duration", "", 10*time.Second, "how long to drive load")
+	nRules := fs.Int("rules", "", 100, "rules in the pack")
+	conns := fs.Int("connections", "", 64, "client connections")
+	dsn := fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil_bench", "ClickHouse for the projections")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rate < 1 || *duration <= 0 || *nRules < 1 || *conns < 1 {
+		return errors.New("--rate, --duration, --rules and --connections must be positive")
+	}
+	log, err := daemon.Logger("warn", "text")
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "vigil-bench-decide-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	st, err := StartStack(ctx, StackConfig{
+		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, ClickHouseDSN: *dsn, ClickHouseWait: 10 * time.Second,
+		Ingest: ingest.DefaultConfig(), API: api.DefaultConfig(), Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- st.Serve(sctx, ln) }()
+	defer func() { stop(); <-served }()
+
+	tenant := fmt.Sprintf("bench%d", time.Now().UnixNano()%1e9)
+	_, key, err := st.Store.CreateKey(ctx, tenant, auth.RoleOwner, "bench", "vigil bench decide")
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}, Timeout: 10 * time.Second}
+	base := "http://" + ln.Addr().String()
+	src := benchPolicy(*nRules)
+	if err := decidePost(client, base+"/v1/policies", key, "application/yaml", []byte(src), http.StatusCreated); err != nil {
+		return fmt.Errorf("create bench policy: %w", err)
+	}
+
+	// The same pack in process, for the engine's own cost.
+	comp, err := rules.NewCompiler()
+	if err != nil {
+		return err
+	}
+	doc, err := rules.Parse([]byte(src))
+	if err != nil {
+		return err
+	}
+	c, err := comp.Compile(doc)
+	if err != nil {
+		return err
+	}
+	pack, err := rules.NewPack(tenant, []rules.Versioned{{Version: 1, Compiled: c}}, nil)
+	if err != nil {
+		return err
+	}
+	in := rules.Input{Tenant: tenant, Action: rules.Action{Tool: "tool_42"}, Context: map[string]any{"amount": 5000.0}}
+	const evals = 200000
+	t0 := time.Now()
+	for range evals {
+		pack.Evaluate(in, rules.OrgPolicy{})
+	}
+	inProcess := time.Since(t0) / evals
+
+	bodies := make([][]byte, 256)
+	for i := range bodies {
+		bodies[i], _ = json.Marshal(map[string]any{"agentId": fmt.Sprintf("agent-%d", i%8), "action": fmt.Sprintf("tool_%d", i%(*nRules)), "context": map[string]any{"amount": (i * 37) % 2000}})
+	}
+	// Warm up connections and caches.
+	for i := range min(200, *rate) {
+		_ = decidePost(client, base+"/v1/decisions.evaluate", key, "application/json", bodies[i%len(bodies)], http.StatusOK)
+	}
+
+	n := int(duration.Seconds() * float64(*rate))
+	interval := time.Second / time.Duration(*rate)
+	lat := make([]time.Duration, n)
+	outcomes := make([]string, n)
+	var (
+		mu       sync.Mutex
+		errs     int
+		firstErr string
+		wg       sync.WaitGroup
+	)
+	jobs := make(chan int, n)
+	start := time.Now()
+	for range *conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf bytes.Buffer
+			for i := range jobs {
+				scheduled := start.Add(time.Duration(i) * interval)
+				if d := time.Until(scheduled); d > 0 {
+					time.Sleep(d)
+				}
+				o, err := decideOnce(client, base, key, bodies[i%len(bodies)], &buf)
+				lat[i] = time.Since(scheduled)
+				outcomes[i] = o
+				if err != nil {
+					mu.Lock()
+					errs++
+					if firstErr == "" {
+						firstErr = err.Error()
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	took := time.Since(start)
+
+	sorted := slices.Clone(lat)
+	slices.Sort(sorted)
+	rep := decideReport{
+		Rules: *nRules, TargetRate: *rate, Requests: n, Errors: errs, FirstError: firstErr,
+		AchievedRate: float64(n) / took.Seconds(),
+		P50Ms:        benchMs(benchPercentile(sorted, 0.50)), P90Ms: benchMs(benchPercentile(sorted, 0.90)),
+		P99Ms: benchMs(benchPercentile(sorted, 0.99)), MaxMs: benchMs(sorted[len(sorted)-1]),
+		InProcessUs: float64(inProcess) / float64(time.Microsecond), GoalP99Ms: 2, Outcomes: map[string]int{},
+	}
+	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
+	for _, o := range outcomes {
+		rep.Outcomes[o]++
+	}
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(out, "vigil bench decide: %d-rule pack, %d req/s for %s (%d requests, %d connections)\n", rep.Rules, rep.TargetRate, *duration, n, *conns)
+		fmt.Fprintf(out, "  achieved        %8.0f req/s\n", rep.AchievedRate)
+		fmt.Fprintf(out, "  latency         p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs)
+		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)
+		fmt.Fprintf(out, "  outcomes        %v\n", rep.Outcomes)
+		met := "not met"
+		if rep.GoalP99Met {
+			met = "met"
+		}
+		fmt.Fprintf(out, "  goal p99 ≤ %.0f ms at %d req/s: %s\n", rep.GoalP99Ms, rep.TargetRate, met)
+	}
+	if errs > 0 {
+		return fmt.Errorf("bench decide: %d requests failed (first: %s)", errs, firstErr)
+	}
+	return nil
+}
+
+func decideOnce(client *http.Client, base, key string, body []byte, buf *bytes.Buffer) (string, error) {
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/decisions.evaluate", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	buf.Reset()
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(buf.Bytes()))
+	}
+	var d struct {
+		Decision string `json:"decision"`
+	}
+	_ = json.Unmarshal(buf.Bytes(), &d)
+	return d.Decision, nil
+}
+
+func decidePost(client *http.Client, url, key, ctype string, body []byte, want int) error {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", ctype)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+	}
+	return nil
+}
