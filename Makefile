@@ -1,6 +1,9 @@
 # Vigil — run `make help` for the targets.
 SHELL := /bin/bash
-MODULES := pkg services/ingest services/policy services/guardian services/api cmd/vigil deploy
+# Every module of the workspace, read from go.work so a new service is
+# tested, vetted and built without editing this file.
+MODULES := $(shell awk '/^use \(/{f=1;next} f&&/^\)/{f=0} f{sub(/^\.\//,"",$$1); print $$1}' go.work)
+SERVICES := $(notdir $(wildcard services/*/cmd/*))
 GO ?= go
 GOTESTFLAGS ?= -count=1
 
@@ -17,10 +20,7 @@ test: clickhouse fmt-check vet ## run the whole test suite against real NATS (em
 
 build: ## build bin/vigil and the per-service binaries
 	$(GO) build -o bin/vigil github.com/vigilhq/vigil/cmd/vigil
-	$(GO) build -o bin/ingest github.com/vigilhq/vigil/services/ingest/cmd/ingest
-	$(GO) build -o bin/api github.com/vigilhq/vigil/services/api/cmd/api
-	$(GO) build -o bin/policy github.com/vigilhq/vigil/services/policy/cmd/policy
-	$(GO) build -o bin/guardian github.com/vigilhq/vigil/services/guardian/cmd/guardian
+	@set -e; for s in $(SERVICES); do $(GO) build -o bin/$$s github.com/vigilhq/vigil/services/$$s/cmd/$$s; done
 
 clickhouse: ## make sure a local ClickHouse answers on :9000
 	@bash scripts/clickhouse.sh

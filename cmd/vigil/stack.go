@@ -69,7 +69,11 @@ type Stack struct {
 
 	log     *slog.Logger
 	workers []daemon.Worker
-	stopCat context.CancelFunc
+	// routes and responders are added by the services wired in
+	// stack_<service>.go; responders start once the catalog is in sync.
+	routes     []func(*echo.Echo)
+	responders []func() error
+	stopCat    context.CancelFunc
 }
 
 // StartStack brings up NATS, connects everything, creates streams, applies
@@ -144,6 +148,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			return st, err
 		}
 		st.workers = append(st.workers, st.Ingest.Run, st.API.Run, st.Policy.Run, st.Guard.Run)
+		for _, start := range []func(context.Context, StackConfig) error{st.startLedger, st.startRisk, st.startNotifier} {
+			if err := start(ctx, cfg); err != nil {
+				return st, err
+			}
+		}
 	} else if err := natsx.EnsureStreams(ctx, st.JS, controlConfig(cfg)); err != nil {
 		return st, err
 	}
@@ -176,6 +185,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			return st, err
 		}
 	}
+	for _, start := range st.responders {
+		if err := start(); err != nil {
+			return st, err
+		}
+	}
 	st.Echo, err = httpkit.NewServer(cfg.Log, st.Reg)
 	if err != nil {
 		return st, err
@@ -188,6 +202,9 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	st.Ingest.Routes(st.Echo)
 	if st.API != nil {
 		st.API.Routes(st.Echo)
+	}
+	for _, add := range st.routes {
+		add(st.Echo)
 	}
 	return st, nil
 }
