@@ -63,18 +63,37 @@ const (
 	// rejects or reroutes them.
 	ApprovalsRead   Permission = "approvals:read"
 	ApprovalsDecide Permission = "approvals:decide"
+	// LedgerRead reads checkpoints, proofs and evidence bundles.
+	LedgerRead Permission = "ledger:read"
+	// RiskRead reads baselines, session risk and metrics.
+	RiskRead Permission = "risk:read"
+	// ChannelsRead and ChannelsManage cover notification channels,
+	// webhooks and their deliveries.
+	ChannelsRead   Permission = "channels:read"
+	ChannelsManage Permission = "channels:manage"
+	// MembersRead and MembersManage cover console members and their roles.
+	MembersRead   Permission = "members:read"
+	MembersManage Permission = "members:manage"
+	// AuditRead reads the audit log.
+	AuditRead Permission = "audit:read"
+	// SettingsManage changes tenant settings: rate limits, redaction, the
+	// LLM judge.
+	SettingsRead   Permission = "settings:read"
+	SettingsManage Permission = "settings:manage"
 )
 
 var grants = map[Role][]Permission{
 	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
-		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide},
+		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
+		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage},
 	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
-		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide},
+		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
+		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage},
 	// Members run the floor: they report, ask, read and triage, but
 	// changing the rules is for admins.
 	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage,
-		ApprovalsRead, ApprovalsDecide},
-	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead, ApprovalsRead},
+		ApprovalsRead, ApprovalsDecide, LedgerRead, RiskRead, ChannelsRead, MembersRead, SettingsRead},
+	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead, ApprovalsRead, LedgerRead, RiskRead, ChannelsRead, MembersRead},
 	// Agents report what they do, register themselves and ask before they
 	// act; they cannot read other agents' sessions or verdicts.
 	RoleAgent: {EventsWrite, AgentsRead, AgentsWrite, DecisionsEvaluate},
