@@ -647,7 +647,10 @@ func TestAuth(t *testing.T) {
 	t.Run("authentication", func(t *testing.T) {
 		// A key of the right form that was never issued, and the owner key
 		// with its secret altered.
-		unknown := "vgl_0123456789abcdef_" + strings.Repeat("A", 43)
+		_, unknown, err := auth.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
 		altered := e.owner[:len(e.owner)-1] + "A"
 		if altered == e.owner {
 			altered = e.owner[:len(e.owner)-1] + "B"

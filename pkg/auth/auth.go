@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"strings"
 	"time"
 )
@@ -109,11 +110,23 @@ func (r Role) Allows(p Permission) bool {
 	return false
 }
 
-// Principal is the authenticated caller of one request.
+// Principal is the authenticated caller of one request: an API key, or a
+// console member signed in through the deployment's OIDC provider.
 type Principal struct {
 	Tenant string
 	Role   Role
+	// KeyID is set for API keys, Member (the member's email) for people.
 	KeyID  string
+	Member string
+}
+
+// Actor names the principal in records and the audit log:
+// "key:<id>" or "member:<email>".
+func (p Principal) Actor() string {
+	if p.Member != "" {
+		return "member:" + p.Member
+	}
+	return "key:" + p.KeyID
 }
 
 // KeyRecord is an API key's stored state: never the secret itself.
@@ -126,19 +139,46 @@ type KeyRecord struct {
 	Prefix    string     `json:"prefix"`
 	CreatedAt time.Time  `json:"createdAt"`
 	CreatedBy string     `json:"createdBy,omitempty"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	RevokedBy string     `json:"revokedBy,omitempty"`
 }
 
-// Active reports whether the key may authenticate.
-func (k KeyRecord) Active() bool { return k.RevokedAt == nil }
+// Active reports whether the key may authenticate at now.
+func (k KeyRecord) Active(now time.Time) bool {
+	return k.RevokedAt == nil && (k.ExpiresAt == nil || now.Before(*k.ExpiresAt))
+}
 
-const keyPrefix = "vgl_"
+// Token layout: "vgl_" + 16 hex id + "_" + 43 base64url secret + 6 base62
+// checksum (CRC-32 of everything before it). The fixed prefix and length
+// let secret scanners recognise a leaked key, and the checksum rejects a
+// mistyped or truncated one without a lookup.
+const (
+	keyPrefix   = "vgl_"
+	idLen       = 16
+	secretLen   = 43
+	checksumLen = 6
+	// TokenLen is the length of every API key.
+	TokenLen = len(keyPrefix) + idLen + 1 + secretLen + checksumLen
+)
 
-// NewKey returns a fresh key id and the secret token to show once.
-// The token is "vgl_<id>_<secret>": the id lets the server find the
-// record without scanning, the secret is 32 random bytes.
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+func checksum(body string) string {
+	v := crc32.ChecksumIEEE([]byte(body))
+	var out [checksumLen]byte
+	for i := checksumLen - 1; i >= 0; i-- {
+		out[i] = base62[v%62]
+		v /= 62
+	}
+	return string(out[:])
+}
+
+// NewKey returns a fresh key id and the secret token to show once. The id
+// lets the server find the record without scanning; the secret is 32
+// random bytes.
 func NewKey() (id, token string, err error) {
-	var idb [8]byte
+	var idb [idLen / 2]byte
 	var sec [32]byte
 	if _, err := rand.Read(idb[:]); err != nil {
 		return "", "", fmt.Errorf("generate key id: %w", err)
@@ -147,17 +187,25 @@ func NewKey() (id, token string, err error) {
 		return "", "", fmt.Errorf("generate key secret: %w", err)
 	}
 	id = hex.EncodeToString(idb[:])
-	return id, keyPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sec[:]), nil
+	body := keyPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sec[:])
+	return id, body + checksum(body), nil
 }
 
-// ParseToken extracts the key id from a token, or reports it malformed.
+// ParseToken extracts the key id from a token, or reports it malformed:
+// wrong prefix, wrong length, a non-hex id or a checksum that does not
+// match.
 func ParseToken(token string) (id string, ok bool) {
-	rest, found := strings.CutPrefix(token, keyPrefix)
-	if !found {
+	if len(token) != TokenLen || !strings.HasPrefix(token, keyPrefix) || token[len(keyPrefix)+idLen] != '_' {
 		return "", false
 	}
-	id, secret, found := strings.Cut(rest, "_")
-	if !found || len(id) != 16 || len(secret) != 43 {
+	id = token[len(keyPrefix) : len(keyPrefix)+idLen]
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", false
+		}
+	}
+	body := token[:len(token)-checksumLen]
+	if subtle.ConstantTimeCompare([]byte(checksum(body)), []byte(token[len(body):])) != 1 {
 		return "", false
 	}
 	return id, true

@@ -10,7 +10,7 @@ import (
 )
 
 var (
-	tokenRe = regexp.MustCompile(`^vgl_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$`)
+	tokenRe = regexp.MustCompile(`^vgl_[0-9a-f]{16}_[A-Za-z0-9_-]{43}[0-9A-Za-z]{6}$`)
 	hashRe  = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 )
 
@@ -70,9 +70,11 @@ func TestTamperedTokens(t *testing.T) {
 		token      string
 		wellFormed bool // ParseToken accepts the shape; only the hash check stops it
 	}{
-		{"secret first byte", flip(token, 21), true},
-		{"secret last byte", flip(token, len(token)-1), true},
-		{"id byte", flip(token, 5), true},
+		// A typo anywhere breaks the checksum: rejected before any lookup.
+		{"secret first byte", flip(token, 21), false},
+		{"secret last byte", flip(token, len(token)-auth.TokenLen+63), false},
+		{"checksum byte", flip(token, len(token)-1), false},
+		{"id byte", flip(token, 5), false},
 		{"another key", other, true},
 		{"truncated", token[:len(token)-1], false},
 		{"extended", token + "A", false},
@@ -150,11 +152,21 @@ func TestParseRole(t *testing.T) {
 
 func TestKeyRecord(t *testing.T) {
 	now := time.Now()
-	if !(auth.KeyRecord{}).Active() {
-		t.Error("an unrevoked key is inactive")
-	}
-	if (auth.KeyRecord{RevokedAt: &now}).Active() {
-		t.Error("a revoked key is active")
+	later, earlier := now.Add(time.Hour), now.Add(-time.Second)
+	for _, tc := range []struct {
+		name   string
+		rec    auth.KeyRecord
+		active bool
+	}{
+		{"plain", auth.KeyRecord{}, true},
+		{"revoked", auth.KeyRecord{RevokedAt: &now}, false},
+		{"expires later", auth.KeyRecord{ExpiresAt: &later}, true},
+		{"expired", auth.KeyRecord{ExpiresAt: &earlier}, false},
+		{"expires now", auth.KeyRecord{ExpiresAt: &now}, false},
+	} {
+		if got := tc.rec.Active(now); got != tc.active {
+			t.Errorf("%s: Active = %v, want %v", tc.name, got, tc.active)
+		}
 	}
 	_, token, _ := auth.NewKey()
 	p := auth.DisplayPrefix(token)
@@ -167,4 +179,22 @@ func TestKeyRecord(t *testing.T) {
 	if got := auth.DisplayPrefix("short"); got != "short" {
 		t.Errorf("DisplayPrefix(short) = %q", got)
 	}
+}
+
+// FuzzParseToken: whatever arrives in an Authorization header, parsing
+// never panics, and anything it accepts has the documented shape.
+func FuzzParseToken(f *testing.F) {
+	_, token, _ := auth.NewKey()
+	for _, s := range []string{token, "", "vgl_", token[:len(token)-1], "Bearer " + token, strings.ToUpper(token)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, ok := auth.ParseToken(s)
+		if !ok {
+			return
+		}
+		if len(s) != auth.TokenLen || !tokenRe.MatchString(s) || !strings.Contains(s, id) || len(id) != 16 {
+			t.Fatalf("ParseToken accepted %q (id %q)", s, id)
+		}
+	})
 }

@@ -17,12 +17,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -43,11 +45,20 @@ type Catalog struct {
 	orgs      map[string]policy.OrgRecord
 	triage    map[string]map[string]policy.Triage // tenant → decision id → latest triage
 	falsePos  map[string]map[string]int           // tenant → signature → false-positive triages
+	org       orgState
+	oidc      *oidc.Verifier
 }
 
+// Option configures a Catalog.
+type Option func(*Catalog)
+
+// WithOIDC lets members sign in with tokens from the deployment's OIDC
+// provider, verified by v, besides API keys.
+func WithOIDC(v *oidc.Verifier) Option { return func(c *Catalog) { c.oidc = v } }
+
 // NewCatalog returns an empty catalog; Run fills it.
-func NewCatalog(js jetstream.JetStream, log *slog.Logger) *Catalog {
-	return &Catalog{
+func NewCatalog(js jetstream.JetStream, log *slog.Logger, opts ...Option) *Catalog {
+	c := &Catalog{
 		js: js, log: log,
 		changed: make(chan struct{}),
 		keys:    map[string]auth.KeyRecord{},
@@ -59,6 +70,10 @@ func NewCatalog(js jetstream.JetStream, log *slog.Logger) *Catalog {
 		triage:    map[string]map[string]policy.Triage{},
 		falsePos:  map[string]map[string]int{},
 	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // Run follows CONTROL with an ordered consumer until ctx ends. It returns
@@ -90,6 +105,7 @@ func (c *Catalog) apply(m jetstream.Msg) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
+	case c.applyOrg(subj, meta.Sequence.Stream, m.Data()):
 	case strings.HasPrefix(subj, "control.v1."+streams.AgentChanged+"."):
 		var ch agent.Change
 		if err := json.Unmarshal(m.Data(), &ch); err != nil {
@@ -191,6 +207,9 @@ func (c *Catalog) WaitFor(ctx context.Context, seq uint64) error {
 // Authenticate resolves a bearer token to its principal. A key unknown to
 // the catalog triggers one Sync, so a key created a moment ago works.
 func (c *Catalog) Authenticate(ctx context.Context, token string) (auth.Principal, error) {
+	if c.oidc != nil && oidc.LooksLikeJWT(token) {
+		return c.authenticateMember(ctx, token)
+	}
 	id, ok := auth.ParseToken(token)
 	if !ok {
 		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
@@ -202,7 +221,7 @@ func (c *Catalog) Authenticate(ctx context.Context, token string) (auth.Principa
 		}
 		k, found = c.key(id)
 	}
-	if !found || !k.Active() || !k.Matches(token) {
+	if !found || !k.Active(time.Now()) || !k.Matches(token) {
 		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
 	}
 	return auth.Principal{Tenant: k.Tenant, Role: k.Role, KeyID: k.ID}, nil

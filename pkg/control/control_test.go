@@ -304,7 +304,7 @@ func TestKeysAuthenticate(t *testing.T) {
 	if has, err := e.store.HasAnyKey(e.ctx); err != nil || !has {
 		t.Fatalf("HasAnyKey after CreateKey = %v, %v", has, err)
 	}
-	if rec.Tenant != "acme" || rec.Role != auth.RoleAdmin || rec.Name != "ci" || rec.CreatedBy != "tester" || !rec.Active() {
+	if rec.Tenant != "acme" || rec.Role != auth.RoleAdmin || rec.Name != "ci" || rec.CreatedBy != "tester" || !rec.Active(time.Now()) {
 		t.Fatalf("key record %+v", rec)
 	}
 	if id, ok := auth.ParseToken(token); !ok || id != rec.ID {

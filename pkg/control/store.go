@@ -123,25 +123,51 @@ func (s *Store) PutTriage(ctx context.Context, t policy.Triage) (uint64, error) 
 // CreateKey stores a new key for tenant with role and returns its record
 // and the token, which exists nowhere else afterwards.
 func (s *Store) CreateKey(ctx context.Context, tenant string, role auth.Role, name, by string) (auth.KeyRecord, string, error) {
+	return s.IssueKey(ctx, KeySpec{Tenant: tenant, Role: role, Name: name, By: by})
+}
+
+// KeySpec describes a key to issue.
+type KeySpec struct {
+	Tenant string
+	Role   auth.Role
+	Name   string
+	By     string
+	// ExpiresAt, if set, is when the key stops authenticating.
+	ExpiresAt *time.Time
+}
+
+// IssueKey stores a new key and returns its record and the token, which
+// exists nowhere else afterwards.
+func (s *Store) IssueKey(ctx context.Context, spec KeySpec) (auth.KeyRecord, string, error) {
 	id, token, err := auth.NewKey()
 	if err != nil {
 		return auth.KeyRecord{}, "", err
 	}
 	rec := auth.KeyRecord{
-		ID: id, Tenant: tenant, Name: name, Role: role,
+		ID: id, Tenant: spec.Tenant, Name: spec.Name, Role: spec.Role,
 		Hash: auth.Hash(token), Prefix: auth.DisplayPrefix(token),
-		CreatedAt: time.Now().UTC(), CreatedBy: by,
+		CreatedAt: time.Now().UTC(), CreatedBy: spec.By, ExpiresAt: spec.ExpiresAt,
 	}
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return auth.KeyRecord{}, "", fmt.Errorf("encode key: %w", err)
-	}
-	msg := nats.NewMsg(streams.KeySubject(tenant, id))
-	msg.Data = data
-	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+	if _, err := s.put(ctx, streams.KeySubject(spec.Tenant, id), rec, new(uint64)); err != nil {
 		return auth.KeyRecord{}, "", fmt.Errorf("store key: %w", err)
 	}
 	return rec, token, nil
+}
+
+// Key returns a key's current state, or ErrNotFound.
+func (s *Store) Key(ctx context.Context, tenant, id string) (auth.KeyRecord, uint64, error) {
+	var k auth.KeyRecord
+	seq, err := s.last(ctx, streams.KeySubject(tenant, id), &k)
+	return k, seq, err
+}
+
+// RevokeKey marks a key revoked, provided it is still at expect. It
+// returns the CONTROL sequence of the revocation, which callers wait for
+// so the key is refused from their next request on.
+func (s *Store) RevokeKey(ctx context.Context, k auth.KeyRecord, by string, expect uint64) (uint64, error) {
+	now := time.Now().UTC()
+	k.RevokedAt, k.RevokedBy = &now, by
+	return s.put(ctx, streams.KeySubject(k.Tenant, k.ID), k, &expect)
 }
 
 // HasAnyKey reports whether any key was ever created, without needing a

@@ -1,0 +1,20 @@
+package streams
+
+// Organisation state on CONTROL, owned by services/api.
+const (
+	// MemberChanged carries a console member's full state after a change
+	// (payload: auth.Member); one subject per member.
+	MemberChanged = "member_changed"
+	// LimitsChanged carries a tenant's rate limits (payload:
+	// ratelimit.Limits); the last message is in force.
+	LimitsChanged = "limits_changed"
+)
+
+// MemberSubject holds a member's state history; members are keyed by
+// their (lower-cased) email.
+func MemberSubject(tenant, email string) string {
+	return subject("control", MemberChanged, tenant, email)
+}
+
+// LimitsSubject holds a tenant's rate-limit history.
+func LimitsSubject(tenant string) string { return subject("control", LimitsChanged, tenant, "limits") }
