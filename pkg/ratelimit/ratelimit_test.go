@@ -1,0 +1,154 @@
+package ratelimit
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vigilhq/vigil/pkg/natstest"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func fixed(l Limits) LimitsSource { return func(string) Limits { return l } }
+
+func newTestLimiter(nc *nats.Conn, id string, l Limits, c *clock) *Limiter {
+	lim := New(nc, id, fixed(l), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	lim.now = c.now
+	return lim
+}
+
+func TestAllow(t *testing.T) {
+	tenant10 := Limits{Ingest: Rate{PerSecond: 10, Burst: 10}}
+	perKey5 := Limits{Ingest: Rate{PerSecond: 100, Burst: 100}, IngestPerKey: Rate{PerSecond: 5, Burst: 5}}
+	type step struct {
+		advance  time.Duration
+		key      string
+		n        int
+		wantWait time.Duration // 0: admitted
+	}
+	cases := []struct {
+		name   string
+		limits Limits
+		steps  []step
+	}{
+		{"burst then refused", tenant10, []step{{0, "a", 10, 0}, {0, "a", 1, 100 * time.Millisecond}}},
+		{"refill admits again", tenant10, []step{{0, "a", 10, 0}, {200 * time.Millisecond, "a", 2, 0}, {0, "a", 1, 100 * time.Millisecond}}},
+		{"refill caps at burst", tenant10, []step{{time.Hour, "a", 10, 0}, {0, "a", 1, 100 * time.Millisecond}}},
+		{"tenant bucket shared by keys", tenant10, []step{{0, "a", 6, 0}, {0, "b", 4, 0}, {0, "c", 1, 100 * time.Millisecond}}},
+		{"per-key bucket", perKey5, []step{{0, "a", 5, 0}, {0, "a", 1, 200 * time.Millisecond}, {0, "b", 5, 0}}},
+		{"cost above burst is capped", tenant10, []step{{0, "a", 1000, 0}, {0, "a", 1, 100 * time.Millisecond}}},
+		{"wait covers the whole cost", tenant10, []step{{0, "a", 10, 0}, {0, "a", 5, 500 * time.Millisecond}}},
+		{"refused requests spend nothing", tenant10, []step{{0, "a", 10, 0}, {0, "a", 5, 500 * time.Millisecond}, {100 * time.Millisecond, "a", 1, 0}}},
+		{"unlimited", Limits{}, []step{{0, "a", 1 << 20, 0}, {0, "a", 1 << 20, 0}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: time.Unix(1_700_000_000, 0)}
+			l := newTestLimiter(nil, "i1", tc.limits, c)
+			for i, s := range tc.steps {
+				c.advance(s.advance)
+				got := l.Allow(Ingest, "acme", s.key, s.n)
+				if d := got - s.wantWait; d < -time.Millisecond || d > time.Millisecond {
+					t.Fatalf("step %d: Allow(%s, %d) wait = %v, want %v", i, s.key, s.n, got, s.wantWait)
+				}
+			}
+		})
+	}
+}
+
+func TestClassesAndTenantsAreSeparate(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	l := newTestLimiter(nil, "i1", Limits{Ingest: Rate{PerSecond: 1, Burst: 1}, Decisions: Rate{PerSecond: 1, Burst: 1}}, c)
+	for _, tc := range []struct {
+		class  Class
+		tenant string
+	}{{Ingest, "acme"}, {Decisions, "acme"}, {Ingest, "globex"}} {
+		if w := l.Allow(tc.class, tc.tenant, "k", 1); w != 0 {
+			t.Errorf("%s/%s: first request refused (%v)", tc.class, tc.tenant, w)
+		}
+		if w := l.Allow(tc.class, tc.tenant, "k", 1); w == 0 {
+			t.Errorf("%s/%s: second request admitted", tc.class, tc.tenant)
+		}
+	}
+}
+
+func TestLimitsValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		l    Limits
+		ok   bool
+	}{
+		{"defaults", DefaultLimits, true},
+		{"unlimited", Limits{}, true},
+		{"negative rate", Limits{Ingest: Rate{PerSecond: -1, Burst: 1}}, false},
+		{"negative burst", Limits{DecisionsPerKey: Rate{PerSecond: 1, Burst: -1}}, false},
+		{"rate without burst", Limits{Decisions: Rate{PerSecond: 1}}, false},
+		{"absurd rate", Limits{IngestPerKey: Rate{PerSecond: 1e9, Burst: 1}}, false},
+	} {
+		if err := tc.l.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: Validate = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+// TestSharedAcrossInstances runs two limiters on a real NATS server: what
+// one instance admits is charged to the other, so together they admit the
+// tenant's burst once, not twice.
+func TestSharedAcrossInstances(t *testing.T) {
+	env := natstest.Start(t)
+	nc2, err := nats.Connect(env.Server.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	limits := Limits{Decisions: Rate{PerSecond: 0.001, Burst: 20}}
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	a, b := newTestLimiter(env.Conn, "a", limits, c), newTestLimiter(nc2, "b", limits, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, l := range []*Limiter{a, b} {
+		go func() { _ = l.Run(ctx) }()
+	}
+	// Wait until both subscriptions are live: a report from a reaches b.
+	deadline := time.Now().Add(10 * time.Second)
+	admitted := 0 // probes, then everything else either instance admits
+	for b.Tokens(Decisions, "acme", "") == 20 {
+		if time.Now().After(deadline) {
+			t.Fatal("b never heard from a")
+		}
+		if a.Allow(Decisions, "acme", "probe", 1) != 0 {
+			t.Fatal("probe refused")
+		}
+		admitted++
+		a.Flush()
+		time.Sleep(20 * time.Millisecond)
+	}
+	for range 15 {
+		if a.Allow(Decisions, "acme", "ka", 1) == 0 {
+			admitted++
+		}
+	}
+	a.Flush()
+	for b.Tokens(Decisions, "acme", "") > 20-float64(admitted)+0.5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("b holds %v tokens; a spent %d of 20", b.Tokens(Decisions, "acme", ""), admitted)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 20 {
+		if b.Allow(Decisions, "acme", "kb", 1) == 0 {
+			admitted++
+		}
+	}
+	if admitted != 20 {
+		t.Errorf("two instances admitted %d requests; the shared burst is 20", admitted)
+	}
+}
