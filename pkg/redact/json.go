@@ -1,0 +1,158 @@
+package redact
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+)
+
+// ErrInvalidJSON is returned by JSON for input that is not valid JSON.
+var ErrInvalidJSON = errors.New("redact: invalid JSON")
+
+// JSON redacts every string value (and every card-number-shaped number)
+// in a JSON document, recursively through objects and arrays; object keys
+// are kept. Everything it does not replace is kept byte for byte (key
+// order, spacing, number spelling), so a compact canonical payload stays
+// canonical. It returns raw itself when nothing was found, without
+// allocating.
+func (p *Policy) JSON(tenant string, raw []byte) ([]byte, int, error) {
+	if !json.Valid(raw) {
+		return nil, 0, ErrInvalidJSON
+	}
+	found := map[string]string{}
+	n := 0
+	out := rewrite(raw, func(sensitive bool, s string) (string, bool) {
+		r, c := p.value(tenant, sensitive, s, found)
+		n += c
+		return r, c > 0
+	}, func(lit string) (string, bool) {
+		ph, ok := p.number(tenant, lit)
+		if ok {
+			n++
+		}
+		return ph, ok
+	})
+	if len(found) > 0 {
+		// Second pass: a value detected anywhere in the document is
+		// removed from every string of it.
+		rep := replacerOf(found)
+		out = rewrite(out, func(_ bool, s string) (string, bool) {
+			r := rep.Replace(s)
+			return r, r != s
+		}, nil)
+	}
+	return out, n, nil
+}
+
+// rewrite calls str for every string value of valid JSON raw (with
+// whether its object key is sensitive) and num for every number literal
+// of 13 or more bytes, and splices in the replacements they return.
+// It returns raw itself when nothing changed.
+func rewrite(raw []byte, str func(sensitive bool, s string) (string, bool), num func(lit string) (string, bool)) []byte {
+	var (
+		out       []byte // nil until the first replacement
+		copied    int    // raw[:copied] is already in out
+		stack     []byte // '{' or '[' per open container
+		expectKey bool
+		key       []byte // the current object key, raw (with quotes)
+	)
+	replace := func(start, end int, with string) {
+		if out == nil {
+			out = make([]byte, 0, len(raw)+64)
+		}
+		enc, _ := json.Marshal(with)
+		out = append(out, raw[copied:start]...)
+		out = append(out, enc...)
+		copied = end
+	}
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		switch {
+		case c == '{':
+			stack = append(stack, '{')
+			expectKey = true
+			i++
+		case c == '[':
+			stack = append(stack, '[')
+			expectKey = false
+			i++
+		case c == '}' || c == ']':
+			stack = stack[:len(stack)-1]
+			expectKey = false
+			i++
+		case c == ',':
+			expectKey = len(stack) > 0 && stack[len(stack)-1] == '{'
+			i++
+		case c == ':':
+			expectKey = false
+			i++
+		case c == '"':
+			end := stringEnd(raw, i)
+			if expectKey {
+				key = raw[i:end]
+				expectKey = false
+				i = end
+				continue
+			}
+			sens := false
+			if len(stack) > 0 && stack[len(stack)-1] == '{' && len(key) > 2 {
+				kb := key[1 : len(key)-1]
+				if bytes.IndexByte(kb, '\\') >= 0 {
+					kb = []byte(decodeString(key))
+				}
+				sens = sensitiveKeyBytes(kb)
+			}
+			if r, ok := str(sens, decodeString(raw[i:end])); ok {
+				replace(i, end, r)
+			}
+			i = end
+		case c == '-' || c >= '0' && c <= '9':
+			end := i + 1
+			for end < len(raw) && strings.IndexByte("0123456789.eE+-", raw[end]) >= 0 {
+				end++
+			}
+			if num != nil && end-i >= 13 {
+				if r, ok := num(string(raw[i:end])); ok {
+					replace(i, end, r)
+				}
+			}
+			i = end
+		default:
+			i++ // whitespace and the letters of true, false, null
+		}
+	}
+	if out == nil {
+		return raw
+	}
+	return append(out, raw[copied:]...)
+}
+
+// stringEnd returns the index just past the closing quote of the JSON
+// string starting at raw[i] (valid JSON assumed).
+func stringEnd(raw []byte, i int) int {
+	for j := i + 1; j < len(raw); j++ {
+		switch raw[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(raw)
+}
+
+// decodeString unquotes a JSON string literal; literals without escapes
+// (almost all) are converted directly.
+func decodeString(lit []byte) string {
+	if len(lit) < 2 {
+		return ""
+	}
+	body := lit[1 : len(lit)-1]
+	if bytes.IndexByte(body, '\\') < 0 {
+		return string(body)
+	}
+	var s string
+	_ = json.Unmarshal(lit, &s)
+	return s
+}
