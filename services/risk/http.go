@@ -1,0 +1,394 @@
+package risk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/agent"
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/event"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// Routes mounts the risk endpoints on e. /v1/agents/profiles is a static
+// path, so echo prefers it to the api's /v1/agents/:id.
+func (s *Service) Routes(e *echo.Echo) {
+	g := e.Group("/v1", httpkit.Authenticate(s.deps.Catalog))
+	read, write := httpkit.Require(auth.RiskRead), httpkit.Require(auth.AgentsWrite)
+	g.GET("/agents/profiles", s.profiles, read)
+	g.POST("/agents/:id/reset", s.reset, write)
+	g.GET("/sessions/:id/risk", s.sessionRisk, read)
+	if s.deps.CH != nil {
+		g.GET("/metrics/timeseries", s.timeseries, read)
+	}
+}
+
+// AgentProfile is one agent in GET /v1/agents/profiles (Kaizen): its
+// activity, how deep the baseline's observation is, its declaration and a
+// summary of the baseline.
+type AgentProfile struct {
+	AgentID     string             `json:"agentId"`
+	Name        string             `json:"name"`
+	Status      string             `json:"status"`
+	Paused      bool               `json:"paused"`
+	Declaration *agent.Declaration `json:"declaration"`
+	Activity    Activity           `json:"activity"`
+	// ObservationDepth is none, learning (inside the warm-up), shallow or
+	// deep; Observations is the count behind it.
+	ObservationDepth string          `json:"observationDepth"`
+	Observations     int64           `json:"observations"`
+	Warm             bool            `json:"warm"`
+	Baseline         BaselineSummary `json:"baseline"`
+	Resets           int             `json:"resets"`
+}
+
+// Activity is when and how fast an agent acts.
+type Activity struct {
+	FirstSeenAt *time.Time `json:"firstSeenAt"`
+	LastSeenAt  *time.Time `json:"lastSeenAt"`
+	HourlyRate  float64    `json:"hourlyRate"`
+	PeakHour    int64      `json:"peakHourCount"`
+	Errors      int64      `json:"errors"`
+	Blocks      int64      `json:"blocks"`
+}
+
+// BaselineSummary lists what the baseline has seen.
+type BaselineSummary struct {
+	Kinds        []Seen `json:"kinds"`
+	Tools        []Seen `json:"tools"`
+	Destinations []Seen `json:"destinations"`
+	Publishers   []Seen `json:"publishers"`
+}
+
+// Baselines asks every partition for the tenant's baselines (agentID
+// empty: all agents). It fails when a partition has no owner right now.
+func (s *Service) Baselines(ctx context.Context, tenant, agentID string) (map[string]Profile, error) {
+	req := mustJSON(profilesRequest{Tenant: tenant, AgentID: agentID})
+	parts := make([]int, 0, s.cfg.Partitions)
+	if agentID != "" {
+		parts = append(parts, PartitionOf(tenant, agentID, s.cfg.Partitions))
+	} else {
+		for i := 0; i < s.cfg.Partitions; i++ {
+			parts = append(parts, i)
+		}
+	}
+	var (
+		mu   sync.Mutex
+		out  = map[string]Profile{}
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, i := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg, err := s.deps.NC.RequestWithContext(ctx, rpcSubject("profiles", s.cfg.Partitions, i), req)
+			var ps []Profile
+			if err == nil {
+				err = json.Unmarshal(msg.Data, &ps)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("partition %d: %w", i, err))
+				return
+			}
+			for _, p := range ps {
+				out[p.AgentID] = p
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, apperr.Unavailable("baselines are being rebuilt; retry shortly", time.Second, errors.Join(errs...))
+	}
+	return out, nil
+}
+
+func (s *Service) rpcContext(c echo.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.Request().Context(), min(s.cfg.QueryTimeout, 3*time.Second))
+}
+
+func (s *Service) profiles(c echo.Context) error {
+	tenant := httpkit.Principal(c).Tenant
+	if id := c.QueryParam("agentId"); id != "" && !event.ValidID(id, event.MaxAgentIDLen) {
+		return apperr.Validation("agentId is not valid", apperr.FieldError{Path: "agentId", Code: event.CodeInvalid, Message: "agentId is not a valid agent id"})
+	}
+	ctx, cancel := s.rpcContext(c)
+	defer cancel()
+	base, err := s.Baselines(ctx, tenant, c.QueryParam("agentId"))
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Catalog.Sync(c.Request().Context()); err != nil {
+		return err
+	}
+	known := map[string]agent.Agent{}
+	for after := ""; ; {
+		batch, more := s.deps.Catalog.Agents(tenant, after, 500)
+		for _, a := range batch {
+			if q := c.QueryParam("agentId"); q == "" || q == a.AgentID {
+				known[a.AgentID] = a
+			}
+			after = a.AgentID
+		}
+		if !more || len(batch) == 0 {
+			break
+		}
+	}
+	ids := make([]string, 0, len(known)+len(base))
+	for id := range known {
+		ids = append(ids, id)
+	}
+	for id := range base {
+		if _, ok := known[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	out := make([]AgentProfile, 0, len(ids))
+	for _, id := range ids {
+		p, ok := base[id]
+		if !ok {
+			p = Profile{AgentID: id, Depth: depth(0, s.cfg.Baseline.Warmup), Kinds: []Seen{}, Tools: []Seen{}, Destinations: []Seen{}, Publishers: []Seen{}}
+		}
+		ap := AgentProfile{AgentID: id, Name: id, Status: agent.StatusActive, ObservationDepth: p.Depth, Observations: p.Observations, Warm: p.Warm,
+			Activity: Activity{FirstSeenAt: p.FirstSeenAt, LastSeenAt: p.LastSeenAt, HourlyRate: p.HourlyRate, PeakHour: p.PeakHour, Errors: p.Errors, Blocks: p.Blocks},
+			Baseline: BaselineSummary{Kinds: p.Kinds, Tools: p.Tools, Destinations: p.Destinations, Publishers: p.Publishers}, Resets: p.Resets}
+		if a, ok := known[id]; ok {
+			ap.Name, ap.Status, ap.Paused, ap.Declaration = a.Name, a.Status, a.Settings.Paused, a.Declaration
+		}
+		out = append(out, ap)
+	}
+	return c.JSON(http.StatusOK, httpkit.NewPage(out, false, nil))
+}
+
+// ResetResult answers POST /v1/agents/:id/reset.
+type ResetResult struct {
+	AgentID   string    `json:"agentId"`
+	Reset     bool      `json:"reset"`
+	ResetID   string    `json:"resetId"`
+	PolicySeq uint64    `json:"policySeq"`
+	At        time.Time `json:"at"`
+}
+
+func (s *Service) reset(c echo.Context) error {
+	p := httpkit.Principal(c)
+	id := c.Param("id")
+	if !event.ValidID(id, event.MaxAgentIDLen) {
+		return apperr.NotFound("agent %q not found", id)
+	}
+	if err := s.deps.Catalog.Sync(c.Request().Context()); err != nil {
+		return err
+	}
+	if _, ok := s.deps.Catalog.Agent(p.Tenant, id); !ok {
+		return apperr.NotFound("agent %q not found", id)
+	}
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	r := Reset{ID: "rst_" + hex.EncodeToString(b[:]), Tenant: p.Tenant, AgentID: id, At: time.Now().UTC(), By: p.KeyID}
+	out, err := s.Reset(c.Request().Context(), r)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, ResetResult{AgentID: id, Reset: true, ResetID: out.ID, PolicySeq: out.PolicySeq, At: out.At})
+}
+
+// Reset records r. The owning partition records it at the point it has
+// reached and applies it before answering; when no instance owns the
+// partition right now, it is recorded at POLICY's last sequence and
+// applied when the partition is rebuilt. Either way it is on RISK, acked,
+// before Reset returns.
+func (s *Service) Reset(ctx context.Context, r Reset) (Reset, error) {
+	rctx, cancel := context.WithTimeout(ctx, min(s.cfg.QueryTimeout, 3*time.Second))
+	msg, err := s.deps.NC.RequestWithContext(rctx, rpcSubject("reset", s.cfg.Partitions, PartitionOf(r.Tenant, r.AgentID, s.cfg.Partitions)), mustJSON(r))
+	cancel()
+	if err == nil {
+		var out struct {
+			Reset
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(msg.Data, &out); err != nil || out.Error != "" {
+			return Reset{}, apperr.Unavailable("the reset was not recorded; retry", time.Second, fmt.Errorf("%v %s", err, out.Error))
+		}
+		return out.Reset, nil
+	}
+	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		return Reset{}, err
+	}
+	st, err := s.deps.JS.Stream(ctx, streams.Policy)
+	if err == nil {
+		r.PolicySeq, err = natsx.LastSequence(ctx, st)
+	} else if errors.Is(err, jetstream.ErrStreamNotFound) {
+		err = nil
+	}
+	if err != nil {
+		return Reset{}, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := s.deps.JS.Publish(pctx, streams.BaselineResetSubject(r.Tenant, r.AgentID), mustJSON(r), jetstream.WithMsgID(r.ID)); err != nil {
+		return Reset{}, apperr.Unavailable("the reset was not recorded; retry", time.Second, err)
+	}
+	return r, nil
+}
+
+// SessionRisk is GET /v1/sessions/:id/risk: the session's last published
+// score. RiskLevel repeats Severity under the Kaplaix name.
+type SessionRisk struct {
+	SessionScore
+	RiskLevel string `json:"riskLevel"`
+}
+
+// LatestScore returns a session's current score, read as the last message
+// on its subject (RISK allows direct gets), or an apperr not-found.
+func (s *Service) LatestScore(ctx context.Context, tenant, sessionID string) (SessionScore, error) {
+	st, err := s.deps.JS.Stream(ctx, streams.Risk)
+	if err != nil {
+		return SessionScore{}, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, streams.SessionScoreSubject(tenant, sessionID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return SessionScore{}, apperr.NotFound("session %q has no risk score (unknown session, or no records yet)", sessionID)
+	}
+	if err != nil {
+		return SessionScore{}, err
+	}
+	var sc SessionScore
+	if err := json.Unmarshal(m.Data, &sc); err != nil {
+		return SessionScore{}, fmt.Errorf("decode session score: %w", err)
+	}
+	return sc, nil
+}
+
+func (s *Service) sessionRisk(c echo.Context) error {
+	id := c.Param("id")
+	if !event.ValidID(id, event.MaxSessionIDLen) {
+		return apperr.NotFound("session %q not found", id)
+	}
+	sc, err := s.LatestScore(c.Request().Context(), httpkit.Principal(c).Tenant, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, SessionRisk{SessionScore: sc, RiskLevel: sc.Severity})
+}
+
+// Point is one bucket of GET /v1/metrics/timeseries.
+type Point struct {
+	Date      string    `json:"date"`
+	Timestamp time.Time `json:"timestamp"`
+	Actions   uint64    `json:"actions"`
+	Anomalies uint64    `json:"anomalies"`
+	Reviews   uint64    `json:"reviews"`
+}
+
+// Timeseries is the metrics response.
+type Timeseries struct {
+	Interval string    `json:"interval"`
+	From     time.Time `json:"from"`
+	To       time.Time `json:"to"`
+	Data     []Point   `json:"data"`
+}
+
+func (s *Service) timeseries(c echo.Context) error {
+	interval := c.QueryParam("interval")
+	if interval == "" {
+		interval = "day"
+	}
+	var step time.Duration
+	var def, maxN int
+	switch interval {
+	case "day", "daily":
+		interval, step, def, maxN = "day", 24*time.Hour, 30, 366
+	case "hour", "hourly":
+		interval, step, def, maxN = "hour", time.Hour, 48, 24*31
+	default:
+		return apperr.Validation("interval is not valid", apperr.FieldError{Path: "interval", Code: event.CodeInvalid, Message: "interval must be day or hour"})
+	}
+	n := def
+	if v := c.QueryParam("days"); v != "" && interval == "day" {
+		d, err := strconv.Atoi(v)
+		if err != nil || d < 1 || d > maxN {
+			return apperr.Validation("days is out of range", apperr.FieldError{Path: "days", Code: event.CodeOutOfRange, Message: fmt.Sprintf("days must be an integer from 1 to %d", maxN)})
+		}
+		n = d
+	}
+	if v := c.QueryParam("hours"); v != "" && interval == "hour" {
+		h, err := strconv.Atoi(v)
+		if err != nil || h < 1 || h > maxN {
+			return apperr.Validation("hours is out of range", apperr.FieldError{Path: "hours", Code: event.CodeOutOfRange, Message: fmt.Sprintf("hours must be an integer from 1 to %d", maxN)})
+		}
+		n = h
+	}
+	to := time.Now().UTC()
+	if v := c.QueryParam("to"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return apperr.Validation("to is not a timestamp", apperr.FieldError{Path: "to", Code: event.CodeInvalid, Message: "to must be an RFC 3339 timestamp"})
+		}
+		to = t.UTC()
+	}
+	last := to.UnixMilli() / step.Milliseconds()
+	first := last - int64(n) + 1
+	ctx, cancel := chx.QueryContext(c.Request().Context(), s.cfg.QueryTimeout)
+	defer cancel()
+	rows, err := s.deps.CH.Query(ctx, `SELECT bucket, metric, uniqExactMerge(ids) FROM risk_metrics
+		WHERE tenant_id = ? AND grain = ? AND bucket >= ? AND bucket <= ?
+		GROUP BY bucket, metric ORDER BY bucket LIMIT 10000`, httpkit.Principal(c).Tenant, interval, uint32(first), uint32(last))
+	if err != nil {
+		return chx.ReadError("metrics store", err)
+	}
+	defer rows.Close()
+	ts := Timeseries{Interval: interval, From: time.UnixMilli(first * step.Milliseconds()).UTC(), To: time.UnixMilli((last+1)*step.Milliseconds() - 1).UTC()}
+	for b := first; b <= last; b++ {
+		t := time.UnixMilli(b * step.Milliseconds()).UTC()
+		date := t.Format("2006-01-02")
+		if interval == "hour" {
+			date = t.Format("2006-01-02T15:00Z")
+		}
+		ts.Data = append(ts.Data, Point{Date: date, Timestamp: t})
+	}
+	for rows.Next() {
+		var (
+			bucket uint32
+			metric string
+			count  uint64
+		)
+		if err := rows.Scan(&bucket, &metric, &count); err != nil {
+			return fmt.Errorf("scan metrics: %w", err)
+		}
+		i := int64(bucket) - first
+		if i < 0 || i >= int64(len(ts.Data)) {
+			continue
+		}
+		switch metric {
+		case "actions":
+			ts.Data[i].Actions = count
+		case "anomalies":
+			ts.Data[i].Anomalies = count
+		case "reviews":
+			ts.Data[i].Reviews = count
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return chx.ReadError("metrics store", err)
+	}
+	return c.JSON(http.StatusOK, ts)
+}

@@ -1,0 +1,478 @@
+package risk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/services/risk/internal/baseline"
+	"github.com/vigilhq/vigil/services/risk/internal/score"
+)
+
+// PartitionOf is the partition that owns an agent's state: FNV-1a of
+// "tenant/agent" modulo n. Every decision, baseline and session of the
+// agent lives there, so one owner sees all of it in stream order.
+func PartitionOf(tenant, agentID string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(tenant))
+	h.Write([]byte{'/'})
+	h.Write([]byte(agentID))
+	return int(h.Sum32() % uint32(n))
+}
+
+// partition is the state of one partition on the instance that owns it.
+// It is rebuilt from POLICY (and RISK resets) every time it is acquired.
+type partition struct {
+	svc    *Service
+	idx, n int
+	log    *slog.Logger
+
+	mu         sync.Mutex
+	agents     map[string]*baseline.Agent // tenant \x00 agent
+	sessions   map[string]*score.Session  // tenant \x00 session
+	lastScore  map[string]string          // session key → fingerprint of the last published score
+	pending    []Reset                    // resets not applied yet, by PolicySeq
+	applied    map[string]bool            // reset ids applied
+	processed  uint64                     // last POLICY sequence processed
+	checkpoint uint64                     // outputs published up to here (from KV)
+	saved      uint64                     // checkpoint last written
+	ready      chan struct{}
+	readyOnce  sync.Once
+}
+
+func newPartition(svc *Service, idx, n int) *partition {
+	return &partition{svc: svc, idx: idx, n: n, log: svc.log.With(slog.Int("partition", idx)),
+		agents: map[string]*baseline.Agent{}, sessions: map[string]*score.Session{}, lastScore: map[string]string{},
+		applied: map[string]bool{}, ready: make(chan struct{})}
+}
+
+func key(tenant, id string) string { return tenant + "\x00" + id }
+
+func (p *partition) checkpointKey() string { return fmt.Sprintf("p%d-of-%d", p.idx, p.n) }
+
+// rpcSubject is where the owner of this partition answers verb.
+func rpcSubject(verb string, n, idx int) string {
+	return streams.RiskRPCPrefix + verb + "." + strconv.Itoa(n) + "." + strconv.Itoa(idx)
+}
+
+// run rebuilds the partition from the streams, then follows them until
+// ctx ends.
+func (p *partition) run(ctx context.Context) error {
+	js := p.svc.deps.JS
+	if e, err := p.svc.checkpoints.Get(ctx, p.checkpointKey()); err == nil {
+		p.checkpoint, _ = strconv.ParseUint(string(e.Value()), 10, 64)
+		p.saved = p.checkpoint
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("risk checkpoint: %w", err)
+	}
+	// Resets first, so replaying the decisions applies each at the same
+	// point as it was applied live.
+	lastReset, err := p.loadResets(ctx)
+	if err != nil {
+		return err
+	}
+	rc, err := js.OrderedConsumer(ctx, streams.Risk, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{streams.AllBaselineResets}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: lastReset + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("risk resets: %w", err)
+	}
+	rcc, err := rc.Consume(func(m jetstream.Msg) { p.onReset(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("risk resets: %w", err)
+	}
+	defer rcc.Stop()
+
+	if err := p.svc.waitStream(ctx, streams.Policy); err != nil {
+		return err
+	}
+	dc, err := js.OrderedConsumer(ctx, streams.Policy, jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.AllDecisions}})
+	if err != nil {
+		return fmt.Errorf("risk decisions: %w", err)
+	}
+	info, err := dc.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("risk decisions: %w", err)
+	}
+	if info.NumPending == 0 {
+		p.markReady()
+	}
+	dcc, err := dc.Consume(func(m jetstream.Msg) { p.onDecision(ctx, m) }, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("risk decisions: %w", err)
+	}
+	defer dcc.Stop()
+
+	subs := make([]*nats.Subscription, 0, 2)
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	select {
+	case <-p.ready:
+	case <-ctx.Done():
+		return nil
+	}
+	p.log.Info("risk partition rebuilt", slog.Uint64("policySeq", p.seq()), slog.Int("agents", p.agentCount()))
+	for verb, h := range map[string]nats.MsgHandler{"profiles": p.onProfiles, "reset": p.onResetRequest} {
+		s, err := p.svc.deps.NC.Subscribe(rpcSubject(verb, p.n, p.idx), h)
+		if err != nil {
+			return fmt.Errorf("risk rpc %s: %w", verb, err)
+		}
+		subs = append(subs, s)
+	}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.saveCheckpoint(context.WithoutCancel(ctx))
+			return nil
+		case <-t.C:
+			p.saveCheckpoint(ctx)
+		}
+	}
+}
+
+func (p *partition) markReady() { p.readyOnce.Do(func() { close(p.ready) }) }
+
+func (p *partition) seq() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.processed
+}
+
+func (p *partition) agentCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.agents)
+}
+
+// loadResets reads every reset recorded so far and returns the RISK
+// sequence of the last one read.
+func (p *partition) loadResets(ctx context.Context) (uint64, error) {
+	oc, err := p.svc.deps.JS.OrderedConsumer(ctx, streams.Risk, jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.AllBaselineResets}})
+	if err != nil {
+		return 0, fmt.Errorf("risk resets: %w", err)
+	}
+	var last uint64
+	for {
+		batch, err := oc.FetchNoWait(500)
+		if err != nil {
+			return 0, fmt.Errorf("risk resets: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if md, err := m.Metadata(); err == nil {
+				last = md.Sequence.Stream
+			}
+			p.addReset(m.Data())
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return 0, fmt.Errorf("risk resets: %w", err)
+		}
+		if n == 0 {
+			return last, nil
+		}
+	}
+}
+
+func (p *partition) onReset(ctx context.Context, m jetstream.Msg) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.addResetLocked(m.Data())
+	p.applyResetsLocked()
+}
+
+func (p *partition) addReset(data []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.addResetLocked(data)
+}
+
+func (p *partition) addResetLocked(data []byte) {
+	var r Reset
+	if json.Unmarshal(data, &r) != nil || r.ID == "" || PartitionOf(r.Tenant, r.AgentID, p.n) != p.idx || p.applied[r.ID] {
+		return
+	}
+	for _, q := range p.pending {
+		if q.ID == r.ID {
+			return
+		}
+	}
+	p.pending = append(p.pending, r)
+	sort.SliceStable(p.pending, func(i, j int) bool { return p.pending[i].PolicySeq < p.pending[j].PolicySeq })
+}
+
+// applyResetsLocked applies every reset whose point in the decision
+// history has been reached. Applying it any time after that point and
+// before the next decision is the same, which is what makes a replay
+// forget exactly what the live instance forgot.
+func (p *partition) applyResetsLocked() {
+	for len(p.pending) > 0 && p.pending[0].PolicySeq <= p.processed {
+		r := p.pending[0]
+		p.pending = p.pending[1:]
+		p.applied[r.ID] = true
+		if a := p.agents[key(r.Tenant, r.AgentID)]; a != nil {
+			a.Reset(r.ID)
+		} else {
+			a = baseline.New(r.Tenant, r.AgentID)
+			a.Reset(r.ID)
+			p.agents[key(r.Tenant, r.AgentID)] = a
+		}
+	}
+}
+
+// decisionOwner parses policy.v1.decision_recorded.<tenant>.<agent>.
+func decisionOwner(subject string) (tenant, agentID string, ok bool) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 5 {
+		return "", "", false
+	}
+	a, err := streams.Untoken(parts[4])
+	return parts[3], a, err == nil
+}
+
+func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	seq := md.Sequence.Stream
+	defer func() {
+		if md.NumPending == 0 {
+			p.markReady()
+		}
+	}()
+	tenant, agentID, ok := decisionOwner(m.Subject())
+	if !ok || PartitionOf(tenant, agentID, p.n) != p.idx {
+		p.mu.Lock()
+		p.processed = seq
+		p.applyResetsLocked()
+		p.mu.Unlock()
+		return
+	}
+	var rec rules.DecisionRecord
+	if err := json.Unmarshal(m.Data(), &rec); err != nil || rec.Tenant == "" || rec.AgentID == "" {
+		p.log.Error("risk: undecodable decision skipped", slog.Uint64("seq", seq))
+		p.mu.Lock()
+		p.processed = seq
+		p.mu.Unlock()
+		return
+	}
+	start := time.Now()
+	p.mu.Lock()
+	anoms, sc := p.process(rec, seq)
+	p.processed = seq
+	p.applyResetsLocked()
+	publish := seq > p.checkpoint
+	p.mu.Unlock()
+	if publish {
+		p.publish(ctx, anoms, sc)
+	}
+	p.svc.observed.Inc()
+	p.svc.processTime.Observe(time.Since(start).Seconds())
+}
+
+// process folds one decision into the agent's baseline and its session
+// and returns the anomalies raised and the new score (nil if unchanged).
+func (p *partition) process(rec rules.DecisionRecord, seq uint64) ([]Anomaly, *SessionScore) {
+	o, paused := observation(rec)
+	k := key(rec.Tenant, rec.AgentID)
+	a := p.agents[k]
+	if a == nil {
+		a = baseline.New(rec.Tenant, rec.AgentID)
+		p.agents[k] = a
+	}
+	raised := a.Observe(o, p.svc.cfg.Baseline)
+	var anoms []Anomaly
+	var sa []score.Anomaly
+	for _, r := range raised {
+		if p.svc.deps.Catalog != nil && p.svc.deps.Catalog.Suppressed(rec.Tenant, r.Signature) {
+			p.svc.suppressed.Inc()
+			continue
+		}
+		an := Anomaly{ID: anomalyID(rec.ID, r.Type, r.Value), Tenant: rec.Tenant, AgentID: rec.AgentID, SessionID: rec.SessionID,
+			Severity: r.Severity, Summary: r.Summary, OccurredAt: ms(o.AtMS), Type: r.Type, Value: r.Value, Signature: r.Signature,
+			Evidence: r.Evidence, DecisionID: rec.ID, EventID: rec.EventID, Action: slimAction(rec.Input.Action), PolicySeq: seq}
+		an.Evidence["decisionId"] = rec.ID
+		anoms = append(anoms, an)
+		sa = append(sa, score.Anomaly{ID: an.ID, Type: an.Type, Severity: an.Severity})
+	}
+	if rec.SessionID == "" {
+		return anoms, nil
+	}
+	sk := key(rec.Tenant, rec.SessionID)
+	s := p.sessions[sk]
+	if s == nil {
+		s = score.NewSession(rec.Tenant, rec.AgentID, rec.SessionID)
+		p.sessions[sk] = s
+	}
+	s.Add(score.Record{ID: rec.ID, AtMS: o.AtMS, Outcome: rec.Decision.Outcome.String(), Error: o.Error, Paused: paused}, sa)
+	res := s.Compute()
+	fp := fingerprint(res)
+	if p.lastScore[sk] == fp {
+		return anoms, nil
+	}
+	p.lastScore[sk] = fp
+	return anoms, &SessionScore{ID: "scr_" + strings.TrimPrefix(rec.ID, "dec_"), Tenant: rec.Tenant, AgentID: s.AgentID, SessionID: rec.SessionID,
+		Severity: res.Severity, Summary: summary(res), OccurredAt: ms(o.AtMS), Score: res.Score, Formula: res.Version,
+		Actions: res.Actions, Dimensions: res.Dimensions, Factors: res.Factors, Recommendations: res.Recommendations,
+		FirstEventAt: ms(s.FirstMS), LastEventAt: ms(s.LastMS), DecisionID: rec.ID, PolicySeq: seq}
+}
+
+func fingerprint(r score.Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d|%s", r.Score, r.Severity)
+	for _, f := range r.Factors {
+		fmt.Fprintf(&b, "|%s:%d", f.Code, f.Count)
+	}
+	return b.String()
+}
+
+func summary(r score.Result) string {
+	if len(r.Factors) == 0 {
+		return fmt.Sprintf("risk %d (%s): nothing notable in %d actions", r.Score, r.Severity, r.Actions)
+	}
+	return fmt.Sprintf("risk %d (%s): %d %s", r.Score, r.Severity, r.Factors[0].Count, r.Factors[0].Description)
+}
+
+func slimAction(a rules.Action) rules.Action {
+	return rules.Action{Kind: a.Kind, Tool: a.Tool, Target: a.Target, Publisher: a.Publisher, Operation: a.Operation, ToolType: a.ToolType, TargetSystem: a.TargetSystem}
+}
+
+// observation reads what the baseline needs off a decision. An action is
+// an error when its response status is 400 or more, its category says
+// error, or its context carries a non-empty "error".
+func observation(rec rules.DecisionRecord) (baseline.Observation, bool) {
+	a, ag := rec.Input.Action, rec.Input.Agent
+	o := baseline.Observation{ID: rec.ID, SessionID: rec.SessionID, AtMS: rec.At.UnixMilli(), Kind: a.Kind, Tool: a.Tool,
+		Destination: a.Host(), Publisher: a.Publisher, Declared: ag.Declared, DeclaredTools: ag.Tools, DeclaredDestinations: ag.Destinations}
+	ctx := rec.Input.Context
+	if st, ok := ctx["responseStatus"].(float64); ok && st >= 400 {
+		o.Error = true
+	}
+	if e, ok := ctx["error"]; ok && e != nil && e != false && e != "" {
+		o.Error = true
+	}
+	if cat, _ := a.Metadata["category"].(string); strings.Contains(cat, "error") {
+		o.Error = true
+	}
+	paused := false
+	for _, r := range rec.Decision.ReasonCodes {
+		if r == rules.ReasonAgentPaused {
+			paused = true
+		}
+	}
+	o.Blocked = rec.Decision.Outcome >= rules.RequireApproval && !paused
+	return o, paused && rec.Decision.Outcome == rules.Block
+}
+
+// publish records the outputs of one decision on RISK, deduplicated by id
+// so that a redelivery or a rebuild that overlaps the checkpoint writes
+// nothing twice. It retries until it succeeds or ctx ends: the partition
+// does not move on while an output is unrecorded.
+func (p *partition) publish(ctx context.Context, anoms []Anomaly, sc *SessionScore) {
+	for _, a := range anoms {
+		p.retry(ctx, streams.AnomalySubject(a.Tenant, a.AgentID), a.ID, mustJSON(a))
+		p.svc.anomalies.WithLabelValues(a.Type).Inc()
+	}
+	if sc != nil {
+		p.retry(ctx, streams.SessionScoreSubject(sc.Tenant, sc.SessionID), sc.ID, mustJSON(sc))
+		p.svc.scores.Inc()
+	}
+}
+
+func (p *partition) retry(ctx context.Context, subject, id string, data []byte) {
+	delay := 50 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, p.svc.cfg.PublishTimeout)
+		_, err := p.svc.deps.JS.Publish(pctx, subject, data, jetstream.WithMsgID(id))
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		p.log.Warn("risk: publish failed; retrying", slog.String("subject", subject), slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+func (p *partition) saveCheckpoint(ctx context.Context) {
+	p.mu.Lock()
+	seq := p.processed
+	p.mu.Unlock()
+	if seq <= p.saved {
+		return
+	}
+	if _, err := p.svc.checkpoints.Put(ctx, p.checkpointKey(), []byte(strconv.FormatUint(seq, 10))); err != nil {
+		p.log.Warn("risk: checkpoint not saved", slog.String("error", err.Error()))
+		return
+	}
+	p.saved = seq
+}
+
+// profilesRequest asks a partition for a tenant's baselines.
+type profilesRequest struct {
+	Tenant  string `json:"tenant"`
+	AgentID string `json:"agentId,omitempty"`
+}
+
+func (p *partition) onProfiles(m *nats.Msg) {
+	var req profilesRequest
+	if json.Unmarshal(m.Data, &req) != nil || req.Tenant == "" {
+		_ = m.Respond([]byte(`{"error":"bad request"}`))
+		return
+	}
+	p.mu.Lock()
+	out := []Profile{}
+	for _, a := range p.agents {
+		if a.Tenant == req.Tenant && (req.AgentID == "" || a.AgentID == req.AgentID) {
+			out = append(out, profileOf(a, p.svc.cfg.Baseline.Warmup))
+		}
+	}
+	p.mu.Unlock()
+	_ = m.Respond(mustJSON(out))
+}
+
+// onResetRequest records a reset at the point this partition has reached
+// and applies it at once, so that a profile read right after the reset
+// answer shows the empty baseline.
+func (p *partition) onResetRequest(m *nats.Msg) {
+	var r Reset
+	if json.Unmarshal(m.Data, &r) != nil || r.Tenant == "" || r.AgentID == "" || r.ID == "" {
+		_ = m.Respond([]byte(`{"error":"bad request"}`))
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r.PolicySeq = p.processed
+	ctx, cancel := context.WithTimeout(context.Background(), p.svc.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := p.svc.deps.JS.Publish(ctx, streams.BaselineResetSubject(r.Tenant, r.AgentID), mustJSON(r), jetstream.WithMsgID(r.ID)); err != nil {
+		_ = m.Respond(mustJSON(map[string]string{"error": err.Error()}))
+		return
+	}
+	p.addResetLocked(mustJSON(r))
+	p.applyResetsLocked()
+	_ = m.Respond(mustJSON(r))
+}
