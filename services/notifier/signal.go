@@ -1,0 +1,208 @@
+package notifier
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// Signal types a channel can subscribe to.
+const (
+	SignalVerdictBlock      = "verdict.block"
+	SignalVerdictWarn       = "verdict.warn"
+	SignalVerdictApproval   = "verdict.require_approval"
+	SignalApprovalRequested = "approval.requested"
+	SignalApprovalResolved  = "approval.resolved"
+	SignalApprovalExpired   = "approval.expired"
+	SignalApprovalRerouted  = "approval.rerouted"
+	SignalAnomaly           = "anomaly"
+	SignalRiskHigh          = "risk.high"
+	// SignalTest is what POST …/:id/test sends; no channel subscribes to it.
+	SignalTest = "notification.test"
+)
+
+// SignalTypes lists every type a channel may name, in documentation order.
+var SignalTypes = []string{
+	SignalVerdictBlock, SignalVerdictWarn, SignalVerdictApproval,
+	SignalApprovalRequested, SignalApprovalResolved, SignalApprovalExpired, SignalApprovalRerouted,
+	SignalAnomaly, SignalRiskHigh,
+}
+
+// Severities in increasing order; a channel's minimum filters signals below it.
+var severities = []string{"info", "low", "medium", "high", "critical"}
+
+func severityRank(s string) int {
+	for i, v := range severities {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// Signal is one notable thing, normalised from the POLICY, GUARDIAN and
+// RISK streams. Its JSON is the body of a generic webhook delivery.
+type Signal struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	Tenant     string    `json:"tenant"`
+	Severity   string    `json:"severity"`
+	Summary    string    `json:"summary"`
+	AgentID    string    `json:"agentId,omitempty"`
+	SessionID  string    `json:"sessionId,omitempty"`
+	OccurredAt time.Time `json:"timestamp"`
+	// Group ties signals about the same subject (an approval's request and
+	// its resolution): PagerDuty's dedup key.
+	Group string `json:"group"`
+	// Resolves marks a signal that closes its group's incident.
+	Resolves bool `json:"resolves,omitempty"`
+	// Data is the source record as its producer wrote it.
+	Data json.RawMessage `json:"data"`
+}
+
+// decodeSignal turns one source-stream message into a signal. ok is false
+// for records that are not notable (an allow decision, a low risk score);
+// an error means the record cannot be decoded and never will.
+func decodeSignal(m jetstream.Msg) (Signal, bool, error) {
+	subj := m.Subject()
+	switch {
+	case strings.HasPrefix(subj, "policy.v1."+streams.DecisionRecorded+"."):
+		return fromDecision(m.Data())
+	case strings.HasPrefix(subj, "guardian.v1."+streams.ApprovalChanged+"."):
+		meta, err := m.Metadata()
+		if err != nil {
+			return Signal{}, false, err
+		}
+		return fromApproval(m.Data(), meta.Sequence.Stream)
+	case strings.HasPrefix(subj, "risk.v1."+streams.AnomalyDetected+"."):
+		return fromRisk(m.Data(), SignalAnomaly)
+	case strings.HasPrefix(subj, "risk.v1."+streams.SessionScored+"."):
+		return fromRisk(m.Data(), SignalRiskHigh)
+	}
+	return Signal{}, false, nil
+}
+
+func fromDecision(data []byte) (Signal, bool, error) {
+	var r policy.DecisionRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Signal{}, false, fmt.Errorf("decode decision: %w", err)
+	}
+	var typ, sev string
+	switch r.Decision.Outcome {
+	case policy.Block:
+		typ, sev = SignalVerdictBlock, "high"
+	case policy.Warn:
+		typ, sev = SignalVerdictWarn, "medium"
+	case policy.RequireApproval:
+		typ, sev = SignalVerdictApproval, "medium"
+	default:
+		return Signal{}, false, nil
+	}
+	what := describeAction(r.Input.Action)
+	summary := fmt.Sprintf("%s: agent %s %s", r.Decision.Outcome, r.AgentID, what)
+	if len(r.Decision.ReasonCodes) > 0 {
+		summary += " (" + strings.Join(r.Decision.ReasonCodes, ", ") + ")"
+	}
+	return Signal{
+		ID: "sig_" + r.ID, Type: typ, Tenant: r.Tenant, Severity: sev, Summary: summary,
+		AgentID: r.AgentID, SessionID: r.SessionID, OccurredAt: r.At, Group: r.ID, Data: data,
+	}, true, nil
+}
+
+func describeAction(a policy.Action) string {
+	var parts []string
+	for _, p := range []struct{ k, v string }{{"", a.Kind}, {"tool ", a.Tool}, {"→ ", a.Target}} {
+		if p.v != "" {
+			parts = append(parts, p.k+p.v)
+		}
+	}
+	if len(parts) == 0 {
+		return "acted"
+	}
+	return strings.Join(parts, " ")
+}
+
+func fromApproval(data []byte, seq uint64) (Signal, bool, error) {
+	var ch approval.Change
+	if err := json.Unmarshal(data, &ch); err != nil {
+		return Signal{}, false, fmt.Errorf("decode approval: %w", err)
+	}
+	a := ch.Action
+	s := Signal{
+		Tenant: a.Tenant, AgentID: a.AgentID, SessionID: a.SessionID, OccurredAt: ch.At, Group: a.ID, Data: data,
+		// The stream sequence makes each change its own signal (an action
+		// can be rerouted twice) and is stable across redelivery.
+		ID: "sig_" + a.ID + "_" + ch.Op + "_" + strconv.FormatUint(seq, 10),
+	}
+	what := describeAction(a.Action)
+	switch ch.Op {
+	case approval.OpRequested:
+		s.Type, s.Severity = SignalApprovalRequested, "medium"
+		if a.Priority == "high" || a.Priority == "critical" {
+			s.Severity = "high"
+		}
+		s.Summary = fmt.Sprintf("Approval needed: agent %s %s", a.AgentID, what)
+	case approval.OpResolved:
+		s.Type, s.Severity, s.Resolves = SignalApprovalResolved, "info", true
+		s.Summary = fmt.Sprintf("Approval %s by %s: agent %s %s", a.Status, a.DecidedBy, a.AgentID, what)
+	case approval.OpExpired:
+		s.Type, s.Severity, s.Resolves = SignalApprovalExpired, "low", true
+		s.Summary = fmt.Sprintf("Approval expired (%s): agent %s %s", a.Outcome(), a.AgentID, what)
+	case approval.OpRerouted:
+		s.Type, s.Severity = SignalApprovalRerouted, "info"
+		s.Summary = fmt.Sprintf("Approval rerouted to %s: agent %s %s", a.ReviewerGroup, a.AgentID, what)
+	default:
+		return Signal{}, false, nil
+	}
+	return s, true, nil
+}
+
+// riskRecord holds only the fields pkg/streams documents as the RISK
+// contract; the risk service may add others.
+type riskRecord struct {
+	ID         string    `json:"id"`
+	Tenant     string    `json:"tenant"`
+	AgentID    string    `json:"agentId"`
+	SessionID  string    `json:"sessionId"`
+	Severity   string    `json:"severity"`
+	Summary    string    `json:"summary"`
+	OccurredAt time.Time `json:"occurredAt"`
+	Score      *float64  `json:"score"`
+}
+
+func fromRisk(data []byte, typ string) (Signal, bool, error) {
+	var r riskRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Signal{}, false, fmt.Errorf("decode risk record: %w", err)
+	}
+	if r.ID == "" || r.Tenant == "" {
+		return Signal{}, false, fmt.Errorf("risk record lacks id or tenant")
+	}
+	sev := strings.ToLower(r.Severity)
+	if severityRank(sev) < 0 {
+		sev = "medium"
+	}
+	if typ == SignalRiskHigh && severityRank(sev) < severityRank("high") {
+		return Signal{}, false, nil
+	}
+	summary := r.Summary
+	if summary == "" {
+		summary = fmt.Sprintf("%s for agent %s", typ, r.AgentID)
+	}
+	group := r.ID
+	if typ == SignalRiskHigh && r.SessionID != "" {
+		group = "risk_" + r.SessionID
+	}
+	return Signal{
+		ID: "sig_" + r.ID, Type: typ, Tenant: r.Tenant, Severity: sev, Summary: summary,
+		AgentID: r.AgentID, SessionID: r.SessionID, OccurredAt: r.OccurredAt, Group: group, Data: data,
+	}, true, nil
+}
