@@ -1,0 +1,148 @@
+// Package evidence is the part of the ledger an auditor needs without a
+// server: the canonical form of a ledger record and its leaf hash, the
+// checkpoint key and signed-note checkpoints (C2SP tlog-checkpoint), and
+// the evidence bundle with its offline verifier. It depends on no NATS or
+// ClickHouse code, so `vigil verify` runs anywhere.
+package evidence
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/transparency-dev/merkle/rfc6962"
+)
+
+// Record kinds: which stream a ledger record came from.
+const (
+	KindEvent    = "event"    // an accepted agent event (INGEST)
+	KindDecision = "decision" // a policy decision (POLICY)
+	KindControl  = "control"  // a control-plane change (CONTROL)
+	KindApproval = "approval" // a pending-action change (GUARDIAN)
+)
+
+// FormatVersion is the version of the canonical envelope ("v").
+const FormatVersion = 1
+
+// Envelope is a ledger record before canonicalisation. ID is the record's
+// stable identity (an event id, a decision id, or the source stream
+// sequence for control and approval changes); the ledger appends exactly
+// one leaf per (tenant, kind, id).
+type Envelope struct {
+	Kind    string          `json:"kind"`
+	Tenant  string          `json:"tenant"`
+	ID      string          `json:"id"`
+	Session string          `json:"session"`
+	Record  json.RawMessage `json:"record"`
+}
+
+// Key is the envelope's dedupe key within its tenant's log: "kind:id".
+func (e Envelope) Key() string { return e.Kind + ":" + e.ID }
+
+// Canonical returns the canonical bytes of the envelope: the JSON object
+// {"id","kind","record","session","tenant","v"} with every object's keys
+// sorted by byte value at every depth, no insignificant whitespace,
+// numbers exactly as written, and strings escaped as Go's encoding/json
+// does without HTML escaping. Canonicalising canonical bytes is the
+// identity, so a verifier can recompute them from a parsed record.
+func (e Envelope) Canonical() ([]byte, error) {
+	if e.Kind == "" || e.Tenant == "" || e.ID == "" {
+		return nil, errors.New("evidence: envelope needs kind, tenant and id")
+	}
+	rec, err := decode(e.Record)
+	if err != nil {
+		return nil, fmt.Errorf("evidence: record of %s: %w", e.Key(), err)
+	}
+	return encode(map[string]any{
+		"v": json.Number(fmt.Sprint(FormatVersion)), "kind": e.Kind, "tenant": e.Tenant,
+		"id": e.ID, "session": e.Session, "record": rec,
+	})
+}
+
+// Canonicalize rewrites any JSON value in the canonical form.
+func Canonicalize(data []byte) ([]byte, error) {
+	v, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return encode(v)
+}
+
+// ParseCanonical decodes canonical bytes back into an envelope, checking
+// that they are canonical.
+func ParseCanonical(data []byte) (Envelope, error) {
+	var raw struct {
+		V       json.Number     `json:"v"`
+		Kind    string          `json:"kind"`
+		Tenant  string          `json:"tenant"`
+		ID      string          `json:"id"`
+		Session string          `json:"session"`
+		Record  json.RawMessage `json:"record"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Envelope{}, fmt.Errorf("evidence: record is not a JSON object: %w", err)
+	}
+	if raw.V.String() != fmt.Sprint(FormatVersion) {
+		return Envelope{}, fmt.Errorf("evidence: unsupported record format v=%q", raw.V)
+	}
+	e := Envelope{Kind: raw.Kind, Tenant: raw.Tenant, ID: raw.ID, Session: raw.Session, Record: raw.Record}
+	c, err := e.Canonical()
+	if err != nil {
+		return Envelope{}, err
+	}
+	if !bytes.Equal(c, data) {
+		return Envelope{}, errors.New("evidence: record bytes are not in canonical form")
+	}
+	return e, nil
+}
+
+func decode(data []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if d.More() {
+		return nil, errors.New("trailing data after JSON value")
+	}
+	return v, nil
+}
+
+func encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // maps are written with sorted keys
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// RecordDigest is SHA-256 of a record's canonical bytes: the leaf data.
+func RecordDigest(canonical []byte) []byte {
+	d := sha256.Sum256(canonical)
+	return d[:]
+}
+
+// LeafHash is the RFC 6962 leaf hash of the record digest,
+// SHA-256(0x00 || SHA-256(canonical)).
+func LeafHash(canonical []byte) []byte {
+	return rfc6962.DefaultHasher.HashLeaf(RecordDigest(canonical))
+}
+
+// HashString renders a hash as "sha256:<hex>", the KLA proof notation.
+func HashString(h []byte) string { return "sha256:" + hex.EncodeToString(h) }
+
+// ParseHash reverses HashString (the prefix is optional).
+func ParseHash(s string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.TrimPrefix(s, "sha256:"))
+	if err != nil || len(b) != sha256.Size {
+		return nil, fmt.Errorf("%q is not a sha256 hash", s)
+	}
+	return b, nil
+}

@@ -1,0 +1,465 @@
+// Package ledger is Vigil's tamper-evident ledger. It seals every
+// accepted event, decision, control-plane change and approval change into
+// a per-tenant RFC 6962 Merkle log (transparency-dev/merkle), integrates
+// records in batches, signs a C2SP checkpoint after every batch and
+// publishes it on the LEDGER stream, and serves inclusion and consistency
+// proofs and self-contained evidence bundles that anyone can check
+// offline (package evidence).
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/services/ledger/evidence"
+	"github.com/vigilhq/vigil/services/ledger/migrations"
+)
+
+// Config tunes the ledger.
+type Config struct {
+	Streams streams.Options
+	// Origin prefixes every tenant log's origin ("<Origin>/<tenant>") and
+	// names the checkpoint key. It must not change once checkpoints exist.
+	Origin string
+	// Seed is the ledger's 32-byte Ed25519 seed (evidence.DeriveSeed of
+	// the deployment signing seed).
+	Seed []byte
+	// MaxBatch and Linger bound a batch: it is integrated and
+	// checkpointed when it holds MaxBatch records or Linger after its
+	// first record, whichever comes first.
+	MaxBatch int
+	Linger   time.Duration
+	// TileCache is how many tiles are kept in memory for proofs.
+	TileCache int
+}
+
+// DefaultConfig returns defaults; Seed must still be set.
+func DefaultConfig() Config {
+	return Config{Streams: streams.DefaultOptions, Origin: "vigil.local/ledger", MaxBatch: 4000, Linger: 200 * time.Millisecond, TileCache: 8192}
+}
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Seed) != 32 {
+		errs = append(errs, errors.New("ledger: Seed must be 32 bytes"))
+	}
+	if c.Origin == "" {
+		errs = append(errs, errors.New("ledger: Origin is required"))
+	}
+	if c.MaxBatch <= 0 || c.Linger <= 0 || c.Linger > time.Second {
+		errs = append(errs, errors.New("ledger: MaxBatch must be positive and Linger in (0, 1s]"))
+	}
+	if c.TileCache <= 0 {
+		errs = append(errs, errors.New("ledger: TileCache must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the ledger's collaborators.
+type Deps struct {
+	JS         jetstream.JetStream
+	CH         driver.Conn
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Service is the ledger.
+type Service struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	keys  evidence.Keys
+	store store
+
+	// loadMu serialises loading a tenant's state; mu guards logs.
+	loadMu sync.Mutex
+	mu     sync.RWMutex
+	logs   map[string]*logState
+
+	tileMu sync.Mutex
+	tiles  map[tenantTile][]byte
+
+	version uint64 // last row version written (integrator only)
+
+	leaves    *prometheus.CounterVec
+	batchDur  prometheus.Histogram
+	treeSize  *prometheus.GaugeVec
+	published prometheus.Counter
+}
+
+type tenantTile struct {
+	tenant string
+	id     tileID
+}
+
+// New validates cfg and deps.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.JS == nil || deps.CH == nil || deps.Log == nil || deps.Registerer == nil {
+		return nil, errors.New("ledger: JS, CH, Log and Registerer are required")
+	}
+	keys, err := evidence.NewKeys(cfg.Seed, cfg.Origin)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ledger")), keys: keys, store: store{ch: deps.CH},
+		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{},
+		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_ledger_leaves_total", Help: "Records appended to tenant logs, by kind.",
+		}, []string{"kind"}),
+		batchDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vigil_ledger_batch_seconds", Help: "Time to integrate, store and checkpoint one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		treeSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vigil_ledger_tree_size", Help: "Size of each tenant's log at its latest checkpoint.",
+		}, []string{"tenant"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_ledger_checkpoints_total", Help: "Checkpoints signed and committed.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{s.leaves, s.batchDur, s.treeSize, s.published} {
+		if err := deps.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("ledger metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// VerifierKey is the note verifier key of the ledger's checkpoints.
+func (s *Service) VerifierKey() string { return s.keys.VerifierKey }
+
+// Origin is the origin line of a tenant's checkpoints.
+func (s *Service) Origin(tenant string) string { return s.cfg.Origin + "/" + tenant }
+
+// EnsureStreams creates or updates LEDGER, the stream the ledger owns.
+func (s *Service) EnsureStreams(ctx context.Context) error {
+	return natsx.EnsureStreams(ctx, s.deps.JS, streams.LedgerConfig(s.cfg.Streams))
+}
+
+// Migrate applies the ledger's ClickHouse migrations.
+func (s *Service) Migrate(ctx context.Context) error {
+	_, err := chx.Migrate(ctx, s.deps.CH, migrations.FS, "ledger")
+	return err
+}
+
+// state returns a tenant's committed log, loading it once.
+func (s *Service) state(ctx context.Context, tenant string) (*logState, error) {
+	s.mu.RLock()
+	st, ok := s.logs[tenant]
+	s.mu.RUnlock()
+	if ok {
+		return st, nil
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	s.mu.RLock()
+	st, ok = s.logs[tenant]
+	s.mu.RUnlock()
+	if ok {
+		return st, nil
+	}
+	st, err := s.store.load(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.logs[tenant] = st
+	s.mu.Unlock()
+	return st, nil
+}
+
+// forget drops a tenant's cached state so the next use reloads what was
+// committed (after a write whose outcome is unknown).
+func (s *Service) forget(tenant string) {
+	s.mu.Lock()
+	delete(s.logs, tenant)
+	s.mu.Unlock()
+}
+
+// Run seals records from every source stream until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	in := make(chan jetstream.Msg, s.cfg.MaxBatch)
+	var ccs []jetstream.ConsumeContext
+	defer func() {
+		for _, cc := range ccs {
+			cc.Drain()
+			<-cc.Closed()
+		}
+	}()
+	for _, src := range sources {
+		if err := natsx.WaitForStream(ctx, s.deps.JS, src.stream, s.log); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+		cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
+			Durable: src.durable, Description: src.stream + " records → ledger leaves",
+			FilterSubject: src.filter, AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: time.Minute, MaxDeliver: -1, MaxAckPending: 4 * s.cfg.MaxBatch,
+		})
+		if err != nil {
+			return fmt.Errorf("ledger: consumer %s: %w", src.durable, err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			select {
+			case in <- m:
+			case <-ctx.Done():
+			}
+		}, jetstream.PullMaxMessages(s.cfg.MaxBatch))
+		if err != nil {
+			return fmt.Errorf("ledger: consume %s: %w", src.stream, err)
+		}
+		ccs = append(ccs, cc)
+	}
+	s.log.Info("ledger sealing", slog.String("origin", s.cfg.Origin))
+	batch := make([]jetstream.Msg, 0, s.cfg.MaxBatch)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	backoff := 100 * time.Millisecond
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		for {
+			err := s.integrate(context.WithoutCancel(ctx), batch)
+			if err == nil {
+				backoff = 100 * time.Millisecond
+				break
+			}
+			s.log.Warn("ledger batch failed; retrying", slog.Int("records", len(batch)), slog.String("error", err.Error()))
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				for _, m := range batch {
+					_ = m.Nak()
+				}
+				batch = batch[:0]
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case m := <-in:
+			if len(batch) == 0 {
+				timer.Reset(s.cfg.Linger)
+			}
+			batch = append(batch, m)
+			if len(batch) >= s.cfg.MaxBatch {
+				timer.Stop()
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		case <-ctx.Done():
+			timer.Stop()
+			// Integrate what was already taken in, then stop.
+		drain:
+			for {
+				select {
+				case m := <-in:
+					batch = append(batch, m)
+				default:
+					break drain
+				}
+			}
+			flush()
+			return nil
+		}
+	}
+}
+
+// pending is one record on its way into a log.
+type pending struct {
+	env  evidence.Envelope
+	row  leafRow
+	rank int
+}
+
+// integrate appends a batch of messages to their tenants' logs and acks
+// them once every touched log's checkpoint is committed.
+func (s *Service) integrate(ctx context.Context, msgs []jetstream.Msg) error {
+	start := time.Now()
+	byTenant := map[string][]pending{}
+	var ok []jetstream.Msg
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			_ = m.TermWithReason("no metadata")
+			continue
+		}
+		p, err := s.prepare(source{stream: meta.Stream, subject: m.Subject(), seq: meta.Sequence.Stream, data: m.Data()})
+		if err != nil {
+			s.log.Error("ledger: unsealable record", slog.String("subject", m.Subject()), slog.Uint64("seq", meta.Sequence.Stream), slog.String("error", err.Error()))
+			_ = m.TermWithReason("unsealable record: " + err.Error())
+			continue
+		}
+		byTenant[p.env.Tenant] = append(byTenant[p.env.Tenant], p)
+		ok = append(ok, m)
+	}
+	tenants := make([]string, 0, len(byTenant))
+	for t := range byTenant {
+		tenants = append(tenants, t)
+	}
+	slices.Sort(tenants)
+	for _, t := range tenants {
+		if err := s.appendTenant(ctx, t, byTenant[t], start); err != nil {
+			return err
+		}
+	}
+	for _, m := range ok {
+		_ = m.Ack()
+	}
+	s.batchDur.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// prepare computes a message's record, canonical bytes and leaf hash.
+func (s *Service) prepare(m source) (pending, error) {
+	env, err := envelopeOf(m)
+	if err != nil {
+		return pending{}, err
+	}
+	canon, err := env.Canonical()
+	if err != nil {
+		return pending{}, err
+	}
+	return pending{env: env, rank: streamRank(m.stream), row: leafRow{
+		key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, canonical: canon,
+		leaf: evidence.LeafHash(canon), stream: m.stream, seq: m.seq,
+	}}, nil
+}
+
+// appendTenant integrates one tenant's records: dedupe against what the
+// log already holds, append in (stream, sequence) order, store, sign.
+func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending, now time.Time) error {
+	cur, err := s.state(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	slices.SortStableFunc(ps, func(a, b pending) int {
+		if a.rank != b.rank {
+			return a.rank - b.rank
+		}
+		return cmpU64(a.row.seq, b.row.seq)
+	})
+	keys := make([]string, 0, len(ps))
+	seen := make(map[string]bool, len(ps))
+	fresh := ps[:0:0]
+	for _, p := range ps {
+		if seen[p.row.key] {
+			continue // the same record twice in one batch
+		}
+		seen[p.row.key] = true
+		keys = append(keys, p.row.key)
+		fresh = append(fresh, p)
+	}
+	have, err := s.store.lookup(ctx, tenant, cur.size, keys)
+	if err != nil {
+		return err
+	}
+	if len(have) > 0 {
+		kept := fresh[:0]
+		for _, p := range fresh {
+			if len(have[p.row.key]) == 0 {
+				kept = append(kept, p)
+			}
+		}
+		fresh = kept
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	next, err := cur.clone()
+	if err != nil {
+		return err
+	}
+	rows := make([]leafRow, len(fresh))
+	hashes := make([][]byte, len(fresh))
+	for i, p := range fresh {
+		p.row.idx = cur.size + uint64(i)
+		p.row.atMS = now.UnixMilli()
+		rows[i], hashes[i] = p.row, p.row.leaf
+	}
+	tiles, err := next.appendLeaves(hashes)
+	if err != nil {
+		return err
+	}
+	if next.checkpoint, err = evidence.SignCheckpoint(s.keys.Signer, s.Origin(tenant), next.size, next.root); err != nil {
+		return err
+	}
+	s.version = max(s.version+1, uint64(time.Now().UnixNano()))
+	if err := s.store.writeBatch(ctx, tenant, s.version, rows, tiles, next); err != nil {
+		s.forget(tenant) // the checkpoint may or may not have landed
+		return err
+	}
+	s.mu.Lock()
+	s.logs[tenant] = next
+	s.mu.Unlock()
+	s.cacheTiles(tenant, tiles)
+	for _, r := range rows {
+		s.leaves.WithLabelValues(r.kind).Inc()
+	}
+	s.treeSize.WithLabelValues(tenant).Set(float64(next.size))
+	s.published.Inc()
+	s.publish(ctx, tenant, next)
+	return nil
+}
+
+// CheckpointMsg is the payload of a checkpoint on the LEDGER stream.
+type CheckpointMsg struct {
+	Tenant     string    `json:"tenant"`
+	Origin     string    `json:"origin"`
+	TreeSize   uint64    `json:"treeSize"`
+	RootHash   string    `json:"rootHash"`
+	Checkpoint string    `json:"checkpoint"`
+	At         time.Time `json:"at"`
+}
+
+// publish announces a committed checkpoint. The checkpoint is already
+// durable in ClickHouse, so a failed publish is logged, not retried: the
+// next batch publishes a newer one.
+func (s *Service) publish(ctx context.Context, tenant string, st *logState) {
+	data, _ := json.Marshal(CheckpointMsg{Tenant: tenant, Origin: s.Origin(tenant), TreeSize: st.size,
+		RootHash: evidence.HashString(st.root), Checkpoint: string(st.checkpoint), At: time.Now().UTC()})
+	m := nats.NewMsg(streams.CheckpointSubject(tenant))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s/%d", tenant, st.size))
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.deps.JS.PublishMsg(pctx, m); err != nil {
+		s.log.Warn("ledger: publish checkpoint", slog.String("tenant", tenant), slog.Uint64("size", st.size), slog.String("error", err.Error()))
+	}
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

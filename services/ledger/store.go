@@ -1,0 +1,289 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/vigilhq/vigil/services/ledger/evidence"
+)
+
+// leafRow is one integrated record.
+type leafRow struct {
+	idx       uint64
+	key       string
+	kind      string
+	id        string
+	session   string
+	leaf      []byte
+	canonical []byte
+	stream    string
+	seq       uint64
+	atMS      int64
+}
+
+// store reads and writes the ledger's ClickHouse tables. Writes of a
+// batch go leaves → lookups → tiles → checkpoint; the checkpoint row is
+// the commit point. Rows a crashed batch left past the committed size
+// are never read (every read is bounded by the committed size) and are
+// replaced, by version, when the log grows over them.
+type store struct{ ch driver.Conn }
+
+func (st store) insert(ctx context.Context, query string, rows [][]any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	b, err := st.ch.PrepareBatch(ctx, query)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if err := b.Append(r...); err != nil {
+			_ = b.Abort()
+			return err
+		}
+	}
+	return b.Send()
+}
+
+func (st store) writeBatch(ctx context.Context, tenant string, version uint64, leaves []leafRow, tiles map[tileID][]byte, ns *logState) error {
+	lrows := make([][]any, 0, len(leaves))
+	krows := make([][]any, 0, 2*len(leaves))
+	for _, l := range leaves {
+		lrows = append(lrows, []any{tenant, l.idx, l.key, l.kind, l.id, l.session, hex.EncodeToString(l.leaf), string(l.canonical), l.stream, l.seq, l.atMS, version})
+		krows = append(krows, []any{tenant, l.key, l.idx, version})
+		if l.session != "" {
+			krows = append(krows, []any{tenant, "session:" + l.session, l.idx, version})
+		}
+	}
+	if err := st.insert(ctx, "INSERT INTO ledger_leaves (tenant_id, idx, record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version)", lrows); err != nil {
+		return fmt.Errorf("ledger: write leaves: %w", err)
+	}
+	if err := st.insert(ctx, "INSERT INTO ledger_lookup (tenant_id, lookup_key, idx, version)", krows); err != nil {
+		return fmt.Errorf("ledger: write lookups: %w", err)
+	}
+	trows := make([][]any, 0, len(tiles))
+	for id, h := range tiles {
+		trows = append(trows, []any{tenant, uint8(id.level), id.index, string(h), version})
+	}
+	if err := st.insert(ctx, "INSERT INTO ledger_tiles (tenant_id, level, idx, hashes, version)", trows); err != nil {
+		return fmt.Errorf("ledger: write tiles: %w", err)
+	}
+	var rh []byte
+	for _, h := range ns.rng.Hashes() {
+		rh = append(rh, h...)
+	}
+	if err := st.insert(ctx, "INSERT INTO ledger_checkpoints (tenant_id, tree_size, root_hash, note, range_hashes, at_ms, version)",
+		[][]any{{tenant, ns.size, hex.EncodeToString(ns.root), string(ns.checkpoint), string(rh), leaves[len(leaves)-1].atMS, version}}); err != nil {
+		return fmt.Errorf("ledger: write checkpoint: %w", err)
+	}
+	return nil
+}
+
+// load reads a tenant's latest committed state, or an empty log.
+func (st store) load(ctx context.Context, tenant string) (*logState, error) {
+	rows, err := st.ch.Query(ctx, "SELECT tree_size, root_hash, note, range_hashes FROM ledger_checkpoints WHERE tenant_id = ? ORDER BY tree_size DESC, version DESC LIMIT 1", tenant)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read checkpoint: %w", err)
+	}
+	defer rows.Close()
+	s := emptyState(tenant)
+	if !rows.Next() {
+		return s, rows.Err()
+	}
+	var size uint64
+	var root, note, rh string
+	if err := rows.Scan(&size, &root, &note, &rh); err != nil {
+		return nil, fmt.Errorf("ledger: read checkpoint: %w", err)
+	}
+	if len(rh)%hashSize != 0 {
+		return nil, fmt.Errorf("ledger: checkpoint %s/%d has a corrupt range", tenant, size)
+	}
+	hashes := make([][]byte, 0, len(rh)/hashSize)
+	for i := 0; i < len(rh); i += hashSize {
+		hashes = append(hashes, []byte(rh[i:i+hashSize]))
+	}
+	if s.rng, err = factory.NewRange(0, size, hashes); err != nil {
+		return nil, fmt.Errorf("ledger: checkpoint %s/%d: %w", tenant, size, err)
+	}
+	got, err := s.rng.GetRootHash(nil)
+	if err != nil {
+		return nil, err
+	}
+	if s.root, err = hex.DecodeString(root); err != nil || !bytes.Equal(got, s.root) {
+		return nil, fmt.Errorf("ledger: checkpoint %s/%d: stored range does not match its root", tenant, size)
+	}
+	s.size, s.checkpoint = size, []byte(note)
+	// The right edge of every tile level, for the next appends.
+	need := map[tileID]int{}
+	for lvl := uint(0); size>>(lvl*TileHeight) > 0; lvl++ {
+		n := size >> (lvl * TileHeight)
+		if pos := int(n % TileWidth); pos > 0 {
+			need[tileID{level: lvl, index: n / TileWidth}] = pos
+		} else {
+			s.edges[lvl] = nil
+		}
+	}
+	tiles, err := st.tiles(ctx, tenant, need)
+	if err != nil {
+		return nil, err
+	}
+	for id, n := range need {
+		t := tiles[id]
+		if len(t) < n*hashSize {
+			return nil, fmt.Errorf("ledger: tile %d/%d of %s is missing hashes", id.level, id.index, tenant)
+		}
+		s.edges[id.level] = append(make([]byte, 0, TileWidth*hashSize), t[:n*hashSize]...)
+	}
+	return s, nil
+}
+
+// tiles reads the latest version of each tile in need.
+func (st store) tiles(ctx context.Context, tenant string, need map[tileID]int) (map[tileID][]byte, error) {
+	out := make(map[tileID][]byte, len(need))
+	if len(need) == 0 {
+		return out, nil
+	}
+	byLevel := map[uint][]uint64{}
+	for id := range need {
+		byLevel[id.level] = append(byLevel[id.level], id.index)
+	}
+	var conds []string
+	var args []any
+	args = append(args, tenant)
+	for lvl, idxs := range byLevel {
+		conds = append(conds, "(level = ? AND idx IN ?)")
+		args = append(args, uint8(lvl), set(idxs))
+	}
+	q := "SELECT level, idx, argMax(hashes, version) FROM ledger_tiles WHERE tenant_id = ? AND (" + strings.Join(conds, " OR ") + ") GROUP BY level, idx"
+	rows, err := st.ch.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read tiles: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var lvl uint8
+		var idx uint64
+		var h string
+		if err := rows.Scan(&lvl, &idx, &h); err != nil {
+			return nil, fmt.Errorf("ledger: read tiles: %w", err)
+		}
+		out[tileID{level: uint(lvl), index: idx}] = []byte(h)
+	}
+	return out, rows.Err()
+}
+
+// lookup finds the committed leaves (index < size) filed under keys
+// ("event:<id>", "decision:<id>", "session:<id>", …). A lookup row is
+// trusted only if the leaf at its index still names the key: a row left
+// by a batch that never committed may point at a leaf that later went to
+// another record.
+func (st store) lookup(ctx context.Context, tenant string, size uint64, keys []string) (map[string][]uint64, error) {
+	out := map[string][]uint64{}
+	if len(keys) == 0 || size == 0 {
+		return out, nil
+	}
+	rows, err := st.ch.Query(ctx, "SELECT DISTINCT lookup_key, idx FROM ledger_lookup WHERE tenant_id = ? AND lookup_key IN ? AND idx < ?", tenant, set(keys), size)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: lookup: %w", err)
+	}
+	cand := map[uint64][]string{}
+	var idxs []uint64
+	for rows.Next() {
+		var k string
+		var i uint64
+		if err := rows.Scan(&k, &i); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: lookup: %w", err)
+		}
+		if _, ok := cand[i]; !ok {
+			idxs = append(idxs, i)
+		}
+		cand[i] = append(cand[i], k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: lookup: %w", err)
+	}
+	if len(idxs) == 0 {
+		return out, nil
+	}
+	leaves, err := st.leaves(ctx, tenant, idxs)
+	if err != nil {
+		return nil, err
+	}
+	for i, ks := range cand {
+		l, ok := leaves[i]
+		if !ok {
+			continue
+		}
+		for _, k := range ks {
+			if k == l.key || (l.session != "" && k == "session:"+l.session) {
+				out[k] = append(out[k], i)
+			}
+		}
+	}
+	for _, v := range out {
+		sort.Slice(v, func(a, b int) bool { return v[a] < v[b] })
+	}
+	return out, nil
+}
+
+// leaves reads the latest version of the leaves at idxs.
+func (st store) leaves(ctx context.Context, tenant string, idxs []uint64) (map[uint64]leafRow, error) {
+	rows, err := st.ch.Query(ctx, `SELECT idx, argMax(record_key, version), argMax(kind, version), argMax(record_id, version),
+		argMax(session_id, version), argMax(leaf_hash, version), argMax(canonical, version), argMax(integrated_ms, version)
+		FROM ledger_leaves WHERE tenant_id = ? AND idx IN ? GROUP BY idx`, tenant, set(idxs))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read leaves: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[uint64]leafRow, len(idxs))
+	for rows.Next() {
+		var l leafRow
+		var leaf, canon string
+		if err := rows.Scan(&l.idx, &l.key, &l.kind, &l.id, &l.session, &leaf, &canon, &l.atMS); err != nil {
+			return nil, fmt.Errorf("ledger: read leaves: %w", err)
+		}
+		l.leaf, _ = hex.DecodeString(leaf)
+		l.canonical = []byte(canon)
+		out[l.idx] = l
+	}
+	return out, rows.Err()
+}
+
+// checkpointAt reads the signed checkpoint of an exact tree size, if one
+// was published.
+func (st store) checkpointAt(ctx context.Context, tenant string, size uint64) ([]byte, error) {
+	rows, err := st.ch.Query(ctx, "SELECT note FROM ledger_checkpoints WHERE tenant_id = ? AND tree_size = ? ORDER BY version DESC LIMIT 1", tenant, size)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read checkpoint: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	var n string
+	if err := rows.Scan(&n); err != nil {
+		return nil, err
+	}
+	return []byte(n), nil
+}
+
+// set binds values as a ClickHouse tuple for IN.
+func set[T any](xs []T) clickhouse.GroupSet {
+	v := make([]any, len(xs))
+	for i, x := range xs {
+		v[i] = x
+	}
+	return clickhouse.GroupSet{Value: v}
+}
+
+// leafHashOf is a helper for tests and audit: a hex leaf hash.
+func leafHashOf(canonical []byte) string { return hex.EncodeToString(evidence.LeafHash(canonical)) }
