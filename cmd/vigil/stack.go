@@ -27,6 +27,7 @@ import (
 	"github.com/vigilhq/vigil/services/guardian"
 	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
+	"github.com/vigilhq/vigil/services/risk"
 )
 
 // StackConfig configures an all-in-one Vigil: what `vigil dev` runs, and
@@ -63,6 +64,7 @@ type Stack struct {
 	API     *api.Service
 	Policy  *policysvc.Service
 	Guard   *guardian.Service
+	Risk    *risk.Service
 	Board   *approval.Board
 	// BootstrapKey is the owner key created on first start, or "".
 	BootstrapKey string
