@@ -81,6 +81,10 @@ func (s *Service) pageSessions(c echo.Context, f sessions.Filter) error {
 	if err != nil {
 		return err
 	}
+	withRisk, withPolicy, err := includes(c)
+	if err != nil {
+		return err
+	}
 	var cur *sessions.SessionCursor
 	if c.QueryParam("cursor") != "" {
 		cur = &sessions.SessionCursor{}
@@ -97,6 +101,9 @@ func (s *Service) pageSessions(c echo.Context, f sessions.Filter) error {
 	var next any
 	if more {
 		next = sessions.NextCursor(page)
+	}
+	if withRisk || withPolicy {
+		return s.includePage(c, page, more, next, withRisk, withPolicy)
 	}
 	return c.JSON(http.StatusOK, httpkit.NewPage(page, more, next))
 }
