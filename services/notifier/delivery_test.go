@@ -180,7 +180,9 @@ func TestHungTargetDoesNotDelayOthers(t *testing.T) {
 // TestRestartKeepsPendingRetries: a retry scheduled before a restart is
 // made by the next instance.
 func TestRestartKeepsPendingRetries(t *testing.T) {
-	e := newEnv(t, func(c *notifier.Config) { c.Schedule.InitialInterval, c.Schedule.MaxInterval = time.Second, 2*time.Second })
+	e := newEnv(t, func(c *notifier.Config) {
+		c.Schedule.InitialInterval, c.Schedule.MaxInterval = time.Second, 2*time.Second
+	})
 	rc := newReceiver(t, func(n int, _ *http.Request) int {
 		if n == 1 {
 			return 500
@@ -294,4 +296,3 @@ func TestTestEndpoint(t *testing.T) {
 		t.Fatalf("viewer test: %d", r.status)
 	}
 }
-
