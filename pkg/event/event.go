@@ -44,6 +44,9 @@ type Record struct {
 	Client     Client `json:"client"`
 	// KeyID is the API key that submitted the event, for the audit trail.
 	KeyID string `json:"keyId,omitempty"`
+	// Redactions counts the values ingest replaced with placeholders in
+	// the payload before publishing (see pkg/redact).
+	Redactions int `json:"redactions,omitempty"`
 }
 
 // Limits bounds what a single event may contain.

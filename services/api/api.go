@@ -184,6 +184,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/guardian/pending-actions", s.listPendingActions, ar)
 	g.GET("/guardian/pending-actions/:id", s.getPendingAction, ar)
 	g.POST("/guardian/pending-actions/:id/decide", s.decidePendingAction, ad)
+	s.safetyRoutes(g)
 }
 
 // Run projects agent changes into ClickHouse and registers agents seen in

@@ -68,8 +68,12 @@ func clientInfo(h http.Header) event.Client {
 	}
 }
 
-func (s *Service) message(tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time) (*nats.Msg, error) {
-	data, err := json.Marshal(event.Record{Tenant: tenant, Event: ev, SourceMS: sourceMS, ReceivedMS: now.UnixMilli(), Client: cl, KeyID: keyID})
+func (s *Service) message(ctx context.Context, tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time) (*nats.Msg, error) {
+	n, err := s.redactPayload(ctx, tenant, &ev)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(event.Record{Tenant: tenant, Event: ev, SourceMS: sourceMS, ReceivedMS: now.UnixMilli(), Client: cl, KeyID: keyID, Redactions: n})
 	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
@@ -92,7 +96,7 @@ func (s *Service) postEvent(c echo.Context) error {
 		return err
 	}
 	p := httpkit.Principal(c)
-	m, err := s.message(p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now)
+	m, err := s.message(c.Request().Context(), p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now)
 	if err != nil {
 		return err
 	}
@@ -164,7 +168,7 @@ func (s *Service) postBatch(c echo.Context) error {
 			continue
 		}
 		resp.Results[i].EventID = ev.EventID
-		m, err := s.message(p.Tenant, ev, sourceMS, cl, p.KeyID, now)
+		m, err := s.message(c.Request().Context(), p.Tenant, ev, sourceMS, cl, p.KeyID, now)
 		if err == nil {
 			futures[i], err = s.deps.JS.PublishMsgAsync(m)
 		}

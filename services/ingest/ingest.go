@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
@@ -47,6 +48,10 @@ type Config struct {
 	// ProjectorBatch and ProjectorLinger tune the ClickHouse batch writer.
 	ProjectorBatch  int
 	ProjectorLinger time.Duration
+	// RedactionKey (32 bytes or more) keys the placeholders' hashes; the
+	// policy service must use the same one. Empty: the deployment key
+	// generated once in NATS (see control.DeploymentKey).
+	RedactionKey []byte
 }
 
 // DefaultConfig returns production defaults.
@@ -98,6 +103,8 @@ type Service struct {
 
 	accepted   *prometheus.CounterVec
 	publishErr prometheus.Counter
+	// settings holds the tenants' redaction policies; set by EnsureStreams.
+	settings *control.Settings
 }
 
 // New validates cfg and deps and registers metrics.
@@ -137,7 +144,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 
 // EnsureStreams creates or updates INGEST, the stream ingest owns.
 func (s *Service) EnsureStreams(ctx context.Context) error {
-	return natsx.EnsureStreams(ctx, s.deps.JS, streams.IngestConfig(s.cfg.Streams))
+	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.IngestConfig(s.cfg.Streams)); err != nil {
+		return err
+	}
+	return s.startRedaction(ctx)
 }
 
 // Migrate applies ingest's ClickHouse migrations.

@@ -67,6 +67,9 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		// A redelivered event must not be judged twice.
 		msgID = "event:" + req.Tenant + ":" + req.EventID
 	}
+	if err := s.redactDecision(ctx, &rec); err != nil {
+		return rules.DecisionRecord{}, err
+	}
 	if err := s.record(ctx, rec, msgID); err != nil {
 		return rules.DecisionRecord{}, err
 	}

@@ -43,6 +43,9 @@ type Config struct {
 	PublishTimeout time.Duration
 	// EvaluateEvents turns on verdicts for ingested events.
 	EvaluateEvents bool
+	// RedactionKey keys redaction placeholders; it must be ingest's. Empty:
+	// the deployment key generated once in NATS.
+	RedactionKey []byte
 }
 
 // DefaultConfig returns defaults; SigningSeed must still be set.
@@ -81,6 +84,7 @@ type Service struct {
 	signer   *rules.Signer
 	sink     *chx.Sink
 	sessions *sessionStats
+	settings *control.Settings // tenants' redaction (and judge) settings
 
 	mu       sync.Mutex
 	packs    map[string]packEntry // tenant → current pack
@@ -149,7 +153,10 @@ func (s *Service) PublicKey() []byte { return s.signer.PublicKey() }
 
 // EnsureStreams creates or updates POLICY, the stream this service owns.
 func (s *Service) EnsureStreams(ctx context.Context) error {
-	return natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams))
+	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams)); err != nil {
+		return err
+	}
+	return s.startSettings(ctx)
 }
 
 // Migrate applies the policy service's ClickHouse migrations.

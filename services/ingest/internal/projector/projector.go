@@ -21,7 +21,7 @@ const Table = "events"
 var Columns = []string{
 	"tenant_id", "event_id", "agent_id", "session_id", "category", "schema_version",
 	"source_time", "source_ms", "received_ms", "previous_hash", "tool_name", "response_status",
-	"payload", "sdk", "framework", "agent_version", "key_id", "stream_seq",
+	"payload", "sdk", "framework", "agent_version", "key_id", "stream_seq", "redactions",
 }
 
 // Project decodes one INGEST message into its events row.
@@ -43,6 +43,6 @@ func Row(r event.Record, seq uint64) []any {
 	return []any{
 		r.Tenant, r.Event.EventID, r.Event.AgentID, r.Event.SessionID, r.Event.Category, r.Event.SchemaVersion,
 		time.UnixMilli(r.SourceMS).UTC(), r.SourceMS, r.ReceivedMS, r.Event.PreviousHash, a.ToolName, a.ResponseStatus,
-		string(r.Event.Payload), r.Client.SDK, r.Client.Framework, r.Client.AgentVersion, r.KeyID, seq,
+		string(r.Event.Payload), r.Client.SDK, r.Client.Framework, r.Client.AgentVersion, r.KeyID, seq, uint32(r.Redactions),
 	}
 }

@@ -1,0 +1,260 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/redact"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// Settings is the in-memory view of tenant settings on CONTROL that the
+// data path needs: each tenant's compiled redaction policy and its LLM
+// judge configuration (kept as stored, the key sealed). Ingest and policy
+// each keep one, so that redacting an event or a decision never waits on
+// the network.
+type Settings struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+	red *redact.Redactor
+
+	mu        sync.RWMutex
+	redaction map[string]redactionState
+	llm       map[string]json.RawMessage
+	applied   uint64
+	changed   chan struct{}
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+type redactionState struct {
+	rec redact.Record
+	pol *redact.Policy
+}
+
+// NewSettings returns an empty view; Run fills it. red compiles the
+// tenants' redaction policies.
+func NewSettings(js jetstream.JetStream, red *redact.Redactor, log *slog.Logger) *Settings {
+	return &Settings{
+		js: js, log: log, red: red,
+		redaction: map[string]redactionState{}, llm: map[string]json.RawMessage{},
+		changed: make(chan struct{}), ready: make(chan struct{}),
+	}
+}
+
+// Run follows the settings subjects of CONTROL until ctx ends. It returns
+// at once; the view starts once CONTROL exists (its owner, the api, may
+// create it later) and Ready tells when it has caught up.
+func (s *Settings) Run(ctx context.Context) error {
+	go func() {
+		for ctx.Err() == nil {
+			if err := s.follow(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("settings: following CONTROL failed; retrying", slog.String("error", err.Error()))
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			return
+		}
+	}()
+	return nil
+}
+
+func (s *Settings) follow(ctx context.Context) error {
+	if err := natsx.WaitForStream(ctx, s.js, streams.Control, s.log); err != nil {
+		return err
+	}
+	cons, err := s.js.OrderedConsumer(ctx, streams.Control, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{streams.AllRedactionChanges, streams.AllLLMConfigChanges},
+	})
+	if err != nil {
+		return fmt.Errorf("settings: ordered consumer: %w", err)
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		s.markReady()
+	}
+	cc, err := cons.Consume(s.apply)
+	if err != nil {
+		return fmt.Errorf("settings: consume: %w", err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}
+
+func (s *Settings) markReady() { s.readyOnce.Do(func() { close(s.ready) }) }
+
+func (s *Settings) apply(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	subj := m.Subject()
+	s.mu.Lock()
+	switch {
+	case strings.HasPrefix(subj, "control.v1."+streams.RedactionChanged+"."):
+		var r redact.Record
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			s.log.Error("settings: bad redaction record", slog.String("subject", subj), slog.String("error", err.Error()))
+			break
+		}
+		pol, err := s.red.Compile(r.Settings)
+		if err != nil {
+			// Validated before it was stored; keep the previous policy
+			// (or the default, which redacts every class) rather than
+			// redact less.
+			s.log.Error("settings: stored redaction settings do not compile", slog.String("tenant", r.Tenant), slog.String("error", err.Error()))
+			break
+		}
+		r.Revision = meta.Sequence.Stream
+		s.redaction[r.Tenant] = redactionState{rec: r, pol: pol}
+	case strings.HasPrefix(subj, "control.v1."+streams.LLMConfigChanged+"."):
+		var head struct {
+			Tenant string `json:"tenant"`
+		}
+		if err := json.Unmarshal(m.Data(), &head); err != nil || head.Tenant == "" {
+			s.log.Error("settings: bad llm config record", slog.String("subject", subj))
+			break
+		}
+		s.llm[head.Tenant] = append(json.RawMessage(nil), m.Data()...)
+	}
+	if meta.Sequence.Stream > s.applied {
+		s.applied = meta.Sequence.Stream
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+	s.mu.Unlock()
+	if meta.NumPending == 0 {
+		s.markReady()
+	}
+}
+
+// Ready is closed once the view holds every setting stored when Run
+// started.
+func (s *Settings) Ready() <-chan struct{} { return s.ready }
+
+// WaitFor blocks until the view has applied CONTROL sequence seq (a
+// settings write's revision).
+func (s *Settings) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		s.mu.RLock()
+		applied, ch := s.applied, s.changed
+		s.mu.RUnlock()
+		if applied >= seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Redaction returns the tenant's redaction policy, waiting (bounded by
+// ctx) for the view to load first: redacting with a half-loaded view
+// would skip a tenant's own patterns.
+func (s *Settings) Redaction(ctx context.Context, tenant string) (*redact.Policy, error) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("redaction settings are still loading: %w", ctx.Err())
+	}
+	s.mu.RLock()
+	st, ok := s.redaction[tenant]
+	s.mu.RUnlock()
+	if !ok {
+		return s.red.Default(), nil
+	}
+	return st.pol, nil
+}
+
+// LLMConfig returns the tenant's stored judge configuration record.
+func (s *Settings) LLMConfig(tenant string) (json.RawMessage, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.llm[tenant]
+	return r, ok
+}
+
+// Redaction returns a tenant's stored redaction settings (read-your-writes:
+// the last message on its subject), or ErrNotFound.
+func (s *Store) Redaction(ctx context.Context, tenant string) (redact.Record, error) {
+	var r redact.Record
+	seq, err := s.last(ctx, streams.RedactionSubject(tenant), &r)
+	r.Revision = seq
+	return r, err
+}
+
+// PutRedaction stores a tenant's redaction settings (last write wins) and
+// returns the revision.
+func (s *Store) PutRedaction(ctx context.Context, r redact.Record) (uint64, error) {
+	return s.put(ctx, streams.RedactionSubject(r.Tenant), r, nil)
+}
+
+// LLMConfig decodes a tenant's stored judge configuration into v and
+// returns its revision, or ErrNotFound.
+func (s *Store) LLMConfig(ctx context.Context, tenant string, v any) (uint64, error) {
+	return s.last(ctx, streams.LLMConfigSubject(tenant), v)
+}
+
+// PutLLMConfig stores a tenant's judge configuration record v.
+func (s *Store) PutLLMConfig(ctx context.Context, tenant string, v any) (uint64, error) {
+	return s.put(ctx, streams.LLMConfigSubject(tenant), v, nil)
+}
+
+// DeploymentKeysBucket is the KV bucket that holds generated deployment
+// keys when none is configured.
+const DeploymentKeysBucket = "vigil_deployment_keys"
+
+// DeploymentKey returns the deployment-wide 32-byte key called name,
+// generating it on first use. Every replica and restart gets the same key
+// (the first writer wins), which keeps redaction placeholders correlating
+// and sealed secrets readable. It lives in NATS next to the data it
+// protects, so production deployments should configure their keys
+// instead (see docs/redaction.md).
+func DeploymentKey(ctx context.Context, js jetstream.JetStream, name string, replicas int) ([]byte, error) {
+	if replicas < 1 {
+		replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: DeploymentKeysBucket, Description: "Generated deployment keys (redaction, sealing)",
+		History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("deployment keys bucket: %w", err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate deployment key: %w", err)
+	}
+	if _, err := kv.Create(ctx, name, key); err == nil {
+		return key, nil
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("store deployment key %s: %w", name, err)
+	}
+	for range 50 {
+		e, err := kv.Get(ctx, name)
+		if err == nil && len(e.Value()) == 32 {
+			return e.Value(), nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil, fmt.Errorf("deployment key %s is unreadable", name)
+}

@@ -1,0 +1,1 @@
+ALTER TABLE events ADD COLUMN redactions UInt32 DEFAULT 0
