@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -179,6 +181,10 @@ func (st store) tiles(ctx context.Context, tenant string, need map[tileID]int) (
 	return out, rows.Err()
 }
 
+// lookupChunk bounds the ids of one IN list, well under ClickHouse's
+// 256 KiB max_query_size.
+const lookupChunk = 1000
+
 // lookup finds the committed leaves (index < size) filed under keys
 // ("event:<id>", "decision:<id>", "session:<id>", …). A lookup row is
 // trusted only if the leaf at its index still names the key: a row left
@@ -189,34 +195,40 @@ func (st store) lookup(ctx context.Context, tenant string, size uint64, keys []s
 	if len(keys) == 0 || size == 0 {
 		return out, nil
 	}
-	rows, err := st.ch.Query(ctx, "SELECT DISTINCT lookup_key, idx FROM ledger_lookup WHERE tenant_id = ? AND lookup_key IN ? AND idx < ?", tenant, set(keys), size)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: lookup: %w", err)
-	}
 	cand := map[uint64][]string{}
 	var idxs []uint64
-	for rows.Next() {
-		var k string
-		var i uint64
-		if err := rows.Scan(&k, &i); err != nil {
-			rows.Close()
+	for chunk := range slices.Chunk(keys, lookupChunk) {
+		rows, err := st.ch.Query(ctx, "SELECT DISTINCT lookup_key, idx FROM ledger_lookup WHERE tenant_id = ? AND lookup_key IN ? AND idx < ?", tenant, set(chunk), size)
+		if err != nil {
 			return nil, fmt.Errorf("ledger: lookup: %w", err)
 		}
-		if _, ok := cand[i]; !ok {
-			idxs = append(idxs, i)
+		for rows.Next() {
+			var k string
+			var i uint64
+			if err := rows.Scan(&k, &i); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("ledger: lookup: %w", err)
+			}
+			if _, ok := cand[i]; !ok {
+				idxs = append(idxs, i)
+			}
+			cand[i] = append(cand[i], k)
 		}
-		cand[i] = append(cand[i], k)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ledger: lookup: %w", err)
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("ledger: lookup: %w", err)
+		}
 	}
 	if len(idxs) == 0 {
 		return out, nil
 	}
-	leaves, err := st.leaves(ctx, tenant, idxs)
-	if err != nil {
-		return nil, err
+	leaves := make(map[uint64]leafRow, len(idxs))
+	for chunk := range slices.Chunk(idxs, lookupChunk) {
+		got, err := st.leaves(ctx, tenant, chunk)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(leaves, got)
 	}
 	for i, ks := range cand {
 		l, ok := leaves[i]
