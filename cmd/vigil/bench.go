@@ -33,7 +33,6 @@ import (
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
-	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 )
 
@@ -207,7 +206,7 @@ func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir
 	}
 	st, err := StartStack(ctx, StackConfig{
 		DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1,
-		Ingest: ic, API: api.DefaultConfig(), Log: log,
+		Ingest: ic, API: benchAPIConfig(), Log: log,
 	})
 	if err != nil {
 		return nil, err

@@ -19,7 +19,6 @@ import (
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	rules "github.com/vigilhq/vigil/pkg/policy"
-	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 )
 
@@ -82,7 +81,7 @@ stall counts against every request it delays (no coordinated omission).`)
 	defer os.RemoveAll(dir)
 	st, err := StartStack(ctx, StackConfig{
 		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, ClickHouseDSN: *dsn, ClickHouseWait: 10 * time.Second,
-		Ingest: ingest.DefaultConfig(), API: api.DefaultConfig(), Log: log,
+		Ingest: ingest.DefaultConfig(), API: benchAPIConfig(), Log: log,
 	})
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ func controlConfig(cfg StackConfig) jetstream.StreamConfig {
 func runDev(ctx context.Context, args []string) error {
 	fs := config.New("vigil dev", "Run every Vigil service in one process with an embedded NATS server.")
 	common := config.AddCommon(fs)
+	oidcFlags := config.AddOIDC(fs)
 	dataDir := fs.String("data-dir", "VIGIL_DATA_DIR", "./.vigil", "where the embedded NATS server keeps its JetStream store")
 	natsListen := fs.String("nats-listen", "VIGIL_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (the CLI connects here)")
 	chWait := fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", 30*time.Second, "how long to wait for ClickHouse at start")
@@ -58,10 +59,14 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 
+	verifier, err := oidcFlags.Verifier()
+	if err != nil {
+		return err
+	}
 	st, err := StartStack(ctx, StackConfig{
 		DataDir: *dataDir, NATSHost: host, NATSPort: port,
 		ClickHouseDSN: *common.ClickHouseDSN, ClickHouseWait: *chWait,
-		Ingest: ic, API: ac, Policy: pc, Log: log,
+		Ingest: ic, API: ac, Policy: pc, OIDC: verifier, Log: log,
 	})
 	if err != nil {
 		return err

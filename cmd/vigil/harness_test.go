@@ -24,6 +24,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
@@ -79,7 +80,9 @@ type stackOpts struct {
 	// dsn is the ClickHouse DSN the stack uses (required).
 	dsn    string
 	ingest func(*ingest.Config)
+	api    func(*api.Config)
 	policy func(*policysvc.Config)
+	oidc   *oidc.Verifier
 	log    *slog.Logger
 }
 
@@ -110,6 +113,9 @@ func startStack(t *testing.T, o stackOpts) *testStack {
 	if o.ingest != nil {
 		o.ingest(&ic)
 	}
+	if o.api != nil {
+		o.api(&ac)
+	}
 	pc := policysvc.DefaultConfig()
 	pc.SigningSeed = testSigningSeed
 	if o.policy != nil {
@@ -120,7 +126,7 @@ func startStack(t *testing.T, o stackOpts) *testStack {
 	st, err := StartStack(ctx, StackConfig{
 		DataDir: o.dataDir, NATSHost: "127.0.0.1", NATSPort: -1,
 		ClickHouseDSN: o.dsn, ClickHouseWait: 20 * time.Second,
-		Ingest: ic, API: ac, Policy: pc, Log: o.log,
+		Ingest: ic, API: ac, Policy: pc, OIDC: o.oidc, Log: o.log,
 	})
 	if err != nil {
 		t.Fatalf("StartStack: %v", err)

@@ -21,11 +21,14 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/oidc"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/tenant"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/guardian"
 	"github.com/vigilhq/vigil/services/ingest"
+	"github.com/vigilhq/vigil/services/ledger"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 	"github.com/vigilhq/vigil/services/risk"
 )
@@ -47,7 +50,9 @@ type StackConfig struct {
 	Ingest         ingest.Config
 	API            api.Config
 	Policy         policysvc.Config
-	Log            *slog.Logger
+	// OIDC, if set, lets console members sign in with the provider's tokens.
+	OIDC *oidc.Verifier
+	Log  *slog.Logger
 }
 
 // Stack is a running all-in-one Vigil.
@@ -65,7 +70,9 @@ type Stack struct {
 	Policy  *policysvc.Service
 	Guard   *guardian.Service
 	Risk    *risk.Service
+	Ledger  *ledger.Service
 	Board   *approval.Board
+	Limiter *ratelimit.Limiter
 	// BootstrapKey is the owner key created on first start, or "".
 	BootstrapKey string
 
@@ -95,7 +102,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	if err != nil {
 		return st, err
 	}
-	st.Catalog, st.Store = control.NewCatalog(st.JS, cfg.Log), control.NewStore(st.JS)
+	st.Catalog, st.Store = control.NewCatalog(st.JS, cfg.Log, control.WithOIDC(cfg.OIDC)), control.NewStore(st.JS)
+	// Zero limits (benchmarks, ingest alone) admit everything.
+	limits := cfg.API.RateLimits
+	st.Limiter = ratelimit.New(st.NC, "vigil-dev", func(t string) ratelimit.Limits { return st.Catalog.Limits(t, limits) }, cfg.Log)
+	st.workers = append(st.workers, st.Limiter.Run)
 
 	if cfg.ClickHouseDSN != "" {
 		st.CH, err = daemon.OpenClickHouse(ctx, cfg.ClickHouseDSN, cfg.ClickHouseWait, cfg.Log)
@@ -103,12 +114,12 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			return st, fmt.Errorf("clickhouse at %s: %w (is it running? `make clickhouse` starts it)", cfg.ClickHouseDSN, err)
 		}
 		st.Board = approval.NewBoard(st.JS, cfg.Log)
-		st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: st.Store, Log: cfg.Log, Registerer: st.Reg})
+		st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: st.Store, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter})
 		if err != nil {
 			return st, err
 		}
 	}
-	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg})
+	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter})
 	if err != nil {
 		return st, err
 	}
@@ -246,4 +257,12 @@ func (st *Stack) Close() {
 		st.NATS.Shutdown()
 		st.NATS.WaitForShutdown()
 	}
+}
+
+// benchAPIConfig is the api configuration of `vigil bench`: the defaults
+// without rate limits, which would otherwise measure the limiter.
+func benchAPIConfig() api.Config {
+	c := api.DefaultConfig()
+	c.RateLimits = ratelimit.Limits{}
+	return c
 }

@@ -118,6 +118,8 @@ type Principal struct {
 	// KeyID is set for API keys, Member (the member's email) for people.
 	KeyID  string
 	Member string
+	// Subject is the identity provider's id of a member ("sub").
+	Subject string
 }
 
 // Actor names the principal in records and the audit log:

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/vigilhq/vigil/pkg/oidc"
 )
 
 // FlagSet is a flag.FlagSet whose flags fall back to environment variables.
@@ -109,4 +111,27 @@ func AddCommon(fs *FlagSet) Common {
 		LogLevel:      fs.String("log-level", "VIGIL_LOG_LEVEL", "info", "log level: debug, info, warn, error"),
 		LogFormat:     fs.String("log-format", "VIGIL_LOG_FORMAT", "text", "log format: text or json"),
 	}
+}
+
+// OIDC holds the flags that configure members' sign-in.
+type OIDC struct {
+	Issuer, Audience, JWKSURL, TenantClaim *string
+}
+
+// AddOIDC registers the OIDC flags on fs.
+func AddOIDC(fs *FlagSet) OIDC {
+	return OIDC{
+		Issuer:      fs.String("oidc-issuer", "VIGIL_OIDC_ISSUER", "", "OIDC issuer whose tokens console members sign in with (empty: API keys only)"),
+		Audience:    fs.String("oidc-audience", "VIGIL_OIDC_AUDIENCE", "", "required audience of member tokens"),
+		JWKSURL:     fs.String("oidc-jwks-url", "VIGIL_OIDC_JWKS_URL", "", "the provider's JWKS URL (default: from the issuer's discovery document)"),
+		TenantClaim: fs.String("oidc-tenant-claim", "VIGIL_OIDC_TENANT_CLAIM", "", "claim naming the tenant, for people who are members of several"),
+	}
+}
+
+// Verifier returns the configured verifier, or nil when no issuer is set.
+func (o OIDC) Verifier() (*oidc.Verifier, error) {
+	if *o.Issuer == "" {
+		return nil, nil
+	}
+	return oidc.New(oidc.Config{Issuer: *o.Issuer, Audience: *o.Audience, JWKSURL: *o.JWKSURL, TenantClaim: *o.TenantClaim})
 }

@@ -47,6 +47,7 @@ type Catalog struct {
 	falsePos  map[string]map[string]int           // tenant → signature → false-positive triages
 	org       orgState
 	oidc      *oidc.Verifier
+	usage     usage
 }
 
 // Option configures a Catalog.
@@ -221,9 +222,11 @@ func (c *Catalog) Authenticate(ctx context.Context, token string) (auth.Principa
 		}
 		k, found = c.key(id)
 	}
-	if !found || !k.Active(time.Now()) || !k.Matches(token) {
+	now := time.Now()
+	if !found || !k.Active(now) || !k.Matches(token) {
 		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
 	}
+	c.noteUse(k.ID, now)
 	return auth.Principal{Tenant: k.Tenant, Role: k.Role, KeyID: k.ID}, nil
 }
 

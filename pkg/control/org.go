@@ -173,5 +173,5 @@ func (c *Catalog) authenticateMember(ctx context.Context, token string) (auth.Pr
 	if !ok || (m.Subject != "" && m.Subject != claims.Subject) {
 		return auth.Principal{}, apperr.Unauthenticated("not a member of this tenant")
 	}
-	return auth.Principal{Tenant: m.Tenant, Role: m.Role, Member: m.Email}, nil
+	return auth.Principal{Tenant: m.Tenant, Role: m.Role, Member: m.Email, Subject: claims.Subject}, nil
 }

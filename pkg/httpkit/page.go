@@ -1,6 +1,7 @@
 package httpkit
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -83,4 +84,23 @@ func ReadBody(c echo.Context, max int64) ([]byte, error) {
 		return nil, apperr.Validation("could not read request body")
 	}
 	return b, nil
+}
+
+// DecodeJSON reads a JSON object of at most max bytes into v, rejecting
+// unknown fields and trailing data with a validation error that names the
+// problem.
+func DecodeJSON(c echo.Context, max int64, v any) error {
+	body, err := ReadBody(c, max)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apperr.Validation("request body is not valid", apperr.FieldError{Path: "", Code: "invalid_format", Message: err.Error()})
+	}
+	if dec.More() {
+		return apperr.Validation("request body is not valid", apperr.FieldError{Path: "", Code: "invalid_format", Message: "unexpected data after the JSON object"})
+	}
+	return nil
 }

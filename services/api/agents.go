@@ -53,7 +53,7 @@ func (s *Service) registerAgent(c echo.Context) error {
 	default:
 		return apperr.Conflict("agent %q is already registered", a.AgentID)
 	}
-	rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: agent.OpRegistered, Tenant: p.Tenant, Agent: a, By: p.KeyID, At: a.RegisteredAt}, expect)
+	rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: agent.OpRegistered, Tenant: p.Tenant, Agent: a, By: p.Actor(), At: a.RegisteredAt}, expect)
 	if errors.Is(err, control.ErrConflict) {
 		return apperr.Conflict("agent %q is already registered", a.AgentID)
 	}
@@ -116,7 +116,7 @@ func (s *Service) updateAgent(c echo.Context, id, op string, create bool, change
 			return agent.Agent{}, err
 		}
 		next.UpdatedAt = time.Now().UTC()
-		rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: op, Tenant: p.Tenant, Agent: next, By: p.KeyID, At: next.UpdatedAt}, cur.Revision)
+		rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: op, Tenant: p.Tenant, Agent: next, By: p.Actor(), At: next.UpdatedAt}, cur.Revision)
 		if errors.Is(err, control.ErrConflict) {
 			continue
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api/internal/sessions"
 	"github.com/vigilhq/vigil/services/api/migrations"
@@ -47,11 +48,14 @@ type Config struct {
 	MaxExportEvents int
 	// DecisionTimeout bounds a request to the policy service.
 	DecisionTimeout time.Duration
+	// RateLimits apply to tenants that have not set their own.
+	RateLimits ratelimit.Limits
 }
 
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
-	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000, DecisionTimeout: 2 * time.Second}
+	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000, DecisionTimeout: 2 * time.Second,
+		RateLimits: ratelimit.DefaultLimits}
 }
 
 // Validate reports every invalid setting.
@@ -82,6 +86,8 @@ type Deps struct {
 	Store      *control.Store
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Limiter rate-limits decisions; nil admits everything.
+	Limiter *ratelimit.Limiter
 }
 
 // Service is the api service.
@@ -94,6 +100,8 @@ type Service struct {
 	discover *discovery
 	compiler *rules.Compiler
 	idem     *idempotency.Store
+	usage    *control.Usage
+	audit    [2]*chx.Sink // CONTROL, GUARDIAN
 }
 
 // New validates cfg and deps.
@@ -113,6 +121,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s.sink = sink
+	for i, name := range []string{AuditControlProjector, AuditGuardianProjector} {
+		s.audit[i], err = chx.NewSink(chx.SinkConfig{
+			Name: name, Table: "audit_log", Columns: auditColumns, Project: projectAudit,
+			MaxRows: 1000, Linger: 200 * time.Millisecond,
+		}, deps.CH, s.log, deps.Registerer)
+		if err != nil {
+			return nil, err
+		}
+	}
 	if s.compiler, err = rules.NewCompiler(); err != nil {
 		return nil, err
 	}
@@ -134,7 +151,8 @@ func (s *Service) EnsureStreams(ctx context.Context) error {
 		return err
 	}
 	s.idem = idem
-	return nil
+	s.usage, err = control.OpenUsage(ctx, s.deps.JS, s.deps.Catalog, s.cfg.Streams.Replicas, s.log)
+	return err
 }
 
 // Migrate applies the api's ClickHouse migrations.
@@ -145,12 +163,13 @@ func (s *Service) Migrate(ctx context.Context) error {
 
 // Routes mounts the api endpoints on e. EnsureStreams must have run.
 func (s *Service) Routes(e *echo.Echo) {
-	g := e.Group("/v1", httpkit.Authenticate(s.deps.Catalog))
+	g := e.Group("/v1", httpkit.Authenticate(s.deps.Catalog), s.activateMembers)
 	read, write := httpkit.Require(auth.SessionsRead), httpkit.Require(auth.AgentsWrite)
 	agentsRead := httpkit.Require(auth.AgentsRead)
 	pr, pw := httpkit.Require(auth.PoliciesRead), httpkit.Require(auth.PoliciesWrite)
 	eval, vr, triage := httpkit.Require(auth.DecisionsEvaluate), httpkit.Require(auth.VerdictsRead), httpkit.Require(auth.VerdictsTriage)
 	idem := s.idem.Middleware()
+	limited := s.deps.Limiter.Middleware(ratelimit.Decisions)
 
 	g.GET("/sessions", s.listSessions, read)
 	g.GET("/sessions/:id", s.getSession, read)
@@ -166,16 +185,16 @@ func (s *Service) Routes(e *echo.Echo) {
 
 	g.POST("/policies", s.createPolicy, pw, idem)
 	g.GET("/policies", s.listPolicies, pr)
-	g.POST("/policies/check", s.checkPolicy, eval, idem)
+	g.POST("/policies/check", s.checkPolicy, eval, limited, idem)
 	g.GET("/policies/:id", s.getPolicy, pr)
 	g.PATCH("/policies/:id", s.patchPolicy, pw)
 	g.DELETE("/policies/:id", s.archivePolicy, pw)
 	g.GET("/org-policy", s.getOrgPolicy, pr)
 	g.POST("/org-policy", s.setOrgPolicy, pw)
 
-	g.POST("/decisions.evaluate", s.evaluateDecision, eval, idem)
+	g.POST("/decisions.evaluate", s.evaluateDecision, eval, limited, idem)
 	g.GET("/decisions/:id", s.getDecision, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
-	g.POST("/verdicts", s.postVerdict, eval, idem)
+	g.POST("/verdicts", s.postVerdict, eval, limited, idem)
 	g.GET("/verdicts", s.listVerdicts, vr)
 	g.POST("/verdicts/:id/status", s.triageVerdict, triage)
 	g.POST("/verdicts/:id/learn", s.learnVerdict, triage)
@@ -184,6 +203,22 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/guardian/pending-actions", s.listPendingActions, ar)
 	g.GET("/guardian/pending-actions/:id", s.getPendingAction, ar)
 	g.POST("/guardian/pending-actions/:id/decide", s.decidePendingAction, ad)
+
+	keys := httpkit.Require(auth.KeysManage)
+	g.GET("/keys", s.listKeys, keys)
+	g.POST("/keys", s.createKey, keys, idem)
+	g.DELETE("/keys/:id", s.revokeKey, keys)
+	mr, mm := httpkit.Require(auth.MembersRead), httpkit.Require(auth.MembersManage)
+	g.GET("/members", s.listMembers, mr)
+	g.POST("/members/invite", s.inviteMember, mm, idem)
+	g.POST("/members/role", s.setMemberRole, mm)
+	sr, sm := httpkit.Require(auth.SettingsRead), httpkit.Require(auth.SettingsManage)
+	g.GET("/settings/rate-limits", s.getLimits, sr)
+	g.POST("/settings/rate-limits", s.setLimits, sm)
+	g.PUT("/settings/rate-limits", s.setLimits, sm)
+	audit := httpkit.Require(auth.AuditRead)
+	g.GET("/audit", s.listAudit, audit)
+	g.GET("/audit/export", s.exportAudit, audit)
 	s.safetyRoutes(g)
 }
 
@@ -198,8 +233,25 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 5)
 	go func() { errc <- s.sink.Run(ctx, cons) }()
+	for i, src := range []struct{ name, stream, filter string }{
+		{AuditControlProjector, streams.Control, "control.v1.>"}, {AuditGuardianProjector, streams.Guardian, "guardian.v1.>"},
+	} {
+		go func() {
+			acons, err := retryConsumer(ctx, s.deps.JS, src.stream, jetstream.ConsumerConfig{
+				Durable: src.name, Description: src.stream + " → ClickHouse audit_log",
+				FilterSubject: src.filter, AckPolicy: jetstream.AckExplicitPolicy,
+				AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 4000,
+			}, s.log)
+			if err != nil {
+				errc <- err
+				return
+			}
+			errc <- s.audit[i].Run(ctx, acons)
+		}()
+	}
+	go func() { errc <- s.usage.Run(ctx, 5*time.Second) }()
 	go func() {
 		dcons, err := retryConsumer(ctx, s.deps.JS, streams.Ingest, discoveryConsumerConfig(), s.log)
 		if err != nil {
@@ -208,7 +260,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		errc <- s.discover.run(ctx, dcons)
 	}()
-	return errors.Join(<-errc, <-errc)
+	return errors.Join(<-errc, <-errc, <-errc, <-errc, <-errc)
 }
 
 // retryConsumer creates a durable consumer once its stream exists.

@@ -476,7 +476,7 @@ func (s *Service) triageVerdict(c echo.Context) error {
 		return err
 	}
 	p := httpkit.Principal(c)
-	t := rules.Triage{Tenant: p.Tenant, DecisionID: rec.ID, Status: in.Status, Signature: rec.Signature, At: time.Now().UTC(), By: p.KeyID}
+	t := rules.Triage{Tenant: p.Tenant, DecisionID: rec.ID, Status: in.Status, Signature: rec.Signature, At: time.Now().UTC(), By: p.Actor()}
 	seq, err := s.deps.Store.PutTriage(c.Request().Context(), t)
 	if err != nil {
 		return err

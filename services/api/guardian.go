@@ -97,7 +97,7 @@ func (s *Service) decidePendingAction(c echo.Context) error {
 		return apperr.Validation("comment is too long", apperr.FieldError{Path: "comment", Code: "too_long", Message: "comment must be at most 2000 bytes"})
 	}
 	p := httpkit.Principal(c)
-	req := approval.DecideRequest{Tenant: p.Tenant, ID: pathID(c), Decision: in.Decision, Comment: in.Comment, ReviewerGroup: in.ReviewerGroup, By: "key:" + p.KeyID}
+	req := approval.DecideRequest{Tenant: p.Tenant, ID: pathID(c), Decision: in.Decision, Comment: in.Comment, ReviewerGroup: in.ReviewerGroup, By: p.Actor()}
 	data, _ := json.Marshal(req)
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.DecisionTimeout)
 	defer cancel()

@@ -84,7 +84,7 @@ func (s *Service) createPolicy(c echo.Context) error {
 	}
 	p := httpkit.Principal(c)
 	now := time.Now().UTC()
-	rec := rules.Record{ID: doc.ID, Tenant: p.Tenant, Doc: doc, Status: rules.StatusActive, CreatedAt: now, UpdatedAt: now, By: p.KeyID}
+	rec := rules.Record{ID: doc.ID, Tenant: p.Tenant, Doc: doc, Status: rules.StatusActive, CreatedAt: now, UpdatedAt: now, By: p.Actor()}
 	rev, err := s.deps.Store.PutPolicy(c.Request().Context(), rec, 0)
 	if errors.Is(err, control.ErrConflict) {
 		return apperr.Conflict("policy %q already exists", doc.ID)
@@ -317,7 +317,7 @@ func (s *Service) setOrgPolicy(c echo.Context) error {
 	}
 	p := httpkit.Principal(c)
 	now := time.Now().UTC()
-	seq, err := s.deps.Store.PutOrgPolicy(c.Request().Context(), rules.OrgRecord{Tenant: p.Tenant, Org: org, UpdatedAt: now, By: p.KeyID})
+	seq, err := s.deps.Store.PutOrgPolicy(c.Request().Context(), rules.OrgRecord{Tenant: p.Tenant, Org: org, UpdatedAt: now, By: p.Actor()})
 	if err != nil {
 		return err
 	}

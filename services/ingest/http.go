@@ -16,6 +16,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -152,6 +153,10 @@ func (s *Service) postBatch(c echo.Context) error {
 	case len(items) > s.cfg.MaxBatch:
 		return apperr.Validation("batch is too large", apperr.FieldError{Path: "events", Code: event.CodeTooLong,
 			Message: fmt.Sprintf("a batch holds at most %d events", s.cfg.MaxBatch)})
+	}
+	// A batch costs what it carries: batching must not multiply the rate.
+	if err := s.deps.Limiter.Take(c, ratelimit.Ingest, len(items)); err != nil {
+		return err
 	}
 
 	now := time.Now()

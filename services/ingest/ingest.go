@@ -24,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ingest/internal/projector"
 	"github.com/vigilhq/vigil/services/ingest/migrations"
@@ -92,6 +93,8 @@ type Deps struct {
 	Auth       httpkit.Authenticator
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Limiter rate-limits events per tenant and key; nil admits all.
+	Limiter *ratelimit.Limiter
 }
 
 // Service is the ingest service.
@@ -162,7 +165,7 @@ func (s *Service) Migrate(ctx context.Context) error {
 // Routes mounts the ingest endpoints on e.
 func (s *Service) Routes(e *echo.Echo) {
 	g := e.Group("/v1", httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
-	g.POST("/events", s.postEvent)
+	g.POST("/events", s.postEvent, s.deps.Limiter.Middleware(ratelimit.Ingest))
 	g.POST("/events/batch", s.postBatch)
 }
 

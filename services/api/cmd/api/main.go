@@ -12,11 +12,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/services/api"
 )
 
@@ -32,6 +34,8 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := config.New("api", "Vigil api: the HTTP API, CONTROL stream owner and its projections.")
 	common := config.AddCommon(fs)
+	oidcFlags := config.AddOIDC(fs)
+	instance := fs.String("instance-id", "VIGIL_INSTANCE_ID", "", "this instance's name in shared rate limiting (default: the host name)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,8 +55,18 @@ func run(ctx context.Context, args []string) error {
 	defer ch.Close()
 
 	reg := daemon.Registry()
-	catalog, store := control.NewCatalog(js, log), control.NewStore(js)
-	svc, err := api.New(api.DefaultConfig(), api.Deps{JS: js, CH: ch, Catalog: catalog, Store: store, Log: log, Registerer: reg})
+	verifier, err := oidcFlags.Verifier()
+	if err != nil {
+		return err
+	}
+	cfg := api.DefaultConfig()
+	catalog, store := control.NewCatalog(js, log, control.WithOIDC(verifier)), control.NewStore(js)
+	board := approval.NewBoard(js, log)
+	if *instance == "" {
+		*instance, _ = os.Hostname()
+	}
+	limiter := ratelimit.New(nc, "api-"+*instance, func(t string) ratelimit.Limits { return catalog.Limits(t, cfg.RateLimits) }, log)
+	svc, err := api.New(cfg, api.Deps{NC: nc, JS: js, CH: ch, Catalog: catalog, Board: board, Store: store, Log: log, Registerer: reg, Limiter: limiter})
 	if err != nil {
 		return err
 	}
@@ -65,6 +79,12 @@ func run(ctx context.Context, args []string) error {
 	if err := catalog.Run(ctx); err != nil {
 		return err
 	}
+	if err := board.Run(ctx); err != nil {
+		return err
+	}
+	if err := catalog.Sync(ctx); err != nil {
+		return err
+	}
 	e, err := httpkit.NewServer(log, reg)
 	if err != nil {
 		return err
@@ -74,5 +94,5 @@ func run(ctx context.Context, args []string) error {
 		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
 	})
 	svc.Routes(e)
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+	return daemon.Run(ctx, log, e, *common.HTTPAddr, limiter.Run, svc.Run)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ingest"
 )
@@ -33,6 +34,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	fs := config.New("ingest", "Vigil ingest: event receivers and the events projector.")
 	common := config.AddCommon(fs)
+	instance := fs.String("instance-id", "VIGIL_INSTANCE_ID", "", "this instance's name in shared rate limiting (default: the host name)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,7 +55,12 @@ func run(ctx context.Context, args []string) error {
 
 	reg := daemon.Registry()
 	catalog := control.NewCatalog(js, log)
-	svc, err := ingest.New(ingest.DefaultConfig(), ingest.Deps{JS: js, CH: ch, Auth: catalog, Log: log, Registerer: reg})
+	if *instance == "" {
+		*instance, _ = os.Hostname()
+	}
+	limits := ratelimit.DefaultLimits
+	limiter := ratelimit.New(nc, "ingest-"+*instance, func(t string) ratelimit.Limits { return catalog.Limits(t, limits) }, log)
+	svc, err := ingest.New(ingest.DefaultConfig(), ingest.Deps{JS: js, CH: ch, Auth: catalog, Log: log, Registerer: reg, Limiter: limiter})
 	if err != nil {
 		return err
 	}
@@ -70,6 +77,10 @@ func run(ctx context.Context, args []string) error {
 	if err := catalog.Run(ctx); err != nil {
 		return err
 	}
+	usage, err := control.OpenUsage(ctx, js, catalog, 1, log)
+	if err != nil {
+		return err
+	}
 	e, err := httpkit.NewServer(log, reg)
 	if err != nil {
 		return err
@@ -79,5 +90,6 @@ func run(ctx context.Context, args []string) error {
 		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
 	})
 	svc.Routes(e)
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+	flushUsage := func(ctx context.Context) error { return usage.Run(ctx, 5*time.Second) }
+	return daemon.Run(ctx, log, e, *common.HTTPAddr, limiter.Run, flushUsage, svc.Run)
 }

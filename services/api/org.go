@@ -1,0 +1,359 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
+)
+
+// keyView is how a key is shown: never its secret or hash.
+type keyView struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name,omitempty"`
+	Role       auth.Role  `json:"role"`
+	Prefix     string     `json:"prefix"`
+	Status     string     `json:"status"`
+	CreatedAt  time.Time  `json:"createdAt"`
+	CreatedBy  string     `json:"createdBy,omitempty"`
+	ExpiresAt  *time.Time `json:"expiresAt,omitempty"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
+	RevokedAt  *time.Time `json:"revokedAt,omitempty"`
+	RevokedBy  string     `json:"revokedBy,omitempty"`
+	// Key is the secret, present only in the response that created it.
+	Key string `json:"key,omitempty"`
+}
+
+func viewKey(k auth.KeyRecord, now time.Time) keyView {
+	v := keyView{ID: k.ID, Name: k.Name, Role: k.Role, Prefix: k.Prefix, CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
+		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, RevokedBy: k.RevokedBy, Status: "active"}
+	switch {
+	case k.RevokedAt != nil:
+		v.Status = "revoked"
+	case !k.Active(now):
+		v.Status = "expired"
+	}
+	return v
+}
+
+const maxKeyName = 100
+
+func (s *Service) createKey(c echo.Context) error {
+	var in struct {
+		Name      string     `json:"name"`
+		Role      string     `json:"role"`
+		ExpiresAt *time.Time `json:"expiresAt"`
+		ExpiresIn string     `json:"expiresIn"`
+	}
+	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		return err
+	}
+	p := httpkit.Principal(c)
+	var fields []apperr.FieldError
+	in.Name = strings.TrimSpace(in.Name)
+	if in.Name == "" || len(in.Name) > maxKeyName {
+		fields = append(fields, apperr.FieldError{Path: "name", Code: "invalid_format", Message: "name is required, at most 100 characters"})
+	}
+	role, err := auth.ParseRole(in.Role)
+	if err != nil {
+		fields = append(fields, apperr.FieldError{Path: "role", Code: "invalid_format", Message: err.Error()})
+	}
+	now := time.Now().UTC()
+	exp := in.ExpiresAt
+	if in.ExpiresIn != "" {
+		d, err := time.ParseDuration(in.ExpiresIn)
+		switch {
+		case exp != nil:
+			fields = append(fields, apperr.FieldError{Path: "expiresIn", Code: "invalid_format", Message: "give expiresAt or expiresIn, not both"})
+		case err != nil || d <= 0:
+			fields = append(fields, apperr.FieldError{Path: "expiresIn", Code: "invalid_format", Message: "expiresIn must be a positive duration such as \"720h\""})
+		default:
+			t := now.Add(d)
+			exp = &t
+		}
+	}
+	if exp != nil && !exp.After(now) {
+		fields = append(fields, apperr.FieldError{Path: "expiresAt", Code: "invalid_format", Message: "expiry must be in the future"})
+	}
+	if len(fields) > 0 {
+		return apperr.Validation("key is not valid", fields...)
+	}
+	if !p.Role.Grants(role) {
+		return apperr.Forbidden("a " + string(p.Role) + " cannot create " + string(role) + " keys")
+	}
+	if exp != nil {
+		t := exp.UTC()
+		exp = &t
+	}
+	ctx := c.Request().Context()
+	rec, token, err := s.deps.Store.IssueKey(ctx, control.KeySpec{Tenant: p.Tenant, Role: role, Name: in.Name, By: p.Actor(), ExpiresAt: exp})
+	if err != nil {
+		return err
+	}
+	v := viewKey(rec, now)
+	v.Key = token
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/keys/"+rec.ID)
+	return c.JSON(http.StatusCreated, v)
+}
+
+func (s *Service) listKeys(c echo.Context) error {
+	p := httpkit.Principal(c)
+	ctx := c.Request().Context()
+	if err := s.deps.Catalog.Sync(ctx); err != nil {
+		return err
+	}
+	now := time.Now()
+	keys := s.deps.Catalog.Keys(p.Tenant)
+	out := make([]keyView, 0, len(keys))
+	for _, k := range keys {
+		v := viewKey(k, now)
+		if s.usage != nil {
+			if v.LastUsedAt, _ = s.usage.LastUsed(ctx, k.ID); v.LastUsedAt == nil && k.ID == p.KeyID {
+				// This very request uses it; the flush may not have run yet.
+				t := now.UTC()
+				v.LastUsedAt = &t
+			}
+		}
+		out = append(out, v)
+	}
+	return c.JSON(http.StatusOK, httpkit.NewPage(out, false, nil))
+}
+
+func (s *Service) revokeKey(c echo.Context) error {
+	p := httpkit.Principal(c)
+	ctx := c.Request().Context()
+	id := pathID(c)
+	k, rev, err := s.deps.Store.Key(ctx, p.Tenant, id)
+	if errors.Is(err, control.ErrNotFound) {
+		return apperr.NotFound("key %q not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	if k.RevokedAt != nil {
+		return c.JSON(http.StatusOK, viewKey(k, time.Now()))
+	}
+	if !p.Role.Grants(k.Role) {
+		return apperr.Forbidden("a " + string(p.Role) + " cannot revoke " + string(k.Role) + " keys")
+	}
+	if k.Role == auth.RoleOwner && s.lastOwnerKey(p.Tenant, k.ID) {
+		return apperr.Conflict("key %q is the tenant's last owner key and it has no owner member; create another owner first", id)
+	}
+	seq, err := s.deps.Store.RevokeKey(ctx, k, p.Actor(), rev)
+	if errors.Is(err, control.ErrConflict) {
+		return apperr.Conflict("key %q changed meanwhile; retry", id)
+	}
+	if err != nil {
+		return err
+	}
+	// From the next request on, this instance refuses the key; the others
+	// follow CONTROL within milliseconds.
+	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	k, _, err = s.deps.Store.Key(ctx, p.Tenant, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewKey(k, time.Now()))
+}
+
+// lastOwnerKey reports whether revoking key id would leave the tenant
+// with neither an active owner key nor an owner member.
+func (s *Service) lastOwnerKey(tenant, id string) bool {
+	now := time.Now()
+	for _, k := range s.deps.Catalog.Keys(tenant) {
+		if k.ID != id && k.Role == auth.RoleOwner && k.Active(now) {
+			return false
+		}
+	}
+	return !slices.ContainsFunc(s.deps.Catalog.Members(tenant), func(m auth.Member) bool { return m.Role == auth.RoleOwner })
+}
+
+func (s *Service) listMembers(c echo.Context) error {
+	p := httpkit.Principal(c)
+	if err := s.deps.Catalog.Sync(c.Request().Context()); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, httpkit.NewPage(s.deps.Catalog.Members(p.Tenant), false, nil))
+}
+
+func (s *Service) inviteMember(c echo.Context) error {
+	var in struct {
+		Email string `json:"email"`
+		Name  string `json:"name"`
+		Role  string `json:"role"`
+	}
+	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		return err
+	}
+	p := httpkit.Principal(c)
+	email, role, err := memberInput(in.Email, in.Role)
+	if err != nil {
+		return err
+	}
+	if len(in.Name) > maxKeyName {
+		return apperr.Validation("member is not valid", apperr.FieldError{Path: "name", Code: "invalid_format", Message: "name is at most 100 characters"})
+	}
+	if !p.Role.Grants(role) {
+		return apperr.Forbidden("a " + string(p.Role) + " cannot invite " + string(role) + "s")
+	}
+	ctx := c.Request().Context()
+	var expect uint64
+	cur, err := s.deps.Store.Member(ctx, p.Tenant, email)
+	switch {
+	case errors.Is(err, control.ErrNotFound):
+	case err != nil:
+		return err
+	case cur.RemovedAt == nil:
+		return apperr.Conflict("%s is already a member", email)
+	default:
+		expect = cur.Revision
+	}
+	now := time.Now().UTC()
+	m := auth.Member{Tenant: p.Tenant, Email: email, Name: strings.TrimSpace(in.Name), Role: role, Status: auth.MemberInvited,
+		InvitedAt: now, InvitedBy: p.Actor(), UpdatedAt: now, By: p.Actor()}
+	seq, err := s.deps.Store.PutMember(ctx, m, expect)
+	if errors.Is(err, control.ErrConflict) {
+		return apperr.Conflict("%s is already a member", email)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/members/"+url.PathEscape(email))
+	return c.JSON(http.StatusCreated, m)
+}
+
+func (s *Service) setMemberRole(c echo.Context) error {
+	var in struct {
+		Email string `json:"email"`
+		Role  string `json:"role"`
+	}
+	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		return err
+	}
+	p := httpkit.Principal(c)
+	email, role, err := memberInput(in.Email, in.Role)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	m, err := s.deps.Store.Member(ctx, p.Tenant, email)
+	if errors.Is(err, control.ErrNotFound) || (err == nil && m.RemovedAt != nil) {
+		return apperr.NotFound("member %q not found", email)
+	}
+	if err != nil {
+		return err
+	}
+	if !p.Role.Grants(role) || !p.Role.Grants(m.Role) {
+		return apperr.Forbidden("a " + string(p.Role) + " cannot change a " + string(m.Role) + " to " + string(role))
+	}
+	if m.Role == role {
+		return c.JSON(http.StatusOK, m)
+	}
+	if m.Role == auth.RoleOwner {
+		owners := 0
+		for _, o := range s.deps.Catalog.Members(p.Tenant) {
+			if o.Role == auth.RoleOwner {
+				owners++
+			}
+		}
+		if owners <= 1 {
+			return apperr.Conflict("%s is the last owner and cannot be demoted; make someone else owner first", email)
+		}
+	}
+	m.Role, m.UpdatedAt, m.By = role, time.Now().UTC(), p.Actor()
+	seq, err := s.deps.Store.PutMember(ctx, m, m.Revision)
+	if errors.Is(err, control.ErrConflict) {
+		return apperr.Conflict("member %q changed meanwhile; retry", email)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, m)
+}
+
+func memberInput(email, role string) (string, auth.Role, error) {
+	var fields []apperr.FieldError
+	e, err := auth.NormalizeEmail(email)
+	if err != nil {
+		fields = append(fields, apperr.FieldError{Path: "email", Code: "invalid_format", Message: err.Error()})
+	}
+	r, err := auth.ParseRole(role)
+	if err == nil && r == auth.RoleAgent {
+		err = errors.New("members are people; agents use API keys")
+	}
+	if err != nil {
+		fields = append(fields, apperr.FieldError{Path: "role", Code: "invalid_format", Message: err.Error()})
+	}
+	if len(fields) > 0 {
+		return "", "", apperr.Validation("member is not valid", fields...)
+	}
+	return e, r, nil
+}
+
+// activateMembers marks an invited member active, binding the provider's
+// subject, on their first signed-in request. It never delays the request.
+func (s *Service) activateMembers(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p := httpkit.Principal(c)
+		if p.Member != "" {
+			if m, ok := s.deps.Catalog.Member(p.Tenant, p.Member); ok && m.Status == auth.MemberInvited {
+				go func() {
+					now := time.Now().UTC()
+					m.Status, m.Subject, m.JoinedAt, m.UpdatedAt, m.By = auth.MemberActive, p.Subject, &now, now, p.Actor()
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					// A conflict means another request activated them first.
+					_, _ = s.deps.Store.PutMember(ctx, m, m.Revision)
+				}()
+			}
+		}
+		return next(c)
+	}
+}
+
+func (s *Service) getLimits(c echo.Context) error {
+	p := httpkit.Principal(c)
+	l := s.deps.Catalog.Limits(p.Tenant, s.cfg.RateLimits)
+	l.Tenant = p.Tenant
+	return c.JSON(http.StatusOK, l)
+}
+
+func (s *Service) setLimits(c echo.Context) error {
+	var in ratelimit.Limits
+	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		return err
+	}
+	if err := in.Validate(); err != nil {
+		return apperr.Validation("rate limits are not valid", apperr.FieldError{Path: "", Code: "invalid_format", Message: err.Error()})
+	}
+	p := httpkit.Principal(c)
+	in.Tenant, in.By = p.Tenant, p.Actor()
+	ctx := c.Request().Context()
+	seq, err := s.deps.Store.PutLimits(ctx, in)
+	if err != nil {
+		return err
+	}
+	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.deps.Catalog.Limits(p.Tenant, s.cfg.RateLimits))
+}
