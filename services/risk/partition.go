@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,7 +47,8 @@ type partition struct {
 	lastScore  map[string]string          // session key → fingerprint of the last published score
 	pending    []Reset                    // resets not applied yet, by PolicySeq
 	applied    map[string]bool            // reset ids applied
-	processed  uint64                     // last POLICY sequence processed
+	processed  uint64                     // last POLICY sequence folded into the state
+	published  atomic.Uint64              // last POLICY sequence whose outputs are on RISK
 	checkpoint uint64                     // outputs published up to here (from KV)
 	saved      uint64                     // checkpoint last written
 	ready      chan struct{}
@@ -265,6 +267,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 		p.processed = seq
 		p.applyResetsLocked()
 		p.mu.Unlock()
+		p.published.Store(seq)
 		return
 	}
 	var rec rules.DecisionRecord
@@ -273,6 +276,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 		p.mu.Lock()
 		p.processed = seq
 		p.mu.Unlock()
+		p.published.Store(seq)
 		return
 	}
 	start := time.Now()
@@ -285,6 +289,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	if publish {
 		p.publish(ctx, anoms, sc)
 	}
+	p.published.Store(seq)
 	p.svc.observed.Inc()
 	p.svc.processTime.Observe(time.Since(start).Seconds())
 }
@@ -417,10 +422,11 @@ func (p *partition) retry(ctx context.Context, subject, id string, data []byte) 
 	}
 }
 
+// saveCheckpoint records how far outputs are published, so that a
+// rebuild republishes nothing older (the RISK duplicate window covers
+// only the last minutes).
 func (p *partition) saveCheckpoint(ctx context.Context) {
-	p.mu.Lock()
-	seq := p.processed
-	p.mu.Unlock()
+	seq := p.published.Load()
 	if seq <= p.saved {
 		return
 	}
