@@ -37,8 +37,8 @@ func proxiedClickHouse(t *testing.T) (*chtest.DB, *tcpProxy, string) {
 	return db, p, dsn
 }
 
-// ledger records which events were acknowledged, per session.
-type ledger struct {
+// ackBook records which events were acknowledged, per session.
+type ackBook struct {
 	mu       sync.Mutex
 	ids      map[string]string // event id → session
 	requests int
@@ -48,21 +48,21 @@ type ledger struct {
 	lastFailure string
 }
 
-func newLedger() *ledger { return &ledger{ids: map[string]string{}} }
+func newLedger() *ackBook { return &ackBook{ids: map[string]string{}} }
 
-func (l *ledger) count() int {
+func (l *ackBook) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.ids)
 }
 
-func (l *ledger) batches() int {
+func (l *ackBook) batches() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.requests
 }
 
-func (l *ledger) problem(format string, args ...any) {
+func (l *ackBook) problem(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.problems) < 20 {
@@ -70,7 +70,7 @@ func (l *ledger) problem(format string, args ...any) {
 	}
 }
 
-func (l *ledger) check(t *testing.T) {
+func (l *ackBook) check(t *testing.T) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -83,7 +83,7 @@ func (l *ledger) check(t *testing.T) {
 }
 
 // perSession is how many acknowledged events each session holds.
-func (l *ledger) perSession() map[string]uint64 {
+func (l *ackBook) perSession() map[string]uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]uint64{}
@@ -93,7 +93,7 @@ func (l *ledger) perSession() map[string]uint64 {
 	return out
 }
 
-func (l *ledger) sortedIDs() []string {
+func (l *ackBook) sortedIDs() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]string, 0, len(l.ids))
@@ -112,7 +112,7 @@ func (l *ledger) sortedIDs() []string {
 // are retried as the Kaplaix docs tell clients to; a retry that comes back
 // "duplicate" means an earlier attempt was stored after all. Safe from any
 // goroutine.
-func (l *ledger) postBatch(s *testStack, key string, n, seq int) {
+func (l *ackBook) postBatch(s *testStack, key string, n, seq int) {
 	pending := make([]map[string]any, n)
 	for i := range pending {
 		sess := fmt.Sprintf("load-%02d", (seq*n+i)%12)
@@ -176,7 +176,7 @@ func projected(t *testing.T, db *chtest.DB) uint64 {
 // assertExactlyOnce waits until every acknowledged event is in ClickHouse,
 // then checks that each is there exactly once and nothing else is, and
 // that the session API agrees.
-func assertExactlyOnce(t *testing.T, s *testStack, key string, db *chtest.DB, l *ledger) {
+func assertExactlyOnce(t *testing.T, s *testStack, key string, db *chtest.DB, l *ackBook) {
 	t.Helper()
 	want := uint64(l.count())
 	eventually(t, recovery, func() (bool, string) {
