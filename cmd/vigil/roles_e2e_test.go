@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigilhq/vigil/pkg/auth"
 )
@@ -115,3 +116,134 @@ func TestRoleMatrix(t *testing.T) {
 		}
 	}
 }
+
+// foreignIDs names, for each resource a route's :id can point at, an id
+// that exists in tenant "acme".
+type foreignIDs map[string]string
+
+// foreignRoutes maps every route with a path parameter to the resource its
+// parameter names; TestForeignTenantRoutes fails for a route missing here.
+var foreignRoutes = map[string]string{
+	"GET /v1/sessions/:id":                         "session",
+	"GET /v1/sessions/:id/export.json":             "session",
+	"GET /v1/agents/:id":                           "agent",
+	"PATCH /v1/agents/:id":                         "agent",
+	"GET /v1/agents/:id/sessions":                  "agent",
+	"POST /v1/agents/:id/manifest":                 "agent",
+	"POST /v1/agents/:id/settings":                 "agent",
+	"GET /v1/policies/:id":                         "policy",
+	"PATCH /v1/policies/:id":                       "policy",
+	"DELETE /v1/policies/:id":                      "policy",
+	"GET /v1/decisions/:id":                        "decision",
+	"POST /v1/verdicts/:id/status":                 "decision",
+	"POST /v1/verdicts/:id/learn":                  "decision",
+	"GET /v1/guardian/pending-actions/:id":         "approval",
+	"POST /v1/guardian/pending-actions/:id/decide": "approval",
+	"DELETE /v1/keys/:id":                          "key",
+	"POST /v1/agents/:id/reset":                    "agent",
+	"GET /v1/sessions/:id/risk":                    "session",
+	"GET /v1/sessions/:id/evidence":                "session",
+	"GET /v1/lineage/:id/verify":                   "decision",
+}
+
+// foreignBodies are valid request bodies, so that only the tenant check
+// can stop the request.
+var foreignBodies = map[string]any{
+	"PATCH /v1/agents/:id":                         map[string]any{"description": "hijacked"},
+	"POST /v1/agents/:id/manifest":                 map[string]any{"tools": []string{"x"}},
+	"POST /v1/agents/:id/settings":                 map[string]any{"paused": true},
+	"PATCH /v1/policies/:id":                       map[string]any{"name": "hijacked"},
+	"POST /v1/verdicts/:id/status":                 map[string]any{"status": "false_positive"},
+	"POST /v1/guardian/pending-actions/:id/decide": map[string]any{"decision": "approve"},
+}
+
+// TestForeignTenantRoutes creates one of everything in tenant acme, each
+// carrying a marker, and sends every route that takes an id with globex's
+// owner key. No answer may carry acme's marker, and acme's data must be as
+// it was. (Ids are per tenant: a route that declares an agent creates
+// globex's own "iso-agent", which is not a leak, so 404 is not required.)
+func TestForeignTenantRoutes(t *testing.T) {
+	e := newEnv(t)
+	acme, globex := e.key("acme", auth.RoleOwner), e.key("globex", auth.RoleOwner)
+	ids := foreignIDs{"agent": "iso-agent", "session": "iso-session"}
+	expect(t, e.post(acme, "/v1/agents", map[string]any{"agentId": ids["agent"], "name": "acme-marker"}), 201, "agent")
+	expect(t, e.post(acme, "/v1/agents/"+ids["agent"]+"/manifest", map[string]any{"tools": []string{"acme-marker"}}), 200, "manifest")
+	expect(t, e.post(acme, "/v1/events", with(ev(ids["agent"], ids["session"], time.Now()), "payload", map[string]any{"note": "acme-marker"})), 202, "event")
+	e.waitSession(acme, ids["session"], 1)
+	r := e.do(req{method: http.MethodPost, path: "/v1/policies", key: acme, body: "id: iso\nname: acme-marker\nrules:\n  - id: gate\n    when: action.tool == \"refund\"\n    outcome: require_approval\n    approvalTimeout: 10m\n", header: map[string]string{"Content-Type": "application/yaml"}})
+	expect(t, r, 201, "policy")
+	ids["policy"] = "iso"
+	var d struct {
+		DecisionID string `json:"decisionId"`
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		r := e.post(acme, "/v1/decisions.evaluate", map[string]any{"agentId": ids["agent"], "action": "refund"})
+		r.decode(t, &d)
+		return r.status == 200 && strings.Contains(string(r.body), "require_approval"), r.String()
+	})
+	ids["decision"] = d.DecisionID
+	eventually(t, 10*time.Second, func() (bool, string) {
+		var p page[struct {
+			ID         string `json:"id"`
+			DecisionID string `json:"decisionId"`
+		}]
+		e.get(acme, "/v1/guardian/pending-actions").decode(t, &p)
+		for _, a := range p.Data {
+			if a.DecisionID == d.DecisionID {
+				ids["approval"] = a.ID
+			}
+		}
+		return ids["approval"] != "", "no pending action yet"
+	})
+	var k keyDoc
+	e.post(acme, "/v1/keys", map[string]any{"name": "iso", "role": "viewer"}).decode(t, &k)
+	ids["key"] = k.ID
+	addForeignIDs(t, e, acme, ids)
+
+	for _, rt := range e.st.Echo.Routes() {
+		route := rt.Method + " " + rt.Path
+		if !strings.HasPrefix(rt.Path, "/v1/") || !strings.Contains(rt.Path, ":") {
+			continue
+		}
+		res, ok := foreignRoutes[route]
+		if !ok {
+			t.Errorf("route %s takes an id but has no foreign-tenant case", route)
+			continue
+		}
+		id, ok := ids[res]
+		if !ok {
+			t.Errorf("route %s: no %s id was created", route, res)
+			continue
+		}
+		path := regexp.MustCompile(`:[A-Za-z]+`).ReplaceAllString(rt.Path, id)
+		body, ok := foreignBodies[route]
+		if !ok && rt.Method != http.MethodGet && rt.Method != http.MethodDelete {
+			body = map[string]any{}
+		}
+		r := e.do(req{method: rt.Method, path: path, key: globex, body: body})
+		if strings.Contains(string(r.body), "acme-marker") {
+			t.Errorf("%s with acme's %s id leaks acme's data: HTTP %d %s", route, res, r.status, r.body)
+		}
+		if r.status/100 == 5 {
+			t.Errorf("%s with acme's %s id: HTTP %d %s", route, res, r.status, r.body)
+		}
+	}
+	// Nothing of acme's changed.
+	r = e.get(acme, "/v1/agents/"+ids["agent"])
+	if strings.Contains(string(r.body), "hijacked") || strings.Contains(string(r.body), `"paused":true`) || !strings.Contains(string(r.body), `"tools":["acme-marker"]`) {
+		t.Errorf("globex changed acme's agent: %s", r.body)
+	}
+	expect(t, e.get(k.Key, "/v1/agents"), 200, "acme's key still works")
+	if r := e.get(acme, "/v1/policies/iso"); r.status != 200 || strings.Contains(string(r.body), "hijacked") || strings.Contains(string(r.body), "archived") {
+		t.Errorf("globex changed acme's policy: %s", r)
+	}
+	if r := e.get(acme, "/v1/guardian/pending-actions/"+ids["approval"]); !strings.Contains(string(r.body), `"status":"pending"`) {
+		t.Errorf("globex decided acme's pending action: %s", r)
+	}
+	if r := e.get(acme, "/v1/decisions/"+ids["decision"]); strings.Contains(string(r.body), "false_positive") {
+		t.Errorf("globex triaged acme's decision: %s", r)
+	}
+}
+
+// addForeignIDs creates acme's resources of the other services.
+func addForeignIDs(t *testing.T, e *env, acme string, ids foreignIDs) {}
