@@ -56,6 +56,35 @@ var routePermissions = map[string][]auth.Permission{
 	"PUT /v1/settings/rate-limits":  {auth.SettingsManage},
 	"GET /v1/audit":                 {auth.AuditRead},
 	"GET /v1/audit/export":          {auth.AuditRead},
+
+	"GET /v1/ledger/checkpoint":     {auth.LedgerRead},
+	"GET /v1/ledger/key":            {auth.LedgerRead},
+	"GET /v1/ledger/consistency":    {auth.LedgerRead},
+	"GET /v1/lineage/:id/verify":    {auth.LedgerRead},
+	"GET /v1/sessions/:id/evidence": {auth.LedgerRead},
+
+	"GET /v1/agents/profiles":    {auth.RiskRead},
+	"POST /v1/agents/:id/reset":  {auth.AgentsWrite},
+	"GET /v1/sessions/:id/risk":  {auth.RiskRead},
+	"GET /v1/metrics/timeseries": {auth.RiskRead},
+
+	"POST /v1/notification-channels":                                  {auth.ChannelsManage},
+	"GET /v1/notification-channels":                                   {auth.ChannelsRead},
+	"GET /v1/notification-channels/:id":                               {auth.ChannelsRead},
+	"PATCH /v1/notification-channels/:id":                             {auth.ChannelsManage},
+	"DELETE /v1/notification-channels/:id":                            {auth.ChannelsManage},
+	"POST /v1/notification-channels/:id/rotate-secret":                {auth.ChannelsManage},
+	"POST /v1/notification-channels/:id/test":                         {auth.ChannelsManage},
+	"GET /v1/notification-channels/:id/deliveries":                    {auth.ChannelsRead},
+	"GET /v1/notification-channels/:id/dead-letters":                  {auth.ChannelsRead},
+	"POST /v1/notification-channels/:id/deliveries/:deliveryId/retry": {auth.ChannelsManage},
+	"GET /v1/webhooks":                                                {auth.ChannelsRead},
+	"POST /v1/webhooks":                                               {auth.ChannelsManage},
+	"GET /v1/webhooks/:id":                                            {auth.ChannelsRead},
+	"DELETE /v1/webhooks/:id":                                         {auth.ChannelsManage},
+
+	"GET /v1/settings/redaction":  {auth.SettingsRead},
+	"POST /v1/settings/redaction": {auth.SettingsManage},
 }
 
 // publicRoutes need no key at all.
@@ -144,6 +173,17 @@ var foreignRoutes = map[string]string{
 	"GET /v1/sessions/:id/risk":                    "session",
 	"GET /v1/sessions/:id/evidence":                "session",
 	"GET /v1/lineage/:id/verify":                   "decision",
+
+	"GET /v1/notification-channels/:id":                               "channel",
+	"PATCH /v1/notification-channels/:id":                             "channel",
+	"DELETE /v1/notification-channels/:id":                            "channel",
+	"POST /v1/notification-channels/:id/rotate-secret":                "channel",
+	"POST /v1/notification-channels/:id/test":                         "channel",
+	"GET /v1/notification-channels/:id/deliveries":                    "channel",
+	"GET /v1/notification-channels/:id/dead-letters":                  "channel",
+	"POST /v1/notification-channels/:id/deliveries/:deliveryId/retry": "channel",
+	"GET /v1/webhooks/:id":                                            "channel",
+	"DELETE /v1/webhooks/:id":                                         "channel",
 }
 
 // foreignBodies are valid request bodies, so that only the tenant check
