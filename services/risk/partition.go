@@ -53,7 +53,21 @@ type partition struct {
 	saved      uint64                     // checkpoint last written
 	ready      chan struct{}
 	readyOnce  sync.Once
+	// own counts this partition's decisions and newestMS is the latest
+	// event time among them; they drive session eviction.
+	own      int64
+	newestMS int64
 }
+
+// Session eviction: every sweepEvery own decisions, sessions idle for
+// sessionIdleMS of event time are dropped. Both are counted in the
+// partition's own decisions and event time, so a replay evicts the same
+// sessions at the same points. A session that resumes after eviction is
+// scored afresh from then on.
+const (
+	sweepEvery    = 10000
+	sessionIdleMS = 24 * 3_600_000
+)
 
 func newPartition(svc *Service, idx, n int) *partition {
 	return &partition{svc: svc, idx: idx, n: n, log: svc.log.With(slog.Int("partition", idx)),
@@ -303,6 +317,16 @@ func (p *partition) process(rec rules.DecisionRecord, seq uint64) ([]Anomaly, *S
 	if a == nil {
 		a = baseline.New(rec.Tenant, rec.AgentID)
 		p.agents[k] = a
+	}
+	p.own++
+	p.newestMS = max(p.newestMS, o.AtMS)
+	if p.own%sweepEvery == 0 {
+		for k, s := range p.sessions {
+			if s.LastMS < p.newestMS-sessionIdleMS {
+				delete(p.sessions, k)
+				delete(p.lastScore, k)
+			}
+		}
 	}
 	raised := a.Observe(o, p.svc.cfg.Baseline)
 	var anoms []Anomaly
