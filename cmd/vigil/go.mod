@@ -13,6 +13,7 @@ require (
 	github.com/vigilhq/vigil/services/api v0.0.0
 	github.com/vigilhq/vigil/services/guardian v0.0.0
 	github.com/vigilhq/vigil/services/ingest v0.0.0
+	github.com/vigilhq/vigil/services/ledger v0.0.0
 	github.com/vigilhq/vigil/services/policy v0.0.0
 	github.com/vigilhq/vigil/services/risk v0.0.0
 	go.yaml.in/yaml/v3 v3.0.5
@@ -30,6 +31,7 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-faster/city v1.0.1 // indirect
 	github.com/go-faster/errors v0.7.1 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.8 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
@@ -47,12 +49,15 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/shopspring/decimal v1.5.0 // indirect
+	github.com/transparency-dev/formats v0.1.1 // indirect
+	github.com/transparency-dev/merkle v0.0.2 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/exp v0.0.0-20240823005443-9b4947da3948 // indirect
+	golang.org/x/mod v0.42.0 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
@@ -67,6 +72,7 @@ replace (
 	github.com/vigilhq/vigil/services/api => ../../services/api
 	github.com/vigilhq/vigil/services/guardian => ../../services/guardian
 	github.com/vigilhq/vigil/services/ingest => ../../services/ingest
+	github.com/vigilhq/vigil/services/ledger => ../../services/ledger
 	github.com/vigilhq/vigil/services/policy => ../../services/policy
 	github.com/vigilhq/vigil/services/risk => ../../services/risk
 )

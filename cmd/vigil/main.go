@@ -22,6 +22,8 @@ Usage:
   vigil bench ingest        measure ingest throughput and latency
   vigil policy test|apply|replay
                             test policies offline, apply a directory, replay history
+  vigil ledger key|audit    print the ledger's verifier key; audit logs against projections
+  vigil verify BUNDLE       verify an evidence bundle offline
   vigil version             print the version
 
 Run "vigil <command> --help" for a command's flags.
@@ -61,6 +63,10 @@ func run(ctx context.Context, args []string) error {
 		return runBench(ctx, args[1:], os.Stdout)
 	case "policy":
 		return runPolicy(ctx, args[1:], os.Stdout)
+	case "ledger":
+		return runLedger(ctx, args[1:], os.Stdout)
+	case "verify":
+		return runVerify(args[1:], os.Stdin, os.Stdout)
 	case "version":
 		fmt.Println(version)
 		return nil

@@ -128,7 +128,7 @@ func (e *env) decision(tenant, session, pack string) string {
 	id := "dec_" + uuid.NewString()[:8]
 	e.publish(streams.DecisionSubject(tenant, "agent-1"), map[string]any{
 		"decisionId": id, "tenant": tenant, "agentId": "agent-1", "sessionId": session, "source": "evaluate",
-		"result": map[string]any{"outcome": "allow", "packHash": pack, "reasonCodes": []string{}}, "at": time.Now().UTC(),
+		"result": map[string]any{"decision": "allow", "packHash": pack, "reasonCodes": []string{}}, "at": time.Now().UTC(),
 	}, id)
 	return id
 }

@@ -249,6 +249,9 @@ func (st store) lookup(ctx context.Context, tenant string, size uint64, keys []s
 
 // leaves reads the latest version of the leaves at idxs.
 func (st store) leaves(ctx context.Context, tenant string, idxs []uint64) (map[uint64]leafRow, error) {
+	if len(idxs) == 0 {
+		return map[uint64]leafRow{}, nil
+	}
 	rows, err := st.ch.Query(ctx, `SELECT idx, argMax(record_key, version), argMax(kind, version), argMax(record_id, version),
 		argMax(session_id, version), argMax(leaf_hash, version), argMax(canonical, version), argMax(integrated_ms, version)
 		FROM ledger_leaves WHERE tenant_id = ? AND idx IN ? GROUP BY idx`, tenant, set(idxs))
