@@ -615,3 +615,26 @@ func TestAuthTenantsAndBadInputs(t *testing.T) {
 		t.Fatalf("globex sees %v", ps)
 	}
 }
+
+func TestPausedAgentStillRecorded(t *testing.T) {
+	e := newEnv(t)
+	in := e.start(testConfig(1))
+	e.waitOwned(1, 1, in)
+	for i := 0; i < 4; i++ {
+		e.publish(step{agent: "bot", session: "p1", at: time.Duration(i) * time.Second, kind: "tool_call", tool: "search",
+			outcome: rules.Block, reason: rules.ReasonAgentPaused})
+	}
+	eventually(t, "four observations", func() bool { return e.profiles(in, "acme")["bot"].Observations == 4 })
+	p := e.profiles(in, "acme")["bot"]
+	if p.Activity.Blocks != 0 {
+		t.Fatalf("a paused agent's blocks counted as blocks: %+v", p.Activity)
+	}
+	if got, _ := e.anomalies(); len(got) != 0 {
+		t.Fatalf("anomalies for a paused agent's blocks: %v", got)
+	}
+	r, code := e.risk(in, "p1", "acme")
+	// Nothing changed after the first record, so the first score stands.
+	if code != 200 || r.Score != 0 || r.Actions != 1 || r.Severity != "info" {
+		t.Fatalf("paused session risk %d %+v", code, r)
+	}
+}
