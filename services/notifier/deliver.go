@@ -288,16 +288,20 @@ func (s *Service) send(ctx context.Context, ch Channel, job Job) result {
 	return result{status: resp.StatusCode, latency: time.Since(now), retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now)}
 }
 
+// maxRetryAfter bounds what a Retry-After header can express before the
+// configured cap applies (and keeps huge values from overflowing).
+const maxRetryAfter = 7 * 24 * time.Hour
+
 // parseRetryAfter reads delay-seconds or an HTTP date.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if n, err := strconv.Atoi(v); err == nil && n > 0 {
-		return time.Duration(n) * time.Second
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+		return time.Duration(min(n, int64(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

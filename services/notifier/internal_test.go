@@ -1,0 +1,147 @@
+package notifier
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestChannelWants(t *testing.T) {
+	block := Signal{Type: SignalVerdictBlock, Severity: "high"}
+	warn := Signal{Type: SignalVerdictWarn, Severity: "medium"}
+	crit := Signal{Type: SignalRiskHigh, Severity: "critical"}
+	cases := []struct {
+		name string
+		ch   Channel
+		sig  Signal
+		want bool
+	}{
+		{"all types", Channel{Enabled: true, MinSeverity: "info"}, warn, true},
+		{"listed type", Channel{Enabled: true, Signals: []string{SignalVerdictBlock}, MinSeverity: "info"}, block, true},
+		{"unlisted type", Channel{Enabled: true, Signals: []string{SignalVerdictBlock}, MinSeverity: "info"}, warn, false},
+		{"wildcard", Channel{Enabled: true, Signals: []string{"*"}, MinSeverity: "info"}, warn, true},
+		{"below minimum", Channel{Enabled: true, MinSeverity: "high"}, warn, false},
+		{"at minimum", Channel{Enabled: true, MinSeverity: "high"}, block, true},
+		{"above minimum", Channel{Enabled: true, MinSeverity: "high"}, crit, true},
+		{"disabled", Channel{Enabled: false, MinSeverity: "info"}, block, false},
+		{"deleted", Channel{Enabled: true, Deleted: true, MinSeverity: "info"}, block, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.ch.wants(c.sig); got != c.want {
+				t.Fatalf("wants = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestBackoffSchedule(t *testing.T) {
+	cfg := DefaultConfig()
+	s := &Service{cfg: cfg}
+	var total time.Duration
+	prevNominal := time.Duration(0)
+	for attempt := 1; attempt < cfg.Schedule.MaxAttempts; attempt++ {
+		d := s.backoffFor(attempt)
+		nominal := cfg.Schedule.InitialInterval
+		for i := 1; i < attempt; i++ {
+			nominal = min(time.Duration(float64(nominal)*cfg.Schedule.Multiplier), cfg.Schedule.MaxInterval)
+		}
+		lo := time.Duration(float64(nominal) * (1 - cfg.Schedule.Jitter))
+		hi := time.Duration(float64(nominal) * (1 + cfg.Schedule.Jitter))
+		if d < lo || d > hi {
+			t.Fatalf("attempt %d waits %v, want %v ± %.0f%%", attempt, d, nominal, cfg.Schedule.Jitter*100)
+		}
+		if nominal < prevNominal {
+			t.Fatalf("schedule shrinks at attempt %d", attempt)
+		}
+		prevNominal = nominal
+		total += nominal
+	}
+	if total < 3*time.Hour {
+		t.Fatalf("default schedule spans %v, want hours", total)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"30", 30 * time.Second},
+		{"0", 0},
+		{"-5", 0},
+		{"soon", 0},
+		{"9227000000", 7 * 24 * time.Hour},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+	}
+	for _, c := range cases {
+		if got := parseRetryAfter(c.in, now); got != c.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestDisplayURL(t *testing.T) {
+	cases := []struct{ typ, in, want string }{
+		{TypeWebhook, "https://h.example/a/b", "https://h.example/a/b"},
+		{TypeWebhook, "https://h.example/a?token=x", "https://h.example/a?…"},
+		{TypeSlack, "https://hooks.slack.com/services/T/B/secret", "https://hooks.slack.com/…"},
+		{TypeSplunk, "https://splunk.example:8088/services/collector/event", "https://splunk.example:8088/services/collector/event"},
+	}
+	for _, c := range cases {
+		if got := displayURL(c.typ, c.in); got != c.want {
+			t.Errorf("displayURL(%s, %s) = %s, want %s", c.typ, c.in, got, c.want)
+		}
+	}
+}
+
+func TestDeliveryIDStable(t *testing.T) {
+	if deliveryID("s1", "c1") != deliveryID("s1", "c1") || deliveryID("s1", "c1") == deliveryID("s1", "c2") || deliveryID("s1", "c1") == deliveryID("s2", "c1") {
+		t.Fatal("delivery ids are not a function of (signal, channel)")
+	}
+}
+
+// FuzzRiskRecord: RISK records come from another service; whatever they
+// hold, decoding never panics and an accepted record yields a complete
+// signal of a known severity.
+func FuzzRiskRecord(f *testing.F) {
+	f.Add([]byte(`{"id":"an_1","tenant":"acme","agentId":"a","sessionId":"s","severity":"high","summary":"x","occurredAt":"2026-01-01T00:00:00Z","score":80}`))
+	f.Add([]byte(`{"id":"an_1","tenant":"acme","severity":"CRITICAL"}`))
+	f.Add([]byte(`{"id":"","tenant":""}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"id":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, typ := range []string{SignalAnomaly, SignalRiskHigh} {
+			s, ok, err := fromRisk(data, typ)
+			if err != nil || !ok {
+				continue
+			}
+			if s.ID == "" || s.Tenant == "" || severityRank(s.Severity) < 0 || s.Type != typ || s.Group == "" {
+				t.Fatalf("incomplete signal %+v from %s", s, data)
+			}
+			if typ == SignalRiskHigh && severityRank(s.Severity) < severityRank("high") {
+				t.Fatalf("risk.high below high: %+v", s)
+			}
+			if _, err := json.Marshal(s); err != nil {
+				t.Fatalf("signal does not encode: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzParseRetryAfter: the header comes from the target.
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, s := range []string{"", "1", "99999999999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "-1", "1.5"} {
+		f.Add(s)
+	}
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, v string) {
+		if d := parseRetryAfter(v, now); d < 0 {
+			t.Fatalf("negative wait %v for %q", d, v)
+		}
+	})
+}
