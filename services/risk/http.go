@@ -307,46 +307,57 @@ type Timeseries struct {
 	Data     []Point   `json:"data"`
 }
 
-func (s *Service) timeseries(c echo.Context) error {
-	interval := c.QueryParam("interval")
-	if interval == "" {
-		interval = "day"
-	}
-	var step time.Duration
+// span is the bucket range a timeseries request asks for.
+type span struct {
+	interval    string
+	step        time.Duration
+	first, last int64 // bucket numbers (epoch days or hours), inclusive
+}
+
+// parseSpan validates the timeseries query: interval day (days 1–366,
+// default 30) or hour (hours 1–744, default 48), ending at to (default
+// now).
+func parseSpan(interval, days, hours, to string, now time.Time) (span, error) {
+	var sp span
 	var def, maxN int
 	switch interval {
-	case "day", "daily":
-		interval, step, def, maxN = "day", 24*time.Hour, 30, 366
+	case "", "day", "daily":
+		sp.interval, sp.step, def, maxN = "day", 24*time.Hour, 30, 366
 	case "hour", "hourly":
-		interval, step, def, maxN = "hour", time.Hour, 48, 24*31
+		sp.interval, sp.step, def, maxN = "hour", time.Hour, 48, 24*31
 	default:
-		return apperr.Validation("interval is not valid", apperr.FieldError{Path: "interval", Code: event.CodeInvalid, Message: "interval must be day or hour"})
+		return sp, apperr.Validation("interval is not valid", apperr.FieldError{Path: "interval", Code: event.CodeInvalid, Message: "interval must be day or hour"})
 	}
 	n := def
-	if v := c.QueryParam("days"); v != "" && interval == "day" {
-		d, err := strconv.Atoi(v)
+	for _, q := range []struct{ name, v, want string }{{"days", days, "day"}, {"hours", hours, "hour"}} {
+		if q.v == "" || q.want != sp.interval {
+			continue
+		}
+		d, err := strconv.Atoi(q.v)
 		if err != nil || d < 1 || d > maxN {
-			return apperr.Validation("days is out of range", apperr.FieldError{Path: "days", Code: event.CodeOutOfRange, Message: fmt.Sprintf("days must be an integer from 1 to %d", maxN)})
+			return sp, apperr.Validation(q.name+" is out of range", apperr.FieldError{Path: q.name, Code: event.CodeOutOfRange, Message: fmt.Sprintf("%s must be an integer from 1 to %d", q.name, maxN)})
 		}
 		n = d
 	}
-	if v := c.QueryParam("hours"); v != "" && interval == "hour" {
-		h, err := strconv.Atoi(v)
-		if err != nil || h < 1 || h > maxN {
-			return apperr.Validation("hours is out of range", apperr.FieldError{Path: "hours", Code: event.CodeOutOfRange, Message: fmt.Sprintf("hours must be an integer from 1 to %d", maxN)})
+	end := now.UTC()
+	if to != "" {
+		t, err := time.Parse(time.RFC3339Nano, to)
+		if err != nil || t.Year() < 2000 || t.Year() > 9999 {
+			return sp, apperr.Validation("to is not a timestamp", apperr.FieldError{Path: "to", Code: event.CodeInvalid, Message: "to must be an RFC 3339 timestamp between the years 2000 and 9999"})
 		}
-		n = h
+		end = t.UTC()
 	}
-	to := time.Now().UTC()
-	if v := c.QueryParam("to"); v != "" {
-		t, err := time.Parse(time.RFC3339Nano, v)
-		if err != nil {
-			return apperr.Validation("to is not a timestamp", apperr.FieldError{Path: "to", Code: event.CodeInvalid, Message: "to must be an RFC 3339 timestamp"})
-		}
-		to = t.UTC()
+	sp.last = end.UnixMilli() / sp.step.Milliseconds()
+	sp.first = sp.last - int64(n) + 1
+	return sp, nil
+}
+
+func (s *Service) timeseries(c echo.Context) error {
+	sp, err := parseSpan(c.QueryParam("interval"), c.QueryParam("days"), c.QueryParam("hours"), c.QueryParam("to"), time.Now())
+	if err != nil {
+		return err
 	}
-	last := to.UnixMilli() / step.Milliseconds()
-	first := last - int64(n) + 1
+	interval, step, first, last := sp.interval, sp.step, sp.first, sp.last
 	ctx, cancel := chx.QueryContext(c.Request().Context(), s.cfg.QueryTimeout)
 	defer cancel()
 	rows, err := s.deps.CH.Query(ctx, `SELECT bucket, metric, uniqExactMerge(ids) FROM risk_metrics

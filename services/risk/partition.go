@@ -49,6 +49,7 @@ type partition struct {
 	applied    map[string]bool            // reset ids applied
 	processed  uint64                     // last POLICY sequence folded into the state
 	published  atomic.Uint64              // last POLICY sequence whose outputs are on RISK
+	stalled    atomic.Bool                // an output was not published: published stops here
 	checkpoint uint64                     // outputs published up to here (from KV)
 	saved      uint64                     // checkpoint last written
 	ready      chan struct{}
@@ -281,7 +282,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 		p.processed = seq
 		p.applyResetsLocked()
 		p.mu.Unlock()
-		p.published.Store(seq)
+		p.advance(seq)
 		return
 	}
 	var rec rules.DecisionRecord
@@ -290,7 +291,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 		p.mu.Lock()
 		p.processed = seq
 		p.mu.Unlock()
-		p.published.Store(seq)
+		p.advance(seq)
 		return
 	}
 	start := time.Now()
@@ -300,12 +301,20 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	p.applyResetsLocked()
 	publish := seq > p.checkpoint
 	p.mu.Unlock()
-	if publish {
-		p.publish(ctx, anoms, sc)
+	if publish && !p.publish(ctx, anoms, sc) {
+		p.stalled.Store(true) // stopping: these outputs are not on RISK
 	}
-	p.published.Store(seq)
+	p.advance(seq)
 	p.svc.observed.Inc()
 	p.svc.processTime.Observe(time.Since(start).Seconds())
+}
+
+// advance moves the publish watermark, unless an earlier output failed
+// to publish (the partition is stopping and will be rebuilt from there).
+func (p *partition) advance(seq uint64) {
+	if !p.stalled.Load() {
+		p.published.Store(seq)
+	}
 }
 
 // process folds one decision into the agent's baseline and its session
@@ -414,32 +423,41 @@ func observation(rec rules.DecisionRecord) (baseline.Observation, bool) {
 
 // publish records the outputs of one decision on RISK, deduplicated by id
 // so that a redelivery or a rebuild that overlaps the checkpoint writes
-// nothing twice. It retries until it succeeds or ctx ends: the partition
-// does not move on while an output is unrecorded.
-func (p *partition) publish(ctx context.Context, anoms []Anomaly, sc *SessionScore) {
+// nothing twice. It retries until it succeeds or ctx ends (then it
+// reports false): the partition does not move on while an output is
+// unrecorded.
+func (p *partition) publish(ctx context.Context, anoms []Anomaly, sc *SessionScore) bool {
 	for _, a := range anoms {
-		p.retry(ctx, streams.AnomalySubject(a.Tenant, a.AgentID), a.ID, mustJSON(a))
+		if !p.retry(ctx, streams.AnomalySubject(a.Tenant, a.AgentID), a.ID, mustJSON(a)) {
+			return false
+		}
 		p.svc.anomalies.WithLabelValues(a.Type).Inc()
 	}
 	if sc != nil {
-		p.retry(ctx, streams.SessionScoreSubject(sc.Tenant, sc.SessionID), sc.ID, mustJSON(sc))
+		if !p.retry(ctx, streams.SessionScoreSubject(sc.Tenant, sc.SessionID), sc.ID, mustJSON(sc)) {
+			return false
+		}
 		p.svc.scores.Inc()
 	}
+	return true
 }
 
-func (p *partition) retry(ctx context.Context, subject, id string, data []byte) {
+func (p *partition) retry(ctx context.Context, subject, id string, data []byte) bool {
 	delay := 50 * time.Millisecond
 	for {
 		pctx, cancel := context.WithTimeout(ctx, p.svc.cfg.PublishTimeout)
 		_, err := p.svc.deps.JS.Publish(pctx, subject, data, jetstream.WithMsgID(id))
 		cancel()
-		if err == nil || ctx.Err() != nil {
-			return
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
 		}
 		p.log.Warn("risk: publish failed; retrying", slog.String("subject", subject), slog.String("error", err.Error()))
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)

@@ -565,6 +565,14 @@ func TestRestartAndTwoInstances(t *testing.T) {
 			t.Fatalf("two instances:\n got %+v\nwant %+v", got, want)
 		}
 	}
+
+	// One of them stops: the other takes its partitions over, rebuilds
+	// them and still gives the same answers.
+	a.stop()
+	two.waitOwned(4, 4, b)
+	if got := two.snapshot(b, agents); !equal(got, want) {
+		t.Fatalf("after failover:\n got %+v\nwant %+v", got, want)
+	}
 }
 
 func equal(a, b snapshot) bool {
