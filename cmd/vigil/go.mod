@@ -14,6 +14,7 @@ require (
 	github.com/vigilhq/vigil/services/guardian v0.0.0
 	github.com/vigilhq/vigil/services/ingest v0.0.0
 	github.com/vigilhq/vigil/services/ledger v0.0.0
+	github.com/vigilhq/vigil/services/notifier v0.0.0
 	github.com/vigilhq/vigil/services/policy v0.0.0
 	github.com/vigilhq/vigil/services/risk v0.0.0
 	go.yaml.in/yaml/v3 v3.0.5
@@ -73,6 +74,7 @@ replace (
 	github.com/vigilhq/vigil/services/guardian => ../../services/guardian
 	github.com/vigilhq/vigil/services/ingest => ../../services/ingest
 	github.com/vigilhq/vigil/services/ledger => ../../services/ledger
+	github.com/vigilhq/vigil/services/notifier => ../../services/notifier
 	github.com/vigilhq/vigil/services/policy => ../../services/policy
 	github.com/vigilhq/vigil/services/risk => ../../services/risk
 )

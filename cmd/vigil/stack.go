@@ -29,6 +29,7 @@ import (
 	"github.com/vigilhq/vigil/services/guardian"
 	"github.com/vigilhq/vigil/services/ingest"
 	"github.com/vigilhq/vigil/services/ledger"
+	"github.com/vigilhq/vigil/services/notifier"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 	"github.com/vigilhq/vigil/services/risk"
 )
@@ -71,6 +72,7 @@ type Stack struct {
 	Guard   *guardian.Service
 	Risk    *risk.Service
 	Ledger  *ledger.Service
+	Notify  *notifier.Service
 	Board   *approval.Board
 	Limiter *ratelimit.Limiter
 	// BootstrapKey is the owner key created on first start, or "".
