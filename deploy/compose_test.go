@@ -69,9 +69,9 @@ func env(s types.ServiceConfig, key string) string {
 
 var (
 	// Services that run until stopped; each needs a healthcheck.
-	longRunning = []string{"nats", "clickhouse", "ingest", "api", "policy", "guardian", "risk"}
+	longRunning = []string{"nats", "clickhouse", "ingest", "api", "policy", "guardian", "risk", "ledger"}
 	// Services built from this repository that serve Vigil's HTTP API.
-	vigilServers = []string{"ingest", "api", "policy", "guardian", "risk"}
+	vigilServers = []string{"ingest", "api", "policy", "guardian", "risk", "ledger"}
 )
 
 type serviceCase struct {
@@ -93,6 +93,7 @@ func TestServices(t *testing.T) {
 		{name: "policy", enabled: true, dockerfile: "deploy/policy.Dockerfile", ports: []string{"127.0.0.1:8082:8080"}, restart: "unless-stopped"},
 		{name: "guardian", enabled: true, dockerfile: "deploy/guardian.Dockerfile", ports: []string{"127.0.0.1:8083:8080"}, restart: "unless-stopped"},
 		{name: "risk", enabled: true, dockerfile: "deploy/risk.Dockerfile", ports: []string{"127.0.0.1:8086:8080"}, restart: "unless-stopped"},
+		{name: "ledger", enabled: true, dockerfile: "deploy/ledger.Dockerfile", ports: []string{"127.0.0.1:8084:8080"}, restart: "unless-stopped"},
 		{name: "keys", enabled: false, dockerfile: "deploy/vigil.Dockerfile", restart: "no"},
 	}
 	for _, tt := range tests {
