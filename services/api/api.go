@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/idempotency"
+	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
@@ -48,6 +49,9 @@ type Config struct {
 	MaxExportEvents int
 	// DecisionTimeout bounds a request to the policy service.
 	DecisionTimeout time.Duration
+	// Judge is the LLM judge's deployment configuration (sealing secret,
+	// SSRF allowlist for its endpoints).
+	Judge judge.Deployment
 	// RateLimits apply to tenants that have not set their own.
 	RateLimits ratelimit.Limits
 }
@@ -100,6 +104,7 @@ type Service struct {
 	discover *discovery
 	compiler *rules.Compiler
 	idem     *idempotency.Store
+	safety   *safety // redaction settings and the LLM judge (redaction.go, llmconfig.go)
 	usage    *control.Usage
 	audit    [2]*chx.Sink // CONTROL, GUARDIAN
 }

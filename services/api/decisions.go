@@ -277,6 +277,7 @@ func (s *Service) verdictOf(rec rules.DecisionRecord) Verdict {
 	if t, ok := s.deps.Catalog.Triage(rec.Tenant, rec.ID); ok {
 		v.Status = t.Status
 	}
+	s.amendVerdict(&v, rec)
 	return v
 }
 

@@ -207,6 +207,7 @@ func (s *Service) decisionView(c echo.Context, rec *rules.DecisionRecord, a *app
 		out["status"] = s.verdictOf(*rec).Status
 		out["decision"] = rec.Decision.Outcome.String()
 		out["final"] = rec.Decision.Outcome != rules.RequireApproval
+		s.amendView(out, rec)
 	}
 	if a != nil {
 		out["decisionId"] = a.DecisionID

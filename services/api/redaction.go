@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/redact"
 )
 
@@ -45,11 +47,19 @@ func redactionView(r redact.Record) RedactionView {
 	return v
 }
 
-// safetyRoutes mounts the redaction settings on the authenticated /v1
-// group.
+// safetyRoutes mounts the redaction settings and the LLM judge's
+// configuration and usage on the authenticated /v1 group, and starts the
+// index of judgements that verdicts are amended from (it lives as long
+// as the NATS connection).
 func (s *Service) safetyRoutes(g *echo.Group) {
-	g.GET("/settings/redaction", s.getRedaction, httpkit.Require(auth.SettingsRead))
-	g.POST("/settings/redaction", s.setRedaction, httpkit.Require(auth.SettingsManage))
+	s.safety = &safety{view: judge.NewView(s.deps.JS, s.log), ledger: judge.NewLedger(s.deps.JS)}
+	s.safety.view.Run(context.Background())
+	read, manage := httpkit.Require(auth.SettingsRead), httpkit.Require(auth.SettingsManage)
+	g.GET("/settings/redaction", s.getRedaction, read)
+	g.POST("/settings/redaction", s.setRedaction, manage)
+	g.GET("/llm-config", s.getLLMConfig, read)
+	g.POST("/llm-config", s.setLLMConfig, manage)
+	g.GET("/judge/usage", s.getJudgeUsage, read)
 }
 
 // getRedaction answers GET /v1/settings/redaction: the tenant's settings,

@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -46,11 +47,16 @@ type Config struct {
 	// RedactionKey keys redaction placeholders; it must be ingest's. Empty:
 	// the deployment key generated once in NATS.
 	RedactionKey []byte
+	// Judge is the LLM judge's deployment configuration; JudgeTimeout
+	// bounds one call and JudgeWorkers how many run at once.
+	Judge        judge.Deployment
+	JudgeTimeout time.Duration
+	JudgeWorkers int
 }
 
 // DefaultConfig returns defaults; SigningSeed must still be set.
 func DefaultConfig() Config {
-	return Config{Streams: streams.DefaultOptions, PublishTimeout: 2 * time.Second, EvaluateEvents: true}
+	return Config{Streams: streams.DefaultOptions, PublishTimeout: 2 * time.Second, EvaluateEvents: true, JudgeTimeout: 20 * time.Second, JudgeWorkers: 4}
 }
 
 // Validate reports every invalid setting.
@@ -85,6 +91,7 @@ type Service struct {
 	sink     *chx.Sink
 	sessions *sessionStats
 	settings *control.Settings // tenants' redaction (and judge) settings
+	judge    *judgeRunner
 
 	mu       sync.Mutex
 	packs    map[string]packEntry // tenant → current pack
@@ -223,7 +230,12 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errc <- s.runJudge(ctx)
+	}()
 	if s.sink != nil {
 		wg.Add(1)
 		go func() {

@@ -32,6 +32,9 @@ func (s *Service) startSettings(ctx context.Context) error {
 	if err := st.Run(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
+	if s.judge, err = s.newJudge(ctx); err != nil {
+		return err
+	}
 	s.settings = st
 	return nil
 }
