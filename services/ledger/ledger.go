@@ -95,6 +95,10 @@ type Service struct {
 	tiles  map[tenantTile][]byte
 
 	version uint64 // last row version written (integrator only)
+	// seen holds, per tenant, a Bloom filter of every committed record
+	// key, so only keys that may be in the log cost a lookup (integrator
+	// only).
+	seen map[string]*seenFilter
 
 	leaves    *prometheus.CounterVec
 	batchDur  prometheus.Histogram
@@ -121,7 +125,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ledger")), keys: keys, store: store{ch: deps.CH},
-		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{},
+		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, seen: map[string]*seenFilter{},
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ledger_leaves_total", Help: "Records appended to tenant logs, by kind.",
 		}, []string{"kind"}),
@@ -197,7 +201,7 @@ func (s *Service) forget(tenant string) {
 
 // Run seals records from every source stream until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	in := make(chan jetstream.Msg, s.cfg.MaxBatch)
+	in := make(chan inbound, s.cfg.MaxBatch)
 	var ccs []jetstream.ConsumeContext
 	defer func() {
 		for _, cc := range ccs {
@@ -221,8 +225,13 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("ledger: consumer %s: %w", src.durable, err)
 		}
 		cc, err := cons.Consume(func(m jetstream.Msg) {
+			// Records are prepared (canonical bytes, leaf hash) here, in
+			// each consumer's goroutine, while the previous batch is
+			// being written.
+			msg := inbound{msg: m}
+			msg.p, msg.err = s.prepareMsg(m)
 			select {
-			case in <- m:
+			case in <- msg:
 			case <-ctx.Done():
 			}
 		}, jetstream.PullMaxMessages(s.cfg.MaxBatch))
@@ -232,7 +241,7 @@ func (s *Service) Run(ctx context.Context) error {
 		ccs = append(ccs, cc)
 	}
 	s.log.Info("ledger sealing", slog.String("origin", s.cfg.Origin))
-	batch := make([]jetstream.Msg, 0, s.cfg.MaxBatch)
+	batch := make([]inbound, 0, s.cfg.MaxBatch)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	backoff := 100 * time.Millisecond
@@ -251,7 +260,7 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-time.After(backoff):
 			case <-ctx.Done():
 				for _, m := range batch {
-					_ = m.Nak()
+					_ = m.msg.Nak()
 				}
 				batch = batch[:0]
 				return
@@ -298,26 +307,38 @@ type pending struct {
 	rank int
 }
 
+// inbound is a consumed message and its prepared record.
+type inbound struct {
+	msg jetstream.Msg
+	p   pending
+	err error
+}
+
+// prepareMsg computes a message's record, canonical bytes and leaf hash.
+func (s *Service) prepareMsg(m jetstream.Msg) (pending, error) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return pending{}, fmt.Errorf("no metadata: %w", err)
+	}
+	return s.prepare(source{stream: meta.Stream, subject: m.Subject(), seq: meta.Sequence.Stream, data: m.Data()})
+}
+
 // integrate appends a batch of messages to their tenants' logs and acks
-// them once every touched log's checkpoint is committed.
-func (s *Service) integrate(ctx context.Context, msgs []jetstream.Msg) error {
+// them once every touched log's checkpoint is committed. Messages that
+// cannot become a record are terminated (and logged): they would never
+// seal.
+func (s *Service) integrate(ctx context.Context, msgs []inbound) error {
 	start := time.Now()
 	byTenant := map[string][]pending{}
 	var ok []jetstream.Msg
 	for _, m := range msgs {
-		meta, err := m.Metadata()
-		if err != nil {
-			_ = m.TermWithReason("no metadata")
+		if m.err != nil {
+			s.log.Error("ledger: unsealable record", slog.String("subject", m.msg.Subject()), slog.String("error", m.err.Error()))
+			_ = m.msg.TermWithReason("unsealable record: " + m.err.Error())
 			continue
 		}
-		p, err := s.prepare(source{stream: meta.Stream, subject: m.Subject(), seq: meta.Sequence.Stream, data: m.Data()})
-		if err != nil {
-			s.log.Error("ledger: unsealable record", slog.String("subject", m.Subject()), slog.Uint64("seq", meta.Sequence.Stream), slog.String("error", err.Error()))
-			_ = m.TermWithReason("unsealable record: " + err.Error())
-			continue
-		}
-		byTenant[p.env.Tenant] = append(byTenant[p.env.Tenant], p)
-		ok = append(ok, m)
+		byTenant[m.p.env.Tenant] = append(byTenant[m.p.env.Tenant], m.p)
+		ok = append(ok, m.msg)
 	}
 	tenants := make([]string, 0, len(byTenant))
 	for t := range byTenant {
@@ -336,7 +357,7 @@ func (s *Service) integrate(ctx context.Context, msgs []jetstream.Msg) error {
 	return nil
 }
 
-// prepare computes a message's record, canonical bytes and leaf hash.
+// prepare computes a source record's canonical bytes and leaf hash.
 func (s *Service) prepare(m source) (pending, error) {
 	env, err := envelopeOf(m)
 	if err != nil {
@@ -366,17 +387,27 @@ func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending,
 		return cmpU64(a.row.seq, b.row.seq)
 	})
 	keys := make([]string, 0, len(ps))
-	seen := make(map[string]bool, len(ps))
+	inBatch := make(map[string]bool, len(ps))
 	fresh := ps[:0:0]
 	for _, p := range ps {
-		if seen[p.row.key] {
+		if inBatch[p.row.key] {
 			continue // the same record twice in one batch
 		}
-		seen[p.row.key] = true
+		inBatch[p.row.key] = true
 		keys = append(keys, p.row.key)
 		fresh = append(fresh, p)
 	}
-	have, err := s.store.lookup(ctx, tenant, cur.size, keys)
+	seen, err := s.seenFilter(ctx, tenant, cur.size)
+	if err != nil {
+		return err
+	}
+	maybe := keys[:0:0]
+	for _, k := range keys {
+		if seen.f.TestString(k) {
+			maybe = append(maybe, k)
+		}
+	}
+	have, err := s.store.lookup(ctx, tenant, cur.size, maybe)
 	if err != nil {
 		return err
 	}
@@ -412,9 +443,13 @@ func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending,
 	}
 	s.version = max(s.version+1, uint64(time.Now().UnixNano()))
 	if err := s.store.writeBatch(ctx, tenant, s.version, rows, tiles, next); err != nil {
-		s.forget(tenant) // the checkpoint may or may not have landed
+		// The checkpoint may or may not have landed: reload both the
+		// state and the filter from what was committed.
+		s.forget(tenant)
+		delete(s.seen, tenant)
 		return err
 	}
+	seen.add(rows)
 	s.mu.Lock()
 	s.logs[tenant] = next
 	s.mu.Unlock()

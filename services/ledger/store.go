@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -64,18 +66,32 @@ func (st store) writeBatch(ctx context.Context, tenant string, version uint64, l
 			krows = append(krows, []any{tenant, "session:" + l.session, l.idx, version})
 		}
 	}
-	if err := st.insert(ctx, "INSERT INTO ledger_leaves (tenant_id, idx, record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version)", lrows); err != nil {
-		return fmt.Errorf("ledger: write leaves: %w", err)
-	}
-	if err := st.insert(ctx, "INSERT INTO ledger_lookup (tenant_id, lookup_key, idx, version)", krows); err != nil {
-		return fmt.Errorf("ledger: write lookups: %w", err)
-	}
 	trows := make([][]any, 0, len(tiles))
 	for id, h := range tiles {
 		trows = append(trows, []any{tenant, uint8(id.level), id.index, string(h), version})
 	}
-	if err := st.insert(ctx, "INSERT INTO ledger_tiles (tenant_id, level, idx, hashes, version)", trows); err != nil {
-		return fmt.Errorf("ledger: write tiles: %w", err)
+	// The three inserts are independent (none is read past the committed
+	// size until the checkpoint lands), so they go in parallel.
+	writes := []struct {
+		what, query string
+		rows        [][]any
+	}{
+		{"leaves", "INSERT INTO ledger_leaves (tenant_id, idx, record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version)", lrows},
+		{"lookups", "INSERT INTO ledger_lookup (tenant_id, lookup_key, idx, version)", krows},
+		{"tiles", "INSERT INTO ledger_tiles (tenant_id, level, idx, hashes, version)", trows},
+	}
+	errs := make([]error, len(writes))
+	var wg sync.WaitGroup
+	for i, w := range writes {
+		wg.Go(func() {
+			if err := st.insert(ctx, w.query, w.rows); err != nil {
+				errs[i] = fmt.Errorf("ledger: write %s: %w", w.what, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	var rh []byte
 	for _, h := range ns.rng.Hashes() {

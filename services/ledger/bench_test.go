@@ -1,0 +1,251 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// BenchmarkAppend measures integration alone: dedupe lookup, tree
+// append, tile/leaf/lookup/checkpoint writes to ClickHouse, signing and
+// publishing the checkpoint, in batches of 4000 records.
+func BenchmarkAppend(b *testing.B) {
+	db := chtest.New(b)
+	svc := newService(b, db)
+	ctx := context.Background()
+	const batch = 4000
+	next := 0
+	b.ResetTimer()
+	start := time.Now()
+	for next < b.N {
+		n := min(batch, b.N-next)
+		ps := synthetic(b, "bench", next, n)
+		if err := svc.appendTenant(ctx, "bench", ps, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		next += n
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "leaves/s")
+}
+
+// BenchmarkSeal measures the whole path from the INGEST stream: records
+// already on the stream are consumed, integrated, checkpointed and
+// acked. The figure is leaves per second until the checkpoint covers
+// them all.
+func BenchmarkSeal(b *testing.B) {
+	ne := natstest.Start(b)
+	db := chtest.New(b)
+	ctx := context.Background()
+	o := streams.DefaultOptions
+	if err := natsx.EnsureStreams(ctx, ne.JS, streams.IngestConfig(o), streams.PolicyConfig(o), streams.ControlConfig(o), streams.GuardianConfig(o)); err != nil {
+		b.Fatal(err)
+	}
+	e := &env{nats: ne, db: db}
+	for i := range b.N {
+		data, _ := json.Marshal(benchEvent(i))
+		if _, err := ne.JS.PublishAsync(streams.EventReceivedSubject("bench", "agent-1"), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-ne.JS.PublishAsyncComplete()
+	b.ResetTimer()
+	start := time.Now()
+	r := e.startB(b)
+	for {
+		cp, err := r.svc.LatestCheckpoint(ctx, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if cp.TreeSize >= uint64(b.N) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "leaves/s")
+	b.StopTimer()
+	r.stop()
+}
+
+func benchEvent(i int) map[string]any {
+	return map[string]any{"tenant": "bench", "event": map[string]any{
+		"eventId": fmt.Sprintf("00000000-0000-4000-8000-%012d", i), "agentId": "agent-1", "sessionId": fmt.Sprintf("s-%d", i/50),
+		"sourceTimestamp": "2026-01-02T03:04:05Z", "category": "tool_call", "schemaVersion": "1.0",
+		"payload": map[string]any{"toolName": "search", "n": i},
+	}, "sourceMs": 1767323045000, "receivedMs": 1767323045000 + int64(i), "client": map[string]any{"sdk": "go"}}
+}
+
+// startB is env.start for benchmarks.
+func (e *env) startB(b *testing.B) *running {
+	cfg := DefaultConfig()
+	cfg.Seed = testSeed
+	svc, err := New(cfg, Deps{JS: e.nats.JS, CH: e.db.Conn, Log: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.EnsureStreams(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(rctx) }()
+	return &running{svc: svc, stop: func() { cancel(); <-done }}
+}
+
+// BenchmarkProof1M measures proofs against a log of one million leaves:
+// by index (tiles from memory, and with the tile cache dropped so every
+// tile comes from ClickHouse) and by record id (lookup + leaf + proof,
+// as GET /v1/lineage/{id}/verify does). It reports p50 and p99.
+func BenchmarkProof1M(b *testing.B) {
+	const size = 1 << 20
+	db := chtest.New(b)
+	svc := newService(b, db)
+	ctx := context.Background()
+	start := time.Now()
+	for next := 0; next < size; next += 4000 {
+		if err := svc.appendTenant(ctx, "bench", synthetic(b, "bench", next, min(4000, size-next)), time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("built %d leaves in %s (%.0f leaves/s)", size, time.Since(start), size/time.Since(start).Seconds())
+	st, _ := svc.state(ctx, "bench")
+	measure := func(b *testing.B, op func(i uint64)) {
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			i := rand.Uint64N(st.size)
+			t0 := time.Now()
+			op(i)
+			lat = append(lat, time.Since(t0))
+		}
+		b.StopTimer()
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	}
+	b.Run("index/warm", func(b *testing.B) {
+		measure(b, func(i uint64) {
+			if _, _, err := svc.InclusionProof(ctx, "bench", i); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("index/cold", func(b *testing.B) {
+		measure(b, func(i uint64) {
+			svc.tileMu.Lock()
+			clear(svc.tiles)
+			svc.tileMu.Unlock()
+			if _, _, err := svc.InclusionProof(ctx, "bench", i); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("record-id", func(b *testing.B) {
+		// What GET /v1/lineage/{id}/verify does for a sealed id: the
+		// lookup, the leaf row, the proof.
+		measure(b, func(i uint64) {
+			key := "control:" + fmt.Sprint(i)
+			found, err := svc.store.lookup(ctx, "bench", st.size, []string{key})
+			if err != nil || len(found[key]) != 1 {
+				b.Fatalf("lookup %d: %v", i, err)
+			}
+			if _, err := svc.prove(ctx, "bench", st, found[key]); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	b.Run("consistency", func(b *testing.B) {
+		measure(b, func(i uint64) {
+			if _, err := svc.ConsistencyProof(ctx, "bench", i+1, 0); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+}
+
+// BenchmarkCheckpointLatency measures how long after an event is
+// published a checkpoint covering it appears on the LEDGER stream, with
+// events arriving at a steady 5,000/s.
+func BenchmarkCheckpointLatency(b *testing.B) {
+	ne := natstest.Start(b)
+	db := chtest.New(b)
+	ctx := context.Background()
+	o := streams.DefaultOptions
+	if err := natsx.EnsureStreams(ctx, ne.JS, streams.IngestConfig(o), streams.PolicyConfig(o), streams.ControlConfig(o), streams.GuardianConfig(o)); err != nil {
+		b.Fatal(err)
+	}
+	e := &env{nats: ne, db: db}
+	r := e.startB(b)
+	defer r.stop()
+	sent := make([]time.Time, b.N)
+	covered := make([]time.Duration, b.N)
+	var mu sync.Mutex
+	next := 0
+	done := make(chan struct{})
+	sub, err := ne.Conn.Subscribe(streams.CheckpointSubject("bench"), func(m *nats.Msg) {
+		var c CheckpointMsg
+		if json.Unmarshal(m.Data, &c) != nil {
+			return
+		}
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		for next < b.N && uint64(next) < c.TreeSize && !sent[next].IsZero() {
+			covered[next] = now.Sub(sent[next])
+			next++
+		}
+		if next == b.N {
+			select {
+			case <-done:
+			default:
+				close(done)
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	const rate = 5000
+	b.ResetTimer()
+	t0 := time.Now()
+	for i := range b.N {
+		if d := time.Until(t0.Add(time.Duration(i) * time.Second / rate)); d > 0 {
+			time.Sleep(d)
+		}
+		data, _ := json.Marshal(benchEvent(i))
+		mu.Lock()
+		sent[i] = time.Now()
+		mu.Unlock()
+		if _, err := ne.JS.Publish(ctx, streams.EventReceivedSubject("bench", "agent-1"), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		b.Fatalf("only %d of %d events covered", next, b.N)
+	}
+	b.StopTimer()
+	slices.Sort(covered)
+	b.ReportMetric(float64(covered[len(covered)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(covered[len(covered)*99/100].Microseconds())/1000, "p99-ms")
+}
