@@ -202,45 +202,47 @@ func (s *Service) forget(tenant string) {
 // Run seals records from every source stream until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	in := make(chan inbound, s.cfg.MaxBatch)
-	var ccs []jetstream.ConsumeContext
+	// Each source starts on its own once its stream exists, so a
+	// deployment without (say) the guardian still seals everything else.
+	var (
+		mu      sync.Mutex
+		ccs     []jetstream.ConsumeContext
+		wg      sync.WaitGroup
+		startMu sync.Mutex
+		failed  error
+	)
+	sctx, stopSources := context.WithCancel(ctx)
 	defer func() {
+		stopSources()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
 		for _, cc := range ccs {
 			cc.Drain()
 			<-cc.Closed()
 		}
 	}()
+	fatal := make(chan struct{})
 	for _, src := range sources {
-		if err := natsx.WaitForStream(ctx, s.deps.JS, src.stream, s.log); err != nil {
-			if errors.Is(err, context.Canceled) {
-				return nil
+		wg.Go(func() {
+			cc, err := s.consume(sctx, src.stream, src.durable, src.filter, in)
+			if err != nil {
+				if sctx.Err() == nil {
+					startMu.Lock()
+					if failed == nil {
+						failed = err
+						close(fatal)
+					}
+					startMu.Unlock()
+				}
+				return
 			}
-			return err
-		}
-		cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
-			Durable: src.durable, Description: src.stream + " records → ledger leaves",
-			FilterSubject: src.filter, AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: time.Minute, MaxDeliver: -1, MaxAckPending: 4 * s.cfg.MaxBatch,
+			mu.Lock()
+			ccs = append(ccs, cc)
+			mu.Unlock()
 		})
-		if err != nil {
-			return fmt.Errorf("ledger: consumer %s: %w", src.durable, err)
-		}
-		cc, err := cons.Consume(func(m jetstream.Msg) {
-			// Records are prepared (canonical bytes, leaf hash) here, in
-			// each consumer's goroutine, while the previous batch is
-			// being written.
-			msg := inbound{msg: m}
-			msg.p, msg.err = s.prepareMsg(m)
-			select {
-			case in <- msg:
-			case <-ctx.Done():
-			}
-		}, jetstream.PullMaxMessages(s.cfg.MaxBatch))
-		if err != nil {
-			return fmt.Errorf("ledger: consume %s: %w", src.stream, err)
-		}
-		ccs = append(ccs, cc)
 	}
-	s.log.Info("ledger sealing", slog.String("origin", s.cfg.Origin))
+	s.log.Info("ledger started", slog.String("origin", s.cfg.Origin))
 	batch := make([]inbound, 0, s.cfg.MaxBatch)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -282,6 +284,12 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		case <-timer.C:
 			flush()
+		case <-fatal:
+			timer.Stop()
+			flush()
+			startMu.Lock()
+			defer startMu.Unlock()
+			return failed
 		case <-ctx.Done():
 			timer.Stop()
 			// Integrate what was already taken in, then stop.
@@ -305,6 +313,35 @@ type pending struct {
 	env  evidence.Envelope
 	row  leafRow
 	rank int
+}
+
+// consume waits for stream, then feeds its records, prepared, into in.
+func (s *Service) consume(ctx context.Context, stream, durable, filter string, in chan<- inbound) (jetstream.ConsumeContext, error) {
+	if err := natsx.WaitForStream(ctx, s.deps.JS, stream, s.log); err != nil {
+		return nil, err
+	}
+	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable: durable, Description: stream + " records → ledger leaves",
+		FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: time.Minute, MaxDeliver: -1, MaxAckPending: 4 * s.cfg.MaxBatch,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: consumer %s: %w", durable, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		// Records are prepared (canonical bytes, leaf hash) here, in each
+		// consumer's goroutine, while the previous batch is being written.
+		msg := inbound{msg: m}
+		msg.p, msg.err = s.prepareMsg(m)
+		select {
+		case in <- msg:
+		case <-ctx.Done():
+		}
+	}, jetstream.PullMaxMessages(s.cfg.MaxBatch))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: consume %s: %w", stream, err)
+	}
+	return cc, nil
 }
 
 // inbound is a consumed message and its prepared record.

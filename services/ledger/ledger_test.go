@@ -40,14 +40,33 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	o := streams.DefaultOptions
+	return newEnvWith(t, streams.IngestConfig(o), streams.PolicyConfig(o), streams.ControlConfig(o), streams.GuardianConfig(o))
+}
+
+// newEnvWith creates only the given source streams.
+func newEnvWith(t *testing.T, cfgs ...jetstream.StreamConfig) *env {
 	t.Helper()
 	e := &env{t: t, nats: natstest.Start(t), db: chtest.New(t)}
-	ctx := testCtx(t)
-	o := streams.DefaultOptions
-	if err := natsx.EnsureStreams(ctx, e.nats.JS, streams.IngestConfig(o), streams.PolicyConfig(o), streams.ControlConfig(o), streams.GuardianConfig(o)); err != nil {
+	if err := natsx.EnsureStreams(testCtx(t), e.nats.JS, cfgs...); err != nil {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// A deployment without some producers (no guardian, no policy) still
+// seals what the others record, and picks a stream up once it appears.
+func TestSealsWhateverStreamsExist(t *testing.T) {
+	o := streams.DefaultOptions
+	e := newEnvWith(t, streams.IngestConfig(o))
+	r := e.start()
+	e.event("acme", "s-1", 1)
+	r.waitSize(t, "acme", 1)
+	if err := natsx.EnsureStreams(testCtx(t), e.nats.JS, streams.PolicyConfig(o)); err != nil {
+		t.Fatal(err)
+	}
+	e.decision("acme", "s-1", "sha256:aa")
+	r.waitSize(t, "acme", 2)
 }
 
 func testCtx(t testing.TB) context.Context {
