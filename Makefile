@@ -42,6 +42,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $${FUZZTIME:-30s} ./event/
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzToken$$' -fuzztime $${FUZZTIME:-30s} ./streams/
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseRegistration$$' -fuzztime $${FUZZTIME:-30s} ./agent/
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime $${FUZZTIME:-30s} ./redact/
 	cd services/risk && $(GO) test -run '^$$' -fuzz '^FuzzParseSpan$$' -fuzztime $${FUZZTIME:-30s} .
 
 tidy: ## go mod tidy every module

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,9 +193,33 @@ func TestRedactionEndToEnd(t *testing.T) {
 	if l := leaks(chStrings(t, db, "SELECT record FROM decisions WHERE tenant_id = 'default'"), secrets); len(l) > 0 {
 		t.Errorf("ClickHouse decisions leak %q", l)
 	}
+	// Every String column of every table the stack wrote (projections of
+	// other services included: risk, ledger, audit …).
+	cols := chStrings(t, db, "SELECT concat(table, '\t', name) FROM system.columns WHERE database = ? AND type = 'String'", db.Name)
+	if !strings.Contains(cols, "events\tpayload") || !strings.Contains(cols, "decisions\trecord") {
+		t.Fatalf("String columns of the test database: %q", cols)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(cols), "\n") {
+		parts := strings.SplitN(line, "\t", 2)
+		if len(parts) != 2 {
+			continue
+		}
+		q := fmt.Sprintf("SELECT `%s` FROM `%s`.`%s`", parts[1], db.Name, parts[0])
+		if l := leaks(chStrings(t, db, q), secrets); len(l) > 0 {
+			t.Errorf("ClickHouse %s.%s leaks %q", parts[0], parts[1], l)
+		}
+	}
 
-	// Streams: the raw messages.
-	for _, name := range []string{streams.Ingest, streams.Policy} {
+	// Streams: the raw messages of every stream.
+	names := s.st.JS.StreamNames(context.Background())
+	var all []string
+	for name := range names.Name() {
+		all = append(all, name)
+	}
+	if !slices.Contains(all, streams.Ingest) || !slices.Contains(all, streams.Policy) {
+		t.Fatalf("streams: %v", all)
+	}
+	for _, name := range all {
 		if l := leaks(streamDump(t, s.st.JS, name), secrets); len(l) > 0 {
 			t.Errorf("stream %s leaks %q", name, l)
 		}
