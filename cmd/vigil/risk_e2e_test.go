@@ -57,7 +57,7 @@ func TestRiskE2E(t *testing.T) {
 	// The anomalies are verdicts with source baseline.
 	var anomalyID string
 	eventually(t, catchUp, func() (bool, string) {
-		r := e.get(e.owner, "/v1/verdicts?agent=riskbot&limit=100")
+		r := e.get(e.owner, "/v1/verdicts?agent=riskbot&source=baseline&limit=100")
 		var page struct {
 			Data []struct {
 				ID          string   `json:"id"`
@@ -66,16 +66,15 @@ func TestRiskE2E(t *testing.T) {
 			} `json:"data"`
 		}
 		r.decode(t, &page)
-		n := 0
 		for _, v := range page.Data {
-			if v.Source == "baseline" {
-				n++
-				if v.ReasonCodes[0] == "BASELINE_NEW_TOOL" {
-					anomalyID = v.ID
-				}
+			if v.Source != "baseline" {
+				t.Fatalf("source=baseline listed a %s verdict", v.Source)
+			}
+			if v.ReasonCodes[0] == "BASELINE_NEW_TOOL" {
+				anomalyID = v.ID
 			}
 		}
-		return n == 2 && anomalyID != "", r.String()
+		return len(page.Data) == 2 && anomalyID != "", r.String()
 	})
 	expect(t, e.post(e.owner, "/v1/verdicts/"+anomalyID+"/learn", nil), http.StatusOK, "learn an anomaly")
 	r := e.get(e.owner, "/v1/agents/riskbot")

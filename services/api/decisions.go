@@ -326,6 +326,10 @@ func (s *Service) decisionRecord(c echo.Context, id string) (rules.DecisionRecor
 	return rec, nil
 }
 
+// sourceBaseline is the source of the risk service's anomalies, which it
+// projects into the decisions table as verdicts (docs/risk.md).
+const sourceBaseline = "baseline"
+
 func (s *Service) listVerdicts(c echo.Context) error {
 	limit, err := httpkit.Limit(c, 20, 100)
 	if err != nil {
@@ -346,9 +350,9 @@ func (s *Service) listVerdicts(c echo.Context) error {
 	}
 	if src := c.QueryParam("source"); src != "" {
 		switch src {
-		case rules.SourceDecision, rules.SourceCheck, rules.SourceVerdict, rules.SourceEvent:
+		case rules.SourceDecision, rules.SourceCheck, rules.SourceVerdict, rules.SourceEvent, sourceBaseline:
 		default:
-			return apperr.Validation("source is not valid", apperr.FieldError{Path: "source", Code: "invalid_format", Message: "source must be decision, check, verdict or event"})
+			return apperr.Validation("source is not valid", apperr.FieldError{Path: "source", Code: "invalid_format", Message: "source must be decision, check, verdict, event or baseline"})
 		}
 		q += " AND source = ?"
 		args = append(args, src)
