@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/risk/internal/baseline"
@@ -50,6 +51,7 @@ type partition struct {
 	processed  uint64                     // last POLICY sequence folded into the state
 	published  atomic.Uint64              // last POLICY sequence whose outputs are on RISK
 	stalled    atomic.Bool                // an output was not published: published stops here
+	readyAt    atomic.Uint64              // POLICY's last sequence when the rebuild started
 	checkpoint uint64                     // outputs published up to here (from KV)
 	saved      uint64                     // checkpoint last written
 	ready      chan struct{}
@@ -120,9 +122,16 @@ func (p *partition) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("risk decisions: %w", err)
 	}
+	// Ready once the decisions that were on POLICY at start are folded
+	// in (or nothing is pending), even if new ones keep arriving.
 	info, err := dc.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("risk decisions: %w", err)
+	}
+	if st, err := js.Stream(ctx, streams.Policy); err == nil {
+		if last, err := natsx.LastSequence(ctx, st); err == nil {
+			p.readyAt.Store(last)
+		}
 	}
 	if info.NumPending == 0 {
 		p.markReady()
@@ -272,7 +281,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	}
 	seq := md.Sequence.Stream
 	defer func() {
-		if md.NumPending == 0 {
+		if md.NumPending == 0 || (p.readyAt.Load() > 0 && seq >= p.readyAt.Load()) {
 			p.markReady()
 		}
 	}()
