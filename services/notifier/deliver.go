@@ -198,7 +198,8 @@ func (s *Service) handleJob(ctx context.Context, m jetstream.Msg) {
 		_ = m.Nak()
 		return
 	}
-	if meta.NumDelivered > 1 {
+	_, pushedBack := s.lanes.pushedBack.LoadAndDelete(meta.Sequence.Stream)
+	if meta.NumDelivered > 1 && !pushedBack {
 		// A redelivery may be stale: superseded by a later job for the
 		// same delivery (a retry scheduled before a crash, a replay).
 		if cur, err := s.lastSeq(ctx, streams.DeliveryScheduledSubject(job.Tenant, job.DeliveryID)); err == nil && cur != meta.Sequence.Stream {
@@ -217,6 +218,9 @@ func (s *Service) handleJob(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	if !s.lanes.offer(ch, laneItem{msg: m, job: job, seq: meta.Sequence.Stream}) {
+		// Its lane is full: this process pushed it back, so when it
+		// returns it is known to be current and skips the stale checks.
+		s.lanes.pushedBack.Store(meta.Sequence.Stream, struct{}{})
 		_ = m.NakWithDelay(s.cfg.BusyDelay)
 	}
 }
@@ -447,9 +451,12 @@ type lanes struct {
 	stopped bool
 	// draining is set at stop: queued jobs go back instead of running.
 	draining atomic.Bool
-	wg       sync.WaitGroup
-	ctx      context.Context
-	cancel   context.CancelFunc
+	// pushedBack holds the stream sequences of jobs handed back because
+	// their lane was full.
+	pushedBack sync.Map
+	wg         sync.WaitGroup
+	ctx        context.Context
+	cancel     context.CancelFunc
 }
 
 func newLanes(s *Service) *lanes {

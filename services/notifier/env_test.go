@@ -52,7 +52,7 @@ func (s *syncBuffer) String() string {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	nats  *natstest.Env
 	js    jetstream.JetStream
 	cfg   notifier.Config
@@ -89,7 +89,7 @@ func (r staticResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.
 	return nil, fmt.Errorf("no such host %s", host)
 }
 
-func newEnv(t *testing.T, mod func(*notifier.Config)) *env {
+func newEnv(t testing.TB, mod func(*notifier.Config)) *env {
 	t.Helper()
 	e := &env{t: t, nats: natstest.Start(t), logs: &syncBuffer{}, keys: map[string]string{}}
 	e.js = e.nats.JS
@@ -174,7 +174,7 @@ type response struct {
 	header http.Header
 }
 
-func (r response) json(t *testing.T) map[string]any {
+func (r response) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -262,7 +262,7 @@ func (e *env) risk(subject string, rec map[string]any) {
 
 // eventually polls cond until it holds or 20 s pass (a liveness bound,
 // not a performance threshold).
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	last := ""
@@ -294,7 +294,7 @@ type received struct {
 	at     time.Time
 }
 
-func newReceiver(t *testing.T, behave func(n int, r *http.Request) int) *receiver {
+func newReceiver(t testing.TB, behave func(n int, r *http.Request) int) *receiver {
 	rc := &receiver{behave: behave, arrivals: make(chan struct{}, 10000)}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -323,7 +323,7 @@ func (rc *receiver) requests() []received {
 	return append([]received(nil), rc.got...)
 }
 
-func (rc *receiver) waitCount(t *testing.T, n int) []received {
+func (rc *receiver) waitCount(t testing.TB, n int) []received {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%d requests at %s", n, rc.URL), func() (bool, string) {
 		got := rc.requests()

@@ -92,7 +92,7 @@ type Config struct {
 }
 
 // DefaultConfig: 10 attempts over about 7 hours (5 s, 15 s, 45 s, … capped
-// at 2 h), 10 s per attempt.
+// at 2 h), 10 s per attempt, 4 attempts at once per channel.
 func DefaultConfig() Config {
 	return Config{
 		Streams: streams.DefaultOptions,
@@ -100,7 +100,7 @@ func DefaultConfig() Config {
 			InitialInterval: 5 * time.Second, Multiplier: 3, Jitter: 0.2,
 			MaxInterval: 2 * time.Hour, MaxAttempts: 10, RetryAfterCap: 6 * time.Hour,
 		},
-		AttemptTimeout: 10 * time.Second, LaneWorkers: 4, LaneQueue: 32, BusyDelay: time.Second,
+		AttemptTimeout: 10 * time.Second, LaneWorkers: 4, LaneQueue: 128, BusyDelay: time.Second,
 		UnhealthyAfter: 5, SignalMaxAge: time.Hour, RotationGrace: 24 * time.Hour,
 		MaxBodyBytes: 64 << 10, ShutdownTimeout: 15 * time.Second,
 	}
