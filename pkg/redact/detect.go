@@ -29,21 +29,35 @@ type summary struct {
 	digits int
 	at     bool
 	upper  int
+	// run is the most digits in one stretch of digits and the separators
+	// numbers are written with (" -.()+"): a hash or an id that mixes
+	// letters into its digits has a short run, and skips the numeric
+	// detectors.
+	run int
 	// long is true when the string is long enough to hold a secret.
 	long bool
 }
 
 func summarize(s string) summary {
 	sm := summary{s: s, long: len(s) >= 16}
+	run := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= '0' && c <= '9':
 			sm.digits++
+			run++
+			sm.run = max(sm.run, run)
+			continue
 		case c == '@':
 			sm.at = true
 		case c >= 'A' && c <= 'Z':
 			sm.upper++
+		}
+		switch c {
+		case ' ', '-', '.', '(', ')', '+':
+		default:
+			run = 0
 		}
 	}
 	return sm
@@ -121,7 +135,7 @@ func builtins() []detector {
 			class: ClassCard,
 			re:    regexp.MustCompile(`\b\d(?:[ \-]?\d){12,18}\b`),
 			valid: validCard,
-			want:  func(sm *summary) bool { return sm.digits >= 13 },
+			want:  func(sm *summary) bool { return sm.run >= 13 },
 		},
 		{
 			class: ClassIBAN,
@@ -134,28 +148,28 @@ func builtins() []detector {
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b\d{3}[- ]\d{2}[- ]\d{4}\b`),
 			valid: validSSN,
-			want:  func(sm *summary) bool { return sm.digits >= 9 },
+			want:  func(sm *summary) bool { return sm.run >= 9 },
 		},
 		{
 			// UK National Insurance number.
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`(?i)\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b`),
 			valid: validNINO,
-			want:  func(sm *summary) bool { return sm.digits >= 6 },
+			want:  func(sm *summary) bool { return sm.run >= 6 },
 		},
 		{
 			// Spanish DNI and NIE, with their check letter.
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b[XYZ]?\d{7,8}-?[A-Z]\b`),
 			valid: validDNI,
-			want:  func(sm *summary) bool { return sm.digits >= 7 && sm.upper >= 1 },
+			want:  func(sm *summary) bool { return sm.run >= 7 && sm.upper >= 1 },
 		},
 		{
 			// Canadian SIN, with separators, Luhn-checked.
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b\d{3}[- ]\d{3}[- ]\d{3}\b`),
 			valid: func(s string) bool { return luhn(digitsOf(s)) },
-			want:  func(sm *summary) bool { return sm.digits >= 9 },
+			want:  func(sm *summary) bool { return sm.run >= 9 },
 		},
 		{
 			class: ClassEmail,
@@ -168,7 +182,7 @@ func builtins() []detector {
 			class: ClassPhone,
 			re:    regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{2,8}){1,5}|\+\d{8,15}`),
 			valid: validPhone,
-			want:  func(sm *summary) bool { return sm.digits >= 7 },
+			want:  func(sm *summary) bool { return sm.run >= 7 },
 		},
 	}
 }

@@ -33,7 +33,7 @@ func (p *Policy) JSON(tenant string, raw []byte) ([]byte, int, error) {
 		}
 		return ph, ok
 	})
-	if len(found) > 0 {
+	if len(found) > 0 && recurs(found, func(v string) bool { return containsJSON(out, v) }) {
 		// Second pass: a value detected anywhere in the document is
 		// removed from every string of it.
 		rep := replacerOf(found)
@@ -126,6 +126,18 @@ func rewrite(raw []byte, str func(sensitive bool, s string) (string, bool), num 
 		return raw
 	}
 	return append(out, raw[copied:]...)
+}
+
+// containsJSON reports whether v may occur in a string of doc: literally,
+// or (if it needs escaping) in its escaped form; false positives only cost
+// the second pass.
+func containsJSON(doc []byte, v string) bool {
+	if bytes.Contains(doc, []byte(v)) {
+		return true
+	}
+	enc, _ := json.Marshal(v)
+	inner := enc[1 : len(enc)-1]
+	return string(inner) != v && bytes.Contains(doc, inner)
 }
 
 // stringEnd returns the index just past the closing quote of the JSON

@@ -192,7 +192,7 @@ func (p *Policy) placeholder(tenant string, c Class, v string) string {
 func (p *Policy) String(tenant, s string) (string, int) {
 	found := map[string]string{}
 	out, n := p.redactString(tenant, s, found)
-	if n > 0 {
+	if n > 0 && recurs(found, func(v string) bool { return strings.Contains(out, v) }) {
 		// A detected value may recur where its detector could not see it
 		// (glued to a letter, split by an unexpected label): remove every
 		// literal recurrence too, so a detected value never survives.
@@ -229,6 +229,18 @@ func (p *Policy) redactString(tenant, s string, found map[string]string) (string
 // wherever else it occurs literally; shorter ones (a custom pattern's
 // match, say) would hit ordinary text.
 const minRecurrence = 6
+
+// recurs reports whether any found value still occurs (in is the
+// containment test on the output); usually none does and the second pass
+// is skipped.
+func recurs(found map[string]string, in func(string) bool) bool {
+	for v := range found {
+		if in(v) {
+			return true
+		}
+	}
+	return false
+}
 
 // replacerOf replaces every found value by its placeholder in one pass,
 // longest values first so that a value containing another goes whole.
@@ -339,6 +351,7 @@ func (p *Policy) Value(tenant string, v any) (any, int) {
 	out, n := p.walk(tenant, "", v, found)
 	if len(found) > 0 {
 		// Second pass: a value detected anywhere is removed everywhere.
+		// (mapStrings only copies what changes.)
 		rep := replacerOf(found)
 		out, _ = mapStrings(out, func(s string) (string, bool) {
 			r := rep.Replace(s)
