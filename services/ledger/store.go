@@ -9,7 +9,6 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -168,18 +167,12 @@ func (st store) tiles(ctx context.Context, tenant string, need map[tileID]int) (
 	if len(need) == 0 {
 		return out, nil
 	}
-	byLevel := map[uint][]uint64{}
+	ids := make([]clickhouse.GroupSet, 0, len(need))
 	for id := range need {
-		byLevel[id.level] = append(byLevel[id.level], id.index)
+		ids = append(ids, clickhouse.GroupSet{Value: []any{uint8(id.level), id.index}})
 	}
-	var conds []string
-	var args []any
-	args = append(args, tenant)
-	for lvl, idxs := range byLevel {
-		conds = append(conds, "(level = ? AND idx IN ?)")
-		args = append(args, uint8(lvl), set(idxs))
-	}
-	q := "SELECT level, idx, argMax(hashes, version) FROM ledger_tiles WHERE tenant_id = ? AND (" + strings.Join(conds, " OR ") + ") GROUP BY level, idx"
+	q := "SELECT level, idx, argMax(hashes, version) FROM ledger_tiles WHERE tenant_id = ? AND (level, idx) IN (?) GROUP BY level, idx"
+	args := []any{tenant, ids}
 	rows, err := st.ch.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read tiles: %w", err)

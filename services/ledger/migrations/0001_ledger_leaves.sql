@@ -13,3 +13,4 @@ CREATE TABLE IF NOT EXISTS ledger_leaves (
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, idx)
+SETTINGS index_granularity = 256

@@ -6,3 +6,4 @@ CREATE TABLE IF NOT EXISTS ledger_tiles (
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, level, idx)
+SETTINGS index_granularity = 16
