@@ -69,9 +69,9 @@ func env(s types.ServiceConfig, key string) string {
 
 var (
 	// Services that run until stopped; each needs a healthcheck.
-	longRunning = []string{"nats", "clickhouse", "ingest", "api", "policy", "guardian", "risk", "ledger"}
+	longRunning = []string{"nats", "clickhouse", "ingest", "api", "policy", "guardian", "risk", "ledger", "notifier"}
 	// Services built from this repository that serve Vigil's HTTP API.
-	vigilServers = []string{"ingest", "api", "policy", "guardian", "risk", "ledger"}
+	vigilServers = []string{"ingest", "api", "policy", "guardian", "risk", "ledger", "notifier"}
 )
 
 type serviceCase struct {
@@ -94,6 +94,7 @@ func TestServices(t *testing.T) {
 		{name: "guardian", enabled: true, dockerfile: "deploy/guardian.Dockerfile", ports: []string{"127.0.0.1:8083:8080"}, restart: "unless-stopped"},
 		{name: "risk", enabled: true, dockerfile: "deploy/risk.Dockerfile", ports: []string{"127.0.0.1:8086:8080"}, restart: "unless-stopped"},
 		{name: "ledger", enabled: true, dockerfile: "deploy/ledger.Dockerfile", ports: []string{"127.0.0.1:8084:8080"}, restart: "unless-stopped"},
+		{name: "notifier", enabled: true, dockerfile: "deploy/notifier.Dockerfile", ports: []string{"127.0.0.1:8085:8080"}, restart: "unless-stopped"},
 		{name: "keys", enabled: false, dockerfile: "deploy/vigil.Dockerfile", restart: "no"},
 	}
 	for _, tt := range tests {
