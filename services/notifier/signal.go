@@ -197,12 +197,15 @@ func fromRisk(data []byte, typ string) (Signal, bool, error) {
 	if summary == "" {
 		summary = fmt.Sprintf("%s for agent %s", typ, r.AgentID)
 	}
-	group := r.ID
+	id, group := "sig_"+r.ID, r.ID
 	if typ == SignalRiskHigh && r.SessionID != "" {
-		group = "risk_" + r.SessionID
+		// A session is scored on every change; it becomes high risk once.
+		// One signal id per session makes every later high score schedule
+		// nothing (the delivery subject is already taken).
+		id, group = "sig_riskhigh_"+r.SessionID, "risk_"+r.SessionID
 	}
 	return Signal{
-		ID: "sig_" + r.ID, Type: typ, Tenant: r.Tenant, Severity: sev, Summary: summary,
+		ID: id, Type: typ, Tenant: r.Tenant, Severity: sev, Summary: summary,
 		AgentID: r.AgentID, SessionID: r.SessionID, OccurredAt: r.OccurredAt, Group: group, Data: data,
 	}, true, nil
 }
