@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -257,4 +258,18 @@ func DeploymentKey(ctx context.Context, js jetstream.JetStream, name string, rep
 		}
 	}
 	return nil, fmt.Errorf("deployment key %s is unreadable", name)
+}
+
+// ParseSecret decodes an optional base64 deployment secret given in
+// configuration (flag or environment) for name: "" is nil (DeploymentKey's
+// generated key is used), anything else must decode to at least 32 bytes.
+func ParseSecret(name, b64 string) ([]byte, error) {
+	if b64 == "" {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(b) < 32 {
+		return nil, fmt.Errorf("%s must be a base64 secret of at least 32 bytes (e.g. `head -c32 /dev/urandom | base64`)", name)
+	}
+	return b, nil
 }

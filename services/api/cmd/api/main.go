@@ -19,6 +19,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
+	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/services/api"
 )
 
@@ -36,6 +37,8 @@ func run(ctx context.Context, args []string) error {
 	common := config.AddCommon(fs)
 	oidcFlags := config.AddOIDC(fs)
 	instance := fs.String("instance-id", "VIGIL_INSTANCE_ID", "", "this instance's name in shared rate limiting (default: the host name)")
+	sealKey := fs.String("judge-seal-key", "VIGIL_JUDGE_SEAL_KEY", "", "base64 secret (≥ 32 bytes) sealing tenants' LLM API keys; must equal the policy service's (default: generated once in NATS)")
+	judgeAllow := fs.String("judge-allow", "VIGIL_JUDGE_ALLOW", "", "CIDRs an LLM judge endpoint may be on although private (comma-separated)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,6 +63,12 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg := api.DefaultConfig()
+	if cfg.Judge.SealSecret, err = control.ParseSecret("--judge-seal-key / $VIGIL_JUDGE_SEAL_KEY", *sealKey); err != nil {
+		return err
+	}
+	if cfg.Judge.Allow, err = ssrf.ParseAllowlist(*judgeAllow); err != nil {
+		return err
+	}
 	catalog, store := control.NewCatalog(js, log, control.WithOIDC(verifier)), control.NewStore(js)
 	board := approval.NewBoard(js, log)
 	if *instance == "" {

@@ -35,11 +35,16 @@ func run(ctx context.Context, args []string) error {
 	fs := config.New("ingest", "Vigil ingest: event receivers and the events projector.")
 	common := config.AddCommon(fs)
 	instance := fs.String("instance-id", "VIGIL_INSTANCE_ID", "", "this instance's name in shared rate limiting (default: the host name)")
+	redactionKey := fs.String("redaction-key", "VIGIL_REDACTION_KEY", "", "base64 secret (≥ 32 bytes) keying redaction placeholders; must equal the policy service's (default: generated once in NATS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
 	if err != nil {
+		return err
+	}
+	icfg := ingest.DefaultConfig()
+	if icfg.RedactionKey, err = control.ParseSecret("--redaction-key / $VIGIL_REDACTION_KEY", *redactionKey); err != nil {
 		return err
 	}
 	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-ingest", log)
@@ -60,7 +65,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	limits := ratelimit.DefaultLimits
 	limiter := ratelimit.New(nc, "ingest-"+*instance, func(t string) ratelimit.Limits { return catalog.Limits(t, limits) }, log)
-	svc, err := ingest.New(ingest.DefaultConfig(), ingest.Deps{JS: js, CH: ch, Auth: catalog, Log: log, Registerer: reg, Limiter: limiter})
+	svc, err := ingest.New(icfg, ingest.Deps{JS: js, CH: ch, Auth: catalog, Log: log, Registerer: reg, Limiter: limiter})
 	if err != nil {
 		return err
 	}

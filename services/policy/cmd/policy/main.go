@@ -18,6 +18,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 )
@@ -35,6 +36,9 @@ func run(ctx context.Context, args []string) error {
 	fs := config.New("policy", "Vigil policy: decisions, event verdicts and the decisions projection.")
 	common := config.AddCommon(fs)
 	signingKey := fs.String("signing-key", "VIGIL_SIGNING_KEY", "", "base64 32-byte Ed25519 seed that signs policy packs (required)")
+	redactionKey := fs.String("redaction-key", "VIGIL_REDACTION_KEY", "", "base64 secret (≥ 32 bytes) keying redaction placeholders; must equal ingest's (default: generated once in NATS)")
+	sealKey := fs.String("judge-seal-key", "VIGIL_JUDGE_SEAL_KEY", "", "base64 secret (≥ 32 bytes) sealing tenants' LLM API keys; must equal the api's (default: generated once in NATS)")
+	judgeAllow := fs.String("judge-allow", "VIGIL_JUDGE_ALLOW", "", "CIDRs the LLM judge may reach although private (comma-separated)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +49,15 @@ func run(ctx context.Context, args []string) error {
 	cfg := policysvc.DefaultConfig()
 	if cfg.SigningSeed, err = base64.StdEncoding.DecodeString(*signingKey); err != nil || len(cfg.SigningSeed) != 32 {
 		return errors.New("--signing-key / $VIGIL_SIGNING_KEY must be a base64 32-byte seed (e.g. `head -c32 /dev/urandom | base64`)")
+	}
+	if cfg.RedactionKey, err = control.ParseSecret("--redaction-key / $VIGIL_REDACTION_KEY", *redactionKey); err != nil {
+		return err
+	}
+	if cfg.Judge.SealSecret, err = control.ParseSecret("--judge-seal-key / $VIGIL_JUDGE_SEAL_KEY", *sealKey); err != nil {
+		return err
+	}
+	if cfg.Judge.Allow, err = ssrf.ParseAllowlist(*judgeAllow); err != nil {
+		return err
 	}
 	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-policy", log)
 	if err != nil {
