@@ -141,6 +141,8 @@ func judgeMetric(t *testing.T, s *testStack, outcome string) float64 {
 type judgedVerdict struct {
 	ID         string   `json:"id"`
 	Outcome    string   `json:"outcome"`
+	Source     string   `json:"source"`
+	Agent      string   `json:"agent"`
 	Confidence *float64 `json:"confidence"`
 	Evidence   []struct {
 		RuleID  string `json:"ruleId"`
@@ -259,6 +261,22 @@ func TestJudgeEndToEnd(t *testing.T) {
 		t.Errorf("no request carried the flag, the declaration and the JSON format: %q", llm.bodies)
 	}
 	llm.mu.Unlock()
+	// The risk service's anomaly about the same undeclared tool (a verdict
+	// with source baseline) is judged too.
+	eventually(t, catchUp, func() (bool, string) {
+		r := s.get(owner, "/v1/verdicts?source=baseline&agent=judged-bot&limit=100")
+		if r.status != http.StatusOK {
+			return false, r.String()
+		}
+		var page struct{ Data []judgedVerdict }
+		r.decode(t, &page)
+		for _, v := range page.Data {
+			if v.Confidence != nil && *v.Confidence == 0.91 {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no judged anomaly among %d baseline verdicts", len(page.Data))
+	})
 	// Not judged: allow verdicts and agents without the judge.
 	expect(t, s.post(owner, "/v1/decisions.evaluate", map[string]any{"agentId": "judged-bot", "action": map[string]any{"tool": "web_search"}}), http.StatusOK, "allow")
 	expect(t, s.post(owner, "/v1/agents/plain-bot/manifest", map[string]any{"tools": []string{"web_search"}}), http.StatusOK, "manifest")
