@@ -467,3 +467,51 @@ func TestHTTP(t *testing.T) {
 		t.Fatalf("bundle over HTTP: %+v", rep)
 	}
 }
+
+// An id the projections know but the log has not integrated yet is
+// anchored:false, not an error; an id nobody knows is not found.
+func TestUnanchoredIDs(t *testing.T) {
+	e := newEnv(t)
+	r := e.start()
+	ctx := testCtx(t)
+	// The events projection, as ingest creates it (only the columns the
+	// ledger reads matter here).
+	if err := e.db.Conn.Exec(ctx, "CREATE TABLE events (tenant_id String, event_id String, session_id String) ENGINE = MergeTree ORDER BY (tenant_id, session_id, event_id)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := (store{ch: e.db.Conn}).insert(ctx, "INSERT INTO events (tenant_id, event_id, session_id)", [][]any{{"acme", "ev-pending", "s-pending"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.event("acme", "s-1", 1)
+	r.waitSize(t, "acme", 1)
+	cases := []struct {
+		tenant, id string
+		found      bool
+	}{
+		{"acme", "ev-pending", true},
+		{"acme", "s-pending", true},
+		{"beta", "ev-pending", false},
+		{"acme", "ev-unknown", false},
+	}
+	for _, tc := range cases {
+		l, err := r.svc.Lineage(ctx, tc.tenant, tc.id)
+		if !tc.found {
+			if err == nil {
+				t.Errorf("%s/%s: found %+v", tc.tenant, tc.id, l)
+			}
+			continue
+		}
+		if err != nil || l.Anchored || l.LedgerIndex != nil || len(l.MerklePath) != 0 {
+			t.Errorf("%s/%s: %+v, %v; want anchored:false", tc.tenant, tc.id, l, err)
+		}
+	}
+	// A session the projections know with nothing sealed yet: an empty
+	// bundle, which verifies and commits to zero records.
+	b, err := r.svc.Evidence(ctx, "acme", "s-pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := evidence.Verify(b, r.svc.VerifierKey()); !rep.OK() || b.RecordCount != 0 {
+		t.Fatalf("empty bundle: %+v", rep)
+	}
+}
