@@ -43,19 +43,22 @@ const (
 // is in Sealed, encrypted with the deployment key and bound to the
 // channel's tenant and id.
 type Channel struct {
-	ID          string    `json:"id"`
-	Tenant      string    `json:"tenant"`
-	Name        string    `json:"name"`
-	Type        string    `json:"type"`
-	DisplayURL  string    `json:"displayUrl"`
-	Signals     []string  `json:"signals"`
-	MinSeverity string    `json:"minSeverity"`
-	Enabled     bool      `json:"enabled"`
-	Deleted     bool      `json:"deleted,omitempty"`
-	Sealed      string    `json:"sealed"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	By          string    `json:"by,omitempty"`
+	ID          string   `json:"id"`
+	Tenant      string   `json:"tenant"`
+	Name        string   `json:"name"`
+	Type        string   `json:"type"`
+	DisplayURL  string   `json:"displayUrl"`
+	Signals     []string `json:"signals"`
+	MinSeverity string   `json:"minSeverity"`
+	Enabled     bool     `json:"enabled"`
+	Deleted     bool     `json:"deleted,omitempty"`
+	Sealed      string   `json:"sealed"`
+	// IdemHash is the SHA-256 of the create request's body when it came
+	// with an Idempotency-Key (the id then derives from the key).
+	IdemHash  string    `json:"idemHash,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	By        string    `json:"by,omitempty"`
 	// Revision is the CONTROL sequence of this state (not stored).
 	Revision uint64 `json:"-"`
 }

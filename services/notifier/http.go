@@ -3,12 +3,15 @@ package notifier
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/webhook"
@@ -32,19 +36,23 @@ func (s *Service) Routes(e *echo.Echo) {
 	read, manage := httpkit.Require(auth.ChannelsRead), httpkit.Require(auth.ChannelsManage)
 	idem := s.idem.Middleware()
 
-	g.POST("/notification-channels", s.createChannel, manage, idem)
+	g.POST("/notification-channels", s.createChannel, manage)
 	g.GET("/notification-channels", s.listChannels, read)
 	g.GET("/notification-channels/:id", s.getChannel, read)
 	g.PATCH("/notification-channels/:id", s.patchChannel, manage)
 	g.DELETE("/notification-channels/:id", s.deleteChannel, manage)
-	g.POST("/notification-channels/:id/rotate-secret", s.rotateSecret, manage, idem)
+	// Creating a channel is idempotent by itself (see createChannel): the
+	// shared middleware would store the signing secret in plain text.
+	// Rotation is not: a retried rotation rotates again, and the secret
+	// the lost response carried keeps signing as the previous one.
+	g.POST("/notification-channels/:id/rotate-secret", s.rotateSecret, manage)
 	g.POST("/notification-channels/:id/test", s.testChannel, manage)
 	g.GET("/notification-channels/:id/deliveries", s.listDeliveries, read)
 	g.GET("/notification-channels/:id/dead-letters", s.listDeadLetters, read)
 	g.POST("/notification-channels/:id/deliveries/:deliveryId/retry", s.retryDelivery, manage, idem)
 
 	g.GET("/webhooks", s.listWebhooks, read)
-	g.POST("/webhooks", s.createChannel, manage, idem)
+	g.POST("/webhooks", s.createChannel, manage)
 	g.GET("/webhooks/:id", s.getChannel, read)
 	g.DELETE("/webhooks/:id", s.deleteChannel, manage)
 }
@@ -133,17 +141,17 @@ func (in channelInput) credential() string {
 	return ""
 }
 
-func decodeInput(c echo.Context, max int64) (channelInput, error) {
+func decodeInput(c echo.Context, max int64) (channelInput, []byte, error) {
 	body, err := httpkit.ReadBody(c, max)
 	if err != nil {
-		return channelInput{}, err
+		return channelInput{}, nil, err
 	}
 	var in channelInput
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&in); err != nil {
-		return in, apperr.Validation("request body must be a JSON object: " + cleanJSONError(err))
+		return in, body, apperr.Validation("request body must be a JSON object: " + cleanJSONError(err))
 	}
-	return in, nil
+	return in, body, nil
 }
 
 func cleanJSONError(err error) string {
@@ -271,6 +279,9 @@ func (s *Service) open(c Channel) (secrets, error) {
 	return sec, nil
 }
 
+// errChannelConflict marks a compare-and-set write that lost.
+var errChannelConflict = errors.New("channel subject moved")
+
 // put writes c on its CONTROL subject if the subject is still at expect
 // and waits until the registry reflects it (read-your-writes).
 func (s *Service) put(ctx context.Context, c Channel, expect uint64) (Channel, error) {
@@ -282,7 +293,9 @@ func (s *Service) put(ctx context.Context, c Channel, expect uint64) (Channel, e
 	msg.Data = data
 	ack, err := s.deps.JS.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
 	if natsx.IsWrongLastSequence(err) {
-		return c, apperr.Conflict("channel %s changed concurrently; read it again and retry", c.ID)
+		e := apperr.Conflict("channel %s changed concurrently; read it again and retry", c.ID)
+		e.Err = errChannelConflict
+		return c, e
 	}
 	if err != nil {
 		return c, apperr.Unavailable("control stream did not acknowledge the write", time.Second, err)
@@ -294,32 +307,84 @@ func (s *Service) put(ctx context.Context, c Channel, expect uint64) (Channel, e
 	return c, nil
 }
 
+// createChannel creates a channel. With an Idempotency-Key the channel id
+// derives from the tenant and the key, so a retry finds the channel the
+// first request created and gets the same response — including the
+// signing secret, decrypted again from the channel rather than kept in
+// plain text in the shared idempotency store.
 func (s *Service) createChannel(c echo.Context) error {
 	ctx := c.Request().Context()
 	p := httpkit.Principal(c)
-	in, err := decodeInput(c, s.cfg.MaxBodyBytes)
+	in, body, err := decodeInput(c, s.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
 	now := time.Now().UTC()
 	ch := Channel{ID: newChannelID(), Tenant: p.Tenant, CreatedAt: now, UpdatedAt: now, By: p.Actor()}
+	key := c.Request().Header.Get(idempotency.Header)
+	if key != "" {
+		if len(key) > 255 {
+			return fieldErr(idempotency.Header, "invalid_length", "Idempotency-Key must be at most 255 characters")
+		}
+		sum := sha256.Sum256([]byte(p.Tenant + "\x00" + key))
+		ch.ID = "ch_" + hex.EncodeToString(sum[:8])
+		bh := sha256.Sum256(body)
+		ch.IdemHash = hex.EncodeToString(bh[:])
+	}
 	var sec secrets
 	if err := s.apply(ctx, &ch, &sec, in, true); err != nil {
 		return err
 	}
-	secret := ""
 	if ch.Type == TypeWebhook {
 		sec.Signing = webhook.NewSecret()
-		secret = sec.Signing
 	}
 	if err := s.seal(&ch, sec); err != nil {
 		return err
 	}
-	ch, err = s.put(ctx, ch, 0)
+	saved, err := s.put(ctx, ch, 0)
+	if errors.Is(err, errChannelConflict) && key != "" {
+		return s.replayCreate(c, ch)
+	}
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, s.view(ctx, ch, secret))
+	return c.JSON(http.StatusCreated, s.view(ctx, saved, sec.Signing))
+}
+
+// replayCreate answers a create retried with the same Idempotency-Key.
+func (s *Service) replayCreate(c echo.Context, attempted Channel) error {
+	ctx := c.Request().Context()
+	st, err := s.deps.JS.Stream(ctx, streams.Control)
+	if err != nil {
+		return apperr.Unavailable("control stream unavailable", time.Second, err)
+	}
+	msg, err := st.GetLastMsgForSubject(ctx, streams.ChannelSubject(attempted.Tenant, attempted.ID))
+	if err != nil {
+		return apperr.Unavailable("control stream unavailable", time.Second, err)
+	}
+	var prev Channel
+	if err := json.Unmarshal(msg.Data, &prev); err != nil {
+		return fmt.Errorf("decode channel: %w", err)
+	}
+	prev.Revision = msg.Sequence
+	if prev.IdemHash != attempted.IdemHash {
+		return apperr.Conflict("Idempotency-Key was already used with a different request body")
+	}
+	if prev.Deleted {
+		return apperr.Conflict("Idempotency-Key was used for channel %s, which has since been deleted", prev.ID)
+	}
+	secret := ""
+	if prev.Type == TypeWebhook {
+		sec, err := s.open(prev)
+		if err != nil {
+			return err
+		}
+		secret = sec.Signing
+	}
+	if err := s.channels.waitFor(ctx, msg.Sequence); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, s.view(ctx, prev, secret))
 }
 
 // find returns the caller's channel or 404 (also for other tenants').
@@ -339,29 +404,30 @@ func (s *Service) getChannel(c echo.Context) error {
 	return c.JSON(http.StatusOK, s.view(c.Request().Context(), ch, ""))
 }
 
+// channelCursor is the position after the last channel of a page
+// (channels are listed oldest first, id breaking ties), so a page stays
+// right even when the channel it ended on was deleted meanwhile.
 type channelCursor struct {
-	ID string `json:"i"`
+	CreatedAt time.Time `json:"t"`
+	ID        string    `json:"i"`
 }
 
-func (s *Service) page(c echo.Context) ([]ChannelView, bool, string, error) {
+func (s *Service) page(c echo.Context) ([]ChannelView, bool, channelCursor, error) {
 	limit, err := httpkit.Limit(c, 50, 200)
 	if err != nil {
-		return nil, false, "", err
+		return nil, false, channelCursor{}, err
 	}
 	var cur channelCursor
 	if err := httpkit.DecodeCursor(c, &cur); err != nil {
-		return nil, false, "", err
+		return nil, false, channelCursor{}, err
 	}
 	all := s.channels.list(httpkit.Principal(c).Tenant)
 	start := 0
 	if cur.ID != "" {
-		start = len(all)
-		for i, ch := range all {
-			if ch.ID == cur.ID {
-				start = i + 1
-				break
-			}
-		}
+		start = sort.Search(len(all), func(i int) bool {
+			ch := all[i]
+			return ch.CreatedAt.After(cur.CreatedAt) || (ch.CreatedAt.Equal(cur.CreatedAt) && ch.ID > cur.ID)
+		})
 	}
 	all = all[start:]
 	more := len(all) > limit
@@ -372,9 +438,9 @@ func (s *Service) page(c echo.Context) ([]ChannelView, bool, string, error) {
 	for _, ch := range all {
 		out = append(out, s.view(c.Request().Context(), ch, ""))
 	}
-	last := ""
+	var last channelCursor
 	if len(all) > 0 {
-		last = all[len(all)-1].ID
+		last = channelCursor{CreatedAt: all[len(all)-1].CreatedAt, ID: all[len(all)-1].ID}
 	}
 	return out, more, last, nil
 }
@@ -384,7 +450,7 @@ func (s *Service) listChannels(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, httpkit.NewPage(out, more, channelCursor{ID: last}))
+	return c.JSON(http.StatusOK, httpkit.NewPage(out, more, last))
 }
 
 // listWebhooks is Kaizen's list: the page envelope plus a "webhooks" array.
@@ -393,7 +459,7 @@ func (s *Service) listWebhooks(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := httpkit.NewPage(out, more, channelCursor{ID: last})
+	p := httpkit.NewPage(out, more, last)
 	return c.JSON(http.StatusOK, map[string]any{"data": p.Data, "webhooks": p.Data, "nextCursor": p.NextCursor, "hasMore": p.HasMore})
 }
 
@@ -403,7 +469,7 @@ func (s *Service) patchChannel(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	in, err := decodeInput(c, s.cfg.MaxBodyBytes)
+	in, _, err := decodeInput(c, s.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
 	}

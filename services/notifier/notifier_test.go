@@ -100,6 +100,16 @@ func TestIdempotentCreate(t *testing.T) {
 	if a.status != 201 || b.status != 201 || a.json(t)["id"] != b.json(t)["id"] {
 		t.Fatalf("replay created another channel: %s / %s", a.body, b.body)
 	}
+	// The retry gets the same signing secret (the first response may have
+	// been lost), read back from the encrypted channel.
+	if sa, sb := a.json(t)["secret"], b.json(t)["secret"]; sa == nil || sa != sb {
+		t.Fatalf("replayed secret %v, first %v", sb, sa)
+	}
+	// Another tenant's same key is another channel.
+	g := e.do("globex/owner", "POST", "/v1/notification-channels", body, "Idempotency-Key", "k-1")
+	if g.status != 201 || g.json(t)["id"] == a.json(t)["id"] {
+		t.Fatalf("globex with acme's key: %d %s", g.status, g.body)
+	}
 	if n := len(e.do("acme/viewer", "GET", "/v1/notification-channels", nil).json(t)["data"].([]any)); n != 1 {
 		t.Fatalf("%d channels, want 1", n)
 	}

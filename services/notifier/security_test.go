@@ -69,7 +69,8 @@ func TestSecretsNeverExposed(t *testing.T) {
 	e := newEnv(t, nil)
 	rc := newReceiver(t, func(int, *http.Request) int { return 500 })
 	secrets := []string{"sl4ckT0ken", "dd-s3cret-key", "hec-s3cret", "pd-s3cret-routing", "qu3ry-s3cret"}
-	hook, whsec := e.createChannel("acme", map[string]any{"url": rc.URL + "/h?sig=qu3ry-s3cret"})
+	hr := e.do("acme/owner", "POST", "/v1/notification-channels", map[string]any{"url": rc.URL + "/h?sig=qu3ry-s3cret"}, "Idempotency-Key", "secret-test")
+	hook, whsec := hr.json(t)["id"].(string), hr.json(t)["secret"].(string)
 	slack, _ := e.createChannel("acme", map[string]any{"type": "slack", "url": rc.URL + "/services/T/B/sl4ckT0ken"})
 	dd, _ := e.createChannel("acme", map[string]any{"type": "datadog", "url": rc.URL, "apiKey": "dd-s3cret-key"})
 	sp, _ := e.createChannel("acme", map[string]any{"type": "splunk", "url": rc.URL, "token": "hec-s3cret"})
@@ -100,6 +101,15 @@ func TestSecretsNeverExposed(t *testing.T) {
 			t.Fatal(err)
 		}
 		bodies = append(bodies, string(m.Data))
+	}
+	// Nothing secret is kept in the shared idempotency store either.
+	if kv, err := e.js.KeyValue(context.Background(), "IDEMPOTENCY"); err == nil {
+		keys, _ := kv.ListKeys(context.Background())
+		for k := range keys.Keys() {
+			if v, err := kv.Get(context.Background(), k); err == nil {
+				bodies = append(bodies, string(v.Value()))
+			}
+		}
 	}
 	logs := e.logs.String()
 	if !strings.Contains(logs, "channel health changed") {
