@@ -173,7 +173,11 @@ func (s *Service) deliver(ctx context.Context) error {
 		return fmt.Errorf("deliver: consume: %w", err)
 	}
 	<-ctx.Done()
-	cc.Stop()
+	// Refuse new work first, so that the jobs the client already buffered
+	// go straight back to JetStream (for another replica or the next
+	// start) instead of waiting out their ack deadline.
+	s.lanes.refuse()
+	cc.Drain()
 	<-cc.Closed()
 	s.lanes.stop()
 	return nil
@@ -198,7 +202,7 @@ func (s *Service) handleJob(ctx context.Context, m jetstream.Msg) {
 		_ = m.Nak()
 		return
 	}
-	_, pushedBack := s.lanes.pushedBack.LoadAndDelete(meta.Sequence.Stream)
+	pushedBack := s.lanes.takePushedBack(meta.Sequence.Stream)
 	if meta.NumDelivered > 1 && !pushedBack {
 		// A redelivery may be stale: superseded by a later job for the
 		// same delivery (a retry scheduled before a crash, a replay).
@@ -218,9 +222,13 @@ func (s *Service) handleJob(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	if !s.lanes.offer(ch, laneItem{msg: m, job: job, seq: meta.Sequence.Stream}) {
+		if s.lanes.draining.Load() {
+			_ = m.Nak()
+			return
+		}
 		// Its lane is full: this process pushed it back, so when it
 		// returns it is known to be current and skips the stale checks.
-		s.lanes.pushedBack.Store(meta.Sequence.Stream, struct{}{})
+		s.lanes.markPushedBack(meta.Sequence.Stream)
 		_ = m.NakWithDelay(s.cfg.BusyDelay)
 	}
 }
@@ -452,8 +460,10 @@ type lanes struct {
 	// draining is set at stop: queued jobs go back instead of running.
 	draining atomic.Bool
 	// pushedBack holds the stream sequences of jobs handed back because
-	// their lane was full.
-	pushedBack sync.Map
+	// their lane was full, with when (entries a replica never sees again
+	// are pruned).
+	pbMu       sync.Mutex
+	pushedBack map[uint64]time.Time
 	wg         sync.WaitGroup
 	ctx        context.Context
 	cancel     context.CancelFunc
@@ -461,7 +471,37 @@ type lanes struct {
 
 func newLanes(s *Service) *lanes {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &lanes{s: s, byKey: map[string]chan laneItem{}, ctx: ctx, cancel: cancel}
+	return &lanes{s: s, byKey: map[string]chan laneItem{}, pushedBack: map[uint64]time.Time{}, ctx: ctx, cancel: cancel}
+}
+
+func (l *lanes) markPushedBack(seq uint64) {
+	l.pbMu.Lock()
+	defer l.pbMu.Unlock()
+	now := time.Now()
+	if len(l.pushedBack) >= 100_000 {
+		for k, at := range l.pushedBack {
+			if now.Sub(at) > time.Minute {
+				delete(l.pushedBack, k)
+			}
+		}
+	}
+	l.pushedBack[seq] = now
+}
+
+func (l *lanes) takePushedBack(seq uint64) bool {
+	l.pbMu.Lock()
+	defer l.pbMu.Unlock()
+	_, ok := l.pushedBack[seq]
+	delete(l.pushedBack, seq)
+	return ok
+}
+
+// refuse makes every later offer fail and queued jobs go back unrun.
+func (l *lanes) refuse() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	l.draining.Store(true)
 }
 
 // offer queues it on ch's lane; false when the lane is full or stopping.
@@ -506,9 +546,8 @@ func (l *lanes) work(q chan laneItem) {
 // finish, for at most ShutdownTimeout; attempts cut short are not
 // recorded and their jobs are redelivered.
 func (l *lanes) stop() {
+	l.refuse()
 	l.mu.Lock()
-	l.stopped = true
-	l.draining.Store(true)
 	for _, q := range l.byKey {
 		close(q)
 	}
