@@ -44,6 +44,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseRegistration$$' -fuzztime $${FUZZTIME:-30s} ./agent/
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime $${FUZZTIME:-30s} ./redact/
 	cd services/risk && $(GO) test -run '^$$' -fuzz '^FuzzParseSpan$$' -fuzztime $${FUZZTIME:-30s} .
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzCheckURL$$' -fuzztime $${FUZZTIME:-30s} ./ssrf/
 
 tidy: ## go mod tidy every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
