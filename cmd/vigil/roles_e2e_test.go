@@ -85,6 +85,9 @@ var routePermissions = map[string][]auth.Permission{
 
 	"GET /v1/settings/redaction":  {auth.SettingsRead},
 	"POST /v1/settings/redaction": {auth.SettingsManage},
+	"GET /v1/llm-config":          {auth.SettingsRead},
+	"POST /v1/llm-config":         {auth.SettingsManage},
+	"GET /v1/judge/usage":         {auth.SettingsRead},
 }
 
 // publicRoutes need no key at all.
