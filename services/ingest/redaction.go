@@ -44,7 +44,9 @@ func (s *Service) redactPayload(ctx context.Context, tenant string, ev *event.Ev
 	if s.settings == nil {
 		return 0, apperr.Unavailable("redaction is not started", time.Second, fmt.Errorf("ingest: EnsureStreams was not called"))
 	}
-	pol, err := s.settings.Redaction(ctx, tenant)
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	pol, err := s.settings.Redaction(wctx, tenant)
+	cancel()
 	if err != nil {
 		return 0, apperr.Unavailable("redaction settings are loading; retry", time.Second, err)
 	}

@@ -46,7 +46,9 @@ func (s *Service) redactDecision(ctx context.Context, rec *rules.DecisionRecord)
 	if s.settings == nil {
 		return apperr.Unavailable("redaction is not started", time.Second, fmt.Errorf("policy: EnsureStreams was not called"))
 	}
-	pol, err := s.settings.Redaction(ctx, rec.Tenant)
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	pol, err := s.settings.Redaction(wctx, rec.Tenant)
+	cancel()
 	if err != nil {
 		return apperr.Unavailable("redaction settings are loading; retry", time.Second, err)
 	}
