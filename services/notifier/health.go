@@ -50,8 +50,9 @@ func (h *healthTracker) observe(ctx context.Context, ch Channel, ok bool) {
 		st = &channelHealth{}
 		h.by[key] = st
 	}
+	loaded := st.loaded
 	h.mu.Unlock()
-	if !st.loaded {
+	if !loaded {
 		if rec, err := h.s.health(ctx, ch.Tenant, ch.ID); err == nil {
 			h.mu.Lock()
 			if !st.loaded {
