@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -27,7 +28,7 @@ func BenchmarkAppend(b *testing.B) {
 	db := chtest.New(b)
 	svc := newService(b, db)
 	ctx := context.Background()
-	const batch = 4000
+	batch := benchBatch()
 	next := 0
 	b.ResetTimer()
 	start := time.Now()
@@ -248,4 +249,13 @@ func BenchmarkCheckpointLatency(b *testing.B) {
 	slices.Sort(covered)
 	b.ReportMetric(float64(covered[len(covered)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(covered[len(covered)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// benchBatch is the batch size of BenchmarkAppend (LEDGER_BENCH_BATCH).
+func benchBatch() int {
+	var n int
+	if _, err := fmt.Sscan(os.Getenv("LEDGER_BENCH_BATCH"), &n); err != nil || n <= 0 {
+		return 4000
+	}
+	return n
 }

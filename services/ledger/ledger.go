@@ -49,7 +49,7 @@ type Config struct {
 
 // DefaultConfig returns defaults; Seed must still be set.
 func DefaultConfig() Config {
-	return Config{Streams: streams.DefaultOptions, Origin: "vigil.local/ledger", MaxBatch: 4000, Linger: 200 * time.Millisecond, TileCache: 8192}
+	return Config{Streams: streams.DefaultOptions, Origin: "vigil.local/ledger", MaxBatch: 10000, Linger: 200 * time.Millisecond, TileCache: 8192}
 }
 
 // Validate reports every invalid setting.
@@ -400,7 +400,13 @@ func (s *Service) prepare(m source) (pending, error) {
 	if err != nil {
 		return pending{}, err
 	}
-	canon, err := env.Canonical()
+	var canon []byte
+	if env.Kind == evidence.KindEvent {
+		// EventEnvelope's record is canonical already.
+		canon, err = evidence.CanonicalEnvelope(env.Kind, env.Tenant, env.ID, env.Session, env.Record)
+	} else {
+		canon, err = env.Canonical()
+	}
 	if err != nil {
 		return pending{}, err
 	}

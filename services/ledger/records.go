@@ -37,28 +37,42 @@ func streamRank(stream string) int {
 // row. (The projection keeps the source time as milliseconds, not the
 // string the client sent, so the record does too.)
 type EventBody struct {
-	Tenant        string          `json:"tenant"`
-	EventID       string          `json:"eventId"`
+	// Fields are declared in canonical (sorted) key order.
 	AgentID       string          `json:"agentId"`
-	SessionID     string          `json:"sessionId"`
-	Category      string          `json:"category"`
-	SchemaVersion string          `json:"schemaVersion"`
-	SourceMS      int64           `json:"sourceMs"`
-	ReceivedMS    int64           `json:"receivedMs"`
-	PreviousHash  string          `json:"previousHash"`
-	Payload       json.RawMessage `json:"payload"`
-	SDK           string          `json:"sdk"`
-	Framework     string          `json:"framework"`
 	AgentVersion  string          `json:"agentVersion"`
+	Category      string          `json:"category"`
+	EventID       string          `json:"eventId"`
+	Framework     string          `json:"framework"`
 	KeyID         string          `json:"keyId"`
+	Payload       json.RawMessage `json:"payload"`
+	PreviousHash  string          `json:"previousHash"`
+	ReceivedMS    int64           `json:"receivedMs"`
+	SchemaVersion string          `json:"schemaVersion"`
+	SDK           string          `json:"sdk"`
+	SessionID     string          `json:"sessionId"`
+	SourceMS      int64           `json:"sourceMs"`
+	Tenant        string          `json:"tenant"`
 }
 
-// EventEnvelope is the ledger record of an accepted event.
+// EventEnvelope is the ledger record of an accepted event. Its Record is
+// already canonical: the body's keys are written in sorted order and the
+// payload is canonicalised, so the envelope costs one payload parse.
 func EventEnvelope(b EventBody) (evidence.Envelope, error) {
 	if len(b.Payload) == 0 {
 		b.Payload = json.RawMessage("{}")
 	}
-	body, err := json.Marshal(b)
+	// Invalid UTF-8 becomes U+FFFD here, as it does when canonical bytes
+	// are parsed again, so the body is a fixed point of canonicalisation.
+	for _, f := range []*string{&b.AgentID, &b.AgentVersion, &b.Category, &b.EventID, &b.Framework, &b.KeyID,
+		&b.PreviousHash, &b.SchemaVersion, &b.SDK, &b.SessionID, &b.Tenant} {
+		*f = strings.ToValidUTF8(*f, "\uFFFD")
+	}
+	p, err := evidence.Canonicalize(b.Payload)
+	if err != nil {
+		return evidence.Envelope{}, fmt.Errorf("event payload: %w", err)
+	}
+	b.Payload = p
+	body, err := evidence.Encode(b)
 	if err != nil {
 		return evidence.Envelope{}, err
 	}

@@ -50,18 +50,37 @@ func (e Envelope) Key() string { return e.Kind + ":" + e.ID }
 // does without HTML escaping. Canonicalising canonical bytes is the
 // identity, so a verifier can recompute them from a parsed record.
 func (e Envelope) Canonical() ([]byte, error) {
-	if e.Kind == "" || e.Tenant == "" || e.ID == "" {
-		return nil, errors.New("evidence: envelope needs kind, tenant and id")
-	}
-	rec, err := decode(e.Record)
+	rec, err := Canonicalize(e.Record)
 	if err != nil {
 		return nil, fmt.Errorf("evidence: record of %s: %w", e.Key(), err)
 	}
-	return encode(map[string]any{
-		"v": json.Number(fmt.Sprint(FormatVersion)), "kind": e.Kind, "tenant": e.Tenant,
-		"id": e.ID, "session": e.Session, "record": rec,
-	})
+	return CanonicalEnvelope(e.Kind, e.Tenant, e.ID, e.Session, rec)
 }
+
+// envelopeJSON lists the envelope's keys in canonical (sorted) order.
+type envelopeJSON struct {
+	ID      string          `json:"id"`
+	Kind    string          `json:"kind"`
+	Record  json.RawMessage `json:"record"`
+	Session string          `json:"session"`
+	Tenant  string          `json:"tenant"`
+	V       int             `json:"v"`
+}
+
+// CanonicalEnvelope is Envelope.Canonical for a record that is already in
+// canonical form (the caller guarantees it), which saves re-parsing it.
+func CanonicalEnvelope(kind, tenant, id, session string, canonicalRecord []byte) ([]byte, error) {
+	if kind == "" || tenant == "" || id == "" {
+		return nil, errors.New("evidence: envelope needs kind, tenant and id")
+	}
+	// Invalid UTF-8 is written as U+FFFD, as parsing would read it back.
+	fix := func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+	return encode(envelopeJSON{ID: fix(id), Kind: fix(kind), Record: canonicalRecord, Session: fix(session), Tenant: fix(tenant), V: FormatVersion})
+}
+
+// Encode writes v (a struct whose fields are declared in sorted key
+// order, holding only canonical values) in the canonical form's escaping.
+func Encode(v any) ([]byte, error) { return encode(v) }
 
 // Canonicalize rewrites any JSON value in the canonical form.
 func Canonicalize(data []byte) ([]byte, error) {
