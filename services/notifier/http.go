@@ -55,6 +55,8 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/webhooks", s.createChannel, manage)
 	g.GET("/webhooks/:id", s.getChannel, read)
 	g.DELETE("/webhooks/:id", s.deleteChannel, manage)
+	// Kaizen's DELETE /v1/webhooks names the webhook in ?id= or {"id"}.
+	g.DELETE("/webhooks", s.deleteWebhook, manage)
 }
 
 // ChannelView is a channel as the API returns it: never its credentials.
@@ -115,6 +117,9 @@ type channelInput struct {
 	RoutingKey  *string           `json:"routingKey"`
 	Token       *string           `json:"token"`
 	Site        *string           `json:"site"`
+	// Secret lets a client bring its existing signing secret (whsec_…)
+	// when it moves its receivers over; by default one is generated.
+	Secret *string `json:"secret"`
 }
 
 func (in channelInput) signals() ([]string, bool) {
@@ -337,6 +342,15 @@ func (s *Service) createChannel(c echo.Context) error {
 	}
 	if ch.Type == TypeWebhook {
 		sec.Signing = webhook.NewSecret()
+		if in.Secret != nil {
+			k, err := webhook.Key(*in.Secret)
+			if err != nil || !strings.HasPrefix(*in.Secret, webhook.SecretPrefix) || len(k) < 24 || len(k) > 64 {
+				return fieldErr("secret", "invalid_format", "secret must be whsec_ followed by base64 of 24 to 64 random bytes")
+			}
+			sec.Signing = *in.Secret
+		}
+	} else if in.Secret != nil {
+		return fieldErr("secret", "not_signed", "only webhook channels have a signing secret")
 	}
 	if err := s.seal(&ch, sec); err != nil {
 		return err
@@ -505,6 +519,31 @@ func (s *Service) deleteChannel(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Service) deleteWebhook(c echo.Context) error {
+	id := c.QueryParam("id")
+	if id == "" {
+		body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+		if err != nil {
+			return err
+		}
+		var in struct {
+			ID string `json:"id"`
+		}
+		if len(bytes.TrimSpace(body)) > 0 {
+			if err := json.Unmarshal(body, &in); err != nil {
+				return apperr.Validation("request body must be a JSON object: " + cleanJSONError(err))
+			}
+		}
+		id = in.ID
+	}
+	if id == "" {
+		return fieldErr("id", "required", "name the webhook to delete: ?id= or {\"id\": …}")
+	}
+	c.SetParamNames("id")
+	c.SetParamValues(id)
+	return s.deleteChannel(c)
 }
 
 func (s *Service) rotateSecret(c echo.Context) error {
