@@ -24,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/webhook"
 )
@@ -247,8 +248,10 @@ func (s *Service) apply(ctx context.Context, c *Channel, sec *secrets, in channe
 		bad("url", "required", "url is required for a "+c.Type+" channel")
 	} else if u, err := url.Parse(sec.URL); err != nil || u.Host == "" || len(sec.URL) > 2048 {
 		bad("url", "invalid_format", "url must be an absolute http(s) URL of at most 2048 characters")
-	} else if err := s.guard.CheckURL(ctx, s.deps.Resolver, sec.URL); err != nil {
+	} else if err := s.guard.CheckURL(ctx, s.deps.Resolver, sec.URL); errors.Is(err, ssrf.ErrForbidden) {
 		bad("url", "forbidden_destination", "url is not an allowed destination: "+err.Error())
+	} else if err != nil {
+		bad("url", "invalid_destination", "url cannot be used: "+err.Error())
 	}
 	if (c.Type == TypeDatadog || c.Type == TypeSplunk || c.Type == TypePagerDuty) && sec.Credential == "" {
 		bad("credentials", "required", "a "+c.Type+" channel needs its credential (apiKey, token or routingKey)")

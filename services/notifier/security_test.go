@@ -29,7 +29,11 @@ func TestSSRFRefusedAtCreation(t *testing.T) {
 			}
 			m := r.json(t)
 			details, _ := m["error"].(map[string]any)["details"].([]any)
-			if len(details) == 0 || details[0].(map[string]any)["path"] != "url" {
+			want := "forbidden_destination"
+			if strings.HasPrefix(u, "ftp:") || strings.Contains(u, "@") || strings.Contains(u, ".invalid") {
+				want = "invalid_destination"
+			}
+			if len(details) == 0 || details[0].(map[string]any)["path"] != "url" || details[0].(map[string]any)["code"] != want {
 				t.Fatalf("%s: envelope %s", u, r.body)
 			}
 		})
