@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -220,7 +221,9 @@ func (s *Service) judgeOne(ctx context.Context, f flagged) {
 	c := s.judgeCase(ctx, f)
 	cctx, cancel := context.WithTimeout(ctx, j.timeout)
 	ans, tok, err := judge.Complete(cctx, j.hc, cfg.BaseURL, cfg.Model, key, judge.Prompt(c))
-	timedOut := cctx.Err() != nil
+	// The context's deadline or the client's own (header) timeout.
+	var ne net.Error
+	timedOut := cctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()
 	cancel()
 	j.tokens.Add(float64(tok.TotalTokens))
 	if _, uerr := j.ledger.Add(ctx, f.tenant, now, tok, err != nil); uerr != nil {
