@@ -1,0 +1,141 @@
+package control_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/redact"
+	"github.com/vigilhq/vigil/pkg/streams"
+)
+
+// TestSettingsView: the view waits for CONTROL, loads what is stored,
+// follows changes, keeps tenants apart, and keeps the previous policy when
+// a stored record does not compile.
+func TestSettingsView(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n := natstest.Start(t)
+	red, err := redact.New(bytes.Repeat([]byte{3}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := control.NewSettings(n.JS, red, slog.New(slog.DiscardHandler))
+	// Started before CONTROL exists (the api creates it later).
+	if err := view.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	short, scancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if _, err := view.Redaction(short, "acme"); err == nil {
+		t.Fatal("Redaction answered before the view was loaded")
+	}
+	scancel()
+
+	if err := natsx.EnsureStreams(ctx, n.JS, streams.ControlConfig(streams.DefaultOptions)); err != nil {
+		t.Fatal(err)
+	}
+	store := control.NewStore(n.JS)
+	seq, err := store.PutRedaction(ctx, redact.Record{Tenant: "acme", Settings: redact.Settings{
+		Disabled: []string{"email"}, Patterns: []redact.Pattern{{Name: "ticket", Regex: `TCK-\d+`}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := view.WaitFor(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		tenant, in string
+		gone, kept []string
+	}{
+		{"acme", "jane@example.com TCK-42", []string{"TCK-42"}, []string{"jane@example.com", "[TICKET:"}},
+		{"globex", "jane@example.com TCK-42", []string{"jane@example.com"}, []string{"TCK-42", "[EMAIL:"}},
+	}
+	for _, tc := range cases {
+		pol, err := view.Redaction(ctx, tc.tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := pol.String(tc.tenant, tc.in)
+		for _, g := range tc.gone {
+			if strings.Contains(out, g) {
+				t.Errorf("%s: %q survived in %q", tc.tenant, g, out)
+			}
+		}
+		for _, k := range tc.kept {
+			if !strings.Contains(out, k) {
+				t.Errorf("%s: %q missing from %q", tc.tenant, k, out)
+			}
+		}
+	}
+
+	// A record that does not compile (written around the API) leaves the
+	// previous policy in force.
+	bad, _ := json.Marshal(redact.Record{Tenant: "acme", Settings: redact.Settings{Patterns: []redact.Pattern{{Name: "x", Regex: "("}}}})
+	ack, err := n.JS.PublishMsg(ctx, &nats.Msg{Subject: streams.RedactionSubject("acme"), Data: bad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := view.WaitFor(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	pol, _ := view.Redaction(ctx, "acme")
+	if out, _ := pol.String("acme", "TCK-42"); strings.Contains(out, "TCK-42") {
+		t.Errorf("the previous policy was dropped: %q", out)
+	}
+
+	// Read-your-writes through the store.
+	rec, err := store.Redaction(ctx, "acme")
+	if err != nil || rec.Revision != ack.Sequence {
+		t.Fatalf("store read: %+v %v", rec, err)
+	}
+	if _, err := store.Redaction(ctx, "nobody"); err != control.ErrNotFound {
+		t.Fatalf("unknown tenant: %v", err)
+	}
+}
+
+// TestDeploymentKey: every caller, concurrent or later, gets the same key.
+func TestDeploymentKey(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n := natstest.Start(t)
+	var wg sync.WaitGroup
+	keys := make([][]byte, 8)
+	errs := make([]error, 8)
+	for i := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keys[i], errs[i] = control.DeploymentKey(ctx, n.JS, "redaction", 1)
+		}()
+	}
+	wg.Wait()
+	for i := range keys {
+		if errs[i] != nil || len(keys[i]) != 32 || !bytes.Equal(keys[i], keys[0]) {
+			t.Fatalf("caller %d: %x %v (first %x)", i, keys[i], errs[i], keys[0])
+		}
+	}
+	other, err := control.DeploymentKey(ctx, n.JS, "sealing", 1)
+	if err != nil || bytes.Equal(other, keys[0]) {
+		t.Fatalf("a second name must get its own key: %x %v", other, err)
+	}
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{{"", true}, {"c2hvcnQ=", false}, {"not base64!", false}, {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", true}} {
+		b, err := control.ParseSecret("--x", tc.in)
+		if (err == nil) != tc.ok || (tc.in == "" && b != nil) {
+			t.Errorf("ParseSecret(%q) = %x, %v", tc.in, b, err)
+		}
+	}
+}
