@@ -289,4 +289,12 @@ func TestForeignTenantRoutes(t *testing.T) {
 }
 
 // addForeignIDs creates acme's resources of the other services.
-func addForeignIDs(t *testing.T, e *env, acme string, ids foreignIDs) {}
+func addForeignIDs(t *testing.T, e *env, acme string, ids foreignIDs) {
+	var ch struct {
+		ID string `json:"id"`
+	}
+	r := e.post(acme, "/v1/notification-channels", map[string]any{"name": "acme-marker", "url": "https://93.184.216.34/acme-marker"})
+	expect(t, r, 201, "notification channel")
+	r.decode(t, &ch)
+	ids["channel"] = ch.ID
+}

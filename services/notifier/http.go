@@ -56,8 +56,6 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/webhooks", s.createChannel, manage)
 	g.GET("/webhooks/:id", s.getChannel, read)
 	g.DELETE("/webhooks/:id", s.deleteChannel, manage)
-	// Kaizen's DELETE /v1/webhooks names the webhook in ?id= or {"id"}.
-	g.DELETE("/webhooks", s.deleteWebhook, manage)
 }
 
 // ChannelView is a channel as the API returns it: never its credentials.
@@ -522,31 +520,6 @@ func (s *Service) deleteChannel(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
-}
-
-func (s *Service) deleteWebhook(c echo.Context) error {
-	id := c.QueryParam("id")
-	if id == "" {
-		body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
-		if err != nil {
-			return err
-		}
-		var in struct {
-			ID string `json:"id"`
-		}
-		if len(bytes.TrimSpace(body)) > 0 {
-			if err := json.Unmarshal(body, &in); err != nil {
-				return apperr.Validation("request body must be a JSON object: " + cleanJSONError(err))
-			}
-		}
-		id = in.ID
-	}
-	if id == "" {
-		return fieldErr("id", "required", "name the webhook to delete: ?id= or {\"id\": …}")
-	}
-	c.SetParamNames("id")
-	c.SetParamValues(id)
-	return s.deleteChannel(c)
 }
 
 func (s *Service) rotateSecret(c echo.Context) error {
