@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -81,6 +82,8 @@ func streamDump(t *testing.T, js jetstream.JetStream, name string) string {
 	}
 	return b.String()
 }
+
+var placeholderRe = regexp.MustCompile(`\[EMAIL:[0-9a-f]{8}\]`)
 
 func chStrings(t *testing.T, db *chtest.DB, query string, args ...any) string {
 	t.Helper()
@@ -341,5 +344,32 @@ func TestRedactionSettings(t *testing.T) {
 	theirs := chStrings(t, db, "SELECT payload FROM events WHERE tenant_id = 'globex' AND session_id = ?", session)
 	if !strings.Contains(theirs, "EMP-654321") || strings.Contains(theirs, "555 2671") {
 		t.Errorf("globex payload (its own defaults apply): %s", theirs)
+	}
+}
+
+// TestRedactionPlaceholdersSurviveRestart: the generated deployment key is
+// kept, so the same value gets the same placeholder after a restart.
+func TestRedactionPlaceholdersSurviveRestart(t *testing.T) {
+	db := chtest.New(t)
+	dir := t.TempDir()
+	placeholder := func(s *testStack, session string) string {
+		e := with(ev("agent-restart", session, baseTime), "payload", map[string]any{"toolName": "t", "to": "restart@example.com"})
+		expect(t, s.post(s.st.BootstrapKey, "/v1/events", e), http.StatusAccepted, "event")
+		var p string
+		eventually(t, catchUp, func() (bool, string) {
+			p = chStrings(t, db, "SELECT payload FROM events WHERE session_id = ?", session)
+			return p != "", "event not stored yet"
+		})
+		return placeholderRe.FindString(p)
+	}
+	s := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	owner := s.st.BootstrapKey
+	first := placeholder(s, "restart-1")
+	s.Stop()
+	s2 := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	s2.st.BootstrapKey = owner // created once, on the first start
+	second := placeholder(s2, "restart-2")
+	if first == "" || first != second {
+		t.Fatalf("placeholders before and after restart: %q, %q", first, second)
 	}
 }
