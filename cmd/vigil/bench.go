@@ -128,6 +128,9 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) > 0 && args[0] == "decide" {
 		return runBenchDecide(ctx, args[1:], out)
 	}
+	if len(args) > 0 && args[0] == "ledger" {
+		return runBenchLedger(ctx, args[1:], out)
+	}
 	if len(args) == 0 || args[0] != "ingest" {
 		return errors.New(benchUsage)
 	}

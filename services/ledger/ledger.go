@@ -95,6 +95,10 @@ type Service struct {
 	tiles  map[tenantTile][]byte
 
 	version uint64 // last row version written (integrator only)
+	// sealedMu guards sealed: per source stream, the highest sequence
+	// whose record is committed under a checkpoint.
+	sealedMu sync.Mutex
+	sealed   map[string]uint64
 	// seen holds, per tenant, a Bloom filter of every committed record
 	// key, so only keys that may be in the log cost a lookup (integrator
 	// only).
@@ -125,7 +129,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ledger")), keys: keys, store: store{ch: deps.CH},
-		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, seen: map[string]*seenFilter{},
+		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, seen: map[string]*seenFilter{}, sealed: map[string]uint64{},
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ledger_leaves_total", Help: "Records appended to tenant logs, by kind.",
 		}, []string{"kind"}),
@@ -146,6 +150,16 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	return s, nil
+}
+
+// SealedThrough is the highest sequence of a source stream (INGEST,
+// POLICY, CONTROL, GUARDIAN) that this instance has committed under a
+// checkpoint. Each stream is consumed in order, so every record of that
+// stream up to it is sealed (or was sealed before, for a redelivery).
+func (s *Service) SealedThrough(stream string) uint64 {
+	s.sealedMu.Lock()
+	defer s.sealedMu.Unlock()
+	return s.sealed[stream]
 }
 
 // VerifierKey is the note verifier key of the ledger's checkpoints.
@@ -387,10 +401,18 @@ func (s *Service) integrate(ctx context.Context, msgs []inbound) error {
 			return err
 		}
 	}
+	s.sealedMu.Lock()
+	for _, ps := range byTenant {
+		for _, p := range ps {
+			s.sealed[p.row.stream] = max(s.sealed[p.row.stream], p.row.seq)
+		}
+	}
+	s.sealedMu.Unlock()
 	for _, m := range ok {
 		_ = m.Ack()
 	}
 	s.batchDur.Observe(time.Since(start).Seconds())
+	s.log.Debug("ledger batch", slog.Int("records", len(ok)), slog.Int("tenants", len(tenants)), slog.Duration("took", time.Since(start)))
 	return nil
 }
 

@@ -244,6 +244,18 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 	return out, nil
 }
 
+// Anchored reports whether an event or decision id is in the tenant's
+// log under its latest checkpoint (a cheaper Lineage without the proof).
+func (s *Service) Anchored(ctx context.Context, tenant, id string) (bool, error) {
+	st, err := s.state(ctx, tenant)
+	if err != nil {
+		return false, err
+	}
+	keys := []string{evidence.KindEvent + ":" + id, evidence.KindDecision + ":" + id}
+	found, err := s.store.lookup(ctx, tenant, st.size, keys)
+	return len(found) > 0, err
+}
+
 type proven struct {
 	rec       LineageRecord
 	canonical []byte
