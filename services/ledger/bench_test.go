@@ -162,11 +162,11 @@ func BenchmarkProof1M(b *testing.B) {
 		// lookup, the leaf row, the proof.
 		measure(b, func(i uint64) {
 			key := "control:" + fmt.Sprint(i)
-			found, err := svc.store.lookup(ctx, "bench", st.size, []string{key})
+			found, rows, err := svc.store.lookup(ctx, "bench", st.size, []string{key})
 			if err != nil || len(found[key]) != 1 {
 				b.Fatalf("lookup %d: %v", i, err)
 			}
-			if _, err := svc.prove(ctx, "bench", st, found[key]); err != nil {
+			if _, err := svc.prove(ctx, "bench", st, found[key], rows); err != nil {
 				b.Fatal(err)
 			}
 		})

@@ -472,7 +472,7 @@ func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending,
 			maybe = append(maybe, k)
 		}
 	}
-	have, err := s.store.lookup(ctx, tenant, cur.size, maybe)
+	have, _, err := s.store.lookup(ctx, tenant, cur.size, maybe)
 	if err != nil {
 		return err
 	}

@@ -207,7 +207,7 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 	}
 	out := Lineage{LineageID: id, MerklePath: []string{}, TreeSize: st.size, Origin: s.Origin(tenant), PublicKey: s.keys.VerifierKey}
 	keys := []string{evidence.KindEvent + ":" + id, evidence.KindDecision + ":" + id, "session:" + id}
-	found, err := s.store.lookup(ctx, tenant, st.size, keys)
+	found, rows, err := s.store.lookup(ctx, tenant, st.size, keys)
 	if err != nil {
 		return out, chx.ReadError("ledger", err)
 	}
@@ -228,7 +228,7 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 		}
 		return out, nil
 	}
-	recs, err := s.prove(ctx, tenant, st, idxs)
+	recs, err := s.prove(ctx, tenant, st, idxs, rows)
 	if err != nil {
 		return out, err
 	}
@@ -252,7 +252,7 @@ func (s *Service) Anchored(ctx context.Context, tenant, id string) (bool, error)
 		return false, err
 	}
 	keys := []string{evidence.KindEvent + ":" + id, evidence.KindDecision + ":" + id}
-	found, err := s.store.lookup(ctx, tenant, st.size, keys)
+	found, _, err := s.store.lookup(ctx, tenant, st.size, keys)
 	return len(found) > 0, err
 }
 
@@ -262,12 +262,9 @@ type proven struct {
 	proof     [][]byte
 }
 
-// prove reads leaves idxs and their inclusion proofs against st.
-func (s *Service) prove(ctx context.Context, tenant string, st *logState, idxs []uint64) ([]proven, error) {
-	leaves, err := s.store.leaves(ctx, tenant, idxs)
-	if err != nil {
-		return nil, chx.ReadError("ledger", err)
-	}
+// prove builds inclusion proofs against st for leaves idxs, whose rows
+// are given.
+func (s *Service) prove(ctx context.Context, tenant string, st *logState, idxs []uint64, leaves map[uint64]leafRow) ([]proven, error) {
 	out := make([]proven, 0, len(idxs))
 	for _, i := range idxs {
 		l, ok := leaves[i]
@@ -319,7 +316,7 @@ func (s *Service) Evidence(ctx context.Context, tenant, session string) (evidenc
 	if err != nil {
 		return evidence.Bundle{}, chx.ReadError("ledger", err)
 	}
-	found, err := s.store.lookup(ctx, tenant, st.size, []string{"session:" + session})
+	found, rows, err := s.store.lookup(ctx, tenant, st.size, []string{"session:" + session})
 	if err != nil {
 		return evidence.Bundle{}, chx.ReadError("ledger", err)
 	}
@@ -331,7 +328,7 @@ func (s *Service) Evidence(ctx context.Context, tenant, session string) (evidenc
 			return evidence.Bundle{}, apperr.NotFound("session %q not found", session)
 		}
 	}
-	recs, err := s.prove(ctx, tenant, st, idxs)
+	recs, err := s.prove(ctx, tenant, st, idxs, rows)
 	if err != nil {
 		return evidence.Bundle{}, err
 	}

@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
-	"sort"
 	"sync"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -195,65 +193,42 @@ func (st store) tiles(ctx context.Context, tenant string, need map[tileID]int) (
 const lookupChunk = 1000
 
 // lookup finds the committed leaves (index < size) filed under keys
-// ("event:<id>", "decision:<id>", "session:<id>", …). A lookup row is
-// trusted only if the leaf at its index still names the key: a row left
-// by a batch that never committed may point at a leaf that later went to
-// another record.
-func (st store) lookup(ctx context.Context, tenant string, size uint64, keys []string) (map[string][]uint64, error) {
-	out := map[string][]uint64{}
+// ("event:<id>", "decision:<id>", "session:<id>", …) and returns them
+// with their rows, in one query. A lookup row is trusted only if the leaf
+// at its index still names the key: a row left by a batch that never
+// committed may point at a leaf that later went to another record.
+func (st store) lookup(ctx context.Context, tenant string, size uint64, keys []string) (map[string][]uint64, map[uint64]leafRow, error) {
+	out, rows := map[string][]uint64{}, map[uint64]leafRow{}
 	if len(keys) == 0 || size == 0 {
-		return out, nil
+		return out, rows, nil
 	}
-	cand := map[uint64][]string{}
-	var idxs []uint64
+	want := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		want[k] = true
+	}
 	for chunk := range slices.Chunk(keys, lookupChunk) {
-		rows, err := st.ch.Query(ctx, "SELECT DISTINCT lookup_key, idx FROM ledger_lookup WHERE tenant_id = ? AND lookup_key IN ? AND idx < ?", tenant, set(chunk), size)
+		got, err := st.leavesWhere(ctx, "idx IN (SELECT idx FROM ledger_lookup WHERE tenant_id = ? AND lookup_key IN ? AND idx < ?)", tenant, tenant, set(chunk), size)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: lookup: %w", err)
+			return nil, nil, fmt.Errorf("ledger: lookup: %w", err)
 		}
-		for rows.Next() {
-			var k string
-			var i uint64
-			if err := rows.Scan(&k, &i); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("ledger: lookup: %w", err)
+		for i, l := range got {
+			matched := false
+			if want[l.key] {
+				out[l.key], matched = append(out[l.key], i), true
 			}
-			if _, ok := cand[i]; !ok {
-				idxs = append(idxs, i)
+			if sk := "session:" + l.session; l.session != "" && want[sk] {
+				out[sk], matched = append(out[sk], i), true
 			}
-			cand[i] = append(cand[i], k)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("ledger: lookup: %w", err)
-		}
-	}
-	if len(idxs) == 0 {
-		return out, nil
-	}
-	leaves := make(map[uint64]leafRow, len(idxs))
-	for chunk := range slices.Chunk(idxs, lookupChunk) {
-		got, err := st.leaves(ctx, tenant, chunk)
-		if err != nil {
-			return nil, err
-		}
-		maps.Copy(leaves, got)
-	}
-	for i, ks := range cand {
-		l, ok := leaves[i]
-		if !ok {
-			continue
-		}
-		for _, k := range ks {
-			if k == l.key || (l.session != "" && k == "session:"+l.session) {
-				out[k] = append(out[k], i)
+			if matched {
+				rows[i] = l
 			}
 		}
 	}
-	for _, v := range out {
-		sort.Slice(v, func(a, b int) bool { return v[a] < v[b] })
+	for k, v := range out {
+		slices.Sort(v)
+		out[k] = slices.Compact(v)
 	}
-	return out, nil
+	return out, rows, nil
 }
 
 // leaves reads the latest version of the leaves at idxs.
@@ -261,14 +236,20 @@ func (st store) leaves(ctx context.Context, tenant string, idxs []uint64) (map[u
 	if len(idxs) == 0 {
 		return map[uint64]leafRow{}, nil
 	}
+	return st.leavesWhere(ctx, "idx IN ?", tenant, set(idxs))
+}
+
+// leavesWhere reads the latest version of the tenant's leaves matching
+// cond (whose arguments follow the tenant).
+func (st store) leavesWhere(ctx context.Context, cond, tenant string, args ...any) (map[uint64]leafRow, error) {
 	rows, err := st.ch.Query(ctx, `SELECT idx, argMax(record_key, version), argMax(kind, version), argMax(record_id, version),
 		argMax(session_id, version), argMax(leaf_hash, version), argMax(canonical, version), argMax(integrated_ms, version)
-		FROM ledger_leaves WHERE tenant_id = ? AND idx IN ? GROUP BY idx`, tenant, set(idxs))
+		FROM ledger_leaves WHERE tenant_id = ? AND `+cond+` GROUP BY idx`, append([]any{tenant}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read leaves: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[uint64]leafRow, len(idxs))
+	out := map[uint64]leafRow{}
 	for rows.Next() {
 		var l leafRow
 		var leaf, canon string
