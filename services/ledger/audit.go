@@ -7,11 +7,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
+
+// auditGrace is how long before the latest checkpoint a projection row
+// may be and still count as not yet sealed (in flight to the ledger)
+// rather than inserted.
+const auditGrace = 30 * time.Second
 
 // AuditProblem is one discrepancy found by Audit.
 type AuditProblem struct {
@@ -73,7 +79,8 @@ func AuditTenants(ctx context.Context, ch driver.Conn) ([]string, error) {
 // inserted or reordered leaf), then recomputes the leaf of every row of
 // the events and decisions projections and compares it with the ledger
 // (catching a changed, removed or inserted row). Rows newer than the
-// checkpoint are counted as pending, not reported.
+// checkpoint, or up to auditGrace older, are counted as pending (in
+// flight to the ledger), not reported.
 func Audit(ctx context.Context, ch driver.Conn, tenant string, o AuditOptions) (AuditReport, error) {
 	rep := AuditReport{Tenant: tenant, Problems: []AuditProblem{}}
 	fail := func(what, table, id, format string, args ...any) {
@@ -95,6 +102,7 @@ func Audit(ctx context.Context, ch driver.Conn, tenant string, o AuditOptions) (
 		fail("checkpoint", "ledger_checkpoints", "", "row says size %d, its signed note %d", size, cp.Size)
 	}
 	rep.TreeSize = cp.Size
+	pendingAfter := atMS - auditGrace.Milliseconds()
 
 	// 1. The ledger's leaves against the signed root and the level-0 tiles.
 	rows, err := ch.Query(ctx, `SELECT idx, argMax(record_key, version), argMax(leaf_hash, version), argMax(canonical, version)
@@ -205,7 +213,7 @@ func Audit(ctx context.Context, ch driver.Conn, tenant string, o AuditOptions) (
 				fail("changed", "events", key, "row no longer forms a record: %v", err)
 				continue
 			}
-			compare("events", key, evidence.LeafHash(canon), b.ReceivedMS > atMS)
+			compare("events", key, evidence.LeafHash(canon), b.ReceivedMS > pendingAfter)
 		}
 		erows.Close()
 		if err := erows.Err(); err != nil {
@@ -251,7 +259,7 @@ func Audit(ctx context.Context, ch driver.Conn, tenant string, o AuditOptions) (
 			if d.ID != id || d.AgentID != agent || d.Session != session || d.Result.Outcome != outcome || d.Result.PackHash != pack {
 				fail("changed", "decisions", key, "columns (outcome %q, pack %q, agent %q, session %q) differ from the sealed record", outcome, pack, agent, session)
 			}
-			compare("decisions", key, evidence.LeafHash(canon), at > atMS)
+			compare("decisions", key, evidence.LeafHash(canon), at > pendingAfter)
 		}
 		drows.Close()
 		if err := drows.Err(); err != nil {
