@@ -25,6 +25,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
@@ -89,6 +90,10 @@ type stackOpts struct {
 // testSigningSeed is the policy pack signing seed of every test stack; it
 // is fixed so that a stack restarted on the same data keeps its key.
 var testSigningSeed = func() []byte { s := sha256.Sum256([]byte("vigil e2e signing seed")); return s[:] }()
+
+// unlimited lifts the rate limits, for tests that load the stack to check
+// durability rather than admission.
+func unlimited(c *api.Config) { c.RateLimits = ratelimit.Limits{} }
 
 // testStack is a running in-process stack serving HTTP on a loopback port.
 type testStack struct {

@@ -275,7 +275,7 @@ func TestProjectorRestart(t *testing.T) {
 			// Small projector batches, so that 3,000 events take many
 			// flushes and a stop lands in the middle of them.
 			slow := func(ic *ingest.Config) { ic.ProjectorBatch = 50; ic.ProjectorLinger = 20 * time.Millisecond }
-			s1 := startStack(t, stackOpts{dataDir: dataDir, dsn: dsn, ingest: slow})
+			s1 := startStack(t, stackOpts{dataDir: dataDir, dsn: dsn, ingest: slow, api: unlimited})
 			key := s1.st.BootstrapKey
 			l := newLedger()
 			seq := 0
@@ -299,7 +299,7 @@ func TestProjectorRestart(t *testing.T) {
 			}
 
 			// Same data directory, new ports.
-			s2 := startStack(t, stackOpts{dataDir: dataDir, dsn: dsn, ingest: slow})
+			s2 := startStack(t, stackOpts{dataDir: dataDir, dsn: dsn, ingest: slow, api: unlimited})
 			if s2.st.BootstrapKey != "" {
 				t.Errorf("restart created another bootstrap key")
 			}
@@ -314,7 +314,7 @@ func TestProjectorRestart(t *testing.T) {
 
 func TestClickHouseOutageUnderLoad(t *testing.T) {
 	db, proxy, dsn := proxiedClickHouse(t)
-	s := startStack(t, stackOpts{dsn: dsn})
+	s := startStack(t, stackOpts{dsn: dsn, api: unlimited})
 	key := s.st.BootstrapKey
 	l := newLedger()
 

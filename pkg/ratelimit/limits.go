@@ -58,10 +58,10 @@ type Limits struct {
 // DefaultLimits are generous enough for a busy deployment and still stop a
 // runaway agent loop from flooding the streams.
 var DefaultLimits = Limits{
-	Ingest:          Rate{PerSecond: 20000, Burst: 40000},
-	IngestPerKey:    Rate{PerSecond: 5000, Burst: 10000},
-	Decisions:       Rate{PerSecond: 5000, Burst: 10000},
-	DecisionsPerKey: Rate{PerSecond: 1000, Burst: 2000},
+	Ingest:          Rate{PerSecond: 50000, Burst: 100000},
+	IngestPerKey:    Rate{PerSecond: 20000, Burst: 40000},
+	Decisions:       Rate{PerSecond: 10000, Burst: 20000},
+	DecisionsPerKey: Rate{PerSecond: 5000, Burst: 10000},
 }
 
 // Validate checks every rate.
