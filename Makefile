@@ -45,6 +45,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime $${FUZZTIME:-30s} ./redact/
 	cd services/risk && $(GO) test -run '^$$' -fuzz '^FuzzParseSpan$$' -fuzztime $${FUZZTIME:-30s} .
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzCheckURL$$' -fuzztime $${FUZZTIME:-30s} ./ssrf/
+	cd services/ledger/evidence && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $${FUZZTIME:-30s} . && $(GO) test -run '^$$' -fuzz '^FuzzCanonicalize$$' -fuzztime $${FUZZTIME:-30s} .
 
 tidy: ## go mod tidy every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
