@@ -162,6 +162,9 @@ func TestLedgerEndToEnd(t *testing.T) {
 		{"ledger leaf reordered", `INSERT INTO ledger_leaves (tenant_id, idx, record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version)
 			SELECT tenant_id, if(idx = 1, 2, 1), record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version + 1
 			FROM ledger_leaves WHERE tenant_id = 'default' AND idx IN (1, 2)`, nil, "root ledger_leaves"},
+		{"ledger leaf hash replaced", `INSERT INTO ledger_leaves (tenant_id, idx, record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version)
+			SELECT tenant_id, idx, record_key, kind, record_id, session_id, '` + strings.Repeat("00", 32) + `', canonical, stream, stream_seq, integrated_ms, version + 2
+			FROM ledger_leaves WHERE tenant_id = 'default' AND idx = 3`, nil, "leaf ledger_leaves 3: record"},
 	}
 	for _, st := range steps {
 		if err := e.db.Conn.Exec(ctx, st.tamper, st.args...); err != nil {

@@ -303,6 +303,23 @@ func TestConsistencyAcrossRestart(t *testing.T) {
 			t.Fatalf("checkpoint at %d: %v", cp.TreeSize, err)
 		}
 	}
+	// The latest checkpoint is also the last message on the tenant's
+	// LEDGER subject.
+	ls, err := e.nats.JS.Stream(testCtx(t), streams.Ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := ls.GetLastMsgForSubject(testCtx(t), streams.CheckpointSubject("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var published CheckpointMsg
+	if err := json.Unmarshal(last.Data, &published); err != nil {
+		t.Fatal(err)
+	}
+	if published.TreeSize != after.TreeSize || published.Checkpoint != after.Checkpoint || published.RootHash != after.RootHash {
+		t.Fatalf("LEDGER has %+v, want the checkpoint at %d", published, after.TreeSize)
+	}
 	c, err := r2.svc.ConsistencyProof(testCtx(t), "acme", before.TreeSize, 0)
 	if err != nil {
 		t.Fatal(err)
