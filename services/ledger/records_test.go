@@ -37,6 +37,9 @@ func TestEventCanonicalFastPathMatchesGeneric(t *testing.T) {
 		if _, err := evidence.ParseCanonical(fast); err != nil {
 			t.Fatalf("payload %s: %v", p, err)
 		}
+		if again, err := evidence.Canonicalize(fast); err != nil || !bytes.Equal(again, fast) {
+			t.Fatalf("payload %s: envelope is not canonical: %s (%v)", p, again, err)
+		}
 	}
 }
 
@@ -56,6 +59,11 @@ func FuzzEventCanonical(f *testing.F) {
 		generic, err := env.Canonical()
 		if err != nil || !bytes.Equal(fast, generic) {
 			t.Fatalf("fast %s, generic %s (%v)", fast, generic, err)
+		}
+		// And both are a fixed point of the fully generic canonicaliser
+		// (parse into maps, write with sorted keys).
+		if again, err := evidence.Canonicalize(fast); err != nil || !bytes.Equal(again, fast) {
+			t.Fatalf("envelope %s is not canonical: %s (%v)", fast, again, err)
 		}
 	})
 }

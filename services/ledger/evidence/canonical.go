@@ -57,25 +57,41 @@ func (e Envelope) Canonical() ([]byte, error) {
 	return CanonicalEnvelope(e.Kind, e.Tenant, e.ID, e.Session, rec)
 }
 
-// envelopeJSON lists the envelope's keys in canonical (sorted) order.
-type envelopeJSON struct {
-	ID      string          `json:"id"`
-	Kind    string          `json:"kind"`
-	Record  json.RawMessage `json:"record"`
-	Session string          `json:"session"`
-	Tenant  string          `json:"tenant"`
-	V       int             `json:"v"`
-}
-
 // CanonicalEnvelope is Envelope.Canonical for a record that is already in
-// canonical form (the caller guarantees it), which saves re-parsing it.
+// canonical form (the caller guarantees it), which saves re-parsing it:
+// the envelope's keys are written in their sorted order around it.
 func CanonicalEnvelope(kind, tenant, id, session string, canonicalRecord []byte) ([]byte, error) {
 	if kind == "" || tenant == "" || id == "" {
 		return nil, errors.New("evidence: envelope needs kind, tenant and id")
 	}
-	// Invalid UTF-8 is written as U+FFFD, as parsing would read it back.
-	fix := func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
-	return encode(envelopeJSON{ID: fix(id), Kind: fix(kind), Record: canonicalRecord, Session: fix(session), Tenant: fix(tenant), V: FormatVersion})
+	var b bytes.Buffer
+	b.Grow(len(canonicalRecord) + len(kind) + len(tenant) + len(id) + len(session) + 64)
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	str := func(s string) error {
+		// Invalid UTF-8 is written as U+FFFD, as parsing would read it back.
+		if err := enc.Encode(strings.ToValidUTF8(s, "\uFFFD")); err != nil {
+			return err
+		}
+		b.Truncate(b.Len() - 1) // Encode's newline
+		return nil
+	}
+	for _, f := range []struct{ key, val string }{{`{"id":`, id}, {`,"kind":`, kind}} {
+		b.WriteString(f.key)
+		if err := str(f.val); err != nil {
+			return nil, err
+		}
+	}
+	b.WriteString(`,"record":`)
+	b.Write(canonicalRecord)
+	for _, f := range []struct{ key, val string }{{`,"session":`, session}, {`,"tenant":`, tenant}} {
+		b.WriteString(f.key)
+		if err := str(f.val); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(&b, `,"v":%d}`, FormatVersion)
+	return b.Bytes(), nil
 }
 
 // Encode writes v (a struct whose fields are declared in sorted key
