@@ -47,7 +47,7 @@ const (
 // tenant.
 const benchRawTenant = "bench-raw"
 
-const benchUsage = `usage: vigil bench ingest [--events N] [--concurrency C] [--batch B] [--batch-concurrency C] [--json]`
+const benchUsage = `usage: vigil bench ingest|decide|ledger [flags]   (vigil bench <path> --help lists each path's flags)`
 
 // benchConfig is what one `vigil bench ingest` run does.
 type benchConfig struct {

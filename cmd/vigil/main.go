@@ -19,7 +19,8 @@ Usage:
   vigil dev                 run every service in one process (embedded NATS)
   vigil keys create         create an API key (shown once)
   vigil migrate             apply ClickHouse migrations
-  vigil bench ingest        measure ingest throughput and latency
+  vigil bench ingest|decide|ledger
+                            measure a hot path end to end on this machine
   vigil policy test|apply|replay
                             test policies offline, apply a directory, replay history
   vigil ledger key|audit    print the ledger's verifier key; audit logs against projections
