@@ -4,33 +4,19 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
-	"github.com/vigilhq/vigil/pkg/httpkit"
-	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/services/api"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "api:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("api", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("api", "Vigil api: the HTTP API, CONTROL stream owner and its projections.")
@@ -42,22 +28,13 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
+	p, err := daemon.Start(ctx, "api", common, daemon.ProcessOptions{ClickHouseWait: 2 * time.Minute})
 	if err != nil {
 		return err
 	}
-	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-api", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Drain()
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 2*time.Minute, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer p.Close()
+	log, nc, js, ch, reg := p.Log, p.NC, p.JS, p.CH, p.Reg
 
-	reg := daemon.Registry()
 	verifier, err := oidcFlags.Verifier()
 	if err != nil {
 		return err
@@ -94,14 +71,5 @@ func run(ctx context.Context, args []string) error {
 	if err := catalog.Sync(ctx); err != nil {
 		return err
 	}
-	e, err := httpkit.NewServer(log, reg)
-	if err != nil {
-		return err
-	}
-	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{
-		"nats":       natsx.Ready(nc),
-		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
-	})
-	svc.Routes(e)
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, limiter.Run, svc.Run)
+	return p.Serve(ctx, svc.Routes, limiter.Run, svc.Run)
 }

@@ -4,32 +4,19 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
-	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ingest"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "ingest:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("ingest", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("ingest", "Vigil ingest: event receivers and the events projector.")
@@ -39,26 +26,18 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
-	if err != nil {
-		return err
-	}
+	var err error
 	icfg := ingest.DefaultConfig()
 	if icfg.RedactionKey, err = control.ParseSecret("--redaction-key / $VIGIL_REDACTION_KEY", *redactionKey); err != nil {
 		return err
 	}
-	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-ingest", log)
+	p, err := daemon.Start(ctx, "ingest", common, daemon.ProcessOptions{ClickHouseWait: 2 * time.Minute})
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 2*time.Minute, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer p.Close()
+	log, nc, js, ch, reg := p.Log, p.NC, p.JS, p.CH, p.Reg
 
-	reg := daemon.Registry()
 	catalog := control.NewCatalog(js, log)
 	if *instance == "" {
 		*instance, _ = os.Hostname()
@@ -86,15 +65,6 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	e, err := httpkit.NewServer(log, reg)
-	if err != nil {
-		return err
-	}
-	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{
-		"nats":       natsx.Ready(nc),
-		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
-	})
-	svc.Routes(e)
 	flushUsage := func(ctx context.Context) error { return usage.Run(ctx, 5*time.Second) }
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, limiter.Run, flushUsage, svc.Run)
+	return p.Serve(ctx, svc.Routes, limiter.Run, flushUsage, svc.Run)
 }

@@ -5,30 +5,17 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
-	"github.com/vigilhq/vigil/pkg/httpkit"
-	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/services/ledger"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "ledger:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("ledger", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("ledger", "Vigil ledger: per-tenant Merkle logs, signed checkpoints, proofs and evidence bundles.")
@@ -37,10 +24,6 @@ func run(ctx context.Context, args []string) error {
 	origin := fs.String("origin", "VIGIL_LEDGER_ORIGIN", ledger.DefaultConfig().Origin, "log origin prefix and checkpoint key name")
 	chWait := fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", 30*time.Second, "how long to wait for ClickHouse at start")
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
-	if err != nil {
 		return err
 	}
 	seed, err := base64.StdEncoding.DecodeString(*signingKey)
@@ -52,17 +35,12 @@ func run(ctx context.Context, args []string) error {
 	if cfg.Seed, err = evidence.DeriveSeed(seed); err != nil {
 		return err
 	}
-	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-ledger", log)
+	p, err := daemon.Start(ctx, "ledger", common, daemon.ProcessOptions{ClickHouseWait: *chWait})
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, *chWait, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
-	reg := daemon.Registry()
+	defer p.Close()
+	log, js, ch, reg := p.Log, p.JS, p.CH, p.Reg
 	svc, err := ledger.New(cfg, ledger.Deps{JS: js, CH: ch, Log: log, Registerer: reg})
 	if err != nil {
 		return err
@@ -80,11 +58,7 @@ func run(ctx context.Context, args []string) error {
 	if err := catalog.Sync(ctx); err != nil {
 		return err
 	}
-	e, err := httpkit.NewServer(log, reg)
-	if err != nil {
-		return err
-	}
-	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{"nats": natsx.Ready(nc), "clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) }})
-	svc.Routes(e, catalog)
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+	return p.Serve(ctx, func(e *echo.Echo) {
+		svc.Routes(e, catalog)
+	}, svc.Run)
 }

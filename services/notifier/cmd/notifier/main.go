@@ -6,31 +6,19 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
-	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/notifier"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "notifier:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("notifier", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("notifier", "Vigil notifier: notification channels, signed deliveries with retries, dead letters.")
@@ -42,10 +30,7 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
-	if err != nil {
-		return err
-	}
+	var err error
 	cfg := notifier.DefaultConfig()
 	cfg.AttemptTimeout, cfg.Schedule.MaxAttempts = *timeout, *attempts
 	if cfg.SecretKey, err = base64.StdEncoding.DecodeString(*key); err != nil || len(cfg.SecretKey) < 32 {
@@ -54,17 +39,12 @@ func run(ctx context.Context, args []string) error {
 	if cfg.AllowPrivate, err = ssrf.ParseAllowlist(*allow); err != nil {
 		return fmt.Errorf("--allow-private: %w", err)
 	}
-	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-notifier", log)
+	p, err := daemon.Start(ctx, "notifier", common, daemon.ProcessOptions{ClickHouseWait: 2 * time.Minute})
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 2*time.Minute, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
-	reg := daemon.Registry()
+	defer p.Close()
+	log, js, ch, reg := p.Log, p.JS, p.CH, p.Reg
 	catalog := control.NewCatalog(js, log)
 	svc, err := notifier.New(cfg, notifier.Deps{JS: js, CH: ch, Auth: catalog, Log: log, Registerer: reg})
 	if err != nil {
@@ -88,14 +68,5 @@ func run(ctx context.Context, args []string) error {
 	if err := svc.StartRegistry(ctx); err != nil {
 		return err
 	}
-	e, err := httpkit.NewServer(log, reg)
-	if err != nil {
-		return err
-	}
-	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{
-		"nats":       natsx.Ready(nc),
-		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
-	})
-	svc.Routes(e)
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+	return p.Serve(ctx, svc.Routes, svc.Run)
 }

@@ -6,31 +6,18 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
-	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "policy:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("policy", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("policy", "Vigil policy: decisions, event verdicts and the decisions projection.")
@@ -42,10 +29,7 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
-	if err != nil {
-		return err
-	}
+	var err error
 	cfg := policysvc.DefaultConfig()
 	if cfg.SigningSeed, err = base64.StdEncoding.DecodeString(*signingKey); err != nil || len(cfg.SigningSeed) != 32 {
 		return errors.New("--signing-key / $VIGIL_SIGNING_KEY must be a base64 32-byte seed (e.g. `head -c32 /dev/urandom | base64`)")
@@ -59,18 +43,13 @@ func run(ctx context.Context, args []string) error {
 	if cfg.Judge.Allow, err = ssrf.ParseAllowlist(*judgeAllow); err != nil {
 		return err
 	}
-	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-policy", log)
+	p, err := daemon.Start(ctx, "policy", common, daemon.ProcessOptions{ClickHouseWait: 2 * time.Minute})
 	if err != nil {
 		return err
 	}
-	defer nc.Drain()
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 2*time.Minute, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer p.Close()
+	log, nc, js, ch, reg := p.Log, p.NC, p.JS, p.CH, p.Reg
 
-	reg := daemon.Registry()
 	catalog := control.NewCatalog(js, log)
 	svc, err := policysvc.New(cfg, policysvc.Deps{NC: nc, JS: js, CH: ch, Catalog: catalog, Log: log, Registerer: reg})
 	if err != nil {
@@ -93,13 +72,5 @@ func run(ctx context.Context, args []string) error {
 	if err := catalog.Sync(ctx); err != nil {
 		return err
 	}
-	e, err := httpkit.NewServer(log, reg)
-	if err != nil {
-		return err
-	}
-	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{
-		"nats":       natsx.Ready(nc),
-		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
-	})
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+	return p.Serve(ctx, nil, svc.Run)
 }

@@ -6,31 +6,17 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
-	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/risk"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "risk:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("risk", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("risk", "Vigil risk: agent baselines, anomalies, session risk scores and metrics.")
@@ -47,22 +33,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	cfg.Partitions, cfg.Baseline.Warmup, cfg.Baseline.BurstCount = *partitions, *warmup, *burst
 	cfg.Baseline.BurstWindowMS, cfg.LeaseTTL, cfg.InstanceID = window.Milliseconds(), *leaseTTL, *instance
-	log, err := daemon.Logger(*common.LogLevel, *common.LogFormat)
+	p, err := daemon.Start(ctx, "risk", common, daemon.ProcessOptions{ClickHouseWait: 2 * time.Minute})
 	if err != nil {
 		return err
 	}
-	nc, js, err := natsx.Connect(*common.NATSURL, "vigil-risk", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Drain()
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 2*time.Minute, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer p.Close()
+	log, nc, js, ch, reg := p.Log, p.NC, p.JS, p.CH, p.Reg
 
-	reg := daemon.Registry()
 	catalog := control.NewCatalog(js, log)
 	svc, err := risk.New(cfg, risk.Deps{NC: nc, JS: js, CH: ch, Catalog: catalog, Log: log, Registerer: reg})
 	if err != nil {
@@ -93,14 +70,5 @@ func run(ctx context.Context, args []string) error {
 	if err := catalog.Sync(ctx); err != nil {
 		return err
 	}
-	e, err := httpkit.NewServer(log, reg)
-	if err != nil {
-		return err
-	}
-	httpkit.HealthRoutes(e, reg, map[string]httpkit.Check{
-		"nats":       natsx.Ready(nc),
-		"clickhouse": func(ctx context.Context) error { return ch.Ping(ctx) },
-	})
-	svc.Routes(e)
-	return daemon.Run(ctx, log, e, *common.HTTPAddr, svc.Run)
+	return p.Serve(ctx, svc.Routes, svc.Run)
 }

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/config"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+)
+
+// Main is the whole main function of a service binary: run with a context
+// that SIGINT and SIGTERM cancel, exit 1 with the error on failure (and 0
+// for --help).
+func Main(name string, run func(ctx context.Context, args []string) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// Process holds what every standalone service connects to, built from the
+// common flags.
+type Process struct {
+	Log *slog.Logger
+	NC  *nats.Conn
+	JS  jetstream.JetStream
+	// CH is nil for services that do not use ClickHouse.
+	CH  driver.Conn
+	Reg *prometheus.Registry
+
+	addr string
+}
+
+// ProcessOptions says what a service needs besides NATS.
+type ProcessOptions struct {
+	// ClickHouseWait, if positive, connects to ClickHouse, waiting this
+	// long for it to come up.
+	ClickHouseWait time.Duration
+}
+
+// Start sets up logging and the metrics registry and connects to NATS as
+// "vigil-<name>" (and to ClickHouse if asked). Close releases them.
+func Start(ctx context.Context, name string, common config.Common, o ProcessOptions) (*Process, error) {
+	log, err := Logger(*common.LogLevel, *common.LogFormat)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{Log: log, Reg: Registry(), addr: *common.HTTPAddr}
+	if p.NC, p.JS, err = natsx.Connect(*common.NATSURL, "vigil-"+name, log); err != nil {
+		return nil, err
+	}
+	if o.ClickHouseWait > 0 {
+		if p.CH, err = OpenClickHouse(ctx, *common.ClickHouseDSN, o.ClickHouseWait, log); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Close drains NATS and closes ClickHouse.
+func (p *Process) Close() {
+	if p.CH != nil {
+		_ = p.CH.Close()
+	}
+	if p.NC != nil {
+		_ = p.NC.Drain()
+	}
+}
+
+// Serve builds the HTTP server with /healthz, /readyz (NATS and, if
+// connected, ClickHouse) and /metrics, lets routes mount the service's
+// endpoints, and runs it with the workers until ctx ends (see Run).
+func (p *Process) Serve(ctx context.Context, routes func(*echo.Echo), workers ...Worker) error {
+	e, err := httpkit.NewServer(p.Log, p.Reg)
+	if err != nil {
+		return err
+	}
+	checks := map[string]httpkit.Check{"nats": natsx.Ready(p.NC)}
+	if p.CH != nil {
+		checks["clickhouse"] = func(ctx context.Context) error { return p.CH.Ping(ctx) }
+	}
+	httpkit.HealthRoutes(e, p.Reg, checks)
+	if routes != nil {
+		routes(e)
+	}
+	return Run(ctx, p.Log, e, p.addr, workers...)
+}

@@ -1,0 +1,89 @@
+package daemon_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/config"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/natstest"
+)
+
+// TestProcess starts a standalone service's process the way the service
+// mains do — NATS, ClickHouse, health routes, a route of its own, one
+// worker — checks it answers, and that cancelling stops the worker.
+func TestProcess(t *testing.T) {
+	env := natstest.Start(t)
+	db := chtest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	fs := config.New("svc", "test service")
+	common := config.AddCommon(fs)
+	if err := fs.Parse([]string{"--nats-url", env.Server.ClientURL(), "--clickhouse-dsn", db.DSN, "--http-addr", addr, "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := daemon.Start(ctx, "svc", common, daemon.ProcessOptions{ClickHouseWait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.CH == nil || p.NC == nil || !p.NC.IsConnected() {
+		t.Fatal("process is not connected")
+	}
+	workerDone := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- p.Serve(ctx, func(e *echo.Echo) {
+			e.GET("/hello", func(c echo.Context) error { return c.String(http.StatusOK, "hi") })
+		}, func(ctx context.Context) error { <-ctx.Done(); close(workerDone); return nil })
+	}()
+	for _, path := range []string{"/hello", "/readyz", "/healthz", "/metrics"} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			res, err := http.Get("http://" + addr + path)
+			if err == nil {
+				res.Body.Close()
+				if res.StatusCode != http.StatusOK {
+					t.Fatalf("%s: HTTP %d", path, res.StatusCode)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", path, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	select {
+	case <-workerDone:
+	default:
+		t.Fatal("Serve returned before its worker stopped")
+	}
+}
+
+func TestStartWithoutNATS(t *testing.T) {
+	fs := config.New("svc", "test service")
+	common := config.AddCommon(fs)
+	if err := fs.Parse([]string{"--nats-url", "nats://127.0.0.1:1", "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := daemon.Start(context.Background(), "svc", common, daemon.ProcessOptions{}); err == nil {
+		t.Fatal("Start succeeded with no NATS server")
+	}
+}
