@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/redact"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -272,4 +273,42 @@ func ParseSecret(name, b64 string) ([]byte, error) {
 		return nil, fmt.Errorf("%s must be a base64 secret of at least 32 bytes (e.g. `head -c32 /dev/urandom | base64`)", name)
 	}
 	return b, nil
+}
+
+// StartSettings builds the redactor — keyed by key, or by the deployment's
+// generated redaction key when key is empty — and starts a settings view
+// that lives as long as the NATS connection: the data path needs it from
+// the first request to the last.
+func StartSettings(ctx context.Context, js jetstream.JetStream, key []byte, replicas int, log *slog.Logger) (*Settings, error) {
+	if len(key) == 0 {
+		var err error
+		if key, err = DeploymentKey(ctx, js, "redaction", replicas); err != nil {
+			return nil, fmt.Errorf("redaction key: %w", err)
+		}
+	}
+	red, err := redact.New(key)
+	if err != nil {
+		return nil, err
+	}
+	st := NewSettings(js, red, log)
+	if err := st.Run(context.WithoutCancel(ctx)); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// RedactionWithin is Redaction bounded by timeout, failing with a
+// retryable 503 while the view is still loading: data is never stored
+// unredacted because the settings were not there yet.
+func (s *Settings) RedactionWithin(ctx context.Context, tenant string, timeout time.Duration) (*redact.Policy, error) {
+	if s == nil {
+		return nil, apperr.Unavailable("redaction is not started", time.Second, errors.New("settings view was not started"))
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pol, err := s.Redaction(wctx, tenant)
+	if err != nil {
+		return nil, apperr.Unavailable("redaction settings are loading; retry", time.Second, err)
+	}
+	return pol, nil
 }

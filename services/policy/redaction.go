@@ -3,12 +3,9 @@ package policy
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/control"
 	rules "github.com/vigilhq/vigil/pkg/policy"
-	"github.com/vigilhq/vigil/pkg/redact"
 )
 
 // startSettings builds the redactor and follows the tenants' settings.
@@ -17,20 +14,9 @@ func (s *Service) startSettings(ctx context.Context) error {
 	if s.settings != nil {
 		return nil
 	}
-	key := s.cfg.RedactionKey
-	if len(key) == 0 {
-		var err error
-		if key, err = control.DeploymentKey(ctx, s.deps.JS, "redaction", s.cfg.Streams.Replicas); err != nil {
-			return fmt.Errorf("policy: redaction key: %w", err)
-		}
-	}
-	red, err := redact.New(key)
+	st, err := control.StartSettings(ctx, s.deps.JS, s.cfg.RedactionKey, s.cfg.Streams.Replicas, s.log)
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
-	}
-	st := control.NewSettings(s.deps.JS, red, s.log)
-	if err := st.Run(context.WithoutCancel(ctx)); err != nil {
-		return err
 	}
 	if s.judge, err = s.newJudge(ctx); err != nil {
 		return err
@@ -43,14 +29,9 @@ func (s *Service) startSettings(ctx context.Context) error {
 // was made on (action target, arguments, metadata and context) before it
 // is recorded. Rules saw the raw values; nothing stored or returned does.
 func (s *Service) redactDecision(ctx context.Context, rec *rules.DecisionRecord) error {
-	if s.settings == nil {
-		return apperr.Unavailable("redaction is not started", time.Second, fmt.Errorf("policy: EnsureStreams was not called"))
-	}
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-	pol, err := s.settings.Redaction(wctx, rec.Tenant)
-	cancel()
+	pol, err := s.settings.RedactionWithin(ctx, rec.Tenant, s.cfg.PublishTimeout)
 	if err != nil {
-		return apperr.Unavailable("redaction settings are loading; retry", time.Second, err)
+		return err
 	}
 	in := &rec.Input
 	in.Action.Target, _ = pol.String(rec.Tenant, in.Action.Target)
