@@ -63,6 +63,32 @@ func summarize(s string) summary {
 	return sm
 }
 
+// ninoHint reports whether s has six digits (spaces allowed between
+// them) followed, after at most one space, by a letter A–D: the tail every
+// National Insurance number ends with. URLs and ids full of digits rarely
+// do, and skip the case-insensitive regex.
+func ninoHint(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			continue
+		}
+		j, digits := i, 0
+		for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] == ' ') {
+			if s[j] != ' ' {
+				digits++
+			}
+			j++
+		}
+		if digits == 6 && j < len(s) {
+			if c := s[j] | 0x20; c >= 'a' && c <= 'd' {
+				return true
+			}
+		}
+		i = j
+	}
+	return false
+}
+
 // secretHints are substrings one of which every built-in secret pattern
 // contains; strings without any skip the secret regexes.
 var secretHints = []string{
@@ -155,7 +181,7 @@ func builtins() []detector {
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`(?i)\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b`),
 			valid: validNINO,
-			want:  func(sm *summary) bool { return sm.run >= 6 },
+			want:  func(sm *summary) bool { return sm.run >= 6 && ninoHint(sm.s) },
 		},
 		{
 			// Spanish DNI and NIE, with their check letter.
