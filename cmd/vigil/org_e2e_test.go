@@ -300,6 +300,20 @@ func TestMembersAndOIDC(t *testing.T) {
 		e.get(viewer, "/v1/members").decode(t, &ms)
 		return ms.Data[0].Status == "active", "ada is not active after signing in"
 	})
+	// Removal: refused for the last owner and for lesser roles; a removed
+	// member's token stops working at once.
+	bob := provider.token(t, provider.issuer, "bob@example.com", time.Hour, nil)
+	expect(t, e.get(bob, "/v1/agents"), 200, "bob signs in")
+	expect(t, e.do(req{method: http.MethodDelete, path: "/v1/members/bob@example.com", key: viewer}), 403, "viewer removes")
+	expect(t, e.do(req{method: http.MethodDelete, path: "/v1/members/bob@example.com", key: admin}), 403, "admin removes an owner")
+	expect(t, e.do(req{method: http.MethodDelete, path: "/v1/members/nobody@example.com", key: e.owner}), 404, "unknown member")
+	checkEnvelope(t, e.do(req{method: http.MethodDelete, path: "/v1/members/not-an-email", key: e.owner}), 400, "VALIDATION_ERROR", "invalid_request", nil)
+	expect(t, e.post(e.owner, "/v1/members/role", map[string]any{"email": "ada@example.com", "role": "owner"}), 200, "ada owner again")
+	expect(t, e.do(req{method: http.MethodDelete, path: "/v1/members/bob@example.com", key: e.owner}), 204, "owner removes bob")
+	checkEnvelope(t, e.get(bob, "/v1/agents"), 401, "AUTHENTICATION_FAILED", "unauthorized", nil)
+	checkEnvelope(t, e.do(req{method: http.MethodDelete, path: "/v1/members/ada@example.com", key: e.owner}), 409, "CONFLICT", "conflict", nil)
+	expect(t, e.post(e.owner, "/v1/members/invite", map[string]any{"email": "bob@example.com", "role": "viewer"}), 201, "a removed member can be invited again")
+
 	for _, tc := range []struct{ name, token string }{
 		{"not a member", provider.token(t, provider.issuer, "eve@example.com", time.Hour, nil)},
 		{"expired", provider.token(t, provider.issuer, "ada@example.com", -2*time.Minute, nil)},

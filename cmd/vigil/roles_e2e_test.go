@@ -51,6 +51,7 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/members":               {auth.MembersRead},
 	"POST /v1/members/invite":       {auth.MembersManage},
 	"POST /v1/members/role":         {auth.MembersManage},
+	"DELETE /v1/members/:email":     {auth.MembersManage},
 	"GET /v1/settings/rate-limits":  {auth.SettingsRead},
 	"POST /v1/settings/rate-limits": {auth.SettingsManage},
 	"PUT /v1/settings/rate-limits":  {auth.SettingsManage},
@@ -172,6 +173,7 @@ var foreignRoutes = map[string]string{
 	"GET /v1/guardian/pending-actions/:id":         "approval",
 	"POST /v1/guardian/pending-actions/:id/decide": "approval",
 	"DELETE /v1/keys/:id":                          "key",
+	"DELETE /v1/members/:email":                    "member",
 	"POST /v1/agents/:id/reset":                    "agent",
 	"GET /v1/sessions/:id/risk":                    "session",
 	"GET /v1/sessions/:id/evidence":                "session",
@@ -241,6 +243,8 @@ func TestForeignTenantRoutes(t *testing.T) {
 	var k keyDoc
 	e.post(acme, "/v1/keys", map[string]any{"name": "iso", "role": "viewer"}).decode(t, &k)
 	ids["key"] = k.ID
+	expect(t, e.post(acme, "/v1/members/invite", map[string]any{"email": "iso@example.com", "role": "viewer", "name": "acme-marker"}), 201, "member")
+	ids["member"] = "iso@example.com"
 	addForeignIDs(t, e, acme, ids)
 
 	for _, rt := range e.st.Echo.Routes() {
@@ -282,6 +286,9 @@ func TestForeignTenantRoutes(t *testing.T) {
 	}
 	if r := e.get(acme, "/v1/guardian/pending-actions/"+ids["approval"]); !strings.Contains(string(r.body), `"status":"pending"`) {
 		t.Errorf("globex decided acme's pending action: %s", r)
+	}
+	if r := e.get(acme, "/v1/members"); !strings.Contains(string(r.body), "iso@example.com") {
+		t.Errorf("globex removed acme's member: %s", r)
 	}
 	if r := e.get(acme, "/v1/decisions/"+ids["decision"]); strings.Contains(string(r.body), "false_positive") {
 		t.Errorf("globex triaged acme's decision: %s", r)

@@ -217,6 +217,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/members", s.listMembers, mr)
 	g.POST("/members/invite", s.inviteMember, mm, idem)
 	g.POST("/members/role", s.setMemberRole, mm)
+	g.DELETE("/members/:email", s.removeMember, mm)
 	sr, sm := httpkit.Require(auth.SettingsRead), httpkit.Require(auth.SettingsManage)
 	g.GET("/settings/rate-limits", s.getLimits, sr)
 	g.POST("/settings/rate-limits", s.setLimits, sm)

@@ -265,16 +265,8 @@ func (s *Service) setMemberRole(c echo.Context) error {
 	if m.Role == role {
 		return c.JSON(http.StatusOK, m)
 	}
-	if m.Role == auth.RoleOwner {
-		owners := 0
-		for _, o := range s.deps.Catalog.Members(p.Tenant) {
-			if o.Role == auth.RoleOwner {
-				owners++
-			}
-		}
-		if owners <= 1 {
-			return apperr.Conflict("%s is the last owner and cannot be demoted; make someone else owner first", email)
-		}
+	if m.Role == auth.RoleOwner && s.ownerMembers(p.Tenant) <= 1 {
+		return apperr.Conflict("%s is the last owner and cannot be demoted; make someone else owner first", email)
 	}
 	m.Role, m.UpdatedAt, m.By = role, time.Now().UTC(), p.Actor()
 	seq, err := s.deps.Store.PutMember(ctx, m, m.Revision)
@@ -288,6 +280,52 @@ func (s *Service) setMemberRole(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, m)
+}
+
+func (s *Service) removeMember(c echo.Context) error {
+	p := httpkit.Principal(c)
+	email, err := auth.NormalizeEmail(c.Param("email"))
+	if err != nil {
+		return apperr.Validation("email is not valid", apperr.FieldError{Path: "email", Code: "invalid_format", Message: err.Error()})
+	}
+	ctx := c.Request().Context()
+	m, err := s.deps.Store.Member(ctx, p.Tenant, email)
+	if errors.Is(err, control.ErrNotFound) || (err == nil && m.RemovedAt != nil) {
+		return apperr.NotFound("member %q not found", email)
+	}
+	if err != nil {
+		return err
+	}
+	if !p.Role.Grants(m.Role) {
+		return apperr.Forbidden("a " + string(p.Role) + " cannot remove a " + string(m.Role))
+	}
+	if m.Role == auth.RoleOwner && s.ownerMembers(p.Tenant) <= 1 {
+		return apperr.Conflict("%s is the last owner and cannot be removed; make someone else owner first", email)
+	}
+	now := time.Now().UTC()
+	m.RemovedAt, m.UpdatedAt, m.By = &now, now, p.Actor()
+	seq, err := s.deps.Store.PutMember(ctx, m, m.Revision)
+	if errors.Is(err, control.ErrConflict) {
+		return apperr.Conflict("member %q changed meanwhile; retry", email)
+	}
+	if err != nil {
+		return err
+	}
+	// From the next request on, their sign-in tokens are refused here.
+	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Service) ownerMembers(tenant string) int {
+	n := 0
+	for _, o := range s.deps.Catalog.Members(tenant) {
+		if o.Role == auth.RoleOwner {
+			n++
+		}
+	}
+	return n
 }
 
 func memberInput(email, role string) (string, auth.Role, error) {
