@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -117,20 +118,24 @@ func TestSharedAcrossInstances(t *testing.T) {
 	for _, l := range []*Limiter{a, b} {
 		go func() { _ = l.Run(ctx) }()
 	}
-	// Wait until both subscriptions are live: a report from a reaches b.
+	// Wait until b hears a: probes on another tenant, so that reports
+	// published before b's subscription was live cost acme nothing.
 	deadline := time.Now().Add(10 * time.Second)
-	admitted := 0 // probes, then everything else either instance admits
-	for b.Tokens(Decisions, "acme", "") == 20 {
+	for i := 0; ; i++ {
 		if time.Now().After(deadline) {
 			t.Fatal("b never heard from a")
 		}
-		if a.Allow(Decisions, "acme", "probe", 1) != 0 {
+		probe := "probe-" + strconv.Itoa(i)
+		if a.Allow(Decisions, probe, "probe", 1) != 0 {
 			t.Fatal("probe refused")
 		}
-		admitted++
 		a.Flush()
 		time.Sleep(20 * time.Millisecond)
+		if b.Tokens(Decisions, probe, "") < 20 {
+			break
+		}
 	}
+	admitted := 0 // what either instance admits for acme
 	for range 15 {
 		if a.Allow(Decisions, "acme", "ka", 1) == 0 {
 			admitted++
