@@ -47,7 +47,7 @@ const (
 // tenant.
 const benchRawTenant = "bench-raw"
 
-const benchUsage = `usage: vigil bench ingest|decide|ledger [flags]   (vigil bench <path> --help lists each path's flags)`
+const benchUsage = `usage: vigil bench ingest|decide|ledger|notify [flags]   (vigil bench <path> --help lists each path's flags)`
 
 // benchConfig is what one `vigil bench ingest` run does.
 type benchConfig struct {
@@ -127,6 +127,9 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "decide" {
 		return runBenchDecide(ctx, args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "notify" {
+		return runBenchNotify(ctx, args[1:], out)
 	}
 	if len(args) > 0 && args[0] == "ledger" {
 		return runBenchLedger(ctx, args[1:], out)

@@ -120,3 +120,27 @@ func TestBenchDecide(t *testing.T) {
 		t.Errorf("latencies: %+v", rep)
 	}
 }
+
+// TestBenchNotify: every block decision reaches every channel, and the
+// report adds up.
+func TestBenchNotify(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	t.Setenv(envNotifierAllowPrivate, "127.0.0.0/8")
+	var out bytes.Buffer
+	err := runBench(ctx, []string{"notify", "--channels", "3", "--rate", "20", "--duration", "1s",
+		"--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)
+	if err != nil {
+		t.Fatalf("bench notify: %v\n%s", err, out.String())
+	}
+	var rep notifyReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if rep.Decisions != 20 || rep.Expected != 60 || rep.Delivered != 60 || rep.DeliveriesPerS <= 0 {
+		t.Errorf("report = %+v", rep)
+	}
+	if !(rep.FirstP50Ms > 0 && rep.FirstP50Ms <= rep.FirstP99Ms && rep.FirstP99Ms <= rep.AllP99Ms) {
+		t.Errorf("latencies = %+v", rep)
+	}
+}

@@ -7,19 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	rules "github.com/vigilhq/vigil/pkg/policy"
-	"github.com/vigilhq/vigil/services/ingest"
 )
 
 // decideReport is what `vigil bench decide` measures.
@@ -74,35 +70,13 @@ stall counts against every request it delays (no coordinated omission).`)
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "vigil-bench-decide-")
+	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, log)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	st, err := StartStack(ctx, StackConfig{
-		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, ClickHouseDSN: *dsn, ClickHouseWait: 10 * time.Second,
-		Ingest: ingest.DefaultConfig(), API: benchAPIConfig(), Log: log,
-	})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- st.Serve(sctx, ln) }()
-	defer func() { stop(); <-served }()
-
-	tenant := fmt.Sprintf("bench%d", time.Now().UnixNano()%1e9)
-	_, key, err := st.Store.CreateKey(ctx, tenant, auth.RoleOwner, "bench", "vigil bench decide")
-	if err != nil {
-		return err
-	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}, Timeout: 10 * time.Second}
-	base := "http://" + ln.Addr().String()
+	defer bs.close()
+	client, base, key := bs.client, bs.base, bs.key
+	tenant := bs.tenant
 	src := benchPolicy(*nRules)
 	if err := decidePost(client, base+"/v1/policies", key, "application/yaml", []byte(src), http.StatusCreated); err != nil {
 		return fmt.Errorf("create bench policy: %w", err)

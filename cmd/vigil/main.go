@@ -19,7 +19,7 @@ Usage:
   vigil dev                 run every service in one process (embedded NATS)
   vigil keys create         create an API key (shown once)
   vigil migrate             apply ClickHouse migrations
-  vigil bench ingest|decide|ledger
+  vigil bench ingest|decide|ledger|notify
                             measure a hot path end to end on this machine
   vigil policy test|apply|replay
                             test policies offline, apply a directory, replay history

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/services/ingest"
+)
+
+// benchStack is a whole in-process Vigil serving HTTP on loopback, with an
+// owner key of a fresh tenant: what the end-to-end `vigil bench` paths
+// drive.
+type benchStack struct {
+	st     *Stack
+	base   string
+	key    string
+	tenant string
+	client *http.Client
+	close  func()
+}
+
+// startBenchStack starts the stack on ClickHouse dsn with a temporary
+// data directory, rate limits off, and conns client connections.
+func startBenchStack(ctx context.Context, dsn, name string, conns int, log *slog.Logger) (*benchStack, error) {
+	dir, err := os.MkdirTemp("", "vigil-bench-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	st, err := StartStack(ctx, StackConfig{
+		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, ClickHouseDSN: dsn, ClickHouseWait: 10 * time.Second,
+		Ingest: ingest.DefaultConfig(), API: benchAPIConfig(), Log: log,
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		st.Close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- st.Serve(sctx, ln) }()
+	b := &benchStack{
+		st: st, base: "http://" + ln.Addr().String(),
+		tenant: fmt.Sprintf("bench%d", time.Now().UnixNano()%1e9),
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}, Timeout: 30 * time.Second},
+		close: func() {
+			stop()
+			<-served
+			st.Close()
+			os.RemoveAll(dir)
+		},
+	}
+	if _, b.key, err = st.Store.CreateKey(ctx, b.tenant, auth.RoleOwner, "bench", "vigil bench "+name); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
