@@ -46,6 +46,14 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd services/risk && $(GO) test -run '^$$' -fuzz '^FuzzParseSpan$$' -fuzztime $${FUZZTIME:-30s} .
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzCheckURL$$' -fuzztime $${FUZZTIME:-30s} ./ssrf/
 	cd services/ledger/evidence && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $${FUZZTIME:-30s} . && $(GO) test -run '^$$' -fuzz '^FuzzCanonicalize$$' -fuzztime $${FUZZTIME:-30s} .
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime $${FUZZTIME:-30s} ./auth/
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzNINOHint$$' -fuzztime $${FUZZTIME:-30s} ./redact/
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzString$$' -fuzztime $${FUZZTIME:-30s} ./redact/
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $${FUZZTIME:-30s} ./webhook/
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $${FUZZTIME:-30s} ./judge/
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzMatchers$$' -fuzztime $${FUZZTIME:-30s} ./event/
+	cd services/notifier && $(GO) test -run '^$$' -fuzz '^FuzzRiskRecord$$' -fuzztime $${FUZZTIME:-30s} . && $(GO) test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $${FUZZTIME:-30s} .
+	cd services/ledger && $(GO) test -run '^$$' -fuzz '^FuzzEventCanonical$$' -fuzztime $${FUZZTIME:-30s} .
 
 tidy: ## go mod tidy every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
