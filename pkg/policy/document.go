@@ -2,10 +2,12 @@ package policy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,8 +79,7 @@ func Parse(src []byte) (Document, error) {
 	dec.KnownFields(true)
 	var d Document
 	if err := dec.Decode(&d); err != nil {
-		return Document{}, apperr.Validation("policy does not match the schema",
-			apperr.FieldError{Path: "", Code: "invalid_type", Message: err.Error()})
+		return Document{}, schemaError(&root, err)
 	}
 	// Attach source lines to rules for error messages.
 	if doc := root.Content[0]; doc.Kind == yaml.MappingNode {
@@ -232,4 +233,62 @@ func kaplaixRule(d *Document) (Rule, error) {
 		id = d.ID
 	}
 	return Rule{ID: id, When: when, Outcome: decision}, nil
+}
+
+// unknownField matches yaml.v3's message for a key the schema lacks.
+var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+
+// schemaError turns a decode error into field errors with the path of
+// each offending key ("rules[0].whenn"), found in the parsed node tree.
+func schemaError(root *yaml.Node, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return apperr.Validation("policy does not match the schema",
+			apperr.FieldError{Path: "", Code: "invalid_type", Message: err.Error()})
+	}
+	fields := make([]apperr.FieldError, 0, len(te.Errors))
+	for _, msg := range te.Errors {
+		fe := apperr.FieldError{Path: "", Code: "invalid_type", Message: msg}
+		if m := unknownField.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			fe.Code = "unknown_field"
+			fe.Path = keyPath(root, m[2], line, "")
+		}
+		fields = append(fields, fe)
+	}
+	return apperr.Validation("policy does not match the schema", fields...)
+}
+
+// keyPath finds the mapping key named key on line and returns its path,
+// or "" if it is not found.
+func keyPath(n *yaml.Node, key string, line int, path string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if p := keyPath(c, key, line, path); p != "" {
+				return p
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			if k.Value == key && k.Line == line {
+				return p
+			}
+			if found := keyPath(n.Content[i+1], key, line, p); found != "" {
+				return found
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if p := keyPath(c, key, line, fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
 }
