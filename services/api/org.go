@@ -224,14 +224,7 @@ func (s *Service) inviteMember(c echo.Context) error {
 	now := time.Now().UTC()
 	m := auth.Member{Tenant: p.Tenant, Email: email, Name: strings.TrimSpace(in.Name), Role: role, Status: auth.MemberInvited,
 		InvitedAt: now, InvitedBy: p.Actor(), UpdatedAt: now, By: p.Actor()}
-	seq, err := s.deps.Store.PutMember(ctx, m, expect)
-	if errors.Is(err, control.ErrConflict) {
-		return apperr.Conflict("%s is already a member", email)
-	}
-	if err != nil {
-		return err
-	}
-	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+	if err := s.putMember(ctx, m, expect, "%s is already a member"); err != nil {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/members/"+url.PathEscape(email))
@@ -252,10 +245,7 @@ func (s *Service) setMemberRole(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	m, err := s.deps.Store.Member(ctx, p.Tenant, email)
-	if errors.Is(err, control.ErrNotFound) || (err == nil && m.RemovedAt != nil) {
-		return apperr.NotFound("member %q not found", email)
-	}
+	m, err := s.currentMember(ctx, p.Tenant, email)
 	if err != nil {
 		return err
 	}
@@ -269,14 +259,7 @@ func (s *Service) setMemberRole(c echo.Context) error {
 		return apperr.Conflict("%s is the last owner and cannot be demoted; make someone else owner first", email)
 	}
 	m.Role, m.UpdatedAt, m.By = role, time.Now().UTC(), p.Actor()
-	seq, err := s.deps.Store.PutMember(ctx, m, m.Revision)
-	if errors.Is(err, control.ErrConflict) {
-		return apperr.Conflict("member %q changed meanwhile; retry", email)
-	}
-	if err != nil {
-		return err
-	}
-	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+	if err := s.putMember(ctx, m, m.Revision, "member %q changed meanwhile; retry"); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, m)
@@ -289,10 +272,7 @@ func (s *Service) removeMember(c echo.Context) error {
 		return apperr.Validation("email is not valid", apperr.FieldError{Path: "email", Code: "invalid_format", Message: err.Error()})
 	}
 	ctx := c.Request().Context()
-	m, err := s.deps.Store.Member(ctx, p.Tenant, email)
-	if errors.Is(err, control.ErrNotFound) || (err == nil && m.RemovedAt != nil) {
-		return apperr.NotFound("member %q not found", email)
-	}
+	m, err := s.currentMember(ctx, p.Tenant, email)
 	if err != nil {
 		return err
 	}
@@ -304,18 +284,35 @@ func (s *Service) removeMember(c echo.Context) error {
 	}
 	now := time.Now().UTC()
 	m.RemovedAt, m.UpdatedAt, m.By = &now, now, p.Actor()
-	seq, err := s.deps.Store.PutMember(ctx, m, m.Revision)
+	if err := s.putMember(ctx, m, m.Revision, "member %q changed meanwhile; retry"); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// currentMember returns a tenant's member, or 404 if there is none (or
+// they were removed).
+func (s *Service) currentMember(ctx context.Context, tenant, email string) (auth.Member, error) {
+	m, err := s.deps.Store.Member(ctx, tenant, email)
+	if errors.Is(err, control.ErrNotFound) || (err == nil && m.RemovedAt != nil) {
+		return m, apperr.NotFound("member %q not found", email)
+	}
+	return m, err
+}
+
+// putMember writes m if the member is still at expect (409 with conflict,
+// formatted with the email, otherwise) and waits until this instance's
+// catalog has applied it, so the next request — a sign-in, a list —
+// sees the change.
+func (s *Service) putMember(ctx context.Context, m auth.Member, expect uint64, conflict string) error {
+	seq, err := s.deps.Store.PutMember(ctx, m, expect)
 	if errors.Is(err, control.ErrConflict) {
-		return apperr.Conflict("member %q changed meanwhile; retry", email)
+		return apperr.Conflict(conflict, m.Email)
 	}
 	if err != nil {
 		return err
 	}
-	// From the next request on, their sign-in tokens are refused here.
-	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
-		return err
-	}
-	return c.NoContent(http.StatusNoContent)
+	return s.deps.Catalog.WaitFor(ctx, seq)
 }
 
 func (s *Service) ownerMembers(tenant string) int {
