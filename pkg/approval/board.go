@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -36,18 +37,9 @@ func NewBoard(js jetstream.JetStream, log *slog.Logger) *Board {
 
 // Run follows GUARDIAN until ctx ends (it returns once started).
 func (b *Board) Run(ctx context.Context) error {
-	cons, err := b.js.OrderedConsumer(ctx, streams.Guardian, jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.AllApprovals}})
-	if err != nil {
+	if _, err := natsx.Follow(ctx, b.js, streams.Guardian, []string{streams.AllApprovals}, b.apply); err != nil {
 		return fmt.Errorf("approval board: %w", err)
 	}
-	cc, err := cons.Consume(b.apply)
-	if err != nil {
-		return fmt.Errorf("approval board: consume: %w", err)
-	}
-	go func() {
-		<-ctx.Done()
-		cc.Stop()
-	}()
 	return nil
 }
 

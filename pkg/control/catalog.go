@@ -24,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -80,20 +81,9 @@ func NewCatalog(js jetstream.JetStream, log *slog.Logger, opts ...Option) *Catal
 // Run follows CONTROL with an ordered consumer until ctx ends. It returns
 // once the consumer is started; the catalog fills in the background.
 func (c *Catalog) Run(ctx context.Context) error {
-	cons, err := c.js.OrderedConsumer(ctx, streams.Control, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"control.v1.>"},
-	})
-	if err != nil {
-		return fmt.Errorf("catalog: ordered consumer: %w", err)
+	if _, err := natsx.Follow(ctx, c.js, streams.Control, []string{"control.v1.>"}, c.apply); err != nil {
+		return fmt.Errorf("catalog: %w", err)
 	}
-	cc, err := cons.Consume(c.apply)
-	if err != nil {
-		return fmt.Errorf("catalog: consume: %w", err)
-	}
-	go func() {
-		<-ctx.Done()
-		cc.Stop()
-	}()
 	return nil
 }
 

@@ -78,21 +78,14 @@ func (s *Settings) follow(ctx context.Context) error {
 	if err := natsx.WaitForStream(ctx, s.js, streams.Control, s.log); err != nil {
 		return err
 	}
-	cons, err := s.js.OrderedConsumer(ctx, streams.Control, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{streams.AllRedactionChanges, streams.AllLLMConfigChanges},
-	})
+	cons, err := natsx.Follow(ctx, s.js, streams.Control, []string{streams.AllRedactionChanges, streams.AllLLMConfigChanges}, s.apply)
 	if err != nil {
-		return fmt.Errorf("settings: ordered consumer: %w", err)
+		return fmt.Errorf("settings: %w", err)
 	}
 	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
 		s.markReady()
 	}
-	cc, err := cons.Consume(s.apply)
-	if err != nil {
-		return fmt.Errorf("settings: consume: %w", err)
-	}
 	<-ctx.Done()
-	cc.Stop()
 	return nil
 }
 

@@ -73,13 +73,7 @@ func (v *View) follow(ctx context.Context) error {
 	if err := natsx.WaitForStream(ctx, v.js, streams.Policy, v.log); err != nil {
 		return err
 	}
-	cons, err := v.js.OrderedConsumer(ctx, streams.Policy, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"policy.v1." + streams.VerdictJudged + ".>"},
-	})
-	if err != nil {
-		return fmt.Errorf("judge view: %w", err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	_, err := natsx.Follow(ctx, v.js, streams.Policy, []string{"policy.v1." + streams.VerdictJudged + ".>"}, func(m jetstream.Msg) {
 		var j Judgement
 		if err := json.Unmarshal(m.Data(), &j); err != nil {
 			v.log.Error("judge view: bad judgement", slog.String("subject", m.Subject()))
@@ -98,7 +92,6 @@ func (v *View) follow(ctx context.Context) error {
 		return fmt.Errorf("judge view: %w", err)
 	}
 	<-ctx.Done()
-	cc.Stop()
 	return nil
 }
 

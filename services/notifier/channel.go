@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -129,20 +130,9 @@ func newRegistry(js jetstream.JetStream, log *slog.Logger) *registry {
 }
 
 func (r *registry) run(ctx context.Context) error {
-	cons, err := r.js.OrderedConsumer(ctx, streams.Control, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{streams.AllChannelChanges},
-	})
-	if err != nil {
-		return fmt.Errorf("channels: ordered consumer: %w", err)
+	if _, err := natsx.Follow(ctx, r.js, streams.Control, []string{streams.AllChannelChanges}, r.apply); err != nil {
+		return fmt.Errorf("channels: %w", err)
 	}
-	cc, err := cons.Consume(r.apply)
-	if err != nil {
-		return fmt.Errorf("channels: consume: %w", err)
-	}
-	go func() {
-		<-ctx.Done()
-		cc.Stop()
-	}()
 	return nil
 }
 
