@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -42,12 +41,15 @@ func (c *Catalog) drainUsage() map[string]time.Time {
 	return out
 }
 
-// Usage flushes the catalog's key uses to the UsageBucket and reads them
-// back for listings.
+// Usage flushes the catalog's key uses to the UsageBucket and watches the
+// bucket, so a listing reads every instance's uses from memory.
 type Usage struct {
 	kv  jetstream.KeyValue
 	cat *Catalog
 	log *slog.Logger
+
+	mu   sync.RWMutex
+	last map[string]time.Time
 }
 
 // OpenUsage creates or opens the usage bucket.
@@ -58,11 +60,17 @@ func OpenUsage(ctx context.Context, js jetstream.JetStream, cat *Catalog, replic
 	if err != nil {
 		return nil, fmt.Errorf("key usage bucket: %w", err)
 	}
-	return &Usage{kv: kv, cat: cat, log: log}, nil
+	return &Usage{kv: kv, cat: cat, log: log, last: map[string]time.Time{}}, nil
 }
 
-// Run flushes uses every interval until ctx ends, and once more then.
+// Run flushes uses every interval and follows the bucket until ctx ends,
+// then flushes once more.
 func (u *Usage) Run(ctx context.Context, every time.Duration) error {
+	w, err := u.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("key usage: watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -72,13 +80,29 @@ func (u *Usage) Run(ctx context.Context, every time.Duration) error {
 			return nil
 		case <-t.C:
 			u.Flush(ctx)
+		case e := <-w.Updates():
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue // nil marks the end of the initial values
+			}
+			if ms, err := strconv.ParseInt(string(e.Value()), 10, 64); err == nil {
+				u.remember(e.Key(), time.UnixMilli(ms).UTC())
+			}
 		}
 	}
+}
+
+func (u *Usage) remember(id string, at time.Time) {
+	u.mu.Lock()
+	if at.After(u.last[id]) {
+		u.last[id] = at
+	}
+	u.mu.Unlock()
 }
 
 // Flush writes the uses noted since the last flush.
 func (u *Usage) Flush(ctx context.Context) {
 	for id, at := range u.cat.drainUsage() {
+		u.remember(id, at)
 		if _, err := u.kv.Put(ctx, id, []byte(strconv.FormatInt(at.UnixMilli(), 10))); err != nil {
 			u.log.Warn("key usage: flush", slog.String("key", id), slog.String("error", err.Error()))
 		}
@@ -87,18 +111,12 @@ func (u *Usage) Flush(ctx context.Context) {
 
 // LastUsed returns when key id was last used, or nil if never (as far as
 // flushed uses tell).
-func (u *Usage) LastUsed(ctx context.Context, id string) (*time.Time, error) {
-	e, err := u.kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
+func (u *Usage) LastUsed(id string) *time.Time {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	t, ok := u.last[id]
+	if !ok {
+		return nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	ms, err := strconv.ParseInt(string(e.Value()), 10, 64)
-	if err != nil {
-		return nil, nil
-	}
-	t := time.UnixMilli(ms).UTC()
-	return &t, nil
+	return &t
 }

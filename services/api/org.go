@@ -119,7 +119,7 @@ func (s *Service) listKeys(c echo.Context) error {
 	for _, k := range keys {
 		v := viewKey(k, now)
 		if s.usage != nil {
-			if v.LastUsedAt, _ = s.usage.LastUsed(ctx, k.ID); v.LastUsedAt == nil && k.ID == p.KeyID {
+			if v.LastUsedAt = s.usage.LastUsed(k.ID); v.LastUsedAt == nil && k.ID == p.KeyID {
 				// This very request uses it; the flush may not have run yet.
 				t := now.UTC()
 				v.LastUsedAt = &t
