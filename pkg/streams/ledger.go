@@ -28,14 +28,7 @@ func CheckpointSubject(tenant string) string {
 // ever grew.
 func LedgerConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        Ledger,
-		Description: "Signed checkpoints of every tenant's Merkle log",
-		Subjects:    []string{"ledger.v1.>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  o.DuplicateWindow,
-		Replicas:    o.Replicas,
-		AllowDirect: true,
-	}
+	sc := o.base(Ledger, "Signed checkpoints of every tenant's Merkle log", "ledger")
+	sc.AllowDirect = true
+	return sc
 }

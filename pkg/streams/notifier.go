@@ -68,15 +68,8 @@ func ChannelHealthSubject(tenant, channelID string) string {
 // (30 days by default) does.
 func NotifierConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        Notifier,
-		Description: "Notification deliveries: jobs, attempts, outcomes, channel health",
-		Subjects:    []string{"notifier.v1.>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      o.IngestMaxAge,
-		Duplicates:  o.DuplicateWindow,
-		Replicas:    o.Replicas,
-		AllowDirect: true,
-	}
+	sc := o.base(Notifier, "Notification deliveries: jobs, attempts, outcomes, channel health", "notifier")
+	sc.MaxAge = o.IngestMaxAge
+	sc.AllowDirect = true
+	return sc
 }

@@ -35,15 +35,8 @@ func SessionScoreSubject(tenant, sessionID string) string {
 // RiskConfig defines the RISK stream, owned by services/risk.
 func RiskConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        Risk,
-		Description: "Anomalies and session risk scores",
-		Subjects:    []string{"risk.v1.>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      o.IngestMaxAge,
-		Duplicates:  o.DuplicateWindow,
-		Replicas:    o.Replicas,
-		AllowDirect: true,
-	}
+	sc := o.base(Risk, "Anomalies and session risk scores", "risk")
+	sc.MaxAge = o.IngestMaxAge
+	sc.AllowDirect = true
+	return sc
 }

@@ -112,36 +112,37 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// base is what every Vigil stream shares: file storage, limits retention,
+// all subjects of its subsystem, and the deployment's dedupe window and
+// replicas. o must have its defaults applied.
+func (o Options) base(name, description, subsystem string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: description,
+		Subjects:    []string{subsystem + ".v1.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  o.DuplicateWindow,
+		Replicas:    o.Replicas,
+	}
+}
+
 // IngestConfig defines the INGEST stream, owned by services/ingest.
 func IngestConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        Ingest,
-		Description: "Accepted agent events",
-		Subjects:    []string{"ingest.v1.>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      o.IngestMaxAge,
-		Duplicates:  o.DuplicateWindow,
-		Replicas:    o.Replicas,
-		Discard:     jetstream.DiscardOld,
-	}
+	sc := o.base(Ingest, "Accepted agent events", "ingest")
+	sc.MaxAge = o.IngestMaxAge
+	sc.Discard = jetstream.DiscardOld
+	return sc
 }
 
 // ControlConfig defines the CONTROL stream, owned by services/api. Control
 // state is kept forever: it is small and it is the audit trail.
 func ControlConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        Control,
-		Description: "Control-plane state changes: agents, keys, and later policies, channels, settings",
-		Subjects:    []string{"control.v1.>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  o.DuplicateWindow,
-		Replicas:    o.Replicas,
-		AllowDirect: true,
-	}
+	sc := o.base(Control, "Control-plane state changes: agents, keys, and later policies, channels, settings", "control")
+	sc.AllowDirect = true
+	return sc
 }
 
 // Policy stream and its subjects, owned by services/policy.
@@ -191,16 +192,9 @@ const EvaluateRPC = "rpc.policy.v1.evaluate"
 // PolicyConfig defines the POLICY stream, owned by services/policy.
 func PolicyConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        Policy,
-		Description: "Decisions and verdicts, recorded before they are returned",
-		Subjects:    []string{"policy.v1.>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      o.IngestMaxAge,
-		Duplicates:  o.DuplicateWindow,
-		Replicas:    o.Replicas,
-	}
+	sc := o.base(Policy, "Decisions and verdicts, recorded before they are returned", "policy")
+	sc.MaxAge = o.IngestMaxAge
+	return sc
 }
 
 // Guardian stream and its subjects, owned by services/guardian.
@@ -225,14 +219,7 @@ func ApprovalSubject(tenant, id string) string {
 // It keeps every approval's history: it is audit evidence.
 func GuardianConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        Guardian,
-		Description: "Pending actions: requested, resolved, expired, rerouted",
-		Subjects:    []string{"guardian.v1.>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  o.DuplicateWindow,
-		Replicas:    o.Replicas,
-		AllowDirect: true,
-	}
+	sc := o.base(Guardian, "Pending actions: requested, resolved, expired, rerouted", "guardian")
+	sc.AllowDirect = true
+	return sc
 }
