@@ -155,22 +155,12 @@ type KLADecision struct {
 }
 
 func (s *Service) evaluateDecision(c echo.Context) error {
-	b, err := s.readDecisionBody(c)
-	if err != nil {
-		return err
-	}
-	a, err := b.action()
-	if err != nil {
-		return err
-	}
-	if a.Tool == "" && a.ToolType == "" && a.Target == "" {
-		return apperr.Validation("action is required", apperr.FieldError{Path: "action", Code: event.CodeRequired, Message: "action is required"})
-	}
-	req, err := s.request(c, b, a, rules.SourceDecision, true)
-	if err != nil {
-		return err
-	}
-	rec, err := s.decide(c.Request().Context(), req)
+	rec, err := s.decideDoor(c, rules.SourceDecision, true, func(a rules.Action) error {
+		if a.Tool == "" && a.ToolType == "" && a.Target == "" {
+			return apperr.Validation("action is required", apperr.FieldError{Path: "action", Code: event.CodeRequired, Message: "action is required"})
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -179,6 +169,30 @@ func (s *Service) evaluateDecision(c echo.Context) error {
 		Decision: d.Outcome.String(), ReasonCodes: d.ReasonCodes, RequiresDeskApproval: d.Outcome == rules.RequireApproval,
 		DecisionID: rec.ID, PackHash: d.PackHash, Matches: d.Matches, ApprovalTimeoutSec: int(d.ApprovalTimeout.Seconds()), EvaluatedAt: rec.At,
 	})
+}
+
+// decideDoor is what the three front doors share: read the body, build
+// the action, let the door's check refuse it (check may be nil), and ask
+// the policy service, which records the decision before answering.
+func (s *Service) decideDoor(c echo.Context, source string, requireAgent bool, check func(rules.Action) error) (rules.DecisionRecord, error) {
+	b, err := s.readDecisionBody(c)
+	if err != nil {
+		return rules.DecisionRecord{}, err
+	}
+	a, err := b.action()
+	if err != nil {
+		return rules.DecisionRecord{}, err
+	}
+	if check != nil {
+		if err := check(a); err != nil {
+			return rules.DecisionRecord{}, err
+		}
+	}
+	req, err := s.request(c, b, a, source, requireAgent)
+	if err != nil {
+		return rules.DecisionRecord{}, err
+	}
+	return s.decide(c.Request().Context(), req)
 }
 
 // kaplaixDecision names an outcome the Kaplaix way.
@@ -205,19 +219,7 @@ type CheckResult struct {
 }
 
 func (s *Service) checkPolicy(c echo.Context) error {
-	b, err := s.readDecisionBody(c)
-	if err != nil {
-		return err
-	}
-	a, err := b.action()
-	if err != nil {
-		return err
-	}
-	req, err := s.request(c, b, a, rules.SourceCheck, false)
-	if err != nil {
-		return err
-	}
-	rec, err := s.decide(c.Request().Context(), req)
+	rec, err := s.decideDoor(c, rules.SourceCheck, false, nil)
 	if err != nil {
 		return err
 	}
@@ -282,22 +284,12 @@ func (s *Service) verdictOf(rec rules.DecisionRecord) Verdict {
 }
 
 func (s *Service) postVerdict(c echo.Context) error {
-	b, err := s.readDecisionBody(c)
-	if err != nil {
-		return err
-	}
-	a, err := b.action()
-	if err != nil {
-		return err
-	}
-	if a.Tool == "" && a.Target == "" {
-		return apperr.Validation("action needs a tool or a target", apperr.FieldError{Path: "tool", Code: event.CodeRequired, Message: "tool or target is required"})
-	}
-	req, err := s.request(c, b, a, rules.SourceVerdict, false)
-	if err != nil {
-		return err
-	}
-	rec, err := s.decide(c.Request().Context(), req)
+	rec, err := s.decideDoor(c, rules.SourceVerdict, false, func(a rules.Action) error {
+		if a.Tool == "" && a.Target == "" {
+			return apperr.Validation("action needs a tool or a target", apperr.FieldError{Path: "tool", Code: event.CodeRequired, Message: "tool or target is required"})
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
