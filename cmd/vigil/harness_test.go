@@ -238,7 +238,12 @@ func (s *testStack) do(r req) response {
 }
 
 // try is do without failing the test, for use from other goroutines.
-func (s *testStack) try(r req) (response, error) {
+func (s *testStack) try(r req) (response, error) { return send(s.base, r) }
+
+// send performs r against base. A []byte or string body is sent verbatim,
+// anything else as JSON; r.header entries (a Content-Type among them)
+// come last.
+func send(base string, r req) (response, error) {
 	var body io.Reader
 	switch b := r.body.(type) {
 	case nil:
@@ -253,7 +258,7 @@ func (s *testStack) try(r req) (response, error) {
 		}
 		body = bytes.NewReader(data)
 	}
-	hr, err := http.NewRequest(r.method, s.base+r.path, body)
+	hr, err := http.NewRequest(r.method, base+r.path, body)
 	if err != nil {
 		return response{}, err
 	}

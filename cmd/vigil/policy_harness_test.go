@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -180,50 +179,19 @@ func (r polResp) want(t testing.TB, status int, what string) polResp {
 	return r
 }
 
-var polHTTP = &http.Client{Timeout: 30 * time.Second}
-
-// do sends a request. body is sent verbatim when it is []byte or string,
-// as JSON otherwise; hdr are extra header name/value pairs (a
-// Content-Type among them replaces application/json).
+// do sends a request (see send); hdr are extra header name/value pairs
+// (a Content-Type among them replaces application/json).
 func (c polClient) do(method, path string, body any, hdr ...string) polResp {
 	c.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		data, err := json.Marshal(b)
-		if err != nil {
-			c.t.Fatalf("encode body: %v", err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, c.base+path, rd)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.key != "" {
-		req.Header.Set("Authorization", "Bearer "+c.key)
-	}
+	h := map[string]string{}
 	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
+		h[hdr[i]] = hdr[i+1]
 	}
-	res, err := polHTTP.Do(req)
+	r, err := send(c.base, req{method: method, path: path, key: c.key, body: body, header: h})
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
-		c.t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return polResp{Status: res.StatusCode, Header: res.Header, Body: data}
+	return polResp{Status: r.status, Header: r.header, Body: r.body}
 }
 
 func (c polClient) get(path string) polResp { c.t.Helper(); return c.do(http.MethodGet, path, nil) }
