@@ -77,6 +77,9 @@ func New(nc *nats.Conn, id string, limits LimitsSource, log *slog.Logger) *Limit
 // still pass when the bucket is full.
 func (l *Limiter) Allow(class Class, tenant, key string, n int) time.Duration {
 	tr, kr := l.limits(tenant).For(class)
+	if tr.Unlimited() && (kr.Unlimited() || key == "") {
+		return 0
+	}
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
