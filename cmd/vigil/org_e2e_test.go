@@ -165,6 +165,20 @@ func TestKeysAPI(t *testing.T) {
 		t.Fatalf("replay differs:\n%s\n%s", r1.body, r2.body)
 	}
 	checkEnvelope(t, e.do(req{method: http.MethodPost, path: "/v1/keys", key: e.owner, body: map[string]any{"name": "other", "role": "viewer"}, header: h}), 409, "CONFLICT", "conflict", nil)
+
+	// Issue 14: an admin replaying an owner's key creation with the same
+	// Idempotency-Key gets its own answer (403), never the owner's key.
+	k1 := map[string]string{"Idempotency-Key": "k-1"}
+	ownerKey := map[string]any{"name": "root", "role": "owner"}
+	r1 = e.do(req{method: http.MethodPost, path: "/v1/keys", key: e.owner, body: ownerKey, header: k1})
+	expect(t, r1, 201, "owner creates an owner key")
+	var created keyDoc
+	r1.decode(t, &created)
+	r2 = e.do(req{method: http.MethodPost, path: "/v1/keys", key: admin, body: ownerKey, header: k1})
+	checkEnvelope(t, r2, 403, "FORBIDDEN", "forbidden", nil)
+	if r2.header.Get("Idempotent-Replayed") != "" || bytes.Contains(r2.body, []byte(created.Key)) {
+		t.Fatalf("the admin's replay reveals the owner's key: %s", r2.body)
+	}
 }
 
 func TestKeyLastUsed(t *testing.T) {

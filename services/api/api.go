@@ -211,7 +211,7 @@ func (s *Service) Routes(e *echo.Echo) {
 
 	keys := httpkit.Require(auth.KeysManage)
 	g.GET("/keys", s.listKeys, keys)
-	g.POST("/keys", s.createKey, keys, idem)
+	g.POST("/keys", s.createKey, keys, s.idem.Sealed())
 	g.DELETE("/keys/:id", s.revokeKey, keys)
 	mr, mm := httpkit.Require(auth.MembersRead), httpkit.Require(auth.MembersManage)
 	g.GET("/members", s.listMembers, mr)
