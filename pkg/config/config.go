@@ -95,17 +95,41 @@ func (fs *FlagSet) Discard() { fs.SetOutput(io.Discard) }
 
 // Common are the settings every Vigil process shares.
 type Common struct {
-	NATSURL       *string
+	NATSURL *string
+	// NATS is the whole NATS client configuration (NATSURL is NATS.URL).
+	NATS          NATS
 	ClickHouseDSN *string
 	HTTPAddr      *string
 	LogLevel      *string
 	LogFormat     *string
 }
 
+// NATS are the settings of a connection to NATS: where, as whom (an NKey
+// seed file, see pkg/natsauth) and over TLS when a CA or certificate is
+// given.
+type NATS struct {
+	URL, Creds, TLSCA, TLSCert, TLSKey *string
+}
+
+// AddNATS defines the NATS client settings on fs; creds is the default
+// seed file ("" connects without credentials, which an authenticated
+// server refuses).
+func AddNATS(fs *FlagSet, creds string) NATS {
+	return NATS{
+		URL:     fs.String("nats-url", "VIGIL_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL"),
+		Creds:   fs.String("nats-creds", "VIGIL_NATS_CREDS", creds, "NKey seed file this process authenticates to NATS with (`vigil nats init` writes one per service)"),
+		TLSCA:   fs.String("nats-tls-ca", "VIGIL_NATS_TLS_CA", "", "PEM CA that verifies the NATS server's certificate (enables TLS)"),
+		TLSCert: fs.String("nats-tls-cert", "VIGIL_NATS_TLS_CERT", "", "PEM client certificate for a NATS server that verifies clients"),
+		TLSKey:  fs.String("nats-tls-key", "VIGIL_NATS_TLS_KEY", "", "PEM key of --nats-tls-cert"),
+	}
+}
+
 // AddCommon defines the shared settings on fs.
 func AddCommon(fs *FlagSet) Common {
+	n := AddNATS(fs, "")
 	return Common{
-		NATSURL:       fs.String("nats-url", "VIGIL_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL"),
+		NATSURL:       n.URL,
+		NATS:          n,
 		ClickHouseDSN: fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil", "ClickHouse DSN (the database is created if missing)"),
 		HTTPAddr:      fs.String("http-addr", "VIGIL_HTTP_ADDR", ":8080", "HTTP listen address"),
 		LogLevel:      fs.String("log-level", "VIGIL_LOG_LEVEL", "info", "log level: debug, info, warn, error"),

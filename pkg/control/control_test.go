@@ -18,6 +18,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -50,11 +51,7 @@ func setup(t *testing.T) *env {
 // CLI would have.
 func (e *env) otherStore(t *testing.T) *control.Store {
 	t.Helper()
-	nc, js, err := natsx.Connect(e.nats.Server.ClientURL(), "other", slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	_, js := e.nats.ConnectAs(t, natsauth.Admin)
 	return control.NewStore(js)
 }
 

@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // UsageBucket is the JetStream KV bucket holding each key's last use, so
 // every instance's listing shows the same "last used".
-const UsageBucket = "key_usage"
+const UsageBucket = streams.KeyUsageBucket
 
 // usage remembers when keys were last used in this process. Writing to
 // the stream on every request would cost a round trip per call; instead

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natsx"
 )
 
@@ -63,7 +64,7 @@ func Start(ctx context.Context, name string, common config.Common, o ProcessOpti
 		return nil, err
 	}
 	p := &Process{Log: log, Reg: Registry(), addr: *common.HTTPAddr}
-	if p.NC, p.JS, err = natsx.Connect(*common.NATSURL, "vigil-"+name, log); err != nil {
+	if p.NC, p.JS, err = ConnectNATS(common.NATS, "vigil-"+name, log); err != nil {
 		return nil, err
 	}
 	if o.ClickHouseWait > 0 {
@@ -73,6 +74,16 @@ func Start(ctx context.Context, name string, common config.Common, o ProcessOpti
 		}
 	}
 	return p, nil
+}
+
+// ConnectNATS connects to NATS as n configures: its URL, credential and
+// TLS files.
+func ConnectNATS(n config.NATS, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := natsauth.ClientOptions(*n.Creds, natsauth.TLSFiles{CA: *n.TLSCA, Cert: *n.TLSCert, Key: *n.TLSKey})
+	if err != nil {
+		return nil, nil, err
+	}
+	return natsx.Connect(*n.URL, name, log, opts...)
 }
 
 // Close drains NATS and closes ClickHouse.

@@ -12,6 +12,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natstest"
 )
 
@@ -29,7 +30,7 @@ func TestProcess(t *testing.T) {
 	ln.Close()
 	fs := config.New("svc", "test service")
 	common := config.AddCommon(fs)
-	if err := fs.Parse([]string{"--nats-url", env.Server.ClientURL(), "--clickhouse-dsn", db.DSN, "--http-addr", addr, "--log-level", "error"}); err != nil {
+	if err := fs.Parse([]string{"--nats-url", env.Server.ClientURL(), "--nats-creds", natsauth.SeedFile(env.CredsDir, natsauth.Admin), "--clickhouse-dsn", db.DSN, "--http-addr", addr, "--log-level", "error"}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

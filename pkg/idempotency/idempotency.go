@@ -34,10 +34,11 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/secretbox"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // Bucket is the key-value bucket holding stored responses.
-const Bucket = "IDEMPOTENCY"
+const Bucket = streams.IdempotencyBucket
 
 // Header is the request header clients send.
 const Header = "Idempotency-Key"

@@ -1,24 +1,31 @@
-// Package natstest starts a real embedded JetStream server for tests.
+// Package natstest starts a real embedded JetStream server for tests. The
+// server authenticates like production (pkg/natsauth): only NKey users are
+// admitted, each service confined to its subjects, so every test runs with
+// auth on.
 package natstest
 
 import (
 	"log/slog"
+	"path/filepath"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natsx"
 )
 
-// Env is a running server and a client connected to it.
+// Env is a running server and a client connected to it as natsauth.Admin.
 type Env struct {
 	Server *server.Server
 	Conn   *nats.Conn
 	JS     jetstream.JetStream
 	// StoreDir is kept so a test can restart the server on the same data.
 	StoreDir string
+	// CredsDir holds every user's seed (natsauth.SeedFile).
+	CredsDir string
 }
 
 // Start runs a JetStream server on a random port with a temporary store,
@@ -29,22 +36,44 @@ func Start(t testing.TB) *Env {
 }
 
 // StartIn runs a server on storeDir, so that a test can stop one and start
-// another on the same data.
+// another on the same data. The credentials live in storeDir too, so a
+// restarted server admits the same users.
 func StartIn(t testing.TB, storeDir string) *Env {
 	t.Helper()
-	srv, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: storeDir})
+	creds := filepath.Join(storeDir, "auth")
+	users, err := natsauth.Init(creds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, js, err := natsx.Connect(srv.ClientURL(), t.Name(), slog.New(slog.DiscardHandler))
+	nkeys, err := natsauth.ServerUsers(users)
 	if err != nil {
-		srv.Shutdown()
 		t.Fatal(err)
 	}
+	srv, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: storeDir, Users: nkeys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{Server: srv, StoreDir: storeDir, CredsDir: creds}
 	t.Cleanup(func() {
-		nc.Close()
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	})
-	return &Env{Server: srv, Conn: nc, JS: js, StoreDir: storeDir}
+	e.Conn, e.JS = e.ConnectAs(t, natsauth.Admin)
+	return e
+}
+
+// ConnectAs connects to the server as user (a streams.Access service or
+// natsauth.Admin); the connection closes when the test ends.
+func (e *Env) ConnectAs(t testing.TB, user string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opts, err := natsauth.ClientOptions(natsauth.SeedFile(e.CredsDir, user), natsauth.TLSFiles{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, js, err := natsx.Connect(e.Server.ClientURL(), t.Name()+"/"+user, slog.New(slog.DiscardHandler), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, js
 }

@@ -1,6 +1,7 @@
 package natsx
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -16,6 +17,11 @@ type EmbeddedOptions struct {
 	StoreDir string
 	// ServerName identifies the node in logs and cluster metadata.
 	ServerName string
+	// Users, when set, are the only clients admitted (see pkg/natsauth);
+	// without them the server admits anyone who can reach its port.
+	Users []*server.NkeyUser
+	// TLS, when set, makes clients connect over TLS.
+	TLS *tls.Config
 }
 
 // StartEmbedded runs a JetStream-enabled nats-server inside this process
@@ -38,6 +44,11 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 		// Event batches are up to 1,000 events; one message carries one
 		// event, so the default 1 MiB cap comfortably fits a 64 KiB payload.
 		MaxPayload: 8 << 20,
+		Nkeys:      o.Users,
+		TLSConfig:  o.TLS,
+		TLS:        o.TLS != nil,
+		TLSVerify:  o.TLS != nil && o.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
+		TLSTimeout: 2,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configure nats-server: %w", err)

@@ -15,12 +15,14 @@ import (
 )
 
 // Connect dials NATS with reconnects that never give up, logging
-// disconnects, and returns the connection with a JetStream context.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url,
+// disconnects, and returns the connection with a JetStream context. opts
+// come after the defaults; they carry credentials and TLS (see
+// natsauth.ClientOptions).
+func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", slog.String("error", err.Error()))
@@ -38,7 +40,7 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStrea
 			}
 			log.Warn("nats async error", attrs...)
 		}),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
 )
@@ -365,10 +366,7 @@ func TestLastSequenceAndWaitForStream(t *testing.T) {
 
 func TestReady(t *testing.T) {
 	env := natstest.Start(t)
-	nc, _, err := natsx.Connect(env.Server.ClientURL(), "ready-test", discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, _ := env.ConnectAs(t, natsauth.Admin)
 	ready := natsx.Ready(nc)
 	if err := ready(context.Background()); err != nil {
 		t.Fatalf("Ready while connected: %v", err)

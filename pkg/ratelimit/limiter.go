@@ -13,11 +13,12 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // Subject carries instances' spending to each other. It is plain NATS,
 // not JetStream: spending reports are only useful for a moment.
-const Subject = "ratelimit.v1.spent"
+const Subject = streams.RateLimitGossip
 
 // LimitsSource returns the limits in force for a tenant (the CONTROL
 // catalog in production).

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 type clock struct{ t time.Time }
@@ -105,11 +106,9 @@ func TestLimitsValidate(t *testing.T) {
 // tenant's burst once, not twice.
 func TestSharedAcrossInstances(t *testing.T) {
 	env := natstest.Start(t)
-	nc2, err := nats.Connect(env.Server.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc2.Close()
+	// The second instance connects as the api service: gossip is within
+	// its permissions.
+	nc2, _ := env.ConnectAs(t, streams.ServiceAPI)
 	limits := Limits{Decisions: Rate{PerSecond: 0.001, Burst: 20}}
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	a, b := newTestLimiter(env.Conn, "a", limits, c), newTestLimiter(nc2, "b", limits, c)

@@ -39,8 +39,8 @@ const (
 	VerdictsProjector  = "risk-verdicts-projector"
 	ScoresProjector    = "risk-scores-projector"
 	ReviewsProjector   = "risk-reviews-projector"
-	LeaseBucket        = "risk_leases"
-	CheckpointBucket   = "risk_checkpoints"
+	LeaseBucket        = streams.RiskLeaseBucket
+	CheckpointBucket   = streams.RiskCheckpointBucket
 )
 
 // Config tunes the risk service.
