@@ -1,7 +1,9 @@
 // Package ssrf keeps outbound requests made on a tenant's behalf (webhook
-// deliveries) away from the deployment's own network: private, loopback,
-// link-local, CGNAT, unique-local, multicast, reserved and cloud-metadata
-// addresses are refused. The check runs on the resolved IP inside the
+// deliveries) away from the deployment's own network: every range of the
+// IANA special-purpose address registries (private, loopback, link-local,
+// CGNAT, unique-local, translation and tunnelling prefixes that embed an
+// IPv4 address, documentation, reserved), multicast, IPv4-compatible IPv6
+// and cloud-metadata addresses are refused. The check runs on the resolved IP inside the
 // dialer, after DNS, so a name that resolves to a public address when the
 // channel is created and to a private one later (DNS rebinding) is still
 // refused, and so is any redirect that leads there.
@@ -23,35 +25,72 @@ import (
 // ErrForbidden is wrapped by every refusal.
 var ErrForbidden = errors.New("destination address is not allowed")
 
-// blocked lists the ranges no tenant-controlled request may reach.
+// blocked lists the ranges no tenant-controlled request may reach: every
+// entry of the IANA IPv4 and IPv6 Special-Purpose Address Registries
+// (RFC 6890 and its updates; an entry contained in a larger one is kept
+// for the record), plus multicast, the deprecated IPv4-compatible ::/96
+// (::7f00:1 is 127.0.0.1 to some stacks) and site-local fec0::/10. Some
+// registry entries are globally reachable (AS112, AMT, NAT64): a webhook
+// has no business there either, and the allowlist re-opens any of them.
 var blocked = mustPrefixes(
-	"0.0.0.0/8",       // "this" network, unspecified
-	"10.0.0.0/8",      // private
-	"100.64.0.0/10",   // CGNAT
-	"127.0.0.0/8",     // loopback
-	"169.254.0.0/16",  // link-local, cloud metadata
-	"172.16.0.0/12",   // private
-	"192.0.0.0/24",    // IETF protocol assignments
-	"192.0.2.0/24",    // documentation
-	"192.88.99.0/24",  // 6to4 relay anycast
-	"192.168.0.0/16",  // private
-	"198.18.0.0/15",   // benchmarking
-	"198.51.100.0/24", // documentation
-	"203.0.113.0/24",  // documentation
-	"224.0.0.0/4",     // multicast
-	"240.0.0.0/4",     // reserved, broadcast
-	"::/128",          // unspecified
-	"::1/128",         // loopback
-	"64:ff9b::/96",    // NAT64 (embeds IPv4 of any kind)
-	"64:ff9b:1::/48",  // local-use NAT64
-	"100::/64",        // discard
-	"2001::/23",       // IETF protocol assignments (Teredo and others)
-	"2001:db8::/32",   // documentation
-	"2002::/16",       // 6to4 (embeds IPv4 of any kind)
-	"fc00::/7",        // unique local (includes fd00:ec2::254)
-	"fe80::/10",       // link-local
-	"fec0::/10",       // deprecated site-local
-	"ff00::/8",        // multicast
+	// IANA IPv4 Special-Purpose Address Registry.
+	"0.0.0.0/8",          // "this network"
+	"0.0.0.0/32",         // "this host on this network"
+	"10.0.0.0/8",         // private-use
+	"100.64.0.0/10",      // shared address space (CGNAT)
+	"127.0.0.0/8",        // loopback
+	"169.254.0.0/16",     // link local, cloud metadata
+	"172.16.0.0/12",      // private-use
+	"192.0.0.0/24",       // IETF protocol assignments
+	"192.0.0.0/29",       // IPv4 service continuity prefix
+	"192.0.0.8/32",       // IPv4 dummy address
+	"192.0.0.9/32",       // port control protocol anycast
+	"192.0.0.10/32",      // traversal using relays around NAT anycast
+	"192.0.0.170/32",     // NAT64/DNS64 discovery
+	"192.0.0.171/32",     // NAT64/DNS64 discovery
+	"192.0.2.0/24",       // documentation (TEST-NET-1)
+	"192.31.196.0/24",    // AS112-v4
+	"192.52.193.0/24",    // AMT
+	"192.88.99.0/24",     // deprecated 6to4 relay anycast
+	"192.168.0.0/16",     // private-use
+	"192.175.48.0/24",    // direct delegation AS112 service
+	"198.18.0.0/15",      // benchmarking
+	"198.51.100.0/24",    // documentation (TEST-NET-2)
+	"203.0.113.0/24",     // documentation (TEST-NET-3)
+	"240.0.0.0/4",        // reserved
+	"255.255.255.255/32", // limited broadcast
+	// IPv4 multicast (its own registry), with MCAST-TEST-NET inside.
+	"224.0.0.0/4",
+	// IANA IPv6 Special-Purpose Address Registry.
+	"::1/128",           // loopback
+	"::/128",            // unspecified
+	"::ffff:0:0/96",     // IPv4-mapped (checked unmapped as well)
+	"64:ff9b::/96",      // IPv4-IPv6 translation (embeds any IPv4)
+	"64:ff9b:1::/48",    // local-use IPv4/IPv6 translation
+	"100::/64",          // discard-only
+	"100:0:0:1::/64",    // dummy IPv6 prefix
+	"2001::/23",         // IETF protocol assignments
+	"2001::/32",         // TEREDO (embeds any IPv4)
+	"2001:1::1/128",     // port control protocol anycast
+	"2001:1::2/128",     // traversal using relays around NAT anycast
+	"2001:1::3/128",     // DNS-SD service registration protocol anycast
+	"2001:2::/48",       // benchmarking
+	"2001:3::/32",       // AMT
+	"2001:4:112::/48",   // AS112-v6
+	"2001:10::/28",      // deprecated ORCHID
+	"2001:20::/28",      // ORCHIDv2
+	"2001:30::/28",      // drone remote ID protocol entity tags
+	"2001:db8::/32",     // documentation
+	"2002::/16",         // 6to4 (embeds any IPv4)
+	"2620:4f:8000::/48", // direct delegation AS112 service
+	"3fff::/20",         // documentation
+	"5f00::/16",         // segment routing (SRv6) SIDs
+	"fc00::/7",          // unique-local (includes fd00:ec2::254)
+	"fe80::/10",         // link-local unicast
+	// Outside the registry, still never a webhook's destination.
+	"::/96",     // deprecated IPv4-compatible addresses (::7f00:1)
+	"fec0::/10", // deprecated site-local
+	"ff00::/8",  // multicast
 )
 
 // metadata addresses stay refused even when an allowlist covers them:

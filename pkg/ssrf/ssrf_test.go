@@ -97,6 +97,98 @@ func TestAllowlist(t *testing.T) {
 	}
 }
 
+// lastAddr is the highest address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// TestIANASpecialPurposeRegistries checks the first and last address of
+// every entry of the IANA IPv4 and IPv6 Special-Purpose Address Registries
+// (iana-ipv4-special-registry, iana-ipv6-special-registry, as updated by
+// RFCs through 9780), transcribed here independently of the guard's list,
+// and a public neighbour of some of them that must stay reachable.
+func TestIANASpecialPurposeRegistries(t *testing.T) {
+	registry := []struct{ block, name string }{
+		{"0.0.0.0/8", "this network"},
+		{"0.0.0.0/32", "this host on this network"},
+		{"10.0.0.0/8", "private-use"},
+		{"100.64.0.0/10", "shared address space"},
+		{"127.0.0.0/8", "loopback"},
+		{"169.254.0.0/16", "link local"},
+		{"172.16.0.0/12", "private-use"},
+		{"192.0.0.0/24", "IETF protocol assignments"},
+		{"192.0.0.0/29", "IPv4 service continuity prefix"},
+		{"192.0.0.8/32", "IPv4 dummy address"},
+		{"192.0.0.9/32", "port control protocol anycast"},
+		{"192.0.0.10/32", "traversal using relays around NAT anycast"},
+		{"192.0.0.170/32", "NAT64/DNS64 discovery"},
+		{"192.0.0.171/32", "NAT64/DNS64 discovery"},
+		{"192.0.2.0/24", "documentation (TEST-NET-1)"},
+		{"192.31.196.0/24", "AS112-v4"},
+		{"192.52.193.0/24", "AMT"},
+		{"192.88.99.0/24", "deprecated (6to4 relay anycast)"},
+		{"192.168.0.0/16", "private-use"},
+		{"192.175.48.0/24", "direct delegation AS112 service"},
+		{"198.18.0.0/15", "benchmarking"},
+		{"198.51.100.0/24", "documentation (TEST-NET-2)"},
+		{"203.0.113.0/24", "documentation (TEST-NET-3)"},
+		{"240.0.0.0/4", "reserved"},
+		{"255.255.255.255/32", "limited broadcast"},
+		{"::1/128", "loopback address"},
+		{"::/128", "unspecified address"},
+		{"::ffff:0:0/96", "IPv4-mapped address"},
+		{"64:ff9b::/96", "IPv4-IPv6 translation"},
+		{"64:ff9b:1::/48", "IPv4-IPv6 translation (local use)"},
+		{"100::/64", "discard-only address block"},
+		{"100:0:0:1::/64", "dummy IPv6 prefix"},
+		{"2001::/23", "IETF protocol assignments"},
+		{"2001::/32", "TEREDO"},
+		{"2001:1::1/128", "port control protocol anycast"},
+		{"2001:1::2/128", "traversal using relays around NAT anycast"},
+		{"2001:1::3/128", "DNS-SD service registration protocol anycast"},
+		{"2001:2::/48", "benchmarking"},
+		{"2001:3::/32", "AMT"},
+		{"2001:4:112::/48", "AS112-v6"},
+		{"2001:10::/28", "deprecated (previously ORCHID)"},
+		{"2001:20::/28", "ORCHIDv2"},
+		{"2001:30::/28", "drone remote ID protocol entity tags"},
+		{"2001:db8::/32", "documentation"},
+		{"2002::/16", "6to4"},
+		{"2620:4f:8000::/48", "direct delegation AS112 service"},
+		{"3fff::/20", "documentation"},
+		{"5f00::/16", "segment routing (SRv6) SIDs"},
+		{"fc00::/7", "unique-local"},
+		{"fe80::/10", "link-local unicast"},
+		// Not registry entries, but refused all the same.
+		{"::/96", "IPv4-compatible (deprecated)"},
+		{"224.0.0.0/4", "IPv4 multicast"},
+		{"ff00::/8", "IPv6 multicast"},
+	}
+	g := ssrf.New(nil)
+	for _, r := range registry {
+		p := netip.MustParsePrefix(r.block)
+		for _, a := range []netip.Addr{p.Addr(), lastAddr(p)} {
+			t.Run(r.block+" "+a.String(), func(t *testing.T) {
+				if err := g.CheckAddr(a); !errors.Is(err, ssrf.ErrForbidden) {
+					t.Fatalf("%s (%s) allowed: %v", a, r.name, err)
+				}
+			})
+		}
+	}
+	// Just outside some blocks: public addresses stay reachable, so the
+	// list is not simply "refuse everything".
+	for _, s := range []string{"192.0.1.1", "192.31.197.1", "198.20.0.1", "223.255.255.254", "2001:200::1", "2003::1", "2620:4f:8001::1", "1::1", "2600::1"} {
+		if err := g.CheckAddr(netip.MustParseAddr(s)); err != nil {
+			t.Errorf("public %s refused: %v", s, err)
+		}
+	}
+}
+
 // fakeResolver maps names to addresses, standing in for DNS that a test
 // cannot control (a real resolver would be equally trusted by CheckURL).
 type fakeResolver map[string][]string
@@ -137,6 +229,10 @@ func TestCheckURL(t *testing.T) {
 		{"http://169.254.169.254/latest/meta-data", false},
 		{"http://0.0.0.0/", false},
 		{"http://100.100.100.200/", false},
+		{"http://[::7f00:1]/", false},
+		{"http://[::a9fe:a9fe]/latest", false},
+		{"http://[64:ff9b::a9fe:a9fe]/", false},
+		{"http://[2001::5efe:7f00:1]/", false},
 		{"ftp://hooks.example.com/", false},
 		{"file:///etc/passwd", false},
 		{"https://user:pw@hooks.example.com/", false},
