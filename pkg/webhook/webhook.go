@@ -4,9 +4,12 @@
 // signature is "v1," + base64(HMAC-SHA256(key, id + "." + timestamp + "."
 // + body)) and the key is the base64 part of a "whsec_" secret. It also
 // produces the two compatibility headers Vigil sends for receivers written
-// against other governance products: "t=<unix>,v1=<hex>" over
-// "<unix>.<body>" and "sha256=<hex>" over the body, both keyed with the
-// secret string itself.
+// against other governance products: "t=<unix>,v1=<hex>" and
+// "t=<unix>,sha256=<hex>", both over "<unix>.<body>" and keyed with the
+// secret string itself. Every header binds the timestamp (a captured
+// delivery cannot be replayed later) and, during a rotation, carries one
+// signature per secret, so a receiver still holding the previous secret
+// keeps verifying whichever header it reads.
 package webhook
 
 import (
@@ -31,7 +34,7 @@ const (
 	HeaderSignature = "webhook-signature"
 	// HeaderTimedSignature carries "t=<unix>,v1=<hex>".
 	HeaderTimedSignature = "X-Vigil-Signature"
-	// HeaderBodySignature carries "sha256=<hex>".
+	// HeaderBodySignature carries "t=<unix>,sha256=<hex>".
 	HeaderBodySignature = "X-Vigil-Signature-256"
 )
 
@@ -78,26 +81,42 @@ func Sign(key []byte, id string, ts time.Time, body []byte) string {
 	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
-// TimedSignature returns the "t=<unix>,v1=<hex>" compatibility signature.
-func TimedSignature(secret string, ts time.Time, body []byte) string {
-	t := strconv.FormatInt(ts.Unix(), 10)
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(t))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "t=" + t + ",v1=" + hex.EncodeToString(m.Sum(nil))
+// TimedSignature returns the "t=<unix>,v1=<hex>[,v1=<hex>…]" compatibility
+// signature, one v1 per secret.
+func TimedSignature(secrets []string, ts time.Time, body []byte) string {
+	return compatSignature("v1", secrets, ts, body)
 }
 
-// BodySignature returns the "sha256=<hex>" compatibility signature.
-func BodySignature(secret string, body []byte) string {
+// BodySignature returns the "t=<unix>,sha256=<hex>[,sha256=<hex>…]"
+// compatibility signature, one sha256 per secret. Despite the header's
+// history it signs the timestamp too: a body-only signature could be
+// replayed forever.
+func BodySignature(secrets []string, ts time.Time, body []byte) string {
+	return compatSignature("sha256", secrets, ts, body)
+}
+
+func compatSignature(scheme string, secrets []string, ts time.Time, body []byte) string {
+	t := strconv.FormatInt(ts.Unix(), 10)
+	var b strings.Builder
+	b.WriteString("t=" + t)
+	for _, s := range secrets {
+		b.WriteString("," + scheme + "=" + compatMAC(s, t, body))
+	}
+	return b.String()
+}
+
+func compatMAC(secret, ts string, body []byte) string {
 	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
 	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // SetHeaders signs body with every secret in secrets (the current one
 // first; during a rotation also the previous one, so receivers can switch
-// over without a gap) and sets all signature headers on h.
+// over without a gap) and sets all signature headers on h, each carrying
+// one signature per secret.
 func SetHeaders(h http.Header, secrets []string, id string, ts time.Time, body []byte) error {
 	if len(secrets) == 0 {
 		return ErrInvalidSecret
@@ -113,9 +132,51 @@ func SetHeaders(h http.Header, secrets []string, id string, ts time.Time, body [
 	h.Set(HeaderID, id)
 	h.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
 	h.Set(HeaderSignature, strings.Join(sigs, " "))
-	h.Set(HeaderTimedSignature, TimedSignature(secrets[0], ts, body))
-	h.Set(HeaderBodySignature, BodySignature(secrets[0], body))
+	h.Set(HeaderTimedSignature, TimedSignature(secrets, ts, body))
+	h.Set(HeaderBodySignature, BodySignature(secrets, ts, body))
 	return nil
+}
+
+// VerifyCompat checks one compatibility header (HeaderTimedSignature or
+// HeaderBodySignature) the way a receiver of it should: its t= timestamp
+// within tolerance of now and one of its signatures matching secret.
+func VerifyCompat(header, secret string, h http.Header, body []byte, now time.Time, tolerance time.Duration) error {
+	scheme := "v1"
+	switch http.CanonicalHeaderKey(header) {
+	case http.CanonicalHeaderKey(HeaderTimedSignature):
+	case http.CanonicalHeaderKey(HeaderBodySignature):
+		scheme = "sha256"
+	default:
+		return fmt.Errorf("webhook: %q is not a compatibility signature header", header)
+	}
+	v := h.Get(header)
+	if v == "" {
+		return ErrMissingHeaders
+	}
+	var tsStr string
+	var sigs []string
+	for _, part := range strings.Split(v, ",") {
+		k, val, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "t":
+			tsStr = val
+		case scheme:
+			sigs = append(sigs, val)
+		}
+	}
+	if tsStr == "" || len(sigs) == 0 {
+		return ErrMissingHeaders
+	}
+	if _, err := checkTimestamp(tsStr, now, tolerance); err != nil {
+		return err
+	}
+	want := compatMAC(secret, tsStr, body)
+	for _, s := range sigs {
+		if hmac.Equal([]byte(s), []byte(want)) {
+			return nil
+		}
+	}
+	return ErrNoMatch
 }
 
 // Verify checks a received webhook the way the spec tells receivers to:
@@ -130,13 +191,9 @@ func Verify(secret string, h http.Header, body []byte, now time.Time, tolerance 
 	if id == "" || tsStr == "" || sigs == "" {
 		return ErrMissingHeaders
 	}
-	sec, err := strconv.ParseInt(tsStr, 10, 64)
+	ts, err := checkTimestamp(tsStr, now, tolerance)
 	if err != nil {
-		return ErrInvalidTimestamp
-	}
-	ts := time.Unix(sec, 0)
-	if d := now.Sub(ts); d > tolerance || d < -tolerance {
-		return fmt.Errorf("%w: %s", ErrTimestampRange, ts.UTC().Format(time.RFC3339))
+		return err
 	}
 	want := Sign(key, id, ts, body)
 	for _, s := range strings.Fields(sigs) {
@@ -145,4 +202,18 @@ func Verify(secret string, h http.Header, body []byte, now time.Time, tolerance 
 		}
 	}
 	return ErrNoMatch
+}
+
+// checkTimestamp parses unix seconds and requires them within tolerance of
+// now.
+func checkTimestamp(tsStr string, now time.Time, tolerance time.Duration) (time.Time, error) {
+	sec, err := strconv.ParseInt(tsStr, 10, 64)
+	if err != nil {
+		return time.Time{}, ErrInvalidTimestamp
+	}
+	ts := time.Unix(sec, 0)
+	if d := now.Sub(ts); d > tolerance || d < -tolerance {
+		return ts, fmt.Errorf("%w: %s", ErrTimestampRange, ts.UTC().Format(time.RFC3339))
+	}
+	return ts, nil
 }

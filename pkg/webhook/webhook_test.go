@@ -98,20 +98,68 @@ func TestSetHeadersRoundTrip(t *testing.T) {
 	if n := len(strings.Fields(h.Get(webhook.HeaderSignature))); n != 2 {
 		t.Fatalf("%d signatures, want 2", n)
 	}
-	// Compatibility headers, recomputed independently.
-	m := hmac.New(sha256.New, []byte(cur))
-	m.Write(body)
-	if got, want := h.Get(webhook.HeaderBodySignature), "sha256="+hex.EncodeToString(m.Sum(nil)); got != want {
+	// Compatibility headers, recomputed independently: both sign the
+	// timestamp and carry one signature per secret.
+	tsStr := h.Get(webhook.HeaderTimestamp)
+	mac := func(secret string) string {
+		m := hmac.New(sha256.New, []byte(secret))
+		m.Write([]byte(tsStr + "." + string(body)))
+		return hex.EncodeToString(m.Sum(nil))
+	}
+	if got, want := h.Get(webhook.HeaderBodySignature), "t="+tsStr+",sha256="+mac(cur)+",sha256="+mac(prev); got != want {
 		t.Fatalf("body signature %q, want %q", got, want)
 	}
-	tsStr := h.Get(webhook.HeaderTimestamp)
-	m = hmac.New(sha256.New, []byte(cur))
-	m.Write([]byte(tsStr + "." + string(body)))
-	if got, want := h.Get(webhook.HeaderTimedSignature), "t="+tsStr+",v1="+hex.EncodeToString(m.Sum(nil)); got != want {
+	if got, want := h.Get(webhook.HeaderTimedSignature), "t="+tsStr+",v1="+mac(cur)+",v1="+mac(prev); got != want {
 		t.Fatalf("timed signature %q, want %q", got, want)
 	}
 	if err := webhook.SetHeaders(http.Header{}, nil, "x", now, body); !errors.Is(err, webhook.ErrInvalidSecret) {
 		t.Fatalf("no secrets: %v", err)
+	}
+}
+
+// TestCompatHeaders: each compatibility header verifies with the current
+// and, during a rotation, the previous secret, and a captured delivery
+// replayed after the tolerance (or with its timestamp moved) fails.
+func TestCompatHeaders(t *testing.T) {
+	cur, prev, stranger := webhook.NewSecret(), webhook.NewSecret(), webhook.NewSecret()
+	body := []byte(`{"type":"verdict.block"}`)
+	sent := time.Unix(1_800_000_000, 0)
+	h := http.Header{}
+	if err := webhook.SetHeaders(h, []string{cur, prev}, "dlv_1", sent, body); err != nil {
+		t.Fatal(err)
+	}
+	retimed := h.Clone()
+	for _, name := range []string{webhook.HeaderTimedSignature, webhook.HeaderBodySignature} {
+		retimed.Set(name, strings.Replace(h.Get(name), "t=1800000000", "t=1800000600", 1))
+	}
+	cases := []struct {
+		name   string
+		secret string
+		h      http.Header
+		body   string
+		now    time.Time
+		want   error
+	}{
+		{"current secret", cur, h, string(body), sent, nil},
+		{"previous secret during rotation", prev, h, string(body), sent, nil},
+		{"unrelated secret", stranger, h, string(body), sent, webhook.ErrNoMatch},
+		{"tampered body", cur, h, string(body) + " ", sent, webhook.ErrNoMatch},
+		{"replayed ten minutes later", cur, h, string(body), sent.Add(10 * time.Minute), webhook.ErrTimestampRange},
+		{"timestamp moved forward to replay", cur, retimed, string(body), sent.Add(10 * time.Minute), webhook.ErrNoMatch},
+		{"header missing", cur, http.Header{}, string(body), sent, webhook.ErrMissingHeaders},
+	}
+	for _, header := range []string{webhook.HeaderTimedSignature, webhook.HeaderBodySignature} {
+		for _, c := range cases {
+			t.Run(header+"/"+c.name, func(t *testing.T) {
+				err := webhook.VerifyCompat(header, c.secret, c.h, []byte(c.body), c.now, webhook.DefaultTolerance)
+				if !errors.Is(err, c.want) {
+					t.Fatalf("VerifyCompat = %v, want %v", err, c.want)
+				}
+			})
+		}
+	}
+	if err := webhook.VerifyCompat(webhook.HeaderSignature, cur, h, body, sent, webhook.DefaultTolerance); err == nil {
+		t.Fatal("VerifyCompat accepted the Standard Webhooks header")
 	}
 }
 

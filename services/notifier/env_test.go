@@ -109,7 +109,7 @@ func newEnv(t testing.TB, mod func(*notifier.Config)) *env {
 	}
 	e.store = control.NewStore(e.js)
 	for _, tenant := range []string{"acme", "globex"} {
-		for _, role := range []auth.Role{auth.RoleOwner, auth.RoleViewer} {
+		for _, role := range []auth.Role{auth.RoleOwner, auth.RoleAdmin, auth.RoleViewer} {
 			_, tok, err := e.store.CreateKey(ctx, tenant, role, string(role), "test")
 			if err != nil {
 				t.Fatal(err)

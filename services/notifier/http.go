@@ -314,7 +314,7 @@ func (s *Service) put(ctx context.Context, c Channel, expect uint64) (Channel, e
 }
 
 // createChannel creates a channel. With an Idempotency-Key the channel id
-// derives from the tenant and the key, so a retry finds the channel the
+// derives from the tenant, the caller and the key, so a retry finds the channel the
 // first request created and gets the same response — including the
 // signing secret, decrypted again from the channel rather than kept in
 // plain text in the shared idempotency store.
@@ -332,7 +332,9 @@ func (s *Service) createChannel(c echo.Context) error {
 		if len(key) > 255 {
 			return fieldErr(idempotency.Header, "invalid_length", "Idempotency-Key must be at most 255 characters")
 		}
-		sum := sha256.Sum256([]byte(p.Tenant + "\x00" + key))
+		// The id belongs to the caller: another principal sending the
+		// same key creates its own channel, never reads this one's secret.
+		sum := sha256.Sum256([]byte(p.Tenant + "\x00" + p.Actor() + "\x00" + key))
 		ch.ID = "ch_" + hex.EncodeToString(sum[:8])
 		bh := sha256.Sum256(body)
 		ch.IdemHash = hex.EncodeToString(bh[:])

@@ -116,8 +116,14 @@ func TestIdempotentCreate(t *testing.T) {
 	if g.status != 201 || g.json(t)["id"] == a.json(t)["id"] {
 		t.Fatalf("globex with acme's key: %d %s", g.status, g.body)
 	}
-	if n := len(e.do("acme/viewer", "GET", "/v1/notification-channels", nil).json(t)["data"].([]any)); n != 1 {
-		t.Fatalf("%d channels, want 1", n)
+	// Another principal of the same tenant with the same key creates a
+	// channel of its own and never receives the first one's secret.
+	ad := e.do("acme/admin", "POST", "/v1/notification-channels", body, "Idempotency-Key", "k-1")
+	if ad.status != 201 || ad.json(t)["id"] == a.json(t)["id"] || ad.json(t)["secret"] == a.json(t)["secret"] {
+		t.Fatalf("acme admin with the owner's key: %d %s", ad.status, ad.body)
+	}
+	if n := len(e.do("acme/viewer", "GET", "/v1/notification-channels", nil).json(t)["data"].([]any)); n != 2 {
+		t.Fatalf("%d channels, want 2", n)
 	}
 	c := e.do("acme/owner", "POST", "/v1/notification-channels", map[string]any{"url": "https://hooks.example.com/b"}, "Idempotency-Key", "k-1")
 	if c.status != http.StatusConflict {
@@ -154,10 +160,10 @@ func TestSignedDeliveryFromPolicy(t *testing.T) {
 		t.Fatalf("data: %v", data)
 	}
 	ts := req.header.Get(webhook.HeaderTimestamp)
-	if got, want := req.header.Get(webhook.HeaderTimedSignature), webhook.TimedSignature(secret, parseUnix(t, ts), req.body); got != want {
+	if got, want := req.header.Get(webhook.HeaderTimedSignature), webhook.TimedSignature([]string{secret}, parseUnix(t, ts), req.body); got != want {
 		t.Fatalf("timed signature %q, want %q", got, want)
 	}
-	if got, want := req.header.Get(webhook.HeaderBodySignature), webhook.BodySignature(secret, req.body); got != want {
+	if got, want := req.header.Get(webhook.HeaderBodySignature), webhook.BodySignature([]string{secret}, parseUnix(t, ts), req.body); got != want {
 		t.Fatalf("body signature %q, want %q", got, want)
 	}
 	// The attempt is recorded with its status code and latency.
