@@ -68,6 +68,22 @@ func (fs *FlagSet) Int(name, env string, def int, usage string) *int {
 	return fs.FlagSet.Int(name, def, usage)
 }
 
+// BoolEnv defines a boolean setting ("true", "false", "1", "0"). It is not
+// named Bool so as not to shadow flag.FlagSet.Bool, which commands use for
+// switches that have no environment variable.
+func (fs *FlagSet) BoolEnv(name, env string, def bool, usage string) *bool {
+	if v, ok := fs.lookup(env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fs.errs = append(fs.errs, fmt.Errorf("$%s: %q is not a boolean", env, v))
+		} else {
+			def = b
+		}
+	}
+	fs.envs[name] = env
+	return fs.FlagSet.Bool(name, def, usage)
+}
+
 // Duration defines a duration setting ("500ms", "2m").
 func (fs *FlagSet) Duration(name, env string, def time.Duration, usage string) *time.Duration {
 	if v, ok := fs.lookup(env); ok {

@@ -141,3 +141,40 @@ func TestAddCommon(t *testing.T) {
 		}
 	}
 }
+
+func TestBoolEnv(t *testing.T) {
+	cases := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    bool
+		wantErr string
+	}{
+		{"default", nil, nil, false, ""},
+		{"env true", map[string]string{"VIGIL_TEST_ON": "true"}, nil, true, ""},
+		{"env 1", map[string]string{"VIGIL_TEST_ON": "1"}, nil, true, ""},
+		{"flag overrides env", map[string]string{"VIGIL_TEST_ON": "true"}, []string{"--on=false"}, false, ""},
+		{"bare flag", nil, []string{"--on"}, true, ""},
+		{"env garbage", map[string]string{"VIGIL_TEST_ON": "yes please"}, nil, false, `$VIGIL_TEST_ON: "yes please" is not a boolean`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			fs := config.New("svc", "test service")
+			fs.Discard()
+			on := fs.BoolEnv("on", "VIGIL_TEST_ON", false, "a switch")
+			err := fs.Parse(tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Parse error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || *on != tc.want {
+				t.Fatalf("got %v (%v), want %v", *on, err, tc.want)
+			}
+		})
+	}
+}

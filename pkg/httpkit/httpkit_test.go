@@ -565,3 +565,51 @@ func TestHealthRoutes(t *testing.T) {
 		t.Error("registering the HTTP metrics twice on one registry should fail")
 	}
 }
+
+// TestMetricLabelsAreBounded: 100 requests with made-up methods and paths
+// add a bounded number of series, and no label carries what the client
+// made up (issue 14: 100 random methods grew /metrics to 108 MB).
+func TestMetricLabelsAreBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e, err := httpkit.NewServer(slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.GET("/v1/things/:id", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
+	httpkit.HealthRoutes(e, reg, nil)
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	for i := range 100 {
+		method := fmt.Sprintf("M%05dX", i)
+		do(t, method, fmt.Sprintf("%s/v1/things/%d", srv.URL, i), nil, nil)
+		do(t, http.MethodGet, fmt.Sprintf("%s/no/such/%d", srv.URL, i), nil, nil)
+		do(t, http.MethodGet, fmt.Sprintf("%s/v1/things/%d", srv.URL, i), nil, nil)
+	}
+	r := do(t, http.MethodGet, srv.URL+"/metrics", nil, nil)
+	if bytes.Contains(r.body, []byte("M00042X")) || bytes.Contains(r.body, []byte("/no/such/")) || bytes.Contains(r.body, []byte("things/42")) {
+		t.Fatalf("metrics carry client-chosen labels")
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]int{}
+	for _, f := range fams {
+		series[f.GetName()] = len(f.GetMetric())
+	}
+	// GET and OTHER on /v1/things/:id, plus the unmatched GETs, at a
+	// couple of statuses each.
+	if n := series["vigil_http_requests_total"]; n == 0 || n > 6 {
+		t.Fatalf("vigil_http_requests_total has %d series: %s", n, r.body)
+	}
+	if !bytes.Contains(r.body, []byte(`method="OTHER"`)) || !bytes.Contains(r.body, []byte(`route="unmatched"`)) {
+		t.Fatalf("want the OTHER method and unmatched route labels:\n%s", r.body)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"GET", "GET"}, {"PATCH", "PATCH"}, {"get", "OTHER"}, {"PROPFIND", "OTHER"}, {"", "OTHER"},
+	} {
+		if got := httpkit.MetricMethod(tc.in); got != tc.want {
+			t.Errorf("MetricMethod(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

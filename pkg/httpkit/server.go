@@ -46,7 +46,7 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer) (*echo.Echo, error) 
 				// Render now so the status below is the one sent.
 				c.Error(err)
 			}
-			route, method := c.Path(), c.Request().Method
+			route, method := metricRoute(c), MetricMethod(c.Request().Method)
 			status := c.Response().Status
 			requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 			latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
@@ -86,4 +86,30 @@ func HealthRoutes(e *echo.Echo, gatherer prometheus.Gatherer, checks map[string]
 		return c.JSON(status, map[string]any{"ready": status == http.StatusOK, "checks": res})
 	})
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+}
+
+// knownMethods are the methods that get their own metric label.
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+	http.MethodConnect: true, http.MethodTrace: true,
+}
+
+// MetricMethod maps a request method to its metric label: the standard
+// methods as themselves, anything else (a client may send any token) to
+// "OTHER", so that made-up methods cannot grow /metrics without bound.
+func MetricMethod(m string) string {
+	if knownMethods[m] {
+		return m
+	}
+	return "OTHER"
+}
+
+// metricRoute is the registered route template, never the raw path: a
+// request that matched no route is labelled "unmatched".
+func metricRoute(c echo.Context) string {
+	if c.Path() == "" || c.Response().Status == http.StatusNotFound && c.Path() == c.Request().URL.Path {
+		return "unmatched"
+	}
+	return c.Path()
 }

@@ -45,6 +45,10 @@ type Config struct {
 	Linger   time.Duration
 	// TileCache is how many tiles are kept in memory for proofs.
 	TileCache int
+	// TenantMetrics exports vigil_ledger_tree_size{tenant}. Off by default:
+	// /metrics is often scraped into shared monitoring, and tenant ids are
+	// customers' names; a deployment that wants them per tenant opts in.
+	TenantMetrics bool
 }
 
 // DefaultConfig returns defaults; Seed must still be set.
@@ -144,7 +148,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "vigil_ledger_checkpoints_total", Help: "Checkpoints signed and committed.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{s.leaves, s.batchDur, s.treeSize, s.published} {
+	collectors := []prometheus.Collector{s.leaves, s.batchDur, s.published}
+	if cfg.TenantMetrics {
+		collectors = append(collectors, s.treeSize)
+	} else {
+		s.treeSize = nil
+	}
+	for _, c := range collectors {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("ledger metrics: %w", err)
 		}
@@ -522,7 +532,9 @@ func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending,
 	for _, r := range rows {
 		s.leaves.WithLabelValues(r.kind).Inc()
 	}
-	s.treeSize.WithLabelValues(tenant).Set(float64(next.size))
+	if s.treeSize != nil {
+		s.treeSize.WithLabelValues(tenant).Set(float64(next.size))
+	}
 	s.published.Inc()
 	s.publish(ctx, tenant, next)
 	return nil

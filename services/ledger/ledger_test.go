@@ -78,14 +78,19 @@ func testCtx(t testing.TB) context.Context {
 // running is a started ledger.
 type running struct {
 	svc  *Service
+	reg  *prometheus.Registry
 	stop func()
 }
 
-func (e *env) start() *running {
+func (e *env) start(mods ...func(*Config)) *running {
 	e.t.Helper()
 	cfg := DefaultConfig()
 	cfg.Seed, cfg.Linger = testSeed, 20*time.Millisecond
-	svc, err := New(cfg, Deps{JS: e.nats.JS, CH: e.db.Conn, Log: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+	for _, m := range mods {
+		m(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	svc, err := New(cfg, Deps{JS: e.nats.JS, CH: e.db.Conn, Log: slog.New(slog.DiscardHandler), Registerer: reg})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -99,7 +104,7 @@ func (e *env) start() *running {
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(rctx) }()
-	r := &running{svc: svc}
+	r := &running{svc: svc, reg: reg}
 	r.stop = func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -365,6 +370,38 @@ func TestTenantLogsAreSeparate(t *testing.T) {
 	}
 	if len(bundle.Records) != 1 || bundle.Records[0].ID != b {
 		t.Fatalf("beta's session s-1 bundle holds %d records", len(bundle.Records))
+	}
+}
+
+// TestMetricsCarryNoTenantIDs: by default no metric names a tenant;
+// TenantMetrics opts in to the per-tenant tree size.
+func TestMetricsCarryNoTenantIDs(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		optIn      bool
+		wantTenant bool
+	}{{"default", false, false}, {"opted in", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			r := e.start(func(c *Config) { c.TenantMetrics = tc.optIn })
+			e.event("tenant-xyzzy", "s-1", 1)
+			r.waitSize(t, "tenant-xyzzy", 1)
+			fams, err := r.reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := false
+			for _, f := range fams {
+				for _, m := range f.GetMetric() {
+					for _, l := range m.GetLabel() {
+						seen = seen || l.GetValue() == "tenant-xyzzy"
+					}
+				}
+			}
+			if seen != tc.wantTenant {
+				t.Fatalf("a metric names the tenant: %v, want %v", seen, tc.wantTenant)
+			}
+		})
 	}
 }
 

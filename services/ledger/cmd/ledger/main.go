@@ -23,6 +23,7 @@ func run(ctx context.Context, args []string) error {
 	signingKey := fs.String("signing-key", "VIGIL_SIGNING_KEY", "", "base64 32-byte deployment signing seed (the ledger key is derived from it)")
 	origin := fs.String("origin", "VIGIL_LEDGER_ORIGIN", ledger.DefaultConfig().Origin, "log origin prefix and checkpoint key name")
 	chWait := fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", 30*time.Second, "how long to wait for ClickHouse at start")
+	tenantMetrics := fs.BoolEnv("metrics-tenant-labels", "VIGIL_METRICS_TENANT_LABELS", false, "export per-tenant metrics (vigil_ledger_tree_size{tenant}); off keeps tenant ids out of /metrics")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -31,7 +32,7 @@ func run(ctx context.Context, args []string) error {
 		return errors.New("--signing-key (VIGIL_SIGNING_KEY) must be a base64 32-byte seed")
 	}
 	cfg := ledger.DefaultConfig()
-	cfg.Origin = *origin
+	cfg.Origin, cfg.TenantMetrics = *origin, *tenantMetrics
 	if cfg.Seed, err = evidence.DeriveSeed(seed); err != nil {
 		return err
 	}
