@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -64,22 +66,47 @@ func (c SinkConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// AckWait is the AckWait for every sink's consumer. The sink keeps each
+// message it holds alive (an in-progress ack once a quarter of AckWait has
+// passed unheard), however long an insert or an outage lasts, so a short
+// AckWait causes no redelivery while the sink runs, and after a crash the
+// messages it held are redelivered within seconds rather than half a
+// minute.
+const AckWait = 5 * time.Second
+
+// ConsumerConfig is the durable consumer a sink projects: explicit acks,
+// the short AckWait above, and no delivery limit, because the sink retries
+// an outage in-process and a ClickHouse outage must never exhaust a
+// delivery budget. maxAckPending bounds how many messages the sink holds
+// in memory during an outage.
+func ConsumerConfig(durable, description, filter string, maxAckPending int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: durable, Description: description, FilterSubject: filter,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: AckWait,
+		MaxDeliver: -1, MaxAckPending: maxAckPending,
+	}
+}
+
 // Sink projects a JetStream consumer into a ClickHouse table. It buffers
 // messages, inserts them in one batch when the buffer is full or has
 // lingered, and acks the messages only after ClickHouse accepted the batch.
-// While ClickHouse is down it retries the same batch with exponential
-// backoff, keeps the messages alive with in-progress acks, and stops
-// pulling more, so nothing acked is ever lost and nothing unacked piles up.
+// While ClickHouse is down it retries with exponential backoff and keeps
+// every message it holds alive with in-progress acks (the batch and the
+// backlog behind it, up to the consumer's MaxAckPending), so nothing acked
+// is ever lost and nothing is redelivered and written twice. A row the
+// table rejects is isolated and only its message is dead-lettered.
 type Sink struct {
-	cfg    SinkConfig
-	conn   driver.Conn
-	log    *slog.Logger
-	insert string
+	cfg  SinkConfig
+	conn driver.Conn
+	log  *slog.Logger
+	stmt string
+	held *held
 
 	rows       prometheus.Counter
 	flushes    *prometheus.CounterVec
 	flushTime  prometheus.Histogram
 	deadLetter prometheus.Counter
+	keepAlives prometheus.Counter
 }
 
 // NewSink validates cfg and registers the sink's metrics on reg.
@@ -95,10 +122,11 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 	}
 	labels := prometheus.Labels{"sink": cfg.Name}
 	s := &Sink{
-		cfg:    cfg,
-		conn:   conn,
-		log:    log.With(slog.String("sink", cfg.Name)),
-		insert: fmt.Sprintf("INSERT INTO %s (%s)", cfg.Table, strings.Join(cfg.Columns, ", ")),
+		cfg:  cfg,
+		conn: conn,
+		log:  log.With(slog.String("sink", cfg.Name)),
+		held: &held{last: map[jetstream.Msg]time.Time{}},
+		stmt: fmt.Sprintf("INSERT INTO %s (%s)", cfg.Table, strings.Join(cfg.Columns, ", ")),
 		rows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_sink_rows_total", Help: "Rows inserted into ClickHouse by a projection sink.", ConstLabels: labels,
 		}),
@@ -112,8 +140,11 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 		deadLetter: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_sink_dead_letters_total", Help: "Messages terminated because they cannot be projected.", ConstLabels: labels,
 		}),
+		keepAlives: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_sink_keepalives_total", Help: "In-progress acks sent for held messages so they are not redelivered.", ConstLabels: labels,
+		}),
 	}
-	for _, c := range []prometheus.Collector{s.rows, s.flushes, s.flushTime, s.deadLetter} {
+	for _, c := range []prometheus.Collector{s.rows, s.flushes, s.flushTime, s.deadLetter, s.keepAlives} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("sink %s metrics: %w", cfg.Name, err)
 		}
@@ -121,10 +152,10 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 	return s, nil
 }
 
-type pending struct {
-	msgs []jetstream.Msg
+// entry is one message and the rows it projects to.
+type entry struct {
+	msg  jetstream.Msg
 	rows Rows
-	dead []deadLetter
 }
 
 type deadLetter struct {
@@ -132,14 +163,130 @@ type deadLetter struct {
 	reason string
 }
 
-func (p *pending) reset() { p.msgs, p.rows, p.dead = p.msgs[:0], p.rows[:0], p.dead[:0] }
+type pending struct {
+	entries []entry
+	dead    []deadLetter
+}
+
+func (p *pending) size() int { return len(p.entries) + len(p.dead) }
+
+// inbox takes messages from the consumer's callback without ever
+// blocking it. A blocked callback leaves messages the client already
+// pulled queued inside the subscription, where the keep-alive cannot reach
+// them: they would pass their AckWait during an outage and be redelivered,
+// and written twice. How much can pile up is bounded by the consumer's
+// MaxAckPending, which stops the server delivering more.
+type inbox struct {
+	mu     sync.Mutex
+	msgs   []jetstream.Msg
+	signal chan struct{}
+}
+
+func (b *inbox) put(m jetstream.Msg) {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+	select {
+	case b.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (b *inbox) take(into []jetstream.Msg) []jetstream.Msg {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	into = append(into[:0], b.msgs...)
+	clear(b.msgs)
+	b.msgs = b.msgs[:0]
+	return into
+}
+
+// held is every message the sink has received and not yet settled (acked,
+// terminated or naked), with the last time the server heard about it.
+type held struct {
+	mu   sync.Mutex
+	last map[jetstream.Msg]time.Time
+}
+
+func (h *held) add(m jetstream.Msg, now time.Time) {
+	h.mu.Lock()
+	h.last[m] = now
+	h.mu.Unlock()
+}
+
+func (h *held) remove(m jetstream.Msg) {
+	h.mu.Lock()
+	delete(h.last, m)
+	h.mu.Unlock()
+}
+
+func (h *held) all() []jetstream.Msg {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]jetstream.Msg, 0, len(h.last))
+	for m := range h.last {
+		out = append(out, m)
+	}
+	return out
+}
+
+// stale returns the messages last heard of before cutoff and marks them
+// as heard of now (the caller is about to send them an in-progress ack).
+func (h *held) stale(cutoff, now time.Time) []jetstream.Msg {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []jetstream.Msg
+	for m, t := range h.last {
+		if t.Before(cutoff) {
+			out = append(out, m)
+			h.last[m] = now
+		}
+	}
+	return out
+}
+
+// keepAliveEvery is how often the sink refreshes the messages it holds,
+// given the consumer's AckWait: a message is refreshed once it has gone a
+// quarter of AckWait unheard, so it is never older than half of it.
+func keepAliveEvery(cons jetstream.Consumer) time.Duration {
+	wait := 30 * time.Second // the server's default AckWait
+	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
+		wait = info.Config.AckWait
+	}
+	return max(wait/4, 10*time.Millisecond)
+}
+
+// keepAlive sends an in-progress ack for every held message that has gone
+// a tick unheard, until stop is closed. It runs beside the flush, so a
+// slow insert, a long outage or a backlog waiting in the inbox never lets
+// a message reach its AckWait: the consumer can use a short AckWait, which
+// is what makes redelivery after a crash quick.
+func (s *Sink) keepAlive(h *held, every time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			for _, m := range h.stale(now.Add(-every), now) {
+				if err := m.InProgress(); err == nil {
+					s.keepAlives.Inc()
+				}
+			}
+		}
+	}
+}
 
 // Run consumes until ctx is cancelled, then drains: messages already
 // delivered are flushed (within ShutdownTimeout) and acked before it
 // returns. It returns nil after a clean shutdown.
 func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
-	in := make(chan jetstream.Msg, s.cfg.MaxRows)
-	cc, err := cons.Consume(func(m jetstream.Msg) { in <- m },
+	box := &inbox{signal: make(chan struct{}, 1)}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		s.held.add(m, time.Now())
+		box.put(m)
+	},
 		jetstream.PullMaxMessages(s.cfg.MaxRows),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -149,14 +296,25 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 	if err != nil {
 		return fmt.Errorf("sink %s: consume: %w", s.cfg.Name, err)
 	}
+	stopKeepAlive := make(chan struct{})
+	keepAliveDone := make(chan struct{})
+	go func() {
+		defer close(keepAliveDone)
+		s.keepAlive(s.held, keepAliveEvery(cons), stopKeepAlive)
+	}()
+	defer func() {
+		close(stopKeepAlive)
+		<-keepAliveDone
+	}()
 
 	var (
 		buf    pending
+		batch  []jetstream.Msg
 		linger = time.NewTimer(time.Hour)
 	)
 	linger.Stop()
 	add := func(m jetstream.Msg) {
-		if len(buf.msgs) == 0 && len(buf.dead) == 0 {
+		if buf.size() == 0 {
 			linger.Reset(s.cfg.Linger)
 		}
 		rows, err := s.cfg.Project(m)
@@ -164,18 +322,20 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 			buf.dead = append(buf.dead, deadLetter{msg: m, reason: err.Error()})
 			return
 		}
-		buf.msgs = append(buf.msgs, m)
-		buf.rows = append(buf.rows, rows...)
+		buf.entries = append(buf.entries, entry{msg: m, rows: rows})
 	}
 
 running:
 	for {
 		select {
-		case m := <-in:
-			add(m)
-			if len(buf.msgs)+len(buf.dead) >= s.cfg.MaxRows {
-				linger.Stop()
-				s.flush(ctx, &buf)
+		case <-box.signal:
+			batch = box.take(batch)
+			for _, m := range batch {
+				add(m)
+				if buf.size() >= s.cfg.MaxRows {
+					linger.Stop()
+					s.flush(ctx, &buf)
+				}
 			}
 		case <-linger.C:
 			s.flush(ctx, &buf)
@@ -188,45 +348,34 @@ running:
 	cc.Drain()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	for {
-		select {
-		case m := <-in:
-			add(m)
-			continue
-		case <-cc.Closed():
-		}
-		break
+	select {
+	case <-cc.Closed():
+	case <-stopCtx.Done():
 	}
-	for len(in) > 0 {
-		add(<-in)
+	for _, m := range box.take(batch) {
+		add(m)
 	}
 	linger.Stop()
 	s.flush(stopCtx, &buf)
 	// Whatever could not be written before the deadline goes back to the
-	// stream for the next consumer instance.
-	for _, m := range buf.msgs {
+	// stream for the next consumer instance, now rather than after AckWait.
+	for _, m := range s.held.all() {
 		_ = m.Nak()
+		s.held.remove(m)
 	}
 	return nil
 }
 
 // flush writes the buffered rows, retrying with backoff until ClickHouse
-// takes them or ctx ends, then acks. On ctx end the buffer is kept (the
-// caller naks it).
+// takes them or ctx ends. Every message it writes is acked, every message
+// whose row the table rejects is terminated as a dead letter; on ctx end
+// the rest stay in the buffer (and held) for the caller to nak.
 func (s *Sink) flush(ctx context.Context, buf *pending) {
 	for _, d := range buf.dead {
-		s.deadLetter.Inc()
-		meta, _ := d.msg.Metadata()
-		var seq uint64
-		if meta != nil {
-			seq = meta.Sequence.Stream
-		}
-		s.log.Error("dead letter: message cannot be projected",
-			slog.String("subject", d.msg.Subject()), slog.Uint64("stream_seq", seq), slog.String("reason", d.reason))
-		_ = d.msg.TermWithReason(truncate(d.reason, 200))
+		s.kill(d.msg, d.reason)
 	}
 	buf.dead = buf.dead[:0]
-	if len(buf.msgs) == 0 {
+	if len(buf.entries) == 0 {
 		return
 	}
 
@@ -235,58 +384,125 @@ func (s *Sink) flush(ctx context.Context, buf *pending) {
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = 0
 	attempt := 0
-	err := backoff.Retry(func() error {
+	rest := buf.entries
+	_ = backoff.Retry(func() error {
 		attempt++
-		if attempt > 1 {
-			// Keep the batch's messages from being redelivered to another
-			// consumer while this one is still trying to write them.
-			for _, m := range buf.msgs {
-				_ = m.InProgress()
-			}
-		}
-		start := time.Now()
-		err := s.send(ctx, buf.rows)
-		s.flushTime.Observe(time.Since(start).Seconds())
-		if errors.Is(err, ErrPoison) {
-			s.flushes.WithLabelValues("poison").Inc()
-			return backoff.Permanent(err)
-		}
+		var err error
+		rest, err = s.insert(ctx, rest)
 		if err != nil {
 			s.flushes.WithLabelValues("error").Inc()
 			if ctx.Err() == nil {
-				s.log.Warn("insert failed; retrying", slog.Int("rows", len(buf.rows)),
+				s.log.Warn("insert failed; retrying", slog.Int("messages", len(rest)),
 					slog.Int("attempt", attempt), slog.String("error", err.Error()))
 			}
-			return err
 		}
-		return nil
+		return err
 	}, backoff.WithContext(b, ctx))
-	if errors.Is(err, ErrPoison) {
-		// A row the table rejects is a projection bug, not an outage:
-		// retrying cannot help, so the batch becomes dead letters (still
-		// replayable from the stream once the bug is fixed).
-		for _, m := range buf.msgs {
-			buf.dead = append(buf.dead, deadLetter{msg: m, reason: err.Error()})
-		}
-		buf.msgs, buf.rows = buf.msgs[:0], buf.rows[:0]
-		s.flush(ctx, buf)
-		return
-	}
-	if err != nil {
-		return
-	}
-	s.flushes.WithLabelValues("ok").Inc()
-	s.rows.Add(float64(len(buf.rows)))
-	for _, m := range buf.msgs {
-		_ = m.Ack()
-	}
-	buf.reset()
+	// rest aliases buf.entries' backing array; copy before reusing it.
+	buf.entries = append(buf.entries[:0], slices.Clone(rest)...)
 }
 
-func (s *Sink) send(ctx context.Context, rows Rows) error {
-	if len(rows) == 0 {
-		return nil
+// insert writes entries in one batch, isolating rows the table rejects:
+// a row the driver refuses names its message directly; a batch the server
+// refuses for its data is bisected until the offending messages stand
+// alone. Written messages are acked and rejected ones terminated as they
+// are found, so a retry after an outage mid-bisection writes nothing
+// twice. It returns the entries still unwritten, with the error (an outage,
+// not a rejection) that stopped it.
+func (s *Sink) insert(ctx context.Context, entries []entry) ([]entry, error) {
+	for len(entries) > 0 {
+		start := time.Now()
+		err := s.send(ctx, entries)
+		s.flushTime.Observe(time.Since(start).Seconds())
+		var row *rowError
+		switch {
+		case err == nil:
+			s.flushes.WithLabelValues("ok").Inc()
+			for _, e := range entries {
+				s.rows.Add(float64(len(e.rows)))
+				_ = e.msg.Ack()
+				s.held.remove(e.msg)
+			}
+			return nil, nil
+		case errors.As(err, &row):
+			s.flushes.WithLabelValues("poison").Inc()
+			s.kill(entries[row.entry].msg, err.Error())
+			entries = slices.Delete(slices.Clone(entries), row.entry, row.entry+1)
+		case rejectsData(err):
+			s.flushes.WithLabelValues("poison").Inc()
+			if len(entries) == 1 {
+				s.kill(entries[0].msg, err.Error())
+				return nil, nil
+			}
+			mid := len(entries) / 2
+			if rest, err := s.insert(ctx, entries[:mid]); err != nil {
+				return append(slices.Clone(rest), entries[mid:]...), err
+			}
+			entries = entries[mid:]
+		default:
+			return entries, err
+		}
 	}
+	return nil, nil
+}
+
+// kill terminates a message that can never be projected and records it as
+// a dead letter. It stays in the stream, so a consumer created after the
+// bug is fixed can replay it.
+func (s *Sink) kill(m jetstream.Msg, reason string) {
+	s.deadLetter.Inc()
+	var seq uint64
+	if meta, err := m.Metadata(); err == nil {
+		seq = meta.Sequence.Stream
+	}
+	s.log.Error("dead letter: message cannot be projected",
+		slog.String("subject", m.Subject()), slog.Uint64("stream_seq", seq), slog.String("reason", reason))
+	_ = m.TermWithReason(truncate(reason, 200))
+	s.held.remove(m)
+}
+
+// rowError is a row the driver refused to append (a value that does not
+// fit its column): entry is the index of the message it came from.
+type rowError struct {
+	entry int
+	err   error
+}
+
+func (e *rowError) Error() string { return e.err.Error() }
+func (e *rowError) Unwrap() error { return e.err }
+
+// dataErrorCodes are the ClickHouse exception codes that mean the server
+// refused the data of an insert, not that it could not take any insert
+// now. Only these make the sink bisect a batch and dead-letter what the
+// server keeps refusing; any other exception (unknown table or column,
+// memory or part limits, read-only replica, timeouts) is retried like an
+// outage, so a schema or capacity problem stalls the projection instead of
+// throwing away every message it holds.
+var dataErrorCodes = map[int32]bool{
+	6:   true, // CANNOT_PARSE_TEXT
+	26:  true, // CANNOT_PARSE_QUOTED_STRING
+	27:  true, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+	38:  true, // CANNOT_PARSE_DATE
+	41:  true, // CANNOT_PARSE_DATETIME
+	53:  true, // TYPE_MISMATCH
+	69:  true, // ARGUMENT_OUT_OF_BOUND
+	70:  true, // CANNOT_CONVERT_TYPE
+	72:  true, // CANNOT_PARSE_NUMBER
+	117: true, // INCORRECT_DATA
+	131: true, // TOO_LARGE_STRING_SIZE
+	321: true, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+	395: true, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+	469: true, // VIOLATED_CONSTRAINT
+	691: true, // UNKNOWN_ELEMENT_OF_ENUM
+}
+
+// rejectsData reports whether err is the server refusing an insert's data.
+func rejectsData(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && dataErrorCodes[ex.Code]
+}
+
+func (s *Sink) send(ctx context.Context, entries []entry) error {
 	// clickhouse-go (v2.50 and earlier) watches a batch's context in a
 	// goroutine during Send and closes the TCP connection if the context
 	// ends. That goroutine can still fire when the context ends just after
@@ -304,6 +520,13 @@ func (s *Sink) send(ctx context.Context, rows Rows) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	rows := 0
+	for _, e := range entries {
+		rows += len(e.rows)
+	}
+	if rows == 0 {
+		return nil
+	}
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	timeout := time.AfterFunc(30*time.Second, cancel)
 	stopParent := context.AfterFunc(ctx, cancel)
@@ -311,14 +534,16 @@ func (s *Sink) send(ctx context.Context, rows Rows) error {
 		timeout.Stop()
 		stopParent()
 	}()
-	batch, err := s.conn.PrepareBatch(bctx, s.insert)
+	batch, err := s.conn.PrepareBatch(bctx, s.stmt)
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", s.cfg.Table, err)
 	}
 	defer func() { _ = batch.Close() }()
-	for _, r := range rows {
-		if err := batch.Append(r...); err != nil {
-			return fmt.Errorf("%w: append to %s: %v", ErrPoison, s.cfg.Table, err)
+	for i, e := range entries {
+		for _, r := range e.rows {
+			if err := batch.Append(r...); err != nil {
+				return &rowError{entry: i, err: fmt.Errorf("%w: append to %s: %w", ErrPoison, s.cfg.Table, err)}
+			}
 		}
 	}
 	if err := batch.Send(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 const (
@@ -27,8 +28,8 @@ const (
 	sinkSubject = "sinktest.rec"
 	sinkTable   = "recs"
 	sinkDurable = "sinktest-recs"
-	// waitLimit bounds every poll; the expected wait is well under a second.
-	waitLimit = 30 * time.Second
+	// waitLimit bounds every blocking wait.
+	waitLimit = testkit.Limit
 )
 
 // record is what the test publishes; project turns it into one row.
@@ -62,7 +63,9 @@ type sinkEnv struct {
 	db   *chtest.DB
 }
 
-func newSinkEnv(t *testing.T, engine string) *sinkEnv {
+// newSinkEnv creates the stream and the table; extra columns are appended
+// to (id String, n UInt64).
+func newSinkEnv(t *testing.T, engine string, extra ...string) *sinkEnv {
 	t.Helper()
 	e := &sinkEnv{t: t, ctx: testCtx(t), nats: natstest.Start(t), db: chtest.New(t)}
 	if err := natsx.EnsureStreams(e.ctx, e.nats.JS, jetstream.StreamConfig{
@@ -70,7 +73,8 @@ func newSinkEnv(t *testing.T, engine string) *sinkEnv {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ddl := fmt.Sprintf("CREATE TABLE %s (id String, n UInt64) ENGINE = %s ORDER BY id", sinkTable, engine)
+	cols := strings.Join(append([]string{"id String", "n UInt64"}, extra...), ", ")
+	ddl := fmt.Sprintf("CREATE TABLE %s (%s) ENGINE = %s ORDER BY id", sinkTable, cols, engine)
 	if err := e.db.Conn.Exec(e.ctx, ddl); err != nil {
 		t.Fatalf("create table: %v", err)
 	}
@@ -145,7 +149,7 @@ func (e *sinkEnv) info(cons jetstream.Consumer) *jetstream.ConsumerInfo {
 // an ack.
 func (e *sinkEnv) waitAllAcked(cons jetstream.Consumer) {
 	e.t.Helper()
-	waitFor(e.t, "every message acked", func() (bool, string) {
+	testkit.Eventually(e.t, "every message acked", func() (bool, string) {
 		i := e.info(cons)
 		return i.NumAckPending == 0 && i.NumPending == 0,
 			fmt.Sprintf("ack pending %d, pending %d, ack floor %d", i.NumAckPending, i.NumPending, i.AckFloor.Stream)
@@ -154,29 +158,13 @@ func (e *sinkEnv) waitAllAcked(cons jetstream.Consumer) {
 
 func (e *sinkEnv) waitRows(want uint64) {
 	e.t.Helper()
-	waitFor(e.t, fmt.Sprintf("%d rows", want), func() (bool, string) {
+	testkit.Eventually(e.t, fmt.Sprintf("%d rows", want), func() (bool, string) {
 		n := e.rows()
 		if n > want {
 			e.t.Fatalf("%d rows, more than the %d expected", n, want)
 		}
 		return n == want, fmt.Sprintf("%d rows", n)
 	})
-}
-
-// waitFor polls cond until it holds, failing the test after waitLimit.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last state: %s", what, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 type runningSink struct {
@@ -273,7 +261,7 @@ func TestSinkAcksOnlyAfterInsert(t *testing.T) {
 
 	// While the sink works, every sample must show at least as many rows
 	// as messages acked: the ack floor is read first, the rows after.
-	waitFor(t, fmt.Sprintf("%d rows", n), func() (bool, string) {
+	testkit.Eventually(t, fmt.Sprintf("%d rows", n), func() (bool, string) {
 		acked := e.info(cons).AckFloor.Stream
 		rows := e.rows()
 		if rows < acked {
@@ -337,29 +325,44 @@ func TestSinkFlushTriggers(t *testing.T) {
 
 func TestSinkPoisonMessages(t *testing.T) {
 	tests := []struct {
-		name    string
-		maxRows int
-		poison  [][]byte
+		name  string
+		extra []string // extra table columns
+		// poison messages, interleaved with good ones in one batch.
+		poison [][]byte
+		// reason is part of every termination reason: what rejected it.
+		reason string
 	}{
 		{
-			name:    "undecodable",
-			maxRows: 50, // poison and good messages share batches
-			poison:  [][]byte{[]byte("not json"), []byte(`{"id":`), []byte(`{"n":3}`), {0xff, 0xfe}},
+			name:   "undecodable",
+			poison: [][]byte{[]byte("not json"), []byte(`{"id":`), []byte(`{"n":3}`), {0xff, 0xfe}},
+			reason: "poison message",
 		},
 		{
-			// A row the table rejects fails its whole batch, so batches of
-			// one keep the good messages apart.
-			name:    "row rejected by the table",
-			maxRows: 1,
+			// The driver refuses to append the row (a string in a UInt64
+			// column): the failing row names its message.
+			name: "row rejected by the driver",
 			poison: [][]byte{
 				[]byte(`{"id":"bad-1","badColumn":true}`),
 				[]byte(`{"id":"bad-2","badColumn":true}`),
 			},
+			reason: "append to recs",
+		},
+		{
+			// The server refuses the whole block (the column default
+			// throws for one row): the sink must bisect to find it.
+			name:  "row rejected by the server",
+			extra: []string{"checked UInt8 DEFAULT throwIf(n >= 1000000)"},
+			poison: [][]byte{
+				[]byte(`{"id":"bad-1","n":1000001}`),
+				[]byte(`{"id":"bad-2","n":1000002}`),
+				[]byte(`{"id":"bad-3","n":1000003}`),
+			},
+			reason: "code: 395",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newSinkEnv(t, "MergeTree()")
+			e := newSinkEnv(t, "MergeTree()", tt.extra...)
 			terminated, err := e.nats.Conn.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + sinkStream + "." + sinkDurable)
 			if err != nil {
 				t.Fatal(err)
@@ -368,30 +371,45 @@ func TestSinkPoisonMessages(t *testing.T) {
 			// Interleave: good, poison, good, poison, ..., good.
 			good := 0
 			for _, p := range tt.poison {
-				e.publish(good, good+3)
-				good += 3
+				e.publish(good, good+7)
+				good += 7
 				e.publishRaw(p)
 			}
-			e.publish(good, good+3)
-			good += 3
+			e.publish(good, good+7)
+			good += 7
 
 			r := e.startSink(e.db.Conn, cons, func(c *chx.SinkConfig) {
-				c.MaxRows, c.Linger = tt.maxRows, 20*time.Millisecond
+				// One batch holds every message, good and poison.
+				c.MaxRows, c.Linger = good+len(tt.poison), time.Hour
 			})
 			e.waitRows(uint64(good))
 			e.waitAllAcked(cons)
-			waitFor(t, "dead letters counted", func() (bool, string) {
-				v := r.metric("vigil_sink_dead_letters_total", map[string]string{"sink": sinkDurable})
-				return v == float64(len(tt.poison)), fmt.Sprintf("vigil_sink_dead_letters_total = %v", v)
-			})
-			// Each poison message was terminated, not acked as if written.
+			// Every message is settled, so the counts are final.
+			if v := r.metric("vigil_sink_dead_letters_total", nil); v != float64(len(tt.poison)) {
+				t.Fatalf("vigil_sink_dead_letters_total = %v, want %d", v, len(tt.poison))
+			}
+			if v := r.metric("vigil_sink_rows_total", nil); v != float64(good) {
+				t.Fatalf("vigil_sink_rows_total = %v, want %d", v, good)
+			}
+			if i := e.info(cons); i.NumRedelivered != 0 {
+				t.Fatalf("%d messages redelivered", i.NumRedelivered)
+			}
+			// Each poison message was terminated, with what rejected it as
+			// the reason, not acked as if written.
 			for i := range tt.poison {
-				if _, err := terminated.NextMsg(waitLimit); err != nil {
+				m, err := terminated.NextMsg(waitLimit)
+				if err != nil {
 					t.Fatalf("termination advisory %d of %d: %v", i+1, len(tt.poison), err)
 				}
-			}
-			if m, err := terminated.NextMsg(200 * time.Millisecond); err == nil {
-				t.Fatalf("unexpected extra termination advisory: %s", m.Data)
+				var adv struct {
+					Reason string `json:"reason"`
+				}
+				if err := json.Unmarshal(m.Data, &adv); err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(adv.Reason, tt.reason) {
+					t.Errorf("termination reason %q does not name %q", adv.Reason, tt.reason)
+				}
 			}
 			if got := e.count("SELECT count() FROM " + sinkTable + " WHERE id LIKE 'bad-%'"); got != 0 {
 				t.Fatalf("%d rejected rows written", got)
@@ -424,29 +442,38 @@ func (e *sinkEnv) proxiedConn() (driver.Conn, *tcpProxy) {
 	return conn, p
 }
 
+// An outage longer than the consumer's AckWait, with a backlog several
+// batches deep behind the batch being retried: every message the sink
+// holds must be kept alive, none redelivered, none written twice.
 func TestSinkClickHouseOutage(t *testing.T) {
 	e := newSinkEnv(t, "MergeTree()") // MergeTree keeps duplicates visible
 	conn, proxy := e.proxiedConn()
-	cons := e.consumer()
-	r := e.startSink(conn, cons, nil)
+	const ackWait = time.Second
+	cons := e.consumer(func(c *jetstream.ConsumerConfig) { c.AckWait = ackWait })
+	r := e.startSink(conn, cons, nil) // batches of 10
 
-	const before, after = 20, 50
+	const before, after = 20, 120
 	e.publish(0, before)
 	e.waitRows(before)
 	e.waitAllAcked(cons)
 	floor := e.info(cons).AckFloor.Stream
 
 	proxy.Stop()
+	down := time.Now()
 	e.publish(before, after)
-	// Let the sink fail a few inserts; until ClickHouse is back nothing
-	// may be acked and nothing written.
-	waitFor(t, "failed inserts", func() (bool, string) {
-		v := r.metric("vigil_sink_flushes_total", map[string]string{"result": "error"})
-		return v >= 3, fmt.Sprintf("flushes_total{result=error} = %v", v)
+	// The outage lasts until every message delivered during it has been
+	// kept alive several times, which is longer than AckWait.
+	const held = after - before
+	testkit.Eventually(t, "an outage longer than AckWait", func() (bool, string) {
+		k := r.metric("vigil_sink_keepalives_total", nil)
+		return k >= 6*held && time.Since(down) > 2*ackWait, fmt.Sprintf("%v keep-alives after %s", k, time.Since(down))
 	})
 	i := e.info(cons)
-	if i.NumAckPending == 0 {
-		t.Fatalf("no messages awaiting an ack during the outage (pending %d)", i.NumPending)
+	if i.NumAckPending != held || i.NumPending != 0 {
+		t.Fatalf("ack pending %d, pending %d during the outage, want every message (%d) delivered and held", i.NumAckPending, i.NumPending, held)
+	}
+	if i.NumRedelivered != 0 {
+		t.Fatalf("%d messages redelivered during the outage", i.NumRedelivered)
 	}
 	if i.AckFloor.Stream != floor {
 		t.Fatalf("ack floor moved from %d to %d while ClickHouse was unreachable", floor, i.AckFloor.Stream)
@@ -454,10 +481,16 @@ func TestSinkClickHouseOutage(t *testing.T) {
 	if got := e.rows(); got != before {
 		t.Fatalf("%d rows during the outage, want %d", got, before)
 	}
+	if v := r.metric("vigil_sink_flushes_total", map[string]string{"result": "error"}); v < 1 {
+		t.Fatalf("flushes_total{result=error} = %v during the outage", v)
+	}
 
 	proxy.Start()
 	e.waitRows(after)
 	e.waitAllAcked(cons)
+	if i := e.info(cons); i.NumRedelivered != 0 {
+		t.Fatalf("%d messages redelivered", i.NumRedelivered)
+	}
 	if got := e.count("SELECT uniqExact(id) FROM " + sinkTable); got != after {
 		t.Fatalf("%d distinct ids, want %d", got, after)
 	}
@@ -465,6 +498,53 @@ func TestSinkClickHouseOutage(t *testing.T) {
 		t.Fatalf("%d rows, want exactly %d (no duplicates)", got, after)
 	}
 	r.stop()
+}
+
+// A sink that dies holding messages (no ack, no nak: its connections are
+// gone) leaves them to JetStream's redelivery, which comes after the
+// consumer's AckWait: sinks' consumers use chx.AckWait, which is seconds.
+func TestSinkCrashRedeliversAfterShortAckWait(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()")
+	cons := e.consumer(func(c *jetstream.ConsumerConfig) { *c = chx.ConsumerConfig(c.Durable, "test", c.FilterSubject, 1000) })
+	if got := e.info(cons).Config.AckWait; got != chx.AckWait || got > 5*time.Second {
+		t.Fatalf("sink consumer AckWait %s, want chx.AckWait (%s, at most 5s)", got, chx.AckWait)
+	}
+
+	// The first sink runs on its own NATS connection and reaches
+	// ClickHouse only through a proxy, so the test can take both away.
+	nc, js, err := natsx.Connect(e.nats.Server.ClientURL(), "crashing-sink", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashCons, err := js.Consumer(e.ctx, sinkStream, sinkDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, proxy := e.proxiedConn()
+	const n = 30
+	proxy.Stop()
+	r1 := e.startSink(conn, crashCons, func(c *chx.SinkConfig) { c.ShutdownTimeout = 100 * time.Millisecond })
+	e.publish(0, n)
+	testkit.Eventually(t, "the first sink to hold every message", func() (bool, string) {
+		i := e.info(cons)
+		return i.NumAckPending == n && i.NumPending == 0, fmt.Sprintf("ack pending %d, pending %d", i.NumAckPending, i.NumPending)
+	})
+	// The crash: the process's connections vanish; it acks and naks
+	// nothing on its way out.
+	nc.Close()
+	r1.stop()
+
+	bound, err := e.nats.JS.Consumer(e.ctx, sinkStream, sinkDurable) // as configured, not updated
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.startSink(e.db.Conn, bound, nil)
+	e.waitRows(n)
+	e.waitAllAcked(cons)
+	if got := e.rows(); got != n {
+		t.Fatalf("%d rows, want exactly %d", got, n)
+	}
+	r2.stop()
 }
 
 func TestSinkShutdownFlushesBuffer(t *testing.T) {
@@ -477,7 +557,7 @@ func TestSinkShutdownFlushesBuffer(t *testing.T) {
 	e.publish(0, n)
 	// Every message is delivered to the sink and buffered: none acked,
 	// none written.
-	waitFor(t, "messages buffered in the sink", func() (bool, string) {
+	testkit.Eventually(t, "messages buffered in the sink", func() (bool, string) {
 		i := e.info(cons)
 		return i.NumAckPending == n && i.NumPending == 0, fmt.Sprintf("ack pending %d, pending %d", i.NumAckPending, i.NumPending)
 	})
@@ -504,7 +584,7 @@ func TestSinkShutdownDuringOutageReturnsMessages(t *testing.T) {
 	proxy.Stop()
 	const n = 25
 	e.publish(0, n)
-	waitFor(t, "failed inserts", func() (bool, string) {
+	testkit.Eventually(t, "failed inserts", func() (bool, string) {
 		v := r.metric("vigil_sink_flushes_total", map[string]string{"result": "error"})
 		return v >= 2, fmt.Sprintf("flushes_total{result=error} = %v", v)
 	})
@@ -528,7 +608,7 @@ func TestSinkRestartExactlyOnce(t *testing.T) {
 	const first, total = 300, 400
 	e.publish(0, first)
 	r1 := e.startSink(e.db.Conn, cons, mod)
-	waitFor(t, "the first sink to write some rows", func() (bool, string) {
+	testkit.Eventually(t, "the first sink to write some rows", func() (bool, string) {
 		n := e.rows()
 		return n >= 10, fmt.Sprintf("%d rows", n)
 	})
@@ -543,7 +623,7 @@ func TestSinkRestartExactlyOnce(t *testing.T) {
 	// More arrive while no sink runs.
 	e.publish(first, total)
 	r2 := e.startSink(e.db.Conn, e.consumer(), mod)
-	waitFor(t, fmt.Sprintf("%d distinct ids", total), func() (bool, string) {
+	testkit.Eventually(t, fmt.Sprintf("%d distinct ids", total), func() (bool, string) {
 		n := e.count("SELECT count(DISTINCT id) FROM " + sinkTable)
 		return n == total, fmt.Sprintf("%d distinct ids", n)
 	})
@@ -640,7 +720,7 @@ func TestSinkLeavesBatchContextsAliveAfterInsert(t *testing.T) {
 	r := e.startSink(conn, cons, func(c *chx.SinkConfig) { c.MaxRows, c.Linger = 5, time.Hour })
 	e.publish(0, 12)
 	e.waitRows(10) // two full batches
-	waitFor(t, "the rest buffered", func() (bool, string) {
+	testkit.Eventually(t, "the rest buffered", func() (bool, string) {
 		i := e.info(cons)
 		return i.NumAckPending == 2, fmt.Sprintf("ack pending %d", i.NumAckPending)
 	})

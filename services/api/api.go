@@ -231,11 +231,8 @@ func (s *Service) Routes(e *echo.Echo) {
 // Run projects agent changes into ClickHouse and registers agents seen in
 // events until ctx ends, then drains both.
 func (s *Service) Run(ctx context.Context) error {
-	cons, err := retryConsumer(ctx, s.deps.JS, streams.Control, jetstream.ConsumerConfig{
-		Durable: AgentsProjector, Description: "CONTROL agent changes → ClickHouse agents",
-		FilterSubject: streams.AllAgentChanges, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 4000,
-	}, s.log)
+	cons, err := retryConsumer(ctx, s.deps.JS, streams.Control,
+		chx.ConsumerConfig(AgentsProjector, "CONTROL agent changes → ClickHouse agents", streams.AllAgentChanges, 4000), s.log)
 	if err != nil {
 		return err
 	}
@@ -245,11 +242,8 @@ func (s *Service) Run(ctx context.Context) error {
 		{AuditControlProjector, streams.Control, "control.v1.>"}, {AuditGuardianProjector, streams.Guardian, "guardian.v1.>"},
 	} {
 		go func() {
-			acons, err := retryConsumer(ctx, s.deps.JS, src.stream, jetstream.ConsumerConfig{
-				Durable: src.name, Description: src.stream + " → ClickHouse audit_log",
-				FilterSubject: src.filter, AckPolicy: jetstream.AckExplicitPolicy,
-				AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 4000,
-			}, s.log)
+			acons, err := retryConsumer(ctx, s.deps.JS, src.stream,
+				chx.ConsumerConfig(src.name, src.stream+" → ClickHouse audit_log", src.filter, 4000), s.log)
 			if err != nil {
 				errc <- err
 				return

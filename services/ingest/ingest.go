@@ -185,14 +185,5 @@ func (s *Service) Run(ctx context.Context) error {
 // happen inside the sink (it holds a failed batch and backs off), so
 // MaxDeliver is unbounded: a ClickHouse outage must never exhaust it.
 func ProjectorConsumerConfig(batch int) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       ProjectorConsumer,
-		Description:   "INGEST → ClickHouse events",
-		FilterSubject: streams.AllEventsReceived,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    -1,
-		MaxAckPending: 4 * batch,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	}
+	return chx.ConsumerConfig(ProjectorConsumer, "INGEST → ClickHouse events", streams.AllEventsReceived, 4*batch)
 }

@@ -284,11 +284,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	spawn(func() error { return s.deliver(ctx) })
 	spawn(func() error {
-		cons, err := s.consumer(ctx, streams.Notifier, jetstream.ConsumerConfig{
-			Durable: ConsumerProject, Description: "NOTIFIER delivery attempts → ClickHouse deliveries",
-			FilterSubject: streams.AllDeliveryAttempts, AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 4000,
-		})
+		cons, err := s.consumer(ctx, streams.Notifier, chx.ConsumerConfig(ConsumerProject,
+			"NOTIFIER delivery attempts → ClickHouse deliveries", streams.AllDeliveryAttempts, 4000))
 		if err != nil {
 			return err
 		}

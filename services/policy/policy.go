@@ -240,11 +240,8 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cons, err := s.consumer(ctx, streams.Policy, jetstream.ConsumerConfig{
-				Durable: DecisionsProjector, Description: "POLICY decisions → ClickHouse",
-				FilterSubject: streams.AllDecisions, AckPolicy: jetstream.AckExplicitPolicy,
-				AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20000,
-			})
+			cons, err := s.consumer(ctx, streams.Policy,
+				chx.ConsumerConfig(DecisionsProjector, "POLICY decisions → ClickHouse", streams.AllDecisions, 20000))
 			if err == nil {
 				err = s.sink.Run(ctx, cons)
 			}

@@ -45,10 +45,7 @@ func (s *Service) runSink(ctx context.Context, sp sinkSpec) error {
 	if err := s.waitStream(ctx, sp.stream); err != nil {
 		return err
 	}
-	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, sp.stream, jetstream.ConsumerConfig{
-		Durable: sp.durable, Description: sp.desc, FilterSubject: sp.filter, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 10000,
-	})
+	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, sp.stream, chx.ConsumerConfig(sp.durable, sp.desc, sp.filter, 10000))
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", sp.durable, err)
 	}
