@@ -18,6 +18,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/testkit"
@@ -512,10 +513,7 @@ func TestSinkCrashRedeliversAfterShortAckWait(t *testing.T) {
 
 	// The first sink runs on its own NATS connection and reaches
 	// ClickHouse only through a proxy, so the test can take both away.
-	nc, js, err := natsx.Connect(e.nats.Server.ClientURL(), "crashing-sink", slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := e.nats.ConnectAs(t, natsauth.Admin)
 	crashCons, err := js.Consumer(e.ctx, sinkStream, sinkDurable)
 	if err != nil {
 		t.Fatal(err)
