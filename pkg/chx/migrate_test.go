@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -248,6 +249,110 @@ func TestOpenRejectsBadInput(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.wantInErr) {
 				t.Fatalf("error %q does not contain %q", err, tt.wantInErr)
+			}
+		})
+	}
+}
+
+// An ADD COLUMN is applied only when the column is missing, so the states
+// a crash or a second runner leave behind do not stop later starts.
+func TestMigrateAddColumnIdempotent(t *testing.T) {
+	const create = "CREATE TABLE IF NOT EXISTS things (id String) ENGINE = MergeTree() ORDER BY id"
+	tests := []struct {
+		name  string
+		alter string
+		// before runs after 0001 is applied and recorded, before Migrate
+		// sees 0002.
+		before func(ctx context.Context, db *chtest.DB) error
+	}{
+		{
+			name:   "crash between apply and record",
+			alter:  "ALTER TABLE things ADD COLUMN a UInt32 DEFAULT 0",
+			before: func(ctx context.Context, db *chtest.DB) error { return db.Conn.Exec(ctx, "ALTER TABLE things ADD COLUMN a UInt32 DEFAULT 0") },
+		},
+		{
+			name:  "IF NOT EXISTS, which 18.16 does not parse",
+			alter: "ALTER TABLE things ADD COLUMN IF NOT EXISTS a UInt32 DEFAULT 0",
+		},
+		{
+			name:   "qualified table name, column already there",
+			alter:  "ALTER TABLE {db}.things ADD COLUMN `a` UInt32 DEFAULT 0",
+			before: func(ctx context.Context, db *chtest.DB) error { return db.Conn.Exec(ctx, "ALTER TABLE things ADD COLUMN a UInt32") },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := chtest.New(t)
+			ctx := testCtx(t)
+			fsys := fstest.MapFS{"0001_create.sql": sqlFile(create)}
+			if _, err := chx.Migrate(ctx, db.Conn, fsys, "things"); err != nil {
+				t.Fatal(err)
+			}
+			if tt.before != nil {
+				if err := tt.before(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fsys["0002_add_a.sql"] = sqlFile(strings.ReplaceAll(tt.alter, "{db}", db.Name))
+			for run := 1; run <= 2; run++ {
+				if _, err := chx.Migrate(ctx, db.Conn, fsys, "things"); err != nil {
+					t.Fatalf("run %d: %v", run, err)
+				}
+			}
+			if got := columns(t, db, "things"); !slices.Equal(got, []string{"a", "id"}) {
+				t.Fatalf("columns %v", got)
+			}
+			if got := recorded(t, db.Conn, "things"); !slices.Equal(got, []string{"0001_create", "0002_add_a"}) {
+				t.Fatalf("schema_migrations holds %v", got)
+			}
+		})
+	}
+}
+
+// Replicas starting together run the same migrations at the same time;
+// every one of them must succeed.
+func TestMigrateConcurrentRunners(t *testing.T) {
+	db := chtest.New(t)
+	ctx := testCtx(t)
+	fsys := fstest.MapFS{
+		"0001_create.sql": sqlFile("CREATE TABLE IF NOT EXISTS things (id String) ENGINE = MergeTree() ORDER BY id"),
+		"0002_add_a.sql":  sqlFile("ALTER TABLE things ADD COLUMN a UInt32 DEFAULT 0"),
+		"0003_add_b.sql":  sqlFile("ALTER TABLE things ADD COLUMN b String"),
+	}
+	const runners = 4
+	errs := make(chan error, runners)
+	for range runners {
+		go func() {
+			_, err := chx.Migrate(ctx, db.Conn, fsys, "things")
+			errs <- err
+		}()
+	}
+	for range runners {
+		if err := <-errs; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	}
+	if got := columns(t, db, "things"); !slices.Equal(got, []string{"a", "b", "id"}) {
+		t.Fatalf("columns %v", got)
+	}
+}
+
+func TestMigrateRefusesStatementsItCannotRepeat(t *testing.T) {
+	tests := []struct{ name, stmt string }{
+		{"create without IF NOT EXISTS", "CREATE TABLE t (id String) ENGINE = MergeTree() ORDER BY id"},
+		{"drop column", "ALTER TABLE t DROP COLUMN id"},
+		{"two columns in one ADD", "ALTER TABLE t ADD COLUMN a String, ADD COLUMN b String"},
+		{"insert", "INSERT INTO t (id) VALUES ('x')"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := chtest.New(t)
+			_, err := chx.Migrate(testCtx(t), db.Conn, fstest.MapFS{"0001_x.sql": sqlFile(tt.stmt)}, "comp")
+			if !errors.Is(err, chx.ErrNotIdempotent) {
+				t.Fatalf("Migrate = %v, want ErrNotIdempotent", err)
+			}
+			if got := recorded(t, db.Conn, "comp"); len(got) != 0 {
+				t.Fatalf("schema_migrations holds %v", got)
 			}
 		})
 	}
