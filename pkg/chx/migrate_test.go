@@ -266,18 +266,22 @@ func TestMigrateAddColumnIdempotent(t *testing.T) {
 		before func(ctx context.Context, db *chtest.DB) error
 	}{
 		{
-			name:   "crash between apply and record",
-			alter:  "ALTER TABLE things ADD COLUMN a UInt32 DEFAULT 0",
-			before: func(ctx context.Context, db *chtest.DB) error { return db.Conn.Exec(ctx, "ALTER TABLE things ADD COLUMN a UInt32 DEFAULT 0") },
+			name:  "crash between apply and record",
+			alter: "ALTER TABLE things ADD COLUMN a UInt32 DEFAULT 0",
+			before: func(ctx context.Context, db *chtest.DB) error {
+				return db.Conn.Exec(ctx, "ALTER TABLE things ADD COLUMN a UInt32 DEFAULT 0")
+			},
 		},
 		{
 			name:  "IF NOT EXISTS, which 18.16 does not parse",
 			alter: "ALTER TABLE things ADD COLUMN IF NOT EXISTS a UInt32 DEFAULT 0",
 		},
 		{
-			name:   "qualified table name, column already there",
-			alter:  "ALTER TABLE {db}.things ADD COLUMN `a` UInt32 DEFAULT 0",
-			before: func(ctx context.Context, db *chtest.DB) error { return db.Conn.Exec(ctx, "ALTER TABLE things ADD COLUMN a UInt32") },
+			name:  "qualified table name, column already there",
+			alter: "ALTER TABLE {db}.things ADD COLUMN `a` UInt32 DEFAULT 0",
+			before: func(ctx context.Context, db *chtest.DB) error {
+				return db.Conn.Exec(ctx, "ALTER TABLE things ADD COLUMN a UInt32")
+			},
 		},
 	}
 	for _, tt := range tests {
