@@ -306,7 +306,14 @@ type policyCase struct {
 	Org     policy.OrgPolicy
 	Want    policy.Outcome
 	Reasons []string // nil: not checked
+	// Rejected: the case expects the request to be refused (400
+	// invalid_request) for violating a declared input.
+	Rejected bool
 }
+
+// expectRejected is the expect.decision of a case whose request a
+// declared input refuses.
+const expectRejected = "invalid_request"
 
 // jsonValues gives a YAML-decoded map the types the server would see
 // after decoding the same values from JSON (numbers become float64), so
@@ -364,9 +371,10 @@ func (c fixtureCase) toCase(defTenant string) (policyCase, error) {
 	if c.Expect.Decision == "" {
 		return policyCase{}, errors.New("expect.decision is required (allow, warn, require_approval or block)")
 	}
+	rejected := c.Expect.Decision == expectRejected
 	want, err := policy.ParseOutcome(c.Expect.Decision)
-	if err != nil {
-		return policyCase{}, fmt.Errorf("expect.decision: %w", err)
+	if err != nil && !rejected {
+		return policyCase{}, fmt.Errorf("expect.decision: %w (or %s: refused by a declared input)", err, expectRejected)
 	}
 	a := in.Action
 	return policyCase{
@@ -386,9 +394,10 @@ func (c fixtureCase) toCase(defTenant string) (policyCase, error) {
 			Context: ctxVals,
 			Session: policy.Session{ID: in.Session.ID, Events: in.Session.Events, Blocks: in.Session.Blocks, Warnings: in.Session.Warnings},
 		},
-		Org:     org,
-		Want:    want,
-		Reasons: c.Expect.ReasonCodes,
+		Org:      org,
+		Want:     want,
+		Reasons:  c.Expect.ReasonCodes,
+		Rejected: rejected,
 	}, nil
 }
 
@@ -518,18 +527,35 @@ func runPolicyTest(_ context.Context, args []string, out io.Writer) error {
 		disabled = fmt.Sprintf(" (%d disabled, not evaluated)", n)
 	}
 	fmt.Fprintf(out, "pack %s: %s, %s%s\n", pack.Hash, plural(len(pack.Policies), "policy", "policies"), plural(pack.Rules(), "rule", "rules"), disabled)
+	if skip := pack.SkippedOnError(); len(skip) > 0 {
+		fmt.Fprintf(out, "onError: skip (an evaluation error turns the rule off instead of failing closed): %s\n", strings.Join(skip, ", "))
+	}
 	passed, failed := 0, 0
 	for _, c := range cases {
-		d := pack.Evaluate(c.Input, c.Org)
-		ok := d.Outcome == c.Want && (c.Reasons == nil || slices.Equal(d.ReasonCodes, c.Reasons))
-		got := fmt.Sprintf("%s [%s]", d.Outcome, strings.Join(d.ReasonCodes, ", "))
+		var d policy.Decision
+		var ok bool
+		var got string
+		if bad := pack.CheckInput(c.Input); len(bad) > 0 {
+			// The live service refuses this request before deciding.
+			msgs := make([]string, len(bad))
+			for i, fe := range bad {
+				msgs[i] = fe.Message
+			}
+			got, ok = expectRejected+" ("+strings.Join(msgs, "; ")+")", c.Rejected
+		} else {
+			d = pack.Evaluate(c.Input, c.Org)
+			ok = !c.Rejected && d.Outcome == c.Want && (c.Reasons == nil || slices.Equal(d.ReasonCodes, c.Reasons))
+			got = fmt.Sprintf("%s [%s]", d.Outcome, strings.Join(d.ReasonCodes, ", "))
+		}
 		if ok {
 			passed++
 			fmt.Fprintf(out, "PASS  %s: %s (matched: %s)\n", c.Name, got, matchNames(d.Matches))
 		} else {
 			failed++
 			want := c.Want.String()
-			if c.Reasons != nil {
+			if c.Rejected {
+				want = expectRejected
+			} else if c.Reasons != nil {
 				want += " [" + strings.Join(c.Reasons, ", ") + "]"
 			}
 			fmt.Fprintf(out, "FAIL  %s (line %d)\n      got:     %s\n      want:    %s\n      matched: %s\n", c.Name, c.Line, got, want, matchNames(d.Matches))
@@ -653,16 +679,17 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 
 // serverPolicy is the policy view the API returns.
 type serverPolicy struct {
-	ID              string            `json:"id"`
-	Name            string            `json:"name"`
-	Description     string            `json:"description"`
-	Enabled         bool              `json:"enabled"`
-	Priority        int               `json:"priority"`
-	Rules           []policy.Rule     `json:"rules"`
-	Conditions      map[string]string `json:"conditions"`
-	DefaultDecision string            `json:"defaultDecision"`
-	Status          string            `json:"status"`
-	Version         uint64            `json:"version"`
+	ID              string                      `json:"id"`
+	Name            string                      `json:"name"`
+	Description     string                      `json:"description"`
+	Enabled         bool                        `json:"enabled"`
+	Priority        int                         `json:"priority"`
+	Rules           []policy.Rule               `json:"rules"`
+	Inputs          map[string]policy.InputSpec `json:"inputs"`
+	Conditions      map[string]string           `json:"conditions"`
+	DefaultDecision string                      `json:"defaultDecision"`
+	Status          string                      `json:"status"`
+	Version         uint64                      `json:"version"`
 }
 
 // diffPolicy lists the document fields where the server's policy differs
@@ -685,6 +712,11 @@ func diffPolicy(local policy.Document, srv serverPolicy) []string {
 	b, _ := json.Marshal(srv.Rules)
 	if !bytes.Equal(a, b) {
 		diff = append(diff, "rules")
+	}
+	a, _ = json.Marshal(local.Inputs)
+	b, _ = json.Marshal(srv.Inputs)
+	if !bytes.Equal(a, b) {
+		diff = append(diff, "inputs")
 	}
 	if isKaplaix(local) {
 		if !maps.Equal(local.Conditions, srv.Conditions) {
@@ -715,6 +747,7 @@ func createBody(f policyFile) policy.Document {
 func patchBody(d policy.Document) map[string]any {
 	body := map[string]any{
 		"name": d.Name, "description": d.Description, "enabled": d.IsEnabled(), "priority": d.Priority,
+		"inputs": d.Inputs,
 	}
 	if isKaplaix(d) {
 		body["conditions"] = d.Conditions
@@ -1063,7 +1096,7 @@ func printReplay(out io.Writer, rep replayReport) {
 		fmt.Fprintf(out, "  same outcome, different reason codes: %d\n", rep.ReasonsChanged)
 	}
 	if rep.RuleErrors > 0 {
-		fmt.Fprintf(out, "  draft rules failed to evaluate on %d decisions (such a rule does not match), e.g.:\n", rep.RuleErrors)
+		fmt.Fprintf(out, "  draft rules failed to evaluate on %d decisions (such a rule fails closed unless it says onError: skip), e.g.:\n", rep.RuleErrors)
 		for _, s := range rep.RuleErrorSamples {
 			fmt.Fprintf(out, "    %s\n", s)
 		}

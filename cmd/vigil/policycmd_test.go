@@ -81,6 +81,61 @@ func TestPolicyTestReasonCodesMustMatchExactly(t *testing.T) {
 	}
 }
 
+// TestPolicyTestFailClosedAndInputs: rules that opt out of failing closed
+// are listed, an erroring rule fails closed in the output, and a case the
+// live service would refuse for a declared input expects invalid_request.
+func TestPolicyTestFailClosedAndInputs(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "refunds.yaml"), `
+name: Refunds
+inputs:
+  amount: {type: number, required: true}
+rules:
+  - id: big
+    when: action.tool == "refund" && context.amount > 1000
+    outcome: require_approval
+`)
+	writeFile(t, filepath.Join(dir, "tiers.yaml"), `
+name: Tiers
+rules:
+  - id: gold-only
+    when: context.tier != "gold"
+    outcome: warn
+    onError: skip
+  - id: vip
+    when: context.vip == true
+    outcome: block
+`)
+	tests := []struct {
+		name, fixture, want string
+		fail                bool
+	}{
+		{"a mistyped input is refused", "{input: {action: {tool: refund}, context: {amount: '5000'}}, expect: {decision: invalid_request}}",
+			"PASS  c: invalid_request (field 'amount' must be a number)", false},
+		{"expecting a decision for a refused request fails", "{input: {action: {tool: refund}}, expect: {decision: allow}}",
+			"got:     invalid_request (field 'amount' is required)", true},
+		{"an erroring rule fails closed", "{input: {action: {tool: lookup}, context: {tier: gold}}, expect: {decision: block, reasonCodes: [RULE_VIP, EVALUATION_ERROR]}}",
+			"PASS  c: block [RULE_VIP, EVALUATION_ERROR]", false},
+		{"onError skip does not apply", "{input: {action: {tool: lookup}, context: {vip: false}}, expect: {decision: allow}}",
+			"PASS  c: allow [DEFAULT_ALLOW]", false},
+		{"invalid_request is not expected of a valid request", "{input: {action: {tool: refund}, context: {amount: 5, tier: gold, vip: false}}, expect: {decision: invalid_request}}",
+			"want:    invalid_request", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := filepath.Join(t.TempDir(), "fx.yaml")
+			writeFile(t, fx, "- {name: c, "+strings.TrimPrefix(tt.fixture, "{")+"\n")
+			out, err := runPolicyCmd(t, "test", dir, fx)
+			if (err != nil) != tt.fail || !strings.Contains(out, tt.want) {
+				t.Fatalf("err %v (want failure: %v); output lacks %q:\n%s", err, tt.fail, tt.want, out)
+			}
+			if !strings.Contains(out, "onError: skip (an evaluation error turns the rule off instead of failing closed): tiers/gold-only") {
+				t.Fatalf("onError: skip rules not listed:\n%s", out)
+			}
+		})
+	}
+}
+
 func TestPolicyTestInvalidPolicyReportsEveryDetail(t *testing.T) {
 	out, err := runPolicyCmd(t, "test", policyTestdata+"/invalid", policyTestdata+"/fixtures.yaml")
 	if err == nil {

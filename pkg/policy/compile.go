@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -18,23 +19,44 @@ import (
 const CostLimit = 10000
 
 // newEnv declares the variables a condition may use. They are dynamic
-// maps so that policies can reach any attribute an agent reports.
-func newEnv() (*cel.Env, error) {
+// maps so that policies can reach any attribute an agent reports; a
+// context option (typedEnv) replaces the dynamic context.
+func newEnv(context ...cel.EnvOption) (*cel.Env, error) {
 	dyn := cel.MapType(cel.StringType, cel.DynType)
-	return cel.NewEnv(
+	if len(context) == 0 {
+		context = []cel.EnvOption{cel.Variable("context", dyn)}
+	}
+	return cel.NewEnv(append([]cel.EnvOption{
 		cel.Variable("action", dyn),
-		cel.Variable("context", dyn),
 		cel.Variable("agent", dyn),
 		cel.Variable("principal", dyn),
 		cel.Variable("session", dyn),
 		cel.Variable("tenant", cel.StringType),
-	)
+	}, context...)...)
 }
 
 // Compiled is a policy whose rules are ready to evaluate.
 type Compiled struct {
-	Doc   Document
-	rules []compiledRule
+	Doc    Document
+	rules  []compiledRule
+	inputs []compiledInput
+}
+
+// tools is the union of the tools the rules are pinned to, or nil when
+// some rule can hold for any tool.
+func (c *Compiled) tools() []string {
+	var out []string
+	for _, r := range c.rules {
+		if r.tools == nil {
+			return nil
+		}
+		for _, t := range r.tools {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
 
 type compiledRule struct {
@@ -43,6 +65,8 @@ type compiledRule struct {
 	outcome  Outcome
 	timeout  time.Duration
 	prg      cel.Program
+	// skipOnError is the rule's explicit opt-out of failing closed.
+	skipOnError bool
 	// tools, when non-nil, are the only action.tool values for which the
 	// condition can hold (from a top-level equality or `in` list).
 	tools []string
@@ -63,7 +87,14 @@ func NewCompiler() (*Compiler, error) {
 // Compile checks and compiles every rule of d (already Normalized).
 // Errors name the rule, its line and the CEL error.
 func (c *Compiler) Compile(d Document) (*Compiled, error) {
-	out := &Compiled{Doc: d}
+	out := &Compiled{Doc: d, inputs: compileInputs(d.Inputs)}
+	var typed *cel.Env
+	if len(d.Inputs) > 0 {
+		var err error
+		if typed, err = typedEnv(d.Inputs); err != nil {
+			return nil, fmt.Errorf("cel environment for inputs: %w", err)
+		}
+	}
 	var errs []apperr.FieldError
 	for i, r := range d.Rules {
 		path := fmt.Sprintf("rules[%d].when", i)
@@ -75,6 +106,15 @@ func (c *Compiler) Compile(d Document) (*Compiled, error) {
 		if iss != nil && iss.Err() != nil {
 			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: %v", where, iss.Err())})
 			continue
+		}
+		if typed != nil {
+			// Checked against the declared input types; evaluated (below)
+			// with the dynamic context, which the request check keeps
+			// consistent with the declarations.
+			if _, iss := typed.Compile(r.When); iss != nil && iss.Err() != nil {
+				errs = append(errs, apperr.FieldError{Path: path, Code: "type_mismatch", Message: fmt.Sprintf("%s: does not match the declared inputs: %v", where, iss.Err())})
+				continue
+			}
 		}
 		if !ast.OutputType().IsExactType(types.BoolType) && !ast.OutputType().IsExactType(types.DynType) {
 			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: condition must be a bool, not %s", where, ast.OutputType())})
@@ -90,7 +130,8 @@ func (c *Compiler) Compile(d Document) (*Compiled, error) {
 		if r.ApprovalTimeout != "" {
 			timeout, _ = time.ParseDuration(r.ApprovalTimeout)
 		}
-		out.rules = append(out.rules, compiledRule{policyID: d.ID, rule: r, outcome: o, timeout: timeout, prg: prg, tools: toolKeys(ast.NativeRep().Expr())})
+		out.rules = append(out.rules, compiledRule{policyID: d.ID, rule: r, outcome: o, timeout: timeout, prg: prg,
+			skipOnError: r.OnError == OnErrorSkip, tools: toolKeys(ast.NativeRep().Expr())})
 	}
 	if len(errs) > 0 {
 		return nil, apperr.Validation("policy has invalid conditions", errs...)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -30,6 +31,12 @@ type Document struct {
 	Priority int    `yaml:"priority,omitempty" json:"priority,omitempty"`
 	Rules    []Rule `yaml:"rules,omitempty" json:"rules,omitempty"`
 
+	// Inputs declares the context fields the rules read, by name, with
+	// their types and bounds. Rules are type-checked against them when
+	// the policy is compiled, and a request that violates one is refused
+	// before it is decided (see Pack.CheckInput).
+	Inputs map[string]InputSpec `yaml:"inputs,omitempty" json:"inputs,omitempty"`
+
 	// Kaplaix form.
 	Conditions      map[string]string `yaml:"conditions,omitempty" json:"conditions,omitempty"`
 	DefaultDecision string            `yaml:"defaultDecision,omitempty" json:"defaultDecision,omitempty"`
@@ -48,6 +55,47 @@ type Rule struct {
 	// OnExpiry is what an unanswered approval becomes at its deadline:
 	// "reject" (the default) or "approve".
 	OnExpiry string `yaml:"onExpiry,omitempty" json:"onExpiry,omitempty"`
+	// OnError is what a condition that fails to evaluate (a missing or
+	// mistyped attribute, the cost limit) means. Empty, the default,
+	// fails closed: the rule applies if that is stricter than not
+	// applying. "skip" is the explicit opt-out: the rule does not match.
+	OnError string `yaml:"onError,omitempty" json:"onError,omitempty"`
+
+	line int
+}
+
+// OnErrorSkip is the Rule.OnError value that makes an erroring condition
+// a non-match.
+const OnErrorSkip = "skip"
+
+// Input types a policy may declare.
+const (
+	InputNumber = "number"
+	InputString = "string"
+	InputBool   = "bool"
+	InputList   = "list"
+	InputMap    = "map"
+)
+
+// InputTypes lists the declarable input types.
+var InputTypes = []string{InputNumber, InputString, InputBool, InputList, InputMap}
+
+// InputSpec declares one context field a policy reads.
+type InputSpec struct {
+	// Type is number, string, bool, list or map.
+	Type string `yaml:"type" json:"type"`
+	// Required fields must be present (and not null) in every request
+	// the policy applies to; optional ones are checked when present.
+	Required bool `yaml:"required,omitempty" json:"required,omitempty"`
+	// Enum lists the allowed values (strings or numbers).
+	Enum []any `yaml:"enum,omitempty" json:"enum,omitempty"`
+	// Pattern is an RE2 expression a string must match (unanchored:
+	// write ^…$ to match the whole value).
+	Pattern string `yaml:"pattern,omitempty" json:"pattern,omitempty"`
+	// Min and Max bound a number's value, or the length of a string,
+	// list or map.
+	Min *float64 `yaml:"min,omitempty" json:"min,omitempty"`
+	Max *float64 `yaml:"max,omitempty" json:"max,omitempty"`
 
 	line int
 }
@@ -57,7 +105,10 @@ func (d Document) IsEnabled() bool { return d.Enabled == nil || *d.Enabled }
 
 var (
 	ruleIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-	reasonRe = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+	// inputNameRe keeps input names CEL identifiers, so that a rule can
+	// read them as context.<name>.
+	inputNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+	reasonRe    = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
 	// KaplaixConditionFields are the exact-match keys the Kaplaix rule
 	// form supports; each maps to the action attribute of the same name.
 	KaplaixConditionFields = []string{"toolType", "operation", "targetSystem", "initiatorType"}
@@ -81,13 +132,21 @@ func Parse(src []byte) (Document, error) {
 	if err := dec.Decode(&d); err != nil {
 		return Document{}, schemaError(&root, err)
 	}
-	// Attach source lines to rules for error messages.
+	// Attach source lines to rules and inputs for error messages.
 	if doc := root.Content[0]; doc.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(doc.Content); i += 2 {
-			if doc.Content[i].Value == "rules" && doc.Content[i+1].Kind == yaml.SequenceNode {
-				for j, n := range doc.Content[i+1].Content {
+			switch v := doc.Content[i+1]; {
+			case doc.Content[i].Value == "rules" && v.Kind == yaml.SequenceNode:
+				for j, n := range v.Content {
 					if j < len(d.Rules) {
 						d.Rules[j].line = n.Line
+					}
+				}
+			case doc.Content[i].Value == "inputs" && v.Kind == yaml.MappingNode:
+				for j := 0; j+1 < len(v.Content); j += 2 {
+					if in, ok := d.Inputs[v.Content[j].Value]; ok {
+						in.line = v.Content[j].Line
+						d.Inputs[v.Content[j].Value] = in
 					}
 				}
 			}
@@ -185,11 +244,111 @@ func (d *Document) Normalize() error {
 		if len(r.Message) > 1000 {
 			add(p+".message", "too_long", r.line, "%s: message must be at most 1000 bytes", who)
 		}
+		switch r.OnError {
+		case "", "closed", "fail_closed":
+			r.OnError = ""
+		case OnErrorSkip:
+		default:
+			add(p+".onError", "invalid_format", r.line, "%s: onError must be skip (or omitted: fail closed)", who)
+		}
+	}
+	if len(d.Inputs) > 200 {
+		add("inputs", "too_long", 0, "a policy declares at most 200 inputs")
+	}
+	for _, name := range sortedKeys(d.Inputs) {
+		spec := d.Inputs[name]
+		for _, fe := range spec.normalize(name) {
+			add(fe.Path, fe.Code, spec.line, "%s", fe.Message)
+		}
+		d.Inputs[name] = spec
 	}
 	if len(errs) > 0 {
 		return apperr.Validation("policy is invalid", errs...)
 	}
 	return nil
+}
+
+// normalize checks one input declaration and stores its enum numbers as
+// float64, the type JSON gives them.
+func (s *InputSpec) normalize(name string) []apperr.FieldError {
+	p := "inputs." + name
+	var errs []apperr.FieldError
+	add := func(path, code, format string, args ...any) {
+		errs = append(errs, apperr.FieldError{Path: path, Code: code, Message: "input " + name + ": " + fmt.Sprintf(format, args...)})
+	}
+	if !inputNameRe.MatchString(name) {
+		add(p, "invalid_format", "name must be letters, digits and _ and not start with a digit (at most 128)")
+	}
+	if !slices.Contains(InputTypes, s.Type) {
+		add(p+".type", "invalid_format", "type must be one of %s", strings.Join(InputTypes, ", "))
+		return errs
+	}
+	if len(s.Enum) > 0 && s.Type != InputString && s.Type != InputNumber {
+		add(p+".enum", "invalid_format", "enum applies to string and number inputs only")
+	}
+	for i, v := range s.Enum {
+		n, isNum := number(v)
+		switch {
+		case s.Type == InputNumber && isNum:
+			s.Enum[i] = n
+		case s.Type == InputString:
+			if _, ok := v.(string); !ok {
+				add(fmt.Sprintf("%s.enum[%d]", p, i), "invalid_type", "enum values must be strings")
+			}
+		case s.Type == InputNumber:
+			add(fmt.Sprintf("%s.enum[%d]", p, i), "invalid_type", "enum values must be numbers")
+		}
+	}
+	if s.Pattern != "" {
+		if s.Type != InputString {
+			add(p+".pattern", "invalid_format", "pattern applies to string inputs only")
+		} else if _, err := regexp.Compile(s.Pattern); err != nil {
+			add(p+".pattern", "invalid_format", "pattern is not a valid RE2 expression: %v", err)
+		}
+	}
+	if (s.Min != nil || s.Max != nil) && s.Type == InputBool {
+		add(p, "invalid_format", "min and max do not apply to bool inputs")
+	}
+	if s.Min != nil && s.Max != nil && *s.Min > *s.Max {
+		add(p+".min", "invalid_format", "min is greater than max")
+	}
+	return errs
+}
+
+// number reports whether v is a number of any Go numeric type (YAML and
+// in-process callers give ints; JSON gives float64), and its value.
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case float32:
+		return float64(n), true
+	case int:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	case int32:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	case uint32:
+		return float64(n), true
+	case uint:
+		return float64(n), true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func defaultReason(id string) string {

@@ -104,6 +104,9 @@ type Match struct {
 	Outcome     Outcome  `json:"outcome"`
 	ReasonCodes []string `json:"reasonCodes"`
 	Message     string   `json:"message,omitempty"`
+	// Error is set when the rule applies because its condition failed to
+	// evaluate (fail closed): the CEL error.
+	Error string `json:"error,omitempty"`
 }
 
 // Decision is the engine's answer with its explanation.
@@ -118,8 +121,10 @@ type Decision struct {
 	// OnExpiry is "approved" when every matching require_approval rule
 	// says an unanswered approval should pass; otherwise "rejected".
 	OnExpiry string `json:"onExpiry,omitempty"`
-	// Errors lists rules whose condition failed to evaluate; such a rule
-	// does not match.
+	// Errors lists rules whose condition failed to evaluate, as
+	// "policy/rule: error (how it was resolved)". Such a rule fails
+	// closed: it applies (with EVALUATION_ERROR) when its outcome is
+	// stricter than allow, unless it says onError: skip.
 	Errors []string `json:"errors,omitempty"`
 }
 
@@ -133,6 +138,16 @@ const (
 	ReasonOrgNotAllowlisted     = "ORG_NOT_ALLOWLISTED"
 	ReasonUndeclaredTool        = "UNDECLARED_TOOL"
 	ReasonUndeclaredDestination = "UNDECLARED_DESTINATION"
+	// ReasonEvaluationError accompanies the reason codes of a rule that
+	// applied because its condition failed to evaluate.
+	ReasonEvaluationError = "EVALUATION_ERROR"
+)
+
+// How an erroring rule was resolved, as Decision.Errors says.
+const (
+	errApplied = "applied: fails closed"
+	errAllow   = "not applied: an allow rule adds nothing when it errors"
+	errSkipped = "not applied: onError: skip"
 )
 
 // PackEntry names one policy version in a pack.
@@ -155,6 +170,11 @@ type Pack struct {
 	rules   []compiledRule
 	byTool  map[string][]int
 	general []int
+
+	// Declared inputs, indexed like the rules.
+	checks        []inputCheck
+	checksByTool  map[string][]int
+	generalChecks []int
 }
 
 // Versioned is a compiled policy at a version.
@@ -168,7 +188,7 @@ type Versioned struct {
 func NewPack(tenant string, policies []Versioned, signer *Signer) (*Pack, error) {
 	sorted := slices.Clone(policies)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Compiled.Doc.ID < sorted[j].Compiled.Doc.ID })
-	p := &Pack{Tenant: tenant, Policies: []PackEntry{}, byTool: map[string][]int{}}
+	p := &Pack{Tenant: tenant, Policies: []PackEntry{}, byTool: map[string][]int{}, checksByTool: map[string][]int{}}
 	type hashed struct {
 		ID      string   `json:"id"`
 		Version uint64   `json:"version"`
@@ -182,6 +202,17 @@ func NewPack(tenant string, policies []Versioned, signer *Signer) (*Pack, error)
 		}
 		p.Policies = append(p.Policies, PackEntry{ID: d.ID, Version: v.Version, Name: d.Name})
 		canon = append(canon, hashed{d.ID, v.Version, d})
+		if len(v.Compiled.inputs) > 0 {
+			idx := len(p.checks)
+			p.checks = append(p.checks, inputCheck{policyID: d.ID, inputs: v.Compiled.inputs})
+			tools := v.Compiled.tools()
+			if tools == nil {
+				p.generalChecks = append(p.generalChecks, idx)
+			}
+			for _, t := range tools {
+				p.checksByTool[t] = append(p.checksByTool[t], idx)
+			}
+		}
 		for _, r := range v.Compiled.rules {
 			idx := len(p.rules)
 			p.rules = append(p.rules, r)
@@ -212,8 +243,24 @@ func NewPack(tenant string, policies []Versioned, signer *Signer) (*Pack, error)
 // Rules counts the compiled rules in the pack.
 func (p *Pack) Rules() int { return len(p.rules) }
 
-// Evaluate decides on in. It never fails: a rule whose condition errors
-// does not match and is reported in Decision.Errors.
+// SkippedOnError names ("policy/rule") the rules that say onError: skip:
+// the ones an erroring input turns off instead of applying. `vigil
+// policy test` lists them.
+func (p *Pack) SkippedOnError() []string {
+	var out []string
+	for _, r := range p.rules {
+		if r.skipOnError {
+			out = append(out, r.policyID+"/"+r.rule.ID)
+		}
+	}
+	return out
+}
+
+// Evaluate decides on in. It never fails, and fails closed: a rule whose
+// condition errors is resolved to the stricter of matching and not
+// matching — it applies, with EVALUATION_ERROR next to its reason codes,
+// unless its outcome is allow (which adds nothing) or it says
+// onError: skip — and is reported in Decision.Errors.
 func (p *Pack) Evaluate(in Input, org OrgPolicy) Decision {
 	d := Decision{Matches: make([]Match, 0, 4)}
 	if p != nil {
@@ -247,10 +294,25 @@ func builtins(d *Decision, in Input, host string, org OrgPolicy) {
 			add("org.blocklist", Block, ReasonOrgBlockedPublisher, "publisher "+in.Action.Publisher+" is on the organisation blocklist")
 		}
 	case OrgAllowlist:
-		if (in.Action.Tool != "" && len(org.Tools) > 0 && !slices.Contains(org.Tools, in.Action.Tool)) ||
-			(host != "" && len(org.Destinations) > 0 && !hostListed(org.Destinations, host)) ||
-			(in.Action.Publisher != "" && len(org.Publishers) > 0 && !slices.Contains(org.Publishers, in.Action.Publisher)) {
+		// An allowlist is a deny default: the action passes only when at
+		// least one of its attributes was checked against a non-empty
+		// list and every checked one is listed. Leaving the attributes
+		// out cannot pass it.
+		checked, outside := false, false
+		check := func(v string, list []string, listed func([]string, string) bool) {
+			if v != "" && len(list) > 0 {
+				checked = true
+				outside = outside || !listed(list, v)
+			}
+		}
+		check(in.Action.Tool, org.Tools, slices.Contains[[]string])
+		check(host, org.Destinations, hostListed)
+		check(in.Action.Publisher, org.Publishers, slices.Contains[[]string])
+		switch {
+		case outside:
 			add("org.allowlist", Block, ReasonOrgNotAllowlisted, "the action is outside the organisation allowlist")
+		case !checked && (len(org.Tools) > 0 || len(org.Destinations) > 0 || len(org.Publishers) > 0):
+			add("org.allowlist", Block, ReasonOrgNotAllowlisted, "the action names no tool, destination or publisher the organisation allowlist could admit")
 		}
 	}
 	if in.Agent.Declared {
@@ -291,14 +353,33 @@ func (p *Pack) evalRules(d *Decision, in Input, host string) {
 	for _, i := range candidates {
 		r := &p.rules[i]
 		out, _, err := r.prg.Eval(act)
-		if err != nil {
-			d.Errors = append(d.Errors, fmt.Sprintf("%s/%s: %v", r.policyID, r.rule.ID, err))
+		if err == nil && out.Type() != types.BoolType {
+			// A dynamic condition (`context.flag`) that yields a string or
+			// a number has not said "no": it errors like any other.
+			err = fmt.Errorf("condition evaluated to %s, not a bool", out.Type().TypeName())
+		}
+		m := Match{PolicyID: r.policyID, RuleID: r.rule.ID, Outcome: r.outcome, ReasonCodes: r.rule.ReasonCodes, Message: r.rule.Message}
+		switch {
+		case err != nil:
+			// Matching is the stricter resolution for any outcome but
+			// allow: allow is the floor, so an allow match changes nothing.
+			how := errApplied
+			switch {
+			case r.skipOnError:
+				how = errSkipped
+			case r.outcome == Allow:
+				how = errAllow
+			}
+			d.Errors = append(d.Errors, fmt.Sprintf("%s/%s: %v (%s)", r.policyID, r.rule.ID, err, how))
+			if how != errApplied {
+				continue
+			}
+			m.ReasonCodes = append(slices.Clip(r.rule.ReasonCodes), ReasonEvaluationError)
+			m.Error = err.Error()
+		case out != types.True:
 			continue
 		}
-		if out != types.True {
-			continue
-		}
-		d.Matches = append(d.Matches, Match{PolicyID: r.policyID, RuleID: r.rule.ID, Outcome: r.outcome, ReasonCodes: r.rule.ReasonCodes, Message: r.rule.Message})
+		d.Matches = append(d.Matches, m)
 		if r.outcome == RequireApproval {
 			if r.timeout > 0 && (d.ApprovalTimeout == 0 || r.timeout < d.ApprovalTimeout) {
 				d.ApprovalTimeout = r.timeout

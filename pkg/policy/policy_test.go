@@ -80,6 +80,9 @@ func TestEvaluatePrecedenceAndReasons(t *testing.T) {
 		{"org blocklist destination with port and wildcard", Input{Action: Action{Tool: "http", Target: "https://api.evil.com:443/x"}}, OrgPolicy{Mode: OrgBlocklist, Destinations: []string{"*.evil.com"}}, Block, []string{ReasonOrgBlockedDestination}},
 		{"org allowlist miss", Input{Action: Action{Tool: "rm"}}, OrgPolicy{Mode: OrgAllowlist, Tools: []string{"lookup"}}, Block, []string{ReasonOrgNotAllowlisted}},
 		{"org allowlist hit", Input{Action: Action{Tool: "lookup"}}, OrgPolicy{Mode: OrgAllowlist, Tools: []string{"lookup"}}, Allow, []string{ReasonDefaultAllow}},
+		{"org allowlist: an action naming nothing listed is not admitted", Input{Action: Action{Target: "https://x.example/"}}, OrgPolicy{Mode: OrgAllowlist, Tools: []string{"lookup"}}, Block, []string{ReasonOrgNotAllowlisted}},
+		{"org allowlist: a checked destination admits", Input{Action: Action{Target: "https://api.stripe.com/"}}, OrgPolicy{Mode: OrgAllowlist, Tools: []string{"lookup"}, Destinations: []string{"api.stripe.com"}}, Allow, []string{ReasonDefaultAllow}},
+		{"org allowlist with empty lists admits", Input{Action: Action{Tool: "rm"}}, OrgPolicy{Mode: OrgAllowlist}, Allow, []string{ReasonDefaultAllow}},
 		{"org off ignores lists", Input{Action: Action{Tool: "rm"}}, OrgPolicy{Mode: OrgOff, Tools: []string{"rm"}}, Allow, []string{ReasonDefaultAllow}},
 		{"undeclared tool and destination warn", Input{Agent: AgentState{Declared: true, Tools: []string{"lookup"}, Destinations: []string{"api.stripe.com"}}, Action: Action{Tool: "issue_refund", Target: "api.paypal.com:443"}, Context: map[string]any{"amount": 1}}, OrgPolicy{}, Warn, []string{ReasonUndeclaredTool, ReasonUndeclaredDestination}},
 		{"declared tool passes", Input{Agent: AgentState{Declared: true, Tools: []string{"lookup"}}, Action: Action{Tool: "lookup"}}, OrgPolicy{}, Allow, []string{ReasonDefaultAllow}},
@@ -97,11 +100,88 @@ func TestEvaluatePrecedenceAndReasons(t *testing.T) {
 	}
 }
 
-func TestMissingAttributeDoesNotMatch(t *testing.T) {
-	p := mustPack(t, refunds)
-	d := p.Evaluate(Input{Action: Action{Tool: "issue_refund"}}, OrgPolicy{})
-	if d.Outcome != Allow || len(d.Errors) != 2 {
-		t.Fatalf("got %s errors=%v", d.Outcome, d.Errors)
+// readme is the policy of the README and of issue 12's reproductions.
+const readme = `
+id: refunds
+name: Refund approvals
+rules:
+  - id: big-refund
+    when: action.tool == "execute_refund" && context.amount > 1000
+    outcome: require_approval
+    reasonCodes: [AMOUNT_OVER_THRESHOLD]
+`
+
+func TestFailClosed(t *testing.T) {
+	p := mustPack(t, readme)
+	refund := func(ctx map[string]any) Input { return Input{Action: Action{Tool: "execute_refund"}, Context: ctx} }
+	tests := []struct {
+		name    string
+		in      Input
+		want    Outcome
+		reasons []string
+		errs    int
+	}{
+		{"amount as a string", refund(map[string]any{"amount": "5000"}), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD", ReasonEvaluationError}, 1},
+		{"amount as a list", refund(map[string]any{"amount": []any{5000.0}}), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD", ReasonEvaluationError}, 1},
+		{"amount as a map", refund(map[string]any{"amount": map[string]any{"v": 5000.0}}), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD", ReasonEvaluationError}, 1},
+		{"amount null", refund(map[string]any{"amount": nil}), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD", ReasonEvaluationError}, 1},
+		{"amount a bool", refund(map[string]any{"amount": true}), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD", ReasonEvaluationError}, 1},
+		{"amount missing", refund(map[string]any{}), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD", ReasonEvaluationError}, 1},
+		{"no context at all", refund(nil), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD", ReasonEvaluationError}, 1},
+		{"a correct small amount still allows", refund(map[string]any{"amount": 10.0}), Allow, []string{ReasonDefaultAllow}, 0},
+		{"a correct big amount", refund(map[string]any{"amount": 5000.0}), RequireApproval, []string{"AMOUNT_OVER_THRESHOLD"}, 0},
+		{"another tool never reaches the erroring term", Input{Action: Action{Tool: "lookup"}}, Allow, []string{ReasonDefaultAllow}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := p.Evaluate(tt.in, OrgPolicy{})
+			if d.Outcome != tt.want || !slices.Equal(d.ReasonCodes, tt.reasons) || len(d.Errors) != tt.errs {
+				t.Fatalf("got %s %v errors %v, want %s %v with %d errors", d.Outcome, d.ReasonCodes, d.Errors, tt.want, tt.reasons, tt.errs)
+			}
+			if tt.errs > 0 && (len(d.Matches) != 1 || d.Matches[0].Error == "" || !strings.Contains(d.Errors[0], "refunds/big-refund")) {
+				t.Fatalf("the match does not explain the error: %+v %v", d.Matches, d.Errors)
+			}
+		})
+	}
+}
+
+func TestFailClosedResolution(t *testing.T) {
+	tests := []struct {
+		name    string
+		rule    string
+		want    Outcome
+		reasons []string
+		how     string
+	}{
+		{"block applies", "{id: r, when: 'context.n > 1', outcome: block}", Block, []string{"RULE_R", ReasonEvaluationError}, errApplied},
+		{"warn applies", "{id: r, when: 'context.n > 1', outcome: warn}", Warn, []string{"RULE_R", ReasonEvaluationError}, errApplied},
+		{"allow does not apply", "{id: r, when: 'context.n > 1', outcome: allow}", Allow, []string{ReasonDefaultAllow}, errAllow},
+		{"onError skip opts out", "{id: r, when: 'context.n > 1', outcome: block, onError: skip}", Allow, []string{ReasonDefaultAllow}, errSkipped},
+		{"a non-bool dynamic result errors", "{id: r, when: 'context.flag', outcome: block}", Block, []string{"RULE_R", ReasonEvaluationError}, errApplied},
+		{"has() guards say no without error", "{id: r, when: 'has(context.n) && context.n > 1', outcome: block}", Allow, []string{ReasonDefaultAllow}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustPack(t, "name: x\nrules:\n  - "+tt.rule+"\n")
+			d := p.Evaluate(Input{Context: map[string]any{"flag": "yes"}}, OrgPolicy{})
+			if d.Outcome != tt.want || !slices.Equal(d.ReasonCodes, tt.reasons) {
+				t.Fatalf("got %s %v (errors %v), want %s %v", d.Outcome, d.ReasonCodes, d.Errors, tt.want, tt.reasons)
+			}
+			if tt.how == "" && len(d.Errors) != 0 || tt.how != "" && (len(d.Errors) != 1 || !strings.HasSuffix(d.Errors[0], "("+tt.how+")")) {
+				t.Fatalf("errors %v, want one resolved as %q", d.Errors, tt.how)
+			}
+		})
+	}
+}
+
+// A Kaplaix deny rule is exact string matches on action attributes, which
+// always evaluate: absent or odd parameters cannot turn it off.
+func TestKaplaixDeniedIgnoresParameters(t *testing.T) {
+	p := mustPack(t, `{"id":"payments","name":"payments","conditions":{"toolType":"payment"},"defaultDecision":"denied"}`)
+	for _, ctx := range []map[string]any{nil, {}, {"amount": "x"}, {"toolType": 5.0}} {
+		if d := p.Evaluate(Input{Action: Action{ToolType: "payment"}, Context: ctx}, OrgPolicy{}); d.Outcome != Block || len(d.Errors) != 0 {
+			t.Fatalf("context %v: got %s errors %v", ctx, d.Outcome, d.Errors)
+		}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"strings"
 	"time"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
 )
 
 // Policy statuses.
@@ -98,6 +100,26 @@ type DecisionRecord struct {
 	// deployment's.
 	PackSignature string `json:"packSignature,omitempty"`
 	KeyID         string `json:"keyId,omitempty"`
+}
+
+// RejectedRequest is a decision request refused, before anything was
+// decided, because its context violated a declared input of a policy
+// that applies to its action. It is recorded on POLICY for the audit log;
+// the values themselves are not (they may hold personal data), only
+// which fields were wrong and how.
+type RejectedRequest struct {
+	ID        string              `json:"id"`
+	Op        string              `json:"op"` // always "rejected"
+	Tenant    string              `json:"tenant"`
+	AgentID   string              `json:"agentId,omitempty"`
+	SessionID string              `json:"sessionId,omitempty"`
+	Source    string              `json:"source"`
+	Tool      string              `json:"tool,omitempty"`
+	By        string              `json:"by"`
+	Reason    string              `json:"reason"`
+	Fields    []apperr.FieldError `json:"violations"`
+	PackHash  string              `json:"packHash"`
+	At        time.Time           `json:"at"`
 }
 
 // NewDecisionID returns a fresh decision id.

@@ -153,11 +153,23 @@ const (
 	DecisionRecorded = "decision_recorded"
 	// AllDecisions filters every recorded decision of every tenant.
 	AllDecisions = "policy.v1." + DecisionRecorded + ".>"
+	// DecisionRejected is a decision request refused before deciding
+	// because it violated a policy's declared inputs (payload:
+	// policy.RejectedRequest). Nothing was decided; the audit log shows it.
+	DecisionRejected = "decision_rejected"
+	// AllRejections filters every rejected decision request.
+	AllRejections = "policy.v1." + DecisionRejected + ".>"
 )
 
 // DecisionSubject is where a decision about agentID is recorded.
 func DecisionSubject(tenant, agentID string) string {
 	return subject("policy", DecisionRecorded, tenant, agentID)
+}
+
+// RejectionSubject is where a refused decision request of agentID is
+// recorded.
+func RejectionSubject(tenant, agentID string) string {
+	return subject("policy", DecisionRejected, tenant, agentID)
 }
 
 // Control-plane facts about policies, owned by services/api.

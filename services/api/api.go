@@ -106,7 +106,7 @@ type Service struct {
 	idem     *idempotency.Store
 	safety   *safety // redaction settings and the LLM judge (redaction.go, llmconfig.go)
 	usage    *control.Usage
-	audit    [2]*chx.Sink // CONTROL, GUARDIAN
+	audit    [3]*chx.Sink // CONTROL, GUARDIAN, POLICY rejections
 }
 
 // New validates cfg and deps.
@@ -126,7 +126,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s.sink = sink
-	for i, name := range []string{AuditControlProjector, AuditGuardianProjector} {
+	for i, name := range []string{AuditControlProjector, AuditGuardianProjector, AuditPolicyProjector} {
 		s.audit[i], err = chx.NewSink(chx.SinkConfig{
 			Name: name, Table: "audit_log", Columns: auditColumns, Project: projectAudit,
 			MaxRows: 1000, Linger: 200 * time.Millisecond,
@@ -236,10 +236,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
 	go func() { errc <- s.sink.Run(ctx, cons) }()
 	for i, src := range []struct{ name, stream, filter string }{
 		{AuditControlProjector, streams.Control, "control.v1.>"}, {AuditGuardianProjector, streams.Guardian, "guardian.v1.>"},
+		{AuditPolicyProjector, streams.Policy, streams.AllRejections},
 	} {
 		go func() {
 			acons, err := retryConsumer(ctx, s.deps.JS, src.stream,
@@ -260,7 +261,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		errc <- s.discover.run(ctx, dcons)
 	}()
-	return errors.Join(<-errc, <-errc, <-errc, <-errc, <-errc)
+	return errors.Join(<-errc, <-errc, <-errc, <-errc, <-errc, <-errc)
 }
 
 // retryConsumer creates a durable consumer once its stream exists.

@@ -21,14 +21,17 @@ import (
 
 // The audit log is a projection of the streams that hold every change —
 // CONTROL (agents, keys, members, policies, org policy, triage, limits,
-// settings, channels) and GUARDIAN (approval decisions) — not a second
-// source of truth: each row is one stream message, keyed by (stream, seq).
+// settings, channels), GUARDIAN (approval decisions) and, from POLICY,
+// the decision requests refused for violating declared policy inputs —
+// not a second source of truth: each row is one stream message, keyed by
+// (stream, seq).
 // "before" is the previous message on the same subject, found at read time.
 
 // Durable consumers of the audit projection.
 const (
 	AuditControlProjector  = "api-audit-control"
 	AuditGuardianProjector = "api-audit-guardian"
+	AuditPolicyProjector   = "api-audit-policy"
 )
 
 var auditColumns = []string{"tenant_id", "at_ms", "stream", "seq", "subject", "entity_type", "entity_id", "action", "actor", "after"}
@@ -81,7 +84,13 @@ func projectAudit(m jetstream.Msg) (chx.Rows, error) {
 	}
 	after, _ := json.Marshal(scrub(doc))
 	return chx.Rows{{tenant, meta.Timestamp.UnixMilli(), meta.Stream, meta.Sequence.Stream, m.Subject(),
-		strings.TrimSuffix(parts[2], "_changed"), entity, auditAction(doc), auditActor(doc), string(after)}}, nil
+		auditEntityType(parts[2]), entity, auditAction(doc), auditActor(doc), string(after)}}, nil
+}
+
+// auditEntityType names the entity of a subject's event:
+// agent_changed → agent, decision_rejected → decision.
+func auditEntityType(event string) string {
+	return strings.TrimSuffix(strings.TrimSuffix(event, "_changed"), "_rejected")
 }
 
 // auditAction names what happened, from the record itself where it says

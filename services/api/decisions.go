@@ -41,7 +41,12 @@ func (s *Service) decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 		desc := msg.Header.Get(micro.ErrorHeader)
 		if code == "400" {
-			return rules.DecisionRecord{}, apperr.Validation(desc)
+			// The policy service sends the field details as the body.
+			var details []apperr.FieldError
+			if len(msg.Data) > 0 && json.Unmarshal(msg.Data, &details) != nil {
+				details = nil
+			}
+			return rules.DecisionRecord{}, apperr.Validation(desc, details...)
 		}
 		return rules.DecisionRecord{}, apperr.Unavailable("policy service could not decide: "+desc, time.Second, errors.New(desc))
 	}

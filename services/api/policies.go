@@ -20,24 +20,26 @@ import (
 
 // PolicyView is a policy as the API returns it.
 type PolicyView struct {
-	ID              string            `json:"id"`
-	Name            string            `json:"name"`
-	Description     string            `json:"description,omitempty"`
-	Enabled         bool              `json:"enabled"`
-	Priority        int               `json:"priority"`
-	Rules           []rules.Rule      `json:"rules"`
-	Conditions      map[string]string `json:"conditions,omitempty"`
-	DefaultDecision string            `json:"defaultDecision,omitempty"`
-	Status          string            `json:"status"`
-	Version         uint64            `json:"version"`
-	CreatedAt       time.Time         `json:"createdAt"`
-	UpdatedAt       time.Time         `json:"updatedAt"`
+	ID          string       `json:"id"`
+	Name        string       `json:"name"`
+	Description string       `json:"description,omitempty"`
+	Enabled     bool         `json:"enabled"`
+	Priority    int          `json:"priority"`
+	Rules       []rules.Rule `json:"rules"`
+	// Inputs are the declared context fields (docs/policies.md).
+	Inputs          map[string]rules.InputSpec `json:"inputs,omitempty"`
+	Conditions      map[string]string          `json:"conditions,omitempty"`
+	DefaultDecision string                     `json:"defaultDecision,omitempty"`
+	Status          string                     `json:"status"`
+	Version         uint64                     `json:"version"`
+	CreatedAt       time.Time                  `json:"createdAt"`
+	UpdatedAt       time.Time                  `json:"updatedAt"`
 }
 
 func viewPolicy(r rules.Record) PolicyView {
 	return PolicyView{
 		ID: r.ID, Name: r.Doc.Name, Description: r.Doc.Description, Enabled: r.Doc.IsEnabled(), Priority: r.Doc.Priority,
-		Rules: r.Doc.Rules, Conditions: r.Doc.Conditions, DefaultDecision: r.Doc.DefaultDecision,
+		Rules: r.Doc.Rules, Inputs: r.Doc.Inputs, Conditions: r.Doc.Conditions, DefaultDecision: r.Doc.DefaultDecision,
 		Status: r.Status, Version: r.Version, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
@@ -118,7 +120,7 @@ func (s *Service) getPolicy(c echo.Context) error {
 }
 
 var patchableDocFields = map[string]bool{
-	"name": true, "description": true, "enabled": true, "priority": true, "rules": true, "conditions": true, "defaultDecision": true,
+	"name": true, "description": true, "enabled": true, "priority": true, "rules": true, "inputs": true, "conditions": true, "defaultDecision": true,
 }
 
 func (s *Service) patchPolicy(c echo.Context) error {

@@ -52,7 +52,22 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	if req.SessionID != "" {
 		in.Session = s.sessions.get(req.Tenant, req.SessionID)
 	}
+	bad := pack.CheckInput(in)
+	if len(bad) > 0 && req.Source != rules.SourceEvent {
+		// Refused before deciding: nothing is recorded as a decision, but
+		// the refusal is kept for the audit log.
+		if err := s.recordRejection(ctx, req, pack.Hash, bad); err != nil {
+			return rules.DecisionRecord{}, err
+		}
+		s.rejected.WithLabelValues(req.Source).Inc()
+		return rules.DecisionRecord{}, rules.InputError(bad)
+	}
 	d := pack.Evaluate(in, s.deps.Catalog.Org(req.Tenant).Org)
+	// An ingested event already happened and cannot be refused: it is
+	// judged (failing closed) and its violations explain the verdict.
+	for _, fe := range bad {
+		d.Errors = append(d.Errors, "input "+fe.Path+": "+fe.Message)
+	}
 	sig := rules.Signature(req.AgentID, req.Action, d.ReasonCodes)
 	if d.Outcome > rules.Allow && s.deps.Catalog.Suppressed(req.Tenant, sig) {
 		d.Outcome, d.ReasonCodes = rules.Allow, []string{rules.ReasonSuppressed}
@@ -82,20 +97,38 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 }
 
 func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID string) error {
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encode decision: %w", err)
+	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID)), rec, msgID, "could not record the decision")
+}
+
+// recordRejection keeps a refused request on POLICY. If it cannot be
+// kept the caller gets a 503, not the 400: no refusal goes unrecorded.
+func (s *Service) recordRejection(ctx context.Context, req rules.EvaluateRequest, packHash string, bad []apperr.FieldError) error {
+	rej := rules.RejectedRequest{
+		ID: rules.NewDecisionID(), Op: "rejected", Tenant: req.Tenant, AgentID: req.AgentID, SessionID: req.SessionID,
+		Source: req.Source, Tool: req.Action.Tool, By: "key:" + req.Principal.KeyID, Reason: bad[0].Message,
+		Fields: bad, PackHash: packHash, At: time.Now().UTC(),
 	}
-	agentID := rec.AgentID
+	return s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, "could not record the rejected request")
+}
+
+func agentToken(agentID string) string {
 	if agentID == "" {
-		agentID = "~"
+		return "~"
 	}
-	m := nats.NewMsg(streams.DecisionSubject(rec.Tenant, agentID))
+	return agentID
+}
+
+func (s *Service) publish(ctx context.Context, subject string, v any, msgID, failure string) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", subject, err)
+	}
+	m := nats.NewMsg(subject)
 	m.Data = data
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {
-		return apperr.Unavailable("could not record the decision", time.Second, err)
+		return apperr.Unavailable(failure, time.Second, err)
 	}
 	return nil
 }

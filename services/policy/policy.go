@@ -98,6 +98,7 @@ type Service struct {
 	compiled map[string]*rules.Compiled
 
 	decisions *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
 	latency   prometheus.Histogram
 
 	rpcOnce sync.Once
@@ -133,12 +134,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_policy_decisions_total", Help: "Decisions made, by source and outcome.",
 		}, []string{"source", "outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_policy_requests_rejected_total", Help: "Decision requests refused for violating declared policy inputs, by source.",
+		}, []string{"source"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "vigil_policy_decide_seconds", Help: "Time to evaluate and record one decision.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
 	}
-	for _, c := range []prometheus.Collector{s.decisions, s.latency} {
+	for _, c := range []prometheus.Collector{s.decisions, s.rejected, s.latency} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("policy metrics: %w", err)
 		}

@@ -54,7 +54,13 @@ func (s *Service) handleEvaluate(r micro.Request) {
 		if code == RPCInternal {
 			s.log.Error("decide", slog.String("error", err.Error()))
 		}
-		_ = r.Error(code, err.Error(), nil)
+		// A validation error's field details travel as the body, so the
+		// api answers with the same details the policy service found.
+		var body []byte
+		if ae := (*apperr.Error)(nil); errors.As(err, &ae) && code == RPCBadRequest && len(ae.Details) > 0 {
+			body, _ = json.Marshal(ae.Details)
+		}
+		_ = r.Error(code, err.Error(), body)
 		return
 	}
 	if err := r.RespondJSON(rec); err != nil && !errors.Is(err, context.Canceled) {
