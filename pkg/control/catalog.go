@@ -49,6 +49,7 @@ type Catalog struct {
 	org       orgState
 	oidc      *oidc.Verifier
 	usage     usage
+	misses    *misses
 }
 
 // Option configures a Catalog.
@@ -71,6 +72,7 @@ func NewCatalog(js jetstream.JetStream, log *slog.Logger, opts ...Option) *Catal
 		orgs:      map[string]policy.OrgRecord{},
 		triage:    map[string]map[string]policy.Triage{},
 		falsePos:  map[string]map[string]int{},
+		misses:    newMisses(),
 	}
 	for _, o := range opts {
 		o(c)
@@ -206,13 +208,20 @@ func (c *Catalog) Authenticate(ctx context.Context, token string) (auth.Principa
 		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
 	}
 	k, found := c.key(id)
+	now := time.Now()
 	if !found {
-		if err := c.Sync(ctx); err != nil {
+		// Perhaps created elsewhere a moment ago: catch up first (paced,
+		// and never again for an id just found unknown; see misses.go).
+		if c.misses.known(id, now) {
+			return auth.Principal{}, apperr.Unauthenticated("invalid API key")
+		}
+		if err := c.catchUpSince(ctx, now); err != nil {
 			return auth.Principal{}, err
 		}
-		k, found = c.key(id)
+		if k, found = c.key(id); !found {
+			c.misses.remember(id, now)
+		}
 	}
-	now := time.Now()
 	if !found || !k.Active(now) || !k.Matches(token) {
 		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
 	}

@@ -471,3 +471,76 @@ func TestStoreWithoutControlStream(t *testing.T) {
 		t.Fatalf("PutAgent without CONTROL = %v, want an unavailable error", err)
 	}
 }
+
+// jsAPICalls is how many JetStream API requests the server has answered.
+func (e *env) jsAPICalls(t *testing.T) uint64 {
+	t.Helper()
+	info, err := e.nats.Server.Jsz(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.API.Total
+}
+
+// TestForgedKeysDoNotSyncPerRequest is issue 14's reproduction: a key
+// with a valid checksum and an unknown id made the catalog read CONTROL
+// on every request (500 requests, 1,001 JetStream API calls).
+func TestForgedKeysDoNotSyncPerRequest(t *testing.T) {
+	e := setup(t)
+	if err := e.cat.Sync(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, forged, err := auth.NewKey() // valid shape and checksum, never stored
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.jsAPICalls(t)
+	for range 500 {
+		if _, err := e.cat.Authenticate(e.ctx, forged); !apperr.Is(err, apperr.KindUnauthenticated) {
+			t.Fatalf("forged key: %v", err)
+		}
+	}
+	if n := e.jsAPICalls(t) - before; n > 2 {
+		t.Fatalf("500 requests with one forged key cost %d JetStream API calls, want at most 2", n)
+	}
+
+	// 500 distinct forged ids at once share their catch-ups: at most one
+	// stream read per pacing interval (50 ms) while they run.
+	before = e.jsAPICalls(t)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 500)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				_, tok, _ := auth.NewKey()
+				if _, err := e.cat.Authenticate(e.ctx, tok); !apperr.Is(err, apperr.KindUnauthenticated) {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("forged key: %v", err)
+	}
+	took := time.Since(start)
+	if n, bound := e.jsAPICalls(t)-before, uint64(took/(50*time.Millisecond))+2; n > bound {
+		t.Fatalf("500 distinct forged keys in %s cost %d JetStream API calls, want at most %d", took, n, bound)
+	}
+	if n := e.cat.MissesRemembered(); n != 501 {
+		t.Fatalf("%d unknown ids remembered, want 501", n)
+	}
+
+	// A real key created elsewhere after all this still works first time.
+	rec, token, err := e.otherStore(t).CreateKey(e.ctx, "acme", auth.RoleViewer, "k", "cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.cat.Authenticate(e.ctx, token); err != nil || p.KeyID != rec.ID {
+		t.Fatalf("real key after forged ones: %+v %v", p, err)
+	}
+}
