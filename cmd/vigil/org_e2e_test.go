@@ -21,6 +21,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/services/api"
 )
 
@@ -460,6 +461,26 @@ func TestRateLimits(t *testing.T) {
 
 	checkEnvelope(t, e.post(e.owner, "/v1/settings/rate-limits", map[string]any{"decisions": map[string]any{"perSecond": -1, "burst": 1}}), 400, "VALIDATION_ERROR", "invalid_request", nil)
 	expect(t, e.post(viewer, "/v1/settings/rate-limits", map[string]any{}), 403, "viewer sets limits")
+
+	// Issue 14: `{}` used to remove every limit. Now a rate left out keeps
+	// its value, no rate goes beyond the deployment's (here the defaults),
+	// and only owners change them.
+	admin := e.key("default", auth.RoleAdmin)
+	checkEnvelope(t, e.post(admin, "/v1/settings/rate-limits", map[string]any{"ingest": map[string]any{"perSecond": 1, "burst": 1}}), 403, "FORBIDDEN", "forbidden", nil)
+	var kept ratelimit.Limits
+	r0 := e.post(e.owner, "/v1/settings/rate-limits", map[string]any{})
+	expect(t, r0, 200, "empty body")
+	r0.decode(t, &kept)
+	if kept.Ingest != ratelimit.DefaultLimits.Ingest || kept.DecisionsPerKey != ratelimit.DefaultLimits.DecisionsPerKey {
+		t.Fatalf("{} changed the limits: %+v", kept)
+	}
+	for _, body := range []map[string]any{
+		{"ingest": map[string]any{"perSecond": 0, "burst": 0}},
+		{"decisions": map[string]any{"perSecond": ratelimit.DefaultLimits.Decisions.PerSecond * 10, "burst": 1}},
+		{"decisionsPerKey": map[string]any{"perSecond": 1, "burst": ratelimit.DefaultLimits.DecisionsPerKey.Burst + 1}},
+	} {
+		checkEnvelope(t, e.post(e.owner, "/v1/settings/rate-limits", body), 400, "VALIDATION_ERROR", "invalid_request", nil)
+	}
 	r := e.post(e.owner, "/v1/settings/rate-limits", map[string]any{
 		"decisions": map[string]any{"perSecond": 1, "burst": 3}, "decisionsPerKey": map[string]any{"perSecond": 1, "burst": 2},
 		"ingest": map[string]any{"perSecond": 1, "burst": 5}, "ingestPerKey": map[string]any{"perSecond": 100, "burst": 100},

@@ -53,8 +53,8 @@ var routePermissions = map[string][]auth.Permission{
 	"POST /v1/members/role":         {auth.MembersManage},
 	"DELETE /v1/members/:email":     {auth.MembersManage},
 	"GET /v1/settings/rate-limits":  {auth.SettingsRead},
-	"POST /v1/settings/rate-limits": {auth.SettingsManage},
-	"PUT /v1/settings/rate-limits":  {auth.SettingsManage},
+	"POST /v1/settings/rate-limits": {auth.LimitsManage},
+	"PUT /v1/settings/rate-limits":  {auth.LimitsManage},
 	"GET /v1/audit":                 {auth.AuditRead},
 	"GET /v1/audit/export":          {auth.AuditRead},
 

@@ -81,12 +81,16 @@ const (
 	// LLM judge.
 	SettingsRead   Permission = "settings:read"
 	SettingsManage Permission = "settings:manage"
+	// LimitsManage changes a tenant's rate limits (within the
+	// deployment's bounds). Owners only: lowering a limit can starve
+	// every agent of the tenant.
+	LimitsManage Permission = "limits:manage"
 )
 
 var grants = map[Role][]Permission{
 	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
-		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage},
+		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, LimitsManage},
 	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
 		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage},

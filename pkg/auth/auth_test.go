@@ -134,6 +134,12 @@ func TestRolePermissions(t *testing.T) {
 	if len(auth.Roles) != 5 {
 		t.Errorf("Roles = %v; add the new role to this table", auth.Roles)
 	}
+	// Rate limits are the owners' alone.
+	for _, r := range auth.Roles {
+		if got := r.Allows(auth.LimitsManage); got != (r == auth.RoleOwner) {
+			t.Errorf("%s.Allows(limits:manage) = %v", r, got)
+		}
+	}
 }
 
 func TestParseRole(t *testing.T) {

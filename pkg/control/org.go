@@ -114,7 +114,7 @@ func (c *Catalog) Limits(tenant string, def ratelimit.Limits) ratelimit.Limits {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if l, ok := c.org.limits[tenant]; ok {
-		return l
+		return l.Clamp(def)
 	}
 	return def
 }

@@ -81,3 +81,59 @@ func (l Limits) For(c Class) (tenant, perKey Rate) {
 	}
 	return l.Ingest, l.IngestPerKey
 }
+
+// rates names each of l's rates, in a stable order, as its JSON field.
+func (l *Limits) rates() []struct {
+	name string
+	r    *Rate
+} {
+	return []struct {
+		name string
+		r    *Rate
+	}{{"ingest", &l.Ingest}, {"ingestPerKey", &l.IngestPerKey}, {"decisions", &l.Decisions}, {"decisionsPerKey", &l.DecisionsPerKey}}
+}
+
+// Violation is one rate of a tenant's limits that lies outside the
+// deployment's bounds.
+type Violation struct {
+	Field, Message string
+}
+
+// Beyond lists the rates of l that exceed ceiling, the deployment's own
+// limits: a tenant may lower a limited rate but neither raise it nor
+// remove it (perSecond 0). A rate the deployment leaves unlimited is
+// unbounded for tenants too.
+func (l Limits) Beyond(ceiling Limits) []Violation {
+	var out []Violation
+	mine, top := l.rates(), ceiling.rates()
+	for i := range mine {
+		r, c := *mine[i].r, *top[i].r
+		switch {
+		case c.Unlimited():
+		case r.Unlimited():
+			out = append(out, Violation{mine[i].name + ".perSecond", fmt.Sprintf("must be between 0 (exclusive) and the deployment's %g: a tenant cannot remove a limit", c.PerSecond)})
+		case r.PerSecond > c.PerSecond || r.Burst > c.Burst:
+			out = append(out, Violation{mine[i].name, fmt.Sprintf("at most %g per second with a burst of %d (the deployment's limit)", c.PerSecond, c.Burst)})
+		}
+	}
+	return out
+}
+
+// Clamp returns l with every rate brought within ceiling, so that limits
+// stored before the bounds existed (or under a since-lowered ceiling)
+// never admit more than the deployment allows.
+func (l Limits) Clamp(ceiling Limits) Limits {
+	mine, top := l.rates(), ceiling.rates()
+	for i := range mine {
+		r, c := mine[i].r, *top[i].r
+		if c.Unlimited() {
+			continue
+		}
+		if r.Unlimited() {
+			*r = c
+			continue
+		}
+		r.PerSecond, r.Burst = min(r.PerSecond, c.PerSecond), min(r.Burst, c.Burst)
+	}
+	return l
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -154,5 +155,39 @@ func TestSharedAcrossInstances(t *testing.T) {
 	}
 	if admitted != 20 {
 		t.Errorf("two instances admitted %d requests; the shared burst is 20", admitted)
+	}
+}
+
+func TestLimitsWithinBounds(t *testing.T) {
+	ceiling := Limits{Ingest: Rate{100, 200}, IngestPerKey: Rate{50, 100}, Decisions: Rate{10, 20}}
+	for _, tc := range []struct {
+		name    string
+		l       Limits
+		fields  []string
+		clamped Limits
+	}{
+		{"empty removes every limit: refused, and clamps to the ceiling", Limits{},
+			[]string{"ingest.perSecond", "ingestPerKey.perSecond", "decisions.perSecond"}, ceiling},
+		{"lower is fine", Limits{Ingest: Rate{1, 2}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}, DecisionsPerKey: Rate{3, 3}},
+			nil, Limits{Ingest: Rate{1, 2}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}, DecisionsPerKey: Rate{3, 3}}},
+		{"higher rate", Limits{Ingest: Rate{101, 2}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}},
+			[]string{"ingest"}, Limits{Ingest: Rate{100, 2}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}}},
+		{"higher burst", Limits{Ingest: Rate{1, 201}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}},
+			[]string{"ingest"}, Limits{Ingest: Rate{1, 200}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}}},
+		{"unbounded in the deployment stays unbounded", Limits{Ingest: Rate{1, 1}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}, DecisionsPerKey: Rate{1e6, 1e6}},
+			nil, Limits{Ingest: Rate{1, 1}, IngestPerKey: Rate{1, 1}, Decisions: Rate{5, 5}, DecisionsPerKey: Rate{1e6, 1e6}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var fields []string
+			for _, v := range tc.l.Beyond(ceiling) {
+				fields = append(fields, v.Field)
+			}
+			if !slices.Equal(fields, tc.fields) {
+				t.Errorf("Beyond = %v, want %v", fields, tc.fields)
+			}
+			if got := tc.l.Clamp(ceiling); got != tc.clamped {
+				t.Errorf("Clamp = %+v, want %+v", got, tc.clamped)
+			}
+		})
 	}
 }

@@ -372,18 +372,41 @@ func (s *Service) getLimits(c echo.Context) error {
 	return c.JSON(http.StatusOK, l)
 }
 
+// setLimits changes some or all of the tenant's rates: a rate left out
+// keeps its current value, and every rate stays within the deployment's
+// own limits (s.cfg.RateLimits), so no tenant removes or raises a limit.
 func (s *Service) setLimits(c echo.Context) error {
-	var in ratelimit.Limits
+	var in struct {
+		Ingest          *ratelimit.Rate `json:"ingest"`
+		IngestPerKey    *ratelimit.Rate `json:"ingestPerKey"`
+		Decisions       *ratelimit.Rate `json:"decisions"`
+		DecisionsPerKey *ratelimit.Rate `json:"decisionsPerKey"`
+	}
 	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
 		return err
 	}
-	if err := in.Validate(); err != nil {
+	p := httpkit.Principal(c)
+	next := s.deps.Catalog.Limits(p.Tenant, s.cfg.RateLimits)
+	for _, f := range []struct{ from, to *ratelimit.Rate }{
+		{in.Ingest, &next.Ingest}, {in.IngestPerKey, &next.IngestPerKey}, {in.Decisions, &next.Decisions}, {in.DecisionsPerKey, &next.DecisionsPerKey},
+	} {
+		if f.from != nil {
+			*f.to = *f.from
+		}
+	}
+	if err := next.Validate(); err != nil {
 		return apperr.Validation("rate limits are not valid", apperr.FieldError{Path: "", Code: "invalid_format", Message: err.Error()})
 	}
-	p := httpkit.Principal(c)
-	in.Tenant, in.By = p.Tenant, p.Actor()
+	if over := next.Beyond(s.cfg.RateLimits); len(over) > 0 {
+		fields := make([]apperr.FieldError, len(over))
+		for i, v := range over {
+			fields[i] = apperr.FieldError{Path: v.Field, Code: "out_of_range", Message: v.Message}
+		}
+		return apperr.Validation("rate limits exceed the deployment's bounds", fields...)
+	}
+	next.Tenant, next.By = p.Tenant, p.Actor()
 	ctx := c.Request().Context()
-	seq, err := s.deps.Store.PutLimits(ctx, in)
+	seq, err := s.deps.Store.PutLimits(ctx, next)
 	if err != nil {
 		return err
 	}
