@@ -443,3 +443,38 @@ func pinned(image string) bool {
 	}
 	return image[i+1:] != "" && image[i+1:] != "latest"
 }
+
+// TestNATSAuth checks that NATS runs with the authorization `vigil nats
+// init` writes and that every service built here connects with its own
+// credential (the keys tool with the admin one).
+func TestNATSAuth(t *testing.T) {
+	p := load(t, nil)
+	nats := service(t, p, "nats")
+	i := slices.Index(nats.Command, "-c")
+	if i < 0 || i+1 >= len(nats.Command) {
+		t.Fatalf("nats command %v: want -c <config>", nats.Command)
+	}
+	conf := nats.Command[i+1]
+	j := slices.IndexFunc(nats.Configs, func(c types.ServiceConfigObjConfig) bool { return c.Target == conf })
+	if j < 0 {
+		t.Fatalf("nats: no config mounted at %s", conf)
+	}
+	src, ok := p.Configs[nats.Configs[j].Source]
+	if !ok || src.File != filepath.Join(repoRoot(t), "deploy", "nats", "nats.conf") {
+		t.Errorf("nats config %q is %+v, want the file deploy/nats/nats.conf", nats.Configs[j].Source, src)
+	}
+	users := map[string]string{"keys": "admin"}
+	for _, name := range vigilServers {
+		users[name] = name
+	}
+	for name, user := range users {
+		s := service(t, p, name)
+		want := filepath.Join(repoRoot(t), "deploy", "nats", user+".env")
+		if len(s.EnvFiles) != 1 || s.EnvFiles[0].Path != want {
+			t.Errorf("%s: env files %+v, want %s", name, s.EnvFiles, want)
+		}
+		if env(s, "VIGIL_NATS_NKEY") != "" {
+			t.Errorf("%s: a NATS seed written into compose.yaml", name)
+		}
+	}
+}

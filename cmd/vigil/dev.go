@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api"
@@ -35,6 +36,7 @@ func runDev(ctx context.Context, args []string) error {
 	natsListen := fs.String("nats-listen", "VIGIL_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (the CLI connects here)")
 	chWait := fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", 30*time.Second, "how long to wait for ClickHouse at start")
 	dupWindow := fs.Duration("dedupe-window", "VIGIL_DEDUPE_WINDOW", streams.DefaultOptions.DuplicateWindow, "how long JetStream dedupes eventIds (older repeats are absorbed by the projections)")
+	natsTLS := fs.Bool("nats-tls", false, "serve NATS over TLS with a CA generated into <data-dir>/tls (clients pass --nats-tls-ca <data-dir>/tls/vigil-dev-ca.pem)")
 	signingKey := fs.String("signing-key", "VIGIL_SIGNING_KEY", "", "base64 Ed25519 seed that signs policy packs (default: generated once into <data-dir>/signing.key)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,7 +66,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	st, err := StartStack(ctx, StackConfig{
-		DataDir: *dataDir, NATSHost: host, NATSPort: port,
+		DataDir: *dataDir, NATSHost: host, NATSPort: port, NATSSecurity: devNATSSecurity(*natsTLS),
 		ClickHouseDSN: *common.ClickHouseDSN, ClickHouseWait: *chWait,
 		Ingest: ic, API: ac, Policy: pc, OIDC: verifier, Log: log,
 	})
@@ -76,7 +78,8 @@ func runDev(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stdout, "\nCreated the first API key (owner of tenant \"default\"). It is shown only this once:\n\n    %s\n\n", st.BootstrapKey)
 	}
 	log.Info("vigil dev ready", slog.String("http", *common.HTTPAddr), slog.String("nats", st.NATS.ClientURL()),
-		slog.String("clickhouse", *common.ClickHouseDSN), slog.String("data", *dataDir))
+		slog.String("clickhouse", *common.ClickHouseDSN), slog.String("data", *dataDir),
+		slog.String("nats_admin_creds", natsauth.SeedFile(CredsDir(*dataDir), natsauth.Admin)))
 	ln, err := net.Listen("tcp", *common.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *common.HTTPAddr, err)
@@ -84,6 +87,13 @@ func runDev(ctx context.Context, args []string) error {
 	err = st.Serve(ctx, ln)
 	log.Info("vigil dev stopped")
 	return err
+}
+
+func devNATSSecurity(tls bool) NATSSecurity {
+	if tls {
+		return NATSTLS
+	}
+	return NATSAuth
 }
 
 // signingSeed decodes the configured pack-signing seed or, in dev, keeps

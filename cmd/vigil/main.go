@@ -17,7 +17,8 @@ const usage = `vigil — governance control plane for AI agents
 
 Usage:
   vigil dev                 run every service in one process (embedded NATS)
-  vigil keys create         create an API key (shown once)
+  vigil keys create         create an API key (shown once; needs the NATS admin credential)
+  vigil nats init           generate NATS credentials and server config for compose
   vigil migrate             apply ClickHouse migrations
   vigil bench ingest|decide|ledger|notify
                             measure a hot path end to end on this machine
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string) error {
 			return errors.New(`usage: vigil keys create --tenant T --role R`)
 		}
 		return runKeysCreate(ctx, args[2:], os.Stdout)
+	case "nats":
+		return runNATS(ctx, args[1:], os.Stdout)
 	case "migrate":
 		return runMigrate(ctx, args[1:])
 	case "bench":

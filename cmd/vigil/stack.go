@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -20,6 +19,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/oidc"
 	rules "github.com/vigilhq/vigil/pkg/policy"
@@ -43,6 +43,9 @@ type StackConfig struct {
 	// the CLI and other processes can reach it; port -1 picks one.
 	NATSHost string
 	NATSPort int
+	// NATSSecurity is how the embedded server admits clients; zero is
+	// NATSAuth.
+	NATSSecurity NATSSecurity
 	// ClickHouseDSN; empty runs ingest alone, without projections or the
 	// read API (used by the ingest benchmark).
 	ClickHouseDSN string
@@ -79,6 +82,7 @@ type Stack struct {
 	BootstrapKey string
 
 	log     *slog.Logger
+	local   *localNATS
 	workers []daemon.Worker
 	// routes and responders are added by the services wired in
 	// stack_<service>.go; responders start once the catalog is in sync.
@@ -96,11 +100,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			st.Close()
 		}
 	}()
-	st.NATS, err = natsx.StartEmbedded(natsx.EmbeddedOptions{Host: cfg.NATSHost, Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")})
+	st.NATS, st.local, err = startLocalNATS(cfg)
 	if err != nil {
 		return st, err
 	}
-	st.NC, st.JS, err = natsx.Connect(st.NATS.ClientURL(), "vigil-dev", cfg.Log)
+	st.NC, st.JS, err = st.local.connect(natsauth.Admin, "vigil-dev", cfg.Log)
 	if err != nil {
 		return st, err
 	}

@@ -124,7 +124,7 @@ type Common struct {
 // seed file, see pkg/natsauth) and over TLS when a CA or certificate is
 // given.
 type NATS struct {
-	URL, Creds, TLSCA, TLSCert, TLSKey *string
+	URL, Creds, NKey, TLSCA, TLSCert, TLSKey *string
 }
 
 // AddNATS defines the NATS client settings on fs; creds is the default
@@ -134,6 +134,7 @@ func AddNATS(fs *FlagSet, creds string) NATS {
 	return NATS{
 		URL:     fs.String("nats-url", "VIGIL_NATS_URL", "nats://127.0.0.1:4222", "NATS server URL"),
 		Creds:   fs.String("nats-creds", "VIGIL_NATS_CREDS", creds, "NKey seed file this process authenticates to NATS with (`vigil nats init` writes one per service)"),
+		NKey:    fs.String("nats-nkey", "VIGIL_NATS_NKEY", "", "NKey seed itself, instead of --nats-creds (compose passes it from the env file `vigil nats init` writes)"),
 		TLSCA:   fs.String("nats-tls-ca", "VIGIL_NATS_TLS_CA", "", "PEM CA that verifies the NATS server's certificate (enables TLS)"),
 		TLSCert: fs.String("nats-tls-cert", "VIGIL_NATS_TLS_CERT", "", "PEM client certificate for a NATS server that verifies clients"),
 		TLSKey:  fs.String("nats-tls-key", "VIGIL_NATS_TLS_KEY", "", "PEM key of --nats-tls-cert"),

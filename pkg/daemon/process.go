@@ -79,11 +79,16 @@ func Start(ctx context.Context, name string, common config.Common, o ProcessOpti
 // ConnectNATS connects to NATS as n configures: its URL, credential and
 // TLS files.
 func ConnectNATS(n config.NATS, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	opts, err := natsauth.ClientOptions(*n.Creds, natsauth.TLSFiles{CA: *n.TLSCA, Cert: *n.TLSCert, Key: *n.TLSKey})
+	cred := natsauth.Credential{File: *n.Creds, Seed: *n.NKey}
+	opts, err := natsauth.ClientOptions(cred, natsauth.TLSFiles{CA: *n.TLSCA, Cert: *n.TLSCert, Key: *n.TLSKey})
 	if err != nil {
 		return nil, nil, err
 	}
-	return natsx.Connect(*n.URL, name, log, opts...)
+	nc, js, err := natsx.Connect(*n.URL, name, log, opts...)
+	if errors.Is(err, nats.ErrAuthorization) && cred == (natsauth.Credential{}) {
+		return nil, nil, fmt.Errorf("%w: no NATS credential configured (--nats-creds or $VIGIL_NATS_NKEY; `vigil nats init` generates them)", err)
+	}
+	return nc, js, err
 }
 
 // Close drains NATS and closes ClickHouse.

@@ -29,7 +29,7 @@ var discard = slog.New(slog.DiscardHandler)
 // asynchronous errors (permission violations) arrive on.
 func connect(t *testing.T, env *natstest.Env, user string) (*nats.Conn, jetstream.JetStream, <-chan error) {
 	t.Helper()
-	opts, err := natsauth.ClientOptions(natsauth.SeedFile(env.CredsDir, user), natsauth.TLSFiles{})
+	opts, err := natsauth.ClientOptions(natsauth.FileCredential(natsauth.SeedFile(env.CredsDir, user)), natsauth.TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestUnauthenticatedClientRefused(t *testing.T) {
 
 func mustOpts(t *testing.T, seed string) []nats.Option {
 	t.Helper()
-	opts, err := natsauth.ClientOptions(seed, natsauth.TLSFiles{})
+	opts, err := natsauth.ClientOptions(natsauth.FileCredential(seed), natsauth.TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,5 +323,65 @@ func TestServerConfigFile(t *testing.T) {
 	defer cancel()
 	if err := natsx.EnsureStreams(ctx, js, streams.IngestConfig(streams.DefaultOptions)); err != nil {
 		t.Fatalf("ingest declaring its stream: %v", err)
+	}
+}
+
+// TestSeedFromEnvFile connects with the seed an env file carries, as a
+// container does, and checks the env files are private.
+func TestSeedFromEnvFile(t *testing.T) {
+	env := natstest.Start(t)
+	dir := filepath.Join(t.TempDir(), "env")
+	if err := natsauth.WriteEnvFiles(env.CredsDir, dir); err != nil {
+		t.Fatal(err)
+	}
+	path := natsauth.EnvFile(dir, streams.ServiceIngest)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s is %v, want 0600", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seed string
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "VIGIL_NATS_NKEY="); ok {
+			seed = v
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		cred    natsauth.Credential
+		wantErr bool
+	}{
+		{"seed from the env file", natsauth.Credential{Seed: seed}, false},
+		{"file and seed at once", natsauth.Credential{File: natsauth.SeedFile(env.CredsDir, streams.ServiceIngest), Seed: seed}, true},
+		{"not a seed", natsauth.Credential{Seed: "SUNOTASEED"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts, err := natsauth.ClientOptions(tc.cred, natsauth.TLSFiles{})
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc, js, err := natsx.Connect(env.Server.ClientURL(), "env", discard, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := natsx.EnsureStreams(ctx, js, streams.IngestConfig(streams.DefaultOptions)); err != nil {
+				t.Fatalf("ingest declaring its stream: %v", err)
+			}
+		})
 	}
 }

@@ -1,16 +1,7 @@
 package natsauth_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,76 +13,22 @@ import (
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	dir  string
-	// File is the CA certificate's PEM file.
-	File string
-}
-
-func newCA(t *testing.T, dir, name string) *testCA {
+func newCA(t *testing.T, dir, name string) *natsauth.CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := natsauth.NewCA(dir, name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, dir: dir, File: filepath.Join(dir, name+"-ca.pem")}
-	writePEM(t, ca.File, "CERTIFICATE", der)
 	return ca
 }
 
-// issue signs a certificate for name (a server for 127.0.0.1 and
-// localhost, or a client) and returns its certificate and key files.
-func (ca *testCA) issue(t *testing.T, name string, server bool) (certFile, keyFile string) {
+func issue(t *testing.T, ca *natsauth.CA, name string, server bool) (cert, key string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	f, err := ca.Issue(name, server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.DNSNames = []string{"localhost"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return f.Cert, f.Key
 }
 
 // TestTLS runs an authenticated server over TLS with certificates from a
@@ -101,9 +38,9 @@ func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, dir, "vigil-test")
 	other := newCA(t, dir, "other")
-	srvCert, srvKey := ca.issue(t, "nats", true)
-	cliCert, cliKey := ca.issue(t, "ingest", false)
-	strangerCert, strangerKey := other.issue(t, "stranger", false)
+	srvCert, srvKey := issue(t, ca, "nats", true)
+	cliCert, cliKey := issue(t, ca, "ingest", false)
+	strangerCert, strangerKey := issue(t, other, "stranger", false)
 	creds := filepath.Join(dir, "creds")
 	users, err := natsauth.Init(creds)
 	if err != nil {
@@ -145,7 +82,7 @@ func TestTLS(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-			opts, err := natsauth.ClientOptions(tc.seed, tc.client)
+			opts, err := natsauth.ClientOptions(natsauth.FileCredential(tc.seed), tc.client)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -180,7 +117,7 @@ func TestTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-		opts, err := natsauth.ClientOptions(seed, natsauth.TLSFiles{})
+		opts, err := natsauth.ClientOptions(natsauth.FileCredential(seed), natsauth.TLSFiles{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +130,7 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("half a client certificate", func(t *testing.T) {
-		if _, err := natsauth.ClientOptions(seed, natsauth.TLSFiles{Cert: cliCert}); err == nil {
+		if _, err := natsauth.ClientOptions(natsauth.FileCredential(seed), natsauth.TLSFiles{Cert: cliCert}); err == nil {
 			t.Fatal("accepted a certificate without its key")
 		}
 	})
@@ -202,7 +139,7 @@ func TestTLS(t *testing.T) {
 			t.Fatal("accepted a certificate without its key")
 		}
 	})
-	if _, err := natsauth.ClientOptions(filepath.Join(dir, "missing.nk"), natsauth.TLSFiles{}); !errors.Is(err, natsauth.ErrNoCredential) {
+	if _, err := natsauth.ClientOptions(natsauth.FileCredential(filepath.Join(dir, "missing.nk")), natsauth.TLSFiles{}); !errors.Is(err, natsauth.ErrNoCredential) {
 		t.Fatalf("missing seed: %v", err)
 	}
 }

@@ -66,7 +66,7 @@ func StartIn(t testing.TB, storeDir string) *Env {
 // natsauth.Admin); the connection closes when the test ends.
 func (e *Env) ConnectAs(t testing.TB, user string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	opts, err := natsauth.ClientOptions(natsauth.SeedFile(e.CredsDir, user), natsauth.TLSFiles{})
+	opts, err := natsauth.ClientOptions(natsauth.FileCredential(natsauth.SeedFile(e.CredsDir, user)), natsauth.TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
