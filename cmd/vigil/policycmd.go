@@ -926,12 +926,13 @@ type replayReport struct {
 
 // replayDecision re-decides one recorded decision with the draft pack. A
 // decision recorded as suppressed (a false positive) stays suppressed when
-// the draft reaches the same signature, as the live service would.
+// the draft reaches the same signature with a warn, as the live service
+// would; a draft that makes it a block or require_approval is not lifted.
 func replayDecision(pack *policy.Pack, rec policy.DecisionRecord, org policy.OrgPolicy) policy.Decision {
 	d := pack.Evaluate(rec.Input, org)
-	if d.Outcome > policy.Allow && slices.Equal(rec.Decision.ReasonCodes, []string{policy.ReasonSuppressed}) &&
+	if d.Suppressible() && slices.Equal(rec.Decision.ReasonCodes, []string{policy.ReasonSuppressed}) &&
 		policy.Signature(rec.AgentID, rec.Input.Action, d.ReasonCodes) == rec.Signature {
-		d.Outcome, d.ReasonCodes = policy.Allow, []string{policy.ReasonSuppressed}
+		d.Suppress()
 	}
 	return d
 }

@@ -337,3 +337,30 @@ func BenchmarkEvaluate100RulesUnindexed(b *testing.B) {
 		p.Evaluate(in, OrgPolicy{})
 	}
 }
+
+// TestSuppressSilencesWarningsOnly: a false-positive triage turns a warn
+// into an allow, and never lifts a block or require_approval.
+func TestSuppressSilencesWarningsOnly(t *testing.T) {
+	for _, tc := range []struct {
+		outcome Outcome
+		want    Outcome
+		codes   []string
+	}{
+		{Allow, Allow, []string{ReasonDefaultAllow}},
+		{Warn, Allow, []string{ReasonSuppressed}},
+		{RequireApproval, RequireApproval, []string{"RULE_X"}},
+		{Block, Block, []string{"RULE_X"}},
+	} {
+		t.Run(tc.outcome.String(), func(t *testing.T) {
+			codes := []string{"RULE_X"}
+			if tc.outcome == Allow {
+				codes = []string{ReasonDefaultAllow}
+			}
+			d := Decision{Outcome: tc.outcome, ReasonCodes: codes}
+			did := d.Suppress()
+			if did != (tc.outcome == Warn) || d.Outcome != tc.want || !slices.Equal(d.ReasonCodes, tc.codes) {
+				t.Errorf("Suppress() = %v → %s %v, want %s %v", did, d.Outcome, d.ReasonCodes, tc.want, tc.codes)
+			}
+		})
+	}
+}

@@ -10,11 +10,27 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 )
 
-// Policy statuses.
+// Policy statuses. Only active policies are in force; a draft is a
+// proposal (an exception learned from a verdict) that someone with
+// policies:write applies.
 const (
 	StatusActive   = "active"
 	StatusArchived = "archived"
+	StatusDraft    = "draft"
 )
+
+// Proposal says what a draft policy would change: applying it makes its
+// document the next version of PolicyID, provided PolicyID is still at
+// BaseVersion.
+type Proposal struct {
+	PolicyID    string   `json:"policyId"`
+	BaseVersion uint64   `json:"baseVersion"`
+	RuleIDs     []string `json:"ruleIds"`
+	// DecisionID is the verdict the exception was learned from.
+	DecisionID string `json:"decisionId"`
+	// Exception is the CEL condition excepted from the rules.
+	Exception string `json:"exception"`
+}
 
 // Record is a policy's state as stored on CONTROL: each change is a new
 // version (the stream sequence).
@@ -27,6 +43,8 @@ type Record struct {
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 	By        string    `json:"by,omitempty"`
+	// Proposal is set on drafts (Status draft).
+	Proposal *Proposal `json:"proposal,omitempty"`
 }
 
 // OrgRecord is a tenant's org policy as stored on CONTROL.
@@ -44,8 +62,9 @@ const (
 	TriageFalsePositive = "false_positive"
 )
 
-// Triage is a human's verdict on a decision. A false positive suppresses
-// later decisions with the same signature.
+// Triage is a human's verdict on a decision. A false positive silences
+// later warn decisions with the same signature (see Decision.Suppressible);
+// it never lifts a block or require_approval.
 type Triage struct {
 	Tenant     string    `json:"tenant"`
 	DecisionID string    `json:"decisionId"`
@@ -65,6 +84,23 @@ const (
 
 // ReasonSuppressed marks a decision downgraded by a false-positive triage.
 const ReasonSuppressed = "FALSE_POSITIVE_SUPPRESSED"
+
+// Suppressible reports whether a false-positive triage may silence d.
+// Triage tunes findings: only a warn (a manifest finding or a warn rule)
+// is silenced. A block or require_approval comes from a rule, the org
+// policy or the agent's settings, and only a change to those lifts it:
+// anyone allowed to triage could otherwise turn a person's rule off.
+func (d Decision) Suppressible() bool { return d.Outcome == Warn }
+
+// Suppress applies a false-positive triage to d when it is suppressible,
+// and reports whether it did.
+func (d *Decision) Suppress() bool {
+	if !d.Suppressible() {
+		return false
+	}
+	d.Outcome, d.ReasonCodes = Allow, []string{ReasonSuppressed}
+	return true
+}
 
 // EvaluateRequest is the RPC request to the policy service.
 type EvaluateRequest struct {

@@ -172,6 +172,22 @@ func RejectionSubject(tenant, agentID string) string {
 	return subject("policy", DecisionRejected, tenant, agentID)
 }
 
+// TenantDecisions filters every recorded decision of one tenant.
+func TenantDecisions(tenant string) string {
+	return "policy.v1." + DecisionRecorded + "." + tenant + ".>"
+}
+
+// HeaderDecisionID carries the decision id on every recorded decision, so
+// a reader can find a decision on POLICY from its headers alone (the
+// message id is the event's for event verdicts).
+const HeaderDecisionID = "Vigil-Decision-Id"
+
+// DecisionsProjector is the durable consumer that projects recorded
+// decisions into ClickHouse (owned by services/policy). Every decision at
+// or below its ack floor is in the decisions table, which is what lets a
+// reader tell "not projected yet" from "unknown".
+const DecisionsProjector = "policy-decisions-projector"
+
 // Control-plane facts about policies, owned by services/api.
 const (
 	// PolicyChanged carries a policy's full state after a change.

@@ -19,6 +19,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	rules "github.com/vigilhq/vigil/pkg/policy"
 )
 
 func pathID(c echo.Context) string {
@@ -172,13 +173,9 @@ func (s *Service) agentSettings(c echo.Context) error {
 	}{a.AgentID, a.Settings, a.Revision})
 }
 
-// learnVerdict folds a verdict's action into the agent's declaration, so
-// the same tool and destination no longer draw UNDECLARED_* warnings.
-func (s *Service) learnVerdict(c echo.Context) error {
-	rec, err := s.decisionRecord(c, pathID(c))
-	if err != nil {
-		return err
-	}
+// learnDeclaration folds a verdict's action into the agent's declaration,
+// so the same tool and destination no longer draw UNDECLARED_* warnings.
+func (s *Service) learnDeclaration(c echo.Context, rec rules.DecisionRecord) error {
 	if rec.AgentID == "" {
 		return apperr.Validation("this verdict has no agent to learn for")
 	}

@@ -54,12 +54,16 @@ type Config struct {
 	Judge judge.Deployment
 	// RateLimits apply to tenants that have not set their own.
 	RateLimits ratelimit.Limits
+	// MaxLongPollsPerKey caps the long-polls (GET /v1/decisions/:id?wait=)
+	// one API key or member holds open at once on an instance; beyond it
+	// the answer is 429 with Retry-After.
+	MaxLongPollsPerKey int
 }
 
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
 	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000, DecisionTimeout: 2 * time.Second,
-		RateLimits: ratelimit.DefaultLimits}
+		RateLimits: ratelimit.DefaultLimits, MaxLongPollsPerKey: 16}
 }
 
 // Validate reports every invalid setting.
@@ -76,6 +80,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxExportEvents < 1 {
 		errs = append(errs, errors.New("api: MaxExportEvents must be positive"))
+	}
+	if c.MaxLongPollsPerKey < 1 {
+		errs = append(errs, errors.New("api: MaxLongPollsPerKey must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -107,6 +114,11 @@ type Service struct {
 	safety   *safety // redaction settings and the LLM judge (redaction.go, llmconfig.go)
 	usage    *control.Usage
 	audit    [3]*chx.Sink // CONTROL, GUARDIAN, POLICY rejections
+	// longPolls caps concurrent long-polls per caller (longpoll.go).
+	longPolls *longPolls
+	// decisionReads counts single-decision reads by where the record was
+	// found: the ClickHouse projection or, while it lags, POLICY.
+	decisionReads *prometheus.CounterVec
 }
 
 // New validates cfg and deps.
@@ -117,7 +129,17 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.NC == nil || deps.JS == nil || deps.CH == nil || deps.Catalog == nil || deps.Board == nil || deps.Store == nil || deps.Log == nil || deps.Registerer == nil {
 		return nil, errors.New("api: NC, JS, CH, Catalog, Board, Store, Log and Registerer are required")
 	}
-	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "api")), sessions: sessions.NewStore(deps.CH)}
+	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "api")), sessions: sessions.NewStore(deps.CH),
+		longPolls: newLongPolls(cfg.MaxLongPollsPerKey),
+		decisionReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigil_api_decision_reads_total", Help: "Single-decision reads, by where the record was found (projection, stream).",
+		}, []string{"from"}),
+	}
+	for _, c := range []prometheus.Collector{s.longPolls.active, s.longPolls.refused, s.decisionReads} {
+		if err := deps.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("api metrics: %w", err)
+		}
+	}
 	sink, err := chx.NewSink(chx.SinkConfig{
 		Name: AgentsProjector, Table: "agents", Columns: agentColumns, Project: projectAgent,
 		MaxRows: 1000, Linger: 200 * time.Millisecond,
@@ -194,6 +216,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/policies/:id", s.getPolicy, pr)
 	g.PATCH("/policies/:id", s.patchPolicy, pw)
 	g.DELETE("/policies/:id", s.archivePolicy, pw)
+	g.POST("/policies/:id/apply", s.applyDraft, pw)
 	g.GET("/org-policy", s.getOrgPolicy, pr)
 	g.POST("/org-policy", s.setOrgPolicy, pw)
 

@@ -301,26 +301,12 @@ func (s *Service) postVerdict(c echo.Context) error {
 	return c.JSON(http.StatusCreated, s.verdictOf(rec))
 }
 
+// decisionRecord reads a decision of the caller's tenant, read-your-writes
+// (see decisionByID).
 func (s *Service) decisionRecord(c echo.Context, id string) (rules.DecisionRecord, error) {
 	ctx, cancel := queryContext(c, s.cfg.QueryTimeout)
 	defer cancel()
-	rows, err := s.deps.CH.Query(ctx, "SELECT record FROM decisions WHERE tenant_id = ? AND decision_id = ? LIMIT 1", httpkit.Principal(c).Tenant, id)
-	if err != nil {
-		return rules.DecisionRecord{}, chx.ReadError("decision store", err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		return rules.DecisionRecord{}, apperr.NotFound("decision %q not found", id)
-	}
-	var raw string
-	if err := rows.Scan(&raw); err != nil {
-		return rules.DecisionRecord{}, fmt.Errorf("scan decision: %w", err)
-	}
-	var rec rules.DecisionRecord
-	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-		return rules.DecisionRecord{}, fmt.Errorf("decode decision: %w", err)
-	}
-	return rec, nil
+	return s.decisionByID(ctx, httpkit.Principal(c).Tenant, id)
 }
 
 // sourceBaseline is the source of the risk service's anomalies, which it

@@ -148,57 +148,6 @@ func parseWait(c echo.Context) (time.Duration, error) {
 	return d, nil
 }
 
-// getDecision returns a decision, and for require_approval its pending
-// action; with ?wait it long-polls until the outcome is final.
-func (s *Service) getDecision(c echo.Context) error {
-	wait, err := parseWait(c)
-	if err != nil {
-		return err
-	}
-	tenant, id := httpkit.Principal(c).Tenant, pathID(c)
-	ctx, cancel := context.WithTimeout(c.Request().Context(), wait)
-	defer cancel()
-	var rec *rules.DecisionRecord
-	for {
-		if a, ok := s.deps.Board.ByDecision(tenant, id); ok {
-			if !a.Status.Final() && wait > 0 {
-				a, _ = s.deps.Board.Wait(ctx, tenant, id)
-			}
-			if rec == nil {
-				// The record is in ClickHouse within about a second; an
-				// answer without it still carries everything to act on.
-				if r, err := s.decisionRecord(c, id); err == nil {
-					rec = &r
-				}
-			}
-			return c.JSON(http.StatusOK, s.decisionView(c, rec, &a))
-		}
-		if rec == nil {
-			r, err := s.decisionRecord(c, id)
-			switch {
-			case err == nil:
-				rec = &r
-			case !apperr.Is(err, apperr.KindNotFound):
-				return err
-			}
-		}
-		if rec != nil && rec.Decision.Outcome != rules.RequireApproval {
-			return c.JSON(http.StatusOK, s.decisionView(c, rec, nil))
-		}
-		// Not yet visible (projection or intake lag) or awaiting intake.
-		if ctx.Err() != nil || wait == 0 {
-			if rec != nil {
-				return c.JSON(http.StatusOK, s.decisionView(c, rec, nil))
-			}
-			return apperr.NotFound("decision %q not found", id)
-		}
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-ctx.Done():
-		}
-	}
-}
-
 func (s *Service) decisionView(c echo.Context, rec *rules.DecisionRecord, a *approval.Action) map[string]any {
 	out := map[string]any{}
 	if rec != nil {

@@ -34,6 +34,10 @@ type PolicyView struct {
 	Version         uint64                     `json:"version"`
 	CreatedAt       time.Time                  `json:"createdAt"`
 	UpdatedAt       time.Time                  `json:"updatedAt"`
+	// InForce is true only for an active, enabled policy.
+	InForce bool `json:"inForce"`
+	// Proposal is set on drafts: the policy they would change.
+	Proposal *rules.Proposal `json:"proposal,omitempty"`
 }
 
 func viewPolicy(r rules.Record) PolicyView {
@@ -41,15 +45,17 @@ func viewPolicy(r rules.Record) PolicyView {
 		ID: r.ID, Name: r.Doc.Name, Description: r.Doc.Description, Enabled: r.Doc.IsEnabled(), Priority: r.Doc.Priority,
 		Rules: r.Doc.Rules, Inputs: r.Doc.Inputs, Conditions: r.Doc.Conditions, DefaultDecision: r.Doc.DefaultDecision,
 		Status: r.Status, Version: r.Version, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		InForce: r.Status == rules.StatusActive && r.Doc.IsEnabled(), Proposal: r.Proposal,
 	}
 }
 
 var policyIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
-func newPolicyID() string {
+// newID returns prefix followed by 12 random hex digits (a policy id).
+func newID(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return "pol_" + hex.EncodeToString(b[:])
+	return prefix + hex.EncodeToString(b[:])
 }
 
 // compile parses nothing: it checks a normalized document compiles, so
@@ -69,7 +75,7 @@ func (s *Service) createPolicy(c echo.Context) error {
 		return err
 	}
 	if doc.ID == "" {
-		doc.ID = newPolicyID()
+		doc.ID = newID("pol_")
 		if len(doc.Conditions) > 0 || doc.DefaultDecision != "" {
 			// The Kaplaix form's rule is named after the policy; Parse
 			// named it "default" because the id did not exist yet.
@@ -229,8 +235,8 @@ func (s *Service) listPolicies(c echo.Context) error {
 		return err
 	}
 	status := c.QueryParam("status")
-	if status != "" && status != rules.StatusActive && status != rules.StatusArchived {
-		return apperr.Validation("status is not valid", apperr.FieldError{Path: "status", Code: "invalid_format", Message: "status must be active or archived"})
+	if status != "" && status != rules.StatusActive && status != rules.StatusArchived && status != rules.StatusDraft {
+		return apperr.Validation("status is not valid", apperr.FieldError{Path: "status", Code: "invalid_format", Message: "status must be active, archived or draft"})
 	}
 	if err := s.deps.Catalog.Sync(c.Request().Context()); err != nil {
 		return err

@@ -69,8 +69,8 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		d.Errors = append(d.Errors, "input "+fe.Path+": "+fe.Message)
 	}
 	sig := rules.Signature(req.AgentID, req.Action, d.ReasonCodes)
-	if d.Outcome > rules.Allow && s.deps.Catalog.Suppressed(req.Tenant, sig) {
-		d.Outcome, d.ReasonCodes = rules.Allow, []string{rules.ReasonSuppressed}
+	if d.Suppressible() && s.deps.Catalog.Suppressed(req.Tenant, sig) {
+		d.Suppress()
 	}
 	rec := rules.DecisionRecord{
 		ID: rules.NewDecisionID(), Tenant: req.Tenant, AgentID: req.AgentID, SessionID: req.SessionID,
@@ -125,6 +125,7 @@ func (s *Service) publish(ctx context.Context, subject string, v any, msgID, fai
 	}
 	m := nats.NewMsg(subject)
 	m.Data = data
+	m.Header.Set(streams.HeaderDecisionID, rec.ID)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {

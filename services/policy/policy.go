@@ -7,6 +7,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +32,7 @@ import (
 
 // Durable consumers owned by the policy service.
 const (
-	DecisionsProjector = "policy-decisions-projector"
+	DecisionsProjector = streams.DecisionsProjector
 	EventVerdicts      = "policy-event-verdicts"
 )
 
@@ -52,11 +53,15 @@ type Config struct {
 	Judge        judge.Deployment
 	JudgeTimeout time.Duration
 	JudgeWorkers int
+	// ProjectorLinger is how long the decisions projector holds a partial
+	// batch before writing it to ClickHouse (freshness vs insert size).
+	ProjectorLinger time.Duration
 }
 
 // DefaultConfig returns defaults; SigningSeed must still be set.
 func DefaultConfig() Config {
-	return Config{Streams: streams.DefaultOptions, PublishTimeout: 2 * time.Second, EvaluateEvents: true, JudgeTimeout: 20 * time.Second, JudgeWorkers: 4}
+	return Config{Streams: streams.DefaultOptions, PublishTimeout: 2 * time.Second, EvaluateEvents: true, JudgeTimeout: 20 * time.Second, JudgeWorkers: 4,
+		ProjectorLinger: 200 * time.Millisecond}
 }
 
 // Validate reports every invalid setting.
@@ -150,7 +155,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.CH != nil {
 		s.sink, err = chx.NewSink(chx.SinkConfig{
 			Name: DecisionsProjector, Table: "decisions", Columns: decisionColumns, Project: projectDecision,
-			MaxRows: 5000, Linger: 200 * time.Millisecond,
+			MaxRows: 5000, Linger: cmp.Or(cfg.ProjectorLinger, 200*time.Millisecond),
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {
 			return nil, err

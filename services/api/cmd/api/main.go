@@ -25,6 +25,7 @@ func run(ctx context.Context, args []string) error {
 	instance := fs.String("instance-id", "VIGIL_INSTANCE_ID", "", "this instance's name in shared rate limiting (default: the host name)")
 	sealKey := fs.String("judge-seal-key", "VIGIL_JUDGE_SEAL_KEY", "", "base64 secret (≥ 32 bytes) sealing tenants' LLM API keys; must equal the policy service's (default: generated once in NATS)")
 	judgeAllow := fs.String("judge-allow", "VIGIL_JUDGE_ALLOW", "", "CIDRs an LLM judge endpoint may be on although private (comma-separated)")
+	longPolls := fs.Int("max-long-polls-per-key", "VIGIL_MAX_LONG_POLLS_PER_KEY", api.DefaultConfig().MaxLongPollsPerKey, "long-polls (GET /v1/decisions/:id?wait=) one key may hold open at once on this instance; more get 429")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg := api.DefaultConfig()
+	cfg.MaxLongPollsPerKey = *longPolls
 	if cfg.Judge.SealSecret, err = control.ParseSecret("--judge-seal-key / $VIGIL_JUDGE_SEAL_KEY", *sealKey); err != nil {
 		return err
 	}
