@@ -34,8 +34,8 @@ import (
 	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
-// lagging is a projector linger longer than any test here (and shorter
-// than the projector's AckWait, so nothing is redelivered meanwhile).
+// lagging is a projector linger longer than any test here (the sink keeps
+// the messages it holds alive, so nothing is redelivered meanwhile).
 const lagging = 20 * time.Second
 
 // countingCH is the real ClickHouse connection, counting the reads sent
