@@ -97,7 +97,7 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 }
 
 func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID string) error {
-	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID)), rec, msgID, "could not record the decision")
+	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID)), rec, rec.ID, msgID, "could not record the decision")
 }
 
 // recordRejection keeps a refused request on POLICY. If it cannot be
@@ -108,7 +108,7 @@ func (s *Service) recordRejection(ctx context.Context, req rules.EvaluateRequest
 		Source: req.Source, Tool: req.Action.Tool, By: "key:" + req.Principal.KeyID, Reason: bad[0].Message,
 		Fields: bad, PackHash: packHash, At: time.Now().UTC(),
 	}
-	return s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, "could not record the rejected request")
+	return s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, rej.ID, "could not record the rejected request")
 }
 
 func agentToken(agentID string) string {
@@ -118,14 +118,16 @@ func agentToken(agentID string) string {
 	return agentID
 }
 
-func (s *Service) publish(ctx context.Context, subject string, v any, msgID, failure string) error {
+// publish records v on POLICY. id goes in the Vigil-Decision-Id header, so
+// a reader finds the record from headers alone; msgID dedupes.
+func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID, failure string) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", subject, err)
 	}
 	m := nats.NewMsg(subject)
 	m.Data = data
-	m.Header.Set(streams.HeaderDecisionID, rec.ID)
+	m.Header.Set(streams.HeaderDecisionID, id)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {
