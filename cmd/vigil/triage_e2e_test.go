@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/approval"
@@ -30,6 +28,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 )
@@ -73,16 +72,15 @@ func startReplica(t *testing.T, st *Stack, cfg api.Config) *apiReplica {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(st.NATS.ClientURL())
+	log := testLogger(t)
+	// The api service's own NATS user: its least-privilege permissions
+	// must cover reading decisions past the projection (POLICY consumer
+	// info, ordered consumers, message gets).
+	nc, js, err := st.local.connect(streams.ServiceAPI, "api-replica", log)
 	if err != nil {
 		t.Fatalf("replica: connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("replica: jetstream: %v", err)
-	}
-	log := testLogger(t)
 	cat, store, board := control.NewCatalog(js, log), control.NewStore(js), approval.NewBoard(js, log)
 	r := &apiReplica{ch: &countingCH{Conn: st.CH}, reg: prometheus.NewRegistry()}
 	svc, err := api.New(cfg, api.Deps{NC: nc, JS: js, CH: r.ch, Catalog: cat, Board: board, Store: store, Log: log, Registerer: r.reg})
