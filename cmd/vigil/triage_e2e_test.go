@@ -303,6 +303,11 @@ func TestDecisionsReadYourWrites(t *testing.T) {
 				if got["decisionId"] != id || got["decision"] != "allow" || got["final"] != true {
 					t.Errorf("read %v", got)
 				}
+				var v polVerdict
+				c.get("/v1/verdicts/"+id).want(t, http.StatusOK, "read the verdict at once").decode(t, &v)
+				if v.ID != id || v.Decision != "allow" || v.Status != "open" {
+					t.Errorf("verdict %+v", v)
+				}
 				c.post("/v1/verdicts/"+id+"/status", `{"status":"acknowledged"}`).want(t, http.StatusOK, "triage at once")
 				c.post("/v1/verdicts/"+id+"/learn", nil).want(t, http.StatusOK, "learn at once")
 				if got := c.get("/v1/decisions/"+id+"?wait=30s").want(t, http.StatusOK, "long-poll at once").object(t); got["final"] != true || got["status"] != "acknowledged" {

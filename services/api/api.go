@@ -224,6 +224,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/decisions/:id", s.getDecision, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
 	g.POST("/verdicts", s.postVerdict, eval, limited, idem)
 	g.GET("/verdicts", s.listVerdicts, vr)
+	g.GET("/verdicts/:id", s.getVerdict, vr)
 	g.POST("/verdicts/:id/status", s.triageVerdict, triage)
 	g.POST("/verdicts/:id/learn", s.learnVerdict, triage)
 

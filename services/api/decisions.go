@@ -301,6 +301,16 @@ func (s *Service) postVerdict(c echo.Context) error {
 	return c.JSON(http.StatusCreated, s.verdictOf(rec))
 }
 
+// getVerdict returns one verdict (read-your-writes, like
+// GET /v1/decisions/:id, in Kaizen's verdict shape).
+func (s *Service) getVerdict(c echo.Context) error {
+	rec, err := s.decisionRecord(c, pathID(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.verdictOf(rec))
+}
+
 // decisionRecord reads a decision of the caller's tenant, read-your-writes
 // (see decisionByID).
 func (s *Service) decisionRecord(c echo.Context, id string) (rules.DecisionRecord, error) {
