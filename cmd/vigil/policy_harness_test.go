@@ -21,7 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/approval"
@@ -423,24 +426,46 @@ type polAPIOnly struct {
 
 func polStartAPIOnly(t *testing.T, cfg api.Config) *polAPIOnly {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	env := natstest.Start(t)
 	db := chtest.New(t)
 	log := polLogger(t)
-	cat, store := control.NewCatalog(env.JS, log), control.NewStore(env.JS)
-	board := approval.NewBoard(env.JS, log)
-	svc, err := api.New(cfg, api.Deps{NC: env.Conn, JS: env.JS, CH: db.Conn, Catalog: cat, Board: board, Store: store, Log: log, Registerer: prometheus.NewRegistry()})
+	inst := serveAPI(t, cfg, env.Conn, env.JS, db.Conn, prometheus.NewRegistry(), log, false)
+	return &polAPIOnly{env: env, db: db, cat: inst.cat, store: inst.store, base: inst.base, log: log}
+}
+
+// apiInstance is an api service serving HTTP with its own catalog and
+// approval board, and no workers (projectors belong to another instance,
+// or to none).
+type apiInstance struct {
+	base  string
+	cat   *control.Catalog
+	store *control.Store
+}
+
+// serveAPI starts an api instance on the given NATS connection and
+// ClickHouse; it stops when the test ends. Its approval board follows
+// GUARDIAN only with followBoard (a NATS without the guardian has none).
+func serveAPI(t *testing.T, cfg api.Config, nc *nats.Conn, js jetstream.JetStream, ch driver.Conn, reg prometheus.Registerer, log *slog.Logger, followBoard bool) apiInstance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cat, store, board := control.NewCatalog(js, log), control.NewStore(js), approval.NewBoard(js, log)
+	svc, err := api.New(cfg, api.Deps{NC: nc, JS: js, CH: ch, Catalog: cat, Board: board, Store: store, Log: log, Registerer: reg})
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
 	if err := svc.EnsureStreams(ctx); err != nil {
 		t.Fatalf("api EnsureStreams: %v", err)
 	}
-	catCtx, stopCat := context.WithCancel(context.Background())
-	t.Cleanup(stopCat)
-	if err := cat.Run(catCtx); err != nil {
+	runCtx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	if err := cat.Run(runCtx); err != nil {
 		t.Fatalf("catalog: %v", err)
+	}
+	if followBoard {
+		if err := board.Run(runCtx); err != nil {
+			t.Fatalf("approval board: %v", err)
+		}
 	}
 	if err := cat.Sync(ctx); err != nil {
 		t.Fatalf("catalog sync: %v", err)
@@ -452,7 +477,7 @@ func polStartAPIOnly(t *testing.T, cfg api.Config) *polAPIOnly {
 	svc.Routes(e)
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
-	return &polAPIOnly{env: env, db: db, cat: cat, store: store, base: srv.URL, log: log}
+	return apiInstance{base: srv.URL, cat: cat, store: store}
 }
 
 // client is a caller whose failures are reported on t (a subtest's).

@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -25,8 +24,6 @@ import (
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
-	"github.com/vigilhq/vigil/pkg/control"
-	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api"
@@ -70,8 +67,6 @@ type apiReplica struct {
 
 func startReplica(t *testing.T, st *Stack, cfg api.Config) *apiReplica {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	log := testLogger(t)
 	// The api service's own NATS user: its least-privilege permissions
 	// must cover reading decisions past the projection (POLICY consumer
@@ -81,34 +76,8 @@ func startReplica(t *testing.T, st *Stack, cfg api.Config) *apiReplica {
 		t.Fatalf("replica: connect: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	cat, store, board := control.NewCatalog(js, log), control.NewStore(js), approval.NewBoard(js, log)
 	r := &apiReplica{ch: &countingCH{Conn: st.CH}, reg: prometheus.NewRegistry()}
-	svc, err := api.New(cfg, api.Deps{NC: nc, JS: js, CH: r.ch, Catalog: cat, Board: board, Store: store, Log: log, Registerer: r.reg})
-	if err != nil {
-		t.Fatalf("replica: api.New: %v", err)
-	}
-	if err := svc.EnsureStreams(ctx); err != nil {
-		t.Fatalf("replica: EnsureStreams: %v", err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	if err := cat.Run(runCtx); err != nil {
-		t.Fatalf("replica: catalog: %v", err)
-	}
-	if err := board.Run(runCtx); err != nil {
-		t.Fatalf("replica: board: %v", err)
-	}
-	if err := cat.Sync(ctx); err != nil {
-		t.Fatalf("replica: catalog sync: %v", err)
-	}
-	e, err := httpkit.NewServer(log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatalf("replica: http: %v", err)
-	}
-	svc.Routes(e)
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	r.base = srv.URL
+	r.base = serveAPI(t, cfg, nc, js, r.ch, r.reg, log, true).base
 	return r
 }
 
