@@ -125,7 +125,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			return st, err
 		}
 	}
-	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter})
+	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, Agents: st.Catalog})
 	if err != nil {
 		return st, err
 	}

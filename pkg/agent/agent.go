@@ -108,6 +108,12 @@ func NewID() string {
 	return "agt_" + hex.EncodeToString(b[:])
 }
 
+// DefaultMaxPerTenant is how many agents a tenant may have before events
+// naming a new agent are refused at ingest and discovery stops adding
+// agents: one runaway client inventing an id per event must not grow the
+// registry (and every per-agent projection) without bound.
+const DefaultMaxPerTenant = 10000
+
 // Discovered is the state recorded for an agent first seen in an event.
 func Discovered(id string, at time.Time) Agent {
 	a := Agent{AgentID: id, Name: id, Status: StatusActive, Source: SourceDiscovered, RegisteredAt: at, UpdatedAt: at}

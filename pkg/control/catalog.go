@@ -243,6 +243,13 @@ func (c *Catalog) KeyCount() int {
 	return len(c.keys)
 }
 
+// AgentCount returns how many agents a tenant has (without syncing).
+func (c *Catalog) AgentCount(tenant string) int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.agents[tenant])
+}
+
 // HasAgent reports whether the catalog knows the agent (without syncing).
 func (c *Catalog) HasAgent(tenant, id string) bool {
 	c.mu.RLock()

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
@@ -58,12 +59,16 @@ type Config struct {
 	// one API key or member holds open at once on an instance; beyond it
 	// the answer is 429 with Retry-After.
 	MaxLongPollsPerKey int
+	// MaxAgents caps the agents a tenant may have: discovery registers no
+	// agent past it (ingest refuses their events first; this is the
+	// backstop for concurrent batches). 0 means no cap.
+	MaxAgents int
 }
 
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
 	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000, DecisionTimeout: 2 * time.Second,
-		RateLimits: ratelimit.DefaultLimits, MaxLongPollsPerKey: 16}
+		RateLimits: ratelimit.DefaultLimits, MaxLongPollsPerKey: 16, MaxAgents: agent.DefaultMaxPerTenant}
 }
 
 // Validate reports every invalid setting.
@@ -83,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxLongPollsPerKey < 1 {
 		errs = append(errs, errors.New("api: MaxLongPollsPerKey must be positive"))
+	}
+	if c.MaxAgents < 0 {
+		errs = append(errs, errors.New("api: MaxAgents must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -160,7 +168,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.compiler, err = rules.NewCompiler(); err != nil {
 		return nil, err
 	}
-	s.discover, err = newDiscovery(deps.Catalog, deps.Store, s.log, deps.Registerer)
+	s.discover, err = newDiscovery(deps.Catalog, deps.Store, cfg.MaxAgents, s.log, deps.Registerer)
 	if err != nil {
 		return nil, err
 	}

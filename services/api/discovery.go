@@ -26,20 +26,32 @@ type discovery struct {
 	store   *control.Store
 	log     *slog.Logger
 	found   prometheus.Counter
+	// maxAgents caps a tenant's agents (0: no cap); refused counts the
+	// agents not registered because of it.
+	maxAgents int
+	refused   prometheus.Counter
 
 	mu   sync.Mutex
 	seen map[string]struct{}
+	// warned is when each tenant's cap was last logged: a flood of new
+	// ids logs once a minute, not once an event.
+	warned map[string]time.Time
 }
 
 const maxSeen = 100000
 
-func newDiscovery(catalog *control.Catalog, store *control.Store, log *slog.Logger, reg prometheus.Registerer) (*discovery, error) {
-	d := &discovery{catalog: catalog, store: store, log: log, seen: map[string]struct{}{},
+func newDiscovery(catalog *control.Catalog, store *control.Store, maxAgents int, log *slog.Logger, reg prometheus.Registerer) (*discovery, error) {
+	d := &discovery{catalog: catalog, store: store, log: log, seen: map[string]struct{}{}, warned: map[string]time.Time{}, maxAgents: maxAgents,
 		found: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_agents_discovered_total", Help: "Agents registered automatically on their first event.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigil_agents_discovery_refused_total", Help: "Agents seen in events but not registered: their tenant is at its agent cap.",
 		})}
-	if err := reg.Register(d.found); err != nil {
-		return nil, fmt.Errorf("discovery metrics: %w", err)
+	for _, c := range []prometheus.Collector{d.found, d.refused} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("discovery metrics: %w", err)
+		}
 	}
 	return d, nil
 }
@@ -90,13 +102,39 @@ func (d *discovery) handle(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
+	if d.maxAgents > 0 && d.catalog.AgentCount(tenant) >= d.maxAgents {
+		// The event stays recorded; only the registry entry is refused.
+		// Not remembered as seen, so the agent's next event registers it
+		// once the tenant is below its cap again.
+		d.refused.Inc()
+		d.mu.Lock()
+		warn := time.Since(d.warned[tenant]) > time.Minute
+		if warn {
+			if len(d.warned) >= maxSeen {
+				clear(d.warned)
+			}
+			d.warned[tenant] = time.Now()
+		}
+		d.mu.Unlock()
+		if warn {
+			d.log.Warn("agents not discovered: tenant at its agent cap (vigil_agents_discovery_refused_total counts them)",
+				slog.String("tenant", tenant), slog.String("agent", id), slog.Int("cap", d.maxAgents))
+		}
+		_ = m.Ack()
+		return
+	}
 	at := time.Now().UTC()
 	if meta, err := m.Metadata(); err == nil {
 		at = meta.Timestamp.UTC()
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, err := d.store.PutAgent(pctx, agent.Change{Op: agent.OpDiscovered, Tenant: tenant, Agent: agent.Discovered(id, at), At: at}, 0)
+	seq, err := d.store.PutAgent(pctx, agent.Change{Op: agent.OpDiscovered, Tenant: tenant, Agent: agent.Discovered(id, at), At: at}, 0)
+	if err == nil && d.maxAgents > 0 {
+		// Count this agent before the next message is judged against the
+		// cap (a batch of new ids arrives back to back).
+		err = d.catalog.WaitFor(pctx, seq)
+	}
 	switch {
 	case err == nil:
 		d.found.Inc()

@@ -97,6 +97,10 @@ func (s *Service) postEvent(c echo.Context) error {
 		return err
 	}
 	p := httpkit.Principal(c)
+	if err := s.agentGate(p.Tenant).admit(ev.AgentID, ""); err != nil {
+		s.accepted.WithLabelValues(StatusRejected).Inc()
+		return err
+	}
 	m, err := s.message(c.Request().Context(), p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now)
 	if err != nil {
 		return err
@@ -164,15 +168,20 @@ func (s *Service) postBatch(c echo.Context) error {
 	cl := clientInfo(c.Request().Header)
 	resp := BatchResponse{Results: make([]Result, len(items))}
 	futures := make([]jetstream.PubAckFuture, len(items))
+	gate := s.agentGate(p.Tenant)
 	for i, raw := range items {
 		resp.Results[i].Index = i
-		ev, sourceMS, err := event.Decode(raw, s.cfg.Limits, now, fmt.Sprintf("events[%d].", i))
+		prefix := fmt.Sprintf("events[%d].", i)
+		ev, sourceMS, err := event.Decode(raw, s.cfg.Limits, now, prefix)
+		if err == nil {
+			resp.Results[i].EventID = ev.EventID
+			err = gate.admit(ev.AgentID, prefix)
+		}
 		if err != nil {
 			resp.Results[i].Status = StatusRejected
 			resp.Results[i].Error = detailOf(err)
 			continue
 		}
-		resp.Results[i].EventID = ev.EventID
 		m, err := s.message(c.Request().Context(), p.Tenant, ev, sourceMS, cl, p.KeyID, now)
 		if err == nil {
 			futures[i], err = s.deps.JS.PublishMsgAsync(m)

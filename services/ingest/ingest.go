@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
@@ -49,6 +50,10 @@ type Config struct {
 	// ProjectorBatch and ProjectorLinger tune the ClickHouse batch writer.
 	ProjectorBatch  int
 	ProjectorLinger time.Duration
+	// MaxAgents caps the agents a tenant may have: an event naming an
+	// agent the tenant does not have yet is refused (409, agent_limit)
+	// once it has MaxAgents. 0 means no cap.
+	MaxAgents int
 	// RedactionKey (32 bytes or more) keys the placeholders' hashes; the
 	// policy service must use the same one. Empty: the deployment key
 	// generated once in NATS (see control.DeploymentKey).
@@ -61,6 +66,7 @@ func DefaultConfig() Config {
 		MaxBatch: 1000, MaxBodyBytes: 1 << 20, MaxBatchBodyBytes: 32 << 20,
 		Limits: event.DefaultLimits, Streams: streams.DefaultOptions,
 		PublishTimeout: 5 * time.Second, ProjectorBatch: 5000, ProjectorLinger: 200 * time.Millisecond,
+		MaxAgents: agent.DefaultMaxPerTenant,
 	}
 }
 
@@ -79,6 +85,9 @@ func (c Config) Validate() error {
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, errors.New("ingest: PublishTimeout must be positive"))
 	}
+	if c.MaxAgents < 0 {
+		errs = append(errs, errors.New("ingest: MaxAgents must not be negative"))
+	}
 	if c.ProjectorBatch < 1 || c.ProjectorLinger <= 0 {
 		errs = append(errs, errors.New("ingest: ProjectorBatch and ProjectorLinger must be positive"))
 	}
@@ -95,6 +104,15 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Limiter rate-limits events per tenant and key; nil admits all.
 	Limiter *ratelimit.Limiter
+	// Agents tells which agents a tenant has (control.Catalog), for the
+	// MaxAgents cap; nil applies no cap.
+	Agents Agents
+}
+
+// Agents is what the agent cap reads: the catalog's view of the registry.
+type Agents interface {
+	HasAgent(tenant, id string) bool
+	AgentCount(tenant string) int
 }
 
 // Service is the ingest service.

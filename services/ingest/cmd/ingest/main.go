@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	limits := ratelimit.DefaultLimits
 	limiter := ratelimit.New(nc, "ingest-"+*instance, func(t string) ratelimit.Limits { return catalog.Limits(t, limits) }, log)
-	svc, err := ingest.New(icfg, ingest.Deps{JS: js, CH: ch, Auth: catalog, Log: log, Registerer: reg, Limiter: limiter})
+	svc, err := ingest.New(icfg, ingest.Deps{JS: js, CH: ch, Auth: catalog, Log: log, Registerer: reg, Limiter: limiter, Agents: catalog})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,55 @@
+package ingest
+
+import (
+	"fmt"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+)
+
+// CodeAgentLimit is the field error code of an event refused because its
+// tenant is at its agent cap.
+const CodeAgentLimit = "agent_limit"
+
+// agentGate admits, within one request, the events of agents the tenant
+// already has, and of new agents while the tenant stays below the cap
+// (counting the new agents admitted earlier in the same request, so one
+// batch of new ids cannot overshoot it).
+type agentGate struct {
+	agents Agents
+	tenant string
+	max    int
+	count  int
+	fresh  map[string]struct{}
+}
+
+func (s *Service) agentGate(tenant string) *agentGate {
+	if s.deps.Agents == nil || s.cfg.MaxAgents == 0 {
+		return nil
+	}
+	return &agentGate{agents: s.deps.Agents, tenant: tenant, max: s.cfg.MaxAgents, count: -1}
+}
+
+// admit returns nil if an event of agent id may be accepted. A nil gate
+// admits everything.
+func (g *agentGate) admit(id, path string) error {
+	if g == nil || g.agents.HasAgent(g.tenant, id) {
+		return nil
+	}
+	if _, ok := g.fresh[id]; ok {
+		return nil
+	}
+	if g.count < 0 {
+		g.count = g.agents.AgentCount(g.tenant)
+	}
+	if g.count+len(g.fresh) >= g.max {
+		e := apperr.Conflict("the tenant has reached its limit of %d agents; events of new agents are refused", g.max)
+		e.Details = []apperr.FieldError{{Path: path + "agentId", Code: CodeAgentLimit,
+			Message: fmt.Sprintf("agent %q is new and the tenant already has %d agents (the deployment's cap)", id, g.max)}}
+		return e
+	}
+	if g.fresh == nil {
+		g.fresh = map[string]struct{}{}
+	}
+	g.fresh[id] = struct{}{}
+	return nil
+}
