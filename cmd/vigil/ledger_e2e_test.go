@@ -37,6 +37,24 @@ func (s *testStack) waitEvidence(key, session string, n int) evidence.Bundle {
 	return b
 }
 
+// ledgerAudit runs `vigil ledger audit` for tenant against the stack's
+// ClickHouse, pinning the verifier key vkey.
+func (e *env) ledgerAudit(vkey, tenant string) (string, error) {
+	var out bytes.Buffer
+	err := runLedgerAudit(context.Background(), []string{"--clickhouse-dsn", e.db.DSN, "--key", vkey, "--tenant", tenant}, &out)
+	return out.String(), err
+}
+
+// waitAuditClean waits until the audit of tenant reports nothing (records
+// the ledger has not integrated yet are pending, not failures).
+func (e *env) waitAuditClean(vkey, tenant string) {
+	e.t.Helper()
+	eventually(e.t, catchUp, func() (bool, string) {
+		s, err := e.ledgerAudit(vkey, tenant)
+		return err == nil, s
+	})
+}
+
 func writeJSON(t *testing.T, path string, v any) {
 	t.Helper()
 	data, err := json.MarshalIndent(v, "", "  ")
@@ -135,15 +153,8 @@ func TestLedgerEndToEnd(t *testing.T) {
 	// `vigil ledger audit` against the projections: clean first, then each
 	// tampering is reported.
 	e.waitSession(viewer, "sess-m", 1)
-	audit := func() (string, error) {
-		var out bytes.Buffer
-		err := runLedgerAudit(context.Background(), []string{"--clickhouse-dsn", e.db.DSN, "--key", vkey, "--tenant", "default"}, &out)
-		return out.String(), err
-	}
-	eventually(t, catchUp, func() (bool, string) {
-		s, err := audit()
-		return err == nil, s
-	})
+	audit := func() (string, error) { return e.ledgerAudit(vkey, "default") }
+	e.waitAuditClean(vkey, "default")
 	ctx := context.Background()
 	ev0 := events[0]["eventId"].(string)
 	ev1 := events[1]["eventId"].(string)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/services/ledger"
 )
 
 // TestRiskE2E drives the risk service through the whole stack: events in
@@ -76,6 +77,21 @@ func TestRiskE2E(t *testing.T) {
 		}
 		return len(page.Data) == 2 && anomalyID != "", r.String()
 	})
+	// An anomaly's verdict is a sealed record like any decision: its
+	// lineage anchors and the ledger audit finds no row the ledger lacks.
+	eventually(t, catchUp, func() (bool, string) {
+		r := e.get(e.owner, "/v1/lineage/"+anomalyID+"/verify")
+		var l ledger.Lineage
+		if r.status == http.StatusOK {
+			r.decode(t, &l)
+		}
+		return l.Anchored && l.LedgerIndex != nil, r.String()
+	})
+	var keyDoc struct {
+		PublicKey string `json:"publicKey"`
+	}
+	e.get(e.owner, "/v1/ledger/key").decode(t, &keyDoc)
+	e.waitAuditClean(keyDoc.PublicKey, "default")
 	expect(t, e.post(e.owner, "/v1/verdicts/"+anomalyID+"/learn", nil), http.StatusOK, "learn an anomaly")
 	r := e.get(e.owner, "/v1/agents/riskbot")
 	if !contains(r.String(), "shell_exec") {

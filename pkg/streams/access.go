@@ -90,7 +90,7 @@ func Accesses() []Access {
 			Serves: []string{riskRPC}, Calls: []string{riskRPC},
 		},
 		{
-			Service: ServiceLedger, Owns: []string{Ledger}, Reads: []string{Ingest, Control, Policy, Guardian},
+			Service: ServiceLedger, Owns: []string{Ledger}, Reads: []string{Ingest, Control, Policy, Guardian, Risk},
 		},
 		{
 			Service: ServiceNotifier, Owns: []string{Notifier}, Writes: []string{AllChannelChanges},

@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
 
@@ -41,7 +42,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	o := streams.DefaultOptions
-	return newEnvWith(t, streams.IngestConfig(o), streams.PolicyConfig(o), streams.ControlConfig(o), streams.GuardianConfig(o))
+	return newEnvWith(t, streams.IngestConfig(o), streams.PolicyConfig(o), streams.ControlConfig(o), streams.GuardianConfig(o), streams.RiskConfig(o))
 }
 
 // newEnvWith creates only the given source streams.
@@ -160,23 +161,19 @@ func (e *env) decision(tenant, session, pack string) string {
 // waitSize waits until the tenant's log has want leaves.
 func (r *running) waitSize(t *testing.T, tenant string, want uint64) Checkpoint {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		cp, err := r.svc.LatestCheckpoint(testCtx(t), tenant)
+	var cp Checkpoint
+	testkit.Eventually(t, fmt.Sprintf("tenant %s log at %d leaves", tenant, want), func() (bool, string) {
+		var err error
+		cp, err = r.svc.LatestCheckpoint(testCtx(t), tenant)
 		if err != nil {
 			t.Fatal(err)
-		}
-		if cp.TreeSize == want {
-			return cp
 		}
 		if cp.TreeSize > want {
 			t.Fatalf("tenant %s log has %d leaves, want %d", tenant, cp.TreeSize, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tenant %s log stuck at %d leaves, want %d", tenant, cp.TreeSize, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return cp.TreeSize == want, fmt.Sprintf("%d leaves", cp.TreeSize)
+	})
+	return cp
 }
 
 // checkLineage verifies a lineage answer with the library's verifier
@@ -283,9 +280,23 @@ func TestRedeliveryAppendsOnce(t *testing.T) {
 	r2 := e.start()
 	e.event("acme", "s-1", 5)
 	r2.waitSize(t, "acme", 5)
-	time.Sleep(200 * time.Millisecond)
-	if cp := r2.waitSize(t, "acme", 5); cp.TreeSize != 5 {
-		t.Fatalf("size %d", cp.TreeSize)
+	// The ledger acks a message only once its checkpoint is committed, so
+	// once every source consumer is settled the log is final.
+	testkit.Eventually(t, "every redelivered message settled", func() (bool, string) {
+		for _, src := range sources {
+			c, err := e.nats.JS.Consumer(ctx, src.stream, src.durable)
+			if err != nil {
+				return false, err.Error()
+			}
+			i, err := c.Info(ctx)
+			if err != nil || i.NumPending+uint64(i.NumAckPending) > 0 {
+				return false, fmt.Sprintf("%s: %+v %v", src.durable, i, err)
+			}
+		}
+		return true, ""
+	})
+	if cp, err := r2.svc.LatestCheckpoint(ctx, "acme"); err != nil || cp.TreeSize != 5 {
+		t.Fatalf("size %d (%v) after every message was redelivered, want 5", cp.TreeSize, err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vigilhq/vigil/pkg/anomaly"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
@@ -21,6 +22,10 @@ var sources = []struct {
 	{streams.Policy, streams.AllDecisions, "ledger-policy", evidence.KindDecision},
 	{streams.Control, "control.v1.>", "ledger-control", evidence.KindControl},
 	{streams.Guardian, streams.AllApprovals, "ledger-guardian", evidence.KindApproval},
+	// Anomalies are sealed as the verdicts (source "baseline") that the
+	// risk service lists among the decisions, so every decisions row is a
+	// sealed record.
+	{streams.Risk, streams.AllAnomalies, "ledger-risk", evidence.KindDecision},
 }
 
 func streamRank(stream string) int {
@@ -130,6 +135,12 @@ func envelopeOf(m source) (evidence.Envelope, error) {
 		})
 	case streams.Policy:
 		return DecisionEnvelope(tenant, m.data)
+	case streams.Risk:
+		_, record, err := anomaly.VerdictRecord(m.data)
+		if err != nil {
+			return evidence.Envelope{}, err
+		}
+		return DecisionEnvelope(tenant, record)
 	case streams.Control:
 		if !json.Valid(m.data) {
 			return evidence.Envelope{}, errors.New("control change is not JSON")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/anomaly"
 	"github.com/vigilhq/vigil/pkg/chx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -71,14 +72,17 @@ var verdictColumns = []string{
 	"pack_hash", "action_kind", "tool", "target", "publisher", "signature", "at_time", "at_ms", "record",
 }
 
+// projectVerdict stores the record the ledger seals for this anomaly
+// (anomaly.VerdictRecord), so the row is one `vigil ledger audit` can
+// recompute and GET /v1/lineage can anchor.
 func projectVerdict(m jetstream.Msg) (chx.Rows, error) {
-	var a Anomaly
-	if err := json.Unmarshal(m.Data(), &a); err != nil || a.ID == "" {
-		return nil, fmt.Errorf("%w: decode anomaly: %v", chx.ErrPoison, err)
+	r, record, err := anomaly.VerdictRecord(m.Data())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", chx.ErrPoison, err)
 	}
-	r := a.Verdict()
+	a := r.Input.Action
 	return chx.Rows{{r.Tenant, r.ID, r.AgentID, r.SessionID, r.Source, r.EventID, r.Decision.Outcome.String(), r.Decision.ReasonCodes,
-		"", a.Action.Kind, a.Action.Tool, a.Action.Target, a.Action.Publisher, r.Signature, r.At.Truncate(time.Second), r.At.UnixMilli(), string(mustJSON(r))}}, nil
+		"", a.Kind, a.Tool, a.Target, a.Publisher, r.Signature, r.At.Truncate(time.Second), r.At.UnixMilli(), string(record)}}, nil
 }
 
 var scoreColumns = []string{"tenant_id", "session_id", "agent_id", "score", "severity", "version", "score_id", "at_ms", "record"}

@@ -7,53 +7,17 @@ import (
 	"sort"
 	"time"
 
-	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/anomaly"
 	"github.com/vigilhq/vigil/services/risk/internal/baseline"
 	"github.com/vigilhq/vigil/services/risk/internal/score"
 )
 
 // SourceBaseline is the verdict source of anomalies.
-const SourceBaseline = "baseline"
+const SourceBaseline = anomaly.SourceBaseline
 
-// Anomaly is what the risk service publishes on streams.AnomalySubject.
-// The fields the notifier relies on (see pkg/streams/risk.go) come first.
-type Anomaly struct {
-	ID         string    `json:"id"`
-	Tenant     string    `json:"tenant"`
-	AgentID    string    `json:"agentId"`
-	SessionID  string    `json:"sessionId"`
-	Severity   string    `json:"severity"`
-	Summary    string    `json:"summary"`
-	OccurredAt time.Time `json:"occurredAt"`
-
-	Type      string         `json:"type"`
-	Value     string         `json:"value,omitempty"`
-	Signature string         `json:"signature"`
-	Evidence  map[string]any `json:"evidence"`
-	// DecisionID and EventID are the record that raised it.
-	DecisionID string       `json:"decisionId"`
-	EventID    string       `json:"eventId,omitempty"`
-	Action     rules.Action `json:"action"`
-	// PolicySeq is the POLICY stream sequence of that decision.
-	PolicySeq uint64 `json:"policySeq"`
-}
-
-// ReasonCode is the anomaly's reason code on its verdict.
-func (a Anomaly) ReasonCode() string { return "BASELINE_" + upper(a.Type) }
-
-// Verdict renders the anomaly as a decision record with source
-// "baseline", so GET /v1/verdicts lists it and triage and learn work on
-// it like on any verdict.
-func (a Anomaly) Verdict() rules.DecisionRecord {
-	code := a.ReasonCode()
-	return rules.DecisionRecord{
-		ID: a.ID, Tenant: a.Tenant, AgentID: a.AgentID, SessionID: a.SessionID, Source: SourceBaseline, EventID: a.EventID,
-		Input: rules.Input{Tenant: a.Tenant, Action: a.Action, Context: map[string]any{"evidence": a.Evidence, "causedBy": a.DecisionID}},
-		Decision: rules.Decision{Outcome: rules.Warn, ReasonCodes: []string{code},
-			Matches: []rules.Match{{RuleID: "baseline/" + a.Type, Outcome: rules.Warn, ReasonCodes: []string{code}, Message: a.Summary}}},
-		Signature: a.Signature, At: a.OccurredAt,
-	}
-}
+// Anomaly is what the risk service publishes on streams.AnomalySubject
+// (defined in pkg/anomaly, which the ledger reads too).
+type Anomaly = anomaly.Anomaly
 
 // SessionScore is what the risk service publishes on
 // streams.SessionScoreSubject whenever a session's score changes; the
@@ -123,16 +87,6 @@ type Seen struct {
 func anomalyID(decisionID, typ, value string) string {
 	h := sha256.Sum256([]byte(decisionID + "\x00" + typ + "\x00" + value))
 	return "anm_" + hex.EncodeToString(h[:10])
-}
-
-func upper(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'a' <= c && c <= 'z' {
-			b[i] = c - 32
-		}
-	}
-	return string(b)
 }
 
 func ms(t int64) time.Time { return time.UnixMilli(t).UTC() }
