@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
+	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
@@ -522,21 +523,11 @@ type agentDoc struct {
 	Metadata     map[string]any `json:"metadata"`
 }
 
-// eventually polls cond until it reports done or the deadline passes,
-// then fails with cond's last explanation.
+// eventually is testkit.EventuallyWithin for the stack's tests, whose
+// conditions describe themselves.
 func eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.EventuallyWithin(t, within, "the stack", cond)
 }
 
 // waitSession waits until the session has n events, and returns it.

@@ -17,20 +17,36 @@ const Limit = 30 * time.Second
 // enough not to load the shared machine.
 const pollEvery = 20 * time.Millisecond
 
+// Condition is what Eventually waits on: a predicate, or a predicate that
+// also describes the state it saw (quoted when the wait fails).
+type Condition interface {
+	func() bool | func() (bool, string)
+}
+
 // Eventually polls cond until it reports true and fails the test after
 // Limit, quoting what it waited for and the last state cond described.
-func Eventually(t testing.TB, what string, cond func() (bool, string)) {
+func Eventually[C Condition](t testing.TB, what string, cond C) {
 	t.Helper()
 	EventuallyWithin(t, Limit, what, cond)
 }
 
 // EventuallyWithin is Eventually with its own limit, for conditions that
-// legitimately take longer (a retry schedule, a large replay).
-func EventuallyWithin(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
+// legitimately take longer (a retry schedule, a large replay) or must hold
+// sooner (a bound the behaviour promises).
+func EventuallyWithin[C Condition](t testing.TB, within time.Duration, what string, cond C) {
 	t.Helper()
+	check := func() (bool, string) {
+		switch c := any(cond).(type) {
+		case func() bool:
+			return c(), "not yet"
+		case func() (bool, string):
+			return c()
+		}
+		panic("unreachable: Condition has two forms")
+	}
 	deadline := time.Now().Add(within)
 	for {
-		ok, state := cond()
+		ok, state := check()
 		if ok {
 			return
 		}
@@ -39,9 +55,4 @@ func EventuallyWithin(t testing.TB, within time.Duration, what string, cond func
 		}
 		time.Sleep(pollEvery)
 	}
-}
-
-// Holds adapts a plain predicate to Eventually's condition.
-func Holds(ok func() bool) func() (bool, string) {
-	return func() (bool, string) { return ok(), "not yet" }
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 type running struct {
@@ -78,24 +79,13 @@ func publishDecision(t *testing.T, env *natstest.Env, tenant, id string, outcome
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestIntakeOnlyRequireApproval(t *testing.T) {
 	env := natstest.Start(t)
 	r := run(t, env)
 	publishDecision(t, env, "acme", "dec_allow", policy.Allow, 0)
 	publishDecision(t, env, "acme", "dec_hold", policy.RequireApproval, 0)
 	publishDecision(t, env, "acme", "dec_hold", policy.RequireApproval, 0) // redelivered decision
-	waitFor(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_hold"); return ok })
+	testkit.Eventually(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_hold"); return ok })
 	a, _ := r.board.ByDecision("acme", "dec_hold")
 	if a.ID != "pa_hold" || a.Status != approval.Pending || a.ArgsDigest == "" || a.ExpiresAt.Sub(a.CreatedAt) != approval.DefaultTimeout {
 		t.Fatalf("pending action %+v", a)
@@ -112,7 +102,7 @@ func TestConcurrentDecideExactlyOnce(t *testing.T) {
 	env := natstest.Start(t)
 	r := run(t, env)
 	publishDecision(t, env, "acme", "dec_race", policy.RequireApproval, 0)
-	waitFor(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_race"); return ok })
+	testkit.Eventually(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_race"); return ok })
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
@@ -147,7 +137,7 @@ func TestDecideErrors(t *testing.T) {
 	env := natstest.Start(t)
 	r := run(t, env)
 	publishDecision(t, env, "acme", "dec_e", policy.RequireApproval, 0)
-	waitFor(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_e"); return ok })
+	testkit.Eventually(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_e"); return ok })
 	tests := []struct {
 		name string
 		req  approval.DecideRequest
@@ -178,11 +168,11 @@ func TestExpiryAppliedAfterRestart(t *testing.T) {
 	env := natstest.Start(t)
 	r := run(t, env)
 	publishDecision(t, env, "acme", "dec_late", policy.RequireApproval, 400*time.Millisecond)
-	waitFor(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_late"); return ok })
+	testkit.Eventually(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_late"); return ok })
 	r.stop()
 	time.Sleep(600 * time.Millisecond) // the deadline passes while the guardian is down
 	r2 := run(t, env)
-	waitFor(t, "expiry", func() bool {
+	testkit.Eventually(t, "expiry", func() bool {
 		a, ok := r2.board.ByDecision("acme", "dec_late")
 		return ok && a.Status == approval.Expired
 	})
@@ -199,7 +189,7 @@ func TestBoardWaitWakesOnDecision(t *testing.T) {
 	env := natstest.Start(t)
 	r := run(t, env)
 	publishDecision(t, env, "acme", "dec_w", policy.RequireApproval, 0)
-	waitFor(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_w"); return ok })
+	testkit.Eventually(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_w"); return ok })
 	got := make(chan approval.Action, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -11,6 +11,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/pkg/webhook"
 	"github.com/vigilhq/vigil/services/notifier"
 )
@@ -76,7 +77,7 @@ func TestDeadLetterAndReplay(t *testing.T) {
 	rc.waitCount(t, 3)
 
 	var dl map[string]any
-	eventually(t, "dead letter listed", func() (bool, string) {
+	testkit.Eventually(t, "dead letter listed", func() (bool, string) {
 		r := e.do("acme/viewer", "GET", "/v1/notification-channels/"+id+"/dead-letters", nil)
 		data, _ := r.json(t)["data"].([]any)
 		if len(data) == 1 {
@@ -112,11 +113,11 @@ func TestDeadLetterAndReplay(t *testing.T) {
 	if got[3].header.Get(webhook.HeaderID) != got[0].header.Get(webhook.HeaderID) || got[0].header.Get(webhook.HeaderID) != did {
 		t.Fatalf("replay webhook-id %q, original %q, delivery %q", got[3].header.Get(webhook.HeaderID), got[0].header.Get(webhook.HeaderID), did)
 	}
-	eventually(t, "channel healthy again", func() (bool, string) {
+	testkit.Eventually(t, "channel healthy again", func() (bool, string) {
 		h := e.do("acme/viewer", "GET", "/v1/notification-channels/"+id, nil).json(t)["health"].(map[string]any)
 		return h["status"] == "healthy", fmt.Sprint(h)
 	})
-	eventually(t, "dead letter gone after replay", func() (bool, string) {
+	testkit.Eventually(t, "dead letter gone after replay", func() (bool, string) {
 		r := e.do("acme/viewer", "GET", "/v1/notification-channels/"+id+"/dead-letters", nil)
 		return len(r.json(t)["data"].([]any)) == 0, string(r.body)
 	})

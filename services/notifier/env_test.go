@@ -30,6 +30,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/notifier"
 )
 
@@ -260,23 +261,6 @@ func (e *env) risk(subject string, rec map[string]any) {
 	e.publish(subject, rec)
 }
 
-// eventually polls cond until it holds or 20 s pass (a liveness bound,
-// not a performance threshold).
-func eventually(t testing.TB, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s (last: %s)", what, last)
-}
-
 // receiver is a real HTTP target on loopback that records what it gets
 // and answers with whatever its behaviour says.
 type receiver struct {
@@ -325,7 +309,7 @@ func (rc *receiver) requests() []received {
 
 func (rc *receiver) waitCount(t testing.TB, n int) []received {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%d requests at %s", n, rc.URL), func() (bool, string) {
+	testkit.Eventually(t, fmt.Sprintf("%d requests at %s", n, rc.URL), func() (bool, string) {
 		got := rc.requests()
 		return len(got) >= n, fmt.Sprintf("%d requests", len(got))
 	})
@@ -346,7 +330,7 @@ func bodyOf(t *testing.T, r received) map[string]any {
 func (e *env) deliveries(tenant, id string, n int, query string) []map[string]any {
 	e.t.Helper()
 	var data []any
-	eventually(e.t, fmt.Sprintf("%d recorded attempts", n), func() (bool, string) {
+	testkit.Eventually(e.t, fmt.Sprintf("%d recorded attempts", n), func() (bool, string) {
 		r := e.do(tenant+"/viewer", "GET", "/v1/notification-channels/"+id+"/deliveries"+query, nil)
 		if r.status != 200 {
 			return false, string(r.body)

@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/risk"
 )
 
@@ -148,7 +149,7 @@ func (e *env) start(cfg risk.Config) *instance {
 // at least min of them.
 func (e *env) waitOwned(n, minEach int, insts ...*instance) {
 	e.t.Helper()
-	eventually(e.t, "partitions owned", func() bool {
+	testkit.Eventually(e.t, "partitions owned", func() bool {
 		total := 0
 		for _, in := range insts {
 			o := len(in.svc.Owned())
@@ -159,17 +160,6 @@ func (e *env) waitOwned(n, minEach int, insts ...*instance) {
 		}
 		return total == n
 	})
-}
-
-func eventually(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // step is one scripted action.
@@ -339,7 +329,7 @@ func TestScriptedHistory(t *testing.T) {
 	e.publish(history()...)
 
 	want := []string{"bot/error_burst:", "bot/new_destination:api.stripe.com", "bot/new_kind:file", "bot/new_publisher:stripe", "bot/new_tool:refund"}
-	eventually(t, "the score of the last record", func() bool {
+	testkit.Eventually(t, "the score of the last record", func() bool {
 		r, code := e.risk(in, "s1", "acme")
 		return code == 200 && r.DecisionID == "dec_000011"
 	})
@@ -389,13 +379,13 @@ func TestScriptedHistory(t *testing.T) {
 
 	// Anomalies are verdicts with source baseline, in the policy
 	// service's decisions table; and metrics count them.
-	eventually(t, "anomaly verdicts in ClickHouse", func() bool {
+	testkit.Eventually(t, "anomaly verdicts in ClickHouse", func() bool {
 		var n uint64
 		row := e.ch.Conn.QueryRow(context.Background(), "SELECT count() FROM decisions WHERE tenant_id = 'acme' AND source = 'baseline'")
 		return row.Scan(&n) == nil && n == 5
 	})
 	var ts risk.Timeseries
-	eventually(t, "anomalies in the daily metrics", func() bool {
+	testkit.Eventually(t, "anomalies in the daily metrics", func() bool {
 		code := e.get(in.url+"/v1/metrics/timeseries?interval=day&days=3&to=2026-11-21T00:00:00Z", "acme", &ts)
 		return code == 200 && len(ts.Data) == 3 && ts.Data[1].Anomalies == 5
 	})
@@ -405,7 +395,7 @@ func TestScriptedHistory(t *testing.T) {
 	// The views run one after the other within an insert: wait for the
 	// hourly one too.
 	var hourly risk.Timeseries
-	eventually(t, "anomalies in the hourly metrics", func() bool {
+	testkit.Eventually(t, "anomalies in the hourly metrics", func() bool {
 		code := e.get(in.url+"/v1/metrics/timeseries?interval=hour&hours=2&to=2026-11-20T10:59:00Z", "acme", &hourly)
 		return code == 200 && len(hourly.Data) == 2 && hourly.Data[1].Anomalies == 5
 	})
@@ -422,7 +412,7 @@ func TestResetLearnAndFalsePositive(t *testing.T) {
 		return step{agent: "decl", session: "d1", at: at, kind: "tool_call", tool: tool, declared: true, dTools: tools}
 	}
 	e.publish(decl(0, "search", "search"), decl(time.Minute, "export", "search"))
-	eventually(t, "two observations", func() bool { return e.profiles(in, "acme")["decl"].Observations == 2 })
+	testkit.Eventually(t, "two observations", func() bool { return e.profiles(in, "acme")["decl"].Observations == 2 })
 	got, _ := e.anomalies()
 	if strings.Join(got, ",") != "decl/undeclared_tool:export" {
 		t.Fatalf("anomalies %v", got)
@@ -440,7 +430,7 @@ func TestResetLearnAndFalsePositive(t *testing.T) {
 	// writes to CONTROL, and policy then records on each decision), so
 	// export is no longer flagged; delete still is.
 	e.publish(decl(2*time.Minute, "export", "search", "export"), decl(3*time.Minute, "delete", "search", "export"))
-	eventually(t, "two observations after reset", func() bool { return e.profiles(in, "acme")["decl"].Observations == 2 })
+	testkit.Eventually(t, "two observations after reset", func() bool { return e.profiles(in, "acme")["decl"].Observations == 2 })
 	got, ids := e.anomalies()
 	if strings.Join(got, ",") != "decl/undeclared_tool:delete,decl/undeclared_tool:export" {
 		t.Fatalf("anomalies %v", got)
@@ -460,13 +450,13 @@ func TestResetLearnAndFalsePositive(t *testing.T) {
 		t.Fatal(code)
 	}
 	e.publish(decl(4*time.Minute, "delete", "search", "export"), decl(5*time.Minute, "wipe", "search", "export"))
-	eventually(t, "two observations after the second reset", func() bool { return e.profiles(in, "acme")["decl"].Observations == 2 })
+	testkit.Eventually(t, "two observations after the second reset", func() bool { return e.profiles(in, "acme")["decl"].Observations == 2 })
 	got, _ = e.anomalies()
 	if strings.Join(got, ",") != "decl/undeclared_tool:delete,decl/undeclared_tool:export,decl/undeclared_tool:wipe" {
 		t.Fatalf("anomalies %v", got)
 	}
 	var review risk.Timeseries
-	eventually(t, "the review in the metrics", func() bool {
+	testkit.Eventually(t, "the review in the metrics", func() bool {
 		return e.get(in.url+"/v1/metrics/timeseries?interval=day&days=1&to=2026-11-20T12:00:00Z", "acme", &review) == 200 && review.Data[0].Reviews == 1
 	})
 }
@@ -527,7 +517,7 @@ func (e *env) snapshot(in *instance, agents []string) snapshot {
 func TestRestartAndTwoInstances(t *testing.T) {
 	agents := []string{"bot", "decl", "a1", "a2", "a3", "a4", "a5"}
 	settle := func(e *env, in *instance) {
-		eventually(t, "every agent's history processed", func() bool {
+		testkit.Eventually(t, "every agent's history processed", func() bool {
 			ps := e.profiles(in, "acme")
 			for _, a := range agents {
 				if ps[a].Observations != 11 {
@@ -605,7 +595,7 @@ func (e *env) waitCheckpoints(n int) {
 		e.t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		eventually(e.t, "checkpoint", func() bool {
+		testkit.Eventually(e.t, "checkpoint", func() bool {
 			en, err := kv.Get(ctx, fmt.Sprintf("p%d-of-%d", i, n))
 			return err == nil && string(en.Value()) == fmt.Sprint(info.State.LastSeq)
 		})
@@ -645,7 +635,7 @@ func TestAuthTenantsAndBadInputs(t *testing.T) {
 	in := e.start(testConfig(1))
 	e.waitOwned(1, 1, in)
 	e.publish(history()...)
-	eventually(t, "the session scored", func() bool { _, code := e.risk(in, "s1", "acme"); return code == 200 })
+	testkit.Eventually(t, "the session scored", func() bool { _, code := e.risk(in, "s1", "acme"); return code == 200 })
 
 	cases := []struct {
 		name, method, path, who string
@@ -685,7 +675,7 @@ func TestPausedAgentStillRecorded(t *testing.T) {
 		e.publish(step{agent: "bot", session: "p1", at: time.Duration(i) * time.Second, kind: "tool_call", tool: "search",
 			outcome: rules.Block, reason: rules.ReasonAgentPaused})
 	}
-	eventually(t, "four observations", func() bool { return e.profiles(in, "acme")["bot"].Observations == 4 })
+	testkit.Eventually(t, "four observations", func() bool { return e.profiles(in, "acme")["bot"].Observations == 4 })
 	p := e.profiles(in, "acme")["bot"]
 	if p.Activity.Blocks != 0 {
 		t.Fatalf("a paused agent's blocks counted as blocks: %+v", p.Activity)
