@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
@@ -129,7 +130,7 @@ func (s *Service) streamDecision(ctx context.Context, tenant, id string, floor u
 	if last.Sequence <= floor {
 		return rules.DecisionRecord{}, notFound
 	}
-	if last.Header.Get(streams.HeaderDecisionID) == id {
+	if last.Header.Get(streams.HeaderDecisionID) == id || last.Header.Get(nats.MsgIdHdr) == id {
 		return decodeStreamDecision(last.Data, tenant, id)
 	}
 	oc, err := s.deps.JS.OrderedConsumer(ctx, streams.Policy, jetstream.OrderedConsumerConfig{
@@ -157,7 +158,9 @@ func (s *Service) streamDecision(ctx context.Context, tenant, id string, floor u
 		if err != nil {
 			return rules.DecisionRecord{}, unavailable(err)
 		}
-		if m.Headers().Get(streams.HeaderDecisionID) == id {
+		// Records written before the header existed carry the id as their
+		// message id (decision doors only).
+		if h := m.Headers(); h.Get(streams.HeaderDecisionID) == id || h.Get(nats.MsgIdHdr) == id {
 			raw, err := str.GetMsg(ctx, meta.Sequence.Stream)
 			if err != nil {
 				return rules.DecisionRecord{}, unavailable(err)
