@@ -83,8 +83,14 @@ func DetailOf(e *apperr.Error) Detail {
 }
 
 // ErrorHandler renders every error returned by a handler in the envelope.
-// It is the only place where errors become status codes.
+// It is the only place where errors become status codes. Server errors
+// are logged at ERROR, except expected unavailability (503), which is
+// logged once when it starts (NewServer also logs when it ends).
 func ErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return errorHandler(log, newOutages(log))
+}
+
+func errorHandler(log *slog.Logger, down *outages) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
@@ -114,7 +120,14 @@ func ErrorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if he != nil && ae == nil && he.Code == http.StatusMethodNotAllowed {
 			m.status = he.Code
 		}
-		if m.status >= 500 {
+		switch {
+		case kind == apperr.KindUnavailable:
+			var cause error
+			if ae != nil {
+				cause = ae.Err
+			}
+			down.failed(metricRoute(c), msg, cause)
+		case m.status >= 500:
 			log.Error("request failed", slog.String("method", c.Request().Method),
 				slog.String("path", c.Path()), slog.String("error", err.Error()))
 		}

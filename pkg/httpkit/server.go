@@ -19,7 +19,8 @@ import (
 func NewServer(log *slog.Logger, reg prometheus.Registerer) (*echo.Echo, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
-	e.HTTPErrorHandler = ErrorHandler(log)
+	down := newOutages(log)
+	e.HTTPErrorHandler = errorHandler(log, down)
 	e.Server.ReadHeaderTimeout = 10 * time.Second
 	e.Server.IdleTimeout = 120 * time.Second
 
@@ -48,9 +49,14 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer) (*echo.Echo, error) 
 			}
 			route, method := metricRoute(c), MetricMethod(c.Request().Method)
 			status := c.Response().Status
+			if status < 500 {
+				down.succeeded(route)
+			}
 			requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 			latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
-			if status >= 500 || log.Enabled(c.Request().Context(), slog.LevelDebug) {
+			// Server errors get an access line, except 503s: an outage is
+			// reported once by its state change, not once per request.
+			if status >= 500 && status != http.StatusServiceUnavailable || log.Enabled(c.Request().Context(), slog.LevelDebug) {
 				log.LogAttrs(c.Request().Context(), slog.LevelInfo, "http",
 					slog.String("method", method), slog.String("route", route), slog.Int("status", status),
 					slog.Duration("took", time.Since(start)), slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
