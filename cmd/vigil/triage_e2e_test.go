@@ -285,6 +285,19 @@ func TestDecisionsReadYourWrites(t *testing.T) {
 			})
 		}
 	}
+	// An older unprojected decision is found by walking the newer ones.
+	a := polClient{t: t, base: s.base, key: key}
+	older := a.evaluate(`{"agentId":"ryw-bot","action":"lookup","context":{"n":1}}`).DecisionID
+	for range 5 {
+		a.evaluate(`{"agentId":"ryw-other","action":"lookup"}`)
+	}
+	for _, base := range []string{s.base, b.base} {
+		c := polClient{t: t, base: base, key: key}
+		got := c.get("/v1/decisions/"+older).want(t, http.StatusOK, "read an older unprojected decision").object(t)
+		if got["decisionId"] != older {
+			t.Errorf("read %v, want %s", got, older)
+		}
+	}
 	if n := b.metric(t, "vigil_api_decision_reads_total", "from", "stream"); n == 0 {
 		t.Errorf("the other instance read no decision from the stream; the projection was expected to lag")
 	}
