@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -127,6 +128,9 @@ type Service struct {
 	// decisionReads counts single-decision reads by where the record was
 	// found: the ClickHouse projection or, while it lags, POLICY.
 	decisionReads *prometheus.CounterVec
+	// policy is the POLICY stream handle, looked up on first use.
+	policyMu sync.Mutex
+	policy   jetstream.Stream
 }
 
 // New validates cfg and deps.

@@ -110,7 +110,7 @@ func (s *Service) streamDecision(ctx context.Context, tenant, id string, floor u
 	unavailable := func(err error) error {
 		return apperr.Unavailable("decision stream unavailable; retry", time.Second, err)
 	}
-	str, err := s.deps.JS.Stream(ctx, streams.Policy)
+	str, err := s.policyStream(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return rules.DecisionRecord{}, notFound
 	}
@@ -184,4 +184,20 @@ func decodeStreamDecision(data []byte, tenant, id string) (rules.DecisionRecord,
 		return rules.DecisionRecord{}, apperr.NotFound("decision %q not found", id)
 	}
 	return rec, nil
+}
+
+// policyStream returns a handle on POLICY, looked up once: the handle
+// only names the stream, so it stays valid.
+func (s *Service) policyStream(ctx context.Context) (jetstream.Stream, error) {
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	if s.policy != nil {
+		return s.policy, nil
+	}
+	str, err := s.deps.JS.Stream(ctx, streams.Policy)
+	if err != nil {
+		return nil, err
+	}
+	s.policy = str
+	return str, nil
 }
