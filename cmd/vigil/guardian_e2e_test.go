@@ -62,7 +62,7 @@ func pendingFor(t *testing.T, c polClient, decisionID string) deskAction {
 func TestDeskApproveLongPoll(t *testing.T) {
 	s := polStart(t)
 	owner := s.as(s.key("acme", auth.RoleOwner))
-	agent := s.as(s.key("acme", auth.RoleAgent))
+	agent := s.as(s.key("acme", auth.RoleAgent, "a1"))
 	owner.createPolicy(deskPolicy)
 
 	d := agent.evaluate(map[string]any{"agentId": "a1", "action": "refund", "context": map[string]any{"amount": 5000}})

@@ -24,6 +24,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/testkit"
@@ -183,12 +184,13 @@ func newEnv(t *testing.T) *env {
 	return &env{testStack: s, db: db, owner: s.st.BootstrapKey}
 }
 
-// key creates an API key for tenant with role.
-func (s *testStack) key(tenant string, role auth.Role) string {
+// key creates an API key for tenant with role, bound to agents (an agent
+// key with none is one created before keys were bound).
+func (s *testStack) key(tenant string, role auth.Role, agents ...string) string {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, tok, err := s.st.Store.CreateKey(ctx, tenant, role, "e2e-"+string(role), "e2e test")
+	_, tok, err := s.st.Store.IssueKey(ctx, control.KeySpec{Tenant: tenant, Role: role, Name: "e2e-" + string(role), By: "e2e test", Agents: agents})
 	if err != nil {
 		s.t.Fatalf("CreateKey(%s, %s): %v", tenant, role, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,42 +24,125 @@ import (
 	"github.com/vigilhq/vigil/pkg/tenant"
 )
 
+// keysTarget is where the keys commands write: a running Vigil's NATS, or
+// its data directory, and the tenant.
+type keysTarget struct {
+	nats    config.NATS
+	dataDir *string
+	tenant  *string
+}
+
+func keysFlags(fs *config.FlagSet) keysTarget {
+	return keysTarget{
+		nats:    config.AddNATS(fs, ""),
+		dataDir: fs.String("data-dir", "VIGIL_DATA_DIR", "./.vigil", "`vigil dev` data directory: its admin credential (creds/admin.nk) is used unless --nats-creds is given, and it is opened directly when no NATS server answers"),
+		tenant:  fs.String("tenant", "", tenant.Default, "tenant the key belongs to"),
+	}
+}
+
+// open checks the tenant and reaches CONTROL, with a deadline on ctx;
+// done releases both.
+func (k keysTarget) open(ctx context.Context) (context.Context, jetstream.JetStream, func(), error) {
+	if !tenant.Valid(*k.tenant) {
+		return nil, nil, nil, fmt.Errorf("--tenant %q: must match ^[a-z0-9][a-z0-9_-]{0,62}$", *k.tenant)
+	}
+	js, closeFn, err := connectOrEmbed(k.nats, *k.dataDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	return ctx, js, func() { cancel(); closeFn() }, nil
+}
+
 func runKeysCreate(ctx context.Context, args []string, out io.Writer) error {
 	fs := config.New("vigil keys create", "Create an API key. The key is printed once and stored only as a hash.")
-	natsCfg := config.AddNATS(fs, "")
-	dataDir := fs.String("data-dir", "VIGIL_DATA_DIR", "./.vigil", "`vigil dev` data directory: its admin credential (creds/admin.nk) is used unless --nats-creds is given, and it is opened directly when no NATS server answers")
-	ten := fs.String("tenant", "", tenant.Default, "tenant the key belongs to")
+	target := keysFlags(fs)
 	roleName := fs.String("role", "", "owner", "role: owner, admin, member, viewer or agent")
 	name := fs.String("name", "", "", "a label for the key")
+	var agents agentList
+	fs.Var(&agents, "agent", "for --role agent: the agent id the key acts as (repeat the flag or give a comma list for several)")
 	asJSON := fs.Bool("json", false, "print the key as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
-	}
-	if !tenant.Valid(*ten) {
-		return fmt.Errorf("--tenant %q: must match ^[a-z0-9][a-z0-9_-]{0,62}$", *ten)
 	}
 	role, err := auth.ParseRole(*roleName)
 	if err != nil {
 		return fmt.Errorf("--role: %w", err)
 	}
-	js, closeFn, err := connectOrEmbed(natsCfg, *dataDir)
+	bound, err := auth.Binding(role, agents)
+	if err != nil {
+		return fmt.Errorf("--agent: %w", err)
+	}
+	ctx, js, done, err := target.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+	defer done()
 	if err := natsx.EnsureStreams(ctx, js, streams.ControlConfig(streams.DefaultOptions)); err != nil {
 		return err
 	}
-	rec, token, err := control.NewStore(js).CreateKey(ctx, *ten, role, *name, "vigil keys create")
+	rec, token, err := control.NewStore(js).IssueKey(ctx, control.KeySpec{Tenant: *target.tenant, Role: role, Name: *name, By: "vigil keys create", Agents: bound})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(out).Encode(map[string]any{"id": rec.ID, "tenant": rec.Tenant, "role": rec.Role, "name": rec.Name, "key": token})
+		return json.NewEncoder(out).Encode(map[string]any{"id": rec.ID, "tenant": rec.Tenant, "role": rec.Role, "name": rec.Name, "agents": rec.Agents, "key": token})
 	}
-	fmt.Fprintf(out, "Created %s key %s for tenant %q. Store it now; it is not shown again:\n\n    %s\n\n", rec.Role, rec.ID, rec.Tenant, token)
+	fmt.Fprintf(out, "Created %s key %s for tenant %q%s. Store it now; it is not shown again:\n\n    %s\n\n", rec.Role, rec.ID, rec.Tenant, boundTo(rec.Agents), token)
+	return nil
+}
+
+func boundTo(agents []string) string {
+	if len(agents) == 0 {
+		return ""
+	}
+	return ", bound to agent " + strings.Join(agents, ", ")
+}
+
+// agentList collects --agent flags, each one id or a comma list.
+type agentList []string
+
+func (l *agentList) String() string { return strings.Join(*l, ",") }
+
+func (l *agentList) Set(v string) error {
+	for _, id := range strings.Split(v, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			*l = append(*l, id)
+		}
+	}
+	return nil
+}
+
+// runKeysBind binds an existing agent key to its agents: the migration
+// for agent keys created before keys were bound (docs/security.md). The
+// HTTP form is POST /v1/keys/:id/bind.
+func runKeysBind(ctx context.Context, args []string, out io.Writer) error {
+	fs := config.New("vigil keys bind", "Bind an agent key to the agent(s) it acts as, replacing any earlier binding.")
+	target := keysFlags(fs)
+	id := fs.String("id", "", "", "the key's id (the 16 hex digits after vgl_)")
+	var agents agentList
+	fs.Var(&agents, "agent", "agent id the key acts as (repeat the flag or give a comma list for several)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, js, done, err := target.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	store := control.NewStore(js)
+	k, rev, err := store.Key(ctx, *target.tenant, *id)
+	if err != nil {
+		return fmt.Errorf("key %q in tenant %q: %w", *id, *target.tenant, err)
+	}
+	bound, err := auth.Binding(k.Role, agents)
+	if err != nil {
+		return fmt.Errorf("--agent: %w", err)
+	}
+	if _, err := store.BindKey(ctx, k, bound, rev); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Key %s is now bound to agent %s.\n", k.ID, strings.Join(bound, ", "))
 	return nil
 }
 

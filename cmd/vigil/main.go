@@ -17,7 +17,9 @@ const usage = `vigil — governance control plane for AI agents
 
 Usage:
   vigil dev                 run every service in one process (embedded NATS)
-  vigil keys create         create an API key (shown once; needs the NATS admin credential)
+  vigil keys create         create an API key (shown once; needs the NATS admin credential);
+                            --role agent --agent A binds it to its agent
+  vigil keys bind           bind an existing agent key to its agent(s)
   vigil nats init           generate NATS credentials and server config for compose
   vigil migrate             apply ClickHouse migrations
   vigil bench ingest|decide|ledger|notify
@@ -55,10 +57,13 @@ func run(ctx context.Context, args []string) error {
 	case "dev":
 		return runDev(ctx, args[1:])
 	case "keys":
-		if len(args) < 2 || args[1] != "create" {
-			return errors.New(`usage: vigil keys create --tenant T --role R`)
+		switch {
+		case len(args) >= 2 && args[1] == "create":
+			return runKeysCreate(ctx, args[2:], os.Stdout)
+		case len(args) >= 2 && args[1] == "bind":
+			return runKeysBind(ctx, args[2:], os.Stdout)
 		}
-		return runKeysCreate(ctx, args[2:], os.Stdout)
+		return errors.New(`usage: vigil keys create --tenant T --role R [--agent A] | vigil keys bind --tenant T --id K --agent A`)
 	case "nats":
 		return runNATS(ctx, args[1:], os.Stdout)
 	case "migrate":

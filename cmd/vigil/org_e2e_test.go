@@ -29,6 +29,7 @@ type keyDoc struct {
 	ID         string     `json:"id"`
 	Name       string     `json:"name"`
 	Role       string     `json:"role"`
+	Agents     []string   `json:"agents"`
 	Prefix     string     `json:"prefix"`
 	Status     string     `json:"status"`
 	Key        string     `json:"key"`
@@ -43,7 +44,7 @@ func TestKeysAPI(t *testing.T) {
 	member := e.key("default", auth.RoleMember)
 	other := e.key("globex", auth.RoleOwner)
 
-	r := e.post(e.owner, "/v1/keys", map[string]any{"name": "ci deploys", "role": "agent"})
+	r := e.post(e.owner, "/v1/keys", map[string]any{"name": "ci deploys", "role": "agent", "agentId": "ci-bot"})
 	expect(t, r, http.StatusCreated, "create key")
 	var k keyDoc
 	r.decode(t, &k)
@@ -456,7 +457,7 @@ func TestRateLimits(t *testing.T) {
 	db := chtest.New(t)
 	e := &env{testStack: startStack(t, stackOpts{dsn: db.DSN}), db: db}
 	e.owner = e.st.BootstrapKey
-	agentA, agentB := e.key("default", auth.RoleAgent), e.key("default", auth.RoleAgent)
+	agentA, agentB := e.key("default", auth.RoleAgent, "rl", "rl-agent"), e.key("default", auth.RoleAgent, "rl")
 	viewer := e.key("default", auth.RoleViewer)
 
 	checkEnvelope(t, e.post(e.owner, "/v1/settings/rate-limits", map[string]any{"decisions": map[string]any{"perSecond": -1, "burst": 1}}), 400, "VALIDATION_ERROR", "invalid_request", nil)
@@ -513,7 +514,7 @@ func TestRateLimits(t *testing.T) {
 	expect(t, b, http.StatusAccepted, "batch within the burst")
 	checkEnvelope(t, e.post(agentA, "/v1/events", ev("rl-agent", "rl-session", time.Now())), 429, "RATE_LIMITED", "rate_limited", nil)
 	// Another tenant is not affected.
-	other := e.key("globex", auth.RoleAgent)
+	other := e.key("globex", auth.RoleAgent, "rl")
 	expect(t, evaluate(other), 200, "another tenant")
 }
 
@@ -524,7 +525,7 @@ func TestDefaultLimits(t *testing.T) {
 	s := startStack(t, stackOpts{dsn: db.DSN, api: func(c *api.Config) {
 		c.RateLimits.Decisions.PerSecond, c.RateLimits.Decisions.Burst = 0.01, 1
 	}})
-	key := s.key("default", auth.RoleAgent)
+	key := s.key("default", auth.RoleAgent, "d")
 	expect(t, s.post(key, "/v1/decisions.evaluate", map[string]any{"agentId": "d", "action": "x"}), 200, "first")
 	checkEnvelope(t, s.post(key, "/v1/decisions.evaluate", map[string]any{"agentId": "d", "action": "x"}), 429, "RATE_LIMITED", "rate_limited", nil)
 }

@@ -483,8 +483,8 @@ func TestPolLiveEdits(t *testing.T) {
 // TestPolIdempotency: Idempotency-Key on decisions.evaluate.
 func TestPolIdempotency(t *testing.T) {
 	s := polStart(t)
-	a := s.as(s.key("pol-idem-a", auth.RoleAgent))
-	b := s.as(s.key("pol-idem-b", auth.RoleAgent))
+	a := s.as(s.key("pol-idem-a", auth.RoleAgent, "idem-bot"))
+	b := s.as(s.key("pol-idem-b", auth.RoleAgent, "idem-bot"))
 	reader := s.as(s.key("pol-idem-a", auth.RoleViewer))
 	body := `{"agentId":"idem-bot","action":"execute_refund","context":{"amount":1250}}`
 	const key = "idem-key-1"
@@ -611,6 +611,7 @@ func TestPolRoles(t *testing.T) {
 	for _, r := range auth.Roles {
 		keys[r] = s.key(tenant, r)
 	}
+	keys[auth.RoleAgent] = s.key(tenant, auth.RoleAgent, "role-bot")
 	owner := s.as(keys[auth.RoleOwner])
 	pid := owner.createPolicy(`{"id":"existing","name":"existing","rules":[{"id":"r","when":"action.tool == \"rm\"","outcome":"block"}]}`)
 	d := owner.evaluate(`{"agentId":"role-bot","action":"rm"}`)

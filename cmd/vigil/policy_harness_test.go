@@ -116,21 +116,22 @@ func polStart(t *testing.T) *polStack {
 	return &polStack{t: t, st: st, db: db, base: "http://" + ln.Addr().String()}
 }
 
-// polKey creates an API key of tenant with role on store.
-func polKey(t testing.TB, store *control.Store, tenant string, role auth.Role) string {
+// polKey creates an API key of tenant with role on store, bound to
+// agents (an agent key with none is one created before keys were bound).
+func polKey(t testing.TB, store *control.Store, tenant string, role auth.Role, agents ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, tok, err := store.CreateKey(ctx, tenant, role, "pol-"+string(role), "policy e2e")
+	_, tok, err := store.IssueKey(ctx, control.KeySpec{Tenant: tenant, Role: role, Name: "pol-" + string(role), By: "policy e2e", Agents: agents})
 	if err != nil {
 		t.Fatalf("CreateKey(%s, %s): %v", tenant, role, err)
 	}
 	return tok
 }
 
-func (s *polStack) key(tenant string, role auth.Role) string {
+func (s *polStack) key(tenant string, role auth.Role, agents ...string) string {
 	s.t.Helper()
-	return polKey(s.t, s.st.Store, tenant, role)
+	return polKey(s.t, s.st.Store, tenant, role, agents...)
 }
 
 // polClient is one caller: a base URL and an API key.

@@ -20,12 +20,12 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/sessions":                             {auth.SessionsRead},
 	"GET /v1/sessions/:id":                         {auth.SessionsRead},
 	"GET /v1/sessions/:id/export.json":             {auth.SessionsRead},
-	"POST /v1/agents":                              {auth.AgentsWrite},
+	"POST /v1/agents":                              {auth.AgentsRegister},
 	"GET /v1/agents":                               {auth.AgentsRead},
 	"GET /v1/agents/:id":                           {auth.AgentsRead},
 	"PATCH /v1/agents/:id":                         {auth.AgentsWrite},
 	"GET /v1/agents/:id/sessions":                  {auth.SessionsRead}, // and agents:read
-	"POST /v1/agents/:id/manifest":                 {auth.AgentsWrite},
+	"POST /v1/agents/:id/manifest":                 {auth.AgentsWrite, auth.AgentsRegister},
 	"POST /v1/agents/:id/settings":                 {auth.AgentsWrite},
 	"POST /v1/policies":                            {auth.PoliciesWrite},
 	"GET /v1/policies":                             {auth.PoliciesRead},
@@ -50,6 +50,7 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/keys":                  {auth.KeysManage},
 	"POST /v1/keys":                 {auth.KeysManage},
 	"DELETE /v1/keys/:id":           {auth.KeysManage},
+	"POST /v1/keys/:id/bind":        {auth.KeysManage},
 	"GET /v1/members":               {auth.MembersRead},
 	"POST /v1/members/invite":       {auth.MembersManage},
 	"POST /v1/members/role":         {auth.MembersManage},
@@ -96,16 +97,53 @@ var routePermissions = map[string][]auth.Permission{
 // publicRoutes need no key at all.
 var publicRoutes = regexp.MustCompile(`^(GET|HEAD) /(healthz|readyz|livez|metrics)`)
 
-// TestRoleMatrix sends every registered route with a key of every role
-// and checks that exactly the roles the matrix admits get past
-// authorisation (any status but 401/403), that the others get 403 in the
-// envelope, and that no route is missing from the matrix.
+// agentKeyStatus is, for every route an agent key gets past
+// authorisation on, the exact status of the matrix probe (body {}, every
+// path parameter "matrix-probe") for a key bound to agent "matrix-probe"
+// and for an unbound key (one created before keys were bound); 403 means
+// refused. Every route missing here must refuse both with 403. It is
+// spelled out rather than derived from the grants, so that widening what
+// an agent key may do shows up here.
+var agentKeyStatus = map[string][2]int{
+	"POST /v1/events":       {400, 400}, // admitted; {} lacks eventId
+	"POST /v1/events/batch": {400, 400}, // admitted; {} is an empty batch
+	"GET /v1/agents":        {200, 200},
+	"GET /v1/agents/:id":    {200, 200},
+	// Registering itself: matrix-probe exists, so 409; unbound: refused.
+	"POST /v1/agents": {409, 403},
+	// {} declares nothing: a narrowing, which a bound key may make.
+	"POST /v1/agents/:id/manifest": {200, 403},
+	"POST /v1/decisions.evaluate":  {400, 403}, // {} lacks the action
+	"POST /v1/policies/check":      {200, 403}, // attributed to matrix-probe
+	"POST /v1/verdicts":            {400, 403}, // {} lacks tool and target
+	"GET /v1/decisions/:id":        {404, 403},
+}
+
+// TestRoleMatrix sends every registered route with a key of every role,
+// and with an agent key bound to an agent and one not bound, and checks
+// that exactly the callers the matrix admits get past authorisation (any
+// status but 401/403), that the others get 403 in the envelope, that
+// agent keys get exactly agentKeyStatus, and that no route is missing
+// from the matrix.
 func TestRoleMatrix(t *testing.T) {
 	e := newEnv(t)
-	keys := map[auth.Role]string{}
-	for _, r := range auth.Roles {
-		keys[r] = e.key("matrix", r)
+	type caller struct {
+		name string
+		key  string
+		p    auth.Principal
 	}
+	var callers []caller
+	for _, r := range auth.Roles {
+		callers = append(callers, caller{string(r), e.key("matrix", r), auth.Principal{Role: r}})
+	}
+	// The role's agent key above is unbound; add a bound one. Bound to the
+	// probe's path id, a route's own-agent check passes, so what is tested
+	// here is the permission; TestAgentKeys tests the ownership checks.
+	bound := auth.Principal{Role: auth.RoleAgent, Agents: []string{"matrix-probe"}}
+	callers = append(callers, caller{"agent (bound)", e.key("matrix", auth.RoleAgent, "matrix-probe"), bound})
+	callers[slices.IndexFunc(callers, func(c caller) bool { return c.name == string(auth.RoleAgent) })].name = "agent (unbound)"
+	owner := callers[0].key
+	expect(t, e.post(owner, "/v1/agents", map[string]any{"agentId": "matrix-probe"}), 201, "register the probe agent")
 	var routes []string
 	for _, r := range e.st.Echo.Routes() {
 		key := r.Method + " " + r.Path
@@ -126,23 +164,42 @@ func TestRoleMatrix(t *testing.T) {
 		}
 		method, path, _ := strings.Cut(route, " ")
 		path = regexp.MustCompile(`:[A-Za-z]+`).ReplaceAllString(path, "matrix-probe")
-		for _, role := range auth.Roles {
-			allowed := slices.ContainsFunc(perms, role.Allows)
+		for _, cl := range callers {
+			allowed := slices.ContainsFunc(perms, cl.p.Allows)
 			var body any
 			if method == http.MethodPost || method == http.MethodPatch || method == http.MethodPut {
 				body = map[string]any{}
 			}
-			r := e.do(req{method: method, path: path, key: keys[role], body: body})
+			r := e.do(req{method: method, path: path, key: cl.key, body: body})
 			switch {
 			case r.status == http.StatusUnauthorized:
-				t.Errorf("%s as %s: 401 %s", route, role, r.body)
+				t.Errorf("%s as %s: 401 %s", route, cl.name, r.body)
 			case allowed && r.status == http.StatusForbidden:
-				t.Errorf("%s as %s: refused, the matrix admits it: %s", route, role, r.body)
+				t.Errorf("%s as %s: refused, the matrix admits it: %s", route, cl.name, r.body)
 			case !allowed && r.status != http.StatusForbidden:
-				t.Errorf("%s as %s: HTTP %d, the matrix refuses it", route, role, r.status)
+				t.Errorf("%s as %s: HTTP %d, the matrix refuses it", route, cl.name, r.status)
 			case !allowed:
 				checkEnvelope(t, r, http.StatusForbidden, "FORBIDDEN", "forbidden", nil)
 			}
+			if cl.p.Role != auth.RoleAgent {
+				continue
+			}
+			want, ok := agentKeyStatus[route]
+			if !ok {
+				want = [2]int{http.StatusForbidden, http.StatusForbidden}
+			}
+			w := want[0]
+			if len(cl.p.Agents) == 0 {
+				w = want[1]
+			}
+			if r.status != w {
+				t.Errorf("%s as %s: HTTP %d, want %d: %s", route, cl.name, r.status, w, r.body)
+			}
+		}
+	}
+	for route := range agentKeyStatus {
+		if !slices.Contains(routes, route) {
+			t.Errorf("agentKeyStatus lists %s, which is not registered", route)
 		}
 	}
 	for route := range routePermissions {
@@ -177,6 +234,7 @@ var foreignRoutes = map[string]string{
 	"GET /v1/guardian/pending-actions/:id":         "approval",
 	"POST /v1/guardian/pending-actions/:id/decide": "approval",
 	"DELETE /v1/keys/:id":                          "key",
+	"POST /v1/keys/:id/bind":                       "key",
 	"DELETE /v1/members/:email":                    "member",
 	"POST /v1/agents/:id/reset":                    "agent",
 	"GET /v1/sessions/:id/risk":                    "session",

@@ -435,3 +435,27 @@ func FuzzParseRegistration(f *testing.F) {
 		}
 	})
 }
+
+func TestDeclarationNarrows(t *testing.T) {
+	cur := &agent.Declaration{Tools: []string{"search", "refund"}, Destinations: []string{"*.example.com"}}
+	tests := []struct {
+		name string
+		cur  *agent.Declaration
+		next agent.Declaration
+		want bool
+	}{
+		{"none yet", nil, agent.Declaration{Tools: []string{"anything"}}, true},
+		{"same", cur, agent.Declaration{Tools: []string{"refund", "search"}, Destinations: []string{"*.example.com"}}, true},
+		{"fewer", cur, agent.Declaration{Tools: []string{"search"}}, true},
+		{"nothing", cur, agent.Declaration{}, true},
+		{"another tool", cur, agent.Declaration{Tools: []string{"search", "shell"}}, false},
+		{"another destination", cur, agent.Declaration{Destinations: []string{"evil.test"}}, false},
+		{"a wildcard", cur, agent.Declaration{Destinations: []string{"*"}}, false},
+		{"case variant", cur, agent.Declaration{Tools: []string{"Search"}}, false},
+	}
+	for _, tc := range tests {
+		if got := tc.cur.Narrows(tc.next); got != tc.want {
+			t.Errorf("%s: Narrows = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
@@ -16,6 +17,26 @@ type Declaration struct {
 	Tools        []string  `json:"tools"`
 	Destinations []string  `json:"destinations"`
 	DeclaredAt   time.Time `json:"declaredAt"`
+}
+
+// Narrows reports whether declaring next in place of d takes nothing
+// new into scope: d is nil (no declaration: everything is in scope), or
+// next's tools and destinations are among d's.
+func (d *Declaration) Narrows(next Declaration) bool {
+	if d == nil {
+		return true
+	}
+	for _, t := range next.Tools {
+		if !slices.Contains(d.Tools, t) {
+			return false
+		}
+	}
+	for _, h := range next.Destinations {
+		if !slices.Contains(d.Destinations, h) {
+			return false
+		}
+	}
+	return true
 }
 
 // Settings are per-agent switches (Kaizen's field names).

@@ -13,8 +13,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/event"
 )
 
 // Role is a key's role. Roles form a fixed hierarchy of permission sets.
@@ -50,8 +54,13 @@ const (
 	EventsWrite  Permission = "events:write"
 	SessionsRead Permission = "sessions:read"
 	AgentsRead   Permission = "agents:read"
-	AgentsWrite  Permission = "agents:write"
-	KeysManage   Permission = "keys:manage"
+	// AgentsWrite changes the controls that govern an agent: its record
+	// (owner, status), declaration, settings (pause) and baseline (reset).
+	AgentsWrite Permission = "agents:write"
+	// AgentsRegister registers an agent and declares or narrows its
+	// manifest: what an agent key may do for the agents it is bound to.
+	AgentsRegister Permission = "agents:register"
+	KeysManage     Permission = "keys:manage"
 	// PoliciesRead and PoliciesWrite cover policies and the org policy.
 	PoliciesRead  Permission = "policies:read"
 	PoliciesWrite Permission = "policies:write"
@@ -88,21 +97,27 @@ const (
 )
 
 var grants = map[Role][]Permission{
-	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
+	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
 		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, LimitsManage},
-	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, KeysManage,
+	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
 		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage},
 	// Members run the floor: they report, ask, read and triage, but
 	// changing the rules is for admins.
-	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage,
+	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage,
 		ApprovalsRead, ApprovalsDecide, LedgerRead, RiskRead, ChannelsRead, MembersRead, SettingsRead},
 	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead, ApprovalsRead, LedgerRead, RiskRead, ChannelsRead, MembersRead},
 	// Agents report what they do, register themselves and ask before they
-	// act; they cannot read other agents' sessions or verdicts.
-	RoleAgent: {EventsWrite, AgentsRead, AgentsWrite, DecisionsEvaluate},
+	// act; they cannot read other agents' sessions or verdicts, nor change
+	// the controls that govern them (agents:write). What they may do is
+	// further limited to the agents their key is bound to (Principal).
+	RoleAgent: {EventsWrite, AgentsRead, AgentsRegister, DecisionsEvaluate},
 }
+
+// unboundAgent is what an agent key created before keys were bound to
+// agents may still do until an admin binds it: report and read agents.
+var unboundAgent = []Permission{EventsWrite, AgentsRead}
 
 // Allows reports whether role r grants p.
 func (r Role) Allows(p Permission) bool {
@@ -124,6 +139,84 @@ type Principal struct {
 	Member string
 	// Subject is the identity provider's id of a member ("sub").
 	Subject string
+	// Agents are the agent ids an agent key is bound to; empty for other
+	// roles and for agent keys created before binding existed.
+	Agents []string
+}
+
+// Allows reports whether the principal may do p: its role's grants, and
+// for an agent key not bound to any agent only reports and agent reads.
+func (p Principal) Allows(perm Permission) bool {
+	if p.Role == RoleAgent && len(p.Agents) == 0 {
+		return slices.Contains(unboundAgent, perm)
+	}
+	return p.Role.Allows(perm)
+}
+
+// Bound reports whether the principal is an agent key restricted to the
+// agents it is bound to (so every agent it names must be checked).
+func (p Principal) Bound() bool { return p.Role == RoleAgent }
+
+// ActsAs reports whether the principal may act as, or read the records
+// of, agent id. People and non-agent keys may act for any agent of their
+// tenant; an agent key only for the ids it is bound to, compared exactly
+// (agent ids are case-sensitive).
+func (p Principal) ActsAs(id string) bool {
+	return !p.Bound() || slices.Contains(p.Agents, id)
+}
+
+// Covers reports whether the principal may read agent id's record and
+// report its events: whoever may act as it, and, until an admin binds
+// it, an agent key created before keys were bound (it keeps the
+// tenant-wide reports and agent reads it had; it has lost decisions and
+// registration).
+func (p Principal) Covers(id string) bool {
+	return p.ActsAs(id) || (p.Bound() && len(p.Agents) == 0)
+}
+
+// NotBound is why an agent key not bound to any agent is refused what it
+// could do before keys were bound.
+const NotBound = "this agent key is not bound to an agent; an admin binds it with POST /v1/keys/{id}/bind"
+
+// AgentFor resolves the agent a request is attributed to from every
+// place the request names one (body agentId, agent, X-Agent-Id…; empty
+// strings are ignored). For an agent key each named id must be one it is
+// bound to (403 otherwise), and a request that names none is attributed
+// to the key's agent when it has exactly one. Other principals get the
+// first non-empty name, unchanged, possibly "".
+func (p Principal) AgentFor(named ...string) (string, error) {
+	first := ""
+	for _, n := range named {
+		if n == "" {
+			continue
+		}
+		if first == "" {
+			first = n
+		}
+		if p.Bound() && !slices.Contains(p.Agents, n) {
+			if len(p.Agents) == 0 {
+				return "", apperr.Forbidden(NotBound)
+			}
+			return "", apperr.Forbidden(fmt.Sprintf("this agent key may not act as agent %q", n))
+		}
+	}
+	if first != "" || !p.Bound() {
+		return first, nil
+	}
+	switch len(p.Agents) {
+	case 0:
+		return "", apperr.Forbidden(NotBound)
+	case 1:
+		return p.Agents[0], nil
+	}
+	return "", apperr.Validation("agentId is required: this key is bound to several agents",
+		apperr.FieldError{Path: "agentId", Code: "required", Message: "name one of the agents this key is bound to"})
+}
+
+// ForbidOther is the error for an agent key reading or changing another
+// agent's records.
+func ForbidOther(id string) error {
+	return apperr.Forbidden(fmt.Sprintf("this agent key may not access agent %q", id))
 }
 
 // Actor names the principal in records and the audit log:
@@ -137,10 +230,12 @@ func (p Principal) Actor() string {
 
 // KeyRecord is an API key's stored state: never the secret itself.
 type KeyRecord struct {
-	ID        string     `json:"id"`
-	Tenant    string     `json:"tenant"`
-	Name      string     `json:"name,omitempty"`
-	Role      Role       `json:"role"`
+	ID     string `json:"id"`
+	Tenant string `json:"tenant"`
+	Name   string `json:"name,omitempty"`
+	Role   Role   `json:"role"`
+	// Agents binds an agent key to the agent ids it may act as.
+	Agents    []string   `json:"agents,omitempty"`
 	Hash      string     `json:"hash"`
 	Prefix    string     `json:"prefix"`
 	CreatedAt time.Time  `json:"createdAt"`
@@ -234,4 +329,42 @@ func DisplayPrefix(token string) string {
 		return token
 	}
 	return token[:24] + "…"
+}
+
+// MaxBoundAgents caps how many agents one key may be bound to.
+const MaxBoundAgents = 100
+
+// Binding validates the agent ids a key of role is bound to and returns
+// them sorted without duplicates. Only agent keys carry a binding, and
+// an agent key created through the API must carry one: an unbound agent
+// key could speak for every agent of its tenant.
+func Binding(role Role, ids []string) ([]string, error) {
+	if role != RoleAgent {
+		if len(ids) > 0 {
+			return nil, apperr.Validation("only agent keys are bound to agents",
+				apperr.FieldError{Path: "agentId", Code: "invalid_format", Message: "a " + string(role) + " key cannot be bound to an agent; use role agent"})
+		}
+		return nil, nil
+	}
+	if len(ids) == 0 {
+		return nil, apperr.Validation("an agent key must be bound to its agent",
+			apperr.FieldError{Path: "agentId", Code: "required", Message: "give agentId (or agentIds) for an agent key"})
+	}
+	if len(ids) > MaxBoundAgents {
+		return nil, apperr.Validation("too many agents",
+			apperr.FieldError{Path: "agentIds", Code: "too_long", Message: fmt.Sprintf("a key is bound to at most %d agents", MaxBoundAgents)})
+	}
+	var errs []apperr.FieldError
+	for i, id := range ids {
+		if !event.ValidID(id, event.MaxAgentIDLen) {
+			errs = append(errs, apperr.FieldError{Path: fmt.Sprintf("agentIds[%d]", i), Code: "invalid_format",
+				Message: "agent ids are 1-128 letters, digits or ._:@+=-, starting with a letter or digit"})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, apperr.Validation("agent ids are not valid", errs...)
+	}
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }

@@ -2,10 +2,12 @@ package auth_test
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
 )
 
@@ -117,7 +119,7 @@ func TestRolePermissions(t *testing.T) {
 		auth.RoleAdmin:  {true, true, true, true, true},
 		auth.RoleMember: {true, true, true, true, false},
 		auth.RoleViewer: {false, true, true, false, false},
-		auth.RoleAgent:  {true, false, true, true, false},
+		auth.RoleAgent:  {true, false, true, false, false},
 		auth.Role(""):   {false, false, false, false, false},
 		"root":          {false, false, false, false, false},
 	}
@@ -203,4 +205,98 @@ func FuzzParseToken(f *testing.F) {
 			t.Fatalf("ParseToken accepted %q (id %q)", s, id)
 		}
 	})
+}
+
+func TestAgentBinding(t *testing.T) {
+	const ok = apperr.Kind(-1)
+	bound := auth.Principal{Tenant: "acme", Role: auth.RoleAgent, KeyID: "k", Agents: []string{"bot-a"}}
+	two := auth.Principal{Tenant: "acme", Role: auth.RoleAgent, KeyID: "k", Agents: []string{"bot-a", "bot-b"}}
+	unbound := auth.Principal{Tenant: "acme", Role: auth.RoleAgent, KeyID: "k"}
+	admin := auth.Principal{Tenant: "acme", Role: auth.RoleAdmin, KeyID: "k"}
+	tests := []struct {
+		name  string
+		p     auth.Principal
+		named []string
+		want  string
+		kind  apperr.Kind // ok when no error is expected
+	}{
+		{"bound, omitted", bound, []string{"", ""}, "bot-a", ok},
+		{"bound, own", bound, []string{"bot-a"}, "bot-a", ok},
+		{"bound, other", bound, []string{"bot-zzz"}, "", apperr.KindForbidden},
+		{"bound, case variant", bound, []string{"BOT-A"}, "", apperr.KindForbidden},
+		{"bound, trailing space", bound, []string{"bot-a "}, "", apperr.KindForbidden},
+		{"bound, body own, header other", bound, []string{"bot-a", "", "bot-zzz"}, "", apperr.KindForbidden},
+		{"bound, empty body, header other", bound, []string{"", "bot-zzz"}, "", apperr.KindForbidden},
+		{"two, omitted", two, nil, "", apperr.KindValidation},
+		{"two, second", two, []string{"bot-b"}, "bot-b", ok},
+		{"two, both named", two, []string{"bot-a", "bot-b"}, "bot-a", ok},
+		{"unbound, omitted", unbound, nil, "", apperr.KindForbidden},
+		{"unbound, named", unbound, []string{"bot-a"}, "", apperr.KindForbidden},
+		{"admin, any", admin, []string{"", "bot-zzz"}, "bot-zzz", ok},
+		{"admin, none", admin, nil, "", ok},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.p.AgentFor(tc.named...)
+			if tc.kind == ok {
+				if err != nil || got != tc.want {
+					t.Fatalf("AgentFor(%q) = %q, %v; want %q", tc.named, got, err, tc.want)
+				}
+				return
+			}
+			if !apperr.Is(err, tc.kind) || got != "" {
+				t.Fatalf("AgentFor(%q) = %q, %v; want an error of kind %d", tc.named, got, err, tc.kind)
+			}
+		})
+	}
+
+	perms := []auth.Permission{auth.EventsWrite, auth.AgentsRead, auth.AgentsRegister, auth.DecisionsEvaluate, auth.AgentsWrite, auth.VerdictsTriage, auth.VerdictsRead}
+	for _, tc := range []struct {
+		name string
+		p    auth.Principal
+		want []bool
+	}{
+		{"bound", bound, []bool{true, true, true, true, false, false, false}},
+		{"unbound", unbound, []bool{true, true, false, false, false, false, false}},
+		{"admin", admin, []bool{true, true, true, true, true, true, true}},
+	} {
+		for i, perm := range perms {
+			if got := tc.p.Allows(perm); got != tc.want[i] {
+				t.Errorf("%s.Allows(%s) = %v, want %v", tc.name, perm, got, tc.want[i])
+			}
+		}
+	}
+	if !admin.ActsAs("anything") || !bound.ActsAs("bot-a") || bound.ActsAs("Bot-a") || unbound.ActsAs("bot-a") {
+		t.Error("ActsAs: people act for any agent, bound keys only for their own, unbound keys for none")
+	}
+}
+
+func TestBinding(t *testing.T) {
+	tests := []struct {
+		name string
+		role auth.Role
+		ids  []string
+		want []string
+		bad  bool
+	}{
+		{"agent, one", auth.RoleAgent, []string{"bot-a"}, []string{"bot-a"}, false},
+		{"agent, duplicates sorted", auth.RoleAgent, []string{"bot-b", "bot-a", "bot-b"}, []string{"bot-a", "bot-b"}, false},
+		{"agent, none", auth.RoleAgent, nil, nil, true},
+		{"agent, empty id", auth.RoleAgent, []string{""}, nil, true},
+		{"agent, bad id", auth.RoleAgent, []string{"bot a"}, nil, true},
+		{"agent, too many", auth.RoleAgent, make([]string, auth.MaxBoundAgents+1), nil, true},
+		{"admin, bound", auth.RoleAdmin, []string{"bot-a"}, nil, true},
+		{"viewer, none", auth.RoleViewer, nil, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := auth.Binding(tc.role, tc.ids)
+			if tc.bad != (err != nil) || !slices.Equal(got, tc.want) {
+				t.Fatalf("Binding(%s, %q) = %q, %v", tc.role, tc.ids, got, err)
+			}
+			if err != nil && !apperr.Is(err, apperr.KindValidation) {
+				t.Fatalf("Binding error %v is not a validation error", err)
+			}
+		})
+	}
 }

@@ -226,7 +226,7 @@ func (c *Catalog) Authenticate(ctx context.Context, token string) (auth.Principa
 		return auth.Principal{}, apperr.Unauthenticated("invalid API key")
 	}
 	c.noteUse(k.ID, now)
-	return auth.Principal{Tenant: k.Tenant, Role: k.Role, KeyID: k.ID}, nil
+	return auth.Principal{Tenant: k.Tenant, Role: k.Role, KeyID: k.ID, Agents: k.Agents}, nil
 }
 
 func (c *Catalog) key(id string) (auth.KeyRecord, bool) {

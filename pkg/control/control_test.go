@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -325,7 +326,7 @@ func TestKeysAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Authenticate(valid): %v", err)
 	}
-	if want := (auth.Principal{Tenant: "acme", Role: auth.RoleAdmin, KeyID: rec.ID}); p != want {
+	if want := (auth.Principal{Tenant: "acme", Role: auth.RoleAdmin, KeyID: rec.ID}); !reflect.DeepEqual(p, want) {
 		t.Fatalf("principal %+v, want %+v", p, want)
 	}
 

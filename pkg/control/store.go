@@ -134,6 +134,9 @@ type KeySpec struct {
 	By     string
 	// ExpiresAt, if set, is when the key stops authenticating.
 	ExpiresAt *time.Time
+	// Agents binds an agent key to the agents it may act as (validated
+	// with auth.Binding by the caller).
+	Agents []string
 }
 
 // IssueKey stores a new key and returns its record and the token, which
@@ -144,7 +147,7 @@ func (s *Store) IssueKey(ctx context.Context, spec KeySpec) (auth.KeyRecord, str
 		return auth.KeyRecord{}, "", err
 	}
 	rec := auth.KeyRecord{
-		ID: id, Tenant: spec.Tenant, Name: spec.Name, Role: spec.Role,
+		ID: id, Tenant: spec.Tenant, Name: spec.Name, Role: spec.Role, Agents: spec.Agents,
 		Hash: auth.Hash(token), Prefix: auth.DisplayPrefix(token),
 		CreatedAt: time.Now().UTC(), CreatedBy: spec.By, ExpiresAt: spec.ExpiresAt,
 	}
@@ -167,6 +170,14 @@ func (s *Store) Key(ctx context.Context, tenant, id string) (auth.KeyRecord, uin
 func (s *Store) RevokeKey(ctx context.Context, k auth.KeyRecord, by string, expect uint64) (uint64, error) {
 	now := time.Now().UTC()
 	k.RevokedAt, k.RevokedBy = &now, by
+	return s.put(ctx, streams.KeySubject(k.Tenant, k.ID), k, &expect)
+}
+
+// BindKey sets the agents an agent key is bound to, provided the key is
+// still at expect. It returns the CONTROL sequence of the change, which
+// callers wait for so the binding holds from their next request on.
+func (s *Store) BindKey(ctx context.Context, k auth.KeyRecord, agents []string, expect uint64) (uint64, error) {
+	k.Agents = agents
 	return s.put(ctx, streams.KeySubject(k.Tenant, k.ID), k, &expect)
 }
 

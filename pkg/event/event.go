@@ -94,10 +94,20 @@ func ValidID(s string, max int) bool { return len(s) <= max && isID(s) }
 // *apperr.Error of kind validation listing every problem found, not just
 // the first.
 func Decode(data []byte, lim Limits, now time.Time, prefix string) (Event, int64, error) {
+	return DecodeFor(data, lim, now, prefix, "")
+}
+
+// DecodeFor is Decode for a sender whose events default to agent
+// defaultAgent: an event without agentId (absent, null or "") is
+// attributed to it. With defaultAgent "" it is Decode.
+func DecodeFor(data []byte, lim Limits, now time.Time, prefix, defaultAgent string) (Event, int64, error) {
 	fields, ok := objectFields(data)
 	if !ok {
 		return Event{}, 0, apperr.Validation("event is not a JSON object",
 			apperr.FieldError{Path: strings.TrimSuffix(prefix, "."), Code: CodeMalformed, Message: "expected a JSON object"})
+	}
+	if raw, ok := fields["agentId"]; defaultAgent != "" && (!ok || bytes.Equal(raw, []byte("null")) || bytes.Equal(raw, []byte(`""`))) {
+		fields["agentId"], _ = json.Marshal(defaultAgent)
 	}
 	var (
 		ev   Event

@@ -489,3 +489,36 @@ func TestValidID(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeFor: an event without agentId is attributed to the sender's
+// agent; one that names an agent keeps it (the caller checks it).
+func TestDecodeFor(t *testing.T) {
+	now := time.Date(2025, 1, 16, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name       string
+		mods       map[string]any
+		def, want  string
+		wantErrors []pc
+	}{
+		{"absent", map[string]any{"agentId": delMarker{}}, "bot-a", "bot-a", nil},
+		{"null", map[string]any{"agentId": json.RawMessage("null")}, "bot-a", "bot-a", nil},
+		{"empty", map[string]any{"agentId": ""}, "bot-a", "bot-a", nil},
+		{"named", map[string]any{"agentId": "bot-zzz"}, "bot-a", "bot-zzz", nil},
+		{"no default, absent", map[string]any{"agentId": delMarker{}}, "", "", []pc{{"agentId", event.CodeRequired}}},
+		{"wrong type stays wrong", map[string]any{"agentId": 7}, "bot-a", "", []pc{{"agentId", event.CodeInvalidType}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, _, err := event.DecodeFor(withFields(t, tc.mods), event.DefaultLimits, now, "", tc.def)
+			if tc.wantErrors != nil {
+				if got := fieldErrors(t, err); !reflect.DeepEqual(got, tc.wantErrors) {
+					t.Fatalf("errors %v, want %v", got, tc.wantErrors)
+				}
+				return
+			}
+			if err != nil || ev.AgentID != tc.want {
+				t.Fatalf("DecodeFor = %q, %v; want %q", ev.AgentID, err, tc.want)
+			}
+		})
+	}
+}

@@ -46,13 +46,17 @@ func Authenticate(a Authenticator) echo.MiddlewareFunc {
 	}
 }
 
-// Require rejects callers whose role lacks permission p. It must run after
-// Authenticate.
+// Require rejects callers who lack permission p (their role's grants; an
+// unbound agent key holds fewer, see auth.Principal.Allows). It must run
+// after Authenticate.
 func Require(p auth.Permission) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			pr := Principal(c)
-			if !pr.Role.Allows(p) {
+			if !pr.Allows(p) {
+				if pr.Role.Allows(p) {
+					return apperr.Forbidden(auth.NotBound)
+				}
 				return apperr.Forbidden("role " + string(pr.Role) + " may not " + string(p))
 			}
 			return next(c)
@@ -72,7 +76,7 @@ func RequireAny(ps ...auth.Permission) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			pr := Principal(c)
 			for _, p := range ps {
-				if pr.Role.Allows(p) {
+				if pr.Allows(p) {
 					return next(c)
 				}
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/event"
@@ -36,6 +37,11 @@ func (s *Service) registerAgent(c echo.Context) error {
 		return err
 	}
 	p := httpkit.Principal(c)
+	if p.Bound() {
+		if body, err = selfRegistration(p, body); err != nil {
+			return err
+		}
+	}
 	a, err := agent.ParseRegistration(body, time.Now().UTC())
 	if err != nil {
 		return err
@@ -49,8 +55,15 @@ func (s *Service) registerAgent(c echo.Context) error {
 		return err
 	case cur.Source == agent.SourceDiscovered:
 		// An agent first seen in events may be claimed by one explicit
-		// registration; it keeps its history.
+		// registration; it keeps its history and the controls already set
+		// on it (a pause, a declaration), which registration does not set.
 		expect = cur.Revision
+		a.Settings, a.Declaration = cur.Settings, cur.Declaration
+		if p.Bound() {
+			// An agent claiming itself cannot lift a status or change
+			// an owner someone else set.
+			a.Status, a.Owner = cur.Status, cur.Owner
+		}
 	default:
 		return apperr.Conflict("agent %q is already registered", a.AgentID)
 	}
@@ -66,8 +79,42 @@ func (s *Service) registerAgent(c echo.Context) error {
 	return c.JSON(http.StatusCreated, a)
 }
 
+// selfRegistration checks the body of an agent key's registration: the
+// agent is one the key is bound to (the bound one when the body names
+// none), and the body sets neither status nor owner, which are for the
+// people who govern the agent. It returns the body with agentId set.
+func selfRegistration(p auth.Principal, body []byte) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		return body, nil // ParseRegistration reports the malformed body
+	}
+	var named []string
+	for _, k := range []string{"agentId", "id"} {
+		var v string
+		if raw, ok := fields[k]; ok && json.Unmarshal(raw, &v) != nil {
+			return body, nil // ParseRegistration reports the bad type
+		}
+		named = append(named, v)
+	}
+	id, err := p.AgentFor(named...)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"status", "owner"} {
+		if _, ok := fields[k]; ok {
+			return nil, apperr.Forbidden("an agent key cannot set its agent's " + k + "; an admin does")
+		}
+	}
+	delete(fields, "id")
+	fields["agentId"], _ = json.Marshal(id)
+	return json.Marshal(fields)
+}
+
 func (s *Service) getAgent(c echo.Context) error {
 	p := httpkit.Principal(c)
+	if !p.Covers(pathID(c)) {
+		return auth.ForbidOther(pathID(c))
+	}
 	a, err := s.deps.Store.Agent(c.Request().Context(), p.Tenant, pathID(c))
 	if errors.Is(err, control.ErrNotFound) {
 		return apperr.NotFound("agent %q not found", pathID(c))
@@ -143,7 +190,14 @@ func (s *Service) declareAgent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	p := httpkit.Principal(c)
+	if !p.ActsAs(pathID(c)) {
+		return auth.ForbidOther(pathID(c))
+	}
 	a, err := s.updateAgent(c, pathID(c), agent.OpDeclared, true, func(cur agent.Agent) (agent.Agent, error) {
+		if p.Bound() && !cur.Declaration.Narrows(d) {
+			return cur, apperr.Forbidden("an agent key may only narrow its agent's declaration; widening it is for an admin")
+		}
 		cur.Declaration = &d
 		return cur, nil
 	})
@@ -224,7 +278,7 @@ func (s *Service) listAgents(c echo.Context) error {
 	for {
 		batch, hasMore := s.deps.Catalog.Agents(p.Tenant, after, limit+1)
 		for _, a := range batch {
-			if (status == "" || a.Status == status) &&
+			if p.Covers(a.AgentID) && (status == "" || a.Status == status) &&
 				(search == "" || strings.Contains(strings.ToLower(a.AgentID), search) || strings.Contains(strings.ToLower(a.Name), search)) {
 				page = append(page, a)
 			}

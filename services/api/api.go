@@ -214,12 +214,16 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/sessions/:id", s.getSession, read)
 	g.GET("/sessions/:id/export.json", s.exportSession, read)
 
-	g.POST("/agents", s.registerAgent, write, idem)
+	// Agent keys register and narrow the declaration of the agents they
+	// are bound to (checked in the handlers); the rest of agents:write
+	// governs agents and is not theirs.
+	register := httpkit.Require(auth.AgentsRegister)
+	g.POST("/agents", s.registerAgent, register, idem)
 	g.GET("/agents", s.listAgents, agentsRead)
 	g.GET("/agents/:id", s.getAgent, agentsRead)
 	g.PATCH("/agents/:id", s.patchAgent, write)
 	g.GET("/agents/:id/sessions", s.agentSessions, agentsRead, read)
-	g.POST("/agents/:id/manifest", s.declareAgent, write)
+	g.POST("/agents/:id/manifest", s.declareAgent, httpkit.RequireAny(auth.AgentsWrite, auth.AgentsRegister))
 	g.POST("/agents/:id/settings", s.agentSettings, write)
 
 	g.POST("/policies", s.createPolicy, pw, idem)
@@ -249,6 +253,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/keys", s.listKeys, keys)
 	g.POST("/keys", s.createKey, keys, s.idem.Sealed())
 	g.DELETE("/keys/:id", s.revokeKey, keys)
+	g.POST("/keys/:id/bind", s.bindKey, keys)
 	mr, mm := httpkit.Require(auth.MembersRead), httpkit.Require(auth.MembersManage)
 	g.GET("/members", s.listMembers, mr)
 	g.POST("/members/invite", s.inviteMember, mm, idem)

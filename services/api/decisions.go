@@ -89,13 +89,10 @@ func (s *Service) readDecisionBody(c echo.Context) (decisionBody, error) {
 	if err := json.Unmarshal(body, &b); err != nil {
 		return b, apperr.Validation("body is not valid JSON for this endpoint", apperr.FieldError{Path: "", Code: "invalid_type", Message: err.Error()})
 	}
-	if b.AgentID == "" {
-		b.AgentID = b.Agent
-	}
-	if b.AgentID == "" {
-		b.AgentID = c.Request().Header.Get("X-Agent-Id")
-	}
-	return b, nil
+	// Every place the request names an agent is checked against an agent
+	// key's binding, not only the one that wins.
+	b.AgentID, err = httpkit.Principal(c).AgentFor(b.AgentID, b.Agent, c.Request().Header.Get("X-Agent-Id"))
+	return b, err
 }
 
 // action reads "action" as a name (KLA) or an object (Kaizen shape).

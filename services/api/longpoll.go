@@ -84,6 +84,10 @@ func (s *Service) getDecision(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if !p.ActsAs(rec.AgentID) {
+		// An agent key reads only its own agents' decisions.
+		return apperr.Forbidden("this agent key may not read decisions of other agents")
+	}
 	if rec.Decision.Outcome != rules.RequireApproval {
 		return c.JSON(http.StatusOK, s.decisionView(c, &rec, nil))
 	}

@@ -23,6 +23,7 @@ type keyView struct {
 	ID         string     `json:"id"`
 	Name       string     `json:"name,omitempty"`
 	Role       auth.Role  `json:"role"`
+	Agents     []string   `json:"agents,omitempty"`
 	Prefix     string     `json:"prefix"`
 	Status     string     `json:"status"`
 	CreatedAt  time.Time  `json:"createdAt"`
@@ -36,7 +37,7 @@ type keyView struct {
 }
 
 func viewKey(k auth.KeyRecord, now time.Time) keyView {
-	v := keyView{ID: k.ID, Name: k.Name, Role: k.Role, Prefix: k.Prefix, CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
+	v := keyView{ID: k.ID, Name: k.Name, Role: k.Role, Agents: k.Agents, Prefix: k.Prefix, CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
 		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, RevokedBy: k.RevokedBy, Status: "active"}
 	switch {
 	case k.RevokedAt != nil:
@@ -55,6 +56,7 @@ func (s *Service) createKey(c echo.Context) error {
 		Role      string     `json:"role"`
 		ExpiresAt *time.Time `json:"expiresAt"`
 		ExpiresIn string     `json:"expiresIn"`
+		agentBinding
 	}
 	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
 		return err
@@ -68,6 +70,12 @@ func (s *Service) createKey(c echo.Context) error {
 	role, err := auth.ParseRole(in.Role)
 	if err != nil {
 		fields = append(fields, apperr.FieldError{Path: "role", Code: "invalid_format", Message: err.Error()})
+	}
+	var agents []string
+	if err == nil {
+		if agents, err = auth.Binding(role, in.ids()); err != nil {
+			fields = append(fields, fieldErrors(err)...)
+		}
 	}
 	now := time.Now().UTC()
 	exp := in.ExpiresAt
@@ -97,7 +105,7 @@ func (s *Service) createKey(c echo.Context) error {
 		exp = &t
 	}
 	ctx := c.Request().Context()
-	rec, token, err := s.deps.Store.IssueKey(ctx, control.KeySpec{Tenant: p.Tenant, Role: role, Name: in.Name, By: p.Actor(), ExpiresAt: exp})
+	rec, token, err := s.deps.Store.IssueKey(ctx, control.KeySpec{Tenant: p.Tenant, Role: role, Name: in.Name, By: p.Actor(), ExpiresAt: exp, Agents: agents})
 	if err != nil {
 		return err
 	}
@@ -105,6 +113,59 @@ func (s *Service) createKey(c echo.Context) error {
 	v.Key = token
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/keys/"+rec.ID)
 	return c.JSON(http.StatusCreated, v)
+}
+
+// agentBinding is how a request names the agents a key is bound to: one
+// (agentId) or a list (agentIds), or both.
+type agentBinding struct {
+	AgentID  string   `json:"agentId"`
+	AgentIDs []string `json:"agentIds"`
+}
+
+func (b agentBinding) ids() []string {
+	if b.AgentID == "" {
+		return b.AgentIDs
+	}
+	return append([]string{b.AgentID}, b.AgentIDs...)
+}
+
+// fieldErrors returns a validation error's details, so they can join
+// others in one answer.
+func fieldErrors(err error) []apperr.FieldError {
+	var ae *apperr.Error
+	if errors.As(err, &ae) {
+		return ae.Details
+	}
+	return []apperr.FieldError{{Message: err.Error()}}
+}
+
+// bindKey binds an agent key to the agents it may act as, replacing any
+// earlier binding: the migration path for agent keys created before keys
+// were bound (docs/security.md).
+func (s *Service) bindKey(c echo.Context) error {
+	var in agentBinding
+	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	id := pathID(c)
+	k, rev, err := s.pathKey(c)
+	if err != nil {
+		return err
+	}
+	agents, err := auth.Binding(k.Role, in.ids())
+	if err != nil {
+		return err
+	}
+	if k.RevokedAt != nil {
+		return apperr.Conflict("key %q is revoked", id)
+	}
+	seq, err := s.deps.Store.BindKey(ctx, k, agents, rev)
+	if err := s.keyApplied(ctx, id, seq, err); err != nil {
+		return err
+	}
+	k.Agents = agents
+	return c.JSON(http.StatusOK, viewKey(k, time.Now()))
 }
 
 func (s *Service) listKeys(c echo.Context) error {
@@ -130,14 +191,37 @@ func (s *Service) listKeys(c echo.Context) error {
 	return c.JSON(http.StatusOK, httpkit.NewPage(out, false, nil))
 }
 
+// keyApplied turns the outcome of a write to key id at CONTROL sequence
+// seq into the API's, and waits until this instance's catalog holds it:
+// from the caller's next request on, this instance applies the change
+// (a revocation, a binding); the others follow CONTROL within
+// milliseconds.
+func (s *Service) keyApplied(ctx context.Context, id string, seq uint64, err error) error {
+	if errors.Is(err, control.ErrConflict) {
+		return apperr.Conflict("key %q changed meanwhile; retry", id)
+	}
+	if err != nil {
+		return err
+	}
+	return s.deps.Catalog.WaitFor(ctx, seq)
+}
+
+// pathKey reads the caller's tenant's key named by the path, and its
+// revision for an optimistic write.
+func (s *Service) pathKey(c echo.Context) (auth.KeyRecord, uint64, error) {
+	id := pathID(c)
+	k, rev, err := s.deps.Store.Key(c.Request().Context(), httpkit.Principal(c).Tenant, id)
+	if errors.Is(err, control.ErrNotFound) {
+		return k, 0, apperr.NotFound("key %q not found", id)
+	}
+	return k, rev, err
+}
+
 func (s *Service) revokeKey(c echo.Context) error {
 	p := httpkit.Principal(c)
 	ctx := c.Request().Context()
 	id := pathID(c)
-	k, rev, err := s.deps.Store.Key(ctx, p.Tenant, id)
-	if errors.Is(err, control.ErrNotFound) {
-		return apperr.NotFound("key %q not found", id)
-	}
+	k, rev, err := s.pathKey(c)
 	if err != nil {
 		return err
 	}
@@ -151,15 +235,7 @@ func (s *Service) revokeKey(c echo.Context) error {
 		return apperr.Conflict("key %q is the tenant's last owner key and it has no owner member; create another owner first", id)
 	}
 	seq, err := s.deps.Store.RevokeKey(ctx, k, p.Actor(), rev)
-	if errors.Is(err, control.ErrConflict) {
-		return apperr.Conflict("key %q changed meanwhile; retry", id)
-	}
-	if err != nil {
-		return err
-	}
-	// From the next request on, this instance refuses the key; the others
-	// follow CONTROL within milliseconds.
-	if err := s.deps.Catalog.WaitFor(ctx, seq); err != nil {
+	if err := s.keyApplied(ctx, id, seq, err); err != nil {
 		return err
 	}
 	k, _, err = s.deps.Store.Key(ctx, p.Tenant, id)

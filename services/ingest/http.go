@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
@@ -91,12 +92,20 @@ func (s *Service) postEvent(c echo.Context) error {
 		return err
 	}
 	now := time.Now()
-	ev, sourceMS, err := event.Decode(body, s.cfg.Limits, now, "")
+	p := httpkit.Principal(c)
+	def, err := defaultAgent(p, c.Request().Header)
 	if err != nil {
 		s.accepted.WithLabelValues(StatusRejected).Inc()
 		return err
 	}
-	p := httpkit.Principal(c)
+	ev, sourceMS, err := event.DecodeFor(body, s.cfg.Limits, now, "", def)
+	if err == nil {
+		err = reports(p, ev.AgentID)
+	}
+	if err != nil {
+		s.accepted.WithLabelValues(StatusRejected).Inc()
+		return err
+	}
 	if err := s.agentGate(p.Tenant).admit(ev.AgentID, ""); err != nil {
 		s.accepted.WithLabelValues(StatusRejected).Inc()
 		return err
@@ -158,13 +167,17 @@ func (s *Service) postBatch(c echo.Context) error {
 		return apperr.Validation("batch is too large", apperr.FieldError{Path: "events", Code: event.CodeTooLong,
 			Message: fmt.Sprintf("a batch holds at most %d events", s.cfg.MaxBatch)})
 	}
+	p := httpkit.Principal(c)
+	def, err := defaultAgent(p, c.Request().Header)
+	if err != nil {
+		return err
+	}
 	// A batch costs what it carries: batching must not multiply the rate.
 	if err := s.deps.Limiter.Take(c, ratelimit.Ingest, len(items)); err != nil {
 		return err
 	}
 
 	now := time.Now()
-	p := httpkit.Principal(c)
 	cl := clientInfo(c.Request().Header)
 	resp := BatchResponse{Results: make([]Result, len(items))}
 	futures := make([]jetstream.PubAckFuture, len(items))
@@ -172,9 +185,14 @@ func (s *Service) postBatch(c echo.Context) error {
 	for i, raw := range items {
 		resp.Results[i].Index = i
 		prefix := fmt.Sprintf("events[%d].", i)
-		ev, sourceMS, err := event.Decode(raw, s.cfg.Limits, now, prefix)
+		ev, sourceMS, err := event.DecodeFor(raw, s.cfg.Limits, now, prefix, def)
 		if err == nil {
 			resp.Results[i].EventID = ev.EventID
+			// Another agent's event is refused alone (before it counts
+			// against the agent cap); the rest of the batch is stored.
+			err = reports(p, ev.AgentID)
+		}
+		if err == nil {
 			err = gate.admit(ev.AgentID, prefix)
 		}
 		if err != nil {
@@ -242,6 +260,28 @@ func (s *Service) postBatch(c echo.Context) error {
 		}
 	}
 	return c.JSON(http.StatusAccepted, resp)
+}
+
+// defaultAgent is the agent an agent key's events are attributed to when
+// they name none: the one named by X-Agent-Id, which must be one the key
+// is bound to (403 otherwise), else the key's only agent. People, other
+// keys and agent keys not yet bound get "": their events name their agent.
+func defaultAgent(p auth.Principal, h http.Header) (string, error) {
+	if !p.Bound() || len(p.Agents) == 0 {
+		return "", nil
+	}
+	if named := h.Get("X-Agent-Id"); named != "" || len(p.Agents) == 1 {
+		return p.AgentFor(named)
+	}
+	return "", nil
+}
+
+// reports refuses an event for an agent the sender may not report for.
+func reports(p auth.Principal, agentID string) error {
+	if !p.Covers(agentID) {
+		return apperr.Forbidden(fmt.Sprintf("this agent key may not report events of agent %q", agentID))
+	}
+	return nil
 }
 
 func detailOf(err error) *httpkit.Detail {
