@@ -54,6 +54,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzMatchers$$' -fuzztime $${FUZZTIME:-30s} ./event/
 	cd services/notifier && $(GO) test -run '^$$' -fuzz '^FuzzRiskRecord$$' -fuzztime $${FUZZTIME:-30s} . && $(GO) test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $${FUZZTIME:-30s} .
 	cd services/ledger && $(GO) test -run '^$$' -fuzz '^FuzzEventCanonical$$' -fuzztime $${FUZZTIME:-30s} .
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzFailClosed$$' -fuzztime $${FUZZTIME:-30s} ./policy/
 
 tidy: ## go mod tidy every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done

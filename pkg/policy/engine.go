@@ -358,7 +358,7 @@ func (p *Pack) evalRules(d *Decision, in Input, host string) {
 			// a number has not said "no": it errors like any other.
 			err = fmt.Errorf("condition evaluated to %s, not a bool", out.Type().TypeName())
 		}
-		m := Match{PolicyID: r.policyID, RuleID: r.rule.ID, Outcome: r.outcome, ReasonCodes: r.rule.ReasonCodes, Message: r.rule.Message}
+		var evalErr string
 		switch {
 		case err != nil:
 			// Matching is the stricter resolution for any outcome but
@@ -374,10 +374,13 @@ func (p *Pack) evalRules(d *Decision, in Input, host string) {
 			if how != errApplied {
 				continue
 			}
-			m.ReasonCodes = append(slices.Clip(r.rule.ReasonCodes), ReasonEvaluationError)
-			m.Error = err.Error()
+			evalErr = err.Error()
 		case out != types.True:
 			continue
+		}
+		m := Match{PolicyID: r.policyID, RuleID: r.rule.ID, Outcome: r.outcome, ReasonCodes: r.rule.ReasonCodes, Message: r.rule.Message, Error: evalErr}
+		if evalErr != "" {
+			m.ReasonCodes = append(slices.Clip(r.rule.ReasonCodes), ReasonEvaluationError)
 		}
 		d.Matches = append(d.Matches, m)
 		if r.outcome == RequireApproval {

@@ -132,7 +132,7 @@ func (ci *compiledInput) check(v any, present bool) *apperr.FieldError {
 		if !ok {
 			return bad("invalid_type", "must be a number")
 		}
-		if len(s.Enum) > 0 && !slices.Contains(s.Enum, any(n)) {
+		if len(s.Enum) > 0 && !inEnum(s.Enum, n) {
 			return bad("invalid_value", "must be one of %s", enumList(s.Enum))
 		}
 		if s.Min != nil && n < *s.Min {
@@ -147,7 +147,7 @@ func (ci *compiledInput) check(v any, present bool) *apperr.FieldError {
 		if !ok {
 			return bad("invalid_type", "must be a string")
 		}
-		if len(s.Enum) > 0 && !slices.Contains(s.Enum, any(str)) {
+		if len(s.Enum) > 0 && !inEnum(s.Enum, str) {
 			return bad("invalid_value", "must be one of %s", enumList(s.Enum))
 		}
 		if ci.re != nil && !ci.re.MatchString(str) {
@@ -181,6 +181,17 @@ func (ci *compiledInput) check(v any, present bool) *apperr.FieldError {
 	return nil
 }
 
+// inEnum compares without boxing v, which would allocate on every
+// request.
+func inEnum[T float64 | string](enum []any, v T) bool {
+	for _, e := range enum {
+		if x, ok := e.(T); ok && x == v {
+			return true
+		}
+	}
+	return false
+}
+
 func fmtNum(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
 func enumList(vals []any) string {
@@ -211,20 +222,21 @@ func (p *Pack) CheckInput(in Input) []apperr.FieldError {
 		return nil
 	}
 	var out []apperr.FieldError
-	run := func(idx []int) {
-		for _, i := range idx {
-			c := &p.checks[i]
-			for j := range c.inputs {
-				ci := &c.inputs[j]
-				v, present := in.Context[ci.name]
-				if fe := ci.check(v, present); fe != nil && !slices.Contains(out, *fe) {
-					out = append(out, *fe)
-				}
+	out = p.checkInputs(out, p.generalChecks, in.Context)
+	return p.checkInputs(out, p.checksByTool[in.Action.Tool], in.Context)
+}
+
+func (p *Pack) checkInputs(out []apperr.FieldError, idx []int, ctx map[string]any) []apperr.FieldError {
+	for _, i := range idx {
+		c := &p.checks[i]
+		for j := range c.inputs {
+			ci := &c.inputs[j]
+			v, present := ctx[ci.name]
+			if fe := ci.check(v, present); fe != nil && !slices.Contains(out, *fe) {
+				out = append(out, *fe)
 			}
 		}
 	}
-	run(p.generalChecks)
-	run(p.checksByTool[in.Action.Tool])
 	return out
 }
 

@@ -320,6 +320,42 @@ func BenchmarkEvaluate100Rules(b *testing.B) {
 	}
 }
 
+// hundredTypedRules is hundredRules reading the amount from a declared,
+// typed context instead of the tool's arguments, with three more inputs
+// declared that the request check validates (an enum and a pattern among
+// them).
+func hundredTypedRules() string {
+	var b strings.Builder
+	b.WriteString("name: bench-typed\ninputs:\n  amount: {type: number, required: true, min: 0, max: 1000000000}\n")
+	b.WriteString("  currency: {type: string, enum: [USD, EUR, GBP]}\n  reference: {type: string, pattern: '^ref-[0-9]+$'}\n  vip: {type: bool}\nrules:\n")
+	for i := range 100 {
+		fmt.Fprintf(&b, "  - id: r%d\n    when: action.tool == \"tool_%d\" && context.amount > %d\n    outcome: %s\n", i, i, i*10, []string{"warn", "require_approval", "block"}[i%3])
+	}
+	return b.String()
+}
+
+// BenchmarkEvaluate100RulesTypedInputs is one decision of the 100-rule
+// pack with typed inputs declared: the request check (CheckInput) and
+// the evaluation, as the policy service does both.
+func BenchmarkEvaluate100RulesTypedInputs(b *testing.B) {
+	p := mustPack(b, hundredTypedRules())
+	in := Input{Tenant: "acme", Action: Action{Kind: "tool_call", Tool: "tool_42"},
+		Context: map[string]any{"amount": 5000.0, "currency": "EUR", "reference": "ref-123", "vip": true}}
+	if bad := p.CheckInput(in); bad != nil {
+		b.Fatalf("refused: %v", bad)
+	}
+	if d := p.Evaluate(in, OrgPolicy{}); d.Outcome != Warn {
+		b.Fatalf("got %s", d.Outcome)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if p.CheckInput(in) != nil {
+			b.Fatal("refused")
+		}
+		p.Evaluate(in, OrgPolicy{})
+	}
+}
+
 // BenchmarkEvaluate100RulesUnindexed is the baseline the index beats:
 // the same pack evaluated as a plain loop over every compiled rule.
 func BenchmarkEvaluate100RulesUnindexed(b *testing.B) {
