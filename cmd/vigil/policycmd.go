@@ -31,6 +31,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/tenant"
+	"github.com/vigilhq/vigil/services/api"
 )
 
 const policyUsage = `Usage:
@@ -678,19 +679,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 }
 
 // serverPolicy is the policy view the API returns.
-type serverPolicy struct {
-	ID              string                      `json:"id"`
-	Name            string                      `json:"name"`
-	Description     string                      `json:"description"`
-	Enabled         bool                        `json:"enabled"`
-	Priority        int                         `json:"priority"`
-	Rules           []policy.Rule               `json:"rules"`
-	Inputs          map[string]policy.InputSpec `json:"inputs"`
-	Conditions      map[string]string           `json:"conditions"`
-	DefaultDecision string                      `json:"defaultDecision"`
-	Status          string                      `json:"status"`
-	Version         uint64                      `json:"version"`
-}
+type serverPolicy = api.PolicyView
 
 // diffPolicy lists the document fields where the server's policy differs
 // from the local document.

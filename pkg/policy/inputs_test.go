@@ -110,24 +110,8 @@ func TestInputDeclarationsRefused(t *testing.T) {
 		{"unknown input key", "name: x\ninputs:\n  n: {type: number, requried: true}\nrules: [{id: a, when: 'true', outcome: warn}]\n", "inputs.n.requried", "requried"},
 		{"bad onError", "name: x\nrules:\n  - {id: a, when: 'true', outcome: warn, onError: ignore}\n", "rules[0].onError", "onError must be skip"},
 	}
-	c, _ := NewCompiler()
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d, err := Parse([]byte(tt.src))
-			if err == nil {
-				_, err = c.Compile(d)
-			}
-			var ae *apperr.Error
-			if err == nil || !asAppErr(err, &ae) || ae.Kind != apperr.KindValidation {
-				t.Fatalf("want a validation error, got %v", err)
-			}
-			for _, fe := range ae.Details {
-				if fe.Path == tt.path && strings.Contains(fe.Message, tt.contains) {
-					return
-				}
-			}
-			t.Fatalf("no detail at %q containing %q: %+v", tt.path, tt.contains, ae.Details)
-		})
+		t.Run(tt.name, func(t *testing.T) { wantInvalid(t, tt.src, tt.path, tt.contains) })
 	}
 }
 

@@ -241,25 +241,33 @@ func TestInvalidPolicies(t *testing.T) {
 		{"cel unknown variable", "name: x\nrules:\n  - id: a\n    when: 'nope.x == 1'\n    outcome: warn\n", "rules[0].when", "undeclared reference"},
 		{"kaplaix unknown condition", "name: x\nconditions: {color: red}\ndefaultDecision: denied\n", "conditions", "unknown condition"},
 	}
-	c, _ := NewCompiler()
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d, err := Parse([]byte(tt.src))
-			if err == nil {
-				_, err = c.Compile(d)
-			}
-			var ae *apperr.Error
-			if err == nil || !asAppErr(err, &ae) || ae.Kind != apperr.KindValidation {
-				t.Fatalf("want a validation error, got %v", err)
-			}
-			for _, fe := range ae.Details {
-				if fe.Path == tt.path && strings.Contains(fe.Message, tt.contains) {
-					return
-				}
-			}
-			t.Fatalf("no detail at %q containing %q: %+v", tt.path, tt.contains, ae.Details)
-		})
+		t.Run(tt.name, func(t *testing.T) { wantInvalid(t, tt.src, tt.path, tt.contains) })
 	}
+}
+
+// wantInvalid parses and compiles src and wants a validation error with
+// a detail at path whose message contains contains.
+func wantInvalid(t *testing.T, src, path, contains string) {
+	t.Helper()
+	c, err := NewCompiler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse([]byte(src))
+	if err == nil {
+		_, err = c.Compile(d)
+	}
+	var ae *apperr.Error
+	if err == nil || !asAppErr(err, &ae) || ae.Kind != apperr.KindValidation {
+		t.Fatalf("want a validation error, got %v", err)
+	}
+	for _, fe := range ae.Details {
+		if fe.Path == path && strings.Contains(fe.Message, contains) {
+			return
+		}
+	}
+	t.Fatalf("no detail at %q containing %q: %+v", path, contains, ae.Details)
 }
 
 func TestKaplaixForm(t *testing.T) {
