@@ -835,6 +835,7 @@ func TestPolServiceDown(t *testing.T) {
 	// The policy service comes up: the retry with the same key decides.
 	pcfg := policysvc.DefaultConfig()
 	pcfg.SigningSeed, pcfg.EvaluateEvents = rules.NewSeed(), false
+	pcfg.RedactionKey, pcfg.Judge.SealSecret = rules.NewSeed(), rules.NewSeed()
 	svc, err := policysvc.New(pcfg, policysvc.Deps{NC: a.env.Conn, JS: a.env.JS, Catalog: a.cat, Log: a.log, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)

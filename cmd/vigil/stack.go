@@ -100,6 +100,9 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			st.Close()
 		}
 	}()
+	if err := stackSecrets(&cfg); err != nil {
+		return st, err
+	}
 	st.NATS, st.local, err = startLocalNATS(cfg)
 	if err != nil {
 		return st, err
@@ -148,6 +151,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			// signing key, so packs verify only within this run.
 			cfg.Policy = policysvc.DefaultConfig()
 			cfg.Policy.SigningSeed = rules.NewSeed()
+			cfg.Policy.RedactionKey, cfg.Policy.Judge.SealSecret = cfg.Ingest.RedactionKey, cfg.API.Judge.SealSecret
 		}
 		st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg})
 		if err != nil {

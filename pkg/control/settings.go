@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -210,53 +209,33 @@ func (s *Store) PutLLMConfig(ctx context.Context, tenant string, v any) (uint64,
 	return s.put(ctx, streams.LLMConfigSubject(tenant), v, nil)
 }
 
-// DeploymentKeysBucket is the KV bucket that holds generated deployment
-// keys when none is configured.
+// DeploymentKeysBucket is the KV bucket where Vigil once generated its
+// redaction and sealing keys, next to the data they protect. Nothing reads
+// or writes it any more except `vigil secrets export`, which moves the keys
+// into files or the environment and deletes it.
 const DeploymentKeysBucket = "vigil_deployment_keys"
 
-// DeploymentKey returns the deployment-wide 32-byte key called name,
-// generating it on first use. Every replica and restart gets the same key
-// (the first writer wins), which keeps redaction placeholders correlating
-// and sealed secrets readable. It lives in NATS next to the data it
-// protects, so production deployments should configure their keys
-// instead (see docs/redaction.md).
-func DeploymentKey(ctx context.Context, js jetstream.JetStream, name string, replicas int) ([]byte, error) {
-	if replicas < 1 {
-		replicas = 1
+// ErrNoSecret is returned when a deployment secret that must be
+// configured is not.
+var ErrNoSecret = errors.New("deployment secret not configured")
+
+// RequireSecret checks that a deployment secret called name (how the
+// operator sets it, e.g. "--redaction-key / $VIGIL_REDACTION_KEY") is
+// configured and at least 32 bytes. Secrets come from files or the
+// environment only: a service never generates or fetches one.
+func RequireSecret(name string, key []byte) error {
+	if len(key) == 0 {
+		return fmt.Errorf("%w: %s is required (a base64 secret of at least 32 bytes, e.g. `head -c32 /dev/urandom | base64`; `vigil dev` generates its own into the data directory)", ErrNoSecret, name)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: DeploymentKeysBucket, Description: "Generated deployment keys (redaction, sealing)",
-		History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("deployment keys bucket: %w", err)
+	if len(key) < 32 {
+		return fmt.Errorf("%w: %s must be at least 32 bytes", ErrNoSecret, name)
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("generate deployment key: %w", err)
-	}
-	if _, err := kv.Create(ctx, name, key); err == nil {
-		return key, nil
-	} else if !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, fmt.Errorf("store deployment key %s: %w", name, err)
-	}
-	for range 50 {
-		e, err := kv.Get(ctx, name)
-		if err == nil && len(e.Value()) == 32 {
-			return e.Value(), nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return nil, fmt.Errorf("deployment key %s is unreadable", name)
+	return nil
 }
 
 // ParseSecret decodes an optional base64 deployment secret given in
-// configuration (flag or environment) for name: "" is nil (DeploymentKey's
-// generated key is used), anything else must decode to at least 32 bytes.
+// configuration (flag or environment) for name: "" is nil (which
+// RequireSecret refuses), anything else must decode to at least 32 bytes.
 func ParseSecret(name, b64 string) ([]byte, error) {
 	if b64 == "" {
 		return nil, nil
@@ -268,16 +247,12 @@ func ParseSecret(name, b64 string) ([]byte, error) {
 	return b, nil
 }
 
-// StartSettings builds the redactor — keyed by key, or by the deployment's
-// generated redaction key when key is empty — and starts a settings view
+// StartSettings builds the redactor keyed by key (required) and starts a settings view
 // that lives as long as the NATS connection: the data path needs it from
 // the first request to the last.
-func StartSettings(ctx context.Context, js jetstream.JetStream, key []byte, replicas int, log *slog.Logger) (*Settings, error) {
-	if len(key) == 0 {
-		var err error
-		if key, err = DeploymentKey(ctx, js, "redaction", replicas); err != nil {
-			return nil, fmt.Errorf("redaction key: %w", err)
-		}
+func StartSettings(ctx context.Context, js jetstream.JetStream, key []byte, log *slog.Logger) (*Settings, error) {
+	if err := RequireSecret("the redaction key", key); err != nil {
+		return nil, err
 	}
 	red, err := redact.New(key)
 	if err != nil {

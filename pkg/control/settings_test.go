@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/natstest"
@@ -104,30 +105,30 @@ func TestSettingsView(t *testing.T) {
 	}
 }
 
-// TestDeploymentKey: every caller, concurrent or later, gets the same key.
-func TestDeploymentKey(t *testing.T) {
+// TestSecretsNotInNATS reproduces the review's finding that the redaction
+// and sealing keys were generated into a KV bucket any NATS client could
+// read: without a configured key the settings view refuses to start, and
+// nothing creates the bucket.
+func TestSecretsNotInNATS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n := natstest.Start(t)
-	var wg sync.WaitGroup
-	keys := make([][]byte, 8)
-	errs := make([]error, 8)
-	for i := range keys {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			keys[i], errs[i] = control.DeploymentKey(ctx, n.JS, "redaction", 1)
-		}()
+	if _, err := control.StartSettings(ctx, n.JS, nil, slog.New(slog.DiscardHandler)); !errors.Is(err, control.ErrNoSecret) {
+		t.Fatalf("StartSettings without a key: %v", err)
 	}
-	wg.Wait()
-	for i := range keys {
-		if errs[i] != nil || len(keys[i]) != 32 || !bytes.Equal(keys[i], keys[0]) {
-			t.Fatalf("caller %d: %x %v (first %x)", i, keys[i], errs[i], keys[0])
+	if _, err := control.StartSettings(ctx, n.JS, bytes.Repeat([]byte{7}, 32), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("StartSettings with a key: %v", err)
+	}
+	if _, err := n.JS.KeyValue(ctx, control.DeploymentKeysBucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("deployment keys bucket: %v, want none", err)
+	}
+	for _, tc := range []struct {
+		key []byte
+		ok  bool
+	}{{nil, false}, {make([]byte, 31), false}, {make([]byte, 32), true}, {make([]byte, 64), true}} {
+		if err := control.RequireSecret("--x", tc.key); (err == nil) != tc.ok || (err != nil && !errors.Is(err, control.ErrNoSecret)) {
+			t.Errorf("RequireSecret(%d bytes) = %v", len(tc.key), err)
 		}
-	}
-	other, err := control.DeploymentKey(ctx, n.JS, "sealing", 1)
-	if err != nil || bytes.Equal(other, keys[0]) {
-		t.Fatalf("a second name must get its own key: %x %v", other, err)
 	}
 	for _, tc := range []struct {
 		in string

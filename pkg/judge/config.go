@@ -29,7 +29,8 @@ import (
 // Deployment is the judge's deployment-wide configuration.
 type Deployment struct {
 	// SealSecret (32 bytes or more) seals tenants' LLM API keys at rest.
-	// Empty: the deployment key generated once in NATS.
+	// Required by the services that seal or open them (api, policy); it
+	// comes from a file or the environment, never from NATS.
 	SealSecret []byte
 	// Allow lists CIDRs the judge may reach although the SSRF guard
 	// refuses them by default (a self-hosted model on the private

@@ -93,6 +93,9 @@ func (c Config) Validate() error {
 	if c.MaxAgents < 0 {
 		errs = append(errs, errors.New("api: MaxAgents must not be negative"))
 	}
+	if err := control.RequireSecret("api: Judge.SealSecret (--judge-seal-key / $VIGIL_JUDGE_SEAL_KEY)", c.Judge.SealSecret); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -152,6 +155,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("api metrics: %w", err)
 		}
 	}
+	box, err := judge.NewBox(cfg.Judge.SealSecret)
+	if err != nil {
+		return nil, err
+	}
+	s.safety = &safety{box: box}
 	sink, err := chx.NewSink(chx.SinkConfig{
 		Name: AgentsProjector, Table: "agents", Columns: agentColumns, Project: projectAgent,
 		MaxRows: 1000, Linger: 200 * time.Millisecond,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -22,33 +21,8 @@ import (
 type safety struct {
 	view   *judge.View
 	ledger *judge.Ledger
-
-	mu  sync.Mutex
+	// box seals LLM API keys under the configured Judge.SealSecret.
 	box *secretbox.Box
-}
-
-// sealBox returns the box that seals LLM API keys, deriving it on first
-// use (the generated deployment key lives in NATS). A failure is not
-// remembered: a NATS hiccup must not disable the route until restart.
-func (s *Service) sealBox(ctx context.Context) (*secretbox.Box, error) {
-	s.safety.mu.Lock()
-	defer s.safety.mu.Unlock()
-	if s.safety.box != nil {
-		return s.safety.box, nil
-	}
-	secret := s.cfg.Judge.SealSecret
-	if len(secret) == 0 {
-		var err error
-		if secret, err = control.DeploymentKey(ctx, s.deps.JS, "sealing", s.cfg.Streams.Replicas); err != nil {
-			return nil, apperr.Unavailable("sealing key unavailable; retry", time.Second, err)
-		}
-	}
-	box, err := judge.NewBox(secret)
-	if err != nil {
-		return nil, err
-	}
-	s.safety.box = box
-	return box, nil
 }
 
 // LLMConfigView is the response of GET/POST /v1/llm-config. The API key
@@ -107,10 +81,7 @@ func (s *Service) setLLMConfig(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	p := httpkit.Principal(c)
-	box, err := s.sealBox(ctx)
-	if err != nil {
-		return err
-	}
+	box := s.safety.box
 	cur, _, err := s.llmRecord(ctx, p.Tenant)
 	if err != nil {
 		return err

@@ -52,7 +52,7 @@ func redactionView(r redact.Record) RedactionView {
 // index of judgements that verdicts are amended from (it lives as long
 // as the NATS connection).
 func (s *Service) safetyRoutes(g *echo.Group) {
-	s.safety = &safety{view: judge.NewView(s.deps.JS, s.log), ledger: judge.NewLedger(s.deps.JS)}
+	s.safety.view, s.safety.ledger = judge.NewView(s.deps.JS, s.log), judge.NewLedger(s.deps.JS)
 	s.safety.view.Run(context.Background())
 	read, manage := httpkit.Require(auth.SettingsRead), httpkit.Require(auth.SettingsManage)
 	g.GET("/settings/redaction", s.getRedaction, read)

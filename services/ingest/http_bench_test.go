@@ -53,7 +53,9 @@ func startBenchServer(b *testing.B) *benchServer {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	svc, err := ingest.New(ingest.DefaultConfig(), ingest.Deps{JS: env.JS, Auth: cat, Log: log, Registerer: reg, Agents: cat})
+	ic := ingest.DefaultConfig()
+	ic.RedactionKey = make([]byte, 32)
+	svc, err := ingest.New(ic, ingest.Deps{JS: env.JS, Auth: cat, Log: log, Registerer: reg, Agents: cat})
 	if err != nil {
 		b.Fatal(err)
 	}

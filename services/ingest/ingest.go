@@ -56,7 +56,7 @@ type Config struct {
 	MaxAgents int
 	// RedactionKey (32 bytes or more) keys the placeholders' hashes; the
 	// policy service must use the same one. Empty: the deployment key
-	// generated once in NATS (see control.DeploymentKey).
+	// service refuses to start without it (see control.RequireSecret).
 	RedactionKey []byte
 }
 
@@ -90,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.ProjectorBatch < 1 || c.ProjectorLinger <= 0 {
 		errs = append(errs, errors.New("ingest: ProjectorBatch and ProjectorLinger must be positive"))
+	}
+	if err := control.RequireSecret("ingest: RedactionKey (--redaction-key / $VIGIL_REDACTION_KEY)", c.RedactionKey); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

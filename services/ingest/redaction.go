@@ -15,7 +15,7 @@ func (s *Service) startRedaction(ctx context.Context) error {
 	if s.settings != nil {
 		return nil
 	}
-	st, err := control.StartSettings(ctx, s.deps.JS, s.cfg.RedactionKey, s.cfg.Streams.Replicas, s.log)
+	st, err := control.StartSettings(ctx, s.deps.JS, s.cfg.RedactionKey, s.log)
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}

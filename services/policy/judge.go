@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/judge"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/secretbox"
@@ -51,14 +50,7 @@ type judgeRunner struct {
 }
 
 func (s *Service) newJudge(ctx context.Context) (*judgeRunner, error) {
-	secret := s.cfg.Judge.SealSecret
-	if len(secret) == 0 {
-		var err error
-		if secret, err = control.DeploymentKey(ctx, s.deps.JS, "sealing", s.cfg.Streams.Replicas); err != nil {
-			return nil, fmt.Errorf("policy: sealing key: %w", err)
-		}
-	}
-	box, err := judge.NewBox(secret)
+	box, err := judge.NewBox(s.cfg.Judge.SealSecret)
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,7 @@ type Config struct {
 	// EvaluateEvents turns on verdicts for ingested events.
 	EvaluateEvents bool
 	// RedactionKey keys redaction placeholders; it must be ingest's. Empty:
-	// the deployment key generated once in NATS.
+	// the service refuses to start (never generated, never read from NATS).
 	RedactionKey []byte
 	// Judge is the LLM judge's deployment configuration; JudgeTimeout
 	// bounds one call and JudgeWorkers how many run at once.
@@ -72,6 +72,12 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, errors.New("policy: PublishTimeout must be positive"))
+	}
+	if err := control.RequireSecret("policy: RedactionKey (--redaction-key / $VIGIL_REDACTION_KEY)", c.RedactionKey); err != nil {
+		errs = append(errs, err)
+	}
+	if err := control.RequireSecret("policy: Judge.SealSecret (--judge-seal-key / $VIGIL_JUDGE_SEAL_KEY)", c.Judge.SealSecret); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -42,6 +42,7 @@ func start(t testing.TB) *fixture {
 	}
 	cfg := DefaultConfig()
 	cfg.SigningSeed = make([]byte, 32)
+	cfg.RedactionKey, cfg.Judge.SealSecret = make([]byte, 32), make([]byte, 32)
 	cfg.EvaluateEvents = false
 	svc, err := New(cfg, Deps{NC: env.Conn, JS: env.JS, Catalog: cat, Log: log, Registerer: prometheus.NewRegistry()})
 	if err != nil {

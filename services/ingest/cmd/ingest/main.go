@@ -22,7 +22,7 @@ func run(ctx context.Context, args []string) error {
 	fs := config.New("ingest", "Vigil ingest: event receivers and the events projector.")
 	common := config.AddCommon(fs)
 	instance := fs.String("instance-id", "VIGIL_INSTANCE_ID", "", "this instance's name in shared rate limiting (default: the host name)")
-	redactionKey := fs.String("redaction-key", "VIGIL_REDACTION_KEY", "", "base64 secret (≥ 32 bytes) keying redaction placeholders; must equal the policy service's (default: generated once in NATS)")
+	redactionKey := fs.String("redaction-key", "VIGIL_REDACTION_KEY", "", "base64 secret (≥ 32 bytes) keying redaction placeholders; must equal the policy service's; required")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -23,8 +23,8 @@ func run(ctx context.Context, args []string) error {
 	fs := config.New("policy", "Vigil policy: decisions, event verdicts and the decisions projection.")
 	common := config.AddCommon(fs)
 	signingKey := fs.String("signing-key", "VIGIL_SIGNING_KEY", "", "base64 32-byte Ed25519 seed that signs policy packs (required)")
-	redactionKey := fs.String("redaction-key", "VIGIL_REDACTION_KEY", "", "base64 secret (≥ 32 bytes) keying redaction placeholders; must equal ingest's (default: generated once in NATS)")
-	sealKey := fs.String("judge-seal-key", "VIGIL_JUDGE_SEAL_KEY", "", "base64 secret (≥ 32 bytes) sealing tenants' LLM API keys; must equal the api's (default: generated once in NATS)")
+	redactionKey := fs.String("redaction-key", "VIGIL_REDACTION_KEY", "", "base64 secret (≥ 32 bytes) keying redaction placeholders; must equal ingest's; required")
+	sealKey := fs.String("judge-seal-key", "VIGIL_JUDGE_SEAL_KEY", "", "base64 secret (≥ 32 bytes) sealing tenants' LLM API keys; must equal the api's; required")
 	judgeAllow := fs.String("judge-allow", "VIGIL_JUDGE_ALLOW", "", "CIDRs the LLM judge may reach although private (comma-separated)")
 	if err := fs.Parse(args); err != nil {
 		return err
