@@ -21,6 +21,8 @@ Usage:
                             --role agent --agent A binds it to its agent
   vigil keys bind           bind an existing agent key to its agent(s)
   vigil nats init           generate NATS credentials and server config for compose
+  vigil secrets init|export|rotate
+                            generate deployment secrets, move them out of NATS, re-seal under a new key
   vigil migrate             apply ClickHouse migrations
   vigil bench ingest|decide|ledger|notify
                             measure a hot path end to end on this machine
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string) error {
 			return runKeysBind(ctx, args[2:], os.Stdout)
 		}
 		return errors.New(`usage: vigil keys create --tenant T --role R [--agent A] | vigil keys bind --tenant T --id K --agent A`)
+	case "secrets":
+		return runSecrets(ctx, args[1:], os.Stdout)
 	case "nats":
 		return runNATS(ctx, args[1:], os.Stdout)
 	case "migrate":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -9,6 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vigilhq/vigil/pkg/control"
 )
 
 // Deployment secrets `vigil dev` keeps in its data directory, generated
@@ -100,4 +105,18 @@ func stackSecrets(cfg *StackConfig) error {
 		return err
 	}
 	return fill(judgeSealKeyFile, &cfg.API.Judge.SealSecret, &cfg.Policy.Judge.SealSecret)
+}
+
+// refuseLegacySecrets stops a stack whose NATS still holds the keys an
+// older Vigil generated there: generating new ones would orphan what the
+// old ones sealed, and reading them would keep secrets next to the data.
+func refuseLegacySecrets(ctx context.Context, js jetstream.JetStream, dataDir string) error {
+	_, err := js.KeyValue(ctx, control.DeploymentKeysBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check for %s: %w", control.DeploymentKeysBucket, err)
+	}
+	return fmt.Errorf("%w: NATS still holds deployment keys in %s (from an older Vigil); move them out once with `vigil secrets export --data-dir %s`", control.ErrNoSecret, control.DeploymentKeysBucket, dataDir)
 }

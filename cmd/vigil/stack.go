@@ -100,15 +100,18 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 			st.Close()
 		}
 	}()
-	if err := stackSecrets(&cfg); err != nil {
-		return st, err
-	}
 	st.NATS, st.local, err = startLocalNATS(cfg)
 	if err != nil {
 		return st, err
 	}
 	st.NC, st.JS, err = st.local.connect(natsauth.Admin, "vigil-dev", cfg.Log)
 	if err != nil {
+		return st, err
+	}
+	if err := refuseLegacySecrets(ctx, st.JS, cfg.DataDir); err != nil {
+		return st, err
+	}
+	if err := stackSecrets(&cfg); err != nil {
 		return st, err
 	}
 	st.Catalog, st.Store = control.NewCatalog(st.JS, cfg.Log, control.WithOIDC(cfg.OIDC)), control.NewStore(st.JS)

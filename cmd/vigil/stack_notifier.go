@@ -16,9 +16,6 @@ import (
 // Environment settings of the notifier inside `vigil dev` (the standalone
 // notifier binary has the same settings as flags).
 const (
-	// envNotifierKey is the base64 deployment secret channel credentials
-	// are encrypted under; by default one is generated into the data dir.
-	envNotifierKey = "VIGIL_NOTIFIER_KEY"
 	// envNotifierAllowPrivate lists CIDRs deliveries may reach although
 	// they are private (self-hosted receivers).
 	envNotifierAllowPrivate = "VIGIL_NOTIFIER_ALLOW_PRIVATE"

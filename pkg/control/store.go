@@ -194,3 +194,41 @@ func (s *Store) HasAnyKey(ctx context.Context) (bool, error) {
 	}
 	return len(info.State.Subjects) > 0, nil
 }
+
+// Reseal rewrites, with fn, the current state of every subject of CONTROL
+// matching filter: fn returns the new record and whether it changed, and a
+// changed record is written compare-and-set on the subject's sequence, so
+// a concurrent change is never overwritten (it fails the rewrite instead;
+// run it again). It returns how many records it rewrote. `vigil secrets
+// rotate` re-seals credentials with it.
+func (s *Store) Reseal(ctx context.Context, filter string, fn func(data []byte) ([]byte, bool, error)) (int, error) {
+	st, err := s.js.Stream(ctx, streams.Control)
+	if err != nil {
+		return 0, fmt.Errorf("reseal: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, fmt.Errorf("reseal: %w", err)
+	}
+	n := 0
+	for subject := range info.State.Subjects {
+		msg, err := st.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			return n, fmt.Errorf("reseal %s: %w", subject, err)
+		}
+		data, changed, err := fn(msg.Data)
+		if err != nil {
+			return n, fmt.Errorf("reseal %s: %w", subject, err)
+		}
+		if !changed {
+			continue
+		}
+		out := nats.NewMsg(subject)
+		out.Data = data
+		if _, err := s.js.PublishMsg(ctx, out, jetstream.WithExpectLastSequencePerSubject(msg.Sequence)); err != nil {
+			return n, fmt.Errorf("reseal %s: %w", subject, err)
+		}
+		n++
+	}
+	return n, nil
+}

@@ -200,3 +200,13 @@ func checkURL(ctx context.Context, raw string, guard *ssrf.Guard, res Resolver) 
 	defer cancel()
 	return guard.CheckURL(ctx, res, raw)
 }
+
+// ResealConfig re-encrypts the API key of a stored configuration record
+// from old to next (vigil secrets rotate); see secretbox.ResealJSON.
+func ResealConfig(data []byte, old, next *secretbox.Box) ([]byte, bool, error) {
+	var r ConfigRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, false, fmt.Errorf("judge: config record: %w", err)
+	}
+	return secretbox.ResealJSON(data, "sealedKey", sealAD(r.Tenant), old, next)
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/secretbox"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -235,4 +236,18 @@ func (r *registry) match(s Signal) []Channel {
 		}
 	}
 	return out
+}
+
+// NewBox returns the box channel credentials are sealed in under the
+// deployment secret key (Config.SecretKey).
+func NewBox(key []byte) (*secretbox.Box, error) { return secretbox.New(key, "notification channels") }
+
+// ResealChannel re-encrypts a stored channel record's credentials from
+// old to next (vigil secrets rotate); see secretbox.ResealJSON.
+func ResealChannel(data []byte, old, next *secretbox.Box) ([]byte, bool, error) {
+	var c Channel
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, false, fmt.Errorf("notifier: channel record: %w", err)
+	}
+	return secretbox.ResealJSON(data, "sealed", c.ad(), old, next)
 }

@@ -183,7 +183,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Resolver == nil {
 		deps.Resolver = net.DefaultResolver
 	}
-	box, err := secretbox.New(cfg.SecretKey, "notification channels")
+	box, err := NewBox(cfg.SecretKey)
 	if err != nil {
 		return nil, err
 	}
