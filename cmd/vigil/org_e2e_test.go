@@ -244,7 +244,10 @@ func (p *idp) token(t *testing.T, issuer, email string, ttl time.Duration, extra
 	t.Helper()
 	now := time.Now()
 	std := jwt.Claims{Issuer: issuer, Subject: "sub-" + email, Audience: jwt.Audience{"vigil"}, IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(ttl))}
-	claims := map[string]any{"email": email}
+	claims := map[string]any{"email": email, "email_verified": true}
+	if email == "" {
+		claims = map[string]any{}
+	}
 	for k, v := range extra {
 		claims[k] = v
 	}
@@ -335,6 +338,7 @@ func TestMembersAndOIDC(t *testing.T) {
 		{"expired", provider.token(t, provider.issuer, "ada@example.com", -2*time.Minute, nil)},
 		{"wrong issuer", provider.token(t, "https://evil.example", "ada@example.com", time.Hour, nil)},
 		{"unverified email", provider.token(t, provider.issuer, "ada@example.com", time.Hour, map[string]any{"email_verified": false})},
+		{"email_verified absent", provider.token(t, provider.issuer, "ada@example.com", time.Hour, map[string]any{"email_verified": nil})},
 		{"tampered", ada[:len(ada)-4] + "AAAA"},
 		{"unsigned", "eyJhbGciOiJub25lIn0." + strings.Split(ada, ".")[1] + "."},
 	} {

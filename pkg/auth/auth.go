@@ -142,6 +142,9 @@ type Principal struct {
 	// Agents are the agent ids an agent key is bound to; empty for other
 	// roles and for agent keys created before binding existed.
 	Agents []string
+	// Service is the OAuth client id of a service account signed in with
+	// a client-credentials token.
+	Service string
 }
 
 // Allows reports whether the principal may do p: its role's grants, and
@@ -220,10 +223,13 @@ func ForbidOther(id string) error {
 }
 
 // Actor names the principal in records and the audit log:
-// "key:<id>" or "member:<email>".
+// "key:<id>", "member:<email>" or "service:<client id>".
 func (p Principal) Actor() string {
-	if p.Member != "" {
+	switch {
+	case p.Member != "":
 		return "member:" + p.Member
+	case p.Service != "":
+		return "service:" + p.Service
 	}
 	return "key:" + p.KeyID
 }

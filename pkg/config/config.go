@@ -11,7 +11,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/tenant"
 )
 
 // FlagSet is a flag.FlagSet whose flags fall back to environment variables.
@@ -156,16 +158,18 @@ func AddCommon(fs *FlagSet) Common {
 
 // OIDC holds the flags that configure members' sign-in.
 type OIDC struct {
-	Issuer, Audience, JWKSURL, TenantClaim *string
+	Issuer, Audience, JWKSURL, TenantClaim, ServiceAccounts *string
 }
 
 // AddOIDC registers the OIDC flags on fs.
 func AddOIDC(fs *FlagSet) OIDC {
 	return OIDC{
 		Issuer:      fs.String("oidc-issuer", "VIGIL_OIDC_ISSUER", "", "OIDC issuer whose tokens console members sign in with (empty: API keys only)"),
-		Audience:    fs.String("oidc-audience", "VIGIL_OIDC_AUDIENCE", "", "required audience of member tokens"),
+		Audience:    fs.String("oidc-audience", "VIGIL_OIDC_AUDIENCE", "", "audience every token must carry (required with --oidc-issuer)"),
 		JWKSURL:     fs.String("oidc-jwks-url", "VIGIL_OIDC_JWKS_URL", "", "the provider's JWKS URL (default: from the issuer's discovery document)"),
-		TenantClaim: fs.String("oidc-tenant-claim", "VIGIL_OIDC_TENANT_CLAIM", "", "claim naming the tenant, for people who are members of several"),
+		TenantClaim: fs.String("oidc-tenant-claim", "VIGIL_OIDC_TENANT_CLAIM", "", "claim naming the tenant, for people who are members of several (else they send x-tenant-id)"),
+		ServiceAccounts: fs.String("oidc-service-accounts", "VIGIL_OIDC_SERVICE_ACCOUNTS", "",
+			"OAuth clients whose client-credentials tokens act as a service account: client=tenant:role, comma-separated"),
 	}
 }
 
@@ -174,5 +178,17 @@ func (o OIDC) Verifier() (*oidc.Verifier, error) {
 	if *o.Issuer == "" {
 		return nil, nil
 	}
-	return oidc.New(oidc.Config{Issuer: *o.Issuer, Audience: *o.Audience, JWKSURL: *o.JWKSURL, TenantClaim: *o.TenantClaim})
+	sas, err := oidc.ParseServiceAccounts(*o.ServiceAccounts)
+	if err != nil {
+		return nil, fmt.Errorf("--oidc-service-accounts: %w", err)
+	}
+	for client, sa := range sas {
+		if !tenant.Valid(sa.Tenant) {
+			return nil, fmt.Errorf("--oidc-service-accounts: %s: %q is not a tenant id", client, sa.Tenant)
+		}
+		if _, err := auth.ParseRole(sa.Role); err != nil {
+			return nil, fmt.Errorf("--oidc-service-accounts: %s: %w", client, err)
+		}
+	}
+	return oidc.New(oidc.Config{Issuer: *o.Issuer, Audience: *o.Audience, JWKSURL: *o.JWKSURL, TenantClaim: *o.TenantClaim, ServiceAccounts: sas})
 }

@@ -178,3 +178,40 @@ func TestBoolEnv(t *testing.T) {
 		})
 	}
 }
+
+func TestOIDCVerifier(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		wantNil bool
+		wantErr string
+	}{
+		{"off without an issuer", nil, true, ""},
+		{"issuer needs an audience", []string{"--oidc-issuer=https://idp.example"}, false, "audience is required"},
+		{"issuer and audience", []string{"--oidc-issuer=https://idp.example", "--oidc-audience=vigil"}, false, ""},
+		{"service accounts", []string{"--oidc-issuer=https://idp.example", "--oidc-audience=vigil", "--oidc-service-accounts=ci=acme:admin,dash=globex:viewer"}, false, ""},
+		{"service account with an unknown role", []string{"--oidc-issuer=https://idp.example", "--oidc-audience=vigil", "--oidc-service-accounts=ci=acme:root"}, false, "unknown role"},
+		{"service account with a bad tenant", []string{"--oidc-issuer=https://idp.example", "--oidc-audience=vigil", "--oidc-service-accounts=ci=Acme Corp:admin"}, false, "client=tenant:role"},
+		{"service account with an invalid tenant id", []string{"--oidc-issuer=https://idp.example", "--oidc-audience=vigil", "--oidc-service-accounts=ci=ACME:admin"}, false, "not a tenant id"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := config.New("svc", "test service")
+			fs.Discard()
+			o := config.AddOIDC(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			v, err := o.Verifier()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Verifier error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || (v == nil) != tc.wantNil {
+				t.Fatalf("Verifier = %v, %v", v, err)
+			}
+		})
+	}
+}

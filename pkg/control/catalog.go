@@ -198,10 +198,19 @@ func (c *Catalog) WaitFor(ctx context.Context, seq uint64) error {
 }
 
 // Authenticate resolves a bearer token to its principal. A key unknown to
-// the catalog triggers one Sync, so a key created a moment ago works.
+// the catalog makes it catch up (paced, see misses.go), so a key created
+// a moment ago works.
 func (c *Catalog) Authenticate(ctx context.Context, token string) (auth.Principal, error) {
+	return c.AuthenticateTenant(ctx, token, "")
+}
+
+// AuthenticateTenant is Authenticate for a request that names a tenant
+// (x-tenant-id): a person who is a member of several tenants signs in to
+// that one. An API key belongs to one tenant and ignores it (the caller
+// compares it with the key's).
+func (c *Catalog) AuthenticateTenant(ctx context.Context, token, tenant string) (auth.Principal, error) {
 	if c.oidc != nil && oidc.LooksLikeJWT(token) {
-		return c.authenticateMember(ctx, token)
+		return c.authenticateMember(ctx, token, tenant)
 	}
 	id, ok := auth.ParseToken(token)
 	if !ok {

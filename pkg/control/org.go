@@ -14,6 +14,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/tenant"
 )
 
 // orgState is the catalog's view of members and rate limits.
@@ -139,9 +140,15 @@ func (s *Store) PutLimits(ctx context.Context, l ratelimit.Limits) (uint64, erro
 	return s.put(ctx, streams.LimitsSubject(l.Tenant), l, nil)
 }
 
-// authenticateMember verifies an OIDC token and maps its email to a
-// member. A member of several tenants needs the token's tenant claim.
-func (c *Catalog) authenticateMember(ctx context.Context, token string) (auth.Principal, error) {
+// authenticateMember verifies an OIDC token and maps it to a principal:
+// a service account's token to its configured tenant and role, a person's
+// verified email to their membership in one tenant (memberships are keyed
+// by tenant and email). The tenant is the token's tenant claim, else the
+// one the request names (want, from x-tenant-id), else the person's only
+// active membership bound to this subject, else their only invitation.
+// An invitation to someone's email from another tenant therefore never
+// locks them out of their own.
+func (c *Catalog) authenticateMember(ctx context.Context, token, want string) (auth.Principal, error) {
 	claims, err := c.oidc.Verify(ctx, token)
 	if errors.Is(err, oidc.ErrInvalid) {
 		return auth.Principal{}, apperr.Unauthenticated("invalid sign-in token")
@@ -149,29 +156,75 @@ func (c *Catalog) authenticateMember(ctx context.Context, token string) (auth.Pr
 	if err != nil {
 		return auth.Principal{}, apperr.Unavailable("the identity provider could not be reached", 5*time.Second, err)
 	}
+	if claims.ClientID != "" {
+		return c.serviceAccount(claims)
+	}
 	email, err := auth.NormalizeEmail(claims.Email)
 	if err != nil {
 		return auth.Principal{}, apperr.Unauthenticated("invalid sign-in token")
 	}
 	tenant := claims.Tenant
 	if tenant == "" {
-		tenants := c.MemberTenants(email)
-		if len(tenants) == 0 {
-			if err := c.Sync(ctx); err != nil {
-				return auth.Principal{}, err
-			}
-			tenants = c.MemberTenants(email)
-		}
-		if len(tenants) > 1 {
-			return auth.Principal{}, apperr.Unauthenticated("this member belongs to several tenants; the token must name one")
-		}
-		if len(tenants) == 1 {
-			tenant = tenants[0]
+		tenant = want
+	}
+	if tenant == "" {
+		if tenant, err = c.memberTenant(ctx, email, claims.Subject); err != nil {
+			return auth.Principal{}, err
 		}
 	}
 	m, ok := c.Member(tenant, email)
+	if !ok {
+		// Perhaps invited a moment ago on another instance.
+		if err := c.Sync(ctx); err != nil {
+			return auth.Principal{}, err
+		}
+		m, ok = c.Member(tenant, email)
+	}
 	if !ok || (m.Subject != "" && m.Subject != claims.Subject) {
 		return auth.Principal{}, apperr.Unauthenticated("not a member of this tenant")
 	}
 	return auth.Principal{Tenant: m.Tenant, Role: m.Role, Member: m.Email, Subject: claims.Subject}, nil
+}
+
+// memberTenant picks the tenant of a person who named none.
+func (c *Catalog) memberTenant(ctx context.Context, email, subject string) (string, error) {
+	tenants := c.MemberTenants(email)
+	if len(tenants) == 0 {
+		if err := c.Sync(ctx); err != nil {
+			return "", err
+		}
+		tenants = c.MemberTenants(email)
+	}
+	var active, invited []string
+	for _, t := range tenants {
+		m, ok := c.Member(t, email)
+		switch {
+		case !ok:
+		case m.Status == auth.MemberActive && m.Subject == subject:
+			active = append(active, t)
+		case m.Status == auth.MemberInvited:
+			invited = append(invited, t)
+		}
+	}
+	switch {
+	case len(active) == 1:
+		return active[0], nil
+	case len(active) == 0 && len(invited) == 1:
+		return invited[0], nil
+	case len(active)+len(invited) > 1:
+		return "", apperr.Unauthenticated("this person is a member of several tenants; name one with the x-tenant-id header")
+	}
+	return "", apperr.Unauthenticated("not a member of any tenant")
+}
+
+// serviceAccount maps a client-credentials token to its configured
+// principal.
+func (c *Catalog) serviceAccount(claims oidc.Claims) (auth.Principal, error) {
+	sa, ok := c.oidc.ServiceAccount(claims.ClientID)
+	role, err := auth.ParseRole(sa.Role)
+	if !ok || err != nil || !tenant.Valid(sa.Tenant) {
+		// Validated at configuration; refuse rather than guess.
+		return auth.Principal{}, apperr.Unauthenticated("service account is not configured")
+	}
+	return auth.Principal{Tenant: sa.Tenant, Role: role, Service: claims.ClientID, Subject: claims.Subject}, nil
 }

@@ -15,13 +15,21 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (auth.Principal, error)
 }
 
+// TenantAuthenticator is implemented by authenticators whose credentials
+// may span tenants (a person who is a member of several): the tenant the
+// request names in x-tenant-id ("" if none) picks one.
+type TenantAuthenticator interface {
+	AuthenticateTenant(ctx context.Context, token, tenant string) (auth.Principal, error)
+}
+
 const principalKey = "vigil.principal"
 
 // TenantHeader, when sent, must name the key's own tenant.
 const TenantHeader = "X-Tenant-Id"
 
 // Authenticate requires "Authorization: Bearer <key>" on every request it
-// wraps and checks x-tenant-id against the key's tenant.
+// wraps and checks x-tenant-id against the principal's tenant (after
+// letting a TenantAuthenticator use it to pick one).
 func Authenticate(a Authenticator) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -33,11 +41,18 @@ func Authenticate(a Authenticator) echo.MiddlewareFunc {
 			if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 				return apperr.Unauthenticated("Authorization header must be: Bearer <api key>")
 			}
-			p, err := a.Authenticate(c.Request().Context(), strings.TrimSpace(token))
+			t := c.Request().Header.Get(TenantHeader)
+			var p auth.Principal
+			var err error
+			if ta, ok := a.(TenantAuthenticator); ok {
+				p, err = ta.AuthenticateTenant(c.Request().Context(), strings.TrimSpace(token), t)
+			} else {
+				p, err = a.Authenticate(c.Request().Context(), strings.TrimSpace(token))
+			}
 			if err != nil {
 				return err
 			}
-			if t := c.Request().Header.Get(TenantHeader); t != "" && t != p.Tenant {
+			if t != "" && t != p.Tenant {
 				return apperr.Forbidden("x-tenant-id does not match the API key's tenant")
 			}
 			c.Set(principalKey, p)
