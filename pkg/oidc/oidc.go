@@ -111,9 +111,9 @@ type Verifier struct {
 
 	mu       sync.Mutex
 	keys     jose.JSONWebKeySet
-	okAt     time.Time     // last successful fetch
-	retryAt  time.Time     // no fetch before this, after a failure
-	lastErr  error         // the last fetch's failure
+	okAt     time.Time // last successful fetch
+	retryAt  time.Time // no fetch before this, after a failure
+	lastErr  error     // the last fetch's failure
 	backoff  *backoff.ExponentialBackOff
 	inflight chan struct{} // closed when the running fetch ends
 	jwksURL  string

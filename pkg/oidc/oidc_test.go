@@ -233,7 +233,7 @@ func TestFetchOutlivesTheRequest(t *testing.T) {
 // not on every request meanwhile.
 func TestFailedFetchIsNotFresh(t *testing.T) {
 	p := newProvider(t)
-	v, clk := newVerifier(t, p, func(c *Config) { c.RetryMin, c.RetryMax = time.Second, 4 * time.Second })
+	v, clk := newVerifier(t, p, func(c *Config) { c.RetryMin, c.RetryMax = time.Second, 4*time.Second })
 	tok := p.token(t, nil)
 	p.failing.Store(true)
 	for range 3 {
