@@ -55,6 +55,9 @@ type benchConfig struct {
 	Batch            int `json:"batch"`
 	BatchConcurrency int `json:"batchConcurrency"`
 	Warmup           int `json:"warmup"`
+	// NATS is how the embedded server admits the services (auth, tls or
+	// open), to measure what authentication and TLS cost.
+	NATS NATSSecurity `json:"nats"`
 }
 
 // benchPhase is the outcome of one phase. Latencies are per HTTP request
@@ -149,6 +152,7 @@ is durably acknowledged by JetStream before it counts.`)
 	fs.IntVar(&cfg.BatchConcurrency, "batch-concurrency", 8, "concurrent clients in the batch phase")
 	fs.IntVar(&cfg.Warmup, "warmup", -1, "single events sent before measuring (-1: events/10, at most 1000)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	natsSec := fs.String("nats", "", string(NATSAuth), "how NATS admits the services: auth (NKeys, as deployed), tls (NKeys over TLS) or open (no auth, to measure its cost)")
 	dataDir := fs.String("data-dir", "", "", "directory for the embedded NATS store; empty: a temporary one, removed afterwards")
 	logLevel := fs.String("log-level", "", "warn", "log level of the in-process services")
 	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the measured phases to this file")
@@ -160,6 +164,10 @@ is durably acknowledged by JetStream before it counts.`)
 	}
 	if cfg.Warmup < 0 {
 		cfg.Warmup = min(cfg.Events/10, 1000)
+	}
+	var err error
+	if cfg.NATS, err = ParseNATSSecurity(*natsSec); err != nil {
+		return fmt.Errorf("--nats: %w", err)
 	}
 	ic := ingest.DefaultConfig()
 	switch {
@@ -210,7 +218,7 @@ func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir
 		dataDir = tmp
 	}
 	st, err := StartStack(ctx, StackConfig{
-		DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1,
+		DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1, NATSSecurity: cfg.NATS,
 		Ingest: ic, API: benchAPIConfig(), Log: log,
 	})
 	if err != nil {
@@ -743,8 +751,8 @@ func printBenchReport(out io.Writer, r *benchReport) {
 	m := r.Machine
 	fmt.Fprintf(out, "vigil bench ingest: %d events per phase, %d CPUs (GOMAXPROCS %d), %s %s/%s\n",
 		r.Config.Events, m.NumCPU, m.GOMAXPROCS, m.GoVersion, m.GOOS, m.GOARCH)
-	fmt.Fprintf(out, "events ≈ %d B (payload ≈ %d B), 8 agents × 8 sessions; acked by embedded JetStream (file store); %d warm-up events\n\n",
-		r.AvgEventBytes, r.AvgPayloadBytes, r.Config.Warmup)
+	fmt.Fprintf(out, "events ≈ %d B (payload ≈ %d B), 8 agents × 8 sessions; acked by embedded JetStream (file store, NATS %s); %d warm-up events\n\n",
+		r.AvgEventBytes, r.AvgPayloadBytes, r.Config.NATS, r.Config.Warmup)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tclients\trequests\tevents\tevents/s\tp50 ms\tp99 ms\tmax ms\terrors\tcpu µs/event\tother cpu\t")
 	for _, p := range []benchPhase{r.Single, r.Batch, r.Raw} {

@@ -60,8 +60,13 @@ stall counts against every request it delays (no coordinated omission).`)
 	conns := fs.Int("connections", "", 64, "client connections")
 	dsn := fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil_bench", "ClickHouse for the projections")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	natsSec := fs.String("nats", "", string(NATSAuth), "how NATS admits the services: auth (NKeys, as deployed), tls (NKeys over TLS) or open (no auth, to measure its cost)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	sec, err := ParseNATSSecurity(*natsSec)
+	if err != nil {
+		return fmt.Errorf("--nats: %w", err)
 	}
 	if *rate < 1 || *duration <= 0 || *nRules < 1 || *conns < 1 {
 		return errors.New("--rate, --duration, --rules and --connections must be positive")
@@ -70,7 +75,7 @@ stall counts against every request it delays (no coordinated omission).`)
 	if err != nil {
 		return err
 	}
-	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, log)
+	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, sec, log)
 	if err != nil {
 		return err
 	}

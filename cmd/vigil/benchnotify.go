@@ -89,7 +89,7 @@ that must reach every channel.`)
 	go func() { _ = recv.Serve(rln) }()
 	defer recv.Close()
 
-	bs, err := startBenchStack(ctx, *dsn, "notify", 16, log)
+	bs, err := startBenchStack(ctx, *dsn, "notify", 16, NATSAuth, log)
 	if err != nil {
 		return err
 	}

@@ -27,13 +27,13 @@ type benchStack struct {
 
 // startBenchStack starts the stack on ClickHouse dsn with a temporary
 // data directory, rate limits off, and conns client connections.
-func startBenchStack(ctx context.Context, dsn, name string, conns int, log *slog.Logger) (*benchStack, error) {
+func startBenchStack(ctx context.Context, dsn, name string, conns int, sec NATSSecurity, log *slog.Logger) (*benchStack, error) {
 	dir, err := os.MkdirTemp("", "vigil-bench-"+name+"-")
 	if err != nil {
 		return nil, err
 	}
 	st, err := StartStack(ctx, StackConfig{
-		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, ClickHouseDSN: dsn, ClickHouseWait: 10 * time.Second,
+		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, NATSSecurity: sec, ClickHouseDSN: dsn, ClickHouseWait: 10 * time.Second,
 		Ingest: ingest.DefaultConfig(), API: benchAPIConfig(), Log: log,
 	})
 	if err != nil {
