@@ -56,48 +56,37 @@ func (fs *FlagSet) String(name, env, def, usage string) *string {
 	return fs.FlagSet.String(name, def, usage)
 }
 
+// fromEnv returns def, or env's value parsed when env is set; a value
+// that does not parse is recorded for Parse to report ("is not <what>").
+func fromEnv[T any](fs *FlagSet, name, env, what string, def T, parse func(string) (T, error)) T {
+	fs.envs[name] = env
+	v, ok := fs.lookup(env)
+	if !ok {
+		return def
+	}
+	x, err := parse(v)
+	if err != nil {
+		fs.errs = append(fs.errs, fmt.Errorf("$%s: %q is not %s", env, v, what))
+		return def
+	}
+	return x
+}
+
 // Int defines an integer setting.
 func (fs *FlagSet) Int(name, env string, def int, usage string) *int {
-	if v, ok := fs.lookup(env); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			fs.errs = append(fs.errs, fmt.Errorf("$%s: %q is not an integer", env, v))
-		} else {
-			def = n
-		}
-	}
-	fs.envs[name] = env
-	return fs.FlagSet.Int(name, def, usage)
+	return fs.FlagSet.Int(name, fromEnv(fs, name, env, "an integer", def, strconv.Atoi), usage)
 }
 
 // BoolEnv defines a boolean setting ("true", "false", "1", "0"). It is not
 // named Bool so as not to shadow flag.FlagSet.Bool, which commands use for
 // switches that have no environment variable.
 func (fs *FlagSet) BoolEnv(name, env string, def bool, usage string) *bool {
-	if v, ok := fs.lookup(env); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			fs.errs = append(fs.errs, fmt.Errorf("$%s: %q is not a boolean", env, v))
-		} else {
-			def = b
-		}
-	}
-	fs.envs[name] = env
-	return fs.FlagSet.Bool(name, def, usage)
+	return fs.FlagSet.Bool(name, fromEnv(fs, name, env, "a boolean", def, strconv.ParseBool), usage)
 }
 
 // Duration defines a duration setting ("500ms", "2m").
 func (fs *FlagSet) Duration(name, env string, def time.Duration, usage string) *time.Duration {
-	if v, ok := fs.lookup(env); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			fs.errs = append(fs.errs, fmt.Errorf("$%s: %q is not a duration", env, v))
-		} else {
-			def = d
-		}
-	}
-	fs.envs[name] = env
-	return fs.FlagSet.Duration(name, def, usage)
+	return fs.FlagSet.Duration(name, fromEnv(fs, name, env, "a duration", def, time.ParseDuration), usage)
 }
 
 // Parse parses args after reporting any malformed environment variable.
