@@ -1,6 +1,7 @@
 package notifier_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -315,5 +316,40 @@ func TestTestEndpoint(t *testing.T) {
 	}
 	if r := e.do("acme/viewer", "POST", "/v1/notification-channels/"+okID+"/test", nil); r.status != 403 {
 		t.Fatalf("viewer test: %d", r.status)
+	}
+}
+
+// TestRotationKeepsEveryHeaderVerifying: after a secret rotation, a
+// receiver still holding the previous secret verifies each of the three
+// signature headers, and so does one holding the new secret (issue 14:
+// X-Vigil-Signature-256 signed the body alone and only with the current
+// secret).
+func TestRotationKeepsEveryHeaderVerifying(t *testing.T) {
+	e := newEnv(t, nil)
+	rc := newReceiver(t, nil)
+	id, old := e.createChannel("acme", map[string]any{"url": rc.URL})
+	rot := e.do("acme/owner", "POST", "/v1/notification-channels/"+id+"/rotate-secret", nil)
+	current, _ := rot.json(t)["secret"].(string)
+	if rot.status != 200 || current == "" {
+		t.Fatalf("rotate: %d %s", rot.status, rot.body)
+	}
+	if r := e.do("acme/owner", "POST", "/v1/notification-channels/"+id+"/test", nil); r.status != 200 {
+		t.Fatalf("test delivery: %d %s", r.status, r.body)
+	}
+	req := rc.requests()[0]
+	now := time.Now()
+	for _, k := range []struct{ name, secret string }{{"previous", old}, {"current", current}} {
+		if err := webhook.Verify(k.secret, req.header, req.body, now, webhook.DefaultTolerance); err != nil {
+			t.Errorf("webhook-signature with the %s secret: %v", k.name, err)
+		}
+		for _, h := range []string{webhook.HeaderTimedSignature, webhook.HeaderBodySignature} {
+			if err := webhook.VerifyCompat(h, k.secret, req.header, req.body, now, webhook.DefaultTolerance); err != nil {
+				t.Errorf("%s with the %s secret: %v", h, k.name, err)
+			}
+		}
+	}
+	stranger := webhook.NewSecret()
+	if err := webhook.VerifyCompat(webhook.HeaderBodySignature, stranger, req.header, req.body, now, webhook.DefaultTolerance); !errors.Is(err, webhook.ErrNoMatch) {
+		t.Fatalf("an unrelated secret verified: %v", err)
 	}
 }
