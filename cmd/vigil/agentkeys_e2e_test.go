@@ -324,6 +324,11 @@ func TestAgentKeys(t *testing.T) {
 		if !slices.Equal(k.Agents, []string{"bot-zzz"}) {
 			t.Errorf("bound key %+v", k)
 		}
+		ownerID, _ := auth.ParseToken(e.owner)
+		eventually(t, catchUp, func() (bool, string) {
+			r := e.get(e.owner, "/v1/audit?entityType=key&entityId="+legacyID+"&action=bound")
+			return r.status == 200 && strings.Contains(string(r.body), `"actor":"key:`+ownerID+`"`), "audit of the binding: " + r.String()
+		})
 		// From the next request on, it is bot-zzz's key.
 		expect(t, e.post(legacy, "/v1/decisions.evaluate", map[string]any{"action": "search"}), 200, "the bound key asks as bot-zzz")
 		forbidden(t, e.post(legacy, "/v1/decisions.evaluate", map[string]any{"agentId": "bot-a", "action": "search"}), "the bound key asks as bot-a")

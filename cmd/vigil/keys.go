@@ -139,7 +139,7 @@ func runKeysBind(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--agent: %w", err)
 	}
-	if _, err := store.BindKey(ctx, k, bound, rev); err != nil {
+	if _, err := store.BindKey(ctx, k, bound, "vigil keys bind", rev); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "Key %s is now bound to agent %s.\n", k.ID, strings.Join(bound, ", "))

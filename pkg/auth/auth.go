@@ -249,6 +249,10 @@ type KeyRecord struct {
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`
 	RevokedBy string     `json:"revokedBy,omitempty"`
+	// BoundAt and BoundBy record the last binding made after creation
+	// (POST /v1/keys/:id/bind), for the audit log.
+	BoundAt *time.Time `json:"boundAt,omitempty"`
+	BoundBy string     `json:"boundBy,omitempty"`
 }
 
 // Active reports whether the key may authenticate at now.

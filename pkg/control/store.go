@@ -173,11 +173,12 @@ func (s *Store) RevokeKey(ctx context.Context, k auth.KeyRecord, by string, expe
 	return s.put(ctx, streams.KeySubject(k.Tenant, k.ID), k, &expect)
 }
 
-// BindKey sets the agents an agent key is bound to, provided the key is
-// still at expect. It returns the CONTROL sequence of the change, which
+// BindKey sets the agents an agent key is bound to, by whom, provided
+// the key is still at expect. It returns the CONTROL sequence of the change, which
 // callers wait for so the binding holds from their next request on.
-func (s *Store) BindKey(ctx context.Context, k auth.KeyRecord, agents []string, expect uint64) (uint64, error) {
-	k.Agents = agents
+func (s *Store) BindKey(ctx context.Context, k auth.KeyRecord, agents []string, by string, expect uint64) (uint64, error) {
+	now := time.Now().UTC()
+	k.Agents, k.BoundAt, k.BoundBy = agents, &now, by
 	return s.put(ctx, streams.KeySubject(k.Tenant, k.ID), k, &expect)
 }
 

@@ -102,6 +102,8 @@ func auditAction(doc map[string]any) string {
 		return "revoked"
 	case doc["removedAt"] != nil:
 		return "removed"
+	case doc["boundAt"] != nil:
+		return "bound"
 	case str("op") != "":
 		return str("op")
 	case str("decision") != "" && str("decidedBy") != "":
@@ -113,7 +115,7 @@ func auditAction(doc map[string]any) string {
 }
 
 func auditActor(doc map[string]any) string {
-	for _, k := range []string{"revokedBy", "decidedBy", "by", "updatedBy", "createdBy", "invitedBy"} {
+	for _, k := range []string{"revokedBy", "boundBy", "decidedBy", "by", "updatedBy", "createdBy", "invitedBy"} {
 		if s, _ := doc[k].(string); s != "" && (k != "revokedBy" || doc["revokedAt"] != nil) {
 			return s
 		}

@@ -160,7 +160,7 @@ func (s *Service) bindKey(c echo.Context) error {
 	if k.RevokedAt != nil {
 		return apperr.Conflict("key %q is revoked", id)
 	}
-	seq, err := s.deps.Store.BindKey(ctx, k, agents, rev)
+	seq, err := s.deps.Store.BindKey(ctx, k, agents, httpkit.Principal(c).Actor(), rev)
 	if err := s.keyApplied(ctx, id, seq, err); err != nil {
 		return err
 	}
