@@ -174,6 +174,37 @@ func TestPolTypedInputs(t *testing.T) {
 		}
 	}
 
+	// Tool arguments (Kaizen's action fields) are declared and checked the
+	// same way, on the doors that carry them.
+	c.createPolicy(`
+id: typed-args
+name: Typed refund arguments
+inputs:
+  arguments.amount: {type: number, required: true}
+rules:
+  - id: big-issue
+    when: action.tool == "issue_refund" && action.arguments.amount > 1000
+    outcome: block
+`)
+	argDoors := []struct {
+		door string
+		path string
+		body map[string]any
+	}{
+		{"verdict", "/v1/verdicts", map[string]any{"agent": "bot-typed", "kind": "tool_call", "tool": "issue_refund", "arguments": map[string]any{"amount": "5000"}}},
+		{"decision", "/v1/decisions.evaluate", map[string]any{"agentId": "bot-typed", "action": map[string]any{"tool": "issue_refund", "arguments": map[string]any{"amount": "5000"}}}},
+	}
+	for _, d := range argDoors {
+		t.Run(d.door+"/a mistyped tool argument", func(t *testing.T) {
+			r := c.post(d.path, d.body)
+			e := polError(t, r, http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", d.path)
+			if e.Message != "field 'arguments.amount' must be a number" || e.Error.Details[0].Path != "arguments.amount" {
+				t.Fatalf("got %s", r)
+			}
+		})
+		rejected++
+	}
+
 	// A valid request for the same agent is decided; once it is queryable
 	// the projection has passed every earlier message, so the refused
 	// requests would be listed too if any had been recorded.
@@ -215,12 +246,12 @@ func TestPolTypedInputs(t *testing.T) {
 		sources := map[string]int{}
 		for _, e := range got {
 			sources[e.After.Source]++
-			if e.EntityID != "bot-typed" || !strings.HasPrefix(e.Actor, "key:") || e.After.Tool != "execute_refund" ||
+			if e.EntityID != "bot-typed" || !strings.HasPrefix(e.Actor, "key:") || !strings.HasSuffix(e.After.Tool, "_refund") ||
 				len(e.After.Violations) == 0 || e.After.Reason != e.After.Violations[0].Message {
 				t.Errorf("audit entry %+v", e)
 			}
 		}
-		if sources["decision"] != len(bad) || sources["check"] != len(bad) || sources["verdict"] != len(bad) {
+		if sources["decision"] != len(bad)+1 || sources["check"] != len(bad) || sources["verdict"] != len(bad)+1 {
 			t.Errorf("refusals by door: %v", sources)
 		}
 	})

@@ -19,20 +19,17 @@ import (
 const CostLimit = 10000
 
 // newEnv declares the variables a condition may use. They are dynamic
-// maps so that policies can reach any attribute an agent reports; a
-// context option (typedEnv) replaces the dynamic context.
-func newEnv(context ...cel.EnvOption) (*cel.Env, error) {
+// maps so that policies can reach any attribute an agent reports; opts
+// may declare context and action with other types (typedEnv), which
+// then replace the dynamic ones.
+func newEnv(typed map[string]bool, opts ...cel.EnvOption) (*cel.Env, error) {
 	dyn := cel.MapType(cel.StringType, cel.DynType)
-	if len(context) == 0 {
-		context = []cel.EnvOption{cel.Variable("context", dyn)}
+	for _, name := range []string{"action", "context", "agent", "principal", "session"} {
+		if !typed[name] {
+			opts = append(opts, cel.Variable(name, dyn))
+		}
 	}
-	return cel.NewEnv(append([]cel.EnvOption{
-		cel.Variable("action", dyn),
-		cel.Variable("agent", dyn),
-		cel.Variable("principal", dyn),
-		cel.Variable("session", dyn),
-		cel.Variable("tenant", cel.StringType),
-	}, context...)...)
+	return cel.NewEnv(append(opts, cel.Variable("tenant", cel.StringType))...)
 }
 
 // Compiled is a policy whose rules are ready to evaluate.
@@ -77,7 +74,7 @@ type Compiler struct{ env *cel.Env }
 
 // NewCompiler prepares the CEL environment.
 func NewCompiler() (*Compiler, error) {
-	env, err := newEnv()
+	env, err := newEnv(nil)
 	if err != nil {
 		return nil, fmt.Errorf("cel environment: %w", err)
 	}

@@ -31,8 +31,8 @@ type Document struct {
 	Priority int    `yaml:"priority,omitempty" json:"priority,omitempty"`
 	Rules    []Rule `yaml:"rules,omitempty" json:"rules,omitempty"`
 
-	// Inputs declares the context fields the rules read, by name, with
-	// their types and bounds. Rules are type-checked against them when
+	// Inputs declares the context fields ("amount") and tool arguments
+	// ("arguments.amount") the rules read, with their types and bounds. Rules are type-checked against them when
 	// the policy is compiled, and a request that violates one is refused
 	// before it is decided (see Pack.CheckInput).
 	Inputs map[string]InputSpec `yaml:"inputs,omitempty" json:"inputs,omitempty"`
@@ -67,6 +67,11 @@ type Rule struct {
 // OnErrorSkip is the Rule.OnError value that makes an erroring condition
 // a non-match.
 const OnErrorSkip = "skip"
+
+// ArgumentsPrefix marks an input that is a tool argument
+// (action.arguments.<name>: Kaizen's and the events' action fields)
+// rather than a context field.
+const ArgumentsPrefix = "arguments."
 
 // Input types a policy may declare.
 const (
@@ -106,8 +111,9 @@ func (d Document) IsEnabled() bool { return d.Enabled == nil || *d.Enabled }
 var (
 	ruleIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 	// inputNameRe keeps input names CEL identifiers, so that a rule can
-	// read them as context.<name>.
-	inputNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+	// read them as context.<name>, or action.arguments.<name> for
+	// "arguments.<name>".
+	inputNameRe = regexp.MustCompile(`^(` + regexp.QuoteMeta(ArgumentsPrefix) + `)?[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 	reasonRe    = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
 	// KaplaixConditionFields are the exact-match keys the Kaplaix rule
 	// form supports; each maps to the action attribute of the same name.
@@ -277,7 +283,7 @@ func (s *InputSpec) normalize(name string) []apperr.FieldError {
 		errs = append(errs, apperr.FieldError{Path: path, Code: code, Message: "input " + name + ": " + fmt.Sprintf(format, args...)})
 	}
 	if !inputNameRe.MatchString(name) {
-		add(p, "invalid_format", "name must be letters, digits and _ and not start with a digit (at most 128)")
+		add(p, "invalid_format", "name must be letters, digits and _ and not start with a digit (at most 128), optionally after %q", ArgumentsPrefix)
 	}
 	if !slices.Contains(InputTypes, s.Type) {
 		add(p+".type", "invalid_format", "type must be one of %s", strings.Join(InputTypes, ", "))

@@ -15,9 +15,17 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 )
 
-// contextTypeName is the CEL object type `context` has while the rules of
-// a policy with declared inputs are type-checked.
-const contextTypeName = "vigil.Context"
+// The CEL object types the variables have while the rules of a policy
+// with declared inputs are type-checked: `context` always, `action` (with
+// its arguments) when tool arguments are declared.
+const (
+	contextTypeName   = "vigil.Context"
+	actionTypeName    = "vigil.Action"
+	argumentsTypeName = "vigil.Arguments"
+)
+
+// actionFields are the string attributes of the action variable.
+var actionFields = []string{"kind", "tool", "target", "host", "publisher", "operation", "toolType", "targetSystem", "initiatorType"}
 
 // celType is the CEL type a declared input has in a rule. Numbers are
 // doubles, as JSON gives them; CEL compares a double with an integer
@@ -38,32 +46,33 @@ func celType(t string) *types.Type {
 	}
 }
 
-// inputProvider declares `context` as an object whose fields are exactly
-// the declared inputs, so that CEL's checker refuses a rule that reads an
-// undeclared field or compares a field with a value of another type.
-// It is used to check rules only; evaluation keeps the dynamic maps.
+// inputProvider declares `context` (and `action.arguments`) as objects
+// whose fields are exactly the declared inputs, so that CEL's checker
+// refuses a rule that reads an undeclared field or compares a field with
+// a value of another type. It is used to check rules only; evaluation
+// keeps the dynamic maps.
 type inputProvider struct {
 	*types.Registry
-	fields map[string]*types.Type
+	objects map[string]map[string]*types.Type // type name → field → type
 }
 
 func (p inputProvider) FindStructType(name string) (*types.Type, bool) {
-	if name == contextTypeName {
-		return types.NewTypeTypeWithParam(types.NewObjectType(contextTypeName)), true
+	if _, ok := p.objects[name]; ok {
+		return types.NewTypeTypeWithParam(types.NewObjectType(name)), true
 	}
 	return p.Registry.FindStructType(name)
 }
 
 func (p inputProvider) FindStructFieldNames(name string) ([]string, bool) {
-	if name == contextTypeName {
-		return sortedKeys(p.fields), true
+	if fields, ok := p.objects[name]; ok {
+		return sortedKeys(fields), true
 	}
 	return p.Registry.FindStructFieldNames(name)
 }
 
 func (p inputProvider) FindStructFieldType(name, field string) (*types.FieldType, bool) {
-	if name == contextTypeName {
-		t, ok := p.fields[field]
+	if fields, ok := p.objects[name]; ok {
+		t, ok := fields[field]
 		if !ok {
 			return nil, false
 		}
@@ -82,18 +91,35 @@ func typedEnv(inputs map[string]InputSpec) (*cel.Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cel registry: %w", err)
 	}
-	fields := make(map[string]*types.Type, len(inputs))
+	ctx, args := map[string]*types.Type{}, map[string]*types.Type{}
 	for name, spec := range inputs {
-		fields[name] = celType(spec.Type)
+		if arg, ok := strings.CutPrefix(name, ArgumentsPrefix); ok {
+			args[arg] = celType(spec.Type)
+		} else {
+			ctx[name] = celType(spec.Type)
+		}
 	}
-	return newEnv(cel.CustomTypeProvider(inputProvider{Registry: reg, fields: fields}),
-		cel.CrossTypeNumericComparisons(true),
-		cel.Variable("context", cel.ObjectType(contextTypeName)))
+	objects := map[string]map[string]*types.Type{contextTypeName: ctx}
+	typed := map[string]bool{"context": true}
+	opts := []cel.EnvOption{cel.CrossTypeNumericComparisons(true), cel.Variable("context", cel.ObjectType(contextTypeName))}
+	if len(args) > 0 {
+		action := map[string]*types.Type{"arguments": types.NewObjectType(argumentsTypeName), "metadata": celType(InputMap)}
+		for _, f := range actionFields {
+			action[f] = types.StringType
+		}
+		objects[actionTypeName], objects[argumentsTypeName] = action, args
+		opts = append(opts, cel.Variable("action", cel.ObjectType(actionTypeName)))
+		typed["action"] = true
+	}
+	return newEnv(typed, append([]cel.EnvOption{cel.CustomTypeProvider(inputProvider{Registry: reg, objects: objects})}, opts...)...)
 }
 
 // compiledInput is a declared input ready to check values.
 type compiledInput struct {
-	name string
+	name string // as declared: "amount" or "arguments.amount"
+	key  string // the key in the context or the arguments
+	args bool   // a tool argument rather than a context field
+	path string // where a violation points: context.amount, arguments.amount
 	spec InputSpec
 	re   *regexp.Regexp
 }
@@ -102,7 +128,10 @@ func compileInputs(inputs map[string]InputSpec) []compiledInput {
 	out := make([]compiledInput, 0, len(inputs))
 	for _, name := range sortedKeys(inputs) {
 		spec := inputs[name]
-		ci := compiledInput{name: name, spec: spec}
+		ci := compiledInput{name: name, key: name, path: "context." + name, spec: spec}
+		if arg, ok := strings.CutPrefix(name, ArgumentsPrefix); ok {
+			ci.key, ci.args, ci.path = arg, true, name
+		}
 		if spec.Pattern != "" {
 			// Normalize has checked the pattern compiles.
 			ci.re = regexp.MustCompile(spec.Pattern)
@@ -116,7 +145,7 @@ func compileInputs(inputs map[string]InputSpec) []compiledInput {
 // sent at all), or nil.
 func (ci *compiledInput) check(v any, present bool) *apperr.FieldError {
 	bad := func(code, format string, args ...any) *apperr.FieldError {
-		return &apperr.FieldError{Path: "context." + ci.name, Code: code, Message: fmt.Sprintf("field '%s' ", ci.name) + fmt.Sprintf(format, args...)}
+		return &apperr.FieldError{Path: ci.path, Code: code, Message: fmt.Sprintf("field '%s' ", ci.name) + fmt.Sprintf(format, args...)}
 	}
 	s := ci.spec
 	if !present {
@@ -222,16 +251,20 @@ func (p *Pack) CheckInput(in Input) []apperr.FieldError {
 		return nil
 	}
 	var out []apperr.FieldError
-	out = p.checkInputs(out, p.generalChecks, in.Context)
-	return p.checkInputs(out, p.checksByTool[in.Action.Tool], in.Context)
+	out = p.checkInputs(out, p.generalChecks, &in)
+	return p.checkInputs(out, p.checksByTool[in.Action.Tool], &in)
 }
 
-func (p *Pack) checkInputs(out []apperr.FieldError, idx []int, ctx map[string]any) []apperr.FieldError {
+func (p *Pack) checkInputs(out []apperr.FieldError, idx []int, in *Input) []apperr.FieldError {
 	for _, i := range idx {
 		c := &p.checks[i]
 		for j := range c.inputs {
 			ci := &c.inputs[j]
-			v, present := ctx[ci.name]
+			from := in.Context
+			if ci.args {
+				from = in.Action.Arguments
+			}
+			v, present := from[ci.key]
 			if fe := ci.check(v, present); fe != nil && !slices.Contains(out, *fe) {
 				out = append(out, *fe)
 			}

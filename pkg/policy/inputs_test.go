@@ -101,6 +101,7 @@ func TestInputDeclarationsRefused(t *testing.T) {
 		{"string compared with a number", "name: x\ninputs:\n  currency: {type: string}\nrules:\n  - id: c\n    when: 'context.currency == 5'\n    outcome: block\n", "rules[0].when", "no matching overload"},
 		{"undeclared field", "name: x\ninputs:\n  amount: {type: number}\nrules:\n  - id: u\n    when: 'context.amout > 1'\n    outcome: block\n", "rules[0].when", "undefined field 'amout'"},
 		{"unknown type", "name: x\ninputs:\n  amount: {type: integer}\nrules: [{id: a, when: 'true', outcome: warn}]\n", "inputs.amount.type", "line 3: input amount: type must be one of number"},
+		{"bad argument name", "name: x\ninputs:\n  args.amount: {type: number}\nrules: [{id: a, when: 'true', outcome: warn}]\n", "inputs.args.amount", "name must be"},
 		{"bad name", "name: x\ninputs:\n  1amount: {type: number}\nrules: [{id: a, when: 'true', outcome: warn}]\n", "inputs.1amount", "name must be"},
 		{"enum on bool", "name: x\ninputs:\n  f: {type: bool, enum: [true]}\nrules: [{id: a, when: 'true', outcome: warn}]\n", "inputs.f.enum", "string and number inputs only"},
 		{"enum of the wrong type", "name: x\ninputs:\n  n: {type: number, enum: [a]}\nrules: [{id: a, when: 'true', outcome: warn}]\n", "inputs.n.enum[0]", "must be numbers"},
@@ -112,6 +113,56 @@ func TestInputDeclarationsRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { wantInvalid(t, tt.src, tt.path, tt.contains) })
+	}
+}
+
+// Tool arguments (Kaizen's action fields, events' payload arguments) are
+// declared as "arguments.<name>" and checked like context fields.
+func TestArgumentInputs(t *testing.T) {
+	const src = `
+name: args
+inputs:
+  arguments.amount: {type: number, required: true}
+  note: {type: string}
+rules:
+  - id: big
+    when: action.tool == "issue_refund" && action.arguments.amount > 1000 && action.host != "x"
+    outcome: block
+`
+	p := mustPack(t, src)
+	refund := func(args map[string]any) Input {
+		return Input{Action: Action{Tool: "issue_refund", Arguments: args}, Context: map[string]any{"amount": "context is not checked for it"}}
+	}
+	tests := []struct {
+		name string
+		in   Input
+		want []string
+	}{
+		{"valid", refund(map[string]any{"amount": 5000.0}), nil},
+		{"mistyped", refund(map[string]any{"amount": "5000"}), []string{"arguments.amount: field 'arguments.amount' must be a number"}},
+		{"missing", refund(nil), []string{"arguments.amount: field 'arguments.amount' is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, fe := range p.CheckInput(tt.in) {
+				got = append(got, fe.Path+": "+fe.Message)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if d := p.Evaluate(refund(map[string]any{"amount": 5000.0}), OrgPolicy{}); d.Outcome != Block {
+		t.Fatalf("got %s %v", d.Outcome, d.Errors)
+	}
+	for _, bad := range []struct{ when, contains string }{
+		{`action.arguments.amount > "1000"`, "no matching overload"},
+		{`action.arguments.amout > 1`, "undefined field 'amout'"},
+		{`action.tool > 1`, "no matching overload"},
+		{`action["tool"] == "x"`, "no matching overload"},
+	} {
+		wantInvalid(t, strings.Replace(src, `action.tool == "issue_refund" && action.arguments.amount > 1000 && action.host != "x"`, bad.when, 1), "rules[0].when", bad.contains)
 	}
 }
 
