@@ -26,6 +26,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/auth"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api"
 	policysvc "github.com/vigilhq/vigil/services/policy"
@@ -817,7 +818,7 @@ func TestPolServiceDown(t *testing.T) {
 	// A responder that fails.
 	failing, err := a.env.Conn.Subscribe(streams.EvaluateRPC, func(m *nats.Msg) {
 		reply := nats.NewMsg(m.Reply)
-		reply.Header.Set(micro.ErrorCodeHeader, policysvc.RPCUnavailable)
+		reply.Header.Set(micro.ErrorCodeHeader, string(rpc.CodeUnavailable))
 		reply.Header.Set(micro.ErrorHeader, "could not record the decision")
 		_ = m.RespondMsg(reply)
 	})

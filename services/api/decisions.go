@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,50 +10,22 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
-	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // decide asks the policy service. Any failure to get an answer is a 503:
-// the caller must not proceed as if allowed.
+// the caller must not proceed as if allowed. The request carries this
+// call's deadline, and the policy service records nothing once it has
+// passed, so the 503's "no decision was made" holds.
 func (s *Service) decide(ctx context.Context, req rules.EvaluateRequest) (rules.DecisionRecord, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return rules.DecisionRecord{}, fmt.Errorf("encode decision request: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DecisionTimeout)
 	defer cancel()
-	msg, err := s.deps.NC.RequestWithContext(ctx, streams.EvaluateRPC, data)
-	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return rules.DecisionRecord{}, apperr.Unavailable("policy service is not running; no decision was made", time.Second, err)
-		}
-		return rules.DecisionRecord{}, apperr.Unavailable("policy service did not answer in time; no decision was made", time.Second, err)
-	}
-	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
-		desc := msg.Header.Get(micro.ErrorHeader)
-		if code == "400" {
-			// The policy service sends the field details as the body.
-			var details []apperr.FieldError
-			if len(msg.Data) > 0 && json.Unmarshal(msg.Data, &details) != nil {
-				details = nil
-			}
-			return rules.DecisionRecord{}, apperr.Validation(desc, details...)
-		}
-		return rules.DecisionRecord{}, apperr.Unavailable("policy service could not decide: "+desc, time.Second, errors.New(desc))
-	}
-	var rec rules.DecisionRecord
-	if err := json.Unmarshal(msg.Data, &rec); err != nil {
-		return rules.DecisionRecord{}, fmt.Errorf("decode decision: %w", err)
-	}
-	return rec, nil
+	return rules.EvaluateEndpoint.Call(ctx, s.deps.NC, req)
 }
 
 // decisionBody is the union of the three doors' request bodies.

@@ -3,20 +3,16 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
-	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 func (s *Service) listPendingActions(c echo.Context) error {
@@ -98,30 +94,10 @@ func (s *Service) decidePendingAction(c echo.Context) error {
 	}
 	p := httpkit.Principal(c)
 	req := approval.DecideRequest{Tenant: p.Tenant, ID: pathID(c), Decision: in.Decision, Comment: in.Comment, ReviewerGroup: in.ReviewerGroup, By: p.Actor()}
-	data, _ := json.Marshal(req)
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.DecisionTimeout)
 	defer cancel()
-	msg, err := s.deps.NC.RequestWithContext(ctx, streams.DecideRPC, data)
+	a, err := approval.DecideEndpoint.Call(ctx, s.deps.NC, req)
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) {
-			return apperr.Unavailable("guardian service is not running", time.Second, err)
-		}
-		return apperr.Unavailable("guardian service did not answer in time", time.Second, err)
-	}
-	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
-		desc := msg.Header.Get(micro.ErrorHeader)
-		switch code {
-		case "400":
-			return apperr.Validation(desc)
-		case "404":
-			return apperr.NotFound("%s", desc)
-		case "409":
-			return apperr.Conflict("%s", desc)
-		}
-		return apperr.Unavailable("guardian could not decide: "+desc, time.Second, errors.New(desc))
-	}
-	var a approval.Action
-	if err := json.Unmarshal(msg.Data, &a); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, a)

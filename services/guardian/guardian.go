@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -103,6 +104,11 @@ func (s *Service) put(ctx context.Context, op string, a approval.Action, expect 
 	data, err := json.Marshal(approval.Change{Op: op, Action: a, At: time.Now().UTC()})
 	if err != nil {
 		return a, fmt.Errorf("encode approval: %w", err)
+	}
+	// The commit point: over RPC, ctx ends a margin before the caller
+	// gives up, and a caller that gave up reports the action undecided.
+	if err := ctx.Err(); err != nil {
+		return a, apperr.Unavailable("approval not recorded: the caller stopped waiting", time.Second, err)
 	}
 	m := nats.NewMsg(streams.ApprovalSubject(a.Tenant, a.ID))
 	m.Data = data
@@ -217,44 +223,16 @@ func (s *Service) Run(ctx context.Context) error {
 // API takes traffic; Run calls it too and stops it at shutdown.
 func (s *Service) StartRPC() (micro.Service, error) {
 	s.rpcOnce.Do(func() {
-		srv, err := micro.AddService(s.deps.NC, micro.Config{Name: "vigil-guardian", Version: "1.0.0", QueueGroup: "vigil-guardian"})
+		srv, err := rpc.Serve(s.deps.NC, "vigil-guardian", "Pending actions: decide", func(svc micro.Service) error {
+			return approval.DecideEndpoint.Handle(svc, s.log, s.Decide)
+		})
 		if err != nil {
-			s.rpcErr = err
-			return
-		}
-		if err := srv.AddEndpoint("decide", micro.HandlerFunc(s.handleDecide), micro.WithEndpointSubject(streams.DecideRPC)); err != nil {
-			_ = srv.Stop()
 			s.rpcErr = err
 			return
 		}
 		s.rpc = srv
 	})
 	return s.rpc, s.rpcErr
-}
-
-func (s *Service) handleDecide(r micro.Request) {
-	var req approval.DecideRequest
-	if err := json.Unmarshal(r.Data(), &req); err != nil {
-		_ = r.Error("400", "request is not a valid DecideRequest", nil)
-		return
-	}
-	a, err := s.Decide(context.Background(), req)
-	if err != nil {
-		code := "500"
-		switch apperr.KindOf(err) {
-		case apperr.KindValidation:
-			code = "400"
-		case apperr.KindNotFound:
-			code = "404"
-		case apperr.KindConflict:
-			code = "409"
-		case apperr.KindUnavailable:
-			code = "503"
-		}
-		_ = r.Error(code, err.Error(), nil)
-		return
-	}
-	_ = r.RespondJSON(a)
 }
 
 // intake turns require_approval decisions into pending actions. The

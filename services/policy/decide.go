@@ -125,6 +125,12 @@ func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID,
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", subject, err)
 	}
+	// The commit point. Over RPC, ctx ends a margin before the caller
+	// gives up; a caller that gave up answers "no decision was made", so
+	// nothing may be recorded once it has.
+	if err := ctx.Err(); err != nil {
+		return apperr.Unavailable(failure+": the caller stopped waiting", time.Second, err)
+	}
 	m := nats.NewMsg(subject)
 	m.Data = data
 	m.Header.Set(streams.HeaderDecisionID, id)

@@ -5,17 +5,21 @@ import (
 	"encoding/json"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -187,8 +191,8 @@ func TestRPC(t *testing.T) {
 		want    rules.Outcome
 	}{
 		{"decides", `{"tenant":"acme","agentId":"a","action":{"tool":"refund"},"context":{"amount":2000},"source":"decision"}`, "", rules.Block},
-		{"bad json", `{`, RPCBadRequest, 0},
-		{"bad tenant", `{"tenant":"Not Valid","agentId":"a","action":{"tool":"x"}}`, RPCBadRequest, 0},
+		{"bad json", `{`, string(rpc.CodeInvalid), 0},
+		{"bad tenant", `{"tenant":"Not Valid","agentId":"a","action":{"tool":"x"}}`, string(rpc.CodeInvalid), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +211,61 @@ func TestRPC(t *testing.T) {
 				t.Fatalf("reply %s (%v)", msg.Data, err)
 			}
 		})
+	}
+}
+
+// A caller that gives up tells its client "no decision was made"; the
+// policy service must then not record one. The request waits for CONTROL
+// state that does not exist yet (read-your-writes), the caller's deadline
+// passes, and only then does that state arrive: the handler, had it kept
+// going, would now record the decision.
+func TestRPCRecordsNothingAfterTheCallerGaveUp(t *testing.T) {
+	f := start(t)
+	f.putPolicy(t, "acme", limitPolicy)
+	srv, err := f.svc.StartRPC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	ctx := context.Background()
+	control, err := f.env.JS.Stream(ctx, streams.Control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := control.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := rules.EvaluateRequest{Tenant: "acme", AgentID: "a1", Action: rules.Action{Tool: "refund"}, Context: map[string]any{"amount": 5000},
+		Source: rules.SourceDecision, ControlSeq: info.State.LastSeq + 1}
+
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = rules.EvaluateEndpoint.Call(short, f.env.Conn, req)
+	cancel()
+	if apperr.KindOf(err) != apperr.KindUnavailable || !strings.Contains(err.Error(), "no decision was made") {
+		t.Fatalf("Call = %v, want unavailable: no decision was made", err)
+	}
+	f.putPolicy(t, "acme", limitPolicy) // the awaited CONTROL state arrives
+
+	// A second request is handled after the first has returned (one
+	// subscription delivers in order), so once it is answered the first
+	// has recorded whatever it was going to.
+	req.ControlSeq = 0
+	long, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := rules.EvaluateEndpoint.Call(long, f.env.Conn, req); err != nil {
+		t.Fatal(err)
+	}
+	policy, err := f.env.JS.Stream(ctx, streams.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinfo, err := policy.Info(ctx, jetstream.WithSubjectFilter(streams.DecisionSubject("acme", "a1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := pinfo.State.Subjects[streams.DecisionSubject("acme", "a1")]; n != 1 {
+		t.Fatalf("%d decisions recorded, want 1: the one its caller waited for", n)
 	}
 }
 

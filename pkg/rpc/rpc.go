@@ -1,0 +1,238 @@
+// Package rpc is Vigil's one request/reply kit over the nats.go micro
+// framework. An Endpoint names a subject with its request and response
+// types; the caller (Call) and the callee (Handle) are both written from
+// that one value, so they cannot disagree on shape, error codes or
+// deadlines:
+//
+//   - errors travel as typed codes in micro's Nats-Service-Error-Code
+//     header (the envelope's stable codes, such as "invalid_request" or
+//     "not_found"), with field details as the body, and come back to the
+//     caller as the same apperr kind;
+//   - the caller's deadline travels in the Vigil-Timeout-Ms header (time
+//     left, so the two clocks need not agree). The handler's context ends
+//     a safety margin before the caller gives up, so a callee that checks
+//     its context before its commit point (recording a decision) never
+//     records what its caller has been told was not done.
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+)
+
+// TimeoutHeader carries the caller's remaining time in milliseconds.
+const TimeoutHeader = "Vigil-Timeout-Ms"
+
+// Code is an error code carried in micro.ErrorCodeHeader.
+type Code string
+
+// Codes, one per apperr kind (the envelope's short codes), plus
+// DeadlineExceeded: the callee stopped because its caller had given up.
+const (
+	CodeInvalid          Code = "invalid_request"
+	CodeUnauthenticated  Code = "unauthorized"
+	CodeForbidden        Code = "forbidden"
+	CodeNotFound         Code = "not_found"
+	CodeConflict         Code = "conflict"
+	CodeTooLarge         Code = "payload_too_large"
+	CodeRateLimited      Code = "rate_limited"
+	CodeUnavailable      Code = "unavailable"
+	CodeInternal         Code = "internal_error"
+	CodeDeadlineExceeded Code = "deadline_exceeded"
+)
+
+var kindCodes = map[apperr.Kind]Code{
+	apperr.KindValidation: CodeInvalid, apperr.KindUnauthenticated: CodeUnauthenticated,
+	apperr.KindForbidden: CodeForbidden, apperr.KindNotFound: CodeNotFound, apperr.KindConflict: CodeConflict,
+	apperr.KindTooLarge: CodeTooLarge, apperr.KindRateLimited: CodeRateLimited,
+	apperr.KindUnavailable: CodeUnavailable, apperr.KindInternal: CodeInternal,
+}
+
+// CodeOf is the code err travels with.
+func CodeOf(err error) Code {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return CodeDeadlineExceeded
+	}
+	return kindCodes[apperr.KindOf(err)]
+}
+
+// Margin is how long before its caller's deadline a handler's context
+// ends: the time for its reply to travel back. A tenth of the caller's
+// budget, within [5 ms, 250 ms].
+func Margin(budget time.Duration) time.Duration {
+	return min(max(budget/10, 5*time.Millisecond), 250*time.Millisecond)
+}
+
+// Endpoint is one request/reply subject and its types.
+type Endpoint[Req, Resp any] struct {
+	// Name is the micro endpoint name; Subject where it is served.
+	Name, Subject string
+	// Service names the callee in errors ("policy service").
+	Service string
+	// NotDone, when set, is what an unanswered call means for the caller,
+	// appended to its error ("no decision was made").
+	NotDone string
+	// MaxWait bounds a handler whose caller sent no deadline.
+	MaxWait time.Duration
+}
+
+func (e Endpoint[Req, Resp]) unavailable(what string, err error) error {
+	msg := e.Service + " " + what
+	if e.NotDone != "" {
+		msg += "; " + e.NotDone
+	}
+	return apperr.Unavailable(msg, time.Second, err)
+}
+
+// Call sends req and waits for the reply until ctx ends. Every failure to
+// get an answer is apperr.Unavailable (the caller must not proceed as if
+// the callee had acted); an error the callee answered comes back as the
+// apperr kind it had there.
+func (e Endpoint[Req, Resp]) Call(ctx context.Context, nc *nats.Conn, req Req) (Resp, error) {
+	var zero Resp
+	data, err := json.Marshal(req)
+	if err != nil {
+		return zero, fmt.Errorf("encode %s request: %w", e.Name, err)
+	}
+	m := nats.NewMsg(e.Subject)
+	m.Data = data
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			return zero, e.unavailable("was not asked: no time was left", context.DeadlineExceeded)
+		}
+		m.Header.Set(TimeoutHeader, strconv.FormatInt(left.Milliseconds(), 10))
+	}
+	reply, err := nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return zero, e.unavailable("is not running", err)
+		}
+		return zero, e.unavailable("did not answer in time", err)
+	}
+	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return zero, e.remoteError(Code(code), reply.Header.Get(micro.ErrorHeader), reply.Data)
+	}
+	var resp Resp
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return zero, e.unavailable("answered what is not a "+e.Name+" reply", err)
+	}
+	return resp, nil
+}
+
+// remoteError turns a coded reply back into the apperr the handler had.
+func (e Endpoint[Req, Resp]) remoteError(code Code, desc string, body []byte) error {
+	switch code {
+	case CodeInvalid:
+		var details []apperr.FieldError
+		if len(body) > 0 && json.Unmarshal(body, &details) != nil {
+			details = nil
+		}
+		return apperr.Validation(desc, details...)
+	case CodeUnauthenticated:
+		return apperr.Unauthenticated(desc)
+	case CodeForbidden:
+		return apperr.Forbidden(desc)
+	case CodeNotFound:
+		return apperr.NotFound("%s", desc)
+	case CodeConflict:
+		return apperr.Conflict("%s", desc)
+	case CodeTooLarge:
+		return apperr.TooLarge(desc)
+	}
+	// Unavailable, internal, deadline exceeded or a code from a newer
+	// peer: the callee did not do it, and the caller may retry.
+	return e.unavailable("could not answer: "+desc, fmt.Errorf("%s: %s", code, desc))
+}
+
+// Handle adds the endpoint to svc, serving it with fn. fn's context ends
+// Margin before the caller's deadline (or after MaxWait when the caller
+// sent none); fn must check it before any step that cannot be undone. A
+// request that does not decode is answered invalid_request without
+// calling fn.
+func (e Endpoint[Req, Resp]) Handle(svc micro.Service, log *slog.Logger, fn func(context.Context, Req) (Resp, error)) error {
+	handler := func(r micro.Request) {
+		rctx, cancel := e.requestContext(r.Headers())
+		defer cancel()
+		var req Req
+		if err := json.Unmarshal(r.Data(), &req); err != nil {
+			_ = r.Error(string(CodeInvalid), fmt.Sprintf("request is not a valid %s request", e.Name), nil)
+			return
+		}
+		resp, err := fn(rctx, req)
+		if err == nil && rctx.Err() != nil {
+			// Done, but too late for the caller to hear it: say so rather
+			// than send an answer nobody reads.
+			err = fmt.Errorf("%s: %w", e.Name, rctx.Err())
+		}
+		if err != nil {
+			e.respondError(r, log, err)
+			return
+		}
+		if err := r.RespondJSON(resp); err != nil {
+			log.Warn("rpc reply", slog.String("endpoint", e.Name), slog.String("error", err.Error()))
+		}
+	}
+	if err := svc.AddEndpoint(e.Name, micro.HandlerFunc(handler), micro.WithEndpointSubject(e.Subject)); err != nil {
+		return fmt.Errorf("rpc %s: %w", e.Name, err)
+	}
+	return nil
+}
+
+// requestContext is a handler's context: the caller's time left less the
+// margin for the reply. It does not derive from the service's run
+// context: micro drains in-flight requests at Stop, and this bound ends
+// them anyway.
+func (e Endpoint[Req, Resp]) requestContext(h micro.Headers) (context.Context, context.CancelFunc) {
+	parent := context.Background()
+	budget := e.MaxWait
+	if ms, err := strconv.ParseInt(h.Get(TimeoutHeader), 10, 64); err == nil && ms > 0 {
+		budget = time.Duration(ms) * time.Millisecond
+		budget -= Margin(budget)
+	}
+	if budget <= 0 {
+		return context.WithCancel(parent)
+	}
+	return context.WithTimeout(parent, budget)
+}
+
+func (e Endpoint[Req, Resp]) respondError(r micro.Request, log *slog.Logger, err error) {
+	code := CodeOf(err)
+	if code == CodeInternal {
+		log.Error("rpc", slog.String("endpoint", e.Name), slog.String("error", err.Error()))
+	}
+	msg := err.Error()
+	var ae *apperr.Error
+	var body []byte
+	if errors.As(err, &ae) {
+		msg = ae.Message
+		if len(ae.Details) > 0 {
+			body, _ = json.Marshal(ae.Details)
+		}
+	}
+	_ = r.Error(string(code), msg, body)
+}
+
+// Serve starts a micro service (queue group = name, so instances share the
+// work) with the endpoints added by add.
+func Serve(nc *nats.Conn, name, description string, add func(micro.Service) error) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{Name: name, Version: "1.0.0", Description: description, QueueGroup: name})
+	if err != nil {
+		return nil, fmt.Errorf("rpc service %s: %w", name, err)
+	}
+	if err := add(svc); err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
+	return svc, nil
+}
