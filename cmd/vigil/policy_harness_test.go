@@ -33,6 +33,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 )
@@ -371,20 +372,10 @@ func (c polClient) createPolicy(src string) string {
 	return id
 }
 
-// polEventually polls cond until it holds or within passes.
+// polEventually is testkit.EventuallyWithin under its harness name.
 func polEventually(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %s; last state: %s", what, within, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.EventuallyWithin(t, within, what, cond)
 }
 
 // waitDecision polls GET /v1/decisions/:id until the record is queryable.
