@@ -58,7 +58,7 @@ func project(m jetstream.Msg) (chx.Rows, error) {
 
 // sinkEnv is one test's JetStream, ClickHouse database, stream and table.
 type sinkEnv struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	nats *natstest.Env
 	db   *chtest.DB
@@ -66,7 +66,7 @@ type sinkEnv struct {
 
 // newSinkEnv creates the stream and the table; extra columns are appended
 // to (id String, n UInt64).
-func newSinkEnv(t *testing.T, engine string, extra ...string) *sinkEnv {
+func newSinkEnv(t testing.TB, engine string, extra ...string) *sinkEnv {
 	t.Helper()
 	e := &sinkEnv{t: t, ctx: testCtx(t), nats: natstest.Start(t), db: chtest.New(t)}
 	if err := natsx.EnsureStreams(e.ctx, e.nats.JS, jetstream.StreamConfig{
@@ -116,7 +116,7 @@ func (e *sinkEnv) publishRaw(data []byte) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -169,7 +169,7 @@ func (e *sinkEnv) waitRows(want uint64) {
 }
 
 type runningSink struct {
-	t      *testing.T
+	t      testing.TB
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
