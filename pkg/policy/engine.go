@@ -475,12 +475,7 @@ func (a *lazyActivation) build(i int) any {
 	in := a.in
 	switch i {
 	case 0:
-		return map[string]any{
-			"kind": in.Action.Kind, "tool": in.Action.Tool, "target": in.Action.Target, "host": a.host,
-			"publisher": in.Action.Publisher, "operation": in.Action.Operation, "toolType": in.Action.ToolType,
-			"targetSystem": in.Action.TargetSystem, "initiatorType": in.Action.InitiatorType,
-			"arguments": orEmpty(in.Action.Arguments), "metadata": orEmpty(in.Action.Metadata),
-		}
+		return &actionVal{a: &in.Action, host: a.host}
 	case 1:
 		return orEmpty(in.Context)
 	case 2:
