@@ -42,37 +42,9 @@ const (
 
 // ---- logs ----
 
-// logBuffer collects the stack's logs; they are printed only when the test
-// fails, so a green run stays quiet and a red one explains itself.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buf.Len() > 4<<20 { // keep the tail bounded
-		l.buf.Reset()
-		l.buf.WriteString("…(earlier logs dropped)\n")
-	}
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 func testLogger(t *testing.T) *slog.Logger {
-	lb := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("stack logs:\n%s", lb.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, _ := testkit.Logger(t, slog.LevelInfo)
+	return log
 }
 
 // ---- the stack ----

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/judge"
+	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
@@ -188,7 +189,7 @@ func enableJudge(t *testing.T, s *testStack, key, agentID string) {
 }
 
 func TestJudgeEndToEnd(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &testkit.Logs{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("stack logs:\n%s", logs.String())

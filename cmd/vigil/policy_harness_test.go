@@ -7,7 +7,6 @@ package main
 // end-to-end helpers of this package.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,32 +40,9 @@ import (
 // (decisions are queryable within about a second).
 const polWait = 15 * time.Second
 
-// polLogs keeps a stack's logs and prints them only if the test fails.
-type polLogs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *polLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buf.Len() > 4<<20 {
-		l.buf.Reset()
-		l.buf.WriteString("…(earlier logs dropped)\n")
-	}
-	return l.buf.Write(p)
-}
-
 func polLogger(t *testing.T) *slog.Logger {
-	l := &polLogs{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Logf("stack logs:\n%s", l.buf.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log, _ := testkit.Logger(t, slog.LevelInfo)
+	return log
 }
 
 // polStack is an all-in-one Vigil (ingest, api, policy) serving HTTP on a

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 type redactSample struct{ Class, Value string }
@@ -107,7 +108,7 @@ func chStrings(t *testing.T, db *chtest.DB, query string, args ...any) string {
 }
 
 func TestRedactionEndToEnd(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &testkit.Logs{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("stack logs:\n%s", logs.String())

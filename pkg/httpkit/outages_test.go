@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,25 +20,11 @@ import (
 	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
-// logLines is a log sink the test can read back.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// count returns how many records have level and msg.
-func (l *logLines) count(t *testing.T, level, msg string) int {
+// count returns how many JSON records in logs have level and msg.
+func count(t *testing.T, logs *testkit.Logs, level, msg string) int {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	n := 0
-	for _, line := range bytes.Split(bytes.TrimSpace(l.buf.Bytes()), []byte("\n")) {
+	for _, line := range bytes.Split(bytes.TrimSpace([]byte(logs.String())), []byte("\n")) {
 		if len(line) == 0 {
 			continue
 		}
@@ -60,7 +45,7 @@ const (
 )
 
 func TestUnavailabilityLoggedOncePerStateChange(t *testing.T) {
-	logs := &logLines{}
+	logs := &testkit.Logs{}
 	e, err := httpkit.NewServer(slog.New(slog.NewJSONHandler(logs, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +115,7 @@ func TestUnavailabilityLoggedOncePerStateChange(t *testing.T) {
 		// out, so the counts may lag the last answer by a moment; they only
 		// grow, so an extra record would still fail a later step.
 		testkit.Eventually(t, st.name, func() (bool, string) {
-			downs, backs, errs := logs.count(t, "WARN", msgDown), logs.count(t, "WARN", msgBack), logs.count(t, "ERROR", "")
+			downs, backs, errs := count(t, logs, "WARN", msgDown), count(t, logs, "WARN", msgBack), count(t, logs, "ERROR", "")
 			return downs == st.downs && backs == st.backs && errs == st.errorLogs,
 				fmt.Sprintf("%d outage warnings (want %d), %d recoveries (want %d), %d errors (want %d)",
 					downs, st.downs, backs, st.backs, errs, st.errorLogs)

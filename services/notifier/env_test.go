@@ -34,24 +34,6 @@ import (
 	"github.com/vigilhq/vigil/services/notifier"
 )
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	t     testing.TB
 	nats  *natstest.Env
@@ -60,7 +42,7 @@ type env struct {
 	deps  notifier.Deps
 	svc   *notifier.Service
 	srv   *httptest.Server
-	logs  *syncBuffer
+	logs  *testkit.Logs
 	keys  map[string]string // "tenant/role" → token
 	stop  func()
 	store *control.Store
@@ -92,7 +74,7 @@ func (r staticResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.
 
 func newEnv(t testing.TB, mod func(*notifier.Config)) *env {
 	t.Helper()
-	e := &env{t: t, nats: natstest.Start(t), logs: &syncBuffer{}, keys: map[string]string{}}
+	e := &env{t: t, nats: natstest.Start(t), logs: &testkit.Logs{}, keys: map[string]string{}}
 	e.js = e.nats.JS
 	ctx := context.Background()
 	o := streams.DefaultOptions
