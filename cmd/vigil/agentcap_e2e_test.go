@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/services/api"
@@ -67,7 +68,7 @@ func TestAgentCap(t *testing.T) {
 	}
 	last := br.Results[999]
 	if last.Status != "rejected" || last.Error == nil || last.Error.Code != "CONFLICT" || len(last.Error.Details) != 1 ||
-		last.Error.Details[0].Code != ingest.CodeAgentLimit || last.Error.Details[0].Path != "events[999].agentId" || last.EventID == "" {
+		last.Error.Details[0].Code != agent.CodeLimit || last.Error.Details[0].Path != "events[999].agentId" || last.EventID == "" {
 		t.Fatalf("refused event's result: %+v", last)
 	}
 	eventually(t, 15*time.Second, func() (bool, string) {
@@ -81,8 +82,13 @@ func TestAgentCap(t *testing.T) {
 	// One event of a new agent: the single-event door gives the same
 	// answer; a known agent still reports.
 	r := s.post(agentKey, "/v1/events", ev("one-more", "s-1", time.Now()))
-	checkEnvelope(t, r, http.StatusConflict, "CONFLICT", "conflict", []pair{{"agentId", ingest.CodeAgentLimit}})
+	checkEnvelope(t, r, http.StatusConflict, "CONFLICT", "conflict", []pair{{"agentId", agent.CodeLimit}})
 	expect(t, s.post(agentKey, "/v1/events", ev("flood-0003", "s-1", time.Now())), http.StatusAccepted, "known agent")
+
+	// Registering a new agent explicitly is refused the same way; claiming
+	// a discovered one is not a new agent.
+	checkEnvelope(t, s.post(owner, "/v1/agents", map[string]any{"agentId": "registered-past-the-cap"}), http.StatusConflict, "CONFLICT", "conflict", []pair{{"agentId", agent.CodeLimit}})
+	expect(t, s.post(owner, "/v1/agents", map[string]any{"agentId": "flood-0004", "name": "claimed"}), http.StatusCreated, "claim a discovered agent")
 }
 
 // TestAgentCapDiscoveryBackstop: with no cap at ingest (or batches racing

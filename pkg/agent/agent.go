@@ -109,10 +109,24 @@ func NewID() string {
 }
 
 // DefaultMaxPerTenant is how many agents a tenant may have before events
-// naming a new agent are refused at ingest and discovery stops adding
-// agents: one runaway client inventing an id per event must not grow the
-// registry (and every per-agent projection) without bound.
+// naming a new agent are refused at ingest, registrations of new agents
+// are refused and discovery stops adding agents: one runaway client
+// inventing an id per event must not grow the registry (and every
+// per-agent projection) without bound.
 const DefaultMaxPerTenant = 10000
+
+// CodeLimit is the field error code of a request refused because its
+// tenant is at its agent cap.
+const CodeLimit = "agent_limit"
+
+// LimitReached is the error for a new agent id when the tenant already
+// has max agents; path prefixes the field ("events[3]." in a batch).
+func LimitReached(max int, id, path string) error {
+	e := apperr.Conflict("the tenant has reached its limit of %d agents; new agents are refused", max)
+	e.Details = []apperr.FieldError{{Path: path + "agentId", Code: CodeLimit,
+		Message: fmt.Sprintf("agent %q is new and the tenant already has %d agents (the deployment's cap)", id, max)}}
+	return e
+}
 
 // Discovered is the state recorded for an agent first seen in an event.
 func Discovered(id string, at time.Time) Agent {

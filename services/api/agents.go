@@ -51,6 +51,9 @@ func (s *Service) registerAgent(c echo.Context) error {
 	cur, err := s.deps.Store.Agent(ctx, p.Tenant, a.AgentID)
 	switch {
 	case errors.Is(err, control.ErrNotFound):
+		if s.cfg.MaxAgents > 0 && s.deps.Catalog.AgentCount(p.Tenant) >= s.cfg.MaxAgents {
+			return agent.LimitReached(s.cfg.MaxAgents, a.AgentID, "")
+		}
 	case err != nil:
 		return err
 	case cur.Source == agent.SourceDiscovered:

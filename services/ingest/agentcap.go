@@ -1,14 +1,8 @@
 package ingest
 
 import (
-	"fmt"
-
-	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/agent"
 )
-
-// CodeAgentLimit is the field error code of an event refused because its
-// tenant is at its agent cap.
-const CodeAgentLimit = "agent_limit"
 
 // agentGate admits, within one request, the events of agents the tenant
 // already has, and of new agents while the tenant stays below the cap
@@ -42,10 +36,7 @@ func (g *agentGate) admit(id, path string) error {
 		g.count = g.agents.AgentCount(g.tenant)
 	}
 	if g.count+len(g.fresh) >= g.max {
-		e := apperr.Conflict("the tenant has reached its limit of %d agents; events of new agents are refused", g.max)
-		e.Details = []apperr.FieldError{{Path: path + "agentId", Code: CodeAgentLimit,
-			Message: fmt.Sprintf("agent %q is new and the tenant already has %d agents (the deployment's cap)", id, g.max)}}
-		return e
+		return agent.LimitReached(g.max, id, path)
 	}
 	if g.fresh == nil {
 		g.fresh = map[string]struct{}{}
