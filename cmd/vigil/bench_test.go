@@ -126,7 +126,6 @@ func TestBenchDecide(t *testing.T) {
 func TestBenchNotify(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	t.Setenv(envNotifierAllowPrivate, "127.0.0.0/8")
 	var out bytes.Buffer
 	err := runBench(ctx, []string{"notify", "--channels", "3", "--rate", "20", "--duration", "1s",
 		"--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)

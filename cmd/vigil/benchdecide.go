@@ -75,7 +75,7 @@ stall counts against every request it delays (no coordinated omission).`)
 	if err != nil {
 		return err
 	}
-	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, sec, log)
+	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, sec, nil, log)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -60,10 +60,6 @@ that must reach every channel.`)
 	if err != nil {
 		return err
 	}
-	// The receiver is on loopback: allow it, for this process only.
-	if err := os.Setenv(envNotifierAllowPrivate, "127.0.0.0/8"); err != nil {
-		return err
-	}
 
 	var (
 		mu      sync.Mutex
@@ -89,7 +85,9 @@ that must reach every channel.`)
 	go func() { _ = recv.Serve(rln) }()
 	defer recv.Close()
 
-	bs, err := startBenchStack(ctx, *dsn, "notify", 16, NATSAuth, log)
+	// The receiver is on loopback: the notifier may deliver there.
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	bs, err := startBenchStack(ctx, *dsn, "notify", 16, NATSAuth, loopback, log)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"time"
 
@@ -26,15 +27,16 @@ type benchStack struct {
 }
 
 // startBenchStack starts the stack on ClickHouse dsn with a temporary
-// data directory, rate limits off, and conns client connections.
-func startBenchStack(ctx context.Context, dsn, name string, conns int, sec NATSSecurity, log *slog.Logger) (*benchStack, error) {
+// data directory, rate limits off, and conns client connections. The
+// notifier may deliver to allowPrivate (the bench's loopback receiver).
+func startBenchStack(ctx context.Context, dsn, name string, conns int, sec NATSSecurity, allowPrivate []netip.Prefix, log *slog.Logger) (*benchStack, error) {
 	dir, err := os.MkdirTemp("", "vigil-bench-"+name+"-")
 	if err != nil {
 		return nil, err
 	}
 	st, err := StartStack(ctx, StackConfig{
 		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, NATSSecurity: sec, ClickHouseDSN: dsn, ClickHouseWait: 10 * time.Second,
-		Ingest: ingest.DefaultConfig(), API: benchAPIConfig(), Log: log,
+		Ingest: ingest.DefaultConfig(), API: benchAPIConfig(), NotifierAllowPrivate: allowPrivate, Log: log,
 	})
 	if err != nil {
 		os.RemoveAll(dir)

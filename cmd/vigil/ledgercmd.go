@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
@@ -33,12 +32,13 @@ func runLedger(ctx context.Context, args []string, out io.Writer) error {
 // ledgerKeyFlags are how the CLI finds the ledger's key: the deployment
 // signing seed the ledger derives it from, or a pinned verifier key.
 type ledgerKeyFlags struct {
-	signingKey, dataDir, origin *string
+	signingKey      *config.Secret
+	dataDir, origin *string
 }
 
 func addLedgerKeyFlags(fs *config.FlagSet) ledgerKeyFlags {
 	return ledgerKeyFlags{
-		signingKey: fs.String("signing-key", "VIGIL_SIGNING_KEY", "", "base64 deployment signing seed (default: <data-dir>/signing.key)"),
+		signingKey: fs.SigningKey(),
 		dataDir:    fs.String("data-dir", "VIGIL_DATA_DIR", "./.vigil", "vigil dev's data directory, holding signing.key"),
 		origin:     fs.String("origin", "VIGIL_LEDGER_ORIGIN", ledger.DefaultConfig().Origin, "the ledger's origin prefix and key name"),
 	}
@@ -47,12 +47,14 @@ func addLedgerKeyFlags(fs *config.FlagSet) ledgerKeyFlags {
 // verifierKey derives the ledger's note verifier key. Unlike `vigil dev`,
 // it never creates a signing key.
 func (f ledgerKeyFlags) verifierKey() (string, error) {
-	if *f.signingKey == "" {
-		if _, err := os.Stat(filepath.Join(*f.dataDir, "signing.key")); err != nil {
-			return "", fmt.Errorf("no --signing-key and no %s: %w", filepath.Join(*f.dataDir, "signing.key"), err)
+	file := filepath.Join(*f.dataDir, "signing.key")
+	seed, err := f.signingKey.Optional()
+	if err == nil && seed == nil {
+		if _, err := os.Stat(file); err != nil {
+			return "", fmt.Errorf("no --signing-key and no %s: %w", file, err)
 		}
+		seed, err = f.signingKey.OrFile(file)
 	}
-	seed, err := signingSeed(*f.signingKey, *f.dataDir)
 	if err != nil {
 		return "", err
 	}
@@ -102,7 +104,7 @@ func runLedgerAudit(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 10*time.Second, log)
+	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseWait, log)
 	if err != nil {
 		return err
 	}

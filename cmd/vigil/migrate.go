@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"time"
 
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/config"
@@ -41,7 +40,7 @@ func runMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, 30*time.Second, log)
+	conn, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseWait, log)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -78,8 +79,10 @@ func (h *hookReceiver) waitType(t *testing.T, typ string) hookRequest {
 // TestNotifierEndToEnd: in `vigil dev`, a block decision and an approval's
 // request and resolution reach a webhook channel, signed.
 func TestNotifierEndToEnd(t *testing.T) {
-	t.Setenv(envNotifierAllowPrivate, "127.0.0.0/8")
-	s := polStart(t)
+	// The receiver is on loopback: the notifier may deliver there.
+	s := polStartWith(t, func(c *StackConfig) {
+		c.NotifierAllowPrivate = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
 	owner := s.as(s.key("acme", auth.RoleOwner))
 	owner.createPolicy(notifierPolicy)
 	rc := newHookReceiver(t)

@@ -847,6 +847,10 @@ func TestPolServiceDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
+	if err := svc.Start(runCtx); err != nil {
+		stop()
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(runCtx) }()
 	t.Cleanup(func() {

@@ -56,16 +56,23 @@ type polStack struct {
 
 // polStart starts a stack with the zero policy config (defaults and an
 // ephemeral signing key) and stops it when the test ends.
-func polStart(t *testing.T) *polStack {
+func polStart(t *testing.T) *polStack { t.Helper(); return polStartWith(t, nil) }
+
+// polStartWith is polStart with a configuration adjust may change.
+func polStartWith(t *testing.T, adjust func(*StackConfig)) *polStack {
 	t.Helper()
 	db := chtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := StartStack(ctx, StackConfig{
+	cfg := StackConfig{
 		DataDir: t.TempDir(), NATSHost: "127.0.0.1", NATSPort: -1,
 		ClickHouseDSN: db.DSN, ClickHouseWait: 10 * time.Second,
 		Ingest: ingest.DefaultConfig(), API: api.DefaultConfig(), Log: polLogger(t),
-	})
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	st, err := StartStack(ctx, cfg)
 	if err != nil {
 		t.Fatalf("StartStack: %v", err)
 	}

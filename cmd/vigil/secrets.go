@@ -2,17 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
 )
 
@@ -30,51 +26,8 @@ const (
 )
 
 // keyFile reads the base64 key kept in path or, when there is none yet,
-// generates a 32-byte one into it (mode 0600, directory 0700).
-func keyFile(path string) ([]byte, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil || len(k) < 32 {
-			return nil, fmt.Errorf("%s is not a base64 secret of at least 32 bytes", path)
-		}
-		return k, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	k := make([]byte, 32)
-	if _, err := rand.Read(k); err != nil {
-		return nil, fmt.Errorf("generate %s: %w", path, err)
-	}
-	if err := writeKeyFile(path, k); err != nil {
-		return nil, err
-	}
-	return k, nil
-}
-
-// writeKeyFile stores k base64-encoded in path (0600), creating the
-// directory (0700); an existing file is replaced atomically.
-func writeKeyFile(path string, k []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("store %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(base64.StdEncoding.EncodeToString(k) + "\n"); err != nil {
-		tmp.Close()
-		return fmt.Errorf("store %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("store %s: %w", path, err)
-	}
-	// CreateTemp already made it 0600.
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("store %s: %w", path, err)
-	}
-	return nil
-}
+// generates a 32-byte one into it (see config.KeyFile).
+func keyFile(path string) ([]byte, error) { return config.KeyFile(path, 32, false) }
 
 // stackSecrets fills the redaction and judge sealing keys cfg leaves
 // empty from the data directory's key files, sharing one key between the

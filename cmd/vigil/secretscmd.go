@@ -74,7 +74,7 @@ func (d dirStore) set(name, b64 string) error {
 	if err != nil {
 		return err
 	}
-	return writeKeyFile(d.path(name), k)
+	return config.WriteKeyFile(d.path(name), k)
 }
 
 func (d dirStore) del(name string) error {

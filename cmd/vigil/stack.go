@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -24,11 +26,13 @@ import (
 	"github.com/vigilhq/vigil/pkg/oidc"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
+	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/tenant"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/guardian"
 	"github.com/vigilhq/vigil/services/ingest"
 	"github.com/vigilhq/vigil/services/ledger"
+	"github.com/vigilhq/vigil/services/ledger/evidence"
 	"github.com/vigilhq/vigil/services/notifier"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 	"github.com/vigilhq/vigil/services/risk"
@@ -37,7 +41,8 @@ import (
 // StackConfig configures an all-in-one Vigil: what `vigil dev` runs, and
 // what the end-to-end tests and `vigil bench` start in-process.
 type StackConfig struct {
-	// DataDir holds the embedded NATS store (under DataDir/nats).
+	// DataDir holds the embedded NATS store (under DataDir/nats) and the
+	// keys generated for dev.
 	DataDir string
 	// NATSHost and NATSPort are where the embedded server listens, so that
 	// the CLI and other processes can reach it; port -1 picks one.
@@ -51,15 +56,24 @@ type StackConfig struct {
 	ClickHouseDSN string
 	// ClickHouseWait is how long to wait for ClickHouse at start.
 	ClickHouseWait time.Duration
-	Ingest         ingest.Config
-	API            api.Config
-	Policy         policysvc.Config
+	// Streams are the options of every stream and bucket; zero is
+	// streams.DefaultOptions. They override the services' own.
+	Streams streams.Options
+	Ingest  ingest.Config
+	API     api.Config
+	Policy  policysvc.Config
+	// NotifierKey encrypts channel credentials at rest; nil keeps a
+	// generated one in DataDir/notifier.key.
+	NotifierKey []byte
+	// NotifierAllowPrivate are private networks deliveries may reach.
+	NotifierAllowPrivate []netip.Prefix
 	// OIDC, if set, lets console members sign in with the provider's tokens.
 	OIDC *oidc.Verifier
 	Log  *slog.Logger
 }
 
-// Stack is a running all-in-one Vigil.
+// Stack is a running all-in-one Vigil: every service's component under
+// one daemon.Supervisor, with an embedded NATS server.
 type Stack struct {
 	NATS    *server.Server
 	NC      *nats.Conn
@@ -81,20 +95,15 @@ type Stack struct {
 	// BootstrapKey is the owner key created on first start, or "".
 	BootstrapKey string
 
-	log     *slog.Logger
-	local   *localNATS
-	workers []daemon.Worker
-	// routes and responders are added by the services wired in
-	// stack_<service>.go; responders start once the catalog is in sync.
-	routes     []func(*echo.Echo)
-	responders []func() error
-	stopCat    context.CancelFunc
+	local *localNATS
+	sup   *daemon.Supervisor
 }
 
-// StartStack brings up NATS, connects everything, creates streams, applies
-// migrations and, on a fresh install, creates the first owner key.
+// StartStack brings up NATS, connects everything and starts every
+// service's component (streams, migrations, views; see daemon.Supervisor)
+// and, on a fresh install, creates the first owner key.
 func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
-	st = &Stack{log: cfg.Log, Reg: daemon.Registry()}
+	st = &Stack{Reg: daemon.Registry()}
 	defer func() {
 		if err != nil {
 			st.Close()
@@ -114,109 +123,13 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	if err := stackSecrets(&cfg); err != nil {
 		return st, err
 	}
-	st.Catalog, st.Store = control.NewCatalog(st.JS, cfg.Log, control.WithOIDC(cfg.OIDC)), control.NewStore(st.JS)
-	// Zero limits (benchmarks, ingest alone) admit everything.
-	limits := cfg.API.RateLimits
-	st.Limiter = ratelimit.New(st.NC, "vigil-dev", func(t string) ratelimit.Limits { return st.Catalog.Limits(t, limits) }, cfg.Log)
-	st.workers = append(st.workers, st.Limiter.Run)
-
 	if cfg.ClickHouseDSN != "" {
 		st.CH, err = daemon.OpenClickHouse(ctx, cfg.ClickHouseDSN, cfg.ClickHouseWait, cfg.Log)
 		if err != nil {
 			return st, fmt.Errorf("clickhouse at %s: %w (is it running? `make clickhouse` starts it)", cfg.ClickHouseDSN, err)
 		}
-		st.Board = approval.NewBoard(st.JS, cfg.Log)
-		st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: st.Store, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter})
-		if err != nil {
-			return st, err
-		}
 	}
-	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, Agents: st.Catalog})
-	if err != nil {
-		return st, err
-	}
-
-	if err := st.Ingest.EnsureStreams(ctx); err != nil {
-		return st, err
-	}
-	if st.API != nil {
-		if err := st.API.EnsureStreams(ctx); err != nil {
-			return st, err
-		}
-		if err := st.Ingest.Migrate(ctx); err != nil {
-			return st, err
-		}
-		if err := st.API.Migrate(ctx); err != nil {
-			return st, err
-		}
-		if cfg.Policy.PublishTimeout == 0 {
-			// Zero config (tests, benchmarks): defaults with an ephemeral
-			// signing key, so packs verify only within this run.
-			cfg.Policy = policysvc.DefaultConfig()
-			cfg.Policy.SigningSeed = rules.NewSeed()
-			cfg.Policy.RedactionKey, cfg.Policy.Judge.SealSecret = cfg.Ingest.RedactionKey, cfg.API.Judge.SealSecret
-		}
-		st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg})
-		if err != nil {
-			return st, err
-		}
-		if err := st.Policy.EnsureStreams(ctx); err != nil {
-			return st, err
-		}
-		if err := st.Policy.Migrate(ctx); err != nil {
-			return st, err
-		}
-		st.Guard, err = guardian.New(guardian.DefaultConfig(), guardian.Deps{NC: st.NC, JS: st.JS, Board: st.Board, Log: cfg.Log, Registerer: st.Reg})
-		if err != nil {
-			return st, err
-		}
-		if err := st.Guard.EnsureStreams(ctx); err != nil {
-			return st, err
-		}
-		st.workers = append(st.workers, st.Ingest.Run, st.API.Run, st.Policy.Run, st.Guard.Run)
-		for _, start := range []func(context.Context, StackConfig) error{st.startLedger, st.startRisk, st.startNotifier} {
-			if err := start(ctx, cfg); err != nil {
-				return st, err
-			}
-		}
-	} else if err := natsx.EnsureStreams(ctx, st.JS, controlConfig(cfg)); err != nil {
-		return st, err
-	}
-
-	catCtx, stopCat := context.WithCancel(context.WithoutCancel(ctx))
-	st.stopCat = stopCat
-	if err := st.Catalog.Run(catCtx); err != nil {
-		return st, err
-	}
-	if st.Board != nil {
-		if err := st.Board.Run(catCtx); err != nil {
-			return st, err
-		}
-	}
-	// Serve only once the catalog holds every key and policy: a decision
-	// made on a half-loaded catalog could allow what a policy blocks.
-	if err := st.Catalog.Sync(ctx); err != nil {
-		return st, err
-	}
-	if st.BootstrapKey, err = bootstrapKey(ctx, st.Store); err != nil {
-		return st, err
-	}
-
-	// Responders first, so the API's first decision request finds them.
-	if st.Policy != nil {
-		if _, err := st.Policy.StartRPC(); err != nil {
-			return st, err
-		}
-		if _, err := st.Guard.StartRPC(); err != nil {
-			return st, err
-		}
-	}
-	for _, start := range st.responders {
-		if err := start(); err != nil {
-			return st, err
-		}
-	}
-	st.Echo, err = httpkit.NewServer(cfg.Log, st.Reg)
+	comps, err := st.components(cfg)
 	if err != nil {
 		return st, err
 	}
@@ -224,15 +137,95 @@ func StartStack(ctx context.Context, cfg StackConfig) (st *Stack, err error) {
 	if st.CH != nil {
 		checks["clickhouse"] = func(ctx context.Context) error { return st.CH.Ping(ctx) }
 	}
-	httpkit.HealthRoutes(st.Echo, st.Reg, checks)
-	st.Ingest.Routes(st.Echo)
-	if st.API != nil {
-		st.API.Routes(st.Echo)
+	st.sup = &daemon.Supervisor{Log: cfg.Log, Reg: st.Reg, Checks: checks, Components: comps}
+	if err := st.sup.Start(ctx); err != nil {
+		return st, err
 	}
-	for _, add := range st.routes {
-		add(st.Echo)
-	}
+	st.Echo = st.sup.Echo()
 	return st, nil
+}
+
+// components builds every service of the stack, in the order the
+// supervisor runs each phase: the shared views first (so that the
+// catalog is loaded before any responder answers and the first key
+// exists), then the services, owners before the readers of their tables.
+func (st *Stack) components(cfg StackConfig) ([]daemon.Component, error) {
+	so := cfg.Streams
+	if so == (streams.Options{}) {
+		so = streams.DefaultOptions
+	}
+	cfg.Ingest.Streams, cfg.API.Streams = so, so
+	st.Catalog, st.Store = control.NewCatalog(st.JS, cfg.Log, control.WithOIDC(cfg.OIDC)), control.NewStore(st.JS)
+	// Zero limits (benchmarks, ingest alone) admit everything.
+	limits := cfg.API.RateLimits
+	st.Limiter = ratelimit.New(st.NC, "vigil-dev", func(t string) ratelimit.Limits { return st.Catalog.Limits(t, limits) }, cfg.Log)
+	var err error
+	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, Agents: st.Catalog})
+	if err != nil {
+		return nil, err
+	}
+	bootstrap := daemon.Component{Name: "bootstrap", Start: func(ctx context.Context) (err error) {
+		st.BootstrapKey, err = bootstrapKey(ctx, st.Store)
+		return err
+	}}
+	if st.CH == nil {
+		// Ingest alone: CONTROL holds the keys it authenticates with.
+		controlStream := daemon.Component{Name: "control", Provision: func(ctx context.Context) error {
+			return natsx.EnsureStreams(ctx, st.JS, streams.ControlConfig(so))
+		}}
+		return []daemon.Component{controlStream, st.Catalog.Component(), bootstrap, st.Limiter.Component(), st.Ingest.Component()}, nil
+	}
+	st.Board = approval.NewBoard(st.JS, cfg.Log)
+	if st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: st.Store, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter}); err != nil {
+		return nil, err
+	}
+	if cfg.Policy.PublishTimeout == 0 {
+		// Zero config (tests, benchmarks): defaults with an ephemeral
+		// signing key, so packs verify only within this run.
+		cfg.Policy = policysvc.DefaultConfig()
+		cfg.Policy.SigningSeed = rules.NewSeed()
+		cfg.Policy.RedactionKey, cfg.Policy.Judge.SealSecret = cfg.Ingest.RedactionKey, cfg.API.Judge.SealSecret
+	}
+	cfg.Policy.Streams = so
+	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+		return nil, err
+	}
+	gc := guardian.DefaultConfig()
+	gc.Streams = so
+	if st.Guard, err = guardian.New(gc, guardian.Deps{NC: st.NC, JS: st.JS, Board: st.Board, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+		return nil, err
+	}
+	rc := risk.DefaultConfig()
+	rc.Streams = so
+	if st.Risk, err = risk.New(rc, risk.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+		return nil, err
+	}
+	// The ledger's checkpoint key derives from the deployment signing
+	// seed, so it is stable across restarts of `vigil dev` and `vigil
+	// ledger key` can print it offline.
+	lc := ledger.DefaultConfig()
+	lc.Streams = so
+	if lc.Seed, err = evidence.DeriveSeed(cfg.Policy.SigningSeed); err != nil {
+		return nil, err
+	}
+	if st.Ledger, err = ledger.New(lc, ledger.Deps{JS: st.JS, CH: st.CH, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+		return nil, err
+	}
+	nc := notifier.DefaultConfig()
+	nc.Streams, nc.SecretKey, nc.AllowPrivate = so, cfg.NotifierKey, cfg.NotifierAllowPrivate
+	if nc.SecretKey == nil {
+		if nc.SecretKey, err = keyFile(filepath.Join(cfg.DataDir, notifierKeyFile)); err != nil {
+			return nil, err
+		}
+	}
+	if st.Notify, err = notifier.New(nc, notifier.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+		return nil, err
+	}
+	return []daemon.Component{
+		st.Catalog.Component(), st.Board.Component(), bootstrap, st.Limiter.Component(),
+		st.Ingest.Component(), st.API.Component(), st.Policy.Component(), st.Guard.Component(),
+		st.Risk.Component(), st.Ledger.Component(st.Catalog), st.Notify.Component(),
+	}, nil
 }
 
 // bootstrapKey creates the first owner key of the default tenant when no
@@ -246,16 +239,17 @@ func bootstrapKey(ctx context.Context, store *control.Store) (string, error) {
 	return token, err
 }
 
-// Serve runs HTTP on ln and the workers until ctx ends, then shuts down
-// in order (see daemon.Serve).
+// Serve runs HTTP on ln and the workers until ctx ends or one fails,
+// then shuts down in order (see daemon.Supervisor).
 func (st *Stack) Serve(ctx context.Context, ln net.Listener) error {
-	return daemon.Serve(ctx, st.log, st.Echo, ln, st.workers...)
+	return st.sup.Serve(ctx, ln)
 }
 
-// Close releases connections and stops NATS. Call after Serve returns.
+// Close stops the views, releases connections and stops NATS. Call after
+// Serve returns.
 func (st *Stack) Close() {
-	if st.stopCat != nil {
-		st.stopCat()
+	if st.sup != nil {
+		st.sup.Close()
 	}
 	if st.CH != nil {
 		_ = st.CH.Close()

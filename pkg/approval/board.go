@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -195,4 +196,16 @@ func (b *Board) Sync(ctx context.Context) error {
 			return apperr.Unavailable("approvals are catching up", 0, ctx.Err())
 		}
 	}
+}
+
+// Component runs the board as a view of a process: once GUARDIAN exists
+// (the guardian creates it) it follows the stream on the supervisor's
+// context.
+func (b *Board) Component() daemon.Component {
+	return daemon.Component{Name: "approval-board", Start: func(ctx context.Context) error {
+		if err := natsx.WaitForStream(ctx, b.js, streams.Guardian, b.log); err != nil {
+			return err
+		}
+		return b.Run(ctx)
+	}}
 }

@@ -19,13 +19,14 @@ import (
 // FlagSet is a flag.FlagSet whose flags fall back to environment variables.
 type FlagSet struct {
 	*flag.FlagSet
-	envs map[string]string // flag name → env var
-	errs []error
+	envs   map[string]string // flag name → env var
+	errs   []error
+	shared map[string]any // settings declared once per concern (shared.go)
 }
 
 // New returns a FlagSet for command name; summary heads its --help.
 func New(name, summary string) *FlagSet {
-	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), envs: map[string]string{}}
+	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), envs: map[string]string{}, shared: map[string]any{}}
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprintf(out, "%s\n\nUsage: %s [flags]\n\nFlags (each also read from the environment variable shown):\n", summary, name)
@@ -106,10 +107,16 @@ type Common struct {
 	// NATS is the whole NATS client configuration (NATSURL is NATS.URL).
 	NATS          NATS
 	ClickHouseDSN *string
-	HTTPAddr      *string
-	LogLevel      *string
-	LogFormat     *string
+	// ClickHouseWait is how long to wait for ClickHouse at start (a
+	// compose start often brings it up after its clients).
+	ClickHouseWait *time.Duration
+	HTTPAddr       *string
+	LogLevel       *string
+	LogFormat      *string
 }
+
+// DefaultClickHouseWait is --clickhouse-wait's default.
+const DefaultClickHouseWait = time.Minute
 
 // NATS are the settings of a connection to NATS: where, as whom (an NKey
 // seed file, see pkg/natsauth) and over TLS when a CA or certificate is
@@ -136,12 +143,13 @@ func AddNATS(fs *FlagSet, creds string) NATS {
 func AddCommon(fs *FlagSet) Common {
 	n := AddNATS(fs, "")
 	return Common{
-		NATSURL:       n.URL,
-		NATS:          n,
-		ClickHouseDSN: fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil", "ClickHouse DSN (the database is created if missing)"),
-		HTTPAddr:      fs.String("http-addr", "VIGIL_HTTP_ADDR", ":8080", "HTTP listen address"),
-		LogLevel:      fs.String("log-level", "VIGIL_LOG_LEVEL", "info", "log level: debug, info, warn, error"),
-		LogFormat:     fs.String("log-format", "VIGIL_LOG_FORMAT", "text", "log format: text or json"),
+		NATSURL:        n.URL,
+		NATS:           n,
+		ClickHouseDSN:  fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil", "ClickHouse DSN (the database is created if missing)"),
+		ClickHouseWait: fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", DefaultClickHouseWait, "how long to wait for ClickHouse at start"),
+		HTTPAddr:       fs.String("http-addr", "VIGIL_HTTP_ADDR", ":8080", "HTTP listen address"),
+		LogLevel:       fs.String("log-level", "VIGIL_LOG_LEVEL", "info", "log level: debug, info, warn, error"),
+		LogFormat:      fs.String("log-format", "VIGIL_LOG_FORMAT", "text", "log format: text or json"),
 	}
 }
 

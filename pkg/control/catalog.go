@@ -24,6 +24,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/policy"
@@ -363,3 +364,19 @@ func (c *Catalog) Triages(tenant string) []policy.Triage {
 
 // ErrNotFound is returned by Store reads of entities that do not exist.
 var ErrNotFound = errors.New("not found")
+
+// Component runs the catalog as a view of a process: once CONTROL exists
+// (the api creates it) it follows the stream on the supervisor's context
+// and is loaded before later components start, so nothing answers — a
+// decision, a key lookup — from a half-loaded catalog.
+func (c *Catalog) Component() daemon.Component {
+	return daemon.Component{Name: "catalog", Start: func(ctx context.Context) error {
+		if err := natsx.WaitForStream(ctx, c.js, streams.Control, c.log); err != nil {
+			return err
+		}
+		if err := c.Run(ctx); err != nil {
+			return err
+		}
+		return c.Sync(ctx)
+	}}
+}

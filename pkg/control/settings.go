@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -233,23 +232,10 @@ func RequireSecret(name string, key []byte) error {
 	return nil
 }
 
-// ParseSecret decodes an optional base64 deployment secret given in
-// configuration (flag or environment) for name: "" is nil (which
-// RequireSecret refuses), anything else must decode to at least 32 bytes.
-func ParseSecret(name, b64 string) ([]byte, error) {
-	if b64 == "" {
-		return nil, nil
-	}
-	b, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(b) < 32 {
-		return nil, fmt.Errorf("%s must be a base64 secret of at least 32 bytes (e.g. `head -c32 /dev/urandom | base64`)", name)
-	}
-	return b, nil
-}
-
-// StartSettings builds the redactor keyed by key (required) and starts a settings view
-// that lives as long as the NATS connection: the data path needs it from
-// the first request to the last.
+// StartSettings builds the redactor keyed by key (required) and starts a
+// settings view that follows CONTROL until ctx ends. Processes run it on
+// their supervisor's view context, which ends only after HTTP drained:
+// the data path needs it from the first request to the last.
 func StartSettings(ctx context.Context, js jetstream.JetStream, key []byte, log *slog.Logger) (*Settings, error) {
 	if err := RequireSecret("the redaction key", key); err != nil {
 		return nil, err
@@ -259,7 +245,7 @@ func StartSettings(ctx context.Context, js jetstream.JetStream, key []byte, log 
 		return nil, err
 	}
 	st := NewSettings(js, red, log)
-	if err := st.Run(context.WithoutCancel(ctx)); err != nil {
+	if err := st.Run(ctx); err != nil {
 		return nil, err
 	}
 	return st, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -121,4 +122,19 @@ func (u *Usage) LastUsed(id string) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+// UsageComponent flushes the catalog's key uses for a process that does
+// not list keys (ingest): it opens the usage bucket when provisioning and
+// flushes every 5 s as a worker.
+func UsageComponent(js jetstream.JetStream, cat *Catalog, replicas int, log *slog.Logger) daemon.Component {
+	var u *Usage
+	return daemon.Component{
+		Name: "key-usage",
+		Provision: func(ctx context.Context) (err error) {
+			u, err = OpenUsage(ctx, js, cat, replicas, log)
+			return err
+		},
+		Workers: []daemon.Worker{func(ctx context.Context) error { return u.Run(ctx, 5*time.Second) }},
+	}
 }

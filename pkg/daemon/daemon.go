@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -64,10 +63,6 @@ func OpenClickHouse(ctx context.Context, dsn string, wait time.Duration, log *sl
 	}, backoff.WithContext(b, ctx))
 }
 
-// Worker is a background loop that returns after ctx ends and its
-// in-flight work is finished.
-type Worker func(ctx context.Context) error
-
 // Run serves e on addr and runs the workers until ctx ends. Shutdown goes
 // in dependency order: stop accepting HTTP and finish in-flight requests
 // (so every acknowledged write is already durable), then stop the workers,
@@ -82,54 +77,39 @@ func Run(ctx context.Context, log *slog.Logger, e *echo.Echo, addr string, worke
 
 // Serve is Run on an existing listener.
 func Serve(ctx context.Context, log *slog.Logger, e *echo.Echo, ln net.Listener, workers ...Worker) error {
-	workCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWorkers()
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	failed := make(chan struct{})
-	var once sync.Once
-	for _, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w(workCtx); err != nil && !errors.Is(err, context.Canceled) {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-				once.Do(func() { close(failed) })
-			}
-		}()
-	}
+	// The workers outlive ctx on purpose: they stop only after HTTP has
+	// drained, since in-flight requests may still need them.
+	return serve(ctx, context.WithoutCancel(ctx), log, e, ln, workers)
+}
 
+// serve runs workers on a child of life and HTTP on ln until ctx ends or
+// a worker fails, then shuts down in order: HTTP first, then the workers.
+func serve(ctx, life context.Context, log *slog.Logger, e *echo.Echo, ln net.Listener, workers []Worker) error {
+	g := NewGroup(life)
+	for _, w := range workers {
+		g.Go(w)
+	}
 	e.Listener = ln
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- e.Start("") }()
 	log.Info("http listening", slog.String("addr", ln.Addr().String()))
 
+	var errs []error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case err := <-srvErr:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			mu.Lock()
 			errs = append(errs, fmt.Errorf("http: %w", err))
-			mu.Unlock()
 		}
-	case <-failed:
-		log.Error("a worker failed; shutting down")
+	case <-g.Failed():
+		log.Error("a worker failed; shutting down", slog.String("error", g.Cause().Error()))
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	shutErr := e.Shutdown(shutCtx)
-	stopWorkers()
-	wg.Wait()
-	mu.Lock()
-	if shutErr != nil {
-		errs = append(errs, fmt.Errorf("http shutdown: %w", shutErr))
+	if err := e.Shutdown(shutCtx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
-	defer mu.Unlock()
-	return errors.Join(errs...)
+	g.Stop()
+	return errors.Join(append([]error{g.Wait()}, errs...)...)
 }

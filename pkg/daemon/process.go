@@ -9,10 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,9 +49,9 @@ type Process struct {
 
 // ProcessOptions says what a service needs besides NATS.
 type ProcessOptions struct {
-	// ClickHouseWait, if positive, connects to ClickHouse, waiting this
-	// long for it to come up.
-	ClickHouseWait time.Duration
+	// ClickHouse connects to ClickHouse, waiting up to --clickhouse-wait
+	// for it to come up.
+	ClickHouse bool
 }
 
 // Start sets up logging and the metrics registry and connects to NATS as
@@ -67,8 +65,8 @@ func Start(ctx context.Context, name string, common config.Common, o ProcessOpti
 	if p.NC, p.JS, err = ConnectNATS(common.NATS, "vigil-"+name, log); err != nil {
 		return nil, err
 	}
-	if o.ClickHouseWait > 0 {
-		if p.CH, err = OpenClickHouse(ctx, *common.ClickHouseDSN, o.ClickHouseWait, log); err != nil {
+	if o.ClickHouse {
+		if p.CH, err = OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseWait, log); err != nil {
 			p.Close()
 			return nil, err
 		}
@@ -101,21 +99,14 @@ func (p *Process) Close() {
 	}
 }
 
-// Serve builds the HTTP server with /healthz, /readyz (NATS and, if
-// connected, ClickHouse) and /metrics, lets routes mount the service's
-// endpoints, and runs it with the workers until ctx ends (see Run).
-func (p *Process) Serve(ctx context.Context, routes func(*echo.Echo), workers ...Worker) error {
-	e, err := httpkit.NewServer(p.Log, p.Reg)
-	if err != nil {
-		return err
-	}
+// Run runs the components under a Supervisor (see Supervisor) serving
+// HTTP on the --http-addr with /healthz, /readyz (NATS and, if connected,
+// ClickHouse) and /metrics, until ctx ends or a worker fails.
+func (p *Process) Run(ctx context.Context, components ...Component) error {
 	checks := map[string]httpkit.Check{"nats": natsx.Ready(p.NC)}
 	if p.CH != nil {
 		checks["clickhouse"] = func(ctx context.Context) error { return p.CH.Ping(ctx) }
 	}
-	httpkit.HealthRoutes(e, p.Reg, checks)
-	if routes != nil {
-		routes(e)
-	}
-	return Run(ctx, p.Log, e, p.addr, workers...)
+	sup := &Supervisor{Log: p.Log, Reg: p.Reg, Checks: checks, Components: components}
+	return sup.Run(ctx, p.addr)
 }

@@ -30,12 +30,12 @@ func TestProcess(t *testing.T) {
 	ln.Close()
 	fs := config.New("svc", "test service")
 	common := config.AddCommon(fs)
-	if err := fs.Parse([]string{"--nats-url", env.Server.ClientURL(), "--nats-creds", natsauth.SeedFile(env.CredsDir, natsauth.Admin), "--clickhouse-dsn", db.DSN, "--http-addr", addr, "--log-level", "error"}); err != nil {
+	if err := fs.Parse([]string{"--nats-url", env.Server.ClientURL(), "--nats-creds", natsauth.SeedFile(env.CredsDir, natsauth.Admin), "--clickhouse-dsn", db.DSN, "--http-addr", addr, "--log-level", "error", "--clickhouse-wait", "10s"}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p, err := daemon.Start(ctx, "svc", common, daemon.ProcessOptions{ClickHouseWait: 10 * time.Second})
+	p, err := daemon.Start(ctx, "svc", common, daemon.ProcessOptions{ClickHouse: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,9 +46,11 @@ func TestProcess(t *testing.T) {
 	workerDone := make(chan struct{})
 	served := make(chan error, 1)
 	go func() {
-		served <- p.Serve(ctx, func(e *echo.Echo) {
-			e.GET("/hello", func(c echo.Context) error { return c.String(http.StatusOK, "hi") })
-		}, func(ctx context.Context) error { <-ctx.Done(); close(workerDone); return nil })
+		served <- p.Run(ctx, daemon.Component{Name: "svc",
+			Routes: func(e *echo.Echo) {
+				e.GET("/hello", func(c echo.Context) error { return c.String(http.StatusOK, "hi") })
+			},
+			Workers: []daemon.Worker{func(ctx context.Context) error { <-ctx.Done(); close(workerDone); return nil }}})
 	}()
 	for _, path := range []string{"/hello", "/readyz", "/healthz", "/metrics"} {
 		deadline := time.Now().Add(10 * time.Second)
@@ -69,12 +71,12 @@ func TestProcess(t *testing.T) {
 	}
 	cancel()
 	if err := <-served; err != nil {
-		t.Fatalf("Serve: %v", err)
+		t.Fatalf("Run: %v", err)
 	}
 	select {
 	case <-workerDone:
 	default:
-		t.Fatal("Serve returned before its worker stopped")
+		t.Fatal("Run returned before its worker stopped")
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -142,6 +143,11 @@ func (l *Limiter) Tokens(class Class, tenant, key string) float64 {
 	}
 	l.need(k, r, 0, l.now())
 	return l.buckets[k].tokens
+}
+
+// Component runs the limiter's exchange as a worker of a process.
+func (l *Limiter) Component() daemon.Component {
+	return daemon.Component{Name: "ratelimit", Workers: []daemon.Worker{l.Run}}
 }
 
 // Run exchanges spending with the other instances until ctx ends. Without

@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/judge"
@@ -280,37 +281,35 @@ func (s *Service) Routes(e *echo.Echo) {
 // Run projects agent changes into ClickHouse and registers agents seen in
 // events until ctx ends, then drains both.
 func (s *Service) Run(ctx context.Context) error {
-	cons, err := retryConsumer(ctx, s.deps.JS, streams.Control,
-		chx.ConsumerConfig(AgentsProjector, "CONTROL agent changes → ClickHouse agents", streams.AllAgentChanges, 4000), s.log)
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 6)
-	go func() { errc <- s.sink.Run(ctx, cons) }()
-	for i, src := range []struct{ name, stream, filter string }{
-		{AuditControlProjector, streams.Control, "control.v1.>"}, {AuditGuardianProjector, streams.Guardian, "guardian.v1.>"},
-		{AuditPolicyProjector, streams.Policy, streams.AllRejections},
-	} {
-		go func() {
-			acons, err := retryConsumer(ctx, s.deps.JS, src.stream,
-				chx.ConsumerConfig(src.name, src.stream+" → ClickHouse audit_log", src.filter, 4000), s.log)
+	project := func(sink *chx.Sink, stream, durable, desc, filter string) daemon.Worker {
+		return func(ctx context.Context) error {
+			cons, err := retryConsumer(ctx, s.deps.JS, stream, chx.ConsumerConfig(durable, desc, filter, 4000), s.log)
 			if err != nil {
-				errc <- err
-				return
+				return err
 			}
-			errc <- s.audit[i].Run(ctx, acons)
-		}()
-	}
-	go func() { errc <- s.usage.Run(ctx, 5*time.Second) }()
-	go func() {
-		dcons, err := retryConsumer(ctx, s.deps.JS, streams.Ingest, discoveryConsumerConfig(), s.log)
-		if err != nil {
-			errc <- err
-			return
+			return sink.Run(ctx, cons)
 		}
-		errc <- s.discover.run(ctx, dcons)
-	}()
-	return errors.Join(<-errc, <-errc, <-errc, <-errc, <-errc, <-errc)
+	}
+	return daemon.RunAll(ctx,
+		project(s.sink, streams.Control, AgentsProjector, "CONTROL agent changes → ClickHouse agents", streams.AllAgentChanges),
+		project(s.audit[0], streams.Control, AuditControlProjector, "CONTROL → ClickHouse audit_log", "control.v1.>"),
+		project(s.audit[1], streams.Guardian, AuditGuardianProjector, "GUARDIAN → ClickHouse audit_log", "guardian.v1.>"),
+		project(s.audit[2], streams.Policy, AuditPolicyProjector, "POLICY → ClickHouse audit_log", streams.AllRejections),
+		func(ctx context.Context) error { return s.usage.Run(ctx, 5*time.Second) },
+		func(ctx context.Context) error {
+			dcons, err := retryConsumer(ctx, s.deps.JS, streams.Ingest, discoveryConsumerConfig(), s.log)
+			if err != nil {
+				return err
+			}
+			return s.discover.run(ctx, dcons)
+		})
+}
+
+// Component is the api's share of a process: CONTROL and its buckets, its
+// tables, its routes and its projections. The catalog, approval board and
+// rate limiter it reads are components of their own, shared in `vigil dev`.
+func (s *Service) Component() daemon.Component {
+	return daemon.Component{Name: "api", Provision: s.EnsureStreams, Migrate: s.Migrate, Routes: s.Routes, Workers: []daemon.Worker{s.Run}}
 }
 
 // retryConsumer creates a durable consumer once its stream exists.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/rpc"
@@ -204,19 +205,17 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	errc := make(chan error, 1)
-	wg.Add(2)
-	go func() { defer wg.Done(); errc <- s.intake(ctx) }()
-	go func() { defer wg.Done(); s.sweep(ctx) }()
-	<-ctx.Done()
-	stopErr := srv.Stop()
-	wg.Wait()
-	err = <-errc
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return errors.Join(stopErr, err)
+	return daemon.RunAll(ctx, s.intake,
+		func(ctx context.Context) error { s.sweep(ctx); return nil },
+		func(ctx context.Context) error { <-ctx.Done(); return srv.Stop() })
+}
+
+// Component is the guardian's share of a process: GUARDIAN, the decide
+// responder (started once the earlier views are loaded) and Run. The
+// approval board it reads is a component of its own, shared with the api.
+func (s *Service) Component() daemon.Component {
+	return daemon.Component{Name: "guardian", Provision: s.EnsureStreams, Workers: []daemon.Worker{s.Run},
+		Start: func(context.Context) error { _, err := s.StartRPC(); return err }}
 }
 
 // StartRPC registers the decide endpoint (once). Call it before the HTTP

@@ -64,6 +64,9 @@ func startBenchServer(b *testing.B) *benchServer {
 	if err := svc.EnsureStreams(ctx); err != nil {
 		b.Fatal(err)
 	}
+	if err := svc.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
 	e, err := httpkit.NewServer(log, reg)
 	if err != nil {
 		b.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
@@ -168,10 +169,22 @@ func New(cfg Config, deps Deps) (*Service, error) {
 
 // EnsureStreams creates or updates INGEST, the stream ingest owns.
 func (s *Service) EnsureStreams(ctx context.Context) error {
-	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.IngestConfig(s.cfg.Streams)); err != nil {
-		return err
+	return natsx.EnsureStreams(ctx, s.deps.JS, streams.IngestConfig(s.cfg.Streams))
+}
+
+// Start starts the redaction settings view on ctx (CONTROL must exist):
+// the receivers redact every payload with it, so it must run as long as
+// they do.
+func (s *Service) Start(ctx context.Context) error { return s.startRedaction(ctx) }
+
+// Component is ingest's share of a process: INGEST, the events table and
+// its projector, the receivers.
+func (s *Service) Component() daemon.Component {
+	c := daemon.Component{Name: "ingest", Provision: s.EnsureStreams, Start: s.Start, Routes: s.Routes}
+	if s.sink != nil {
+		c.Migrate, c.Workers = s.Migrate, []daemon.Worker{s.Run}
 	}
-	return s.startRedaction(ctx)
+	return c
 }
 
 // Migrate applies ingest's ClickHouse migrations.

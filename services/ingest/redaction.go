@@ -8,9 +8,8 @@ import (
 	"github.com/vigilhq/vigil/pkg/event"
 )
 
-// startRedaction builds the redactor and starts following the tenants'
-// redaction settings. The view lives as long as the NATS connection:
-// handlers need it from the first request to the last.
+// startRedaction builds the redactor and follows the tenants' redaction
+// settings until ctx ends.
 func (s *Service) startRedaction(ctx context.Context) error {
 	if s.settings != nil {
 		return nil

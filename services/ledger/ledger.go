@@ -18,11 +18,14 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
@@ -574,4 +577,11 @@ func cmpU64(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// Component is the ledger's share of a process: LEDGER, its tables, the
+// proof routes (authenticated by a, the catalog) and Run.
+func (s *Service) Component(a httpkit.Authenticator) daemon.Component {
+	return daemon.Component{Name: "ledger", Provision: s.EnsureStreams, Migrate: s.Migrate,
+		Routes: func(e *echo.Echo) { s.Routes(e, a) }, Workers: []daemon.Worker{s.Run}}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
@@ -251,17 +252,17 @@ func (s *Service) Migrate(ctx context.Context) error {
 	return err
 }
 
-// StartRegistry starts following channel state on CONTROL and waits until
-// it is loaded. Routes need it; Run calls it too (once).
+// StartRegistry starts following channel state on CONTROL until ctx ends
+// and waits until it is loaded. Routes need it, so a process starts it on
+// its supervisor's view context, which outlives HTTP; Run calls it too
+// (once), for callers that run the service alone.
 func (s *Service) StartRegistry(ctx context.Context) error {
 	s.regOnce.Do(func() {
 		if err := natsx.WaitForStream(ctx, s.deps.JS, streams.Control, s.log); err != nil {
 			s.regErr = err
 			return
 		}
-		// The registry lives as long as the process: routes read it after
-		// the workers' context ends, while HTTP drains.
-		if err := s.channels.run(context.WithoutCancel(ctx)); err != nil {
+		if err := s.channels.run(ctx); err != nil {
 			s.regErr = err
 			return
 		}
@@ -276,21 +277,14 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.StartRegistry(ctx); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	errc := make(chan error, 6)
-	spawn := func(f func() error) {
-		wg.Add(1)
-		go func() { defer wg.Done(); errc <- f() }()
-	}
-	spawn(func() error { return s.deliver(ctx) })
-	spawn(func() error {
+	workers := []daemon.Worker{s.deliver, func(ctx context.Context) error {
 		cons, err := s.consumer(ctx, streams.Notifier, chx.ConsumerConfig(ConsumerProject,
 			"NOTIFIER delivery attempts → ClickHouse deliveries", streams.AllDeliveryAttempts, 4000))
 		if err != nil {
 			return err
 		}
 		return s.sink.Run(ctx, cons)
-	})
+	}}
 	for _, src := range []struct {
 		stream, durable string
 		filters         []string
@@ -299,17 +293,17 @@ func (s *Service) Run(ctx context.Context) error {
 		{streams.Guardian, ConsumerGuardian, []string{streams.AllApprovals}},
 		{streams.Risk, ConsumerRisk, []string{streams.AllAnomalies, streams.AllSessionScores}},
 	} {
-		spawn(func() error { return s.fanOut(ctx, src.stream, src.durable, src.filters) })
+		workers = append(workers, func(ctx context.Context) error { return s.fanOut(ctx, src.stream, src.durable, src.filters) })
 	}
-	wg.Wait()
-	close(errc)
-	var errs []error
-	for err := range errc {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return daemon.RunAll(ctx, workers...)
+}
+
+// Component is the notifier's share of a process: NOTIFIER, the
+// deliveries tables, the channel registry (a view started once CONTROL is
+// followed), the channel routes and Run.
+func (s *Service) Component() daemon.Component {
+	return daemon.Component{Name: "notifier", Provision: s.EnsureStreams, Migrate: s.Migrate,
+		Start: s.StartRegistry, Routes: s.Routes, Workers: []daemon.Worker{s.Run}}
 }
 
 // consumer creates a durable consumer once its stream exists.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
@@ -175,10 +176,30 @@ func (s *Service) PublicKey() []byte { return s.signer.PublicKey() }
 
 // EnsureStreams creates or updates POLICY, the stream this service owns.
 func (s *Service) EnsureStreams(ctx context.Context) error {
-	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams)); err != nil {
-		return err
+	return natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams))
+}
+
+// Start builds the judge and starts the redaction settings view on ctx
+// (CONTROL must exist); decisions are redacted with it, so it runs as long
+// as the responder does.
+func (s *Service) Start(ctx context.Context) error { return s.startSettings(ctx) }
+
+// Component is the policy service's share of a process: POLICY, the
+// decisions table, the settings view and the decision responder (started
+// once every earlier view, the catalog first, is loaded), and Run.
+func (s *Service) Component() daemon.Component {
+	c := daemon.Component{Name: "policy", Provision: s.EnsureStreams, Workers: []daemon.Worker{s.Run},
+		Start: func(ctx context.Context) error {
+			if err := s.Start(ctx); err != nil {
+				return err
+			}
+			_, err := s.StartRPC()
+			return err
+		}}
+	if s.deps.CH != nil {
+		c.Migrate = s.Migrate
 	}
-	return s.startSettings(ctx)
+	return c
 }
 
 // Migrate applies the policy service's ClickHouse migrations.
@@ -244,44 +265,33 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errc <- s.runJudge(ctx)
-	}()
+	workers := []daemon.Worker{
+		s.runJudge,
+		// Stop taking requests when the others stop (or one fails);
+		// in-flight handlers finish their publish.
+		func(ctx context.Context) error { <-ctx.Done(); return srv.Stop() },
+	}
 	if s.sink != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cons, err := s.consumer(ctx, streams.Policy,
-				chx.ConsumerConfig(DecisionsProjector, "POLICY decisions → ClickHouse", streams.AllDecisions, 20000))
-			if err == nil {
-				err = s.sink.Run(ctx, cons)
-			}
-			errc <- err
-		}()
+		workers = append(workers, s.projectDecisions)
 	}
 	if s.cfg.EvaluateEvents {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- s.runEventVerdicts(ctx)
-		}()
+		workers = append(workers, s.runEventVerdicts)
 	}
-	<-ctx.Done()
-	// Stop taking requests first; in-flight handlers finish their publish.
-	stopErr := srv.Stop()
-	wg.Wait()
-	close(errc)
-	errs := []error{stopErr}
-	for err := range errc {
-		if !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
-		}
+	return daemon.RunAll(ctx, workers...)
+}
+
+// projectDecisions writes recorded decisions into ClickHouse.
+func (s *Service) projectDecisions(ctx context.Context) error {
+	cons, err := s.consumer(ctx, streams.Policy, DecisionsConsumerConfig())
+	if err != nil {
+		return err
 	}
-	return errors.Join(errs...)
+	return s.sink.Run(ctx, cons)
+}
+
+// DecisionsConsumerConfig is the decisions projector's durable consumer.
+func DecisionsConsumerConfig() jetstream.ConsumerConfig {
+	return chx.ConsumerConfig(DecisionsProjector, "POLICY decisions → ClickHouse", streams.AllDecisions, 20000)
 }
 
 func (s *Service) consumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {

@@ -55,6 +55,9 @@ func start(t testing.TB) *fixture {
 	if err := svc.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if err := svc.Start(runCtx); err != nil {
+		t.Fatal(err)
+	}
 	return &fixture{env: env, store: control.NewStore(env.JS), cat: cat, svc: svc}
 }
 

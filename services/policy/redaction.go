@@ -8,8 +8,8 @@ import (
 	rules "github.com/vigilhq/vigil/pkg/policy"
 )
 
-// startSettings builds the redactor and follows the tenants' settings.
-// The view lives as long as the NATS connection.
+// startSettings builds the redactor and the judge and follows the
+// tenants' settings until ctx ends.
 func (s *Service) startSettings(ctx context.Context) error {
 	if s.settings != nil {
 		return nil

@@ -27,6 +27,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
+	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/risk/internal/baseline"
@@ -213,37 +214,33 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.leases == nil {
 		return errors.New("risk: EnsureStreams must run before Run")
 	}
-	var wg sync.WaitGroup
-	errc := make(chan error, len(s.sinks)+1)
+	workers := []daemon.Worker{s.lease}
 	for _, sk := range s.sinks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- s.runSink(ctx, sk)
-		}()
+		workers = append(workers, func(ctx context.Context) error { return s.runSink(ctx, sk) })
 	}
+	return daemon.RunAll(ctx, workers...)
+}
+
+// lease takes and keeps partitions until ctx ends, then releases them.
+func (s *Service) lease(ctx context.Context) error {
 	s.balance(ctx)
 	t := time.NewTicker(s.cfg.LeaseTTL / 3)
 	defer t.Stop()
-loop:
 	for {
 		select {
 		case <-ctx.Done():
-			break loop
+			s.releaseAll()
+			return nil
 		case <-t.C:
 			s.balance(ctx)
 		}
 	}
-	s.releaseAll()
-	wg.Wait()
-	close(errc)
-	var errs []error
-	for err := range errc {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+}
+
+// Component is the risk service's share of a process: RISK and its
+// buckets, its tables, its routes and Run.
+func (s *Service) Component() daemon.Component {
+	return daemon.Component{Name: "risk", Provision: s.EnsureStreams, Migrate: s.Migrate, Routes: s.Routes, Workers: []daemon.Worker{s.Run}}
 }
 
 // Owned returns the partitions this instance owns and has rebuilt.

@@ -14,8 +14,13 @@ func main() { daemon.Main("guardian", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("guardian", "Vigil guardian: pending actions, decisions on them, expiry.")
-	common := config.AddCommon(fs)
+	common, so := config.AddCommon(fs), fs.Streams()
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := guardian.DefaultConfig()
+	var err error
+	if cfg.Streams, err = so.Options(); err != nil {
 		return err
 	}
 	p, err := daemon.Start(ctx, "guardian", common, daemon.ProcessOptions{})
@@ -23,17 +28,10 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer p.Close()
-	log, nc, js, reg := p.Log, p.NC, p.JS, p.Reg
-	board := approval.NewBoard(js, log)
-	svc, err := guardian.New(guardian.DefaultConfig(), guardian.Deps{NC: nc, JS: js, Board: board, Log: log, Registerer: reg})
+	board := approval.NewBoard(p.JS, p.Log)
+	svc, err := guardian.New(cfg, guardian.Deps{NC: p.NC, JS: p.JS, Board: board, Log: p.Log, Registerer: p.Reg})
 	if err != nil {
 		return err
 	}
-	if err := svc.EnsureStreams(ctx); err != nil {
-		return err
-	}
-	if err := board.Run(ctx); err != nil {
-		return err
-	}
-	return p.Serve(ctx, nil, svc.Run)
+	return p.Run(ctx, board.Component(), svc.Component())
 }
