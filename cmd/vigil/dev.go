@@ -27,6 +27,7 @@ type devFlags struct {
 	natsTLS                          *bool
 	signing, redaction, seal, notify *config.Secret
 	judgeAllow, notifyAllow          *config.CIDRs
+	maxAgents                        *int
 }
 
 func addDevFlags(fs *config.FlagSet) devFlags {
@@ -36,7 +37,7 @@ func addDevFlags(fs *config.FlagSet) devFlags {
 		natsListen: fs.String("nats-listen", "VIGIL_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (the CLI connects here)"),
 		natsTLS:    fs.Bool("nats-tls", false, "serve NATS over TLS with a CA generated into <data-dir>/tls (clients pass --nats-tls-ca <data-dir>/tls/vigil-dev-ca.pem)"),
 		signing:    fs.SigningKey(), redaction: fs.RedactionKey(), seal: fs.JudgeSealKey(), notify: fs.NotifierKey(),
-		judgeAllow: fs.JudgeAllow(), notifyAllow: fs.NotifierAllowPrivate(),
+		judgeAllow: fs.JudgeAllow(), notifyAllow: fs.NotifierAllowPrivate(), maxAgents: fs.MaxAgents(),
 	}
 }
 
@@ -57,6 +58,7 @@ func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
 	if cfg.Streams, err = f.streams.Options(); err != nil {
 		return cfg, err
 	}
+	cfg.Ingest.MaxAgents, cfg.API.MaxAgents = *f.maxAgents, *f.maxAgents
 	if cfg.OIDC, err = f.oidc.Verifier(); err != nil {
 		return cfg, err
 	}

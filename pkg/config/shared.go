@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -55,6 +56,15 @@ func (s *Streams) Options() (streams.Options, error) {
 	o := streams.DefaultOptions
 	o.Replicas, o.DuplicateWindow = *s.replicas, *s.dedupe
 	return o, nil
+}
+
+// MaxAgents declares --max-agents: how many agents a tenant may have.
+// Ingest refuses events of new agents past it and the api registers none;
+// both read the same setting.
+func (fs *FlagSet) MaxAgents() *int {
+	return once(fs, "max-agents", func() *int {
+		return fs.Int("max-agents", "VIGIL_MAX_AGENTS", agent.DefaultMaxPerTenant, "agents a tenant may have; events and registrations of new agents past it are refused with 409 agent_limit (0: no cap; give ingest and api the same value)")
+	})
 }
 
 // Instance is this process's name among the replicas of its service.

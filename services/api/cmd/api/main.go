@@ -19,12 +19,13 @@ func run(ctx context.Context, args []string) error {
 	fs := config.New("api", "Vigil api: the HTTP API, CONTROL stream owner and its projections.")
 	common, oidcFlags, so, instance := config.AddCommon(fs), config.AddOIDC(fs), fs.Streams(), fs.InstanceID()
 	sealKey, judgeAllow := fs.JudgeSealKey(), fs.JudgeAllow()
+	maxAgents := fs.MaxAgents()
 	longPolls := fs.Int("max-long-polls-per-key", "VIGIL_MAX_LONG_POLLS_PER_KEY", api.DefaultConfig().MaxLongPollsPerKey, "long-polls (GET /v1/decisions/:id?wait=) one key may hold open at once on this instance; more get 429")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg := api.DefaultConfig()
-	cfg.MaxLongPollsPerKey = *longPolls
+	cfg.MaxLongPollsPerKey, cfg.MaxAgents = *longPolls, *maxAgents
 	verifier, err := oidcFlags.Verifier()
 	if err != nil {
 		return err

@@ -16,11 +16,12 @@ func main() { daemon.Main("ingest", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("ingest", "Vigil ingest: event receivers and the events projector.")
-	common, so, instance, redactionKey := config.AddCommon(fs), fs.Streams(), fs.InstanceID(), fs.RedactionKey()
+	common, so, instance, redactionKey, maxAgents := config.AddCommon(fs), fs.Streams(), fs.InstanceID(), fs.RedactionKey(), fs.MaxAgents()
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg := ingest.DefaultConfig()
+	cfg.MaxAgents = *maxAgents
 	var err error
 	if cfg.Streams, err = so.Options(); err != nil {
 		return err
