@@ -9,7 +9,8 @@ import (
 )
 
 // The fail-closed property, over generated policies: whatever the
-// context (well typed, mistyped, missing or extra fields), the decision
+// context and tool arguments (well typed, mistyped, missing or extra
+// fields), the decision
 // is exactly what an independent three-valued evaluation of every rule
 // gives when each erroring rule is resolved to the stricter of "matched"
 // and "did not match" — except rules that say onError: skip, which do not
@@ -97,7 +98,8 @@ func (g *fcGen) node(s *fcScenario, depth int) *fcNode {
 			return &fcNode{op: "!", kids: []*fcNode{g.node(s, depth+1)}}
 		}
 	}
-	field := fmt.Sprintf("f%d", g.n(len(s.types)))
+	names := sortedKeys(s.types)
+	field := names[g.n(len(names))]
 	typ := s.types[field]
 	if typ == InputBool && g.n(3) == 0 {
 		return &fcNode{op: "bare", field: field}
@@ -121,7 +123,7 @@ func (n *fcNode) cel() string {
 	case "!":
 		return "!(" + n.kids[0].cel() + ")"
 	case "bare":
-		return "context." + n.field
+		return n.ref()
 	}
 	lit := ""
 	switch v := n.lit.(type) {
@@ -137,7 +139,16 @@ func (n *fcNode) cel() string {
 	case bool:
 		lit = fmt.Sprint(v)
 	}
-	return "context." + n.field + " " + n.cmp + " " + lit
+	return n.ref() + " " + n.cmp + " " + lit
+}
+
+// ref is how a rule reads the field: a context field, or a tool argument
+// for a name declared "arguments.<name>".
+func (n *fcNode) ref() string {
+	if strings.HasPrefix(n.field, ArgumentsPrefix) {
+		return "action." + n.field
+	}
+	return "context." + n.field
 }
 
 func (n *fcNode) hasMistyped() bool {
@@ -261,6 +272,9 @@ func fcGenerate(data []byte) fcScenario {
 	s := fcScenario{types: map[string]string{}, required: map[string]bool{}, ctx: map[string]any{}}
 	for i := range 1 + g.n(4) {
 		f := fmt.Sprintf("f%d", i)
+		if g.n(3) == 0 {
+			f = ArgumentsPrefix + f
+		}
 		s.types[f] = fcFieldTypes[g.n(3)]
 		s.required[f] = g.n(2) == 0
 	}
@@ -343,7 +357,19 @@ func checkFailClosed(t *testing.T, c *Compiler, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := Input{Tenant: "t", Action: Action{Tool: s.tool}, Context: s.ctx}
+	// The oracle keeps context fields and tool arguments in one map keyed
+	// by declared name; the request carries them apart.
+	in := Input{Tenant: "t", Action: Action{Tool: s.tool}, Context: map[string]any{}}
+	for k, v := range s.ctx {
+		if arg, ok := strings.CutPrefix(k, ArgumentsPrefix); ok {
+			if in.Action.Arguments == nil {
+				in.Action.Arguments = map[string]any{}
+			}
+			in.Action.Arguments[arg] = v
+		} else {
+			in.Context[k] = v
+		}
+	}
 
 	// The request check refuses exactly the declared violations of a
 	// policy that can apply to the tool.

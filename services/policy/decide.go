@@ -105,10 +105,18 @@ func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID st
 func (s *Service) recordRejection(ctx context.Context, req rules.EvaluateRequest, packHash string, bad []apperr.FieldError) error {
 	rej := rules.RejectedRequest{
 		ID: rules.NewDecisionID(), Op: "rejected", Tenant: req.Tenant, AgentID: req.AgentID, SessionID: req.SessionID,
-		Source: req.Source, Tool: req.Action.Tool, By: "key:" + req.Principal.KeyID, Reason: bad[0].Message,
+		Source: req.Source, Tool: req.Action.Tool, By: principalActor(req.Principal), Reason: bad[0].Message,
 		Fields: bad, PackHash: packHash, At: time.Now().UTC(),
 	}
 	return s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, rej.ID, "could not record the rejected request")
+}
+
+// principalActor names who asked the way the audit log names actors.
+func principalActor(p rules.Principal) string {
+	if p.KeyID == "" {
+		return "system"
+	}
+	return "key:" + p.KeyID
 }
 
 func agentToken(agentID string) string {
