@@ -905,9 +905,15 @@ type replayReport struct {
 	ReasonsChanged int            `json:"reasonsChanged"`
 	Changes        []replayChange `json:"changes"`
 	// RuleErrors counts decisions on which some draft rule failed to
-	// evaluate (and so did not match), with a few examples.
+	// evaluate (and so failed closed, or was skipped by onError: skip),
+	// with a few examples.
 	RuleErrors       int      `json:"ruleErrors"`
 	RuleErrorSamples []string `json:"ruleErrorSamples,omitempty"`
+	// Refused counts requests the draft's declared inputs would have
+	// refused with 400 before deciding (events are judged, never
+	// refused), with a few examples; they are not counted as changed.
+	Refused        int      `json:"refused"`
+	RefusedSamples []string `json:"refusedSamples,omitempty"`
 	// Undecodable counts rows whose record could not be read.
 	Undecodable  int  `json:"undecodable"`
 	LimitReached bool `json:"limitReached"`
@@ -933,6 +939,15 @@ func replayRecords(pack *policy.Pack, recs []policy.DecisionRecord, org policy.O
 	groups := map[key]*replayChange{}
 	for _, rec := range recs {
 		rep.Total++
+		if rec.Source != policy.SourceEvent {
+			if bad := pack.CheckInput(rec.Input); len(bad) > 0 {
+				rep.Refused++
+				if len(rep.RefusedSamples) < 5 {
+					rep.RefusedSamples = append(rep.RefusedSamples, rec.ID+": "+bad[0].Message)
+				}
+				continue
+			}
+		}
 		d := replayDecision(pack, rec, org)
 		if len(d.Errors) > 0 {
 			rep.RuleErrors++
@@ -1084,6 +1099,12 @@ func printReplay(out io.Writer, rep replayReport) {
 	fmt.Fprintf(out, "  unchanged: %d\n  changed:   %d\n", rep.Unchanged, rep.Changed)
 	if rep.ReasonsChanged > 0 {
 		fmt.Fprintf(out, "  same outcome, different reason codes: %d\n", rep.ReasonsChanged)
+	}
+	if rep.Refused > 0 {
+		fmt.Fprintf(out, "  refused by the draft's declared inputs (400 invalid_request, not decided): %d, e.g.:\n", rep.Refused)
+		for _, s := range rep.RefusedSamples {
+			fmt.Fprintf(out, "    %s\n", s)
+		}
 	}
 	if rep.RuleErrors > 0 {
 		fmt.Fprintf(out, "  draft rules failed to evaluate on %d decisions (such a rule fails closed unless it says onError: skip), e.g.:\n", rep.RuleErrors)

@@ -734,6 +734,42 @@ func TestPolicyReplayKeepsRecordedSuppression(t *testing.T) {
 	}
 }
 
+// TestPolicyReplayRefusedByInputs: a draft that declares inputs reports
+// the recorded requests it would refuse instead of deciding them; an
+// ingested event is judged (failing closed), never refused.
+func TestPolicyReplayRefusedByInputs(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "refunds.yaml"), `
+name: Refunds
+inputs:
+  amount: {type: number, required: true}
+rules:
+  - id: big
+    when: action.tool == "refund" && context.amount > 1000
+    outcome: require_approval
+`)
+	draft := mustPackFrom(t, dir, "acme")
+	rec := func(id, source string, ctx map[string]any) policy.DecisionRecord {
+		return policy.DecisionRecord{ID: id, AgentID: "bot", Source: source,
+			Input:    policy.Input{Tenant: "acme", Action: policy.Action{Tool: "refund"}, Context: ctx},
+			Decision: policy.Decision{Outcome: policy.Allow, ReasonCodes: []string{policy.ReasonDefaultAllow}}}
+	}
+	rep := replayRecords(draft, []policy.DecisionRecord{
+		rec("dec_ok", policy.SourceDecision, map[string]any{"amount": 5.0}),
+		rec("dec_str", policy.SourceDecision, map[string]any{"amount": "5000"}),
+		rec("dec_event", policy.SourceEvent, map[string]any{"amount": "5000"}),
+	}, policy.OrgPolicy{}, 5)
+	if rep.Total != 3 || rep.Unchanged != 1 || rep.Refused != 1 || rep.RefusedSamples[0] != "dec_str: field 'amount' must be a number" ||
+		rep.Changed != 1 || rep.Changes[0].To != "require_approval" || rep.Changes[0].Samples[0] != "dec_event" {
+		t.Fatalf("%+v", rep)
+	}
+	var out bytes.Buffer
+	printReplay(&out, rep)
+	if !strings.Contains(out.String(), "refused by the draft's declared inputs (400 invalid_request, not decided): 1") {
+		t.Fatalf("report:\n%s", out.String())
+	}
+}
+
 func writeTemp(t *testing.T, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
