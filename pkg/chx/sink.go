@@ -15,6 +15,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/natsx"
 )
 
 // ErrPoison marks a message that can never be projected (it does not
@@ -100,7 +102,7 @@ type Sink struct {
 	conn driver.Conn
 	log  *slog.Logger
 	stmt string
-	held *held
+	held *natsx.Held
 
 	rows       prometheus.Counter
 	flushes    *prometheus.CounterVec
@@ -125,7 +127,7 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 		cfg:  cfg,
 		conn: conn,
 		log:  log.With(slog.String("sink", cfg.Name)),
-		held: &held{last: map[jetstream.Msg]time.Time{}},
+		held: natsx.NewHeld(),
 		stmt: fmt.Sprintf("INSERT INTO %s (%s)", cfg.Table, strings.Join(cfg.Columns, ", ")),
 		rows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_sink_rows_total", Help: "Rows inserted into ClickHouse by a projection sink.", ConstLabels: labels,
@@ -201,90 +203,13 @@ func (b *inbox) take(into []jetstream.Msg) []jetstream.Msg {
 	return into
 }
 
-// held is every message the sink has received and not yet settled (acked,
-// terminated or naked), with the last time the server heard about it.
-type held struct {
-	mu   sync.Mutex
-	last map[jetstream.Msg]time.Time
-}
-
-func (h *held) add(m jetstream.Msg, now time.Time) {
-	h.mu.Lock()
-	h.last[m] = now
-	h.mu.Unlock()
-}
-
-func (h *held) remove(m jetstream.Msg) {
-	h.mu.Lock()
-	delete(h.last, m)
-	h.mu.Unlock()
-}
-
-func (h *held) all() []jetstream.Msg {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]jetstream.Msg, 0, len(h.last))
-	for m := range h.last {
-		out = append(out, m)
-	}
-	return out
-}
-
-// stale returns the messages last heard of before cutoff and marks them
-// as heard of now (the caller is about to send them an in-progress ack).
-func (h *held) stale(cutoff, now time.Time) []jetstream.Msg {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []jetstream.Msg
-	for m, t := range h.last {
-		if t.Before(cutoff) {
-			out = append(out, m)
-			h.last[m] = now
-		}
-	}
-	return out
-}
-
-// keepAliveEvery is how often the sink refreshes the messages it holds,
-// given the consumer's AckWait: a message is refreshed once it has gone a
-// quarter of AckWait unheard, so it is never older than half of it.
-func keepAliveEvery(cons jetstream.Consumer) time.Duration {
-	wait := 30 * time.Second // the server's default AckWait
-	if info := cons.CachedInfo(); info != nil && info.Config.AckWait > 0 {
-		wait = info.Config.AckWait
-	}
-	return max(wait/4, 10*time.Millisecond)
-}
-
-// keepAlive sends an in-progress ack for every held message that has gone
-// a tick unheard, until stop is closed. It runs beside the flush, so a
-// slow insert, a long outage or a backlog waiting in the inbox never lets
-// a message reach its AckWait: the consumer can use a short AckWait, which
-// is what makes redelivery after a crash quick.
-func (s *Sink) keepAlive(h *held, every time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-t.C:
-			for _, m := range h.stale(now.Add(-every), now) {
-				if err := m.InProgress(); err == nil {
-					s.keepAlives.Inc()
-				}
-			}
-		}
-	}
-}
-
 // Run consumes until ctx is cancelled, then drains: messages already
 // delivered are flushed (within ShutdownTimeout) and acked before it
 // returns. It returns nil after a clean shutdown.
 func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 	box := &inbox{signal: make(chan struct{}, 1)}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		s.held.add(m, time.Now())
+		s.held.Add(m)
 		box.put(m)
 	},
 		jetstream.PullMaxMessages(s.cfg.MaxRows),
@@ -298,9 +223,15 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 	}
 	stopKeepAlive := make(chan struct{})
 	keepAliveDone := make(chan struct{})
+	var ackWait time.Duration
+	if info := cons.CachedInfo(); info != nil {
+		ackWait = info.Config.AckWait
+	}
 	go func() {
 		defer close(keepAliveDone)
-		s.keepAlive(s.held, keepAliveEvery(cons), stopKeepAlive)
+		// Beside the flush, so that neither a slow insert, a long outage
+		// nor a backlog in the inbox lets a held message reach its AckWait.
+		s.held.KeepAlive(stopKeepAlive, natsx.KeepAliveEvery(ackWait), s.keepAlives.Inc)
 	}()
 	defer func() {
 		close(stopKeepAlive)
@@ -359,9 +290,9 @@ running:
 	s.flush(stopCtx, &buf)
 	// Whatever could not be written before the deadline goes back to the
 	// stream for the next consumer instance, now rather than after AckWait.
-	for _, m := range s.held.all() {
+	for _, m := range s.held.All() {
 		_ = m.Nak()
-		s.held.remove(m)
+		s.held.Settled(m)
 	}
 	return nil
 }
@@ -421,7 +352,7 @@ func (s *Sink) insert(ctx context.Context, entries []entry) ([]entry, error) {
 			for _, e := range entries {
 				s.rows.Add(float64(len(e.rows)))
 				_ = e.msg.Ack()
-				s.held.remove(e.msg)
+				s.held.Settled(e.msg)
 			}
 			return nil, nil
 		case errors.As(err, &row):
@@ -458,7 +389,7 @@ func (s *Sink) kill(m jetstream.Msg, reason string) {
 	s.log.Error("dead letter: message cannot be projected",
 		slog.String("subject", m.Subject()), slog.Uint64("stream_seq", seq), slog.String("reason", reason))
 	_ = m.TermWithReason(truncate(reason, 200))
-	s.held.remove(m)
+	s.held.Settled(m)
 }
 
 // rowError is a row the driver refused to append (a value that does not

@@ -110,6 +110,9 @@ type Service struct {
 	// key, so only keys that may be in the log cost a lookup (integrator
 	// only).
 	seen map[string]*seenFilter
+	// held is every source message taken in and not yet settled; Run
+	// keeps them alive, so the consumers' AckWait can be short.
+	held *natsx.Held
 
 	leaves    *prometheus.CounterVec
 	batchDur  prometheus.Histogram
@@ -136,7 +139,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ledger")), keys: keys, store: store{ch: deps.CH},
-		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, seen: map[string]*seenFilter{}, sealed: map[string]uint64{},
+		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, seen: map[string]*seenFilter{}, sealed: map[string]uint64{}, held: natsx.NewHeld(),
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ledger_leaves_total", Help: "Records appended to tenant logs, by kind.",
 		}, []string{"kind"}),
@@ -269,6 +272,15 @@ func (s *Service) Run(ctx context.Context) error {
 			mu.Unlock()
 		})
 	}
+	stopKeepAlive, keepAliveDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(keepAliveDone)
+		s.held.KeepAlive(stopKeepAlive, natsx.KeepAliveEvery(chx.AckWait), nil)
+	}()
+	defer func() {
+		close(stopKeepAlive)
+		<-keepAliveDone
+	}()
 	s.log.Info("ledger started", slog.String("origin", s.cfg.Origin))
 	batch := make([]inbound, 0, s.cfg.MaxBatch)
 	timer := time.NewTimer(time.Hour)
@@ -290,6 +302,7 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				for _, m := range batch {
 					_ = m.msg.Nak()
+					s.held.Settled(m.msg)
 				}
 				batch = batch[:0]
 				return
@@ -350,7 +363,9 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: durable, Description: stream + " records → ledger leaves",
 		FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: time.Minute, MaxDeliver: -1, MaxAckPending: 4 * s.cfg.MaxBatch,
+		// Short, as for the projection sinks: Run keeps every message it
+		// holds alive, so only a crashed instance's messages wait it out.
+		AckWait: chx.AckWait, MaxDeliver: -1, MaxAckPending: 4 * s.cfg.MaxBatch,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consumer %s: %w", durable, err)
@@ -358,11 +373,15 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		// Records are prepared (canonical bytes, leaf hash) here, in each
 		// consumer's goroutine, while the previous batch is being written.
+		s.held.Add(m)
 		msg := inbound{msg: m}
 		msg.p, msg.err = s.prepareMsg(m)
 		select {
 		case in <- msg:
 		case <-ctx.Done():
+			// Shutting down: back to the stream for the next instance now.
+			_ = m.Nak()
+			s.held.Settled(m)
 		}
 	}, jetstream.PullMaxMessages(s.cfg.MaxBatch))
 	if err != nil {
@@ -399,6 +418,7 @@ func (s *Service) integrate(ctx context.Context, msgs []inbound) error {
 		if m.err != nil {
 			s.log.Error("ledger: unsealable record", slog.String("subject", m.msg.Subject()), slog.String("error", m.err.Error()))
 			_ = m.msg.TermWithReason("unsealable record: " + m.err.Error())
+			s.held.Settled(m.msg)
 			continue
 		}
 		byTenant[m.p.env.Tenant] = append(byTenant[m.p.env.Tenant], m.p)
@@ -423,6 +443,7 @@ func (s *Service) integrate(ctx context.Context, msgs []inbound) error {
 	s.sealedMu.Unlock()
 	for _, m := range ok {
 		_ = m.Ack()
+		s.held.Settled(m)
 	}
 	s.batchDur.Observe(time.Since(start).Seconds())
 	s.log.Debug("ledger batch", slog.Int("records", len(ok)), slog.Int("tenants", len(tenants)), slog.Duration("took", time.Since(start)))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
@@ -248,6 +249,29 @@ func TestEveryRecordIsProvable(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkLineage(t, r.svc, "acme", l)
+	}
+}
+
+// What a crashed ledger held comes back within seconds: every source
+// consumer has the short AckWait the running ledger keeps its messages
+// alive against (natsx.Held), not the minute it used to wait.
+func TestSourceConsumersRedeliverQuickly(t *testing.T) {
+	e := newEnv(t)
+	r := e.start()
+	e.event("acme", "s-1", 1)
+	r.waitSize(t, "acme", 1)
+	ctx := testCtx(t)
+	for _, src := range sources {
+		testkit.Eventually(t, src.durable+" created", func() (bool, string) {
+			c, err := e.nats.JS.Consumer(ctx, src.stream, src.durable)
+			if err != nil {
+				return false, err.Error()
+			}
+			if got := c.CachedInfo().Config.AckWait; got != chx.AckWait {
+				t.Fatalf("%s AckWait %s, want %s", src.durable, got, chx.AckWait)
+			}
+			return true, ""
+		})
 	}
 }
 
