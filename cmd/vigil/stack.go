@@ -73,7 +73,11 @@ type StackConfig struct {
 }
 
 // Stack is a running all-in-one Vigil: every service's component under
-// one daemon.Supervisor, with an embedded NATS server.
+// one daemon.Supervisor, with an embedded NATS server. Each service
+// connects with its own NATS credential, as it does in its own container,
+// so the permissions of pkg/natsauth hold in dev and in every end-to-end
+// test; the shared views (catalog, approval board, rate-limit gossip) and
+// the first key use the admin connection NC.
 type Stack struct {
 	NATS    *server.Server
 	NC      *nats.Conn
@@ -97,6 +101,24 @@ type Stack struct {
 
 	local *localNATS
 	sup   *daemon.Supervisor
+	// conns are the services' own connections, closed before NC.
+	conns []*nats.Conn
+}
+
+// svcConn is one service's connection.
+type svcConn struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// connectAs opens a connection of the stack's NATS as service user.
+func (st *Stack) connectAs(user string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, js, err := st.local.connect(user, "vigil-dev-"+user, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", user, err)
+	}
+	st.conns = append(st.conns, nc)
+	return nc, js, nil
 }
 
 // StartStack brings up NATS, connects everything and starts every
@@ -159,8 +181,16 @@ func (st *Stack) components(cfg StackConfig) ([]daemon.Component, error) {
 	// Zero limits (benchmarks, ingest alone) admit everything.
 	limits := cfg.API.RateLimits
 	st.Limiter = ratelimit.New(st.NC, "vigil-dev", func(t string) ratelimit.Limits { return st.Catalog.Limits(t, limits) }, cfg.Log)
+	conns := map[string]svcConn{}
+	for _, a := range streams.Accesses() {
+		nc, js, err := st.connectAs(a.Service, cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+		conns[a.Service] = svcConn{nc, js}
+	}
 	var err error
-	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, Agents: st.Catalog})
+	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: conns[streams.ServiceIngest].js, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, Agents: st.Catalog})
 	if err != nil {
 		return nil, err
 	}
@@ -171,12 +201,12 @@ func (st *Stack) components(cfg StackConfig) ([]daemon.Component, error) {
 	if st.CH == nil {
 		// Ingest alone: CONTROL holds the keys it authenticates with.
 		controlStream := daemon.Component{Name: "control", Provision: func(ctx context.Context) error {
-			return natsx.EnsureStreams(ctx, st.JS, streams.ControlConfig(so))
+			return natsx.EnsureStreams(ctx, conns[streams.ServiceAPI].js, streams.ControlConfig(so))
 		}}
 		return []daemon.Component{controlStream, st.Catalog.Component(), bootstrap, st.Limiter.Component(), st.Ingest.Component()}, nil
 	}
 	st.Board = approval.NewBoard(st.JS, cfg.Log)
-	if st.API, err = api.New(cfg.API, api.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: st.Store, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter}); err != nil {
+	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter}); err != nil {
 		return nil, err
 	}
 	if cfg.Policy.PublishTimeout == 0 {
@@ -187,17 +217,17 @@ func (st *Stack) components(cfg StackConfig) ([]daemon.Component, error) {
 		cfg.Policy.RedactionKey, cfg.Policy.Judge.SealSecret = cfg.Ingest.RedactionKey, cfg.API.Judge.SealSecret
 	}
 	cfg.Policy.Streams = so
-	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: conns[streams.ServicePolicy].nc, JS: conns[streams.ServicePolicy].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
 		return nil, err
 	}
 	gc := guardian.DefaultConfig()
 	gc.Streams = so
-	if st.Guard, err = guardian.New(gc, guardian.Deps{NC: st.NC, JS: st.JS, Board: st.Board, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Guard, err = guardian.New(gc, guardian.Deps{NC: conns[streams.ServiceGuardian].nc, JS: conns[streams.ServiceGuardian].js, Board: st.Board, Log: cfg.Log, Registerer: st.Reg}); err != nil {
 		return nil, err
 	}
 	rc := risk.DefaultConfig()
 	rc.Streams = so
-	if st.Risk, err = risk.New(rc, risk.Deps{NC: st.NC, JS: st.JS, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Risk, err = risk.New(rc, risk.Deps{NC: conns[streams.ServiceRisk].nc, JS: conns[streams.ServiceRisk].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
 		return nil, err
 	}
 	// The ledger's checkpoint key derives from the deployment signing
@@ -208,7 +238,7 @@ func (st *Stack) components(cfg StackConfig) ([]daemon.Component, error) {
 	if lc.Seed, err = evidence.DeriveSeed(cfg.Policy.SigningSeed); err != nil {
 		return nil, err
 	}
-	if st.Ledger, err = ledger.New(lc, ledger.Deps{JS: st.JS, CH: st.CH, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Ledger, err = ledger.New(lc, ledger.Deps{JS: conns[streams.ServiceLedger].js, CH: st.CH, Log: cfg.Log, Registerer: st.Reg}); err != nil {
 		return nil, err
 	}
 	nc := notifier.DefaultConfig()
@@ -218,7 +248,7 @@ func (st *Stack) components(cfg StackConfig) ([]daemon.Component, error) {
 			return nil, err
 		}
 	}
-	if st.Notify, err = notifier.New(nc, notifier.Deps{JS: st.JS, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Notify, err = notifier.New(nc, notifier.Deps{JS: conns[streams.ServiceNotifier].js, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
 		return nil, err
 	}
 	return []daemon.Component{
@@ -254,9 +284,12 @@ func (st *Stack) Close() {
 	if st.CH != nil {
 		_ = st.CH.Close()
 	}
-	if st.NC != nil {
-		_ = st.NC.Drain()
-		for st.NC.IsDraining() {
+	for _, nc := range append(st.conns, st.NC) {
+		if nc == nil {
+			continue
+		}
+		_ = nc.Drain()
+		for nc.IsDraining() {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}

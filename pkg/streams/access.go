@@ -73,7 +73,7 @@ func Accesses() []Access {
 			Service: ServiceAPI, Owns: []string{Control},
 			Reads:   []string{Ingest, Policy, Guardian},
 			Buckets: []string{KeyUsageBucket, IdempotencyBucket},
-			Calls:   []string{EvaluateRPC, DecideRPC, riskRPC}, Gossip: []string{RateLimitGossip},
+			Calls:   []string{EvaluateRPC, DecideRPC}, Gossip: []string{RateLimitGossip},
 		},
 		{
 			Service: ServicePolicy, Owns: []string{Policy}, Reads: []string{Ingest, Control, Risk},
