@@ -204,7 +204,7 @@ func NewPack(tenant string, policies []Versioned, signer *Signer) (*Pack, error)
 		canon = append(canon, hashed{d.ID, v.Version, d})
 		if len(v.Compiled.inputs) > 0 {
 			idx := len(p.checks)
-			p.checks = append(p.checks, inputCheck{policyID: d.ID, inputs: v.Compiled.inputs})
+			p.checks = append(p.checks, inputCheck{inputs: v.Compiled.inputs})
 			tools := v.Compiled.tools()
 			if tools == nil {
 				p.generalChecks = append(p.generalChecks, idx)

@@ -235,11 +235,10 @@ func enumList(vals []any) string {
 	return strings.Join(parts, ", ")
 }
 
-// inputCheck is one policy's declared inputs and the tools it can apply
-// to (nil: every action).
+// inputCheck is one policy's declared inputs; the pack indexes it by the
+// tools the policy's rules can apply to.
 type inputCheck struct {
-	policyID string
-	inputs   []compiledInput
+	inputs []compiledInput
 }
 
 // CheckInput returns every way in violates the declared inputs of the
