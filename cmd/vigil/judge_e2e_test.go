@@ -295,6 +295,43 @@ func TestJudgeEndToEnd(t *testing.T) {
 		return u.Calls == n && u.TokensUsed == 120*n && u.DailyTokenBudget == 100000 && u.Remaining == 100000-120*n && !u.Exhausted,
 			fmt.Sprintf("usage %+v after %d calls", u, n)
 	})
+	// Kaizen's "this week": the seven UTC days ending with the day asked
+	// for (today by default), in total and per day.
+	type weekUsage struct {
+		TokensUsed int64 `json:"tokensUsed"`
+		Week       struct {
+			From, To   string
+			TokensUsed int64 `json:"tokensUsed"`
+			Calls      int64 `json:"calls"`
+			Days       []struct {
+				Day        string `json:"day"`
+				TokensUsed int64  `json:"tokensUsed"`
+			} `json:"days"`
+		} `json:"week"`
+	}
+	now := time.Now().UTC()
+	today := now.Format(time.DateOnly)
+	for _, tc := range []struct {
+		day               time.Time
+		dayTokens, weekTk int64
+	}{
+		{now, u.TokensUsed, u.TokensUsed},
+		{now.AddDate(0, 0, 6), 0, u.TokensUsed}, // today is the week's first day
+		{now.AddDate(0, 0, 7), 0, 0},            // today has left the week
+	} {
+		var w weekUsage
+		s.get(owner, "/v1/judge/usage?day="+tc.day.Format(time.DateOnly)).decode(t, &w)
+		wk := w.Week
+		if w.TokensUsed != tc.dayTokens || wk.TokensUsed != tc.weekTk || len(wk.Days) != 7 || wk.To != tc.day.Format(time.DateOnly) ||
+			wk.From != tc.day.AddDate(0, 0, -6).Format(time.DateOnly) || wk.Days[6].Day != wk.To || wk.Days[0].Day != wk.From {
+			t.Errorf("usage of the week to %s: %+v, want day %d, week %d", tc.day.Format(time.DateOnly), w, tc.dayTokens, tc.weekTk)
+		}
+		for _, d := range wk.Days {
+			if d.Day == today && d.TokensUsed != tc.weekTk {
+				t.Errorf("week to %s: today %+v, want %d tokens", wk.To, d, tc.weekTk)
+			}
+		}
+	}
 
 	// Tenant isolation: globex sees nothing of it; its own flag (judge on,
 	// no config) calls nobody.
@@ -414,8 +451,14 @@ func TestJudgeConfigErrors(t *testing.T) {
 		paths []string
 	}{
 		{"not JSON", "{", []string{""}},
-		{"unknown field", map[string]any{"baseUrl": "http://127.0.0.1:1/v1", "model": "m", "key": "x"}, []string{""}},
-		{"empty", map[string]any{}, []string{"baseUrl", "model"}},
+		// Unknown fields are ignored (with a Warning); the known ones are
+		// still checked.
+		{"unknown field beside an invalid one", map[string]any{"baseUrl": "http://127.0.0.1:1/v1", "model": "", "key": "x"}, []string{"model"}},
+		// No baseUrl: the default provider's applies; the model is required.
+		{"empty", map[string]any{}, []string{"model"}},
+		{"unknown provider", map[string]any{"provider": "acme-llm", "model": "m"}, []string{"provider"}},
+		{"both spellings", map[string]any{"baseUrl": "http://127.0.0.1:1/v1", "base_url": "http://127.0.0.1:1/v1", "model": "m"}, []string{"base_url"}},
+		{"snake_case checked too", map[string]any{"baseUrl": "http://127.0.0.1:1/v1", "model": "m", "daily_token_budget": -1}, []string{"dailyTokenBudget"}},
 		{"scheme", map[string]any{"baseUrl": "ftp://127.0.0.1/v1", "model": "m"}, []string{"baseUrl"}},
 		{"private address", map[string]any{"baseUrl": "http://10.1.2.3/v1", "model": "m"}, []string{"baseUrl"}},
 		{"metadata address", map[string]any{"baseUrl": "http://169.254.169.254/v1", "model": "m"}, []string{"baseUrl"}},

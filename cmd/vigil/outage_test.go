@@ -363,7 +363,7 @@ func TestClickHouseOutageUnderLoad(t *testing.T) {
 		if r.status != http.StatusServiceUnavailable {
 			return false, "reads during the outage: " + r.String()
 		}
-		checkEnvelope(t, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "unavailable", []pair{})
+		checkEnvelope(t, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "internal_error", []pair{{"", "unavailable"}})
 		return r.header.Get("Retry-After") != "", "no Retry-After on 503"
 	})
 	during := l.count()

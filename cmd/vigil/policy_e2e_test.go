@@ -696,10 +696,11 @@ func TestPolInvalidPolicies(t *testing.T) {
 			"rules[0].outcome", "invalid_format", []string{"line 3", "rule nope", `"maybe"`}},
 		{"duplicate rule id", `{"name":"d","rules":[{"id":"same","when":"true","outcome":"warn"},{"id":"same","when":"false","outcome":"block"}]}`, "",
 			"rules[1].id", "duplicate", []string{"same"}},
-		// The decoder's message names the field and its line (the detail
-		// has no path: see the report on unknown_field).
-		{"unknown field", `{"name":"u","rules":[{"id":"r","when":"true","outcome":"warn"}],"bogus":1}`, "",
-			"", "", []string{"field bogus", "line 1"}},
+		// The decoder's message names the field and its line. An unknown
+		// top-level key is ignored (fidelity_e2e_test.go), except a near
+		// miss of a key that decides, such as this one.
+		{"misspelled field", `{"name":"u","rules":[{"id":"r","when":"true","outcome":"warn"}],"defaultDecison":"denied"}`, "",
+			"", "", []string{"field defaultDecison", "line 1"}},
 		{"unknown rule field", "name: u\nrules:\n  - id: r\n    whenn: 'true'\n    outcome: warn\n", "application/yaml",
 			"", "", []string{"field whenn", "line 4"}},
 		{"empty body", ``, "", "", "required", nil},
@@ -766,7 +767,7 @@ func TestPolInvalidPolicies(t *testing.T) {
 	if len(e.Error.Details) == 0 || e.Error.Details[0].Path != "rules[0].when" || !strings.Contains(e.Error.Details[0].Message, "rule r") {
 		t.Errorf("patch details %+v", e.Error.Details)
 	}
-	polError(t, c.do(http.MethodPatch, "/v1/policies/"+id, `{"colour":"red"}`), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", "unknown field in a patch")
+	polError(t, c.do(http.MethodPatch, "/v1/policies/"+id, `{"rulez":[]}`), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", "misspelled field in a patch")
 	polError(t, c.do(http.MethodPatch, "/v1/policies/missing", `{"name":"x"}`), http.StatusNotFound, "NOT_FOUND", "not_found", "patch of an unknown policy")
 	if got := c.get("/v1/policies/"+id).want(t, http.StatusOK, "get").object(t); got["version"] != version {
 		t.Errorf("a rejected patch changed the version: %v → %v", version, got["version"])
@@ -790,7 +791,7 @@ func TestPolServiceDown(t *testing.T) {
 	}
 	unavailable := func(what string, r polResp) {
 		t.Helper()
-		polError(t, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "unavailable", what)
+		polError(t, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "internal_error", what)
 		if n, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || n < 1 {
 			t.Errorf("%s: Retry-After = %q, want a positive number of seconds", what, r.Header.Get("Retry-After"))
 		}
@@ -887,7 +888,7 @@ func TestPolVerdictsTriageAndListing(t *testing.T) {
 	d3 := c.evaluate(`{"agentId":"alpha","action":{"kind":"tool_call","tool":"rm","target":"/srv/data"},"context":{"ticket":"T-1"}}`)
 	chk := c.post("/v1/policies/check", `{"agentId":"beta","toolName":"rm","operation":"delete"}`).want(t, http.StatusOK, "check").object(t)
 	c4, _ := chk["decisionId"].(string)
-	v5 := c.verdict(`{"agent":"beta","kind":"http","tool":"search","target":"https://docs.example.com/x"}`)
+	v5 := c.verdict(`{"agent":"beta","kind":"http","tool":"search","target":"https://docs.example.com/x","metadata":{"source":"egress"}}`)
 	created := []string{v1.ID, v2.ID, d3.DecisionID, c4, v5.ID} // oldest first
 	if v1.Decision != "block" || v2.Decision != "allow" || d3.Decision != "block" || chk["decision"] != "denied" || v5.Decision != "allow" {
 		t.Fatalf("setup decisions: %+v %+v %s %v %+v", v1, v2, d3, chk, v5)
@@ -914,6 +915,10 @@ func TestPolVerdictsTriageAndListing(t *testing.T) {
 		{"source=decision", []string{d3.DecisionID}},
 		{"source=check", []string{c4}},
 		{"source=event", nil},
+		// Kaizen's observation source (the action's metadata.source).
+		{"source=egress", []string{v5.ID}},
+		{"source=sdk", nil},
+		{"agent=alpha&source=egress", nil},
 		{"q=docs.example", []string{v5.ID}},
 		{"q=ORG_BLOCKLIST", []string{v1.ID, d3.DecisionID, c4}},
 		{"q=org_blocklist", []string{v1.ID, d3.DecisionID, c4}},
@@ -931,7 +936,7 @@ func TestPolVerdictsTriageAndListing(t *testing.T) {
 			t.Errorf("verdicts?%s = %s, want %v newest first", f.query, p, f.want)
 		}
 	}
-	for _, bad := range []string{"decision=maybe", "source=nowhere", "status=pending", "since=yesterday", "limit=0", "limit=101", "offset=-1", "q=" + strings.Repeat("x", 201)} {
+	for _, bad := range []string{"decision=maybe", "source=" + strings.Repeat("s", 65), "status=pending", "since=yesterday", "limit=0", "limit=-3", "offset=-1", "q=" + strings.Repeat("x", 201)} {
 		polError(t, c.get("/v1/verdicts?"+bad), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", "verdicts?"+bad)
 	}
 

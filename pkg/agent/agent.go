@@ -242,6 +242,11 @@ func fe(path, code, format string, args ...any) apperr.FieldError {
 	return apperr.FieldError{Path: path, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// Fields are the agent fields a registration or a patch may set (besides
+// agentId), as apply reads them; the api's compatibility doors ignore
+// any other top-level field rather than refuse it.
+var Fields = []string{"name", "description", "model", "framework", "version", "agentVersion", "owner", "environment", "tools", "tags", "temperature", "metadata", "status"}
+
 // apply sets each known field from fields onto a, collecting every error.
 func apply(a *Agent, fields map[string]json.RawMessage) []apperr.FieldError {
 	var errs []apperr.FieldError

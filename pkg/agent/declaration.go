@@ -51,6 +51,12 @@ const (
 	OpSettingsChanged = "settings_changed"
 )
 
+// DeclarationFields are the fields of a manifest body.
+var DeclarationFields = []string{"tools", "destinations"}
+
+// SettingsFields are the fields of a settings body.
+var SettingsFields = []string{"paused", "judge_enabled", "judgeEnabled"}
+
 // ParseDeclaration validates a POST /v1/agents/{agent}/manifest body.
 func ParseDeclaration(body []byte, now time.Time) (Declaration, error) {
 	fields, err := objectFields(body)

@@ -45,8 +45,11 @@ var mappings = map[apperr.Kind]mapping{
 	apperr.KindConflict:        {http.StatusConflict, "CONFLICT", "conflict"},
 	apperr.KindTooLarge:        {http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", "payload_too_large"},
 	apperr.KindRateLimited:     {http.StatusTooManyRequests, "RATE_LIMITED", "rate_limited"},
-	apperr.KindUnavailable:     {http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "unavailable"},
-	apperr.KindInternal:        {http.StatusInternalServerError, "INTERNAL_ERROR", "internal_error"},
+	// KLA documents one code for every 5xx, internal_error; Vigil's finer
+	// one (unavailable: retry, nothing is lost) stays in error.code and
+	// in details[].code.
+	apperr.KindUnavailable: {http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "internal_error"},
+	apperr.KindInternal:    {http.StatusInternalServerError, "INTERNAL_ERROR", "internal_error"},
 }
 
 // fromStatus maps echo's own errors (unknown route, wrong method, body
@@ -133,6 +136,9 @@ func errorHandler(log *slog.Logger, down *outages) echo.HTTPErrorHandler {
 		}
 		if det == nil {
 			det = []apperr.FieldError{}
+		}
+		if kind == apperr.KindUnavailable {
+			det = append(det, apperr.FieldError{Path: "", Code: "unavailable", Message: "temporarily unavailable; retry after Retry-After"})
 		}
 		body := Body{
 			Error: Detail{Code: m.code, Message: msg, Details: det},

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -118,6 +119,13 @@ func newServer(t *testing.T) (*httptest.Server, *prometheus.Registry) {
 		}
 		return c.JSON(http.StatusOK, httpkit.NewPage(data, more, next))
 	})
+	e.POST("/lenient", func(c echo.Context) error {
+		var in lenientBody
+		if err := httpkit.DecodeLenient(c, 1<<10, &in); err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, in)
+	})
 	e.POST("/body", func(c echo.Context) error {
 		b, err := httpkit.ReadBody(c, bodyCap)
 		if err != nil {
@@ -218,7 +226,8 @@ func TestErrorEnvelope(t *testing.T) {
 		{"ratelimited", 429, "RATE_LIMITED", "rate_limited", "rate limit exceeded", "2", `[]`},
 		{"ratelimited-ms", 429, "RATE_LIMITED", "rate_limited", "", "1", `[]`},
 		{"ratelimited-0", 429, "RATE_LIMITED", "rate_limited", "", "", `[]`},
-		{"unavailable", 503, "SERVICE_UNAVAILABLE", "unavailable", "event store did not acknowledge", "5", `[]`},
+		// KLA's one 5xx code; Vigil's finer one in error.code and details.
+		{"unavailable", 503, "SERVICE_UNAVAILABLE", "internal_error", "event store did not acknowledge", "5", `[{"path":"","code":"unavailable","message":"temporarily unavailable; retry after Retry-After"}]`},
 		{"internal", 500, "INTERNAL_ERROR", "internal_error", "invariant broken", "", `[]`},
 		{"plain", 500, "INTERNAL_ERROR", "internal_error", "internal error", "", `[]`},
 		{"wrapped", 409, "CONFLICT", "conflict", "lost the race", "", `[]`},
@@ -322,7 +331,7 @@ func TestAuthenticate(t *testing.T) {
 		{"scheme without token", map[string]string{"Authorization": "Bearer "}, 401, "AUTHENTICATION_FAILED", "unauthorized", ""},
 		{"scheme and spaces", map[string]string{"Authorization": "Bearer    "}, 401, "AUTHENTICATION_FAILED", "unauthorized", ""},
 		{"unknown token", map[string]string{"Authorization": "Bearer tok-forged"}, 401, "AUTHENTICATION_FAILED", "unauthorized", ""},
-		{"authenticator unavailable", map[string]string{"Authorization": "Bearer broker-down"}, 503, "SERVICE_UNAVAILABLE", "unavailable", ""},
+		{"authenticator unavailable", map[string]string{"Authorization": "Bearer broker-down"}, 503, "SERVICE_UNAVAILABLE", "internal_error", ""},
 		{"tenant mismatch", map[string]string{"Authorization": "Bearer tok-admin", "x-tenant-id": "globex"}, 403, "FORBIDDEN", "forbidden", ""},
 		{"tenant case differs", map[string]string{"Authorization": "Bearer tok-admin", "x-tenant-id": "ACME"}, 403, "FORBIDDEN", "forbidden", ""},
 		{"tenant matches", map[string]string{"Authorization": "Bearer tok-admin", "x-tenant-id": "acme"}, 200, "", "", "acme"},
@@ -437,11 +446,13 @@ func TestLimitAndCursorValidation(t *testing.T) {
 		{"limit=1", 200, "", "", 1},
 		{"limit=3", 200, "", "", 3},
 		{"limit=0", 400, "limit", "out_of_range", 0},
-		{"limit=4", 400, "limit", "out_of_range", 0},
+		{"limit=4", 200, "", "", 3}, // clamped to the maximum
+		{"limit=1000", 200, "", "", 3},
 		{"limit=-1", 400, "limit", "out_of_range", 0},
 		{"limit=abc", 400, "limit", "out_of_range", 0},
 		{"limit=1.5", 400, "limit", "out_of_range", 0},
-		{"limit=99999999999999999999", 400, "limit", "out_of_range", 0},
+		{"limit=99999999999999999999", 200, "", "", 3},
+		{"limit=-99999999999999999999", 400, "limit", "out_of_range", 0},
 		{"cursor=" + httpkit.EncodeCursor(cursor{After: 1}), 200, "", "", 2},
 		{"cursor=!!!", 400, "cursor", "invalid_format", 0},
 		{"cursor=" + base64.RawURLEncoding.EncodeToString([]byte("not json")), 400, "cursor", "invalid_format", 0},
@@ -611,5 +622,59 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 		if got := httpkit.MetricMethod(tc.in); got != tc.want {
 			t.Errorf("MetricMethod(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+type lenientInner struct {
+	Role string `json:"role"`
+}
+
+type lenientBody struct {
+	Name  string        `json:"name"`
+	Count int           `json:"count,omitempty"`
+	Inner *lenientInner `json:"inner"`
+	lenientInner
+	Skipped string `json:"-"`
+}
+
+// TestDecodeLenient: unknown top-level fields are ignored and named in
+// Warning headers; known fields, nested objects and trailing data are
+// checked as strictly as DecodeJSON checks them.
+func TestDecodeLenient(t *testing.T) {
+	srv, _ := newServer(t)
+	cases := []struct {
+		name     string
+		body     string
+		status   int
+		warnings []string
+		want     lenientBody
+	}{
+		{"known fields only", `{"name":"a","count":2,"role":"r"}`, 200, nil, lenientBody{Name: "a", Count: 2, lenientInner: lenientInner{Role: "r"}}},
+		{"unknown fields ignored", `{"name":"a","colour":"blue","zeta":{"x":1}}`, 200,
+			[]string{`299 - "unknown field \"colour\" ignored"`, `299 - "unknown field \"zeta\" ignored"`}, lenientBody{Name: "a"}},
+		{"a field tagged - is unknown", `{"name":"a","Skipped":"x"}`, 200, []string{`299 - "unknown field \"Skipped\" ignored"`}, lenientBody{Name: "a"}},
+		{"known field of the wrong type", `{"name":"a","count":"two","colour":1}`, 400, []string{`299 - "unknown field \"colour\" ignored"`}, lenientBody{}},
+		{"unknown field nested in a known object", `{"name":"a","inner":{"role":"r","x":1}}`, 400, nil, lenientBody{}},
+		{"trailing data", `{"name":"a"} {}`, 400, nil, lenientBody{}},
+		{"not an object", `[1]`, 400, nil, lenientBody{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, http.MethodPost, srv.URL+"/lenient", strings.NewReader(tc.body), map[string]string{"Content-Type": "application/json"})
+			if r.status != tc.status {
+				t.Fatalf("status %d body %s, want %d", r.status, r.body, tc.status)
+			}
+			if got := r.header.Values("Warning"); !slices.Equal(got, tc.warnings) {
+				t.Errorf("Warning = %q, want %q", got, tc.warnings)
+			}
+			if tc.status != 200 {
+				checkEnvelope(t, r, 400, "VALIDATION_ERROR", "invalid_request")
+				return
+			}
+			var got lenientBody
+			if err := json.Unmarshal(r.body, &got); err != nil || got.Name != tc.want.Name || got.Count != tc.want.Count || got.Role != tc.want.Role {
+				t.Errorf("decoded %s, want %+v", r.body, tc.want)
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package httpkit
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -59,14 +58,23 @@ func DecodeCursor(c echo.Context, v any) error {
 	return nil
 }
 
-// Limit parses the "limit" query parameter within [1, max].
+// Limit parses the "limit" query parameter: a positive integer, clamped
+// to max (the upstream APIs document no maximum, so a client asking for
+// more gets a full page rather than an error; hasMore and nextCursor say
+// there is more). Not an integer, or below 1, is a validation error.
 func Limit(c echo.Context, def, max int) (int, error) {
 	s := c.QueryParam("limit")
 	if s == "" {
 		return def, nil
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > max {
+	if errors.Is(err, strconv.ErrRange) && n > 0 {
+		err = nil // beyond int: clamped like any other large limit
+	}
+	if err == nil && n > max {
+		return max, nil
+	}
+	if err != nil || n < 1 {
 		return 0, apperr.Validation("limit is out of range", apperr.FieldError{Path: "limit", Code: "out_of_range", Message: fmt.Sprintf("limit must be an integer from 1 to %d", max)})
 	}
 	return n, nil
@@ -94,13 +102,5 @@ func DecodeJSON(c echo.Context, max int64, v any) error {
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return apperr.Validation("request body is not valid", apperr.FieldError{Path: "", Code: "invalid_format", Message: err.Error()})
-	}
-	if dec.More() {
-		return apperr.Validation("request body is not valid", apperr.FieldError{Path: "", Code: "invalid_format", Message: "unexpected data after the JSON object"})
-	}
-	return nil
+	return decodeStrict(body, v)
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,7 +67,10 @@ type ConfigRecord struct {
 	SealedKey string `json:"sealedKey,omitempty"`
 	// KeyHint is the key's last four characters (for keys of 12 or more),
 	// so a human can tell which key is set.
-	KeyHint             string    `json:"keyHint,omitempty"`
+	KeyHint string `json:"keyHint,omitempty"`
+	// Provider names the endpoint's vendor when the configuration gave
+	// one (or took its default base URL).
+	Provider            string    `json:"provider,omitempty"`
 	DailyTokenBudget    int64     `json:"dailyTokenBudget"`
 	ConfidenceThreshold float64   `json:"confidenceThreshold"`
 	UpdatedAt           time.Time `json:"updatedAt"`
@@ -97,9 +101,35 @@ func Hint(key string) string {
 	return "…" + key[len(key)-4:]
 }
 
+// ProviderURLs are the OpenAI-compatible chat completions endpoints of
+// the providers a configuration may name instead of a base URL.
+var ProviderURLs = map[string]string{
+	"openai":     "https://api.openai.com/v1",
+	"anthropic":  "https://api.anthropic.com/v1",
+	"groq":       "https://api.groq.com/openai/v1",
+	"mistral":    "https://api.mistral.ai/v1",
+	"openrouter": "https://openrouter.ai/api/v1",
+	"together":   "https://api.together.xyz/v1",
+	"deepseek":   "https://api.deepseek.com/v1",
+}
+
+// snakeNames are the Kaizen (snake_case) spellings of Update's fields.
+var snakeNames = map[string]string{
+	"base_url": "baseUrl", "api_key": "apiKey", "daily_token_budget": "dailyTokenBudget", "confidence_threshold": "confidenceThreshold",
+}
+
+// UpdateFields are the field names a POST /v1/llm-config body may use,
+// in either spelling.
+var UpdateFields = []string{"provider", "baseUrl", "model", "apiKey", "dailyTokenBudget", "confidenceThreshold",
+	"base_url", "api_key", "daily_token_budget", "confidence_threshold"}
+
 // Update is a POST /v1/llm-config body. Absent fields keep their value;
-// apiKey "" removes the key.
+// apiKey "" removes the key. Each field may also be spelled in
+// snake_case (Kaizen's documents: daily_token_budget, …).
 type Update struct {
+	// Provider selects a default base URL (ProviderURLs) when baseUrl is
+	// absent.
+	Provider            *string  `json:"provider"`
 	BaseURL             *string  `json:"baseUrl"`
 	Model               *string  `json:"model"`
 	APIKey              *string  `json:"apiKey"`
@@ -114,11 +144,15 @@ type Resolver = ssrf.Resolver
 // first configuration), sealing a new key with box. Every invalid field
 // is reported, with its path.
 func Apply(ctx context.Context, cur ConfigRecord, body []byte, box *secretbox.Box, guard *ssrf.Guard, res Resolver) (ConfigRecord, error) {
+	body, err := camelCase(body)
+	if err != nil {
+		return cur, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var u Update
 	if err := dec.Decode(&u); err != nil {
-		return cur, apperr.Validation("body must be a JSON object with baseUrl, model, apiKey, dailyTokenBudget, confidenceThreshold",
+		return cur, apperr.Validation("body must be a JSON object with provider, baseUrl, model, apiKey, dailyTokenBudget, confidenceThreshold",
 			apperr.FieldError{Path: "", Code: "invalid_type", Message: err.Error()})
 	}
 	var errs []apperr.FieldError
@@ -126,11 +160,35 @@ func Apply(ctx context.Context, cur ConfigRecord, body []byte, box *secretbox.Bo
 		errs = append(errs, apperr.FieldError{Path: path, Code: code, Message: fmt.Sprintf(format, args...)})
 	}
 	next := cur
-	if u.BaseURL != nil {
-		next.BaseURL = strings.TrimRight(strings.TrimSpace(*u.BaseURL), "/")
-	}
 	if u.Model != nil {
 		next.Model = strings.TrimSpace(*u.Model)
+	}
+	defaultURL := false
+	switch {
+	case u.BaseURL != nil:
+		next.BaseURL = strings.TrimRight(strings.TrimSpace(*u.BaseURL), "/")
+		if u.Provider == nil {
+			next.Provider = ""
+		}
+	case u.Provider != nil || cur.BaseURL == "":
+		// No base URL: the named provider's, or for a first configuration
+		// naming none, the one its model implies.
+		p := inferProvider(next.Model)
+		if u.Provider != nil {
+			p = *u.Provider
+		}
+		url, ok := ProviderURLs[p]
+		if !ok {
+			add("provider", "invalid_format", "provider must be one of %s, or give baseUrl", strings.Join(providerNames(), ", "))
+			break
+		}
+		next.BaseURL, next.Provider, defaultURL = url, p, true
+	}
+	if u.Provider != nil && u.BaseURL != nil {
+		if _, ok := ProviderURLs[*u.Provider]; !ok {
+			add("provider", "invalid_format", "provider must be one of %s", strings.Join(providerNames(), ", "))
+		}
+		next.Provider = *u.Provider
 	}
 	if u.DailyTokenBudget != nil {
 		next.DailyTokenBudget = *u.DailyTokenBudget
@@ -144,9 +202,16 @@ func Apply(ctx context.Context, cur ConfigRecord, body []byte, box *secretbox.Bo
 	}
 	switch {
 	case next.BaseURL == "":
-		add("baseUrl", "required", "baseUrl is required")
+		if u.Provider == nil {
+			add("baseUrl", "required", "baseUrl (or a provider) is required")
+		}
 	case len(next.BaseURL) > MaxBaseURLBytes:
 		add("baseUrl", "too_long", "baseUrl must be at most %d bytes", MaxBaseURLBytes)
+	case defaultURL:
+		// A provider's public endpoint, fixed in the code: nothing to
+		// resolve ahead. The judge's client dials through the guard all
+		// the same, so a resolver answering a private address is still
+		// refused at connection time.
 	default:
 		if err := checkURL(ctx, next.BaseURL, guard, res); err != nil {
 			add("baseUrl", "invalid_format", "%s", err.Error())
@@ -181,6 +246,50 @@ func Apply(ctx context.Context, cur ConfigRecord, body []byte, box *secretbox.Bo
 		return cur, apperr.Validation("llm config failed validation", errs...)
 	}
 	return next, nil
+}
+
+// camelCase renames the snake_case spellings of body's top-level fields
+// to Update's; a field given in both spellings is a validation error.
+func camelCase(body []byte) ([]byte, error) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil || fields == nil {
+		return body, nil // the strict decode reports it
+	}
+	renamed := false
+	for snake, camel := range snakeNames {
+		raw, ok := fields[snake]
+		if !ok {
+			continue
+		}
+		if _, both := fields[camel]; both {
+			return nil, apperr.Validation("a field is given twice", apperr.FieldError{Path: snake, Code: "duplicate", Message: fmt.Sprintf("give %s or %s, not both", snake, camel)})
+		}
+		fields[camel] = raw
+		delete(fields, snake)
+		renamed = true
+	}
+	if !renamed {
+		return body, nil
+	}
+	return json.Marshal(fields)
+}
+
+// inferProvider is the provider a first configuration without a base URL
+// or provider means: Anthropic for Claude models, OpenAI otherwise.
+func inferProvider(model string) string {
+	if strings.HasPrefix(strings.ToLower(model), "claude") {
+		return "anthropic"
+	}
+	return "openai"
+}
+
+func providerNames() []string {
+	names := make([]string, 0, len(ProviderURLs))
+	for n := range ProviderURLs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // checkURL accepts http(s) URLs without credentials, query or fragment

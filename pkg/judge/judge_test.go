@@ -106,12 +106,53 @@ func TestApply(t *testing.T) {
 		{`{"baseUrl":"http://127.0.0.1/v1","model":"m","apiKey":"a\nb"}`, "apiKey"},
 		{`{"baseUrl":"http://127.0.0.1/v1","model":"m","confidenceThreshold":-1}`, "confidenceThreshold"},
 		{`[]`, ""},
+		{`{"provider":"nope","model":"m"}`, "provider"},
+		{`{"base_url":"http://127.0.0.1/v1","baseUrl":"http://127.0.0.1/v1","model":"m"}`, "base_url"},
+		{`{"base_url":"http://127.0.0.1/v1","model":"m","confidence_threshold":2}`, "confidenceThreshold"},
 	} {
 		_, err := judge.Apply(ctx, cur, []byte(tc.body), box, guard, nil)
 		var ae *apperr.Error
 		if !asErr(err, &ae) || len(ae.Details) == 0 || ae.Details[0].Path != tc.path {
 			t.Errorf("%s: %v", tc.body, err)
 		}
+	}
+}
+
+// TestApplyProvidersAndSnakeCase: Kaizen's snake_case spellings set the
+// same fields, and a configuration without baseUrl takes its provider's
+// (named, or implied by the model) without resolving it ahead.
+func TestApplyProvidersAndSnakeCase(t *testing.T) {
+	ctx := context.Background()
+	box, err := judge.NewBox(bytes.Repeat([]byte("k"), 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard := ssrf.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	for _, tc := range []struct {
+		name, body, url, provider string
+		budget                    int64
+		threshold                 float64
+	}{
+		{"openai implied", `{"model":"gpt-4o-mini","api_key":"sk-0123456789abcd","daily_token_budget":5000,"confidence_threshold":0.5}`, "https://api.openai.com/v1", "openai", 5000, 0.5},
+		{"anthropic implied by a claude model", `{"model":"claude-3-5-haiku"}`, "https://api.anthropic.com/v1", "anthropic", judge.DefaultDailyBudget, judge.DefaultThreshold},
+		{"provider named", `{"provider":"groq","model":"llama"}`, "https://api.groq.com/openai/v1", "groq", judge.DefaultDailyBudget, judge.DefaultThreshold},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := judge.Apply(ctx, judge.ConfigRecord{Tenant: "t"}, []byte(tc.body), box, guard, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.BaseURL != tc.url || got.Provider != tc.provider || got.DailyTokenBudget != tc.budget || got.ConfidenceThreshold != tc.threshold {
+				t.Errorf("got %+v", got)
+			}
+		})
+	}
+	// An existing configuration keeps its base URL when an update names
+	// neither a URL nor a provider.
+	cur := judge.ConfigRecord{Tenant: "t", BaseURL: "http://127.0.0.1:9/v1", Model: "m", DailyTokenBudget: 1}
+	got, err := judge.Apply(ctx, cur, []byte(`{"daily_token_budget":7}`), box, guard, nil)
+	if err != nil || got.BaseURL != cur.BaseURL || got.DailyTokenBudget != 7 {
+		t.Errorf("update: %+v %v", got, err)
 	}
 }
 

@@ -61,7 +61,30 @@ type Rule struct {
 	// applying. "skip" is the explicit opt-out: the rule does not match.
 	OnError string `yaml:"onError,omitempty" json:"onError,omitempty"`
 
+	// Kaplaix rule-list form: instead of when and outcome, a rule may give
+	// exact-match Conditions (KaplaixConditionFields) and a Decision;
+	// Normalize derives when and outcome from them. Priority orders the
+	// rules, higher first; it does not let a rule override a stricter one
+	// (docs/policies.md).
+	Decision   string            `yaml:"decision,omitempty" json:"decision,omitempty"`
+	Priority   int               `yaml:"priority,omitempty" json:"priority,omitempty"`
+	Conditions map[string]string `yaml:"conditions,omitempty" json:"conditions,omitempty"`
+
 	line int
+}
+
+// DefaultRuleID names the rule Normalize derives from a rule list's
+// defaultDecision: it holds when no other rule of the policy does.
+const DefaultRuleID = "default_decision"
+
+// kaplaix reports whether r is written in the Kaplaix rule-list form.
+func (r Rule) kaplaix() bool { return r.Decision != "" || r.Conditions != nil }
+
+// RuleList reports whether d is in the Kaplaix rule-list form (rules
+// with decision and conditions; defaultDecision applies when none holds)
+// rather than the single-rule form (policy-level conditions).
+func (d Document) RuleList() bool {
+	return slices.ContainsFunc(d.Rules, Rule.kaplaix)
 }
 
 // OnErrorSkip is the Rule.OnError value that makes an erroring condition
@@ -124,19 +147,81 @@ var (
 // Errors are *apperr.Error validation errors whose details carry the path
 // ("rules[2].outcome") and, in the message, the line and rule id.
 func Parse(src []byte) (Document, error) {
+	d, _, err := parse(src, false)
+	return d, err
+}
+
+// ParseCompat is Parse for the compatibility doors (POST and PATCH
+// /v1/policies): a top-level key the schema lacks is ignored and
+// returned, so that a client written for another product can send its
+// own metadata. Keys that change enforcement stay strict: any unknown key
+// inside rules or inputs ("whenn"), and a top-level key that looks like a
+// misspelling of a known one ("defaultDecison"), are still errors.
+func ParseCompat(src []byte) (Document, []string, error) {
+	return parse(src, true)
+}
+
+// documentKeys are the top-level keys of a policy document.
+var documentKeys = []string{"id", "name", "description", "enabled", "priority", "rules", "inputs", "conditions", "defaultDecision"}
+
+// IsDocumentKey reports whether k is a top-level policy document key.
+func IsDocumentKey(k string) bool { return slices.Contains(documentKeys, k) }
+
+// LooksLikeDocumentKey reports whether k is a near miss of a document
+// key (an edit distance of at most 2, ignoring case), the mark of a typo
+// that must not be ignored.
+func LooksLikeDocumentKey(k string) bool {
+	for _, known := range documentKeys {
+		if editDistance(strings.ToLower(k), strings.ToLower(known)) <= 2 {
+			return true
+		}
+	}
+	return false
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+func parse(src []byte, lenient bool) (Document, []string, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
-		return Document{}, apperr.Validation("policy is not valid YAML",
+		return Document{}, nil, apperr.Validation("policy is not valid YAML",
 			apperr.FieldError{Path: "", Code: "malformed_yaml", Message: err.Error()})
 	}
 	if len(root.Content) == 0 {
-		return Document{}, apperr.Validation("policy is empty", apperr.FieldError{Path: "", Code: "required", Message: "empty document"})
+		return Document{}, nil, apperr.Validation("policy is empty", apperr.FieldError{Path: "", Code: "required", Message: "empty document"})
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	var d Document
+	var ignored []string
 	if err := dec.Decode(&d); err != nil {
-		return Document{}, schemaError(&root, err)
+		serr := schemaError(&root, err)
+		if ignored = ignorable(serr); !lenient || ignored == nil {
+			return Document{}, nil, serr
+		}
+		// Only ignorable top-level keys: decode again without them.
+		d = Document{}
+		if err := yaml.Unmarshal(src, &d); err != nil {
+			return Document{}, nil, schemaError(&root, err)
+		}
 	}
 	// Attach source lines to rules and inputs for error messages.
 	if doc := root.Content[0]; doc.Kind == yaml.MappingNode {
@@ -159,9 +244,27 @@ func Parse(src []byte) (Document, error) {
 		}
 	}
 	if err := d.Normalize(); err != nil {
-		return Document{}, err
+		return Document{}, nil, err
 	}
-	return d, nil
+	return d, ignored, nil
+}
+
+// ignorable returns the keys of a schema error when every one of its
+// errors is an unknown top-level key that is no near miss of a known one,
+// and nil otherwise.
+func ignorable(err error) []string {
+	var ae *apperr.Error
+	if !errors.As(err, &ae) || len(ae.Details) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(ae.Details))
+	for _, fe := range ae.Details {
+		if fe.Code != "unknown_field" || fe.Path == "" || strings.ContainsAny(fe.Path, ".[") || LooksLikeDocumentKey(fe.Path) {
+			return nil
+		}
+		keys = append(keys, fe.Path)
+	}
+	return keys
 }
 
 // Normalize maps the Kaplaix form to a rule and checks everything but the
@@ -180,7 +283,12 @@ func (d *Document) Normalize() error {
 	} else if len(d.Name) > 200 {
 		add("name", "too_long", 0, "name must be at most 200 bytes")
 	}
-	if len(d.Conditions) > 0 || d.DefaultDecision != "" {
+	if d.RuleList() {
+		if len(d.Conditions) > 0 {
+			add("conditions", "invalid_format", 0, "use either policy-level conditions or rules with conditions, not both")
+		}
+		d.normalizeRuleList(add)
+	} else if len(d.Conditions) > 0 || d.DefaultDecision != "" {
 		r, err := kaplaixRule(d)
 		switch {
 		case err != nil:
@@ -371,27 +479,92 @@ func defaultReason(id string) string {
 	return s
 }
 
-// kaplaixRule maps exact-match conditions to a CEL conjunction.
-func kaplaixRule(d *Document) (Rule, error) {
-	decision := d.DefaultDecision
-	if decision == "" {
-		decision = "requires_review"
+// normalizeRuleList derives when and outcome of each Kaplaix-form rule,
+// orders the rules by priority (higher first, ties in list order) and
+// derives the default rule from defaultDecision. It is idempotent, so a
+// stored document normalizes to itself.
+func (d *Document) normalizeRuleList(add func(path, code string, line int, format string, args ...any)) {
+	for i := range d.Rules {
+		r := &d.Rules[i]
+		if !r.kaplaix() {
+			continue
+		}
+		p := fmt.Sprintf("rules[%d]", i)
+		when, err := conjunction(r.Conditions)
+		if err != nil {
+			add(p+".conditions", "invalid_format", r.line, "rule %s: %v", r.ID, err)
+			continue
+		}
+		if r.When != "" && r.When != when {
+			add(p+".when", "invalid_format", r.line, "rule %s: use either when or conditions, not both", r.ID)
+		}
+		r.When = when
+		o, err := ParseOutcome(r.Decision)
+		if err != nil {
+			add(p+".decision", "invalid_format", r.line, "rule %s: %v", r.ID, err)
+			continue
+		}
+		if prev, perr := ParseOutcome(r.Outcome); r.Outcome != "" && (perr != nil || prev != o) {
+			add(p+".outcome", "invalid_format", r.line, "rule %s: use either outcome or decision, not both", r.ID)
+		}
+		r.Outcome = o.String()
 	}
-	keys := make([]string, 0, len(d.Conditions))
-	for k := range d.Conditions {
+	if d.DefaultDecision != "" {
+		d.Rules = slices.DeleteFunc(d.Rules, func(r Rule) bool { return r.ID == DefaultRuleID && !r.kaplaix() })
+	}
+	slices.SortStableFunc(d.Rules, func(a, b Rule) int { return b.Priority - a.Priority })
+	if d.DefaultDecision == "" {
+		return
+	}
+	o, err := ParseOutcome(d.DefaultDecision)
+	if err != nil {
+		add("defaultDecision", "invalid_format", 0, "%v", err)
+		return
+	}
+	if o == Allow {
+		return // what a policy decides when no rule holds anyway
+	}
+	held := make([]string, 0, len(d.Rules))
+	for _, r := range d.Rules {
+		held = append(held, "("+r.When+")")
+	}
+	when := "true"
+	if len(held) > 0 {
+		when = "!(" + strings.Join(held, " || ") + ")"
+	}
+	d.Rules = append(d.Rules, Rule{ID: DefaultRuleID, When: when, Outcome: o.String(), ReasonCodes: []string{"DEFAULT_DECISION"}})
+}
+
+// conjunction maps exact-match conditions to a CEL conjunction ("true"
+// for none).
+func conjunction(conds map[string]string) (string, error) {
+	keys := make([]string, 0, len(conds))
+	for k := range conds {
 		if !slices.Contains(KaplaixConditionFields, k) {
-			return Rule{}, fmt.Errorf("unknown condition %q (want %s)", k, strings.Join(KaplaixConditionFields, ", "))
+			return "", fmt.Errorf("unknown condition %q (want %s)", k, strings.Join(KaplaixConditionFields, ", "))
 		}
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	terms := make([]string, 0, len(keys))
 	for _, k := range keys {
-		terms = append(terms, fmt.Sprintf("action.%s == %q", k, d.Conditions[k]))
+		terms = append(terms, fmt.Sprintf("action.%s == %q", k, conds[k]))
 	}
-	when := "true"
-	if len(terms) > 0 {
-		when = strings.Join(terms, " && ")
+	if len(terms) == 0 {
+		return "true", nil
+	}
+	return strings.Join(terms, " && "), nil
+}
+
+// kaplaixRule maps exact-match conditions to a CEL conjunction.
+func kaplaixRule(d *Document) (Rule, error) {
+	decision := d.DefaultDecision
+	if decision == "" {
+		decision = "requires_review"
+	}
+	when, err := conjunction(d.Conditions)
+	if err != nil {
+		return Rule{}, err
 	}
 	id := "default"
 	if d.ID != "" && ruleIDRe.MatchString(d.ID) {

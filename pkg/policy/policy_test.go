@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -240,6 +241,12 @@ func TestInvalidPolicies(t *testing.T) {
 		{"cel type", "name: x\nrules:\n  - id: a\n    when: '1 + 2'\n    outcome: warn\n", "rules[0].when", "must be a bool"},
 		{"cel unknown variable", "name: x\nrules:\n  - id: a\n    when: 'nope.x == 1'\n    outcome: warn\n", "rules[0].when", "undeclared reference"},
 		{"kaplaix unknown condition", "name: x\nconditions: {color: red}\ndefaultDecision: denied\n", "conditions", "unknown condition"},
+		{"rule list: unknown condition", `{"name":"x","rules":[{"id":"r1","decision":"denied","conditions":{"colour":"red"}}]}`, "rules[0].conditions", "unknown condition"},
+		{"rule list: bad decision", `{"name":"x","rules":[{"id":"r1","decision":"maybe","conditions":{"toolType":"shell"}}]}`, "rules[0].decision", "unknown outcome"},
+		{"rule list: when beside conditions", `{"name":"x","rules":[{"id":"r1","decision":"denied","when":"true","conditions":{"toolType":"shell"}}]}`, "rules[0].when", "either when or conditions"},
+		{"rule list: outcome beside decision", `{"name":"x","rules":[{"id":"r1","decision":"denied","outcome":"allow","conditions":{"toolType":"shell"}}]}`, "rules[0].outcome", "either outcome or decision"},
+		{"rule list: bad default", `{"name":"x","rules":[{"id":"r1","decision":"denied"}],"defaultDecision":"perhaps"}`, "defaultDecision", "unknown outcome"},
+		{"rule list and policy conditions", `{"name":"x","conditions":{"toolType":"shell"},"rules":[{"id":"r1","decision":"denied"}]}`, "conditions", "not both"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { wantInvalid(t, tt.src, tt.path, tt.contains) })
@@ -406,5 +413,91 @@ func TestSuppressSilencesWarningsOnly(t *testing.T) {
 				t.Errorf("Suppress() = %v → %s %v, want %s %v", did, d.Outcome, d.ReasonCodes, tc.want, tc.codes)
 			}
 		})
+	}
+}
+
+// TestKaplaixRuleList: the rule-list form compiles each rule's exact-match
+// conditions, orders rules by priority, lets the strictest matching rule
+// win whatever the priorities, and applies defaultDecision when no rule
+// holds. Normalizing the stored form again changes nothing.
+func TestKaplaixRuleList(t *testing.T) {
+	src := `{"name":"tools","rules":[
+		{"id":"r-low","decision":"denied","priority":1,"conditions":{"toolType":"shell"}},
+		{"id":"r-high","decision":"allowed","priority":9,"conditions":{"toolType":"shell","operation":"ls"}},
+		{"id":"r-review","decision":"requires_review","priority":5,"conditions":{"toolType":"payment"}}],
+		"defaultDecision":"denied"}`
+	d, err := Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, r := range d.Rules {
+		order = append(order, r.ID)
+	}
+	if want := []string{"r-high", "r-review", "r-low", DefaultRuleID}; !slices.Equal(order, want) {
+		t.Fatalf("rule order %v, want %v", order, want)
+	}
+	again := d
+	again.Rules = slices.Clone(d.Rules)
+	if err := again.Normalize(); err != nil || !reflect.DeepEqual(again, d) {
+		t.Fatalf("normalizing the stored form again: %v\n%+v\n%+v", err, again.Rules, d.Rules)
+	}
+	p := mustPack(t, src)
+	for _, tc := range []struct {
+		name   string
+		action Action
+		want   Outcome
+		reason string
+	}{
+		{"lower-priority denied beats higher-priority allowed", Action{ToolType: "shell", Operation: "ls"}, Block, "RULE_R_LOW"},
+		{"denied", Action{ToolType: "shell", Operation: "rm"}, Block, "RULE_R_LOW"},
+		{"requires_review", Action{ToolType: "payment", Operation: "refund"}, RequireApproval, "RULE_R_REVIEW"},
+		{"no rule holds: defaultDecision", Action{ToolType: "search", Operation: "q"}, Block, "DEFAULT_DECISION"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := p.Evaluate(Input{Action: tc.action}, OrgPolicy{})
+			if got.Outcome != tc.want || !slices.Contains(got.ReasonCodes, tc.reason) {
+				t.Errorf("got %s %v, want %s with %s", got.Outcome, got.ReasonCodes, tc.want, tc.reason)
+			}
+		})
+	}
+	// defaultDecision allowed adds no rule: nothing holding means allow.
+	d, err = Parse([]byte(`{"name":"x","rules":[{"id":"r1","decision":"denied","conditions":{"toolType":"shell"}}],"defaultDecision":"allowed"}`))
+	if err != nil || len(d.Rules) != 1 || d.Rules[0].When != `action.toolType == "shell"` || d.Rules[0].Outcome != "block" {
+		t.Fatalf("allowed default: %+v %v", d.Rules, err)
+	}
+}
+
+// TestParseCompat: unknown top-level keys are ignored and reported; keys
+// that change enforcement (inside rules, or near misses of known keys)
+// stay errors.
+func TestParseCompat(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		ignored   []string
+		errPath   string
+	}{
+		{"extra metadata", `{"name":"x","tags":["a"],"owner":"team","rules":[{"id":"a","when":"true","outcome":"warn"}]}`, []string{"owner", "tags"}, ""},
+		{"misspelled rule key", `{"name":"x","rules":[{"id":"a","whenn":"true","outcome":"warn"}]}`, nil, "rules[0].whenn"},
+		{"misspelled document key", `{"name":"x","defaultDecison":"denied","conditions":{"toolType":"shell"}}`, nil, "defaultDecison"},
+		{"unknown key beside a misspelled one", `{"name":"x","tags":[],"rulez":[]}`, nil, "rulez"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ignored, err := ParseCompat([]byte(tc.src))
+			if tc.errPath == "" {
+				slices.Sort(ignored)
+				if err != nil || !slices.Equal(ignored, tc.ignored) {
+					t.Fatalf("ignored %v err %v, want %v", ignored, err, tc.ignored)
+				}
+				return
+			}
+			var ae *apperr.Error
+			if !asAppErr(err, &ae) || !slices.ContainsFunc(ae.Details, func(fe apperr.FieldError) bool { return fe.Path == tc.errPath && fe.Code == "unknown_field" }) {
+				t.Fatalf("want unknown_field at %s, got %v", tc.errPath, err)
+			}
+		})
+	}
+	if _, err := Parse([]byte(`{"name":"x","tags":["a"],"rules":[{"id":"a","when":"true","outcome":"warn"}]}`)); err == nil {
+		t.Error("Parse (strict, for files and the CLI) accepted an unknown key")
 	}
 }

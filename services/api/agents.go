@@ -36,6 +36,7 @@ func (s *Service) registerAgent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	body = httpkit.IgnoreUnknown(c, body, append([]string{"agentId", "id"}, agent.Fields...)...)
 	p := httpkit.Principal(c)
 	if p.Bound() {
 		if body, err = selfRegistration(p, body); err != nil {
@@ -133,6 +134,7 @@ func (s *Service) patchAgent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	body = httpkit.IgnoreUnknown(c, body, append([]string{"agentId"}, agent.Fields...)...)
 	a, err := s.updateAgent(c, pathID(c), agent.OpUpdated, false, func(cur agent.Agent) (agent.Agent, error) {
 		return agent.ApplyPatch(cur, body, time.Now().UTC())
 	})
@@ -189,7 +191,7 @@ func (s *Service) declareAgent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	d, err := agent.ParseDeclaration(body, time.Now().UTC())
+	d, err := agent.ParseDeclaration(httpkit.IgnoreUnknown(c, body, agent.DeclarationFields...), time.Now().UTC())
 	if err != nil {
 		return err
 	}
@@ -215,6 +217,7 @@ func (s *Service) agentSettings(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	body = httpkit.IgnoreUnknown(c, body, agent.SettingsFields...)
 	a, err := s.updateAgent(c, pathID(c), agent.OpSettingsChanged, true, func(cur agent.Agent) (agent.Agent, error) {
 		st, err := agent.ApplySettings(cur.Settings, body)
 		cur.Settings = st

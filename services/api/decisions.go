@@ -287,10 +287,6 @@ func (s *Service) decisionRecord(c echo.Context, id string) (rules.DecisionRecor
 	return s.decisionByID(ctx, httpkit.Principal(c).Tenant, id)
 }
 
-// sourceBaseline is the source of the risk service's anomalies, which it
-// projects into the decisions table as verdicts (docs/risk.md).
-const sourceBaseline = "baseline"
-
 func (s *Service) listVerdicts(c echo.Context) error {
 	limit, err := httpkit.Limit(c, 20, 100)
 	if err != nil {
@@ -310,13 +306,14 @@ func (s *Service) listVerdicts(c echo.Context) error {
 		args = append(args, a)
 	}
 	if src := c.QueryParam("source"); src != "" {
-		switch src {
-		case rules.SourceDecision, rules.SourceCheck, rules.SourceVerdict, rules.SourceEvent, sourceBaseline:
-		default:
-			return apperr.Validation("source is not valid", apperr.FieldError{Path: "source", Code: "invalid_format", Message: "source must be decision, check, verdict, event or baseline"})
+		// Vigil's origin (decision, check, verdict, event, baseline) or the
+		// observation source the reporter gave in the action's
+		// metadata.source (Kaizen's "egress", …): either matches.
+		if len(src) > 64 {
+			return apperr.Validation("source is too long", apperr.FieldError{Path: "source", Code: "too_long", Message: "source must be at most 64 bytes"})
 		}
-		q += " AND source = ?"
-		args = append(args, src)
+		q += " AND (source = ? OR observed_source = ?)"
+		args = append(args, src, src)
 	}
 	switch d := c.QueryParam("decision"); d {
 	case "":

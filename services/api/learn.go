@@ -102,6 +102,9 @@ func (s *Service) proposeException(c echo.Context, rec rules.DecisionRecord, pol
 		for i, r := range doc.Rules {
 			if slices.Contains(rulesOf[pid], r.ID) {
 				doc.Rules[i].When = "(" + r.When + ") && !(" + exc + ")"
+				// A Kaplaix rule-list rule becomes a CEL rule: its when
+				// is no longer the one its conditions derive.
+				doc.Rules[i].Decision, doc.Rules[i].Conditions = "", nil
 			}
 		}
 		if err := doc.Normalize(); err != nil {

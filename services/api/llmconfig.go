@@ -29,6 +29,7 @@ type safety struct {
 // is never returned; apiKeyHint shows its last four characters.
 type LLMConfigView struct {
 	Configured          bool       `json:"configured"`
+	Provider            string     `json:"provider,omitempty"`
 	BaseURL             string     `json:"baseUrl"`
 	Model               string     `json:"model"`
 	APIKeySet           bool       `json:"apiKeySet"`
@@ -42,7 +43,7 @@ type LLMConfigView struct {
 
 func llmView(r judge.ConfigRecord, rev uint64) LLMConfigView {
 	v := LLMConfigView{
-		Configured: r.BaseURL != "", BaseURL: r.BaseURL, Model: r.Model, APIKeySet: r.SealedKey != "", APIKeyHint: r.KeyHint,
+		Configured: r.BaseURL != "", Provider: r.Provider, BaseURL: r.BaseURL, Model: r.Model, APIKeySet: r.SealedKey != "", APIKeyHint: r.KeyHint,
 		DailyTokenBudget: r.DailyTokenBudget, ConfidenceThreshold: r.ConfidenceThreshold, UpdatedBy: r.By, Revision: rev,
 	}
 	if !v.Configured {
@@ -73,7 +74,10 @@ func (s *Service) getLLMConfig(c echo.Context) error {
 }
 
 // setLLMConfig answers POST /v1/llm-config: fields sent replace, absent
-// ones keep their value. The base URL must pass the SSRF guard.
+// ones keep their value. The base URL must pass the SSRF guard; without
+// one, the provider's (judge.ProviderURLs) applies. Fields may be spelled
+// in camelCase or Kaizen's snake_case; unknown ones are ignored with a
+// Warning.
 func (s *Service) setLLMConfig(c echo.Context) error {
 	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
 	if err != nil {
@@ -87,7 +91,7 @@ func (s *Service) setLLMConfig(c echo.Context) error {
 		return err
 	}
 	cur.Tenant = p.Tenant
-	next, err := judge.Apply(ctx, cur, body, box, s.cfg.Judge.Guard(), nil)
+	next, err := judge.Apply(ctx, cur, httpkit.IgnoreUnknown(c, body, judge.UpdateFields...), box, s.cfg.Judge.Guard(), nil)
 	if err != nil {
 		return err
 	}
@@ -102,39 +106,80 @@ func (s *Service) setLLMConfig(c echo.Context) error {
 	return c.JSON(http.StatusOK, llmView(next, seq))
 }
 
-// JudgeUsageView is the response of GET /v1/judge/usage.
+// JudgeUsageView is the response of GET /v1/judge/usage: the day's usage
+// (today unless ?day= names another UTC day) and, in week, the seven UTC
+// days ending with it (Kaizen: "usage today and this week").
 type JudgeUsageView struct {
-	Day              string     `json:"day"`
-	TokensUsed       int64      `json:"tokensUsed"`
-	PromptTokens     int64      `json:"promptTokens"`
-	CompletionTokens int64      `json:"completionTokens"`
-	Calls            int64      `json:"calls"`
-	Failures         int64      `json:"failures"`
-	DailyTokenBudget int64      `json:"dailyTokenBudget"`
-	Remaining        int64      `json:"remaining"`
-	Exhausted        bool       `json:"exhausted"`
-	UpdatedAt        *time.Time `json:"updatedAt,omitempty"`
+	Day              string        `json:"day"`
+	TokensUsed       int64         `json:"tokensUsed"`
+	PromptTokens     int64         `json:"promptTokens"`
+	CompletionTokens int64         `json:"completionTokens"`
+	Calls            int64         `json:"calls"`
+	Failures         int64         `json:"failures"`
+	DailyTokenBudget int64         `json:"dailyTokenBudget"`
+	Remaining        int64         `json:"remaining"`
+	Exhausted        bool          `json:"exhausted"`
+	UpdatedAt        *time.Time    `json:"updatedAt,omitempty"`
+	Week             JudgeWeekView `json:"week"`
+}
+
+// JudgeUsageTotals are token and call counts over a period.
+type JudgeUsageTotals struct {
+	TokensUsed       int64 `json:"tokensUsed"`
+	PromptTokens     int64 `json:"promptTokens"`
+	CompletionTokens int64 `json:"completionTokens"`
+	Calls            int64 `json:"calls"`
+	Failures         int64 `json:"failures"`
+}
+
+// JudgeWeekView is the usage of seven UTC days, from and to inclusive,
+// in total and per day (oldest first).
+type JudgeWeekView struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	JudgeUsageTotals
+	Days []JudgeDayView `json:"days"`
+}
+
+// JudgeDayView is one day of a week's usage.
+type JudgeDayView struct {
+	Day string `json:"day"`
+	JudgeUsageTotals
 }
 
 // getJudgeUsage answers GET /v1/judge/usage[?day=YYYY-MM-DD] (UTC days).
 func (s *Service) getJudgeUsage(c echo.Context) error {
-	day := judge.Day(time.Now())
+	at := time.Now().UTC()
 	if d := c.QueryParam("day"); d != "" {
 		t, err := time.Parse(time.DateOnly, d)
 		if err != nil {
 			return apperr.Validation("day is not valid", apperr.FieldError{Path: "day", Code: "invalid_format", Message: "day must be a date such as 2026-01-31"})
 		}
-		day = judge.Day(t)
+		at = t
 	}
+	day := judge.Day(at)
 	ctx := c.Request().Context()
 	tenant := httpkit.Principal(c).Tenant
 	r, _, err := s.llmRecord(ctx, tenant)
 	if err != nil {
 		return err
 	}
-	u, _, err := s.safety.ledger.Get(ctx, tenant, day)
-	if err != nil {
-		return apperr.Unavailable("judge usage unavailable; retry", time.Second, err)
+	week := JudgeWeekView{From: judge.Day(at.AddDate(0, 0, -6)), To: day, Days: make([]JudgeDayView, 0, 7)}
+	var u judge.Usage
+	for i := 6; i >= 0; i-- {
+		d := judge.Day(at.AddDate(0, 0, -i))
+		du, _, err := s.safety.ledger.Get(ctx, tenant, d)
+		if err != nil {
+			return apperr.Unavailable("judge usage unavailable; retry", time.Second, err)
+		}
+		t := JudgeUsageTotals{TokensUsed: du.TotalTokens, PromptTokens: du.PromptTokens, CompletionTokens: du.CompletionTokens, Calls: du.Calls, Failures: du.Failures}
+		week.Days = append(week.Days, JudgeDayView{Day: d, JudgeUsageTotals: t})
+		week.TokensUsed += t.TokensUsed
+		week.PromptTokens += t.PromptTokens
+		week.CompletionTokens += t.CompletionTokens
+		week.Calls += t.Calls
+		week.Failures += t.Failures
+		u = du // the last is the day asked for
 	}
 	budget := r.DailyTokenBudget
 	if r.BaseURL == "" {
@@ -143,7 +188,7 @@ func (s *Service) getJudgeUsage(c echo.Context) error {
 	v := JudgeUsageView{
 		Day: day, TokensUsed: u.TotalTokens, PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens,
 		Calls: u.Calls, Failures: u.Failures, DailyTokenBudget: budget, Remaining: max(0, budget-u.TotalTokens),
-		Exhausted: u.TotalTokens >= budget,
+		Exhausted: u.TotalTokens >= budget, Week: week,
 	}
 	if !u.UpdatedAt.IsZero() {
 		v.UpdatedAt = &u.UpdatedAt

@@ -58,7 +58,7 @@ func (s *Service) createKey(c echo.Context) error {
 		ExpiresIn string     `json:"expiresIn"`
 		agentBinding
 	}
-	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+	if err := httpkit.DecodeLenient(c, s.cfg.MaxBodyBytes, &in); err != nil {
 		return err
 	}
 	p := httpkit.Principal(c)
@@ -144,7 +144,7 @@ func fieldErrors(err error) []apperr.FieldError {
 // were bound (docs/security.md).
 func (s *Service) bindKey(c echo.Context) error {
 	var in agentBinding
-	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+	if err := httpkit.DecodeLenient(c, s.cfg.MaxBodyBytes, &in); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
@@ -271,7 +271,7 @@ func (s *Service) inviteMember(c echo.Context) error {
 		Name  string `json:"name"`
 		Role  string `json:"role"`
 	}
-	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+	if err := httpkit.DecodeLenient(c, s.cfg.MaxBodyBytes, &in); err != nil {
 		return err
 	}
 	p := httpkit.Principal(c)
@@ -312,7 +312,7 @@ func (s *Service) setMemberRole(c echo.Context) error {
 		Email string `json:"email"`
 		Role  string `json:"role"`
 	}
-	if err := httpkit.DecodeJSON(c, s.cfg.MaxBodyBytes, &in); err != nil {
+	if err := httpkit.DecodeLenient(c, s.cfg.MaxBodyBytes, &in); err != nil {
 		return err
 	}
 	p := httpkit.Principal(c)

@@ -1,13 +1,15 @@
 package api
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"regexp"
-	"strings"
+	"slices"
+
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -70,13 +72,14 @@ func (s *Service) createPolicy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	doc, err := rules.Parse(body)
+	doc, ignored, err := rules.ParseCompat(body)
 	if err != nil {
 		return err
 	}
+	httpkit.WarnIgnored(c, ignored)
 	if doc.ID == "" {
 		doc.ID = newID("pol_")
-		if len(doc.Conditions) > 0 || doc.DefaultDecision != "" {
+		if !doc.RuleList() && (len(doc.Conditions) > 0 || doc.DefaultDecision != "") {
 			// The Kaplaix form's rule is named after the policy; Parse
 			// named it "default" because the id did not exist yet.
 			doc.Rules = nil
@@ -138,15 +141,24 @@ func (s *Service) patchPolicy(c echo.Context) error {
 	if err := json.Unmarshal(body, &patch); err != nil || patch == nil {
 		return apperr.Validation("body must be a JSON object", apperr.FieldError{Path: "", Code: "malformed_json", Message: "expected a JSON object"})
 	}
+	var ignored []string
 	for k := range patch {
 		if k == "id" || k == "status" || k == "version" {
 			delete(patch, k)
 			continue
 		}
 		if !patchableDocFields[k] {
-			return apperr.Validation("unknown field", apperr.FieldError{Path: k, Code: "unknown_field", Message: "unknown field " + k})
+			// As in ParseCompat: foreign metadata is ignored, a near miss
+			// of a field that decides is refused.
+			if rules.LooksLikeDocumentKey(k) {
+				return apperr.Validation("unknown field", apperr.FieldError{Path: k, Code: "unknown_field", Message: "unknown field " + k + " (a misspelling?)"})
+			}
+			ignored = append(ignored, k)
+			delete(patch, k)
 		}
 	}
+	slices.Sort(ignored)
+	httpkit.WarnIgnored(c, ignored)
 	return s.updatePolicy(c, func(r *rules.Record) error {
 		cur, _ := json.Marshal(r.Doc)
 		var merged map[string]json.RawMessage
@@ -160,11 +172,16 @@ func (s *Service) patchPolicy(c echo.Context) error {
 		}
 		_, patchRules := patch["rules"]
 		_, kaplaix := merged["conditions"]
-		if _, ok := merged["defaultDecision"]; ok {
+		var list []rules.Rule
+		_ = json.Unmarshal(merged["rules"], &list) // Parse reports a bad one
+		ruleList := rules.Document{Rules: list}.RuleList()
+		if _, ok := merged["defaultDecision"]; ok && !ruleList {
 			kaplaix = true
 		}
 		_, patchConditions := patch["conditions"]
 		switch {
+		case ruleList:
+			// The Kaplaix rule list keeps its defaultDecision with new rules.
 		case patchRules && !patchConditions:
 			// Replacing the rules leaves the Kaplaix form.
 			delete(merged, "conditions")
@@ -297,7 +314,9 @@ func (s *Service) setOrgPolicy(c echo.Context) error {
 		Blocklist *lists `json:"blocklist"`
 		Allowlist *lists `json:"allowlist"`
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	// Kaizen's document names no fields: unknown ones are ignored (with a
+	// Warning), as on every compatibility door.
+	dec := json.NewDecoder(bytes.NewReader(httpkit.IgnoreUnknown(c, body, httpkit.JSONFields(&in)...)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
 		return apperr.Validation("org policy body is not valid", apperr.FieldError{Path: "", Code: "invalid_format", Message: err.Error()})

@@ -56,6 +56,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/webhooks", s.createChannel, manage)
 	g.GET("/webhooks/:id", s.getChannel, read)
 	g.DELETE("/webhooks/:id", s.deleteChannel, manage)
+	g.DELETE("/webhooks", s.deleteWebhookByQuery, manage)
 }
 
 // ChannelView is a channel as the API returns it: never its credentials.
@@ -522,6 +523,18 @@ func (s *Service) deleteChannel(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// deleteWebhookByQuery is Kaizen's DELETE /v1/webhooks?id=…: the same as
+// DELETE /v1/webhooks/:id.
+func (s *Service) deleteWebhookByQuery(c echo.Context) error {
+	id := c.QueryParam("id")
+	if id == "" {
+		return fieldErr("id", "required", "id (the webhook to delete) is required: DELETE /v1/webhooks?id=… or /v1/webhooks/:id")
+	}
+	c.SetParamNames("id")
+	c.SetParamValues(id)
+	return s.deleteChannel(c)
 }
 
 func (s *Service) rotateSecret(c echo.Context) error {

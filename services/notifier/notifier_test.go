@@ -96,6 +96,26 @@ func TestChannelLifecycle(t *testing.T) {
 	if d := e.do("acme/owner", "DELETE", "/v1/notification-channels/"+kid, nil); d.status != 404 {
 		t.Fatalf("second delete: %d", d.status)
 	}
+
+	// Kaizen deletes on the collection path, naming the id in the query.
+	ownID, _ := br.json(t)["id"].(string)
+	for _, tc := range []struct {
+		who, path string
+		status    int
+	}{
+		{"acme/owner", "/v1/webhooks", http.StatusBadRequest},
+		{"acme/viewer", "/v1/webhooks?id=" + ownID, http.StatusForbidden},
+		{"globex/owner", "/v1/webhooks?id=" + ownID, http.StatusNotFound},
+		{"acme/owner", "/v1/webhooks?id=" + ownID, http.StatusNoContent},
+		{"acme/owner", "/v1/webhooks?id=" + ownID, http.StatusNotFound},
+	} {
+		if d := e.do(tc.who, "DELETE", tc.path, nil); d.status != tc.status {
+			t.Errorf("%s DELETE %s: %d %s, want %d", tc.who, tc.path, d.status, d.body, tc.status)
+		}
+	}
+	if g := e.do("acme/viewer", "GET", "/v1/webhooks/"+ownID, nil); g.status != 404 {
+		t.Errorf("deleted by query, still there: %d", g.status)
+	}
 }
 
 func TestIdempotentCreate(t *testing.T) {

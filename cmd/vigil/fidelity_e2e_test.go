@@ -1,0 +1,134 @@
+package main
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+)
+
+// warned reports whether r names field in a Warning header.
+func warned(r response, field string) bool {
+	return slices.ContainsFunc(r.header.Values("Warning"), func(w string) bool {
+		return strings.HasPrefix(w, "299 - ") && strings.Contains(w, `unknown field \"`+field+`\" ignored`)
+	})
+}
+
+// TestCompatibilityDoorsLenient: the routes the Kaplaix, Kaizen and KLA
+// documents describe accept bodies with fields Vigil does not know,
+// ignore them and name them in a Warning header; the known fields are
+// still checked, and a limit above the maximum is clamped.
+func TestCompatibilityDoorsLenient(t *testing.T) {
+	e := newEnv(t)
+	cases := []struct {
+		name, method, path string
+		body               any
+		status             int
+		ignored            string
+	}{
+		{"register an agent", http.MethodPost, "/v1/agents", map[string]any{"agentId": "len-a", "name": "claims", "x-team": "risk"}, 201, "x-team"},
+		{"patch an agent", http.MethodPatch, "/v1/agents/len-a", map[string]any{"model": "gpt-4.1", "labels": map[string]any{"a": 1}}, 200, "labels"},
+		{"declare a manifest", http.MethodPost, "/v1/agents/len-a/manifest", map[string]any{"tools": []string{"lookup"}, "destinations": []string{}, "version": 2}, 200, "version"},
+		{"agent settings", http.MethodPost, "/v1/agents/len-a/settings", map[string]any{"paused": false, "judge_enabled": true, "sampling": 0.5}, 200, "sampling"},
+		{"org policy", http.MethodPost, "/v1/org-policy", map[string]any{"mode": "blocklist", "tools": []string{"rm"}, "note": "x"}, 200, "note"},
+		{"llm config", http.MethodPost, "/v1/llm-config", map[string]any{"model": "gpt-4o-mini", "api_key": "sk-0123456789abcdef", "daily_token_budget": 5000, "confidence_threshold": 0.6, "temperature": 0}, 200, "temperature"},
+		{"create a key", http.MethodPost, "/v1/keys", map[string]any{"name": "ci", "role": "viewer", "description": "for ci"}, 201, "description"},
+		{"invite a member", http.MethodPost, "/v1/members/invite", map[string]any{"email": "new@example.com", "role": "viewer", "message": "hi"}, 201, "message"},
+		{"set a member's role", http.MethodPost, "/v1/members/role", map[string]any{"email": "new@example.com", "role": "member", "notify": true}, 200, "notify"},
+		{"create a policy", http.MethodPost, "/v1/policies", map[string]any{"name": "p", "tags": []string{"a"}, "rules": []map[string]any{{"id": "r", "when": "false", "outcome": "warn"}}}, 201, "tags"},
+		// Still strict: a known field's type, and enforcement keys.
+		{"a known field's type", http.MethodPost, "/v1/agents/len-a/settings", map[string]any{"paused": "no", "sampling": 1}, 400, "sampling"},
+		{"a misspelled rule key", http.MethodPost, "/v1/policies", map[string]any{"name": "p2", "rules": []map[string]any{{"id": "r", "whenn": "true", "outcome": "block"}}}, 400, ""},
+		{"a misspelled policy key", http.MethodPost, "/v1/policies", map[string]any{"name": "p3", "conditions": map[string]string{"toolType": "shell"}, "defaultDecison": "denied"}, 400, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.do(req{method: tc.method, path: tc.path, key: e.owner, body: tc.body})
+			expect(t, r, tc.status, tc.name)
+			if tc.ignored != "" && !warned(r, tc.ignored) {
+				t.Errorf("no Warning naming %q: %v", tc.ignored, r.header.Values("Warning"))
+			}
+			if tc.status >= 400 {
+				checkEnvelope(t, r, tc.status, "VALIDATION_ERROR", "invalid_request", nil)
+			}
+		})
+	}
+	// The ignored fields were not stored; the known ones were.
+	var a struct {
+		Model string         `json:"model"`
+		Meta  map[string]any `json:"metadata"`
+	}
+	e.get(e.owner, "/v1/agents/len-a").decode(t, &a)
+	if a.Model != "gpt-4.1" {
+		t.Errorf("agent after the patch: %+v", a)
+	}
+	var llm struct {
+		Provider         string  `json:"provider"`
+		BaseURL          string  `json:"baseUrl"`
+		DailyTokenBudget int64   `json:"dailyTokenBudget"`
+		Threshold        float64 `json:"confidenceThreshold"`
+		APIKeySet        bool    `json:"apiKeySet"`
+	}
+	e.get(e.owner, "/v1/llm-config").decode(t, &llm)
+	if llm.Provider != "openai" || llm.BaseURL != "https://api.openai.com/v1" || llm.DailyTokenBudget != 5000 || llm.Threshold != 0.6 || !llm.APIKeySet {
+		t.Errorf("llm config from snake_case without baseUrl: %+v", llm)
+	}
+
+	t.Run("limit above the maximum is clamped", func(t *testing.T) {
+		for _, p := range []string{"/v1/agents?limit=1000", "/v1/sessions?limit=101", "/v1/policies?limit=5000", "/v1/verdicts?limit=100000"} {
+			expect(t, e.get(e.owner, p), http.StatusOK, p)
+		}
+		checkEnvelope(t, e.get(e.owner, "/v1/agents?limit=0"), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", []pair{{"limit", "out_of_range"}})
+	})
+}
+
+// TestKaplaixRuleListPolicy: a Kaplaix policy written as a list of rules
+// with decision, priority and conditions is accepted and decides as
+// docs/policies.md says: the strictest matching rule wins whatever the
+// priorities, and defaultDecision applies when no rule holds.
+func TestKaplaixRuleListPolicy(t *testing.T) {
+	e := newEnv(t)
+	r := e.post(e.owner, "/v1/policies", map[string]any{
+		"name": "shell", "defaultDecision": "requires_review",
+		"rules": []map[string]any{
+			{"id": "r1", "decision": "denied", "priority": 1, "conditions": map[string]string{"toolType": "shell"}},
+			{"id": "r2", "decision": "allowed", "priority": 5, "conditions": map[string]string{"toolType": "search"}},
+		},
+	})
+	expect(t, r, http.StatusCreated, "create a rule-list policy")
+	var view struct {
+		ID    string `json:"id"`
+		Rules []struct {
+			ID       string `json:"id"`
+			Decision string `json:"decision"`
+			Priority int    `json:"priority"`
+		} `json:"rules"`
+		DefaultDecision string `json:"defaultDecision"`
+	}
+	r.decode(t, &view)
+	if len(view.Rules) != 3 || view.Rules[0].ID != "r2" || view.Rules[1].ID != "r1" || view.Rules[1].Decision != "denied" || view.DefaultDecision != "requires_review" {
+		t.Fatalf("stored policy: %s", r)
+	}
+	agent := e.key("default", auth.RoleAgent, "rl-bot")
+	for _, tc := range []struct{ toolType, want string }{
+		{"shell", "denied"}, {"search", "allowed"}, {"email", "requires_review"},
+	} {
+		chk := e.post(agent, "/v1/policies/check", map[string]any{"agentId": "rl-bot", "toolType": tc.toolType, "operation": "run"})
+		expect(t, chk, http.StatusOK, "check "+tc.toolType)
+		var got struct {
+			Decision string `json:"decision"`
+		}
+		chk.decode(t, &got)
+		if got.Decision != tc.want {
+			t.Errorf("%s: decision %q, want %q (%s)", tc.toolType, got.Decision, tc.want, chk)
+		}
+	}
+	// A PATCH of the name keeps the rules and the default.
+	expect(t, e.patch(e.owner, "/v1/policies/"+view.ID, map[string]any{"name": "shell 2"}), http.StatusOK, "rename")
+	chk := e.post(agent, "/v1/policies/check", map[string]any{"agentId": "rl-bot", "toolType": "email", "operation": "run"})
+	if !strings.Contains(string(chk.body), `"decision":"requires_review"`) {
+		t.Errorf("after a rename: %s", chk)
+	}
+}

@@ -1,0 +1,1 @@
+ALTER TABLE decisions ADD COLUMN observed_source String DEFAULT ''
