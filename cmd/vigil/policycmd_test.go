@@ -81,12 +81,8 @@ func TestPolicyTestReasonCodesMustMatchExactly(t *testing.T) {
 	}
 }
 
-// TestPolicyTestFailClosedAndInputs: rules that opt out of failing closed
-// are listed, an erroring rule fails closed in the output, and a case the
-// live service would refuse for a declared input expects invalid_request.
-func TestPolicyTestFailClosedAndInputs(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "refunds.yaml"), `
+// typedRefundsYAML declares the amount its rule reads.
+const typedRefundsYAML = `
 name: Refunds
 inputs:
   amount: {type: number, required: true}
@@ -94,7 +90,14 @@ rules:
   - id: big
     when: action.tool == "refund" && context.amount > 1000
     outcome: require_approval
-`)
+`
+
+// TestPolicyTestFailClosedAndInputs: rules that opt out of failing closed
+// are listed, an erroring rule fails closed in the output, and a case the
+// live service would refuse for a declared input expects invalid_request.
+func TestPolicyTestFailClosedAndInputs(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "refunds.yaml"), typedRefundsYAML)
 	writeFile(t, filepath.Join(dir, "tiers.yaml"), `
 name: Tiers
 rules:
@@ -739,15 +742,7 @@ func TestPolicyReplayKeepsRecordedSuppression(t *testing.T) {
 // ingested event is judged (failing closed), never refused.
 func TestPolicyReplayRefusedByInputs(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "refunds.yaml"), `
-name: Refunds
-inputs:
-  amount: {type: number, required: true}
-rules:
-  - id: big
-    when: action.tool == "refund" && context.amount > 1000
-    outcome: require_approval
-`)
+	writeFile(t, filepath.Join(dir, "refunds.yaml"), typedRefundsYAML)
 	draft := mustPackFrom(t, dir, "acme")
 	rec := func(id, source string, ctx map[string]any) policy.DecisionRecord {
 		return policy.DecisionRecord{ID: id, AgentID: "bot", Source: source,

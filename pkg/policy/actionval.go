@@ -2,6 +2,7 @@ package policy
 
 import (
 	"reflect"
+	"slices"
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
@@ -22,6 +23,9 @@ type actionVal struct {
 	// action.tool box it once.
 	vals [11]ref.Val
 }
+
+// actionKeys are the keys of the action map.
+var actionKeys = append(slices.Clone(actionFields), "arguments", "metadata")
 
 // field returns the attribute named k, as the map would hold it, and its
 // slot in vals.
@@ -56,13 +60,11 @@ func (v *actionVal) field(k string) (any, int) {
 
 func (v *actionVal) mapper() traits.Mapper {
 	if v.full == nil {
-		a := v.a
-		v.full = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
-			"kind": a.Kind, "tool": a.Tool, "target": a.Target, "host": v.host,
-			"publisher": a.Publisher, "operation": a.Operation, "toolType": a.ToolType,
-			"targetSystem": a.TargetSystem, "initiatorType": a.InitiatorType,
-			"arguments": orEmpty(a.Arguments), "metadata": orEmpty(a.Metadata),
-		})
+		m := make(map[string]any, len(actionKeys))
+		for _, k := range actionKeys {
+			m[k], _ = v.field(k)
+		}
+		v.full = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m)
 	}
 	return v.full
 }
