@@ -208,6 +208,30 @@ func (e *env) createChannel(tenant string, body map[string]any) (string, string)
 	return m["id"].(string), secret
 }
 
+// waitSettled waits until each named notifier consumer has nothing
+// pending or awaiting an ack.
+func (e *env) waitSettled(durables ...string) {
+	e.t.Helper()
+	ctx := context.Background()
+	streamOf := map[string]string{
+		notifier.ConsumerPolicy: streams.Policy, notifier.ConsumerGuardian: streams.Guardian, notifier.ConsumerRisk: streams.Risk,
+		notifier.ConsumerDeliver: streams.Notifier, notifier.ConsumerProject: streams.Notifier,
+	}
+	for _, d := range durables {
+		testkit.Eventually(e.t, d+" settled", func() (bool, string) {
+			c, err := e.nats.JS.Consumer(ctx, streamOf[d], d)
+			if err != nil {
+				return false, err.Error()
+			}
+			i, err := c.Info(ctx)
+			if err != nil {
+				return false, err.Error()
+			}
+			return i.NumPending == 0 && i.NumAckPending == 0, fmt.Sprintf("pending %d, ack pending %d", i.NumPending, i.NumAckPending)
+		})
+	}
+}
+
 func (e *env) publish(subject string, v any) {
 	e.t.Helper()
 	data, _ := json.Marshal(v)

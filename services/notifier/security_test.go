@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -165,7 +164,9 @@ func TestTenantIsolation(t *testing.T) {
 	e.decide("globex", "dec_ti_g", policy.Block)
 	got := globexRC.waitCount(t, 1)
 	acmeRC.waitCount(t, 1)
-	time.Sleep(50 * time.Millisecond)
+	// Once the fan-out and the delivery consumers hold nothing, every job
+	// those two signals made has run: the counts are final.
+	e.waitSettled(notifier.ConsumerPolicy, notifier.ConsumerDeliver)
 	if len(globexRC.requests()) != 1 || bodyOf(t, got[0])["tenant"] != "globex" {
 		t.Fatalf("globex got %d requests: %s", len(globexRC.requests()), got[0].body)
 	}
