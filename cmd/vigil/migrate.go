@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	apimigrations "github.com/vigilhq/vigil/services/api/migrations"
 	ingestmigrations "github.com/vigilhq/vigil/services/ingest/migrations"
 	ledgermigrations "github.com/vigilhq/vigil/services/ledger/migrations"
@@ -16,18 +19,14 @@ import (
 	riskmigrations "github.com/vigilhq/vigil/services/risk/migrations"
 )
 
-// schemas are every service's migrations, in dependency order: risk
-// writes into the policy service's decisions table.
-var schemas = []struct {
-	service string
-	fs      fs.FS
-}{
-	{"ingest", ingestmigrations.FS},
-	{"api", apimigrations.FS},
-	{"policy", policymigrations.FS},
-	{"risk", riskmigrations.FS},
-	{"ledger", ledgermigrations.FS},
-	{"notifier", notifiermigrations.FS},
+// schemas are every table owner's migrations (see pkg/readmodel).
+var schemas = map[string]fs.FS{
+	readmodel.Ingest:   ingestmigrations.FS,
+	readmodel.API:      apimigrations.FS,
+	readmodel.Policy:   policymigrations.FS,
+	readmodel.Risk:     riskmigrations.FS,
+	readmodel.Ledger:   ledgermigrations.FS,
+	readmodel.Notifier: notifiermigrations.FS,
 }
 
 func runMigrate(ctx context.Context, args []string) error {
@@ -46,10 +45,12 @@ func runMigrate(ctx context.Context, args []string) error {
 	}
 	defer conn.Close()
 	total := 0
-	for _, s := range schemas {
-		applied, err := chx.Migrate(ctx, conn, s.fs, s.service)
+	// Owners first: the declaration says whose migrations read whose
+	// tables (risk's views read the policy service's decisions).
+	for _, service := range readmodel.MigrationOrder(slices.Sorted(maps.Keys(schemas))) {
+		applied, err := chx.Migrate(ctx, conn, schemas[service], service)
 		if err != nil {
-			return fmt.Errorf("%s: %w", s.service, err)
+			return fmt.Errorf("%s: %w", service, err)
 		}
 		total += len(applied)
 	}

@@ -3,10 +3,16 @@ package main
 import (
 	"context"
 	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 )
 
 // TestMigrate applies every service's schema to an empty database, twice:
@@ -16,10 +22,10 @@ func TestMigrate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	want := 0
-	for _, s := range schemas {
-		files, err := fs.Glob(s.fs, "*.sql")
+	for service, fsys := range schemas {
+		files, err := fs.Glob(fsys, "*.sql")
 		if err != nil || len(files) == 0 {
-			t.Fatalf("%s: no migrations (%v)", s.service, err)
+			t.Fatalf("%s: no migrations (%v)", service, err)
 		}
 		want += len(files)
 	}
@@ -31,14 +37,79 @@ func TestMigrate(t *testing.T) {
 	if n := chCount(t, db, "SELECT count() FROM schema_migrations"); n != uint64(want) {
 		t.Errorf("schema_migrations records %d migrations, the services ship %d", n, want)
 	}
-	tables := chCount(t, db, "SELECT count() FROM system.tables WHERE database = currentDatabase()")
-	for _, table := range []string{"events", "agents", "audit_log", "decisions"} {
-		if n := chCount(t, db, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", table); n != 1 {
-			t.Errorf("table %s missing after migrate", table)
+	// The read-model declaration is exactly what the migrations create:
+	// every table, with its columns in order, and nothing undeclared.
+	rows, err := db.Conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = currentDatabase() AND table != 'schema_migrations'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for rows.Next() {
+		var table, column string
+		if err := rows.Scan(&table, &column); err != nil {
+			t.Fatal(err)
+		}
+		got[table] = append(got[table], column)
+	}
+	rows.Close()
+	for table, cols := range got {
+		decl, ok := readmodel.Lookup(table)
+		switch {
+		case !ok:
+			t.Errorf("table %s is not declared in pkg/readmodel", table)
+		case !slices.Equal(decl.Columns, cols):
+			t.Errorf("table %s: declared columns %v, migrated %v", table, decl.Columns, cols)
 		}
 	}
-	if tables < 8 {
-		t.Errorf("only %d tables after migrate", tables)
+	for _, decl := range readmodel.Tables {
+		if _, ok := got[decl.Name]; !ok {
+			t.Errorf("declared table %s is not migrated", decl.Name)
+		}
 	}
-	t.Logf("%d migrations, %d tables", want, tables)
+	t.Logf("%d migrations, %d tables", want, len(got))
+}
+
+// TestReadsAreDeclared: every table a service's code queries (FROM or
+// JOIN), or its migrations build a view on, belongs to it or lists it as
+// a reader in pkg/readmodel; so no service reads another's table behind
+// the declaration's back.
+func TestReadsAreDeclared(t *testing.T) {
+	root := filepath.Join("..", "..")
+	dirs := map[string]string{filepath.Join("cmd", "vigil"): readmodel.CLI}
+	for _, s := range []string{"api", "guardian", "ingest", "ledger", "notifier", "policy", "risk"} {
+		dirs[filepath.Join("services", s)] = s
+	}
+	ref := regexp.MustCompile(`(?i)\b(FROM|JOIN)\s+([a-z_]+)`)
+	for dir, service := range dirs {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			migration := strings.Contains(path, string(filepath.Separator)+"migrations"+string(filepath.Separator))
+			if strings.HasSuffix(path, "_test.go") || !(strings.HasSuffix(path, ".go") || migration && strings.HasSuffix(path, ".sql")) {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, m := range ref.FindAllStringSubmatch(string(b), -1) {
+				table, ok := readmodel.Lookup(m[2])
+				if !ok || table.Owner == service {
+					continue
+				}
+				readers, as := table.Readers, "Readers"
+				if migration {
+					readers, as = table.ViewedBy, "ViewedBy"
+				}
+				if !slices.Contains(readers, service) {
+					t.Errorf("%s: %s reads %s (owned by %s) but is not in its %s", path, service, table.Name, table.Owner, as)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 )
 
 // Component is one service's share of a process: what it provisions, the
@@ -41,8 +42,9 @@ type Component struct {
 }
 
 // Supervisor runs a set of components as one process. Startup goes phase
-// by phase over all components — provision, migrate, start views — so a
-// component may use what an earlier one provisioned. Then HTTP serves
+// by phase over all components — provision, migrate (owners of tables
+// before the services whose migrations read them, see pkg/readmodel),
+// start views — so a component may use what an earlier one provisioned. Then HTTP serves
 // every component's routes while the workers run as one Group: a worker
 // that fails stops the process and its error is what Serve returns.
 // Shutdown is the reverse: HTTP finishes in-flight requests, workers drain
@@ -63,6 +65,13 @@ type Supervisor struct {
 // builds the HTTP server. ctx bounds startup only: views keep running on
 // the supervisor's own context until Close. On error, call Close.
 func (s *Supervisor) Start(ctx context.Context) error {
+	seen := map[string]bool{}
+	for _, c := range s.Components {
+		if seen[c.Name] {
+			return fmt.Errorf("supervisor: two components named %q", c.Name)
+		}
+		seen[c.Name] = true
+	}
 	// Views live until Close, past ctx: after a signal they still serve
 	// the requests HTTP is finishing. Cancelling ctx during startup stops
 	// them at once.
@@ -70,16 +79,17 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	abort := context.AfterFunc(ctx, s.stopLife)
 	defer abort()
 	phases := []struct {
-		name string
-		step func(Component) func(context.Context) error
-		ctx  context.Context
+		name  string
+		step  func(Component) func(context.Context) error
+		ctx   context.Context
+		order []Component
 	}{
-		{"provision", func(c Component) func(context.Context) error { return c.Provision }, ctx},
-		{"migrate", func(c Component) func(context.Context) error { return c.Migrate }, ctx},
-		{"start", func(c Component) func(context.Context) error { return c.Start }, s.life},
+		{"provision", func(c Component) func(context.Context) error { return c.Provision }, ctx, s.Components},
+		{"migrate", func(c Component) func(context.Context) error { return c.Migrate }, ctx, s.migrationOrder()},
+		{"start", func(c Component) func(context.Context) error { return c.Start }, s.life, s.Components},
 	}
 	for _, ph := range phases {
-		for _, c := range s.Components {
+		for _, c := range ph.order {
 			if f := ph.step(c); f != nil {
 				if err := f(ph.ctx); err != nil {
 					if ctx.Err() != nil {
@@ -102,6 +112,22 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	}
 	s.echo = e
 	return nil
+}
+
+// migrationOrder is the components in the order the read-model
+// declaration gives their owners (pkg/readmodel): an owner migrates
+// before the services whose migrations read its tables.
+func (s *Supervisor) migrationOrder() []Component {
+	names := make([]string, len(s.Components))
+	byName := make(map[string]Component, len(s.Components))
+	for i, c := range s.Components {
+		names[i], byName[c.Name] = c.Name, c
+	}
+	out := make([]Component, 0, len(names))
+	for _, n := range readmodel.MigrationOrder(names) {
+		out = append(out, byName[n])
+	}
+	return out
 }
 
 // Echo is the HTTP server Start built (nil before).

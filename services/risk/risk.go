@@ -29,6 +29,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/risk/internal/baseline"
 	"github.com/vigilhq/vigil/services/risk/migrations"
@@ -199,6 +200,11 @@ func (s *Service) EnsureStreams(ctx context.Context) error {
 func (s *Service) Migrate(ctx context.Context) error {
 	if s.deps.CH == nil {
 		return errors.New("risk: migrate needs ClickHouse")
+	}
+	// Its metrics views read the policy service's decisions table: in a
+	// deployment of separate processes, wait until policy migrated it.
+	if err := readmodel.AwaitViewDependencies(ctx, s.deps.CH, readmodel.Risk, s.log); err != nil {
+		return err
 	}
 	_, err := chx.Migrate(ctx, s.deps.CH, migrations.FS, "risk")
 	return err
