@@ -42,8 +42,8 @@ func addDevFlags(fs *config.FlagSet) devFlags {
 }
 
 // stackConfig turns the flags into the stack's configuration. Keys not
-// given are generated once into the data directory (signing, notifier) or
-// into NATS (redaction, sealing), as the service binaries do.
+// given are generated once into the data directory (signing and notifier
+// here, redaction and sealing by StartStack); never into NATS.
 func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
 	cfg := StackConfig{DataDir: *f.dataDir, ClickHouseDSN: *f.common.ClickHouseDSN, ClickHouseWait: *f.common.ClickHouseWait, Log: log,
 		Ingest: ingest.DefaultConfig(), API: api.DefaultConfig(), Policy: policysvc.DefaultConfig()}
