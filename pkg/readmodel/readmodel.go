@@ -63,7 +63,7 @@ var Tables = []Table{
 
 	{Name: "decisions", Owner: Policy, Readers: []string{API, Ledger, CLI}, ViewedBy: []string{Risk}, Columns: []string{
 		"tenant_id", "decision_id", "agent_id", "session_id", "source", "event_id", "outcome", "reason_codes",
-		"pack_hash", "action_kind", "tool", "target", "publisher", "signature", "at_time", "at_ms", "record"}},
+		"pack_hash", "action_kind", "tool", "target", "publisher", "signature", "at_time", "at_ms", "record", "observed_source"}},
 
 	{Name: "risk_anomalies", Owner: Risk, Columns: []string{
 		"tenant_id", "anomaly_id", "agent_id", "session_id", "type", "value", "severity", "signature", "decision_id",
