@@ -168,9 +168,11 @@ func TestExpiryAppliedAfterRestart(t *testing.T) {
 	env := natstest.Start(t)
 	r := run(t, env)
 	publishDecision(t, env, "acme", "dec_late", policy.RequireApproval, 400*time.Millisecond)
-	testkit.Eventually(t, "pending action", func() bool { _, ok := r.board.ByDecision("acme", "dec_late"); return ok })
+	var pending approval.Action
+	testkit.Eventually(t, "pending action", func() (ok bool) { pending, ok = r.board.ByDecision("acme", "dec_late"); return ok })
 	r.stop()
-	time.Sleep(600 * time.Millisecond) // the deadline passes while the guardian is down
+	// The action's own deadline passes while the guardian is down.
+	testkit.Eventually(t, "the expiry deadline to pass", func() bool { return time.Now().After(pending.ExpiresAt) })
 	r2 := run(t, env)
 	testkit.Eventually(t, "expiry", func() bool {
 		a, ok := r2.board.ByDecision("acme", "dec_late")
