@@ -501,3 +501,41 @@ func TestParseCompat(t *testing.T) {
 		t.Error("Parse (strict, for files and the CLI) accepted an unknown key")
 	}
 }
+
+// Under a Kaplaix deny default (a rule list with defaultDecision: denied)
+// an allow rule whose condition errors does not admit the action: the
+// default rule, "none of the rules held", errors too and fails closed.
+func TestKaplaixDeniedDefaultFailsClosed(t *testing.T) {
+	p := mustPack(t, `
+id: payments
+name: Payments
+defaultDecision: denied
+rules:
+  - id: small
+    when: context.amount < 100
+    outcome: allow
+  - id: search
+    conditions: {toolType: search}
+    decision: allowed
+`)
+	tests := []struct {
+		name    string
+		in      Input
+		want    Outcome
+		evalErr bool
+	}{
+		{"a small amount is admitted", Input{Context: map[string]any{"amount": 5.0}}, Allow, false},
+		{"a large amount is denied", Input{Context: map[string]any{"amount": 500.0}}, Block, false},
+		{"a string amount is denied", Input{Context: map[string]any{"amount": "5"}}, Block, true},
+		{"a missing amount is denied", Input{}, Block, true},
+		{"another rule that holds still admits", Input{Action: Action{ToolType: "search"}}, Allow, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := p.Evaluate(tt.in, OrgPolicy{})
+			if d.Outcome != tt.want || slices.Contains(d.ReasonCodes, ReasonEvaluationError) != tt.evalErr {
+				t.Fatalf("got %s %v (errors %v), want %s", d.Outcome, d.ReasonCodes, d.Errors, tt.want)
+			}
+		})
+	}
+}
