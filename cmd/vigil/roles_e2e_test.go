@@ -58,6 +58,9 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/settings/rate-limits":  {auth.SettingsRead},
 	"POST /v1/settings/rate-limits": {auth.LimitsManage},
 	"PUT /v1/settings/rate-limits":  {auth.LimitsManage},
+	"GET /v1/halts":                 {auth.HaltsManage},
+	"POST /v1/halts":                {auth.HaltsManage},
+	"DELETE /v1/halts/:id":          {auth.HaltsManage},
 	"GET /v1/audit":                 {auth.AuditRead},
 	"GET /v1/audit/export":          {auth.AuditRead},
 

@@ -94,15 +94,18 @@ const (
 	// deployment's bounds). Owners only: lowering a limit can starve
 	// every agent of the tenant.
 	LimitsManage Permission = "limits:manage"
+	// HaltsManage raises, lists and lifts halts (kill switches). Owners
+	// and admins only: a halt stops every agent in its scope.
+	HaltsManage Permission = "halts:manage"
 )
 
 var grants = map[Role][]Permission{
 	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
-		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, LimitsManage},
+		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, LimitsManage, HaltsManage},
 	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
-		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage},
+		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, HaltsManage},
 	// Members run the floor: they report, ask, read and triage, but
 	// changing the rules is for admins.
 	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage,

@@ -48,6 +48,7 @@ type Catalog struct {
 	triage    map[string]map[string]policy.Triage // tenant → decision id → latest triage
 	falsePos  map[string]map[string]int           // tenant → signature → false-positive triages
 	org       orgState
+	halts     haltState
 	oidc      *oidc.Verifier
 	usage     usage
 	misses    *misses
@@ -100,6 +101,7 @@ func (c *Catalog) apply(m jetstream.Msg) {
 	defer c.mu.Unlock()
 	switch {
 	case c.applyOrg(subj, meta.Sequence.Stream, m.Data()):
+	case c.applyHalt(subj, m.Data()):
 	case strings.HasPrefix(subj, "control.v1."+streams.AgentChanged+"."):
 		var ch agent.Change
 		if err := json.Unmarshal(m.Data(), &ch); err != nil {

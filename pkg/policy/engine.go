@@ -80,6 +80,9 @@ type Input struct {
 	Action    Action         `json:"action"`
 	Context   map[string]any `json:"context"`
 	Session   Session        `json:"session"`
+	// Halt is the active halt covering this decision, if any: it blocks
+	// with HALTED whatever the rules say.
+	Halt *HaltState `json:"halt,omitempty"`
 }
 
 // Org policy modes (Kaizen).
@@ -278,6 +281,9 @@ func (p *Pack) Evaluate(in Input, org OrgPolicy) Decision {
 func builtins(d *Decision, in Input, host string, org OrgPolicy) {
 	add := func(rule string, o Outcome, code, msg string) {
 		d.Matches = append(d.Matches, Match{RuleID: rule, Outcome: o, ReasonCodes: []string{code}, Message: msg})
+	}
+	if in.Halt != nil {
+		add("halt", Block, ReasonHalted, "halted ("+in.Halt.Scope+" halt "+in.Halt.ID+"): "+in.Halt.Reason)
 	}
 	if in.Agent.Paused {
 		add("agent.paused", Block, ReasonAgentPaused, "the agent is paused")

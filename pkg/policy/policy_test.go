@@ -76,6 +76,7 @@ func TestEvaluatePrecedenceAndReasons(t *testing.T) {
 		{"huge refund: block wins, milder reasons follow", Input{Action: Action{Tool: "issue_refund"}, Context: map[string]any{"amount": 200000}}, OrgPolicy{}, Block, []string{"AMOUNT_FAR_OVER_THRESHOLD", "AMOUNT_OVER_THRESHOLD"}},
 		{"in-list index", Input{Action: Action{Tool: "exec"}}, OrgPolicy{}, Warn, []string{"RULE_SHELL"}},
 		{"general rule applies to any tool", Input{Action: Action{Tool: "lookup"}, Session: Session{Blocks: 3}}, OrgPolicy{}, Block, []string{"REPEATED_BLOCKS"}},
+		{"halt blocks what a rule would allow, HALTED first", Input{Halt: &HaltState{ID: "halt_1", Scope: HaltTenant, Reason: "incident"}, Agent: AgentState{Paused: true}, Action: Action{Tool: "issue_refund"}, Context: map[string]any{"amount": 10.0}}, OrgPolicy{}, Block, []string{ReasonHalted, ReasonAgentPaused}},
 		{"paused agent", Input{Agent: AgentState{Paused: true}, Action: Action{Tool: "lookup"}}, OrgPolicy{}, Block, []string{ReasonAgentPaused}},
 		{"org blocklist tool", Input{Action: Action{Tool: "rm"}}, OrgPolicy{Mode: OrgBlocklist, Tools: []string{"rm"}}, Block, []string{ReasonOrgBlockedTool}},
 		{"org blocklist destination with port and wildcard", Input{Action: Action{Tool: "http", Target: "https://api.evil.com:443/x"}}, OrgPolicy{Mode: OrgBlocklist, Destinations: []string{"*.evil.com"}}, Block, []string{ReasonOrgBlockedDestination}},

@@ -18,3 +18,15 @@ func MemberSubject(tenant, email string) string {
 
 // LimitsSubject holds a tenant's rate-limit history.
 func LimitsSubject(tenant string) string { return subject("control", LimitsChanged, tenant, "limits") }
+
+// Halts (kill switches) on CONTROL, owned by services/api.
+const (
+	// HaltChanged carries a halt's full state when it is raised and when
+	// it is lifted (payload: policy.Halt); one subject per halt.
+	HaltChanged = "halt_changed"
+	// AllHaltChanges filters every halt change of every tenant.
+	AllHaltChanges = "control.v1." + HaltChanged + ".>"
+)
+
+// HaltSubject holds a halt's history: raised, then perhaps resumed.
+func HaltSubject(tenant, id string) string { return subject("control", HaltChanged, tenant, id) }

@@ -93,6 +93,11 @@ func (s *Service) decidePendingAction(c echo.Context) error {
 		return apperr.Validation("comment is too long", apperr.FieldError{Path: "comment", Code: "too_long", Message: "comment must be at most 2000 bytes"})
 	}
 	p := httpkit.Principal(c)
+	if in.Decision == "approve" {
+		if err := s.refuseApprovalUnderHalt(c.Request().Context(), p.Tenant, pathID(c)); err != nil {
+			return err
+		}
+	}
 	req := approval.DecideRequest{Tenant: p.Tenant, ID: pathID(c), Decision: in.Decision, Comment: in.Comment, ReviewerGroup: in.ReviewerGroup, By: p.Actor()}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.DecisionTimeout)
 	defer cancel()

@@ -145,3 +145,42 @@ func FuzzParseRetryAfter(f *testing.F) {
 		}
 	})
 }
+
+func TestFromHalt(t *testing.T) {
+	tests := []struct {
+		name     string
+		data     string
+		ok       bool
+		wantErr  bool
+		typ, sev string
+		resolves bool
+	}{
+		{"raised", `{"id":"halt_1","tenant":"acme","scope":"agent","agentId":"bot","reason":"incident","op":"halted","by":"key:k","createdAt":"2026-01-01T00:00:00Z","active":true}`,
+			true, false, SignalHaltRaised, "critical", false},
+		{"resumed", `{"id":"halt_1","tenant":"acme","scope":"tenant","reason":"incident","op":"resumed","by":"key:k","createdAt":"2026-01-01T00:00:00Z","endedAt":"2026-01-01T00:01:00Z"}`,
+			true, false, SignalHaltResumed, "info", true},
+		{"resumed without endedAt", `{"id":"halt_1","tenant":"acme","scope":"tenant","op":"resumed"}`, false, true, "", "", false},
+		{"unknown op is not notable", `{"id":"halt_1","tenant":"acme","scope":"tenant","op":"renamed"}`, false, false, "", "", false},
+		{"no tenant", `{"id":"halt_1","op":"halted"}`, false, true, "", "", false},
+		{"not json", `[`, false, true, "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, ok, err := fromHalt([]byte(tt.data))
+			if (err != nil) != tt.wantErr || ok != tt.ok {
+				t.Fatalf("ok=%v err=%v, want ok=%v err=%v", ok, err, tt.ok, tt.wantErr)
+			}
+			if !ok {
+				return
+			}
+			if s.Type != tt.typ || s.Severity != tt.sev || s.Resolves != tt.resolves || s.Group != "halt_1" || s.OccurredAt.IsZero() {
+				t.Fatalf("signal %+v", s)
+			}
+		})
+	}
+	raised, _, _ := fromHalt([]byte(tests[0].data))
+	resumed, _, _ := fromHalt([]byte(tests[1].data))
+	if raised.ID == resumed.ID {
+		t.Fatal("raise and resume share a signal id: the resume would be deduplicated away")
+	}
+}

@@ -39,6 +39,7 @@ const (
 	ConsumerPolicy   = "notifier-policy"
 	ConsumerGuardian = "notifier-guardian"
 	ConsumerRisk     = "notifier-risk"
+	ConsumerControl  = "notifier-control"
 	ConsumerDeliver  = "notifier-deliver"
 	ConsumerProject  = "notifier-deliveries"
 )
@@ -292,6 +293,7 @@ func (s *Service) Run(ctx context.Context) error {
 		{streams.Policy, ConsumerPolicy, []string{streams.AllDecisions}},
 		{streams.Guardian, ConsumerGuardian, []string{streams.AllApprovals}},
 		{streams.Risk, ConsumerRisk, []string{streams.AllAnomalies, streams.AllSessionScores}},
+		{streams.Control, ConsumerControl, []string{streams.AllHaltChanges}},
 	} {
 		workers = append(workers, func(ctx context.Context) error { return s.fanOut(ctx, src.stream, src.durable, src.filters) })
 	}

@@ -25,6 +25,10 @@ const (
 	SignalApprovalRerouted  = "approval.rerouted"
 	SignalAnomaly           = "anomaly"
 	SignalRiskHigh          = "risk.high"
+	// SignalHaltRaised and SignalHaltResumed come from CONTROL: a halt
+	// (kill switch) was raised or lifted.
+	SignalHaltRaised  = "halt.raised"
+	SignalHaltResumed = "halt.resumed"
 	// SignalTest is what POST …/:id/test sends; no channel subscribes to it.
 	SignalTest = "notification.test"
 )
@@ -33,7 +37,7 @@ const (
 var SignalTypes = []string{
 	SignalVerdictBlock, SignalVerdictWarn, SignalVerdictApproval,
 	SignalApprovalRequested, SignalApprovalResolved, SignalApprovalExpired, SignalApprovalRerouted,
-	SignalAnomaly, SignalRiskHigh,
+	SignalAnomaly, SignalRiskHigh, SignalHaltRaised, SignalHaltResumed,
 }
 
 // Severities in increasing order; a channel's minimum filters signals below it.
@@ -86,6 +90,8 @@ func decodeSignal(m jetstream.Msg) (Signal, bool, error) {
 		return fromRisk(m.Data(), SignalAnomaly)
 	case strings.HasPrefix(subj, "risk.v1."+streams.SessionScored+"."):
 		return fromRisk(m.Data(), SignalRiskHigh)
+	case strings.HasPrefix(subj, "control.v1."+streams.HaltChanged+"."):
+		return fromHalt(m.Data())
 	}
 	return Signal{}, false, nil
 }
@@ -208,4 +214,38 @@ func fromRisk(data []byte, typ string) (Signal, bool, error) {
 		ID: id, Type: typ, Tenant: r.Tenant, Severity: sev, Summary: summary,
 		AgentID: r.AgentID, SessionID: r.SessionID, OccurredAt: r.OccurredAt, Group: group, Data: data,
 	}, true, nil
+}
+
+// fromHalt turns a halt change into a signal: raising one is critical
+// (agents are stopped), lifting it resolves the same incident.
+func fromHalt(data []byte) (Signal, bool, error) {
+	var h policy.Halt
+	if err := json.Unmarshal(data, &h); err != nil {
+		return Signal{}, false, fmt.Errorf("decode halt: %w", err)
+	}
+	if h.ID == "" || h.Tenant == "" {
+		return Signal{}, false, fmt.Errorf("halt lacks id or tenant")
+	}
+	what := h.Scope
+	switch h.Scope {
+	case policy.HaltAgent:
+		what += " " + h.AgentID
+	case policy.HaltSession:
+		what += " " + h.SessionID
+	}
+	s := Signal{Tenant: h.Tenant, AgentID: h.AgentID, SessionID: h.SessionID, Group: h.ID, Data: data}
+	switch h.Op {
+	case policy.HaltRaised:
+		s.ID, s.Type, s.Severity, s.OccurredAt = "sig_"+h.ID+"_raised", SignalHaltRaised, "critical", h.CreatedAt
+		s.Summary = fmt.Sprintf("Halted %s by %s: %s", what, h.By, h.Reason)
+	case policy.HaltResumed:
+		if h.EndedAt == nil {
+			return Signal{}, false, fmt.Errorf("resumed halt %s lacks endedAt", h.ID)
+		}
+		s.ID, s.Type, s.Severity, s.OccurredAt, s.Resolves = "sig_"+h.ID+"_resumed", SignalHaltResumed, "info", *h.EndedAt, true
+		s.Summary = fmt.Sprintf("Resumed %s by %s (halted for: %s)", what, h.By, h.Reason)
+	default:
+		return Signal{}, false, nil
+	}
+	return s, true, nil
 }

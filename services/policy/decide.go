@@ -52,6 +52,12 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	if req.SessionID != "" {
 		in.Session = s.sessions.get(req.Tenant, req.SessionID)
 	}
+	// Halts come from the same catalog as policies, which this service
+	// has fully loaded before it answers its first request (see Run's
+	// callers), so no decision is made blind to a halt stored before it.
+	if h, ok := s.deps.Catalog.HaltFor(req.Tenant, req.AgentID, req.SessionID); ok {
+		in.Halt = h.State()
+	}
 	bad := pack.CheckInput(in)
 	if len(bad) > 0 && req.Source != rules.SourceEvent {
 		// Refused before deciding: nothing is recorded as a decision, but
