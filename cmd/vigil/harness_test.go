@@ -42,7 +42,7 @@ const (
 
 // ---- logs ----
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	log, _ := testkit.Logger(t, slog.LevelInfo)
 	return log
 }

@@ -419,7 +419,7 @@ type apiInstance struct {
 // serveAPI starts an api instance on the given NATS connection and
 // ClickHouse; it stops when the test ends. Its approval board follows
 // GUARDIAN only with followBoard (a NATS without the guardian has none).
-func serveAPI(t *testing.T, cfg api.Config, nc *nats.Conn, js jetstream.JetStream, ch driver.Conn, reg prometheus.Registerer, log *slog.Logger, followBoard bool) apiInstance {
+func serveAPI(t testing.TB, cfg api.Config, nc *nats.Conn, js jetstream.JetStream, ch driver.Conn, reg prometheus.Registerer, log *slog.Logger, followBoard bool) apiInstance {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

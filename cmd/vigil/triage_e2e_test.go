@@ -65,7 +65,7 @@ type apiReplica struct {
 	reg  *prometheus.Registry
 }
 
-func startReplica(t *testing.T, st *Stack, cfg api.Config) *apiReplica {
+func startReplica(t testing.TB, st *Stack, cfg api.Config) *apiReplica {
 	t.Helper()
 	log := testLogger(t)
 	// The api service's own NATS user: its least-privilege permissions
