@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -318,5 +319,41 @@ func TestHaltErrors(t *testing.T) {
 	}
 	if d := (polClient{t: t, base: h.s.base, key: h.s.key("globex", auth.RoleAgent, "g1")}).evaluate(ask("g1", "")); d.Decision != "allow" {
 		t.Fatalf("acme's halt reached globex: %s", d)
+	}
+}
+
+// TestHaltSignalled: raising and resuming a halt reach a notification
+// channel subscribed to them, as one incident (same group).
+func TestHaltSignalled(t *testing.T) {
+	s := polStartWith(t, func(c *StackConfig) {
+		c.NotifierAllowPrivate = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
+	owner := s.as(s.key("acme", auth.RoleOwner))
+	rc := newHookReceiver(t)
+	owner.post("/v1/notification-channels", map[string]any{
+		"name": "oncall", "url": rc.URL + "/vigil", "signals": []string{"halt.raised", "halt.resumed"},
+	}).want(t, http.StatusCreated, "create channel")
+	hv := owner.raiseHalt(map[string]any{"scope": "agent", "agentId": "a1", "reason": "runaway spend"})
+	owner.do(http.MethodDelete, "/v1/halts/"+hv.ID, nil).want(t, http.StatusOK, "resume")
+
+	type signal struct {
+		Type, Severity, Summary, Group, AgentID string
+		Resolves                                bool
+	}
+	tests := []struct {
+		typ, severity string
+		resolves      bool
+	}{
+		{"halt.raised", "critical", false},
+		{"halt.resumed", "info", true},
+	}
+	for _, tt := range tests {
+		var sig signal
+		if err := json.Unmarshal(rc.waitType(t, tt.typ).body, &sig); err != nil {
+			t.Fatalf("%s: %v", tt.typ, err)
+		}
+		if sig.Severity != tt.severity || sig.Resolves != tt.resolves || sig.Group != hv.ID || sig.AgentID != "a1" || !strings.Contains(sig.Summary, "runaway spend") {
+			t.Fatalf("%s delivered as %+v", tt.typ, sig)
+		}
 	}
 }
