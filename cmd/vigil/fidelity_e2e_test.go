@@ -132,3 +132,28 @@ func TestKaplaixRuleListPolicy(t *testing.T) {
 		t.Errorf("after a rename: %s", chk)
 	}
 }
+
+// TestKLADuplicateRegistration: registering by name (KLA: no agentId)
+// a name already registered is 409 conflict, unless the request replays
+// the Idempotency-Key of the first, which answers the original 201.
+func TestKLADuplicateRegistration(t *testing.T) {
+	e := newEnv(t)
+	body := map[string]any{"name": "claims-triage", "model": "gpt-4.1", "tools": []string{"lookup_policy"}}
+	first := e.do(req{method: http.MethodPost, path: "/v1/agents", key: e.owner, body: body, header: map[string]string{"Idempotency-Key": "reg-1"}})
+	expect(t, first, http.StatusCreated, "first registration")
+	replay := e.do(req{method: http.MethodPost, path: "/v1/agents", key: e.owner, body: body, header: map[string]string{"Idempotency-Key": "reg-1"}})
+	expect(t, replay, http.StatusCreated, "replayed registration")
+	var a, b struct {
+		AgentID string `json:"agentId"`
+	}
+	first.decode(t, &a)
+	replay.decode(t, &b)
+	if a.AgentID == "" || a.AgentID != b.AgentID {
+		t.Fatalf("replay answered %q, first %q", b.AgentID, a.AgentID)
+	}
+	for _, h := range []map[string]string{nil, {"Idempotency-Key": "reg-2"}} {
+		checkEnvelope(t, e.do(req{method: http.MethodPost, path: "/v1/agents", key: e.owner, body: body, header: h}), http.StatusConflict, "CONFLICT", "conflict", nil)
+	}
+	// Another tenant may use the name.
+	expect(t, e.post(e.key("globex", auth.RoleOwner), "/v1/agents", body), http.StatusCreated, "same name, other tenant")
+}

@@ -270,6 +270,20 @@ func (c *Catalog) HasAgent(tenant, id string) bool {
 	return ok
 }
 
+// RegisteredNamed returns a tenant's explicitly registered agent with the
+// given name, if there is one (without syncing). It scans the tenant's
+// agents, which MaxAgents bounds; registrations are rare.
+func (c *Catalog) RegisteredNamed(tenant, name string) (agent.Agent, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, a := range c.agents[tenant] {
+		if a.Name == name && a.Source == agent.SourceRegistered {
+			return a, true
+		}
+	}
+	return agent.Agent{}, false
+}
+
 // Agents returns a tenant's agents sorted by id, starting after the
 // given id, at most limit of them, and whether more follow.
 func (c *Catalog) Agents(tenant, after string, limit int) ([]agent.Agent, bool) {

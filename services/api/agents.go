@@ -48,6 +48,18 @@ func (s *Service) registerAgent(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	if named, _ := agentIDNamed(body); !named {
+		// KLA registers by name and gets an id back: posting the same
+		// name again is "a duplicate registration" (409), unless it is a
+		// retry with the same Idempotency-Key, which the idempotency
+		// middleware answers with the original 201 before this runs.
+		if err := s.deps.Catalog.Sync(ctx); err != nil {
+			return err
+		}
+		if dup, ok := s.deps.Catalog.RegisteredNamed(p.Tenant, a.Name); ok {
+			return apperr.Conflict("an agent named %q is already registered (agentId %s)", a.Name, dup.AgentID)
+		}
+	}
 	var expect uint64
 	cur, err := s.deps.Store.Agent(ctx, p.Tenant, a.AgentID)
 	switch {
@@ -79,8 +91,25 @@ func (s *Service) registerAgent(c echo.Context) error {
 		return err
 	}
 	a.Revision = rev
+	// The registration is in the catalog before it is acknowledged, so
+	// the caller's next decision (and duplicate check) here sees it.
+	if err := s.deps.Catalog.WaitFor(ctx, rev); err != nil {
+		return err
+	}
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/agents/"+url.PathEscape(a.AgentID))
 	return c.JSON(http.StatusCreated, a)
+}
+
+// agentIDNamed reports whether a registration body names its agent id
+// ("agentId" or Kaplaix's "id") rather than leaving it to be generated.
+func agentIDNamed(body []byte) (bool, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return false, err
+	}
+	_, a := fields["agentId"]
+	_, b := fields["id"]
+	return a || b, nil
 }
 
 // selfRegistration checks the body of an agent key's registration: the

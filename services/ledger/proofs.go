@@ -185,8 +185,10 @@ type LineageRecord struct {
 type Lineage struct {
 	LineageID   string          `json:"lineageId"`
 	Anchored    bool            `json:"anchored"`
-	LedgerIndex *uint64         `json:"ledgerIndex,omitempty"`
-	RootHash    string          `json:"rootHash,omitempty"`
+	// LedgerIndex and RootHash are null, not absent, while the record is
+	// not anchored (KLA's shape always has them).
+	LedgerIndex *uint64         `json:"ledgerIndex"`
+	RootHash    *string         `json:"rootHash"`
 	MerklePath  []string        `json:"merklePath"`
 	LeafHash    string          `json:"leafHash,omitempty"`
 	Kind        string          `json:"kind,omitempty"`
@@ -232,7 +234,8 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 	if err != nil {
 		return out, err
 	}
-	out.Anchored, out.RootHash, out.Checkpoint = true, evidence.HashString(st.root), string(st.checkpoint)
+	root := evidence.HashString(st.root)
+	out.Anchored, out.RootHash, out.Checkpoint = true, &root, string(st.checkpoint)
 	first := recs[0]
 	out.LedgerIndex, out.LeafHash, out.MerklePath, out.Kind = &first.rec.LedgerIndex, first.rec.LeafHash, first.rec.MerklePath, first.rec.Kind
 	if len(recs) > 1 || found["session:"+id] != nil && len(found[evidence.KindEvent+":"+id]) == 0 && len(found[evidence.KindDecision+":"+id]) == 0 {
