@@ -183,8 +183,8 @@ type LineageRecord struct {
 // checkpoint. For a session, the top-level proof is its first record's
 // and Records proves every record.
 type Lineage struct {
-	LineageID   string          `json:"lineageId"`
-	Anchored    bool            `json:"anchored"`
+	LineageID string `json:"lineageId"`
+	Anchored  bool   `json:"anchored"`
 	// LedgerIndex and RootHash are null, not absent, while the record is
 	// not anchored (KLA's shape always has them).
 	LedgerIndex *uint64         `json:"ledgerIndex"`
