@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -86,9 +87,13 @@ func halted(d polKLA) bool {
 func (c polClient) raiseHalt(body map[string]any) haltView {
 	c.t.Helper()
 	var h haltView
-	c.post("/v1/halts", body).want(c.t, http.StatusCreated, "raise halt").decode(c.t, &h)
+	r := c.post("/v1/halts", body).want(c.t, http.StatusCreated, "raise halt")
+	r.decode(c.t, &h)
 	if !strings.HasPrefix(h.ID, "halt_") || !h.Active || h.CreatedBy == "" || h.PendingRejected == nil {
 		c.t.Fatalf("raised halt %+v", h)
+	}
+	if seq, err := strconv.ParseUint(r.Header.Get("Vigil-Control-Seq"), 10, 64); err != nil || seq == 0 {
+		c.t.Fatalf("raised halt without a CONTROL sequence: %q", r.Header.Get("Vigil-Control-Seq"))
 	}
 	return h
 }
@@ -355,5 +360,28 @@ func TestHaltSignalled(t *testing.T) {
 		if sig.Severity != tt.severity || sig.Resolves != tt.resolves || sig.Group != hv.ID || sig.AgentID != "a1" || !strings.Contains(sig.Summary, "runaway spend") {
 			t.Fatalf("%s delivered as %+v", tt.typ, sig)
 		}
+	}
+}
+
+// TestHaltSurvivesRestart: a halt is state on CONTROL, not in a process.
+// A restarted stack's first decision is already HALTED: the policy
+// service answers only once its catalog has loaded CONTROL.
+func TestHaltSurvivesRestart(t *testing.T) {
+	db := chtest.New(t)
+	dir := t.TempDir()
+	s := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	owner := s.key("acme", auth.RoleOwner)
+	c := polClient{t: t, base: s.base, key: owner}
+	hv := c.raiseHalt(map[string]any{"scope": "tenant", "reason": "before the restart"})
+	s.Stop()
+
+	s2 := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	c = polClient{t: t, base: s2.base, key: owner}
+	if d := c.evaluate(ask("a1", "")); !halted(d) {
+		t.Fatalf("first decision after a restart: %s, want HALTED", d)
+	}
+	c.do(http.MethodDelete, "/v1/halts/"+hv.ID, nil).want(t, http.StatusOK, "resume after restart")
+	if d := c.evaluate(ask("a1", "")); d.Decision != "allow" {
+		t.Fatalf("after resume: %s", d)
 	}
 }
