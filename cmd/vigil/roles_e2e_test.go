@@ -89,6 +89,7 @@ var routePermissions = map[string][]auth.Permission{
 	"POST /v1/webhooks":                                               {auth.ChannelsManage},
 	"GET /v1/webhooks/:id":                                            {auth.ChannelsRead},
 	"DELETE /v1/webhooks/:id":                                         {auth.ChannelsManage},
+	"DELETE /v1/webhooks":                                             {auth.ChannelsManage},
 
 	"GET /v1/settings/redaction":  {auth.SettingsRead},
 	"POST /v1/settings/redaction": {auth.SettingsManage},
@@ -254,6 +255,7 @@ var foreignRoutes = map[string]string{
 	"POST /v1/notification-channels/:id/deliveries/:deliveryId/retry": "channel",
 	"GET /v1/webhooks/:id":                                            "channel",
 	"DELETE /v1/webhooks/:id":                                         "channel",
+	"DELETE /v1/halts/:id":                                            "halt",
 }
 
 // foreignBodies are valid request bodies, so that only the tenant check
@@ -340,7 +342,17 @@ func TestForeignTenantRoutes(t *testing.T) {
 			t.Errorf("%s with acme's %s id: HTTP %d %s", route, res, r.status, r.body)
 		}
 	}
+	// The collection form of a webhook delete names its id in the query.
+	if r := e.do(req{method: http.MethodDelete, path: "/v1/webhooks?id=" + ids["channel"], key: globex}); r.status/100 == 2 || r.status/100 == 5 || strings.Contains(string(r.body), "acme-marker") {
+		t.Errorf("globex DELETE /v1/webhooks?id= on acme's channel: %s", r)
+	}
 	// Nothing of acme's changed.
+	if r := e.get(acme, "/v1/notification-channels/"+ids["channel"]); r.status != 200 {
+		t.Errorf("globex removed acme's channel: %s", r)
+	}
+	if r := e.get(acme, "/v1/halts"); !strings.Contains(string(r.body), ids["halt"]) || strings.Contains(string(r.body), `"active":false`) {
+		t.Errorf("globex lifted acme's halt: %s", r)
+	}
 	r = e.get(acme, "/v1/agents/"+ids["agent"])
 	if strings.Contains(string(r.body), "hijacked") || strings.Contains(string(r.body), `"paused":true`) || !strings.Contains(string(r.body), `"tools":["acme-marker"]`) {
 		t.Errorf("globex changed acme's agent: %s", r.body)
@@ -369,4 +381,13 @@ func addForeignIDs(t *testing.T, e *env, acme string, ids foreignIDs) {
 	expect(t, r, 201, "notification channel")
 	r.decode(t, &ch)
 	ids["channel"] = ch.ID
+	// A halt on an agent of acme's that nothing else in the sweep uses, so
+	// the sweep's other checks still see acme's agent unhalted.
+	var h struct {
+		ID string `json:"id"`
+	}
+	r = e.post(acme, "/v1/halts", map[string]any{"scope": "agent", "agentId": "acme-halted", "reason": "acme-marker"})
+	expect(t, r, 201, "halt")
+	r.decode(t, &h)
+	ids["halt"] = h.ID
 }
