@@ -369,8 +369,16 @@ func TestJudgeEndToEnd(t *testing.T) {
 	eventually(t, catchUp, func() (bool, string) {
 		return judgeMetric(t, s, "timeout") > before, "no judge timeout yet"
 	})
-	if tv, ok := verdictByID(t, s, owner, tid); !ok || tv.Confidence != nil || tv.Outcome != "warn" {
-		t.Errorf("verdict after a judge timeout: %+v (listed %v)", tv, ok)
+	// The timeout is counted when the judge gives up, which can be before
+	// the verdict's projection reaches ClickHouse: wait for the listing.
+	var tv judgedVerdict
+	eventually(t, catchUp, func() (bool, string) {
+		var ok bool
+		tv, ok = verdictByID(t, s, owner, tid)
+		return ok, "verdict " + tid + " not listed yet"
+	})
+	if tv.Confidence != nil || tv.Outcome != "warn" {
+		t.Errorf("verdict after a judge timeout: %+v", tv)
 	}
 	llm.set(0)
 
