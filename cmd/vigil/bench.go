@@ -616,7 +616,7 @@ func (c *benchClient) batch(ctx context.Context, evs []benchEvent, size, conc in
 // connection of its own with the same async window ingest's has, and
 // waits for every ack: the ceiling the HTTP path is compared with.
 func benchRaw(ctx context.Context, st *Stack, evs []benchEvent, log *slog.Logger) (benchPhase, error) {
-	nc, js, err := st.local.connect(streams.ServiceIngest, "vigil-bench-raw", log)
+	nc, js, err := st.Connect(streams.ServiceIngest, "vigil-bench-raw", log)
 	if err != nil {
 		return benchPhase{}, err
 	}

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/control"
@@ -49,6 +49,7 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // ---- the stack ----
 
+// stackOpts are stacktest.Options, named as these tests use them.
 type stackOpts struct {
 	// dataDir defaults to a fresh t.TempDir().
 	dataDir string
@@ -61,83 +62,37 @@ type stackOpts struct {
 	log    *slog.Logger
 }
 
-// testSigningSeed is the policy pack signing seed of every test stack; it
-// is fixed so that a stack restarted on the same data keeps its key.
-var testSigningSeed = func() []byte { s := sha256.Sum256([]byte("vigil e2e signing seed")); return s[:] }()
+// testSigningSeed is the policy pack signing seed of every test stack.
+var testSigningSeed = stacktest.SigningSeed
 
 // unlimited lifts the rate limits, for tests that load the stack to check
 // durability rather than admission.
 func unlimited(c *api.Config) { c.RateLimits = ratelimit.Limits{} }
 
-// testStack is a running in-process stack serving HTTP on a loopback port.
+// testStack is a running in-process stack serving HTTP on a loopback port
+// (see stacktest), with the helpers of these tests.
 type testStack struct {
-	t      *testing.T
-	st     *Stack
-	base   string
-	cancel context.CancelFunc
-	served chan error
-	once   sync.Once
+	t    *testing.T
+	st   *Stack
+	base string
+	srv  *stacktest.Server
 }
 
 func startStack(t *testing.T, o stackOpts) *testStack {
 	t.Helper()
-	if o.dataDir == "" {
-		o.dataDir = t.TempDir()
-	}
 	if o.log == nil {
 		o.log = testLogger(t)
 	}
-	ic, ac := ingest.DefaultConfig(), api.DefaultConfig()
-	ic.ProjectorLinger = 50 * time.Millisecond
-	if o.ingest != nil {
-		o.ingest(&ic)
-	}
-	if o.api != nil {
-		o.api(&ac)
-	}
-	pc := policysvc.DefaultConfig()
-	pc.SigningSeed = testSigningSeed
-	if o.policy != nil {
-		o.policy(&pc)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := StartStack(ctx, StackConfig{
-		DataDir: o.dataDir, NATSHost: "127.0.0.1", NATSPort: -1,
-		ClickHouseDSN: o.dsn, ClickHouseWait: 20 * time.Second,
-		Ingest: ic, API: ac, Policy: pc, OIDC: o.oidc, Log: o.log,
-	})
-	if err != nil {
-		t.Fatalf("StartStack: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		st.Close()
-		t.Fatalf("listen: %v", err)
-	}
-	sctx, scancel := context.WithCancel(context.Background())
-	ts := &testStack{t: t, st: st, base: "http://" + ln.Addr().String(), cancel: scancel, served: make(chan error, 1)}
-	go func() { ts.served <- st.Serve(sctx, ln) }()
-	t.Cleanup(ts.Stop)
-	return ts
+	return served(t, stacktest.Start(t, stacktest.Options{DataDir: o.dataDir, DSN: o.dsn, Ingest: o.ingest, API: o.api, Policy: o.policy, OIDC: o.oidc, Log: o.log}))
 }
 
-// Stop shuts the stack down the way a SIGTERM does (HTTP first, then the
-// workers drain and flush) and releases NATS. It is idempotent.
-func (s *testStack) Stop() {
-	s.once.Do(func() {
-		s.cancel()
-		select {
-		case err := <-s.served:
-			if err != nil {
-				s.t.Errorf("Serve returned: %v", err)
-			}
-		case <-time.After(90 * time.Second):
-			s.t.Errorf("Serve did not return within 90s of cancel")
-		}
-		s.st.Close()
-	})
+// served wraps a stacktest server.
+func served(t *testing.T, srv *stacktest.Server) *testStack {
+	return &testStack{t: t, st: srv.Stack, base: srv.URL, srv: srv}
 }
+
+// Stop shuts the stack down (see stacktest.Server.Stop).
+func (s *testStack) Stop() { s.srv.Stop() }
 
 // env is one stack on a fresh ClickHouse database, with its owner key.
 type env struct {

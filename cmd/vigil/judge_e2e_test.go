@@ -5,12 +5,10 @@ package main
 // verdicts, timeout, budget, key secrecy, tenant isolation, bad inputs.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -24,7 +22,6 @@ import (
 	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
-	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
@@ -92,29 +89,12 @@ func (f *fakeLLM) count() int {
 func startJudgeStack(t *testing.T, dsn string, log *slog.Logger) *testStack {
 	t.Helper()
 	loop := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	ic, ac, pc := ingest.DefaultConfig(), api.DefaultConfig(), policysvc.DefaultConfig()
-	ic.ProjectorLinger = 50 * time.Millisecond
-	ac.Judge.Allow = loop
-	pc.SigningSeed, pc.Judge.Allow, pc.JudgeTimeout = testSigningSeed, loop, 400*time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := StartStack(ctx, StackConfig{
-		DataDir: t.TempDir(), NATSHost: "127.0.0.1", NATSPort: -1, ClickHouseDSN: dsn, ClickHouseWait: 20 * time.Second,
-		Ingest: ic, API: ac, Policy: pc, Log: log,
+	return startStack(t, stackOpts{dsn: dsn, log: log,
+		api: func(c *api.Config) { c.Judge.Allow = loop },
+		policy: func(c *policysvc.Config) {
+			c.Judge.Allow, c.JudgeTimeout = loop, 400*time.Millisecond
+		},
 	})
-	if err != nil {
-		t.Fatalf("StartStack: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
-	sctx, scancel := context.WithCancel(context.Background())
-	ts := &testStack{t: t, st: st, base: "http://" + ln.Addr().String(), cancel: scancel, served: make(chan error, 1)}
-	go func() { ts.served <- st.Serve(sctx, ln) }()
-	t.Cleanup(ts.Stop)
-	return ts
 }
 
 // judgeMetric reads vigil_judge_calls_total{outcome}.

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/control"
@@ -173,11 +174,11 @@ func connectOrEmbed(n config.NATS, dataDir string) (jetstream.JetStream, func(),
 	if _, err := os.Stat(dataDir); err != nil {
 		return nil, nil, fmt.Errorf("no NATS at %s and no data directory %s: start `vigil dev` first or pass --nats-url", *n.URL, dataDir)
 	}
-	srv, local, err := startLocalNATS(StackConfig{DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1})
+	srv, local, err := stack.StartNATS(StackConfig{DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1})
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, js, err = local.connect(natsauth.Admin, "vigil-cli", log)
+	nc, js, err = local.Connect(natsauth.Admin, "vigil-cli", log)
 	if err != nil {
 		srv.Shutdown()
 		return nil, nil, err

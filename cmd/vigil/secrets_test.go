@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsauth"
@@ -35,12 +36,12 @@ func TestSecretsExport(t *testing.T) {
 	dataDir := t.TempDir()
 	legacy := map[string][]byte{"redaction": bytes.Repeat([]byte{1}, 32), "sealing": bytes.Repeat([]byte{2}, 32)}
 	func() {
-		srv, local, err := startLocalNATS(StackConfig{DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1})
+		srv, local, err := stack.StartNATS(StackConfig{DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-		nc, js, err := local.connect(natsauth.Admin, "old-vigil", slog.New(slog.DiscardHandler))
+		nc, js, err := local.Connect(natsauth.Admin, "old-vigil", slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -71,7 +71,7 @@ func startReplica(t testing.TB, st *Stack, cfg api.Config) *apiReplica {
 	// The api service's own NATS user: its least-privilege permissions
 	// must cover reading decisions past the projection (POLICY consumer
 	// info, ordered consumers, message gets).
-	nc, js, err := st.local.connect(streams.ServiceAPI, "api-replica", log)
+	nc, js, err := st.Connect(streams.ServiceAPI, "api-replica", log)
 	if err != nil {
 		t.Fatalf("replica: connect: %v", err)
 	}

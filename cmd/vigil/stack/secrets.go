@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"context"
@@ -17,22 +17,22 @@ import (
 // never written to NATS: whoever can read NATS must not thereby read the
 // keys that protect what NATS holds.
 const (
-	// redactionKeyFile keys redaction placeholders (ingest and policy).
-	redactionKeyFile = "redaction.key"
-	// judgeSealKeyFile seals tenants' LLM API keys (api and policy).
-	judgeSealKeyFile = "judge-seal.key"
-	// notifierKeyFile seals notification channel credentials.
-	notifierKeyFile = "notifier.key"
+	// RedactionKeyFile keys redaction placeholders (ingest and policy).
+	RedactionKeyFile = "redaction.key"
+	// JudgeSealKeyFile seals tenants' LLM API keys (api and policy).
+	JudgeSealKeyFile = "judge-seal.key"
+	// NotifierKeyFile seals notification channel credentials.
+	NotifierKeyFile = "notifier.key"
 )
 
-// keyFile reads the base64 key kept in path or, when there is none yet,
+// KeyFile reads the base64 key kept in path or, when there is none yet,
 // generates a 32-byte one into it (see config.KeyFile).
-func keyFile(path string) ([]byte, error) { return config.KeyFile(path, 32, false) }
+func KeyFile(path string) ([]byte, error) { return config.KeyFile(path, 32, false) }
 
 // stackSecrets fills the redaction and judge sealing keys cfg leaves
 // empty from the data directory's key files, sharing one key between the
 // services that must agree on it.
-func stackSecrets(cfg *StackConfig) error {
+func stackSecrets(cfg *Config) error {
 	fill := func(file string, keys ...*[]byte) error {
 		var have []byte
 		for _, k := range keys {
@@ -43,7 +43,7 @@ func stackSecrets(cfg *StackConfig) error {
 		}
 		if have == nil {
 			var err error
-			if have, err = keyFile(filepath.Join(cfg.DataDir, file)); err != nil {
+			if have, err = KeyFile(filepath.Join(cfg.DataDir, file)); err != nil {
 				return err
 			}
 		}
@@ -54,10 +54,10 @@ func stackSecrets(cfg *StackConfig) error {
 		}
 		return nil
 	}
-	if err := fill(redactionKeyFile, &cfg.Ingest.RedactionKey, &cfg.Policy.RedactionKey); err != nil {
+	if err := fill(RedactionKeyFile, &cfg.Ingest.RedactionKey, &cfg.Policy.RedactionKey); err != nil {
 		return err
 	}
-	return fill(judgeSealKeyFile, &cfg.API.Judge.SealSecret, &cfg.Policy.Judge.SealSecret)
+	return fill(JudgeSealKeyFile, &cfg.API.Judge.SealSecret, &cfg.Policy.Judge.SealSecret)
 }
 
 // refuseLegacySecrets stops a stack whose NATS still holds the keys an

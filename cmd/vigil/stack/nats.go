@@ -1,4 +1,4 @@
-package main
+package stack
 
 import (
 	"fmt"
@@ -45,21 +45,23 @@ func ParseNATSSecurity(s string) (NATSSecurity, error) {
 // the CLI connects with CredsDir/admin.nk by default.
 func CredsDir(dataDir string) string { return filepath.Join(dataDir, "creds") }
 
-// localNATS is how a stack's own clients reach its embedded server.
-type localNATS struct {
+// LocalNATS is how a stack's own clients reach its embedded server.
+type LocalNATS struct {
 	url   string
 	sec   NATSSecurity
 	creds string
 	tls   natsauth.TLSFiles
 }
 
-// startLocalNATS starts the embedded server of cfg.
-func startLocalNATS(cfg StackConfig) (*server.Server, *localNATS, error) {
+// StartNATS starts the embedded server of cfg (its DataDir, NATSHost,
+// NATSPort and NATSSecurity), for the stack and for CLI commands that
+// need the data directory's NATS while no stack runs.
+func StartNATS(cfg Config) (*server.Server, *LocalNATS, error) {
 	sec, err := ParseNATSSecurity(string(cfg.NATSSecurity))
 	if err != nil {
 		return nil, nil, err
 	}
-	l := &localNATS{sec: sec, creds: CredsDir(cfg.DataDir)}
+	l := &LocalNATS{sec: sec, creds: CredsDir(cfg.DataDir)}
 	o := natsx.EmbeddedOptions{Host: cfg.NATSHost, Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats")}
 	if sec != NATSOpen {
 		users, err := natsauth.Init(l.creds)
@@ -92,9 +94,9 @@ func startLocalNATS(cfg StackConfig) (*server.Server, *localNATS, error) {
 	return srv, l, nil
 }
 
-// connect connects to the stack's server as user (a service or
+// Connect connects to the stack's server as user (a service or
 // natsauth.Admin).
-func (l *localNATS) connect(user, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+func (l *LocalNATS) Connect(user, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	var cred natsauth.Credential
 	if l.sec != NATSOpen {
 		cred = natsauth.FileCredential(natsauth.SeedFile(l.creds, user))
