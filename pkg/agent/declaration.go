@@ -3,28 +3,46 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/event"
+	"github.com/vigilhq/vigil/pkg/policy"
 )
 
 // Declaration lists the tools and destinations an agent is expected to
 // use; anything else draws a warning (UNDECLARED_TOOL,
 // UNDECLARED_DESTINATION).
 type Declaration struct {
-	Tools        []string  `json:"tools"`
-	Destinations []string  `json:"destinations"`
-	DeclaredAt   time.Time `json:"declaredAt"`
+	Tools        []string `json:"tools"`
+	Destinations []string `json:"destinations"`
+	// Sources say what reading from a declared tool or destination
+	// brings into a session: tool or destination → data-flow source
+	// labels (untrusted_content, pii, …). A policy's label rule with
+	// `source: <label>` marks the session of an action that uses one
+	// (docs/policies.md, "Data-flow labels").
+	Sources    map[string][]string `json:"sources,omitempty"`
+	DeclaredAt time.Time           `json:"declaredAt"`
 }
 
 // Narrows reports whether declaring next in place of d takes nothing
 // new into scope: d is nil (no declaration: everything is in scope), or
-// next's tools and destinations are among d's.
+// next's tools and destinations are among d's, and every source d
+// declares is kept: dropping a source (or the tool or destination that
+// carries it) would let an agent stop its reads from labelling its
+// session.
 func (d *Declaration) Narrows(next Declaration) bool {
 	if d == nil {
 		return true
+	}
+	for k, labels := range d.Sources {
+		for _, l := range labels {
+			if !slices.Contains(next.Sources[k], l) {
+				return false
+			}
+		}
 	}
 	for _, t := range next.Tools {
 		if !slices.Contains(d.Tools, t) {
@@ -52,7 +70,7 @@ const (
 )
 
 // DeclarationFields are the fields of a manifest body.
-var DeclarationFields = []string{"tools", "destinations"}
+var DeclarationFields = []string{"tools", "destinations", "sources"}
 
 // SettingsFields are the fields of a settings body.
 var SettingsFields = []string{"paused", "judge_enabled", "judgeEnabled"}
@@ -72,8 +90,13 @@ func ParseDeclaration(body []byte, now time.Time) (Declaration, error) {
 			dst = &d.Tools
 		case "destinations":
 			dst = &d.Destinations
+		case "sources":
+			if !isNull(raw) {
+				d.Sources, errs = parseSources(raw, errs)
+			}
+			continue
 		default:
-			errs = append(errs, fe(name, "unknown_field", "unknown field %q (want tools, destinations)", name))
+			errs = append(errs, fe(name, "unknown_field", "unknown field %q (want tools, destinations, sources)", name))
 			continue
 		}
 		if isNull(raw) {
@@ -95,11 +118,48 @@ func ParseDeclaration(body []byte, now time.Time) (Declaration, error) {
 		}
 		*dst = l
 	}
+	for _, k := range slices.Sorted(maps.Keys(d.Sources)) {
+		if !slices.Contains(d.Tools, k) && !slices.Contains(d.Destinations, k) {
+			errs = append(errs, fe("sources."+k, event.CodeInvalid, "%q is neither a declared tool nor a declared destination", k))
+		}
+	}
 	if len(errs) > 0 {
 		sortErrs(errs)
 		return Declaration{}, apperr.Validation("manifest failed validation", errs...)
 	}
 	return d, nil
+}
+
+// parseSources reads the manifest's sources: an object from a tool or
+// destination to its source labels (a string or an array of them).
+func parseSources(raw json.RawMessage, errs []apperr.FieldError) (map[string][]string, []apperr.FieldError) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return nil, append(errs, fe("sources", event.CodeInvalidType, "sources must be an object: tool or destination → source labels"))
+	}
+	if len(m) > 1000 {
+		return nil, append(errs, fe("sources", event.CodeTooLong, "sources must have at most 1000 entries"))
+	}
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		var labels []string
+		var one string
+		switch {
+		case json.Unmarshal(v, &one) == nil:
+			labels = []string{one}
+		case json.Unmarshal(v, &labels) == nil && len(labels) > 0 && len(labels) <= 32:
+		default:
+			errs = append(errs, fe("sources."+k, event.CodeInvalidType, "a source is a label or an array of 1-32 labels"))
+			continue
+		}
+		for i, l := range labels {
+			if !policy.ValidLabel(l) {
+				errs = append(errs, fe(fmt.Sprintf("sources.%s[%d]", k, i), event.CodeInvalid, "label %q must be lower case letters, digits and _.:- (at most 64), starting with a letter", l))
+			}
+		}
+		out[k] = labels
+	}
+	return out, errs
 }
 
 // ApplySettings applies a POST /v1/agents/{agent}/settings body: fields

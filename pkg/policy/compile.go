@@ -37,11 +37,17 @@ type Compiled struct {
 	Doc    Document
 	rules  []compiledRule
 	inputs []compiledInput
+	labels []compiledLabel
 }
 
 // tools is the union of the tools the rules are pinned to, or nil when
-// some rule can hold for any tool.
+// some rule (or label rule) can hold for any tool.
 func (c *Compiled) tools() []string {
+	for _, l := range c.labels {
+		if l.prg != nil {
+			return nil // a label rule's condition may read inputs for any tool
+		}
+	}
 	var out []string
 	for _, r := range c.rules {
 		if r.tools == nil {
@@ -67,6 +73,8 @@ type compiledRule struct {
 	// tools, when non-nil, are the only action.tool values for which the
 	// condition can hold (from a top-level equality or `in` list).
 	tools []string
+	// labels is what the condition reads of session.labels.
+	labels labelUse
 }
 
 // Compiler compiles documents; it is safe for concurrent use.
@@ -94,32 +102,13 @@ func (c *Compiler) Compile(d Document) (*Compiled, error) {
 	}
 	var errs []apperr.FieldError
 	for i, r := range d.Rules {
-		path := fmt.Sprintf("rules[%d].when", i)
 		where := "rule " + r.ID
 		if r.line > 0 {
 			where = fmt.Sprintf("line %d: rule %s", r.line, r.ID)
 		}
-		ast, iss := c.env.Compile(r.When)
-		if iss != nil && iss.Err() != nil {
-			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: %v", where, iss.Err())})
-			continue
-		}
-		if typed != nil {
-			// Checked against the declared input types; evaluated (below)
-			// with the dynamic context, which the request check keeps
-			// consistent with the declarations.
-			if _, iss := typed.Compile(r.When); iss != nil && iss.Err() != nil {
-				errs = append(errs, apperr.FieldError{Path: path, Code: "type_mismatch", Message: fmt.Sprintf("%s: does not match the declared inputs: %v", where, iss.Err())})
-				continue
-			}
-		}
-		if !ast.OutputType().IsExactType(types.BoolType) && !ast.OutputType().IsExactType(types.DynType) {
-			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: condition must be a bool, not %s", where, ast.OutputType())})
-			continue
-		}
-		prg, err := c.env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(CostLimit))
-		if err != nil {
-			errs = append(errs, apperr.FieldError{Path: path, Code: "invalid_expression", Message: fmt.Sprintf("%s: %v", where, err)})
+		prg, ast, fe := c.compileWhen(r.When, typed, fmt.Sprintf("rules[%d].when", i), where)
+		if fe != nil {
+			errs = append(errs, *fe)
 			continue
 		}
 		o, _ := ParseOutcome(r.Outcome)
@@ -128,12 +117,49 @@ func (c *Compiler) Compile(d Document) (*Compiled, error) {
 			timeout, _ = time.ParseDuration(r.ApprovalTimeout)
 		}
 		out.rules = append(out.rules, compiledRule{policyID: d.ID, rule: r, outcome: o, timeout: timeout, prg: prg,
-			skipOnError: r.OnError == OnErrorSkip, tools: toolKeys(ast.NativeRep().Expr())})
+			skipOnError: r.OnError == OnErrorSkip, tools: toolKeys(ast.NativeRep().Expr()), labels: labelsUsed(ast.NativeRep().Expr())})
 	}
+	labels, lerrs := c.compileLabels(d, typed)
+	out.labels, errs = labels, append(errs, lerrs...)
 	if len(errs) > 0 {
 		return nil, apperr.Validation("policy has invalid conditions", errs...)
 	}
 	return out, nil
+}
+
+// program compiles one condition (a rule's or a label rule's when).
+func (c *Compiler) program(when string, typed *cel.Env, path, where string) (cel.Program, *apperr.FieldError) {
+	prg, _, fe := c.compileWhen(when, typed, path, where)
+	return prg, fe
+}
+
+// compileWhen checks a condition against the dynamic environment and,
+// when the policy declares inputs, against their types; it must be a
+// bool. Errors name where it is (path, and rule and line in the message).
+func (c *Compiler) compileWhen(when string, typed *cel.Env, path, where string) (cel.Program, *cel.Ast, *apperr.FieldError) {
+	fail := func(code, format string, args ...any) (cel.Program, *cel.Ast, *apperr.FieldError) {
+		return nil, nil, &apperr.FieldError{Path: path, Code: code, Message: where + ": " + fmt.Sprintf(format, args...)}
+	}
+	ast, iss := c.env.Compile(when)
+	if iss != nil && iss.Err() != nil {
+		return fail("invalid_expression", "%v", iss.Err())
+	}
+	if typed != nil {
+		// Checked against the declared input types; evaluated with the
+		// dynamic context, which the request check keeps consistent with
+		// the declarations.
+		if _, iss := typed.Compile(when); iss != nil && iss.Err() != nil {
+			return fail("type_mismatch", "does not match the declared inputs: %v", iss.Err())
+		}
+	}
+	if !ast.OutputType().IsExactType(types.BoolType) && !ast.OutputType().IsExactType(types.DynType) {
+		return fail("invalid_expression", "condition must be a bool, not %s", ast.OutputType())
+	}
+	prg, err := c.env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(CostLimit))
+	if err != nil {
+		return fail("invalid_expression", "%v", err)
+	}
+	return prg, ast, nil
 }
 
 // toolKeys finds, among the top-level conjuncts of e, a test that pins

@@ -37,6 +37,10 @@ type Document struct {
 	// before it is decided (see Pack.CheckInput).
 	Inputs map[string]InputSpec `yaml:"inputs,omitempty" json:"inputs,omitempty"`
 
+	// Labels are the data-flow label rules: actions they match mark their
+	// session, and rules read the marks as session.labels (labels.go).
+	Labels []LabelRule `yaml:"labels,omitempty" json:"labels,omitempty"`
+
 	// Kaplaix form.
 	Conditions      map[string]string `yaml:"conditions,omitempty" json:"conditions,omitempty"`
 	DefaultDecision string            `yaml:"defaultDecision,omitempty" json:"defaultDecision,omitempty"`
@@ -162,7 +166,7 @@ func ParseCompat(src []byte) (Document, []string, error) {
 }
 
 // documentKeys are the top-level keys of a policy document.
-var documentKeys = []string{"id", "name", "description", "enabled", "priority", "rules", "inputs", "conditions", "defaultDecision"}
+var documentKeys = []string{"id", "name", "description", "enabled", "priority", "rules", "inputs", "labels", "conditions", "defaultDecision"}
 
 // IsDocumentKey reports whether k is a top-level policy document key.
 func IsDocumentKey(k string) bool { return slices.Contains(documentKeys, k) }
@@ -233,6 +237,12 @@ func parse(src []byte, lenient bool) (Document, []string, error) {
 						d.Rules[j].line = n.Line
 					}
 				}
+			case doc.Content[i].Value == "labels" && v.Kind == yaml.SequenceNode:
+				for j, n := range v.Content {
+					if j < len(d.Labels) {
+						d.Labels[j].line = n.Line
+					}
+				}
 			case doc.Content[i].Value == "inputs" && v.Kind == yaml.MappingNode:
 				for j := 0; j+1 < len(v.Content); j += 2 {
 					if in, ok := d.Inputs[v.Content[j].Value]; ok {
@@ -301,8 +311,8 @@ func (d *Document) Normalize() error {
 			d.Rules = []Rule{r}
 		}
 	}
-	if len(d.Rules) == 0 && len(errs) == 0 {
-		add("rules", "required", 0, "a policy needs at least one rule")
+	if len(d.Rules) == 0 && len(d.Labels) == 0 && len(errs) == 0 {
+		add("rules", "required", 0, "a policy needs at least one rule (or label rule)")
 	}
 	if len(d.Rules) > 1000 {
 		add("rules", "too_long", 0, "a policy holds at most 1000 rules")
@@ -366,6 +376,7 @@ func (d *Document) Normalize() error {
 			add(p+".onError", "invalid_format", r.line, "%s: onError must be skip (or omitted: fail closed)", who)
 		}
 	}
+	d.normalizeLabels(add)
 	if len(d.Inputs) > 200 {
 		add("inputs", "too_long", 0, "a policy declares at most 200 inputs")
 	}

@@ -56,6 +56,9 @@ type AgentState struct {
 	Destinations []string `json:"destinations"`
 	Paused       bool     `json:"paused"`
 	JudgeEnabled bool     `json:"judgeEnabled"`
+	// Sources are the manifest's data-flow sources: tool or destination →
+	// the labels reading from it gives a session (see LabelRule.Source).
+	Sources map[string][]string `json:"sources,omitempty"`
 }
 
 // Principal is the caller asking for the decision.
@@ -70,6 +73,12 @@ type Session struct {
 	Events   int    `json:"events"`
 	Blocks   int    `json:"blocks"`
 	Warnings int    `json:"warnings"`
+	// Labels are the data-flow labels the session carries, each with the
+	// record that set it (rules read their names as session.labels).
+	Labels []SessionLabel `json:"labels,omitempty"`
+	// LabelsUnavailable, when set, says why the labels could not be read:
+	// session.labels is then an error, so rules testing it fail closed.
+	LabelsUnavailable string `json:"labelsUnavailable,omitempty"`
 }
 
 // Input is everything a decision is made on.
@@ -110,6 +119,9 @@ type Match struct {
 	// Error is set when the rule applies because its condition failed to
 	// evaluate (fail closed): the CEL error.
 	Error string `json:"error,omitempty"`
+	// Labels are the session labels the rule tested, each naming the
+	// earlier record that set it.
+	Labels []SessionLabel `json:"labels,omitempty"`
 }
 
 // Decision is the engine's answer with its explanation.
@@ -129,6 +141,8 @@ type Decision struct {
 	// closed: it applies (with EVALUATION_ERROR) when its outcome is
 	// stricter than allow, unless it says onError: skip.
 	Errors []string `json:"errors,omitempty"`
+	// Labels are the data-flow labels this action adds to its session.
+	Labels []LabelAdd `json:"labelsAdded,omitempty"`
 }
 
 // Stable reason codes of the built-in checks.
@@ -178,6 +192,10 @@ type Pack struct {
 	checks        []inputCheck
 	checksByTool  map[string][]int
 	generalChecks []int
+
+	// Data-flow label rules, and whether any rule reads session.labels.
+	labels      []compiledLabel
+	readsLabels bool
 }
 
 // Versioned is a compiled policy at a version.
@@ -216,7 +234,9 @@ func NewPack(tenant string, policies []Versioned, signer *Signer) (*Pack, error)
 				p.checksByTool[t] = append(p.checksByTool[t], idx)
 			}
 		}
+		p.labels = append(p.labels, v.Compiled.labels...)
 		for _, r := range v.Compiled.rules {
+			p.readsLabels = p.readsLabels || r.labels.reads
 			idx := len(p.rules)
 			p.rules = append(p.rules, r)
 			if r.tools == nil {
@@ -271,8 +291,12 @@ func (p *Pack) Evaluate(in Input, org OrgPolicy) Decision {
 	}
 	host := in.Action.Host()
 	builtins(&d, in, host, org)
-	if p != nil && len(p.rules) > 0 {
-		p.evalRules(&d, in, host)
+	if p != nil && (len(p.rules) > 0 || len(p.labels) > 0) {
+		act := &lazyActivation{in: &in, host: host}
+		p.evalRules(&d, act)
+		if len(p.labels) > 0 {
+			p.evalLabels(&d, &in, act, host)
+		}
 	}
 	d.finish()
 	return d
@@ -346,8 +370,8 @@ func hostListed(list []string, host string) bool {
 	return false
 }
 
-func (p *Pack) evalRules(d *Decision, in Input, host string) {
-	act := &lazyActivation{in: &in, host: host}
+func (p *Pack) evalRules(d *Decision, act *lazyActivation) {
+	in := act.in
 	candidates := p.general
 	if idx := p.byTool[in.Action.Tool]; len(idx) > 0 {
 		if len(candidates) == 0 {
@@ -387,6 +411,9 @@ func (p *Pack) evalRules(d *Decision, in Input, host string) {
 		m := Match{PolicyID: r.policyID, RuleID: r.rule.ID, Outcome: r.outcome, ReasonCodes: r.rule.ReasonCodes, Message: r.rule.Message, Error: evalErr}
 		if evalErr != "" {
 			m.ReasonCodes = append(slices.Clip(r.rule.ReasonCodes), ReasonEvaluationError)
+		}
+		if r.labels.reads {
+			explainLabels(&m, r.labels, &in.Session)
 		}
 		d.Matches = append(d.Matches, m)
 		if r.outcome == RequireApproval {
@@ -487,11 +514,12 @@ func (a *lazyActivation) build(i int) any {
 	case 2:
 		return map[string]any{
 			"id": in.Agent.ID, "declared": in.Agent.Declared, "tools": in.Agent.Tools, "destinations": in.Agent.Destinations,
-			"paused": in.Agent.Paused, "judgeEnabled": in.Agent.JudgeEnabled,
+			"paused": in.Agent.Paused, "judgeEnabled": in.Agent.JudgeEnabled, "sources": orEmptySources(in.Agent.Sources),
 		}
 	case 3:
 		return map[string]any{"keyId": in.Principal.KeyID, "role": in.Principal.Role}
 	default:
-		return map[string]any{"id": in.Session.ID, "events": in.Session.Events, "blocks": in.Session.Blocks, "warnings": in.Session.Warnings}
+		return map[string]any{"id": in.Session.ID, "events": in.Session.Events, "blocks": in.Session.Blocks, "warnings": in.Session.Warnings,
+			"labels": sessionLabelsVal(&in.Session)}
 	}
 }
