@@ -19,6 +19,9 @@ const (
 	RiskLeaseBucket = "risk_leases"
 	// RiskCheckpointBucket holds the risk service's partition checkpoints.
 	RiskCheckpointBucket = "risk_checkpoints"
+	// SessionLabelsBucket holds each session's data-flow labels
+	// (services/policy).
+	SessionLabelsBucket = "session_labels"
 )
 
 // RateLimitGossip carries rate-limit spending between instances. It is
@@ -77,7 +80,8 @@ func Accesses() []Access {
 		},
 		{
 			Service: ServicePolicy, Owns: []string{Policy}, Reads: []string{Ingest, Control, Risk},
-			Serves: []string{EvaluateRPC},
+			Buckets: []string{SessionLabelsBucket},
+			Serves:  []string{EvaluateRPC},
 		},
 		{
 			Service: ServiceGuardian, Owns: []string{Guardian}, Reads: []string{Policy},

@@ -47,10 +47,12 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		in.Agent.Paused, in.Agent.JudgeEnabled = a.Settings.Paused, a.Settings.JudgeEnabled
 		if a.Declaration != nil {
 			in.Agent.Declared, in.Agent.Tools, in.Agent.Destinations = true, a.Declaration.Tools, a.Declaration.Destinations
+			in.Agent.Sources = a.Declaration.Sources
 		}
 	}
 	if req.SessionID != "" {
 		in.Session = s.sessions.get(req.Tenant, req.SessionID)
+		s.sessionLabelsFor(ctx, pack, req.Tenant, &in.Session)
 	}
 	// Halts come from the same catalog as policies, which this service
 	// has fully loaded before it answers its first request (see Run's
@@ -69,6 +71,11 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		return rules.DecisionRecord{}, rules.InputError(bad)
 	}
 	d := pack.Evaluate(in, s.deps.Catalog.Org(req.Tenant).Org)
+	if req.SessionID == "" || (d.Outcome == rules.Block && req.Source != rules.SourceEvent) {
+		// Labels belong to sessions; and a refused action read nothing
+		// (an ingested event already happened, so it labels even so).
+		d.Labels = nil
+	}
 	// An ingested event already happened and cannot be refused: it is
 	// judged (failing closed) and its violations explain the verdict.
 	for _, fe := range bad {
@@ -92,6 +99,9 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		return rules.DecisionRecord{}, err
 	}
 	if err := s.record(ctx, rec, msgID); err != nil {
+		return rules.DecisionRecord{}, err
+	}
+	if err := s.storeLabels(ctx, rec); err != nil {
 		return rules.DecisionRecord{}, err
 	}
 	if req.SessionID != "" {

@@ -102,6 +102,7 @@ type Service struct {
 	signer   *rules.Signer
 	sink     *chx.Sink
 	sessions *sessionStats
+	labels   *labelStore       // opened by EnsureStreams
 	settings *control.Settings // tenants' redaction (and judge) settings
 	judge    *judgeRunner
 
@@ -112,6 +113,9 @@ type Service struct {
 	decisions *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
 	latency   prometheus.Histogram
+
+	labelsAdded prometheus.Counter
+	labelErrors *prometheus.CounterVec
 
 	rpcOnce sync.Once
 	rpc     micro.Service
@@ -154,7 +158,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
 	}
-	for _, c := range []prometheus.Collector{s.decisions, s.rejected, s.latency} {
+	s.labelsAdded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "vigil_policy_session_labels_added_total", Help: "Data-flow labels added to sessions.",
+	})
+	s.labelErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_policy_session_label_errors_total", Help: "Session label store failures, by operation (read: rules failed closed; write: the decision was answered 503).",
+	}, []string{"op"})
+	for _, c := range []prometheus.Collector{s.decisions, s.rejected, s.latency, s.labelsAdded, s.labelErrors} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("policy metrics: %w", err)
 		}
@@ -174,9 +184,18 @@ func New(cfg Config, deps Deps) (*Service, error) {
 // PublicKey is the verification key of the packs this service signs.
 func (s *Service) PublicKey() []byte { return s.signer.PublicKey() }
 
-// EnsureStreams creates or updates POLICY, the stream this service owns.
+// EnsureStreams creates or updates POLICY, the stream this service owns,
+// and the session label bucket.
 func (s *Service) EnsureStreams(ctx context.Context) error {
-	return natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams))
+	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams)); err != nil {
+		return err
+	}
+	labels, err := openLabels(ctx, s.deps.JS, s.cfg.Streams.Replicas)
+	if err != nil {
+		return err
+	}
+	s.labels = labels
+	return nil
 }
 
 // Start builds the judge and starts the redaction settings view on ctx
