@@ -102,7 +102,8 @@ func TestNotifierEndToEnd(t *testing.T) {
 	owner.evaluate(map[string]any{"agentId": "a1", "action": "shell"})
 	d := owner.evaluate(map[string]any{"agentId": "a1", "action": "refund"})
 	pa := pendingFor(t, owner, d.DecisionID)
-	owner.post("/v1/guardian/pending-actions/"+pa.ID+"/decide", map[string]any{"decision": "approve"}).want(t, http.StatusOK, "decide")
+	// Another key approves: the one that asked may not (separation of duties).
+	s.as(s.key("acme", auth.RoleAdmin)).post("/v1/guardian/pending-actions/"+pa.ID+"/decide", map[string]any{"decision": "approve"}).want(t, http.StatusOK, "decide")
 
 	for _, typ := range []string{"verdict.block", "approval.requested", "approval.resolved"} {
 		r := rc.waitType(t, typ)

@@ -46,6 +46,8 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/guardian/pending-actions":             {auth.ApprovalsRead},
 	"GET /v1/guardian/pending-actions/:id":         {auth.ApprovalsRead},
 	"POST /v1/guardian/pending-actions/:id/decide": {auth.ApprovalsDecide},
+	"POST /v1/decisions/:id/redeem":                {auth.DecisionsEvaluate},
+	"POST /v1/members/groups":                      {auth.MembersManage},
 
 	"GET /v1/keys":                  {auth.KeysManage},
 	"POST /v1/keys":                 {auth.KeysManage},
@@ -121,6 +123,8 @@ var agentKeyStatus = map[string][2]int{
 	"POST /v1/policies/check":      {200, 403}, // attributed to matrix-probe
 	"POST /v1/verdicts":            {400, 403}, // {} lacks tool and target
 	"GET /v1/decisions/:id":        {404, 403},
+	// {} lacks the arguments.
+	"POST /v1/decisions/:id/redeem": {400, 403},
 }
 
 // TestRoleMatrix sends every registered route with a key of every role,
@@ -237,6 +241,7 @@ var foreignRoutes = map[string]string{
 	"POST /v1/verdicts/:id/learn":                  "decision",
 	"GET /v1/guardian/pending-actions/:id":         "approval",
 	"POST /v1/guardian/pending-actions/:id/decide": "approval",
+	"POST /v1/decisions/:id/redeem":                "decision",
 	"DELETE /v1/keys/:id":                          "key",
 	"POST /v1/keys/:id/bind":                       "key",
 	"DELETE /v1/members/:email":                    "member",
@@ -267,6 +272,7 @@ var foreignBodies = map[string]any{
 	"PATCH /v1/policies/:id":                       map[string]any{"name": "hijacked"},
 	"POST /v1/verdicts/:id/status":                 map[string]any{"status": "false_positive"},
 	"POST /v1/guardian/pending-actions/:id/decide": map[string]any{"decision": "approve"},
+	"POST /v1/decisions/:id/redeem":                map[string]any{"arguments": map[string]any{}},
 }
 
 // TestForeignTenantRoutes creates one of everything in tenant acme, each

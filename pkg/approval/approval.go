@@ -30,16 +30,20 @@ func (s Status) Final() bool { return s != Pending }
 
 // Change operations recorded on GUARDIAN (the signals the notifier and
 // the audit log read): approval.requested, approval.resolved,
-// approval.expired, approval.rerouted.
+// approval.expired, approval.rerouted (an escalation too). A vote that
+// leaves the action pending and a redemption are recorded, not signalled.
 const (
 	OpRequested = "requested"
 	OpResolved  = "resolved"
 	OpExpired   = "expired"
 	OpRerouted  = "rerouted"
+	OpVoted     = "voted"
+	OpEscalated = "escalated"
+	OpRedeemed  = "redeemed"
 )
 
 // DefaultTimeout applies when the rule gives no approvalTimeout.
-const DefaultTimeout = 15 * time.Minute
+const DefaultTimeout = policy.DefaultApprovalTimeout
 
 // Action is a pending action's full state.
 type Action struct {
@@ -56,7 +60,22 @@ type Action struct {
 	// ArgsDigest is "sha256:" over the canonical JSON of the action and
 	// its context: an SDK runs the action only if its own digest matches.
 	ArgsDigest string `json:"argsDigest"`
-	Priority   string `json:"priority"`
+	// ArgumentsDigest is "sha256:" over the canonical JSON of the tool
+	// arguments alone: what POST /v1/decisions/:id/redeem compares.
+	ArgumentsDigest string `json:"argumentsDigest"`
+	// RequestedBy is the key or member that asked for the decision
+	// ("key:<id>", "member:<email>"): it may never approve the action.
+	RequestedBy string `json:"requestedBy,omitempty"`
+	// Quorum are the approvals the matching rules require, all of them
+	// (empty: one approval by anyone allowed to decide).
+	Quorum []Requirement `json:"quorum,omitempty"`
+	// Required is how many distinct people must approve, at least, and
+	// Approvals the approvals received so far ("1 of 2").
+	Required  int    `json:"required"`
+	Approvals []Vote `json:"approvals"`
+	// Redemption is set once an approved action was redeemed.
+	Redemption *Redemption `json:"redemption,omitempty"`
+	Priority   string      `json:"priority"`
 	// ReviewerGroup routes the action to a group of reviewers.
 	ReviewerGroup string    `json:"reviewerGroup"`
 	CreatedAt     time.Time `json:"createdAt"`
@@ -83,7 +102,11 @@ func (a Action) Outcome() Status {
 
 // Change is one GUARDIAN event: the operation and the state after it.
 type Change struct {
-	Op     string    `json:"op"`
+	Op string `json:"op"`
+	// By is who made the change (the audit log's actor): the person
+	// deciding, the redeemer, guardian:expiry or guardian:escalation;
+	// for a request, the one who asked.
+	By     string    `json:"by,omitempty"`
 	Action Action    `json:"action"`
 	At     time.Time `json:"at"`
 }
@@ -117,11 +140,17 @@ func FromDecision(rec policy.DecisionRecord) Action {
 	if ctx == nil {
 		ctx = map[string]any{}
 	}
+	quorum := quorumFrom(rec.Decision.Approvals, rec.At)
+	group := "default"
+	if len(quorum) > 0 && len(quorum[0].Groups) > 0 {
+		group = quorum[0].Groups[0]
+	}
 	return Action{
 		ID: IDFor(rec.ID), DecisionID: rec.ID, Tenant: rec.Tenant, AgentID: rec.AgentID, SessionID: rec.SessionID,
 		Action: rec.Input.Action, Context: ctx, ReasonCodes: rec.Decision.ReasonCodes, Matches: rec.Decision.Matches,
-		PackHash: rec.Decision.PackHash, ArgsDigest: Digest(rec.Input.Action, ctx), Priority: "normal",
-		ReviewerGroup: "default", CreatedAt: rec.At, ExpiresAt: rec.At.Add(timeout), OnExpiry: onExpiry, Status: Pending,
+		PackHash: rec.Decision.PackHash, ArgsDigest: Digest(rec.Input.Action, ctx), ArgumentsDigest: ArgumentsDigest(rec.Input.Action.Arguments),
+		RequestedBy: rec.Input.Principal.Requester(), Quorum: quorum, Required: required(quorum), Approvals: []Vote{}, Priority: "normal",
+		ReviewerGroup: group, CreatedAt: rec.At, ExpiresAt: rec.At.Add(timeout), OnExpiry: onExpiry, Status: Pending,
 	}
 }
 
@@ -134,4 +163,19 @@ type DecideRequest struct {
 	Comment       string `json:"comment,omitempty"`
 	ReviewerGroup string `json:"reviewerGroup,omitempty"`
 	By            string `json:"by"`
+	// Groups are the reviewer groups By belongs to (resolved by the api
+	// from the member's record; none for API keys).
+	Groups []string `json:"groups,omitempty"`
+	// System marks a decision Vigil itself makes (a halt rejecting what
+	// it stops): it may reject whatever the reviewer groups, never approve.
+	System bool `json:"system,omitempty"`
+}
+
+// RedeemRequest is the RPC request that redeems an approved decision
+// once, for the arguments whose digest is ArgumentsDigest.
+type RedeemRequest struct {
+	Tenant          string `json:"tenant"`
+	DecisionID      string `json:"decisionId"`
+	ArgumentsDigest string `json:"argumentsDigest"`
+	By              string `json:"by"`
 }

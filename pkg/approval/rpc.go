@@ -15,3 +15,11 @@ var DecideEndpoint = rpc.Endpoint[DecideRequest, Action]{
 	Service: "guardian service", NotDone: "the action was not decided",
 	MaxWait: 10 * time.Second,
 }
+
+// RedeemEndpoint is the guardian's RPC that redeems an approved decision
+// exactly once (compare-and-set on the action's subject).
+var RedeemEndpoint = rpc.Endpoint[RedeemRequest, Action]{
+	Name: "redeem", Subject: streams.RedeemRPC,
+	Service: "guardian service", NotDone: "the decision was not redeemed",
+	MaxWait: 10 * time.Second,
+}

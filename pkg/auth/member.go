@@ -19,10 +19,13 @@ const (
 // Member is a person who signs in to the console through the deployment's
 // OIDC provider. Members are keyed by email within a tenant.
 type Member struct {
-	Tenant    string       `json:"tenant"`
-	Email     string       `json:"email"`
-	Name      string       `json:"name,omitempty"`
-	Role      Role         `json:"role"`
+	Tenant string `json:"tenant"`
+	Email  string `json:"email"`
+	Name   string `json:"name,omitempty"`
+	Role   Role   `json:"role"`
+	// Groups are the reviewer groups the member belongs to: the policy
+	// rules' approvals.groups admit only their members.
+	Groups    []string     `json:"groups,omitempty"`
 	Status    MemberStatus `json:"status"`
 	InvitedAt time.Time    `json:"invitedAt"`
 	InvitedBy string       `json:"invitedBy,omitempty"`

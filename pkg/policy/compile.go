@@ -67,7 +67,9 @@ type compiledRule struct {
 	rule     Rule
 	outcome  Outcome
 	timeout  time.Duration
-	prg      cel.Program
+	// approvals is the rule's approvals block, compiled (nil: none).
+	approvals *ApprovalRequirement
+	prg       cel.Program
 	// skipOnError is the rule's explicit opt-out of failing closed.
 	skipOnError bool
 	// tools, when non-nil, are the only action.tool values for which the
@@ -116,7 +118,7 @@ func (c *Compiler) Compile(d Document) (*Compiled, error) {
 		if r.ApprovalTimeout != "" {
 			timeout, _ = time.ParseDuration(r.ApprovalTimeout)
 		}
-		out.rules = append(out.rules, compiledRule{policyID: d.ID, rule: r, outcome: o, timeout: timeout, prg: prg,
+		out.rules = append(out.rules, compiledRule{policyID: d.ID, rule: r, outcome: o, timeout: timeout, prg: prg, approvals: requirement(d.ID, r),
 			skipOnError: r.OnError == OnErrorSkip, tools: toolKeys(ast.NativeRep().Expr()), labels: labelsUsed(ast.NativeRep().Expr())})
 	}
 	labels, lerrs := c.compileLabels(d, typed)

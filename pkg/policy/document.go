@@ -59,6 +59,10 @@ type Rule struct {
 	// OnExpiry is what an unanswered approval becomes at its deadline:
 	// "reject" (the default) or "approve".
 	OnExpiry string `yaml:"onExpiry,omitempty" json:"onExpiry,omitempty"`
+	// Approvals says who must approve a require_approval rule's action
+	// (M-of-N distinct people from reviewer groups, escalation); nil: one
+	// approval by anyone allowed to decide, never the one who asked.
+	Approvals *ApprovalSpec `yaml:"approvals,omitempty" json:"approvals,omitempty"`
 	// OnError is what a condition that fails to evaluate (a missing or
 	// mistyped attribute, the cost limit) means. Empty, the default,
 	// fails closed: the rule applies if that is stricter than not
@@ -365,6 +369,7 @@ func (d *Document) Normalize() error {
 		default:
 			add(p+".onExpiry", "invalid_format", r.line, "%s: onExpiry must be approve or reject", who)
 		}
+		checkApprovals(r, p, who, add)
 		if len(r.Message) > 1000 {
 			add(p+".message", "too_long", r.line, "%s: message must be at most 1000 bytes", who)
 		}

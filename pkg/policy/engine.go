@@ -65,6 +65,22 @@ type AgentState struct {
 type Principal struct {
 	KeyID string `json:"keyId"`
 	Role  string `json:"role"`
+	// Actor names the caller as the audit log does ("key:<id>",
+	// "member:<email>", "service:<client>"): the guardian refuses its
+	// approval of the action it asked for (separation of duties).
+	Actor string `json:"actor,omitempty"`
+}
+
+// Requester is the actor that asked for a decision: Actor, or for records
+// made before it was recorded, the key. Empty when neither is known.
+func (p Principal) Requester() string {
+	switch {
+	case p.Actor != "":
+		return p.Actor
+	case p.KeyID != "":
+		return "key:" + p.KeyID
+	}
+	return ""
 }
 
 // Session is what is known about the session so far.
@@ -136,6 +152,9 @@ type Decision struct {
 	// OnExpiry is "approved" when every matching require_approval rule
 	// says an unanswered approval should pass; otherwise "rejected".
 	OnExpiry string `json:"onExpiry,omitempty"`
+	// Approvals are the approvals blocks of the matching require_approval
+	// rules: all must be met (none: one approval by anyone allowed).
+	Approvals []ApprovalRequirement `json:"approvals,omitempty"`
 	// Errors lists rules whose condition failed to evaluate, as
 	// "policy/rule: error (how it was resolved)". Such a rule fails
 	// closed: it applies (with EVALUATION_ERROR) when its outcome is
@@ -419,6 +438,9 @@ func (p *Pack) evalRules(d *Decision, act *lazyActivation) {
 		if r.outcome == RequireApproval {
 			if r.timeout > 0 && (d.ApprovalTimeout == 0 || r.timeout < d.ApprovalTimeout) {
 				d.ApprovalTimeout = r.timeout
+			}
+			if r.approvals != nil {
+				d.Approvals = append(d.Approvals, *r.approvals)
 			}
 			switch {
 			case r.rule.OnExpiry != "approve":

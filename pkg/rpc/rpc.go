@@ -131,24 +131,20 @@ func (e Endpoint[Req, Resp]) Call(ctx context.Context, nc *nats.Conn, req Req) (
 }
 
 // remoteError turns a coded reply back into the apperr the handler had.
+// answeredKinds are the codes of refusals a callee answered, which the
+// caller reports as the same kind; any other code means "not done".
+var answeredKinds = map[Code]apperr.Kind{CodeInvalid: apperr.KindValidation, CodeUnauthenticated: apperr.KindUnauthenticated,
+	CodeForbidden: apperr.KindForbidden, CodeNotFound: apperr.KindNotFound, CodeConflict: apperr.KindConflict, CodeTooLarge: apperr.KindTooLarge}
+
 func (e Endpoint[Req, Resp]) remoteError(code Code, desc string, body []byte) error {
-	switch code {
-	case CodeInvalid:
-		var details []apperr.FieldError
-		if len(body) > 0 && json.Unmarshal(body, &details) != nil {
-			details = nil
-		}
-		return apperr.Validation(desc, details...)
-	case CodeUnauthenticated:
-		return apperr.Unauthenticated(desc)
-	case CodeForbidden:
-		return apperr.Forbidden(desc)
-	case CodeNotFound:
-		return apperr.NotFound("%s", desc)
-	case CodeConflict:
-		return apperr.Conflict("%s", desc)
-	case CodeTooLarge:
-		return apperr.TooLarge(desc)
+	// Details travel with any refusal (a field error, a separation-of-
+	// duties code on a forbidden decision).
+	var details []apperr.FieldError
+	if len(body) > 0 && json.Unmarshal(body, &details) != nil {
+		details = nil
+	}
+	if k, ok := answeredKinds[code]; ok {
+		return &apperr.Error{Kind: k, Message: desc, Details: details}
 	}
 	// Unavailable, internal, deadline exceeded or a code from a newer
 	// peer: the callee did not do it, and the caller may retry.

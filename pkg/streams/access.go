@@ -76,7 +76,7 @@ func Accesses() []Access {
 			Service: ServiceAPI, Owns: []string{Control},
 			Reads:   []string{Ingest, Policy, Guardian},
 			Buckets: []string{KeyUsageBucket, IdempotencyBucket},
-			Calls:   []string{EvaluateRPC, DecideRPC}, Gossip: []string{RateLimitGossip},
+			Calls:   []string{EvaluateRPC, DecideRPC, RedeemRPC}, Gossip: []string{RateLimitGossip},
 		},
 		{
 			Service: ServicePolicy, Owns: []string{Policy}, Reads: []string{Ingest, Control, Risk},
@@ -85,7 +85,7 @@ func Accesses() []Access {
 		},
 		{
 			Service: ServiceGuardian, Owns: []string{Guardian}, Reads: []string{Policy},
-			Serves: []string{DecideRPC},
+			Serves: []string{DecideRPC, RedeemRPC},
 		},
 		{
 			Service: ServiceRisk, Owns: []string{Risk}, Reads: []string{Policy, Control},

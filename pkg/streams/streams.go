@@ -236,6 +236,9 @@ const (
 	AllApprovals = "guardian.v1." + ApprovalChanged + ".>"
 	// DecideRPC is the guardian's request/reply subject for decisions.
 	DecideRPC = "rpc.guardian.v1.decide"
+	// RedeemRPC is the guardian's request/reply subject for redeeming an
+	// approved decision.
+	RedeemRPC = "rpc.guardian.v1.redeem"
 )
 
 // ApprovalSubject holds a pending action's history.

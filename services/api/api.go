@@ -247,6 +247,7 @@ func (s *Service) Routes(e *echo.Echo) {
 
 	g.POST("/decisions.evaluate", s.evaluateDecision, eval, limited, idem)
 	g.GET("/decisions/:id", s.getDecision, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
+	g.POST("/decisions/:id/redeem", s.redeemDecision, eval)
 	g.POST("/verdicts", s.postVerdict, eval, limited, idem)
 	g.GET("/verdicts", s.listVerdicts, vr)
 	g.GET("/verdicts/:id", s.getVerdict, vr)
@@ -267,6 +268,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/members", s.listMembers, mr)
 	g.POST("/members/invite", s.inviteMember, mm, idem)
 	g.POST("/members/role", s.setMemberRole, mm)
+	g.POST("/members/groups", s.setMemberGroups, mm)
 	g.DELETE("/members/:email", s.removeMember, mm)
 	sr, lm := httpkit.Require(auth.SettingsRead), httpkit.Require(auth.LimitsManage)
 	g.GET("/settings/rate-limits", s.getLimits, sr)

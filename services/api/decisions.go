@@ -109,7 +109,7 @@ func (s *Service) request(c echo.Context, b decisionBody, a rules.Action, source
 		ctx = b.Parameters
 	}
 	return rules.EvaluateRequest{
-		Tenant: p.Tenant, Principal: rules.Principal{KeyID: p.KeyID, Role: string(p.Role)},
+		Tenant: p.Tenant, Principal: rules.Principal{KeyID: p.KeyID, Role: string(p.Role), Actor: p.Actor()},
 		AgentID: b.AgentID, SessionID: b.SessionID, Action: a, Context: ctx, Source: source,
 		ControlSeq: s.deps.Catalog.Applied(),
 	}, nil

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 )
@@ -98,7 +100,11 @@ func (s *Service) decidePendingAction(c echo.Context) error {
 			return err
 		}
 	}
-	req := approval.DecideRequest{Tenant: p.Tenant, ID: pathID(c), Decision: in.Decision, Comment: in.Comment, ReviewerGroup: in.ReviewerGroup, By: p.Actor()}
+	groups, err := s.reviewerGroups(c.Request().Context(), p)
+	if err != nil {
+		return err
+	}
+	req := approval.DecideRequest{Tenant: p.Tenant, ID: pathID(c), Decision: in.Decision, Comment: in.Comment, ReviewerGroup: in.ReviewerGroup, By: p.Actor(), Groups: groups}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.DecisionTimeout)
 	defer cancel()
 	a, err := approval.DecideEndpoint.Call(ctx, s.deps.NC, req)
@@ -106,6 +112,66 @@ func (s *Service) decidePendingAction(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, a)
+}
+
+// reviewerGroups are the reviewer groups of the person deciding: a
+// member's groups as of every change this instance has acknowledged
+// (so a removal from a group counts at once); keys and service accounts
+// belong to none.
+func (s *Service) reviewerGroups(ctx context.Context, p auth.Principal) ([]string, error) {
+	if p.Member == "" {
+		return nil, nil
+	}
+	if err := s.deps.Catalog.Sync(ctx); err != nil {
+		return nil, err
+	}
+	m, ok := s.deps.Catalog.Member(p.Tenant, p.Member)
+	if !ok || m.RemovedAt != nil {
+		return nil, nil
+	}
+	return m.Groups, nil
+}
+
+// redeemDecision answers whether the arguments an SDK is about to run
+// are the ones approved for a decision, and if so records that they were
+// redeemed: once, across every api and guardian instance.
+func (s *Service) redeemDecision(c echo.Context) error {
+	var in struct {
+		Arguments json.RawMessage `json:"arguments"`
+	}
+	if err := httpkit.DecodeLenient(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		return err
+	}
+	var args map[string]any
+	if len(in.Arguments) == 0 {
+		return apperr.Validation("arguments are required", apperr.FieldError{Path: "arguments", Code: "required", Message: "arguments (the tool arguments about to be run, an object) are required"})
+	}
+	if err := json.Unmarshal(in.Arguments, &args); err != nil {
+		return apperr.Validation("arguments must be an object", apperr.FieldError{Path: "arguments", Code: "invalid_type", Message: "arguments must be a JSON object (or null for none)"})
+	}
+	p := httpkit.Principal(c)
+	id := pathID(c)
+	rec, err := s.decisionRecord(c, id)
+	if err != nil {
+		return err
+	}
+	if !p.ActsAs(rec.AgentID) {
+		return apperr.Forbidden("this agent key may not redeem decisions of other agents")
+	}
+	if rec.Decision.Outcome != rules.RequireApproval {
+		return &apperr.Error{Kind: apperr.KindConflict, Message: fmt.Sprintf("decision %s is %s: only approved require_approval decisions are redeemed", id, rec.Decision.Outcome),
+			Details: []apperr.FieldError{{Path: "decision", Code: approval.CodeNotApproved, Message: "the decision was not held for approval"}}}
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.DecisionTimeout)
+	defer cancel()
+	a, err := approval.RedeemEndpoint.Call(ctx, s.deps.NC, approval.RedeemRequest{Tenant: p.Tenant, DecisionID: id, ArgumentsDigest: approval.ArgumentsDigest(args), By: p.Actor()})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"decisionId": id, "approved": true, "redeemed": true, "argumentsDigest": a.ArgumentsDigest,
+		"redemption": a.Redemption, "approval": a,
+	})
 }
 
 // maxWait bounds GET /v1/decisions/:id?wait=…

@@ -87,7 +87,7 @@ func (s *Service) rejectPendingInScope(ctx context.Context, h rules.Halt) int {
 		}
 		dctx, cancel := context.WithTimeout(ctx, s.cfg.DecisionTimeout)
 		_, err := approval.DecideEndpoint.Call(dctx, s.deps.NC, approval.DecideRequest{
-			Tenant: h.Tenant, ID: a.ID, Decision: "reject", By: "halt:" + h.ID, Comment: "halted: " + h.Reason,
+			Tenant: h.Tenant, ID: a.ID, Decision: "reject", By: "halt:" + h.ID, Comment: "halted: " + h.Reason, System: true,
 		})
 		cancel()
 		var ae *apperr.Error

@@ -15,6 +15,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 )
 
@@ -267,9 +268,10 @@ func (s *Service) listMembers(c echo.Context) error {
 
 func (s *Service) inviteMember(c echo.Context) error {
 	var in struct {
-		Email string `json:"email"`
-		Name  string `json:"name"`
-		Role  string `json:"role"`
+		Email  string   `json:"email"`
+		Name   string   `json:"name"`
+		Role   string   `json:"role"`
+		Groups []string `json:"groups"`
 	}
 	if err := httpkit.DecodeLenient(c, s.cfg.MaxBodyBytes, &in); err != nil {
 		return err
@@ -281,6 +283,9 @@ func (s *Service) inviteMember(c echo.Context) error {
 	}
 	if len(in.Name) > maxKeyName {
 		return apperr.Validation("member is not valid", apperr.FieldError{Path: "name", Code: "invalid_format", Message: "name is at most 100 characters"})
+	}
+	if err := rules.ValidateGroups(in.Groups, "groups"); err != nil {
+		return err
 	}
 	if !p.Role.Grants(role) {
 		return apperr.Forbidden("a " + string(p.Role) + " cannot invite " + string(role) + "s")
@@ -298,7 +303,7 @@ func (s *Service) inviteMember(c echo.Context) error {
 		expect = cur.Revision
 	}
 	now := time.Now().UTC()
-	m := auth.Member{Tenant: p.Tenant, Email: email, Name: strings.TrimSpace(in.Name), Role: role, Status: auth.MemberInvited,
+	m := auth.Member{Tenant: p.Tenant, Email: email, Name: strings.TrimSpace(in.Name), Role: role, Groups: slices.Clip(in.Groups), Status: auth.MemberInvited,
 		InvitedAt: now, InvitedBy: p.Actor(), UpdatedAt: now, By: p.Actor()}
 	if err := s.putMember(ctx, m, expect, "%s is already a member"); err != nil {
 		return err
@@ -335,6 +340,55 @@ func (s *Service) setMemberRole(c echo.Context) error {
 		return apperr.Conflict("%s is the last owner and cannot be demoted; make someone else owner first", email)
 	}
 	m.Role, m.UpdatedAt, m.By = role, time.Now().UTC(), p.Actor()
+	if err := s.putMember(ctx, m, m.Revision, "member %q changed meanwhile; retry"); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, m)
+}
+
+// setMemberGroups replaces a member's reviewer groups (the groups policy
+// rules name in approvals.groups). Whoever may change the member's role
+// may change their groups: both decide what the member may approve.
+func (s *Service) setMemberGroups(c echo.Context) error {
+	var in struct {
+		Email  string    `json:"email"`
+		Groups *[]string `json:"groups"`
+	}
+	if err := httpkit.DecodeLenient(c, s.cfg.MaxBodyBytes, &in); err != nil {
+		return err
+	}
+	p := httpkit.Principal(c)
+	var fields []apperr.FieldError
+	email, err := auth.NormalizeEmail(in.Email)
+	if err != nil {
+		fields = append(fields, apperr.FieldError{Path: "email", Code: "invalid_format", Message: err.Error()})
+	}
+	var groups []string
+	if in.Groups == nil {
+		fields = append(fields, apperr.FieldError{Path: "groups", Code: "required", Message: "groups (a list, possibly empty) is required"})
+	} else if groups = *in.Groups; len(groups) > 0 {
+		if err := rules.ValidateGroups(groups, "groups"); err != nil {
+			fields = append(fields, fieldErrors(err)...)
+		}
+	}
+	if len(fields) > 0 {
+		return apperr.Validation("member groups are not valid", fields...)
+	}
+	ctx := c.Request().Context()
+	m, err := s.currentMember(ctx, p.Tenant, email)
+	if err != nil {
+		return err
+	}
+	if !p.Role.Grants(m.Role) {
+		return apperr.Forbidden("a " + string(p.Role) + " cannot change the groups of a " + string(m.Role))
+	}
+	if slices.Equal(m.Groups, groups) {
+		return c.JSON(http.StatusOK, m)
+	}
+	m.Groups, m.UpdatedAt, m.By = groups, time.Now().UTC(), p.Actor()
+	if len(m.Groups) == 0 {
+		m.Groups = nil
+	}
 	if err := s.putMember(ctx, m, m.Revision, "member %q changed meanwhile; retry"); err != nil {
 		return err
 	}

@@ -100,9 +100,9 @@ func (s *Service) EnsureStreams(ctx context.Context) error {
 // expired or rerouted by someone else).
 var ErrConflict = errors.New("pending action changed concurrently")
 
-// put records a change if the action's subject is still at expect.
-func (s *Service) put(ctx context.Context, op string, a approval.Action, expect uint64) (approval.Action, error) {
-	data, err := json.Marshal(approval.Change{Op: op, Action: a, At: time.Now().UTC()})
+// put records by's change if the action's subject is still at expect.
+func (s *Service) put(ctx context.Context, op, by string, a approval.Action, expect uint64) (approval.Action, error) {
+	data, err := json.Marshal(approval.Change{Op: op, By: by, Action: a, At: time.Now().UTC()})
 	if err != nil {
 		return a, fmt.Errorf("encode approval: %w", err)
 	}
@@ -146,53 +146,119 @@ func (s *Service) current(ctx context.Context, tenant, id string) (approval.Acti
 	return ch.Action, nil
 }
 
-// Decide applies a person's decision exactly once.
+// casRetries bounds how often Decide and Redeem re-read and re-check an
+// action that changed under them (another approver's vote, an
+// escalation) before answering 409.
+const casRetries = 4
+
+// Decide applies a person's decision exactly once: every attempt reads
+// the action's latest state, checks the decision against it and records
+// the result only if the action is still at that state.
 func (s *Service) Decide(ctx context.Context, req approval.DecideRequest) (approval.Action, error) {
-	a, err := s.current(ctx, req.Tenant, req.ID)
-	if err != nil {
-		return a, err
-	}
-	now := time.Now().UTC()
-	if a.Status == approval.Pending && !now.Before(a.ExpiresAt) {
-		// Due but not yet swept: expire it now, then refuse.
-		if _, err := s.expire(ctx, a); err != nil && !errors.Is(err, ErrConflict) {
+	for attempt := 1; ; attempt++ {
+		a, err := s.current(ctx, req.Tenant, req.ID)
+		if err != nil {
 			return a, err
 		}
-		return a, apperr.Conflict("pending action %s expired at %s", a.ID, a.ExpiresAt.Format(time.RFC3339))
+		now := time.Now().UTC()
+		if a.Status == approval.Pending && !now.Before(a.ExpiresAt) {
+			// Due but not yet swept: expire it now, then refuse.
+			if _, err := s.expire(ctx, a); err != nil && !errors.Is(err, ErrConflict) {
+				return a, err
+			}
+			return a, apperr.Conflict("pending action %s expired at %s", a.ID, a.ExpiresAt.Format(time.RFC3339))
+		}
+		if a.Status != approval.Pending {
+			return a, apperr.Conflict("pending action %s is already %s", a.ID, a.Status)
+		}
+		op, err := decide(&a, req, now)
+		if err != nil {
+			return a, err
+		}
+		out, err := s.put(ctx, op, req.By, a, a.Revision)
+		if errors.Is(err, ErrConflict) {
+			if attempt < casRetries {
+				continue
+			}
+			return a, apperr.Conflict("pending action %s was decided concurrently", a.ID)
+		}
+		return out, err
 	}
-	if a.Status != approval.Pending {
-		return a, apperr.Conflict("pending action %s is already %s", a.ID, a.Status)
-	}
-	op := approval.OpResolved
+}
+
+// decide applies req to the pending action a and returns the operation
+// to record.
+func decide(a *approval.Action, req approval.DecideRequest, now time.Time) (string, error) {
 	switch req.Decision {
 	case "approve":
+		if req.System {
+			return "", apperr.Forbidden("Vigil does not approve actions on its own")
+		}
+		approved, err := a.Approve(req.By, req.Groups, req.Comment, now)
+		if err != nil {
+			return "", err
+		}
+		if !approved {
+			return approval.OpVoted, nil
+		}
 		a.Status = approval.Approved
 	case "reject":
+		// Any reviewer rejects; so may the one who asked (withdrawing is
+		// never more permissive), and Vigil itself (a halt).
+		if !req.System && req.By != a.RequestedBy && !a.Reviewer(req.Groups) {
+			return "", apperr.Forbidden(fmt.Sprintf("%s is in none of the reviewer groups of pending action %s", req.By, a.ID))
+		}
 		a.Status = approval.Rejected
 	case "reroute":
 		if req.ReviewerGroup == "" {
-			return a, apperr.Validation("reroute needs a reviewerGroup", apperr.FieldError{Path: "reviewerGroup", Code: "required", Message: "reviewerGroup is required to reroute"})
+			return "", apperr.Validation("reroute needs a reviewerGroup", apperr.FieldError{Path: "reviewerGroup", Code: "required", Message: "reviewerGroup is required to reroute"})
 		}
-		op, a.ReviewerGroup = approval.OpRerouted, req.ReviewerGroup
+		// The group routes the action on the Desk; who may approve it
+		// stays what its rules say.
+		a.ReviewerGroup, a.Comment = req.ReviewerGroup, req.Comment
+		return approval.OpRerouted, nil
 	default:
-		return a, apperr.Validation("decision must be approve, reject or reroute", apperr.FieldError{Path: "decision", Code: "invalid_format", Message: "decision must be approve, reject or reroute"})
+		return "", apperr.Validation("decision must be approve, reject or reroute", apperr.FieldError{Path: "decision", Code: "invalid_format", Message: "decision must be approve, reject or reroute"})
 	}
-	a.Comment = req.Comment
-	if op == approval.OpResolved {
-		a.DecidedBy, a.DecidedAt = req.By, &now
+	a.Comment, a.DecidedBy, a.DecidedAt = req.Comment, req.By, &now
+	return approval.OpResolved, nil
+}
+
+// Redeem records, exactly once, that an approved decision is being run
+// with the arguments approved for it.
+func (s *Service) Redeem(ctx context.Context, req approval.RedeemRequest) (approval.Action, error) {
+	for attempt := 1; ; attempt++ {
+		a, err := s.current(ctx, req.Tenant, approval.IDFor(req.DecisionID))
+		if err != nil {
+			return a, err
+		}
+		if err := a.Redeem(req.By, req.ArgumentsDigest, time.Now().UTC()); err != nil {
+			return a, err
+		}
+		out, err := s.put(ctx, approval.OpRedeemed, req.By, a, a.Revision)
+		if errors.Is(err, ErrConflict) && attempt < casRetries {
+			// The next read sees the redemption that won, or whatever
+			// else changed, and answers from it.
+			continue
+		}
+		if errors.Is(err, ErrConflict) {
+			return a, apperr.Conflict("decision %s was redeemed concurrently", req.DecisionID)
+		}
+		return out, err
 	}
-	out, err := s.put(ctx, op, a, a.Revision)
-	if errors.Is(err, ErrConflict) {
-		return a, apperr.Conflict("pending action %s was decided concurrently", a.ID)
-	}
-	return out, err
+}
+
+// escalate widens the reviewers of an action whose escalation is due.
+func (s *Service) escalate(ctx context.Context, a approval.Action, now time.Time) (approval.Action, error) {
+	a.Escalate(now)
+	return s.put(ctx, approval.OpEscalated, "guardian:escalation", a, a.Revision)
 }
 
 func (s *Service) expire(ctx context.Context, a approval.Action) (approval.Action, error) {
 	a.Status = approval.Expired
 	now := time.Now().UTC()
 	a.DecidedAt, a.DecidedBy = &now, "guardian:expiry"
-	return s.put(ctx, approval.OpExpired, a, a.Revision)
+	return s.put(ctx, approval.OpExpired, "guardian:expiry", a, a.Revision)
 }
 
 // Run takes in decisions, serves decide requests and expires overdue
@@ -222,8 +288,11 @@ func (s *Service) Component() daemon.Component {
 // API takes traffic; Run calls it too and stops it at shutdown.
 func (s *Service) StartRPC() (micro.Service, error) {
 	s.rpcOnce.Do(func() {
-		srv, err := rpc.Serve(s.deps.NC, "vigil-guardian", "Pending actions: decide", func(svc micro.Service) error {
-			return approval.DecideEndpoint.Handle(svc, s.log, s.Decide)
+		srv, err := rpc.Serve(s.deps.NC, "vigil-guardian", "Pending actions: decide and redeem", func(svc micro.Service) error {
+			if err := approval.DecideEndpoint.Handle(svc, s.log, s.Decide); err != nil {
+				return err
+			}
+			return approval.RedeemEndpoint.Handle(svc, s.log, s.Redeem)
 		})
 		if err != nil {
 			s.rpcErr = err
@@ -262,7 +331,8 @@ func (s *Service) intake(ctx context.Context) error {
 		}
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := s.put(pctx, approval.OpRequested, approval.FromDecision(rec), 0); err != nil && !errors.Is(err, ErrConflict) {
+		a := approval.FromDecision(rec)
+		if _, err := s.put(pctx, approval.OpRequested, a.RequestedBy, a, 0); err != nil && !errors.Is(err, ErrConflict) {
 			_ = m.NakWithDelay(time.Second)
 			return
 		}
@@ -277,7 +347,8 @@ func (s *Service) intake(ctx context.Context) error {
 	return nil
 }
 
-// sweep expires overdue actions. Several replicas may sweep at once; the
+// sweep expires overdue actions and escalates those whose escalation is
+// due. Several replicas may sweep at once; the
 // compare-and-set lets exactly one expiry land.
 func (s *Service) sweep(ctx context.Context) {
 	t := time.NewTicker(s.cfg.SweepEvery)
@@ -285,11 +356,15 @@ func (s *Service) sweep(ctx context.Context) {
 	for {
 		now := time.Now()
 		for _, a := range s.deps.Board.Pending() {
-			if now.Before(a.ExpiresAt) {
-				continue
+			var err error
+			switch {
+			case !now.Before(a.ExpiresAt):
+				_, err = s.expire(ctx, a)
+			case a.EscalationDue(now):
+				_, err = s.escalate(ctx, a, now)
 			}
-			if _, err := s.expire(ctx, a); err != nil && !errors.Is(err, ErrConflict) && ctx.Err() == nil {
-				s.log.Warn("expire", slog.String("id", a.ID), slog.String("error", err.Error()))
+			if err != nil && !errors.Is(err, ErrConflict) && ctx.Err() == nil {
+				s.log.Warn("sweep", slog.String("id", a.ID), slog.String("error", err.Error()))
 			}
 		}
 		select {

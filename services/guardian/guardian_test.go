@@ -62,14 +62,27 @@ func (r *running) stop() {
 
 func publishDecision(t *testing.T, env *natstest.Env, tenant, id string, outcome policy.Outcome, timeout time.Duration) {
 	t.Helper()
+	publishRecord(t, env, tenant, id, policy.Decision{Outcome: outcome, ReasonCodes: []string{"X"}, ApprovalTimeout: timeout})
+}
+
+// publishRecord records a decision asked for by key:asker, for tool
+// refund with arguments {"to":"acct-1"}.
+func publishRecord(t *testing.T, env *natstest.Env, tenant, id string, d policy.Decision) {
+	t.Helper()
+	publishRecordAs(t, env, tenant, id, policy.Principal{KeyID: "asker", Actor: "key:asker"}, d)
+}
+
+func publishRecordAs(t *testing.T, env *natstest.Env, tenant, id string, who policy.Principal, d policy.Decision) {
+	t.Helper()
 	ctx := context.Background()
 	if err := natsx.EnsureStreams(ctx, env.JS, streams.PolicyConfig(streams.DefaultOptions)); err != nil {
 		t.Fatal(err)
 	}
 	rec := policy.DecisionRecord{
 		ID: id, Tenant: tenant, AgentID: "a1", Source: policy.SourceDecision, At: time.Now().UTC(),
-		Input:    policy.Input{Action: policy.Action{Tool: "refund"}, Context: map[string]any{"amount": 5000}},
-		Decision: policy.Decision{Outcome: outcome, ReasonCodes: []string{"X"}, ApprovalTimeout: timeout},
+		Input: policy.Input{Principal: who,
+			Action: policy.Action{Tool: "refund", Arguments: map[string]any{"to": "acct-1"}}, Context: map[string]any{"amount": 5000}},
+		Decision: d,
 	}
 	data, _ := json.Marshal(rec)
 	m := nats.NewMsg(streams.DecisionSubject(tenant, "a1"))

@@ -165,6 +165,11 @@ func fromApproval(data []byte, seq uint64) (Signal, bool, error) {
 	case approval.OpRerouted:
 		s.Type, s.Severity = SignalApprovalRerouted, "info"
 		s.Summary = fmt.Sprintf("Approval rerouted to %s: agent %s %s", a.ReviewerGroup, a.AgentID, what)
+	case approval.OpEscalated:
+		// An escalation routes the action to more reviewers: the same
+		// signal as a reroute, so the escalation group's channels hear.
+		s.Type, s.Severity = SignalApprovalRerouted, "medium"
+		s.Summary = fmt.Sprintf("Approval escalated to %s (undecided for too long): agent %s %s", a.ReviewerGroup, a.AgentID, what)
 	default:
 		return Signal{}, false, nil
 	}
