@@ -149,14 +149,10 @@ func (s *Service) redeemDecision(c echo.Context) error {
 	if err := json.Unmarshal(in.Arguments, &args); err != nil {
 		return apperr.Validation("arguments must be an object", apperr.FieldError{Path: "arguments", Code: "invalid_type", Message: "arguments must be a JSON object (or null for none)"})
 	}
-	p := httpkit.Principal(c)
-	id := pathID(c)
-	rec, err := s.decisionRecord(c, id)
+	p, id := httpkit.Principal(c), pathID(c)
+	rec, err := s.ownDecision(c, p, id, "redeem")
 	if err != nil {
 		return err
-	}
-	if !p.ActsAs(rec.AgentID) {
-		return apperr.Forbidden("this agent key may not redeem decisions of other agents")
 	}
 	if rec.Decision.Outcome != rules.RequireApproval {
 		return &apperr.Error{Kind: apperr.KindConflict, Message: fmt.Sprintf("decision %s is %s: only approved require_approval decisions are redeemed", id, rec.Decision.Outcome),

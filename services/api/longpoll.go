@@ -11,6 +11,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 )
@@ -78,15 +79,10 @@ func (s *Service) getDecision(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := httpkit.Principal(c)
-	id := pathID(c)
-	rec, err := s.decisionRecord(c, id)
+	p, id := httpkit.Principal(c), pathID(c)
+	rec, err := s.ownDecision(c, p, id, "read")
 	if err != nil {
 		return err
-	}
-	if !p.ActsAs(rec.AgentID) {
-		// An agent key reads only its own agents' decisions.
-		return apperr.Forbidden("this agent key may not read decisions of other agents")
 	}
 	if rec.Decision.Outcome != rules.RequireApproval {
 		return c.JSON(http.StatusOK, s.decisionView(c, &rec, nil))
@@ -107,4 +103,17 @@ func (s *Service) getDecision(c echo.Context) error {
 		pending = &a
 	}
 	return c.JSON(http.StatusOK, s.decisionView(c, &rec, pending))
+}
+
+// ownDecision reads decision id of p's tenant; an agent key gets only its
+// own agents' decisions (403 for the verb otherwise).
+func (s *Service) ownDecision(c echo.Context, p auth.Principal, id, verb string) (rules.DecisionRecord, error) {
+	rec, err := s.decisionRecord(c, id)
+	if err != nil {
+		return rec, err
+	}
+	if !p.ActsAs(rec.AgentID) {
+		return rec, apperr.Forbidden("this agent key may not " + verb + " decisions of other agents")
+	}
+	return rec, nil
 }
