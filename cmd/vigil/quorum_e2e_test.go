@@ -138,7 +138,7 @@ func TestQuorumTwoOfTwoAndRedeem(t *testing.T) {
 		t.Fatalf("after the first approval: %+v", a)
 	}
 	refusedWith(t, q.decide(bob, pa, "approve"), http.StatusConflict, "duplicate_approver", "bob approves twice")
-	if got := ann.get("/v1/decisions/" + d.DecisionID).want(t, http.StatusOK, "decision at 1 of 2").object(t); got["final"] != false {
+	if got := ann.get("/v1/decisions/"+d.DecisionID).want(t, http.StatusOK, "decision at 1 of 2").object(t); got["final"] != false {
 		t.Fatalf("decision final after one of two approvals: %v", got)
 	}
 	// Redeeming before the approval is refused.
@@ -169,7 +169,7 @@ func TestQuorumTwoOfTwoAndRedeem(t *testing.T) {
 	refusedWith(t, q.decide(carl, pa2, "approve"), http.StatusForbidden, "not_a_reviewer", "carl after leaving finance")
 	// Any eligible reviewer's reject rejects.
 	q.decide(bob, pa2, "reject").want(t, http.StatusOK, "bob rejects")
-	if got := ann.get("/v1/decisions/" + d2.DecisionID).want(t, http.StatusOK, "rejected").object(t); got["outcome"] != "rejected" {
+	if got := ann.get("/v1/decisions/"+d2.DecisionID).want(t, http.StatusOK, "rejected").object(t); got["outcome"] != "rejected" {
 		t.Fatalf("after a reject: %v", got)
 	}
 }
