@@ -2,6 +2,7 @@ package policy
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -94,5 +95,26 @@ func TestValidateGroups(t *testing.T) {
 		if err := ValidateGroups(tt.groups, "groups"); (err == nil) != tt.ok {
 			t.Errorf("%v: %v", tt.groups, err)
 		}
+	}
+}
+
+// BenchmarkEvaluateApprovals is one decision matching a require_approval
+// rule of the 100-rule pack, without and with an approvals block on the
+// rule (what the block adds to a decision: copying one requirement).
+func BenchmarkEvaluateApprovals(b *testing.B) {
+	in := Input{Tenant: "acme", Action: Action{Kind: "tool_call", Tool: "tool_43", Arguments: map[string]any{"amount": 5000.0}}, Context: map[string]any{}}
+	withBlock := strings.ReplaceAll(hundredRules(), "outcome: require_approval\n",
+		"outcome: require_approval\n    approvals: {required: 2, groups: [finance], escalate: {after: 5m, to: [security]}}\n")
+	for _, bc := range []struct{ name, src string }{{"none", hundredRules()}, {"block", withBlock}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := mustPack(b, bc.src)
+			if d := p.Evaluate(in, OrgPolicy{}); d.Outcome != RequireApproval || (bc.name == "block") != (len(d.Approvals) == 1) {
+				b.Fatalf("got %s with %d approvals blocks", d.Outcome, len(d.Approvals))
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				p.Evaluate(in, OrgPolicy{})
+			}
+		})
 	}
 }
