@@ -243,3 +243,48 @@ func TestQuorumRoutesRolesAndIsolation(t *testing.T) {
 	// not consume it (it is not approved, so redeem says so).
 	refusedWith(t, q.owner.post(redeem, body), http.StatusConflict, "not_approved", "acme's own redeem")
 }
+
+// TestRedeemOnceAcrossInstances: redemptions of one approved decision
+// racing through two api instances: exactly one succeeds, the others are
+// already_redeemed.
+func TestRedeemOnceAcrossInstances(t *testing.T) {
+	h := startHaltStack(t)
+	args := map[string]any{"to": "acct-9"}
+	d := h.agentA.evaluate(map[string]any{"agentId": "a1", "action": "refund", "context": map[string]any{"amount": 5000}, "arguments": args})
+	pa := pendingFor(t, h.a, d.DecisionID)
+	h.a.post("/v1/guardian/pending-actions/"+pa.ID+"/decide", map[string]any{"decision": "approve"}).want(t, http.StatusOK, "approve")
+	const n = 8
+	type result struct {
+		r   polResp
+		err error
+	}
+	results := make(chan result, n)
+	for i := range n {
+		c := []polClient{h.agentA, h.agentB}[i%2]
+		go func() {
+			// send, not c.post: no t.Fatal off the test goroutine.
+			r, err := send(c.base, req{method: http.MethodPost, path: "/v1/decisions/" + d.DecisionID + "/redeem", key: c.key, body: map[string]any{"arguments": args}})
+			results <- result{polResp{Status: r.status, Header: r.header, Body: r.body}, err}
+		}()
+	}
+	won := 0
+	for range n {
+		res := <-results
+		if res.err != nil {
+			t.Fatalf("redeem: %v", res.err)
+		}
+		r := res.r
+		switch r.Status {
+		case http.StatusOK:
+			won++
+		case http.StatusConflict:
+			refusedWith(t, r, http.StatusConflict, "", "a losing redeem")
+		default:
+			t.Fatalf("redeem: %s", r)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d redemptions succeeded, want exactly 1", won)
+	}
+	refusedWith(t, h.agentB.post("/v1/decisions/"+d.DecisionID+"/redeem", map[string]any{"arguments": args}), http.StatusConflict, "already_redeemed", "redeem after the race")
+}
