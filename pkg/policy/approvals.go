@@ -92,6 +92,9 @@ func checkApprovals(r *Rule, p, who string, add func(path, code string, line int
 	if len(e.To) == 0 {
 		add(p+".escalate.to", "required", r.line, "%s: approvals.escalate.to must name at least one group", who)
 	}
+	if len(a.Groups) == 0 {
+		add(p+".escalate", "invalid_format", r.line, "%s: approvals.escalate needs approvals.groups: without groups anyone may approve already", who)
+	}
 	checkGroups(e.To, p+".escalate.to", r.line, who, add)
 }
 

@@ -69,6 +69,7 @@ func TestInvalidApprovals(t *testing.T) {
 		{"bad group", rule("    approvals: {groups: [Finance Team]}\n"), "rules[0].approvals.groups[0]", "lower-case"},
 		{"duplicate group", rule("    approvals: {groups: [finance, finance]}\n"), "rules[0].approvals.groups[1]", "named twice"},
 		{"unknown field", rule("    approvals: {quorum: 2}\n"), "rules[0].approvals.quorum", "quorum"},
+		{"escalate from anyone", rule("    approvals: {escalate: {after: 1m, to: [security]}}\n"), "rules[0].approvals.escalate", "needs approvals.groups"},
 		{"bad after", rule("    approvals: {escalate: {after: soon, to: [security]}}\n"), "rules[0].approvals.escalate.after", "positive duration"},
 		{"after past the default timeout", rule("    approvals: {escalate: {after: 20m, to: [security]}}\n"), "rules[0].approvals.escalate.after", "shorter than the approval timeout (15m0s)"},
 		{"after past the timeout", rule("    approvalTimeout: 5m\n    approvals: {escalate: {after: 5m, to: [security]}}\n"), "rules[0].approvals.escalate.after", "shorter than the approval timeout (5m0s)"},
