@@ -113,3 +113,75 @@ func TestReadsAreDeclared(t *testing.T) {
 		}
 	}
 }
+
+// TestWritesAreDeclared: services write ClickHouse tables only through
+// their declarations in pkg/readmodel (a sink's Table, Table.Insert), so
+// an insert's column list is the declared one, which TestMigrate holds to
+// the migrated table; and a service names only tables it may write (the
+// owner, or a declared Writer). An INSERT written out by hand would let
+// the two drift apart, so none is allowed.
+func TestWritesAreDeclared(t *testing.T) {
+	root := filepath.Join("..", "..")
+	dirs := map[string]string{filepath.Join("cmd", "vigil"): readmodel.CLI}
+	for _, s := range []string{"api", "guardian", "ingest", "ledger", "notifier", "policy", "risk"} {
+		dirs[filepath.Join("services", s)] = s
+	}
+	insert := regexp.MustCompile(`(?i)\bINSERT\s+INTO\b`)
+	ref := regexp.MustCompile(`\breadmodel\.([A-Z][A-Za-z]*)\b`)
+	for dir, service := range dirs {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if loc := insert.FindIndex(b); loc != nil {
+				t.Errorf("%s: a hand-written INSERT (%q); write through the table's readmodel declaration", path, b[loc[0]:min(len(b), loc[1]+30)])
+			}
+			for _, m := range ref.FindAllStringSubmatch(string(b), -1) {
+				table, ok := readmodel.Lookup(snake(m[1]))
+				if !ok {
+					continue // a service name or a function, not a table
+				}
+				if !table.WrittenBy(service) {
+					t.Errorf("%s: %s writes %s (owned by %s) but is not among its Writers", path, service, table.Name, table.Owner)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// snake is the table name of a readmodel variable: RiskMVActionsDay is
+// risk_mv_actions_day.
+func snake(s string) string {
+	var b strings.Builder
+	r := []rune(s)
+	for i, c := range r {
+		upper := c >= 'A' && c <= 'Z'
+		if upper && i > 0 {
+			prevLower := r[i-1] >= 'a' && r[i-1] <= 'z'
+			nextLower := i+1 < len(r) && r[i+1] >= 'a' && r[i+1] <= 'z'
+			if prevLower || (nextLower && r[i-1] >= 'A' && r[i-1] <= 'Z') {
+				b.WriteByte('_')
+			}
+		}
+		b.WriteString(strings.ToLower(string(c)))
+	}
+	return b.String()
+}
+
+func TestSnake(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"Decisions", "decisions"}, {"RiskMVActionsDay", "risk_mv_actions_day"}, {"SessionsMV", "sessions_mv"}, {"AuditLog", "audit_log"},
+	} {
+		if got := snake(tt.in); got != tt.want {
+			t.Errorf("snake(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

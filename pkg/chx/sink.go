@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 )
 
 // ErrPoison marks a message that can never be projected (it does not
@@ -25,16 +25,18 @@ import (
 var ErrPoison = errors.New("poison message")
 
 // Rows is what one stream message projects to: zero or more rows, each
-// holding values in the order of SinkConfig.Columns.
+// holding values in the order of the table's declared columns.
 type Rows [][]any
 
 // SinkConfig describes one projection from a stream consumer to a table.
 type SinkConfig struct {
 	// Name identifies the sink in logs, metrics and dead letters
 	// (conventionally the durable consumer's name).
-	Name    string
-	Table   string
-	Columns []string
+	Name string
+	// Table is the table's declaration (pkg/readmodel): the sink inserts
+	// every declared column, in order, so a writer's column list is the
+	// declared one.
+	Table readmodel.Table
 	// Project maps a message to rows. An error wrapping ErrPoison
 	// terminates the message; any other error is treated the same way,
 	// since projection is a pure function of the message and cannot
@@ -56,8 +58,8 @@ func (c SinkConfig) Validate() error {
 	if c.Name == "" {
 		errs = append(errs, errors.New("sink: Name is required"))
 	}
-	if c.Table == "" || len(c.Columns) == 0 {
-		errs = append(errs, errors.New("sink: Table and Columns are required"))
+	if c.Table.Name == "" || len(c.Table.Columns) == 0 {
+		errs = append(errs, errors.New("sink: Table with its Name and Columns is required"))
 	}
 	if c.Project == nil {
 		errs = append(errs, errors.New("sink: Project is required"))
@@ -128,7 +130,7 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 		conn: conn,
 		log:  log.With(slog.String("sink", cfg.Name)),
 		held: natsx.NewHeld(),
-		stmt: fmt.Sprintf("INSERT INTO %s (%s)", cfg.Table, strings.Join(cfg.Columns, ", ")),
+		stmt: cfg.Table.Insert(),
 		rows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_sink_rows_total", Help: "Rows inserted into ClickHouse by a projection sink.", ConstLabels: labels,
 		}),
@@ -248,7 +250,7 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 		if buf.size() == 0 {
 			linger.Reset(s.cfg.Linger)
 		}
-		rows, err := s.cfg.Project(m)
+		rows, err := s.project(m)
 		if err != nil {
 			buf.dead = append(buf.dead, deadLetter{msg: m, reason: err.Error()})
 			return
@@ -467,18 +469,18 @@ func (s *Sink) send(ctx context.Context, entries []entry) error {
 	}()
 	batch, err := s.conn.PrepareBatch(bctx, s.stmt)
 	if err != nil {
-		return fmt.Errorf("prepare %s: %w", s.cfg.Table, err)
+		return fmt.Errorf("prepare %s: %w", s.cfg.Table.Name, err)
 	}
 	defer func() { _ = batch.Close() }()
 	for i, e := range entries {
 		for _, r := range e.rows {
 			if err := batch.Append(r...); err != nil {
-				return &rowError{entry: i, err: fmt.Errorf("%w: append to %s: %w", ErrPoison, s.cfg.Table, err)}
+				return &rowError{entry: i, err: fmt.Errorf("%w: append to %s: %w", ErrPoison, s.cfg.Table.Name, err)}
 			}
 		}
 	}
 	if err := batch.Send(); err != nil {
-		return fmt.Errorf("send %s: %w", s.cfg.Table, err)
+		return fmt.Errorf("send %s: %w", s.cfg.Table.Name, err)
 	}
 	return nil
 }
@@ -497,4 +499,20 @@ func QueryContext(ctx context.Context, timeout time.Duration) (context.Context, 
 	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"max_result_rows": 100000,
 	})), cancel
+}
+
+// project is cfg.Project, holding each row to the declaration: a row of
+// the wrong width is the writer's bug, recorded as a dead letter that
+// says so rather than ClickHouse's error for the whole batch.
+func (s *Sink) project(m jetstream.Msg) (Rows, error) {
+	rows, err := s.cfg.Project(m)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if err := s.cfg.Table.CheckRow(r); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrPoison, err)
+		}
+	}
+	return rows, nil
 }

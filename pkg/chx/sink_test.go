@@ -21,6 +21,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
@@ -40,7 +41,13 @@ type record struct {
 	// BadColumn asks project for a row the table rejects (a string in a
 	// UInt64 column), a projection bug rather than an undecodable message.
 	BadColumn bool `json:"badColumn,omitempty"`
+	// ShortRow asks project for a row missing a column: a writer that
+	// drifted from its table's declaration.
+	ShortRow bool `json:"shortRow,omitempty"`
 }
+
+// recs declares the test's table as pkg/readmodel declares Vigil's.
+var recs = readmodel.Table{Name: sinkTable, Owner: "sinktest", Columns: []string{"id", "n"}}
 
 func project(m jetstream.Msg) (chx.Rows, error) {
 	var r record
@@ -52,6 +59,9 @@ func project(m jetstream.Msg) (chx.Rows, error) {
 	}
 	if r.BadColumn {
 		return chx.Rows{{r.ID, "not a number"}}, nil
+	}
+	if r.ShortRow {
+		return chx.Rows{{r.ID}}, nil
 	}
 	return chx.Rows{{r.ID, r.N}}, nil
 }
@@ -181,8 +191,7 @@ func (e *sinkEnv) startSink(conn driver.Conn, cons jetstream.Consumer, mod func(
 	e.t.Helper()
 	cfg := chx.SinkConfig{
 		Name:    sinkDurable,
-		Table:   sinkTable,
-		Columns: []string{"id", "n"},
+		Table:   recs,
 		Project: project,
 		MaxRows: 10,
 		Linger:  20 * time.Millisecond,
@@ -347,6 +356,15 @@ func TestSinkPoisonMessages(t *testing.T) {
 				[]byte(`{"id":"bad-2","badColumn":true}`),
 			},
 			reason: "append to recs",
+		},
+		{
+			// The projection drifted from the declaration (a row one
+			// value short): the sink says so before ClickHouse sees it.
+			name: "row that does not match the declaration",
+			poison: [][]byte{
+				[]byte(`{"id":"bad-1","shortRow":true}`),
+			},
+			reason: "a row of recs has 1 values, the table declares 2 columns",
 		},
 		{
 			// The server refuses the whole block (the column default
@@ -641,7 +659,7 @@ func TestSinkRestartExactlyOnce(t *testing.T) {
 }
 
 func TestSinkConfigValidate(t *testing.T) {
-	valid := chx.SinkConfig{Name: "s", Table: "t", Columns: []string{"a"}, Project: project, MaxRows: 1, Linger: time.Millisecond}
+	valid := chx.SinkConfig{Name: "s", Table: readmodel.Table{Name: "t", Columns: []string{"a"}}, Project: project, MaxRows: 1, Linger: time.Millisecond}
 	tests := []struct {
 		name   string
 		mod    func(*chx.SinkConfig)
@@ -649,8 +667,8 @@ func TestSinkConfigValidate(t *testing.T) {
 	}{
 		{"valid", func(*chx.SinkConfig) {}, ""},
 		{"no name", func(c *chx.SinkConfig) { c.Name = "" }, "Name"},
-		{"no table", func(c *chx.SinkConfig) { c.Table = "" }, "Table"},
-		{"no columns", func(c *chx.SinkConfig) { c.Columns = nil }, "Columns"},
+		{"no table", func(c *chx.SinkConfig) { c.Table.Name = "" }, "Table"},
+		{"no columns", func(c *chx.SinkConfig) { c.Table.Columns = nil }, "Columns"},
 		{"no project", func(c *chx.SinkConfig) { c.Project = nil }, "Project"},
 		{"zero max rows", func(c *chx.SinkConfig) { c.MaxRows = 0 }, "MaxRows"},
 		{"negative linger", func(c *chx.SinkConfig) { c.Linger = -time.Second }, "Linger"},
@@ -679,7 +697,7 @@ func TestSinkConfigValidate(t *testing.T) {
 func TestNewSinkRejectsDuplicateMetrics(t *testing.T) {
 	db := chtest.New(t)
 	reg := prometheus.NewRegistry()
-	cfg := chx.SinkConfig{Name: "dup", Table: "t", Columns: []string{"a"}, Project: project, MaxRows: 1, Linger: time.Millisecond}
+	cfg := chx.SinkConfig{Name: "dup", Table: readmodel.Table{Name: "t", Columns: []string{"a"}}, Project: project, MaxRows: 1, Linger: time.Millisecond}
 	if _, err := chx.NewSink(cfg, db.Conn, slog.New(slog.DiscardHandler), reg); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -37,6 +38,10 @@ type Table struct {
 	// Columns are the table's columns in the order its migrations create
 	// them.
 	Columns []string
+	// Writers are the services other than the owner that insert rows
+	// into it (never migrate it): risk lists each anomaly among policy's
+	// decisions, as the verdict the ledger seals with them.
+	Writers []string
 	// Readers are the other services (or the CLI) that query it.
 	Readers []string
 	// ViewedBy are the services whose migrations create materialized
@@ -44,54 +49,87 @@ type Table struct {
 	ViewedBy []string
 }
 
-// Tables is every table, grouped by owner.
-var Tables = []Table{
-	{Name: "events", Owner: Ingest, Readers: []string{API, Ledger}, Columns: []string{
+// The tables, grouped by owner. Writers and readers name a table through
+// these variables, so its name and column list are written once, here.
+var (
+	Events = Table{Name: "events", Owner: Ingest, Readers: []string{API, Ledger}, Columns: []string{
 		"tenant_id", "event_id", "agent_id", "session_id", "category", "schema_version", "source_time", "source_ms",
 		"received_ms", "previous_hash", "tool_name", "response_status", "payload", "sdk", "framework", "agent_version",
-		"key_id", "stream_seq", "redactions"}},
-	{Name: "sessions_agg", Owner: Ingest, Readers: []string{API}, Columns: []string{
-		"tenant_id", "session_id", "agent_id", "first_ms", "last_ms", "event_ids"}},
-	{Name: "sessions_mv", Owner: Ingest, Columns: []string{
-		"tenant_id", "session_id", "agent_id", "first_ms", "last_ms", "event_ids"}},
-
-	{Name: "agents", Owner: API, Columns: []string{
+		"key_id", "stream_seq", "redactions"}}
+	SessionsAgg = Table{Name: "sessions_agg", Owner: Ingest, Readers: []string{API}, Columns: []string{
+		"tenant_id", "session_id", "agent_id", "first_ms", "last_ms", "event_ids"}}
+	SessionsMV = Table{Name: "sessions_mv", Owner: Ingest, Columns: []string{
+		"tenant_id", "session_id", "agent_id", "first_ms", "last_ms", "event_ids"}}
+	Agents = Table{Name: "agents", Owner: API, Columns: []string{
 		"tenant_id", "agent_id", "name", "description", "model", "tools", "framework", "version", "owner", "environment",
-		"status", "source", "manifest_hash", "registered_ms", "updated_ms", "revision", "doc"}},
-	{Name: "audit_log", Owner: API, Columns: []string{
-		"tenant_id", "at_ms", "stream", "seq", "subject", "entity_type", "entity_id", "action", "actor", "after"}},
-
-	{Name: "decisions", Owner: Policy, Readers: []string{API, Ledger, CLI}, ViewedBy: []string{Risk}, Columns: []string{
+		"status", "source", "manifest_hash", "registered_ms", "updated_ms", "revision", "doc"}}
+	AuditLog = Table{Name: "audit_log", Owner: API, Columns: []string{
+		"tenant_id", "at_ms", "stream", "seq", "subject", "entity_type", "entity_id", "action", "actor", "after"}}
+	Decisions = Table{Name: "decisions", Owner: Policy, Readers: []string{API, Ledger, CLI}, Writers: []string{Risk}, ViewedBy: []string{Risk}, Columns: []string{
 		"tenant_id", "decision_id", "agent_id", "session_id", "source", "event_id", "outcome", "reason_codes",
-		"pack_hash", "action_kind", "tool", "target", "publisher", "signature", "at_time", "at_ms", "record", "observed_source"}},
-
-	{Name: "risk_anomalies", Owner: Risk, Columns: []string{
+		"pack_hash", "action_kind", "tool", "target", "publisher", "signature", "at_time", "at_ms", "record", "observed_source"}}
+	RiskAnomalies = Table{Name: "risk_anomalies", Owner: Risk, Columns: []string{
 		"tenant_id", "anomaly_id", "agent_id", "session_id", "type", "value", "severity", "signature", "decision_id",
-		"at_time", "at_ms", "record"}},
-	{Name: "risk_session_scores", Owner: Risk, Readers: []string{API}, Columns: []string{
-		"tenant_id", "session_id", "agent_id", "score", "severity", "version", "score_id", "at_ms", "record"}},
-	{Name: "risk_reviews", Owner: Risk, Columns: []string{
-		"tenant_id", "review_id", "decision_id", "status", "at_time", "at_ms"}},
-	{Name: "risk_metrics", Owner: Risk, Columns: []string{"tenant_id", "grain", "bucket", "metric", "ids"}},
-	{Name: "risk_mv_actions_day", Owner: Risk, Columns: []string{"tenant_id", "grain", "bucket", "metric", "ids"}},
-	{Name: "risk_mv_actions_hour", Owner: Risk, Columns: []string{"tenant_id", "grain", "bucket", "metric", "ids"}},
-	{Name: "risk_mv_anomalies_day", Owner: Risk, Columns: []string{"tenant_id", "grain", "bucket", "metric", "ids"}},
-	{Name: "risk_mv_anomalies_hour", Owner: Risk, Columns: []string{"tenant_id", "grain", "bucket", "metric", "ids"}},
-	{Name: "risk_mv_reviews_day", Owner: Risk, Columns: []string{"tenant_id", "grain", "bucket", "metric", "ids"}},
-	{Name: "risk_mv_reviews_hour", Owner: Risk, Columns: []string{"tenant_id", "grain", "bucket", "metric", "ids"}},
-
-	{Name: "ledger_leaves", Owner: Ledger, Columns: []string{
+		"at_time", "at_ms", "record"}}
+	RiskSessionScores = Table{Name: "risk_session_scores", Owner: Risk, Readers: []string{API}, Columns: []string{
+		"tenant_id", "session_id", "agent_id", "score", "severity", "version", "score_id", "at_ms", "record"}}
+	RiskReviews = Table{Name: "risk_reviews", Owner: Risk, Columns: []string{
+		"tenant_id", "review_id", "decision_id", "status", "at_time", "at_ms"}}
+	RiskMetrics         = Table{Name: "risk_metrics", Owner: Risk, Columns: metricColumns}
+	RiskMVActionsDay    = Table{Name: "risk_mv_actions_day", Owner: Risk, Columns: metricColumns}
+	RiskMVActionsHour   = Table{Name: "risk_mv_actions_hour", Owner: Risk, Columns: metricColumns}
+	RiskMVAnomaliesDay  = Table{Name: "risk_mv_anomalies_day", Owner: Risk, Columns: metricColumns}
+	RiskMVAnomaliesHour = Table{Name: "risk_mv_anomalies_hour", Owner: Risk, Columns: metricColumns}
+	RiskMVReviewsDay    = Table{Name: "risk_mv_reviews_day", Owner: Risk, Columns: metricColumns}
+	RiskMVReviewsHour   = Table{Name: "risk_mv_reviews_hour", Owner: Risk, Columns: metricColumns}
+	LedgerLeaves        = Table{Name: "ledger_leaves", Owner: Ledger, Columns: []string{
 		"tenant_id", "idx", "record_key", "kind", "record_id", "session_id", "leaf_hash", "canonical", "stream",
-		"stream_seq", "integrated_ms", "version"}},
-	{Name: "ledger_lookup", Owner: Ledger, Columns: []string{"tenant_id", "lookup_key", "idx", "version"}},
-	{Name: "ledger_tiles", Owner: Ledger, Columns: []string{"tenant_id", "level", "idx", "hashes", "version"}},
-	{Name: "ledger_checkpoints", Owner: Ledger, Columns: []string{
-		"tenant_id", "tree_size", "root_hash", "note", "range_hashes", "at_ms", "version"}},
-
-	{Name: "deliveries", Owner: Notifier, Columns: []string{
+		"stream_seq", "integrated_ms", "version"}}
+	LedgerLookup      = Table{Name: "ledger_lookup", Owner: Ledger, Columns: []string{"tenant_id", "lookup_key", "idx", "version"}}
+	LedgerTiles       = Table{Name: "ledger_tiles", Owner: Ledger, Columns: []string{"tenant_id", "level", "idx", "hashes", "version"}}
+	LedgerCheckpoints = Table{Name: "ledger_checkpoints", Owner: Ledger, Columns: []string{
+		"tenant_id", "tree_size", "root_hash", "note", "range_hashes", "at_ms", "version"}}
+	Deliveries = Table{Name: "deliveries", Owner: Notifier, Columns: []string{
 		"tenant_id", "channel_id", "delivery_id", "attempt_id", "attempt", "replay", "channel_type", "signal_id",
 		"signal_type", "webhook_id", "status", "outcome", "status_code", "latency_ms", "error", "next_attempt_ms",
-		"at_time", "at_ms"}},
+		"at_time", "at_ms"}}
+)
+
+// metricColumns are risk_metrics' columns, which the views feeding it
+// share.
+var metricColumns = []string{"tenant_id", "grain", "bucket", "metric", "ids"}
+
+// Tables is every declared table, grouped by owner.
+var Tables = []Table{
+	Events, SessionsAgg, SessionsMV,
+	Agents, AuditLog,
+	Decisions,
+	RiskAnomalies, RiskSessionScores, RiskReviews, RiskMetrics,
+	RiskMVActionsDay, RiskMVActionsHour, RiskMVAnomaliesDay, RiskMVAnomaliesHour, RiskMVReviewsDay, RiskMVReviewsHour,
+	LedgerLeaves, LedgerLookup, LedgerTiles, LedgerCheckpoints,
+	Deliveries,
+}
+
+// Insert is the statement a writer prepares its batches with: every
+// declared column, in order (clickhouse-go against 18.16 needs the
+// explicit list). Rows follow Columns.
+func (t Table) Insert() string {
+	return "INSERT INTO " + t.Name + " (" + strings.Join(t.Columns, ", ") + ")"
+}
+
+// WrittenBy reports whether service may insert into t: its owner or one
+// of its declared Writers.
+func (t Table) WrittenBy(service string) bool {
+	return t.Owner == service || slices.Contains(t.Writers, service)
+}
+
+// CheckRow reports a row that does not hold one value per declared
+// column: a writer whose projection drifted from the declaration.
+func (t Table) CheckRow(row []any) error {
+	if len(row) != len(t.Columns) {
+		return fmt.Errorf("readmodel: a row of %s has %d values, the table declares %d columns (%v)", t.Name, len(row), len(t.Columns), t.Columns)
+	}
+	return nil
 }
 
 // Lookup returns the declared table called name.

@@ -334,11 +334,6 @@ func (s *Service) listAgents(c echo.Context) error {
 	return c.JSON(http.StatusOK, httpkit.NewPage(page, more, next))
 }
 
-var agentColumns = []string{
-	"tenant_id", "agent_id", "name", "description", "model", "tools", "framework", "version", "owner",
-	"environment", "status", "source", "manifest_hash", "registered_ms", "updated_ms", "revision", "doc",
-}
-
 func projectAgent(m jetstream.Msg) (chx.Rows, error) {
 	var ch agent.Change
 	if err := json.Unmarshal(m.Data(), &ch); err != nil {

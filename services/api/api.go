@@ -30,6 +30,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api/internal/sessions"
 	"github.com/vigilhq/vigil/services/api/migrations"
@@ -162,7 +163,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.safety = &safety{box: box}
 	sink, err := chx.NewSink(chx.SinkConfig{
-		Name: AgentsProjector, Table: "agents", Columns: agentColumns, Project: projectAgent,
+		Name: AgentsProjector, Table: readmodel.Agents, Project: projectAgent,
 		MaxRows: 1000, Linger: 200 * time.Millisecond,
 	}, deps.CH, s.log, deps.Registerer)
 	if err != nil {
@@ -171,7 +172,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.sink = sink
 	for i, name := range []string{AuditControlProjector, AuditGuardianProjector, AuditPolicyProjector} {
 		s.audit[i], err = chx.NewSink(chx.SinkConfig{
-			Name: name, Table: "audit_log", Columns: auditColumns, Project: projectAudit,
+			Name: name, Table: readmodel.AuditLog, Project: projectAudit,
 			MaxRows: 1000, Linger: 200 * time.Millisecond,
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {

@@ -34,8 +34,6 @@ const (
 	AuditPolicyProjector   = "api-audit-policy"
 )
 
-var auditColumns = []string{"tenant_id", "at_ms", "stream", "seq", "subject", "entity_type", "entity_id", "action", "actor", "after"}
-
 // sensitive matches field names whose values never belong in an audit
 // row, even hashed or encrypted.
 var sensitive = regexp.MustCompile(`(?i)^(hash|.*secret.*|.*password.*|.*token.*|.*ciphertext.*|sealed.*|api_?key|.*credential.*)$`)

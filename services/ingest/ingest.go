@@ -27,6 +27,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ingest/internal/projector"
 	"github.com/vigilhq/vigil/services/ingest/migrations"
@@ -156,7 +157,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	if deps.CH != nil {
 		sink, err := chx.NewSink(chx.SinkConfig{
-			Name: ProjectorConsumer, Table: projector.Table, Columns: projector.Columns,
+			Name: ProjectorConsumer, Table: readmodel.Events,
 			Project: projector.Project, MaxRows: cfg.ProjectorBatch, Linger: cfg.ProjectorLinger,
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
@@ -563,12 +564,12 @@ func TestUnanchoredIDs(t *testing.T) {
 	e := newEnv(t)
 	r := e.start()
 	ctx := testCtx(t)
-	// The events projection, as ingest creates it (only the columns the
-	// ledger reads matter here).
+	// The events projection, with only the columns the ledger reads.
+	events := readmodel.Table{Name: "events", Owner: readmodel.Ingest, Columns: []string{"tenant_id", "event_id", "session_id"}}
 	if err := e.db.Conn.Exec(ctx, "CREATE TABLE events (tenant_id String, event_id String, session_id String) ENGINE = MergeTree ORDER BY (tenant_id, session_id, event_id)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := (store{ch: e.db.Conn}).insert(ctx, "INSERT INTO events (tenant_id, event_id, session_id)", [][]any{{"acme", "ev-pending", "s-pending"}}); err != nil {
+	if err := (store{ch: e.db.Conn}).insert(ctx, events, [][]any{{"acme", "ev-pending", "s-pending"}}); err != nil {
 		t.Fatal(err)
 	}
 	e.event("acme", "s-1", 1)

@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
 
@@ -36,11 +37,16 @@ type leafRow struct {
 // replaced, by version, when the log grows over them.
 type store struct{ ch driver.Conn }
 
-func (st store) insert(ctx context.Context, query string, rows [][]any) error {
+func (st store) insert(ctx context.Context, t readmodel.Table, rows [][]any) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := st.ch.PrepareBatch(ctx, query)
+	for _, r := range rows {
+		if err := t.CheckRow(r); err != nil {
+			return err
+		}
+	}
+	b, err := st.ch.PrepareBatch(ctx, t.Insert())
 	if err != nil {
 		return err
 	}
@@ -70,18 +76,19 @@ func (st store) writeBatch(ctx context.Context, tenant string, version uint64, l
 	// The three inserts are independent (none is read past the committed
 	// size until the checkpoint lands), so they go in parallel.
 	writes := []struct {
-		what, query string
-		rows        [][]any
+		what  string
+		table readmodel.Table
+		rows  [][]any
 	}{
-		{"leaves", "INSERT INTO ledger_leaves (tenant_id, idx, record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version)", lrows},
-		{"lookups", "INSERT INTO ledger_lookup (tenant_id, lookup_key, idx, version)", krows},
-		{"tiles", "INSERT INTO ledger_tiles (tenant_id, level, idx, hashes, version)", trows},
+		{"leaves", readmodel.LedgerLeaves, lrows},
+		{"lookups", readmodel.LedgerLookup, krows},
+		{"tiles", readmodel.LedgerTiles, trows},
 	}
 	errs := make([]error, len(writes))
 	var wg sync.WaitGroup
 	for i, w := range writes {
 		wg.Go(func() {
-			if err := st.insert(ctx, w.query, w.rows); err != nil {
+			if err := st.insert(ctx, w.table, w.rows); err != nil {
 				errs[i] = fmt.Errorf("ledger: write %s: %w", w.what, err)
 			}
 		})
@@ -94,7 +101,7 @@ func (st store) writeBatch(ctx context.Context, tenant string, version uint64, l
 	for _, h := range ns.rng.Hashes() {
 		rh = append(rh, h...)
 	}
-	if err := st.insert(ctx, "INSERT INTO ledger_checkpoints (tenant_id, tree_size, root_hash, note, range_hashes, at_ms, version)",
+	if err := st.insert(ctx, readmodel.LedgerCheckpoints,
 		[][]any{{tenant, ns.size, hex.EncodeToString(ns.root), string(ns.checkpoint), string(rh), leaves[len(leaves)-1].atMS, version}}); err != nil {
 		return fmt.Errorf("ledger: write checkpoint: %w", err)
 	}

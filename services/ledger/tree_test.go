@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
 
@@ -177,7 +178,7 @@ func TestCrashedBatchLeftoversAreIgnored(t *testing.T) {
 		tiles[id] = append(bytes.Clone(h[:keep]), bytes.Repeat([]byte{0xee}, len(h)-keep)...)
 	}
 	s := store{ch: db.Conn}
-	if err := s.insert(ctx, "INSERT INTO ledger_leaves (tenant_id, idx, record_key, kind, record_id, session_id, leaf_hash, canonical, stream, stream_seq, integrated_ms, version)", leafRows("acme", rows, uint64(time.Now().UnixNano()))); err != nil {
+	if err := s.insert(ctx, readmodel.LedgerLeaves, leafRows("acme", rows, uint64(time.Now().UnixNano()))); err != nil {
 		t.Fatal(err)
 	}
 	var krows, trows [][]any
@@ -187,10 +188,10 @@ func TestCrashedBatchLeftoversAreIgnored(t *testing.T) {
 	for id, h := range tiles {
 		trows = append(trows, []any{"acme", uint8(id.level), id.index, string(h), uint64(time.Now().UnixNano())})
 	}
-	if err := s.insert(ctx, "INSERT INTO ledger_lookup (tenant_id, lookup_key, idx, version)", krows); err != nil {
+	if err := s.insert(ctx, readmodel.LedgerLookup, krows); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.insert(ctx, "INSERT INTO ledger_tiles (tenant_id, level, idx, hashes, version)", trows); err != nil {
+	if err := s.insert(ctx, readmodel.LedgerTiles, trows); err != nil {
 		t.Fatal(err)
 	}
 

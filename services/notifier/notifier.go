@@ -28,6 +28,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/secretbox"
 	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -223,7 +224,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.tracker = newHealthTracker(s)
 	s.lanes = newLanes(s)
 	s.sink, err = chx.NewSink(chx.SinkConfig{
-		Name: ConsumerProject, Table: "deliveries", Columns: deliveryColumns, Project: projectAttempt,
+		Name: ConsumerProject, Table: readmodel.Deliveries, Project: projectAttempt,
 		MaxRows: 1000, Linger: 200 * time.Millisecond,
 	}, deps.CH, log, deps.Registerer)
 	if err != nil {

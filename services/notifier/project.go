@@ -11,12 +11,6 @@ import (
 	"github.com/vigilhq/vigil/pkg/chx"
 )
 
-var deliveryColumns = []string{
-	"tenant_id", "channel_id", "delivery_id", "attempt_id", "attempt", "replay", "channel_type", "signal_id",
-	"signal_type", "webhook_id", "status", "outcome", "status_code", "latency_ms", "error", "next_attempt_ms",
-	"at_time", "at_ms",
-}
-
 func projectAttempt(m jetstream.Msg) (chx.Rows, error) {
 	var a Attempt
 	if err := json.Unmarshal(m.Data(), &a); err != nil {

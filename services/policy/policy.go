@@ -27,6 +27,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/policy/migrations"
 )
@@ -171,7 +172,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	if deps.CH != nil {
 		s.sink, err = chx.NewSink(chx.SinkConfig{
-			Name: DecisionsProjector, Table: "decisions", Columns: decisionColumns, Project: projectDecision,
+			Name: DecisionsProjector, Table: readmodel.Decisions, Project: projectDecision,
 			MaxRows: 5000, Linger: cmp.Or(cfg.ProjectorLinger, 200*time.Millisecond),
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/anomaly"
 	"github.com/vigilhq/vigil/pkg/chx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
 
@@ -21,18 +22,18 @@ type sinkSpec struct {
 
 func (s *Service) newSinks() ([]sinkSpec, error) {
 	specs := []struct {
-		stream, filter, durable, table, desc string
-		cols                                 []string
-		project                              func(jetstream.Msg) (chx.Rows, error)
+		stream, filter, durable, desc string
+		table                         readmodel.Table
+		project                       func(jetstream.Msg) (chx.Rows, error)
 	}{
-		{streams.Risk, streams.AllAnomalies, AnomaliesProjector, "risk_anomalies", "RISK anomalies → ClickHouse risk_anomalies", anomalyColumns, projectAnomaly},
-		{streams.Risk, streams.AllAnomalies, VerdictsProjector, "decisions", "RISK anomalies → ClickHouse decisions (verdicts with source baseline)", verdictColumns, projectVerdict},
-		{streams.Risk, streams.AllSessionScores, ScoresProjector, "risk_session_scores", "RISK session scores → ClickHouse risk_session_scores", scoreColumns, projectScore},
-		{streams.Control, streams.AllTriage, ReviewsProjector, "risk_reviews", "CONTROL triage → ClickHouse risk_reviews (review metrics)", reviewColumns, projectReview},
+		{streams.Risk, streams.AllAnomalies, AnomaliesProjector, "RISK anomalies → ClickHouse risk_anomalies", readmodel.RiskAnomalies, projectAnomaly},
+		{streams.Risk, streams.AllAnomalies, VerdictsProjector, "RISK anomalies → ClickHouse decisions (verdicts with source baseline)", readmodel.Decisions, projectVerdict},
+		{streams.Risk, streams.AllSessionScores, ScoresProjector, "RISK session scores → ClickHouse risk_session_scores", readmodel.RiskSessionScores, projectScore},
+		{streams.Control, streams.AllTriage, ReviewsProjector, "CONTROL triage → ClickHouse risk_reviews (review metrics)", readmodel.RiskReviews, projectReview},
 	}
 	out := make([]sinkSpec, 0, len(specs))
 	for _, sp := range specs {
-		sk, err := chx.NewSink(chx.SinkConfig{Name: sp.durable, Table: sp.table, Columns: sp.cols, Project: sp.project,
+		sk, err := chx.NewSink(chx.SinkConfig{Name: sp.durable, Table: sp.table, Project: sp.project,
 			MaxRows: 2000, Linger: 100 * time.Millisecond}, s.deps.CH, s.log, s.deps.Registerer)
 		if err != nil {
 			return nil, err
@@ -53,9 +54,6 @@ func (s *Service) runSink(ctx context.Context, sp sinkSpec) error {
 	return sp.sink.Run(ctx, cons)
 }
 
-var anomalyColumns = []string{"tenant_id", "anomaly_id", "agent_id", "session_id", "type", "value", "severity", "signature",
-	"decision_id", "at_time", "at_ms", "record"}
-
 func projectAnomaly(m jetstream.Msg) (chx.Rows, error) {
 	var a Anomaly
 	if err := json.Unmarshal(m.Data(), &a); err != nil || a.ID == "" {
@@ -63,13 +61,6 @@ func projectAnomaly(m jetstream.Msg) (chx.Rows, error) {
 	}
 	return chx.Rows{{a.Tenant, a.ID, a.AgentID, a.SessionID, a.Type, a.Value, a.Severity, a.Signature, a.DecisionID,
 		a.OccurredAt.Truncate(time.Second), a.OccurredAt.UnixMilli(), string(m.Data())}}, nil
-}
-
-// verdictColumns are the policy service's decisions table columns: an
-// anomaly is listed among verdicts with source "baseline".
-var verdictColumns = []string{
-	"tenant_id", "decision_id", "agent_id", "session_id", "source", "event_id", "outcome", "reason_codes",
-	"pack_hash", "action_kind", "tool", "target", "publisher", "signature", "at_time", "at_ms", "record",
 }
 
 // projectVerdict stores the record the ledger seals for this anomaly
@@ -80,12 +71,8 @@ func projectVerdict(m jetstream.Msg) (chx.Rows, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", chx.ErrPoison, err)
 	}
-	a := r.Input.Action
-	return chx.Rows{{r.Tenant, r.ID, r.AgentID, r.SessionID, r.Source, r.EventID, r.Decision.Outcome.String(), r.Decision.ReasonCodes,
-		"", a.Kind, a.Tool, a.Target, a.Publisher, r.Signature, r.At.Truncate(time.Second), r.At.UnixMilli(), string(record)}}, nil
+	return chx.Rows{rules.DecisionRow(r, record)}, nil
 }
-
-var scoreColumns = []string{"tenant_id", "session_id", "agent_id", "score", "severity", "version", "score_id", "at_ms", "record"}
 
 func projectScore(m jetstream.Msg) (chx.Rows, error) {
 	var sc SessionScore
@@ -94,8 +81,6 @@ func projectScore(m jetstream.Msg) (chx.Rows, error) {
 	}
 	return chx.Rows{{sc.Tenant, sc.SessionID, sc.AgentID, uint8(sc.Score), sc.Severity, sc.PolicySeq, sc.ID, sc.OccurredAt.UnixMilli(), string(m.Data())}}, nil
 }
-
-var reviewColumns = []string{"tenant_id", "review_id", "decision_id", "status", "at_time", "at_ms"}
 
 func projectReview(m jetstream.Msg) (chx.Rows, error) {
 	var t rules.Triage

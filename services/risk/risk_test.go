@@ -20,11 +20,13 @@ import (
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
+	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/risk"
@@ -53,13 +55,10 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	db := chtest.New(t)
-	// The decisions table belongs to the policy service; the risk
-	// verdict projection and the actions view write and read it.
-	ddl, err := os.ReadFile("../policy/migrations/0001_decisions.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Conn.Exec(ctx, string(ddl)); err != nil {
+	// The decisions table belongs to the policy service, which migrates
+	// it; the risk verdict projection and the actions view write and read
+	// it.
+	if _, err := chx.Migrate(ctx, db.Conn, os.DirFS("../policy/migrations"), readmodel.Policy); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)

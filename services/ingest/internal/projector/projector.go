@@ -13,18 +13,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/event"
 )
 
-// Table and Columns name the projection target; Project's rows follow
-// Columns' order.
-const Table = "events"
-
-// Columns of the events table written by Project.
-var Columns = []string{
-	"tenant_id", "event_id", "agent_id", "session_id", "category", "schema_version",
-	"source_time", "source_ms", "received_ms", "previous_hash", "tool_name", "response_status",
-	"payload", "sdk", "framework", "agent_version", "key_id", "stream_seq", "redactions",
-}
-
-// Project decodes one INGEST message into its events row.
+// Project decodes one INGEST message into its row of readmodel.Events.
 func Project(m jetstream.Msg) (chx.Rows, error) {
 	var r event.Record
 	if err := json.Unmarshal(m.Data(), &r); err != nil {
