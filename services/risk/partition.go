@@ -287,20 +287,21 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	}()
 	tenant, agentID, ok := decisionOwner(m.Subject())
 	if !ok || PartitionOf(tenant, agentID, p.n) != p.idx {
-		p.mu.Lock()
-		p.processed = seq
-		p.applyResetsLocked()
-		p.mu.Unlock()
-		p.advance(seq)
+		p.skip(seq)
 		return
 	}
 	var rec rules.DecisionRecord
-	if err := json.Unmarshal(m.Data(), &rec); err != nil || rec.Tenant == "" || rec.AgentID == "" {
-		p.log.Error("risk: undecodable decision skipped", slog.Uint64("seq", seq))
-		p.mu.Lock()
-		p.processed = seq
-		p.mu.Unlock()
-		p.advance(seq)
+	err = json.Unmarshal(m.Data(), &rec)
+	switch {
+	case err != nil || rec.Tenant == "":
+		p.log.Error("risk: undecodable decision skipped", slog.String("subject", m.Subject()), slog.Uint64("seq", seq), slog.Any("err", err))
+		p.skip(seq)
+		return
+	case rec.AgentID == "":
+		// A decision about no agent (a policy check that names none):
+		// baselines and session scores are per agent, so there is
+		// nothing to learn from it. Expected, hence not logged.
+		p.skip(seq)
 		return
 	}
 	start := time.Now()
@@ -316,6 +317,16 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	p.advance(seq)
 	p.svc.observed.Inc()
 	p.svc.processTime.Observe(time.Since(start).Seconds())
+}
+
+// skip passes over the decision at seq, which this partition does not
+// learn from, exactly as over one it did: resets due by then apply.
+func (p *partition) skip(seq uint64) {
+	p.mu.Lock()
+	p.processed = seq
+	p.applyResetsLocked()
+	p.mu.Unlock()
+	p.advance(seq)
 }
 
 // advance moves the publish watermark, unless an earlier output failed

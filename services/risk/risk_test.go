@@ -546,7 +546,7 @@ func TestRestartAndTwoInstances(t *testing.T) {
 	// remembers the ids (the duplicate window has passed).
 	solo.stop()
 	one.waitCheckpoints(4)
-	time.Sleep(3 * short.Streams.DuplicateWindow)
+	one.waitIDsForgotten()
 	again := one.start(short)
 	one.waitOwned(4, 4, again)
 	settle(one, again)
@@ -574,6 +574,29 @@ func TestRestartAndTwoInstances(t *testing.T) {
 	if got := two.snapshot(b, agents); !equal(got, want) {
 		t.Fatalf("after failover: %s", diff(got, want))
 	}
+}
+
+// waitIDsForgotten waits until RISK no longer remembers the message ids
+// published so far: a probe id published now is accepted a second time
+// (not acked as a duplicate) once the server's duplicate window has
+// passed over it, and so over every earlier id. The probe is a session
+// score of a tenant no assertion reads.
+func (e *env) waitIDsForgotten() {
+	e.t.Helper()
+	ctx := context.Background()
+	sc, err := json.Marshal(risk.SessionScore{ID: "probe", Tenant: "probe", AgentID: "probe", SessionID: "probe",
+		Severity: "info", Summary: "duplicate-window probe", OccurredAt: time.Now()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	subject := streams.SessionScoreSubject("probe", "probe")
+	if _, err := e.nats.JS.Publish(ctx, subject, sc, jetstream.WithMsgID("probe")); err != nil {
+		e.t.Fatal(err)
+	}
+	testkit.Eventually(e.t, "RISK forgets message ids", func() bool {
+		ack, err := e.nats.JS.Publish(ctx, subject, sc, jetstream.WithMsgID("probe"))
+		return err == nil && !ack.Duplicate
+	})
 }
 
 // waitCheckpoints waits until every partition's checkpoint has reached
@@ -686,5 +709,53 @@ func TestPausedAgentStillRecorded(t *testing.T) {
 	// Nothing changed after the first record, so the first score stands.
 	if code != 200 || r.Score != 0 || r.Actions != 1 || r.Severity != "info" {
 		t.Fatalf("paused session risk %d %+v", code, r)
+	}
+}
+
+// TestSkipsDecisionsItDoesNotLearnFrom: a decision about no agent (a
+// policy check that names none, recorded as the policy service records
+// it) is passed over quietly, since baselines are per agent; a record on
+// a decision subject that does not decode is an error, logged with its
+// subject. Either way the partition goes on with the next decision.
+func TestSkipsDecisionsItDoesNotLearnFrom(t *testing.T) {
+	agentless, err := json.Marshal(rules.DecisionRecord{ID: "dec_agentless", Tenant: "acme", Source: rules.SourceCheck,
+		Decision: rules.Decision{Outcome: rules.Allow, ReasonCodes: []string{rules.ReasonDefaultAllow}}, At: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		subject   string
+		data      []byte
+		wantError bool
+	}{
+		// The policy service's subject for an agentless decision.
+		{"agentless decision", "policy.v1.decision_recorded.acme." + streams.Token("~"), agentless, false},
+		{"agentless decision, plain empty token", streams.DecisionSubject("acme", ""), agentless, false},
+		{"not JSON", streams.DecisionSubject("acme", "bot"), []byte("{not json"), true},
+		{"no tenant", streams.DecisionSubject("acme", "bot"), []byte(`{"id":"dec_x","agentId":"bot"}`), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			var logs *testkit.Logs
+			e.log, logs = testkit.Logger(t, slog.LevelInfo)
+			in := e.start(testConfig(1))
+			e.waitOwned(1, 1, in)
+			if _, err := e.nats.JS.Publish(context.Background(), tt.subject, tt.data); err != nil {
+				t.Fatal(err)
+			}
+			// One ordinary decision after it: once it is folded in, the
+			// one before was handled.
+			e.publish(step{agent: "bot", session: "s1", kind: "tool_call", tool: "search"})
+			testkit.Eventually(t, "the next decision folded in", func() bool { return e.profiles(in, "acme")["bot"].Observations == 1 })
+			logged := strings.Contains(logs.String(), "undecodable decision skipped")
+			if logged != tt.wantError {
+				t.Fatalf("logged as undecodable: %v, want %v; logs:\n%s", logged, tt.wantError, logs)
+			}
+			if tt.wantError && !strings.Contains(logs.String(), "subject="+tt.subject) {
+				t.Fatalf("the error does not name the subject %s:\n%s", tt.subject, logs)
+			}
+		})
 	}
 }
