@@ -28,16 +28,18 @@ type devFlags struct {
 	signing, redaction, seal, notify *config.Secret
 	judgeAllow, notifyAllow          *config.CIDRs
 	maxAgents                        *int
+	tenantMetrics                    *bool
 }
 
 func addDevFlags(fs *config.FlagSet) devFlags {
 	return devFlags{
-		common: config.AddCommon(fs), oidc: config.AddOIDC(fs), streams: fs.Streams(),
+		common: config.AddCommon(fs), oidc: fs.OIDC(), streams: fs.Streams(),
 		dataDir:    fs.String("data-dir", "VIGIL_DATA_DIR", "./.vigil", "where the embedded NATS server keeps its JetStream store, and dev keeps generated keys"),
 		natsListen: fs.String("nats-listen", "VIGIL_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (the CLI connects here)"),
 		natsTLS:    fs.Bool("nats-tls", false, "serve NATS over TLS with a CA generated into <data-dir>/tls (clients pass --nats-tls-ca <data-dir>/tls/vigil-dev-ca.pem)"),
 		signing:    fs.SigningKey(), redaction: fs.RedactionKey(), seal: fs.JudgeSealKey(), notify: fs.NotifierKey(),
 		judgeAllow: fs.JudgeAllow(), notifyAllow: fs.NotifierAllowPrivate(), maxAgents: fs.MaxAgents(),
+		tenantMetrics: fs.MetricsTenantLabels(),
 	}
 }
 
@@ -59,6 +61,7 @@ func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
 		return cfg, err
 	}
 	cfg.Ingest.MaxAgents, cfg.API.MaxAgents = *f.maxAgents, *f.maxAgents
+	cfg.TenantMetrics = *f.tenantMetrics
 	if cfg.OIDC, err = f.oidc.Verifier(); err != nil {
 		return cfg, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,7 +31,8 @@ func TestDevHelpListsEverySetting(t *testing.T) {
 		"--notifier-key  $VIGIL_NOTIFIER_KEY", "--notifier-allow-private  $VIGIL_NOTIFIER_ALLOW_PRIVATE",
 		"--signing-key  $VIGIL_SIGNING_KEY", "--redaction-key  $VIGIL_REDACTION_KEY", "--judge-seal-key  $VIGIL_JUDGE_SEAL_KEY",
 		"--judge-allow  $VIGIL_JUDGE_ALLOW", "--stream-replicas  $VIGIL_STREAM_REPLICAS", "--dedupe-window  $VIGIL_DEDUPE_WINDOW",
-		"--clickhouse-wait  $VIGIL_CLICKHOUSE_WAIT",
+		"--clickhouse-wait  $VIGIL_CLICKHOUSE_WAIT", "--metrics-tenant-labels  $VIGIL_METRICS_TENANT_LABELS",
+		"--oidc-issuer  $VIGIL_OIDC_ISSUER", "--max-agents  $VIGIL_MAX_AGENTS",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -65,5 +67,91 @@ func TestNoHiddenSettings(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServiceBinariesShareSettings: a service binary declares no setting
+// pkg/config already declares (so a name means the same everywhere), and
+// every binary whose service serves HTTP routes configures members'
+// OIDC sign-in on its catalog, as `vigil dev` does: a member's token
+// authenticates on every route, whichever process serves it.
+func TestServiceBinariesShareSettings(t *testing.T) {
+	root := filepath.Join("..", "..")
+	flagDecl := regexp.MustCompile(`fs\.(?:String|Int|BoolEnv|Bool|Duration)\("([a-z0-9-]+)"`)
+	shared := map[string]bool{}
+	cfgFiles, err := filepath.Glob(filepath.Join(root, "pkg", "config", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range cfgFiles {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range flagDecl.FindAllSubmatch(b, -1) {
+			shared[string(m[1])] = true
+		}
+	}
+	if !shared["oidc-issuer"] || !shared["metrics-tenant-labels"] {
+		t.Fatalf("pkg/config declares %v: the scan found no OIDC or metrics settings", shared)
+	}
+	mains, err := filepath.Glob(filepath.Join(root, "services", "*", "cmd", "*", "main.go"))
+	if err != nil || len(mains) == 0 {
+		t.Fatalf("no service binaries (%v)", err)
+	}
+	routes := regexp.MustCompile(`daemon\.Component\{[^}]*Routes:`)
+	for _, main := range mains {
+		b, err := os.ReadFile(main)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range flagDecl.FindAllSubmatch(b, -1) {
+			if shared[string(m[1])] {
+				t.Errorf("%s declares --%s itself; use pkg/config's declaration", main, m[1])
+			}
+		}
+		svcDir := filepath.Dir(filepath.Dir(filepath.Dir(main)))
+		files, err := filepath.Glob(filepath.Join(svcDir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		serves := false
+		for _, f := range files {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			serves = serves || !strings.HasSuffix(f, "_test.go") && routes.Match(src)
+		}
+		wired := strings.Contains(string(b), "fs.OIDC()") && strings.Contains(string(b), "control.WithOIDC(")
+		if serves && !wired {
+			t.Errorf("%s: its service serves routes but the binary does not configure OIDC (fs.OIDC, control.WithOIDC)", main)
+		}
+	}
+}
+
+// TestDevPassesMetricsTenantLabels: `vigil dev --metrics-tenant-labels`
+// reaches the ledger, as the ledger binary's flag does.
+func TestDevPassesMetricsTenantLabels(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{{nil, false}, {[]string{"--metrics-tenant-labels=true"}, true}} {
+		fset := config.New("vigil dev", "test")
+		fset.Discard()
+		f := addDevFlags(fset)
+		if err := fset.Parse(append([]string{"--data-dir", t.TempDir()}, tt.args...)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.stackConfig(slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.TenantMetrics != tt.want {
+			t.Errorf("%v: TenantMetrics = %v, want %v", tt.args, cfg.TenantMetrics, tt.want)
+		}
 	}
 }

@@ -158,16 +158,20 @@ type OIDC struct {
 	Issuer, Audience, JWKSURL, TenantClaim, ServiceAccounts *string
 }
 
-// AddOIDC registers the OIDC flags on fs.
-func AddOIDC(fs *FlagSet) OIDC {
-	return OIDC{
-		Issuer:      fs.String("oidc-issuer", "VIGIL_OIDC_ISSUER", "", "OIDC issuer whose tokens console members sign in with (empty: API keys only)"),
-		Audience:    fs.String("oidc-audience", "VIGIL_OIDC_AUDIENCE", "", "audience every token must carry (required with --oidc-issuer)"),
-		JWKSURL:     fs.String("oidc-jwks-url", "VIGIL_OIDC_JWKS_URL", "", "the provider's JWKS URL (default: from the issuer's discovery document)"),
-		TenantClaim: fs.String("oidc-tenant-claim", "VIGIL_OIDC_TENANT_CLAIM", "", "claim naming the tenant, for people who are members of several (else they send x-tenant-id)"),
-		ServiceAccounts: fs.String("oidc-service-accounts", "VIGIL_OIDC_SERVICE_ACCOUNTS", "",
-			"OAuth clients whose client-credentials tokens act as a service account: client=tenant:role, comma-separated"),
-	}
+// OIDC declares the flags that configure members' sign-in. Every process
+// that serves authenticated routes declares them (its catalog checks
+// members' tokens), under the same names as `vigil dev`.
+func (fs *FlagSet) OIDC() OIDC {
+	return once(fs, "oidc", func() OIDC {
+		return OIDC{
+			Issuer:      fs.String("oidc-issuer", "VIGIL_OIDC_ISSUER", "", "OIDC issuer whose tokens console members sign in with (empty: API keys only)"),
+			Audience:    fs.String("oidc-audience", "VIGIL_OIDC_AUDIENCE", "", "audience every token must carry (required with --oidc-issuer)"),
+			JWKSURL:     fs.String("oidc-jwks-url", "VIGIL_OIDC_JWKS_URL", "", "the provider's JWKS URL (default: from the issuer's discovery document)"),
+			TenantClaim: fs.String("oidc-tenant-claim", "VIGIL_OIDC_TENANT_CLAIM", "", "claim naming the tenant, for people who are members of several (else they send x-tenant-id)"),
+			ServiceAccounts: fs.String("oidc-service-accounts", "VIGIL_OIDC_SERVICE_ACCOUNTS", "",
+				"OAuth clients whose client-credentials tokens act as a service account: client=tenant:role, comma-separated"),
+		}
+	})
 }
 
 // Verifier returns the configured verifier, or nil when no issuer is set.

@@ -198,7 +198,7 @@ func TestOIDCVerifier(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := config.New("svc", "test service")
 			fs.Discard()
-			o := config.AddOIDC(fs)
+			o := fs.OIDC()
 			if err := fs.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}

@@ -67,6 +67,16 @@ func (fs *FlagSet) MaxAgents() *int {
 	})
 }
 
+// MetricsTenantLabels declares --metrics-tenant-labels: whether metrics
+// may carry tenant ids (vigil_ledger_tree_size{tenant}). Off by default,
+// since /metrics is often scraped by people who may not see every
+// tenant's name.
+func (fs *FlagSet) MetricsTenantLabels() *bool {
+	return once(fs, "metrics-tenant-labels", func() *bool {
+		return fs.BoolEnv("metrics-tenant-labels", "VIGIL_METRICS_TENANT_LABELS", false, "export per-tenant metrics (vigil_ledger_tree_size{tenant}); off keeps tenant ids out of /metrics")
+	})
+}
+
 // Instance is this process's name among the replicas of its service.
 type Instance struct{ id *string }
 

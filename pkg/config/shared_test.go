@@ -19,10 +19,11 @@ func b64(n int) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([
 func TestSharedDeclaredOnce(t *testing.T) {
 	fs := config.New("svc", "test")
 	fs.Discard()
-	if fs.SigningKey() != fs.SigningKey() || fs.Streams() != fs.Streams() || fs.InstanceID() != fs.InstanceID() || fs.JudgeAllow() != fs.JudgeAllow() {
+	if fs.SigningKey() != fs.SigningKey() || fs.Streams() != fs.Streams() || fs.InstanceID() != fs.InstanceID() || fs.JudgeAllow() != fs.JudgeAllow() ||
+		fs.MetricsTenantLabels() != fs.MetricsTenantLabels() || fs.OIDC() != fs.OIDC() {
 		t.Fatal("a shared setting was declared twice")
 	}
-	if err := fs.Parse([]string{"--signing-key", b64(32), "--stream-replicas", "3", "--instance-id", "api-1"}); err != nil {
+	if err := fs.Parse([]string{"--signing-key", b64(32), "--stream-replicas", "3", "--instance-id", "api-1", "--metrics-tenant-labels=true", "--oidc-issuer", "https://idp.example"}); err != nil {
 		t.Fatal(err)
 	}
 	o, err := fs.Streams().Options()
@@ -31,6 +32,9 @@ func TestSharedDeclaredOnce(t *testing.T) {
 	}
 	if id := fs.InstanceID().ID(); id != "api-1" {
 		t.Fatalf("ID = %q", id)
+	}
+	if !*fs.MetricsTenantLabels() || *fs.OIDC().Issuer != "https://idp.example" {
+		t.Fatalf("metrics-tenant-labels = %v, oidc-issuer = %q", *fs.MetricsTenantLabels(), *fs.OIDC().Issuer)
 	}
 }
 

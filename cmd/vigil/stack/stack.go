@@ -73,7 +73,10 @@ type Config struct {
 	NotifierAllowPrivate []netip.Prefix
 	// OIDC, if set, lets console members sign in with the provider's tokens.
 	OIDC *oidc.Verifier
-	Log  *slog.Logger
+	// TenantMetrics lets metrics carry tenant ids
+	// (--metrics-tenant-labels).
+	TenantMetrics bool
+	Log           *slog.Logger
 }
 
 // Stack is a running all-in-one Vigil: every service's component under
@@ -244,7 +247,7 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	// seed, so it is stable across restarts of `vigil dev` and `vigil
 	// ledger key` can print it offline.
 	lc := ledger.DefaultConfig()
-	lc.Streams = so
+	lc.Streams, lc.TenantMetrics = so, cfg.TenantMetrics
 	if lc.Seed, err = evidence.DeriveSeed(cfg.Policy.SigningSeed); err != nil {
 		return nil, err
 	}

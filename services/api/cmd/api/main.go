@@ -17,7 +17,7 @@ func main() { daemon.Main("api", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("api", "Vigil api: the HTTP API, CONTROL stream owner and its projections.")
-	common, oidcFlags, so, instance := config.AddCommon(fs), config.AddOIDC(fs), fs.Streams(), fs.InstanceID()
+	common, oidcFlags, so, instance := config.AddCommon(fs), fs.OIDC(), fs.Streams(), fs.InstanceID()
 	sealKey, judgeAllow := fs.JudgeSealKey(), fs.JudgeAllow()
 	maxAgents := fs.MaxAgents()
 	longPolls := fs.Int("max-long-polls-per-key", "VIGIL_MAX_LONG_POLLS_PER_KEY", api.DefaultConfig().MaxLongPollsPerKey, "long-polls (GET /v1/decisions/:id?wait=) one key may hold open at once on this instance; more get 429")

@@ -17,12 +17,16 @@ func main() { daemon.Main("ingest", run) }
 func run(ctx context.Context, args []string) error {
 	fs := config.New("ingest", "Vigil ingest: event receivers and the events projector.")
 	common, so, instance, redactionKey, maxAgents := config.AddCommon(fs), fs.Streams(), fs.InstanceID(), fs.RedactionKey(), fs.MaxAgents()
+	oidcFlags := fs.OIDC()
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg := ingest.DefaultConfig()
 	cfg.MaxAgents = *maxAgents
-	var err error
+	verifier, err := oidcFlags.Verifier()
+	if err != nil {
+		return err
+	}
 	if cfg.Streams, err = so.Options(); err != nil {
 		return err
 	}
@@ -35,7 +39,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer p.Close()
 	// API keys live on CONTROL, which the api service owns.
-	catalog := control.NewCatalog(p.JS, p.Log)
+	catalog := control.NewCatalog(p.JS, p.Log, control.WithOIDC(verifier))
 	limiter := ratelimit.New(p.NC, "ingest-"+instance.ID(), func(t string) ratelimit.Limits { return catalog.Limits(t, ratelimit.DefaultLimits) }, p.Log)
 	svc, err := ingest.New(cfg, ingest.Deps{JS: p.JS, CH: p.CH, Auth: catalog, Log: p.Log, Registerer: p.Reg, Limiter: limiter, Agents: catalog})
 	if err != nil {

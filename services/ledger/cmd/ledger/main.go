@@ -15,14 +15,18 @@ func main() { daemon.Main("ledger", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("ledger", "Vigil ledger: per-tenant Merkle logs, signed checkpoints, proofs and evidence bundles.")
-	common, so, signingKey := config.AddCommon(fs), fs.Streams(), fs.SigningKey()
+	common, so, signingKey, oidcFlags := config.AddCommon(fs), fs.Streams(), fs.SigningKey(), fs.OIDC()
 	origin := fs.String("origin", "VIGIL_LEDGER_ORIGIN", ledger.DefaultConfig().Origin, "log origin prefix and checkpoint key name")
-	tenantMetrics := fs.BoolEnv("metrics-tenant-labels", "VIGIL_METRICS_TENANT_LABELS", false, "export per-tenant metrics (vigil_ledger_tree_size{tenant}); off keeps tenant ids out of /metrics")
+	tenantMetrics := fs.MetricsTenantLabels()
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg := ledger.DefaultConfig()
 	cfg.Origin, cfg.TenantMetrics = *origin, *tenantMetrics
+	verifier, err := oidcFlags.Verifier()
+	if err != nil {
+		return err
+	}
 	seed, err := signingKey.Required()
 	if err != nil {
 		return err
@@ -42,6 +46,6 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	catalog := control.NewCatalog(p.JS, p.Log)
+	catalog := control.NewCatalog(p.JS, p.Log, control.WithOIDC(verifier))
 	return p.Run(ctx, catalog.Component(), svc.Component(catalog))
 }

@@ -15,7 +15,7 @@ func main() { daemon.Main("notifier", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("notifier", "Vigil notifier: notification channels, signed deliveries with retries, dead letters.")
-	common, so, key, allow := config.AddCommon(fs), fs.Streams(), fs.NotifierKey(), fs.NotifierAllowPrivate()
+	common, so, key, allow, oidcFlags := config.AddCommon(fs), fs.Streams(), fs.NotifierKey(), fs.NotifierAllowPrivate(), fs.OIDC()
 	cfg := notifier.DefaultConfig()
 	timeout := fs.Duration("attempt-timeout", "VIGIL_NOTIFIER_ATTEMPT_TIMEOUT", cfg.AttemptTimeout, "time limit of one delivery attempt")
 	attempts := fs.Int("max-attempts", "VIGIL_NOTIFIER_MAX_ATTEMPTS", cfg.Schedule.MaxAttempts, "attempts before a delivery is dead-lettered")
@@ -23,7 +23,10 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.AttemptTimeout, cfg.Schedule.MaxAttempts = *timeout, *attempts
-	var err error
+	verifier, err := oidcFlags.Verifier()
+	if err != nil {
+		return err
+	}
 	if cfg.SecretKey, err = key.Required(); err != nil {
 		return err
 	}
@@ -38,7 +41,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer p.Close()
-	catalog := control.NewCatalog(p.JS, p.Log)
+	catalog := control.NewCatalog(p.JS, p.Log, control.WithOIDC(verifier))
 	svc, err := notifier.New(cfg, notifier.Deps{JS: p.JS, CH: p.CH, Auth: catalog, Log: p.Log, Registerer: p.Reg})
 	if err != nil {
 		return err

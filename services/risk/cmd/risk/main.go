@@ -18,7 +18,7 @@ func main() { daemon.Main("risk", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := config.New("risk", "Vigil risk: agent baselines, anomalies, session risk scores and metrics.")
-	common, so, instance := config.AddCommon(fs), fs.Streams(), fs.InstanceID()
+	common, so, instance, oidcFlags := config.AddCommon(fs), fs.Streams(), fs.InstanceID(), fs.OIDC()
 	cfg := risk.DefaultConfig()
 	partitions := fs.Int("partitions", "VIGIL_RISK_PARTITIONS", cfg.Partitions, "partitions of agent state (the same on every instance)")
 	warmup := fs.Int("warmup", "VIGIL_RISK_WARMUP", cfg.Baseline.Warmup, "observations before novelty and rate spikes are flagged")
@@ -30,7 +30,10 @@ func run(ctx context.Context, args []string) error {
 	}
 	cfg.Partitions, cfg.Baseline.Warmup, cfg.Baseline.BurstCount = *partitions, *warmup, *burst
 	cfg.Baseline.BurstWindowMS, cfg.LeaseTTL, cfg.InstanceID = window.Milliseconds(), *leaseTTL, instance.ID()
-	var err error
+	verifier, err := oidcFlags.Verifier()
+	if err != nil {
+		return err
+	}
 	if cfg.Streams, err = so.Options(); err != nil {
 		return err
 	}
@@ -39,7 +42,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer p.Close()
-	catalog := control.NewCatalog(p.JS, p.Log)
+	catalog := control.NewCatalog(p.JS, p.Log, control.WithOIDC(verifier))
 	svc, err := risk.New(cfg, risk.Deps{NC: p.NC, JS: p.JS, CH: p.CH, Catalog: catalog, Log: p.Log, Registerer: p.Reg})
 	if err != nil {
 		return err
