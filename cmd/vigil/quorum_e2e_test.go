@@ -126,6 +126,20 @@ func TestQuorumTwoOfTwoAndRedeem(t *testing.T) {
 	}
 	pa := pendingFor(t, q.owner, d.DecisionID).ID
 
+	// Each person's queue (?reviewer=me) lists what they may approve now.
+	queue := func(who string, want bool) {
+		t.Helper()
+		var p deskPage
+		q.people[who].get("/v1/guardian/pending-actions?reviewer=me").want(t, http.StatusOK, who+"'s queue").decode(t, &p)
+		if got := len(p.Data) == 1 && p.Data[0].ID == pa; got != want || len(p.Data) > 1 {
+			t.Fatalf("%s's queue %+v, want %s listed: %v", who, p.Data, pa, want)
+		}
+	}
+	queue("ann", false) // she asked
+	queue("eve", false) // not in finance
+	queue("bob", true)
+	polError(t, bob.get("/v1/guardian/pending-actions?reviewer=you"), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", "bad reviewer filter")
+
 	refusedWith(t, q.decide(ann, pa, "approve"), http.StatusForbidden, "separation_of_duties", "the asker approves")
 	refusedWith(t, q.decide(eve, pa, "approve"), http.StatusForbidden, "not_a_reviewer", "ops approves")
 	refusedWith(t, q.decide(q.owner, pa, "approve"), http.StatusForbidden, "not_a_reviewer", "a key (no groups) approves")
@@ -138,6 +152,8 @@ func TestQuorumTwoOfTwoAndRedeem(t *testing.T) {
 		t.Fatalf("after the first approval: %+v", a)
 	}
 	refusedWith(t, q.decide(bob, pa, "approve"), http.StatusConflict, "duplicate_approver", "bob approves twice")
+	queue("bob", false) // already approved
+	queue("carl", true)
 	if got := ann.get("/v1/decisions/"+d.DecisionID).want(t, http.StatusOK, "decision at 1 of 2").object(t); got["final"] != false {
 		t.Fatalf("decision final after one of two approvals: %v", got)
 	}

@@ -93,6 +93,21 @@ func (b *Board) ByDecision(tenant, decisionID string) (Action, bool) {
 // Filter narrows a listing.
 type Filter struct {
 	Status, AgentID, Priority, ReviewerGroup string
+	// Reviewer, when set, keeps only the pending actions it may approve
+	// now (a person's queue on the Desk).
+	Reviewer *Reviewer
+}
+
+// Reviewer is a person deciding: their actor name and reviewer groups.
+type Reviewer struct {
+	By     string
+	Groups []string
+}
+
+func (f Filter) keeps(a Action) bool {
+	return (f.Status == "" || string(a.Status) == f.Status) && (f.AgentID == "" || a.AgentID == f.AgentID) &&
+		(f.Priority == "" || a.Priority == f.Priority) && (f.ReviewerGroup == "" || a.ReviewerGroup == f.ReviewerGroup) &&
+		(f.Reviewer == nil || (a.Status == Pending && a.MayApprove(f.Reviewer.By, f.Reviewer.Groups) == nil))
 }
 
 // List returns a tenant's actions, newest first, after the given id
@@ -102,8 +117,7 @@ func (b *Board) List(tenant string, f Filter, after *Cursor, limit int) ([]Actio
 	b.mu.RLock()
 	all := make([]Action, 0, len(b.byID[tenant]))
 	for _, a := range b.byID[tenant] {
-		if (f.Status == "" || string(a.Status) == f.Status) && (f.AgentID == "" || a.AgentID == f.AgentID) &&
-			(f.Priority == "" || a.Priority == f.Priority) && (f.ReviewerGroup == "" || a.ReviewerGroup == f.ReviewerGroup) {
+		if f.keeps(a) {
 			all = append(all, a)
 		}
 	}

@@ -119,16 +119,8 @@ func (a Action) Reviewer(groups []string) bool {
 // nobody approves twice, and a person who counts towards no requirement
 // is refused.
 func (a *Action) Approve(by string, groups []string, comment string, now time.Time) (bool, error) {
-	switch {
-	case a.RequestedBy == "":
-		return false, refused(apperr.KindForbidden, CodeRequesterUnknown,
-			"pending action %s does not record who asked for it, so separation of duties cannot be checked; it can only be rejected", a.ID)
-	case by == a.RequestedBy:
-		return false, refused(apperr.KindForbidden, CodeSeparationOfDuties, "%s asked for pending action %s and cannot approve it", by, a.ID)
-	case slices.ContainsFunc(a.Approvals, func(v Vote) bool { return v.By == by }):
-		return false, refused(apperr.KindConflict, CodeDuplicateApprover, "%s already approved pending action %s; another person must", by, a.ID)
-	case !a.Reviewer(groups):
-		return false, refused(apperr.KindForbidden, CodeNotReviewer, "%s is in none of the reviewer groups of pending action %s (%v)", by, a.ID, a.reviewerGroups())
+	if err := a.MayApprove(by, groups); err != nil {
+		return false, err
 	}
 	a.Approvals = append(slices.Clip(a.Approvals), Vote{By: by, At: now, Comment: comment})
 	met := true
@@ -141,6 +133,23 @@ func (a *Action) Approve(by string, groups []string, comment string, now time.Ti
 	}
 	a.Quorum = q
 	return met && len(a.Approvals) >= a.Required, nil
+}
+
+// MayApprove reports why by (a member of groups) may not approve a now,
+// or nil if they may.
+func (a Action) MayApprove(by string, groups []string) error {
+	switch {
+	case a.RequestedBy == "":
+		return refused(apperr.KindForbidden, CodeRequesterUnknown,
+			"pending action %s does not record who asked for it, so separation of duties cannot be checked; it can only be rejected", a.ID)
+	case by == a.RequestedBy:
+		return refused(apperr.KindForbidden, CodeSeparationOfDuties, "%s asked for pending action %s and cannot approve it", by, a.ID)
+	case slices.ContainsFunc(a.Approvals, func(v Vote) bool { return v.By == by }):
+		return refused(apperr.KindConflict, CodeDuplicateApprover, "%s already approved pending action %s; another person must", by, a.ID)
+	case !a.Reviewer(groups):
+		return refused(apperr.KindForbidden, CodeNotReviewer, "%s is in none of the reviewer groups of pending action %s (%v)", by, a.ID, a.reviewerGroups())
+	}
+	return nil
 }
 
 // reviewerGroups lists the groups that may decide a now.

@@ -38,6 +38,19 @@ func (s *Service) listPendingActions(c echo.Context) error {
 	default:
 		return apperr.Validation("status is not valid", apperr.FieldError{Path: "status", Code: "invalid_format", Message: "status must be pending, approved, rejected or expired"})
 	}
+	switch c.QueryParam("reviewer") {
+	case "":
+	case "me":
+		// The caller's queue: what they may approve now.
+		p := httpkit.Principal(c)
+		groups, err := s.reviewerGroups(c.Request().Context(), p)
+		if err != nil {
+			return err
+		}
+		f.Reviewer = &approval.Reviewer{By: p.Actor(), Groups: groups}
+	default:
+		return apperr.Validation("reviewer is not valid", apperr.FieldError{Path: "reviewer", Code: "invalid_format", Message: "reviewer must be me (the actions you may approve now)"})
+	}
 	if err := s.deps.Board.Sync(c.Request().Context()); err != nil {
 		return err
 	}
