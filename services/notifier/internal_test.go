@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/vigilhq/vigil/pkg/approval"
 )
 
 func TestChannelWants(t *testing.T) {
@@ -182,5 +184,36 @@ func TestFromHalt(t *testing.T) {
 	resumed, _, _ := fromHalt([]byte(tests[1].data))
 	if raised.ID == resumed.ID {
 		t.Fatal("raise and resume share a signal id: the resume would be deduplicated away")
+	}
+}
+
+// TestFromApprovalOps: which GUARDIAN operations notify. An escalation
+// notifies like a reroute (the new group's channels hear of it); a vote
+// that leaves the action pending and a redemption do not.
+func TestFromApprovalOps(t *testing.T) {
+	tests := []struct {
+		op       string
+		ok       bool
+		typ, sev string
+	}{
+		{approval.OpRequested, true, SignalApprovalRequested, "medium"},
+		{approval.OpVoted, false, "", ""},
+		{approval.OpEscalated, true, SignalApprovalRerouted, "medium"},
+		{approval.OpRerouted, true, SignalApprovalRerouted, "info"},
+		{approval.OpResolved, true, SignalApprovalResolved, "info"},
+		{approval.OpRedeemed, false, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.op, func(t *testing.T) {
+			data, _ := json.Marshal(approval.Change{Op: tt.op, At: time.Now(), Action: approval.Action{ID: "pa_1", Tenant: "acme", AgentID: "bot",
+				Priority: "normal", ReviewerGroup: "security", Status: approval.Pending}})
+			s, ok, err := fromApproval(data, 7)
+			if err != nil || ok != tt.ok {
+				t.Fatalf("ok=%v err=%v, want ok=%v", ok, err, tt.ok)
+			}
+			if ok && (s.Type != tt.typ || s.Severity != tt.sev || s.ID != "sig_pa_1_"+tt.op+"_7") {
+				t.Fatalf("signal %+v, want %s/%s", s, tt.typ, tt.sev)
+			}
+		})
 	}
 }
