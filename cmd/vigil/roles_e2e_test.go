@@ -63,6 +63,10 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/halts":                 {auth.HaltsManage},
 	"POST /v1/halts":                {auth.HaltsManage},
 	"DELETE /v1/halts/:id":          {auth.HaltsManage},
+	"GET /v1/budgets":               {auth.BudgetsRead},
+	"POST /v1/budgets":              {auth.BudgetsManage},
+	"GET /v1/budgets/:id":           {auth.BudgetsRead},
+	"DELETE /v1/budgets/:id":        {auth.BudgetsManage},
 	"GET /v1/audit":                 {auth.AuditRead},
 	"GET /v1/audit/export":          {auth.AuditRead},
 
@@ -261,6 +265,8 @@ var foreignRoutes = map[string]string{
 	"GET /v1/webhooks/:id":                                            "channel",
 	"DELETE /v1/webhooks/:id":                                         "channel",
 	"DELETE /v1/halts/:id":                                            "halt",
+	"GET /v1/budgets/:id":                                             "budget",
+	"DELETE /v1/budgets/:id":                                          "budget",
 }
 
 // foreignBodies are valid request bodies, so that only the tenant check
@@ -359,6 +365,9 @@ func TestForeignTenantRoutes(t *testing.T) {
 	if r := e.get(acme, "/v1/halts"); !strings.Contains(string(r.body), ids["halt"]) || strings.Contains(string(r.body), `"active":false`) {
 		t.Errorf("globex lifted acme's halt: %s", r)
 	}
+	if r := e.get(acme, "/v1/budgets/"+ids["budget"]); !strings.Contains(string(r.body), `"active":true`) {
+		t.Errorf("globex deleted acme's budget: %s", r)
+	}
 	r = e.get(acme, "/v1/agents/"+ids["agent"])
 	if strings.Contains(string(r.body), "hijacked") || strings.Contains(string(r.body), `"paused":true`) || !strings.Contains(string(r.body), `"tools":["acme-marker"]`) {
 		t.Errorf("globex changed acme's agent: %s", r.body)
@@ -396,4 +405,10 @@ func addForeignIDs(t *testing.T, e *env, acme string, ids foreignIDs) {
 	expect(t, r, 201, "halt")
 	r.decode(t, &h)
 	ids["halt"] = h.ID
+	// A budget on an agent nothing else in the sweep uses, which carries
+	// the marker, so a leak of it shows.
+	r = e.post(acme, "/v1/budgets", map[string]any{"name": "acme_budget", "scope": "agent", "agentId": "acme-marker", "metric": "actions", "window": "1h", "limit": 5, "outcome": "block"})
+	expect(t, r, 201, "budget")
+	r.decode(t, &h)
+	ids["budget"] = h.ID
 }

@@ -97,20 +97,25 @@ const (
 	// HaltsManage raises, lists and lifts halts (kill switches). Owners
 	// and admins only: a halt stops every agent in its scope.
 	HaltsManage Permission = "halts:manage"
+	// BudgetsRead lists budgets and their current use; BudgetsManage
+	// creates and deletes them. Managing is for owners and admins: a
+	// budget can stop every agent of the tenant.
+	BudgetsRead   Permission = "budgets:read"
+	BudgetsManage Permission = "budgets:manage"
 )
 
 var grants = map[Role][]Permission{
 	RoleOwner: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
-		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, LimitsManage, HaltsManage},
+		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, LimitsManage, HaltsManage, BudgetsRead, BudgetsManage},
 	RoleAdmin: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, KeysManage,
 		PoliciesRead, PoliciesWrite, DecisionsEvaluate, VerdictsRead, VerdictsTriage, ApprovalsRead, ApprovalsDecide,
-		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, HaltsManage},
+		LedgerRead, RiskRead, ChannelsRead, ChannelsManage, MembersRead, MembersManage, AuditRead, SettingsRead, SettingsManage, HaltsManage, BudgetsRead, BudgetsManage},
 	// Members run the floor: they report, ask, read and triage, but
 	// changing the rules is for admins.
 	RoleMember: {EventsWrite, SessionsRead, AgentsRead, AgentsWrite, AgentsRegister, PoliciesRead, DecisionsEvaluate, VerdictsRead, VerdictsTriage,
-		ApprovalsRead, ApprovalsDecide, LedgerRead, RiskRead, ChannelsRead, MembersRead, SettingsRead},
-	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead, ApprovalsRead, LedgerRead, RiskRead, ChannelsRead, MembersRead},
+		ApprovalsRead, ApprovalsDecide, LedgerRead, RiskRead, ChannelsRead, MembersRead, SettingsRead, BudgetsRead},
+	RoleViewer: {SessionsRead, AgentsRead, PoliciesRead, VerdictsRead, ApprovalsRead, LedgerRead, RiskRead, ChannelsRead, MembersRead, BudgetsRead},
 	// Agents report what they do, register themselves and ask before they
 	// act; they cannot read other agents' sessions or verdicts, nor change
 	// the controls that govern them (agents:write). What they may do is

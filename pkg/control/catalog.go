@@ -49,6 +49,7 @@ type Catalog struct {
 	falsePos  map[string]map[string]int           // tenant → signature → false-positive triages
 	org       orgState
 	halts     haltState
+	budgets   budgetState
 	oidc      *oidc.Verifier
 	usage     usage
 	misses    *misses
@@ -102,6 +103,7 @@ func (c *Catalog) apply(m jetstream.Msg) {
 	switch {
 	case c.applyOrg(subj, meta.Sequence.Stream, m.Data()):
 	case c.applyHalt(subj, m.Data()):
+	case c.applyBudget(subj, m.Data()):
 	case strings.HasPrefix(subj, "control.v1."+streams.AgentChanged+"."):
 		var ch agent.Change
 		if err := json.Unmarshal(m.Data(), &ch); err != nil {

@@ -24,7 +24,7 @@ const CostLimit = 10000
 // then replace the dynamic ones.
 func newEnv(typed map[string]bool, opts ...cel.EnvOption) (*cel.Env, error) {
 	dyn := cel.MapType(cel.StringType, cel.DynType)
-	for _, name := range []string{"action", "context", "agent", "principal", "session"} {
+	for _, name := range []string{"action", "context", "agent", "principal", "session", "budget"} {
 		if !typed[name] {
 			opts = append(opts, cel.Variable(name, dyn))
 		}

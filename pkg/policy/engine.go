@@ -108,6 +108,10 @@ type Input struct {
 	// Halt is the active halt covering this decision, if any: it blocks
 	// with HALTED whatever the rules say.
 	Halt *HaltState `json:"halt,omitempty"`
+	// Budgets are the tenant's budgets covering this decision, with their
+	// usage as the decision saw it; an exceeded one adds its outcome with
+	// BUDGET_EXCEEDED.
+	Budgets []BudgetState `json:"budgets,omitempty"`
 }
 
 // Org policy modes (Kaizen).
@@ -328,6 +332,16 @@ func builtins(d *Decision, in Input, host string, org OrgPolicy) {
 	if in.Halt != nil {
 		add("halt", Block, ReasonHalted, "halted ("+in.Halt.Scope+" halt "+in.Halt.ID+"): "+in.Halt.Reason)
 	}
+	for _, b := range in.Budgets {
+		if !b.Exceeded {
+			continue
+		}
+		codes := []string{ReasonBudgetExceeded}
+		if b.Unavailable {
+			codes = append(codes, ReasonBudgetUnavailable)
+		}
+		d.Matches = append(d.Matches, Match{RuleID: "budget." + b.Name, Outcome: b.Outcome, ReasonCodes: codes, Message: b.exceededMessage()})
+	}
 	if in.Agent.Paused {
 		add("agent.paused", Block, ReasonAgentPaused, "the agent is paused")
 	}
@@ -497,11 +511,11 @@ func (d *Decision) finish() {
 type lazyActivation struct {
 	in   *Input
 	host string
-	vars [5]any
-	done [5]bool
+	vars [6]any
+	done [6]bool
 }
 
-var varIndex = map[string]int{"action": 0, "context": 1, "agent": 2, "principal": 3, "session": 4}
+var varIndex = map[string]int{"action": 0, "context": 1, "agent": 2, "principal": 3, "session": 4, "budget": 5}
 
 func (a *lazyActivation) Parent() interpreter.Activation { return nil }
 
@@ -540,6 +554,12 @@ func (a *lazyActivation) build(i int) any {
 		}
 	case 3:
 		return map[string]any{"keyId": in.Principal.KeyID, "role": in.Principal.Role}
+	case 5:
+		m := make(map[string]any, len(in.Budgets))
+		for _, b := range in.Budgets {
+			m[b.Name] = b.celValue()
+		}
+		return m
 	default:
 		return map[string]any{"id": in.Session.ID, "events": in.Session.Events, "blocks": in.Session.Blocks, "warnings": in.Session.Warnings,
 			"labels": sessionLabelsVal(&in.Session)}

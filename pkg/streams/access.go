@@ -74,12 +74,12 @@ func Accesses() []Access {
 		},
 		{
 			Service: ServiceAPI, Owns: []string{Control},
-			Reads:   []string{Ingest, Policy, Guardian},
+			Reads:   []string{Ingest, Policy, Guardian, Budgets},
 			Buckets: []string{KeyUsageBucket, IdempotencyBucket},
 			Calls:   []string{EvaluateRPC, DecideRPC, RedeemRPC}, Gossip: []string{RateLimitGossip},
 		},
 		{
-			Service: ServicePolicy, Owns: []string{Policy}, Reads: []string{Ingest, Control, Risk},
+			Service: ServicePolicy, Owns: []string{Policy, Budgets}, Reads: []string{Ingest, Control, Risk},
 			Buckets: []string{SessionLabelsBucket},
 			Serves:  []string{EvaluateRPC},
 		},
@@ -111,6 +111,7 @@ func StreamSubjects(name string) []string {
 		Ingest:   func(o Options) []string { return IngestConfig(o).Subjects },
 		Control:  func(o Options) []string { return ControlConfig(o).Subjects },
 		Policy:   func(o Options) []string { return PolicyConfig(o).Subjects },
+		Budgets:  func(o Options) []string { return BudgetsConfig(o).Subjects },
 		Guardian: func(o Options) []string { return GuardianConfig(o).Subjects },
 		Risk:     func(o Options) []string { return RiskConfig(o).Subjects },
 		Ledger:   func(o Options) []string { return LedgerConfig(o).Subjects },

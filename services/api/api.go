@@ -21,6 +21,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/budget"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
@@ -66,6 +67,10 @@ type Config struct {
 	// agent past it (ingest refuses their events first; this is the
 	// backstop for concurrent batches). 0 means no cap.
 	MaxAgents int
+	// Clock tells the time budget windows are read at (nil: time.Now).
+	// It must agree with the policy service's; tests move both together
+	// to cross window boundaries.
+	Clock func() time.Time
 }
 
 // DefaultConfig returns production defaults.
@@ -136,6 +141,8 @@ type Service struct {
 	// policy is the POLICY stream handle, looked up on first use.
 	policyMu sync.Mutex
 	policy   jetstream.Stream
+	// counters reads budget usage (budgets.go).
+	counters *budget.Counters
 }
 
 // New validates cfg and deps.
@@ -146,7 +153,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.NC == nil || deps.JS == nil || deps.CH == nil || deps.Catalog == nil || deps.Board == nil || deps.Store == nil || deps.Log == nil || deps.Registerer == nil {
 		return nil, errors.New("api: NC, JS, CH, Catalog, Board, Store, Log and Registerer are required")
 	}
-	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "api")), sessions: sessions.NewStore(deps.CH),
+	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "api")), sessions: sessions.NewStore(deps.CH), counters: budget.NewCounters(deps.JS),
 		longPolls: newLongPolls(cfg.MaxLongPollsPerKey),
 		decisionReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_api_decision_reads_total", Help: "Single-decision reads, by where the record was found (projection, stream).",
@@ -279,6 +286,11 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/halts", s.createHalt, halts, idem)
 	g.GET("/halts", s.listHalts, halts)
 	g.DELETE("/halts/:id", s.deleteHalt, halts)
+	br, bm := httpkit.Require(auth.BudgetsRead), httpkit.Require(auth.BudgetsManage)
+	g.POST("/budgets", s.createBudget, bm, idem)
+	g.GET("/budgets", s.listBudgets, br)
+	g.GET("/budgets/:id", s.getBudget, br)
+	g.DELETE("/budgets/:id", s.deleteBudget, bm)
 	audit := httpkit.Require(auth.AuditRead)
 	g.GET("/audit", s.listAudit, audit)
 	g.GET("/audit/export", s.exportAudit, audit)

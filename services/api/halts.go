@@ -104,13 +104,9 @@ func (s *Service) rejectPendingInScope(ctx context.Context, h rules.Halt) int {
 }
 
 func (s *Service) listHalts(c echo.Context) error {
-	all := false
-	switch v := c.QueryParam("all"); v {
-	case "", "false":
-	case "true":
-		all = true
-	default:
-		return apperr.Validation("all is not valid", apperr.FieldError{Path: "all", Code: "invalid_format", Message: "all must be true or false"})
+	all, err := boolQuery(c, "all")
+	if err != nil {
+		return err
 	}
 	// A list reflects every halt stored when it was asked for, from any
 	// instance.

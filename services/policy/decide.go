@@ -70,6 +70,23 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		s.rejected.WithLabelValues(req.Source).Inc()
 		return rules.DecisionRecord{}, rules.InputError(bad)
 	}
+	id := rules.NewDecisionID()
+	msgID := id
+	if req.Source == rules.SourceEvent && req.EventID != "" {
+		// A redelivered event must not be judged, or counted, twice.
+		msgID = "event:" + req.Tenant + ":" + req.EventID
+	}
+	if bs := s.deps.Catalog.ActiveBudgets(req.Tenant); len(bs) > 0 {
+		// After the input check: a refused request is no action and
+		// uses no budget.
+		now := start
+		if s.cfg.Clock != nil {
+			now = s.cfg.Clock()
+		}
+		if in.Budgets, err = s.budgetUsage(ctx, req, bs, msgID, now.UTC()); err != nil {
+			return rules.DecisionRecord{}, err
+		}
+	}
 	d := pack.Evaluate(in, s.deps.Catalog.Org(req.Tenant).Org)
 	if req.SessionID == "" || (d.Outcome == rules.Block && req.Source != rules.SourceEvent) {
 		// Labels belong to sessions; and a refused action read nothing
@@ -86,14 +103,9 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		d.Suppress()
 	}
 	rec := rules.DecisionRecord{
-		ID: rules.NewDecisionID(), Tenant: req.Tenant, AgentID: req.AgentID, SessionID: req.SessionID,
+		ID: id, Tenant: req.Tenant, AgentID: req.AgentID, SessionID: req.SessionID,
 		Source: req.Source, EventID: req.EventID, Input: in, Decision: d, Signature: sig, At: time.Now().UTC(),
 		PackSignature: pack.Signature, KeyID: pack.KeyID,
-	}
-	msgID := rec.ID
-	if req.Source == rules.SourceEvent && req.EventID != "" {
-		// A redelivered event must not be judged twice.
-		msgID = "event:" + req.Tenant + ":" + req.EventID
 	}
 	if err := s.redactDecision(ctx, &rec); err != nil {
 		return rules.DecisionRecord{}, err

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/pkg/budget"
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
@@ -55,6 +56,12 @@ type Config struct {
 	Judge        judge.Deployment
 	JudgeTimeout time.Duration
 	JudgeWorkers int
+	// BudgetPrices prices GenAI tokens for cost_usd budgets (nil: the
+	// documented defaults, budget.DefaultPrices).
+	BudgetPrices budget.Prices
+	// Clock tells the time decisions are counted at against budget
+	// windows (nil: time.Now); tests move it to cross window boundaries.
+	Clock func() time.Time
 	// ProjectorLinger is how long the decisions projector holds a partial
 	// batch before writing it to ClickHouse (freshness vs insert size).
 	ProjectorLinger time.Duration
@@ -63,7 +70,7 @@ type Config struct {
 // DefaultConfig returns defaults; SigningSeed must still be set.
 func DefaultConfig() Config {
 	return Config{Streams: streams.DefaultOptions, PublishTimeout: 2 * time.Second, EvaluateEvents: true, JudgeTimeout: 20 * time.Second, JudgeWorkers: 4,
-		ProjectorLinger: 200 * time.Millisecond}
+		ProjectorLinger: 200 * time.Millisecond, BudgetPrices: budget.DefaultPrices()}
 }
 
 // Validate reports every invalid setting.
@@ -74,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, errors.New("policy: PublishTimeout must be positive"))
+	}
+	if err := checkPrices(c.BudgetPrices); err != nil {
+		errs = append(errs, fmt.Errorf("policy: %w", err))
 	}
 	if err := control.RequireSecret("policy: RedactionKey (--redaction-key / $VIGIL_REDACTION_KEY)", c.RedactionKey); err != nil {
 		errs = append(errs, err)
@@ -106,6 +116,7 @@ type Service struct {
 	labels   *labelStore       // opened by EnsureStreams
 	settings *control.Settings // tenants' redaction (and judge) settings
 	judge    *judgeRunner
+	counters *budget.Counters
 
 	mu       sync.Mutex
 	packs    map[string]packEntry // tenant → current pack
@@ -117,6 +128,9 @@ type Service struct {
 
 	labelsAdded prometheus.Counter
 	labelErrors *prometheus.CounterVec
+
+	budgetErrors   prometheus.Counter
+	budgetExceeded *prometheus.CounterVec
 
 	rpcOnce sync.Once
 	rpc     micro.Service
@@ -144,9 +158,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.BudgetPrices == nil {
+		cfg.BudgetPrices = budget.DefaultPrices()
+	}
 	s := &Service{
 		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "policy")),
-		compiler: compiler, signer: signer, sessions: newSessionStats(100000),
+		compiler: compiler, signer: signer, sessions: newSessionStats(100000), counters: budget.NewCounters(deps.JS),
 		packs: map[string]packEntry{}, compiled: map[string]*rules.Compiled{},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_policy_decisions_total", Help: "Decisions made, by source and outcome.",
@@ -159,13 +176,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
 	}
+	s.budgetErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "vigil_policy_budget_unavailable_total", Help: "Budget counters that could not be read or added to; each such budget was taken as exceeded.",
+	})
+	s.budgetExceeded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_policy_budget_exceeded_total", Help: "Decisions over a budget, by the budget's outcome.",
+	}, []string{"outcome"})
 	s.labelsAdded = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "vigil_policy_session_labels_added_total", Help: "Data-flow labels added to sessions.",
 	})
 	s.labelErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_policy_session_label_errors_total", Help: "Session label store failures, by operation (read: rules failed closed; write: the decision was answered 503).",
 	}, []string{"op"})
-	for _, c := range []prometheus.Collector{s.decisions, s.rejected, s.latency, s.labelsAdded, s.labelErrors} {
+	for _, c := range []prometheus.Collector{s.decisions, s.rejected, s.latency, s.labelsAdded, s.labelErrors, s.budgetErrors, s.budgetExceeded} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("policy metrics: %w", err)
 		}
@@ -185,10 +208,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 // PublicKey is the verification key of the packs this service signs.
 func (s *Service) PublicKey() []byte { return s.signer.PublicKey() }
 
-// EnsureStreams creates or updates POLICY, the stream this service owns,
-// and the session label bucket.
+// EnsureStreams creates or updates POLICY and BUDGETS, the streams this
+// service owns, and the session label bucket.
 func (s *Service) EnsureStreams(ctx context.Context) error {
-	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams)); err != nil {
+	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.PolicyConfig(s.cfg.Streams), streams.BudgetsConfig(s.cfg.Streams)); err != nil {
 		return err
 	}
 	labels, err := openLabels(ctx, s.deps.JS, s.cfg.Streams.Replicas)
