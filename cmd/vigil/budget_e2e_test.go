@@ -5,20 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
-	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/event"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -146,9 +141,8 @@ func tokenEvent(agent, session, model string, in, out int) map[string]any {
 // events and answering decisions too).
 type budgetStack struct {
 	*testStack
-	clock       *testClock
-	replica     *policysvc.Service
-	stopReplica func()
+	clock   *testClock
+	replica policyReplica
 }
 
 func startBudgetStack(t *testing.T, dsn, dir string, clock *testClock) budgetStack {
@@ -156,64 +150,8 @@ func startBudgetStack(t *testing.T, dsn, dir string, clock *testClock) budgetSta
 	s := startStack(t, stackOpts{dsn: dsn, dataDir: dir,
 		api:    func(c *api.Config) { unlimited(c); c.Clock = clock.Now },
 		policy: func(c *policysvc.Config) { c.Clock = clock.Now }})
-	r, stop := startPolicyReplica(t, s.st, dir, clock)
-	return budgetStack{testStack: s, clock: clock, replica: r, stopReplica: stop}
-}
-
-// startPolicyReplica runs a second policy service on the stack's NATS as
-// the policy user, with its own catalog of CONTROL; it stops when the
-// test ends, or when stop is called.
-func startPolicyReplica(t *testing.T, st *Stack, dir string, clock *testClock) (svc *policysvc.Service, stop func()) {
-	t.Helper()
-	log := testLogger(t)
-	nc, js, err := st.local.connect(streams.ServicePolicy, "policy-replica", log)
-	if err != nil {
-		t.Fatalf("replica: connect: %v", err)
-	}
-	ctx, cancelRun := context.WithCancel(context.Background())
-	cat := control.NewCatalog(js, log)
-	if err := cat.Run(ctx); err != nil {
-		cancelRun()
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := cat.Sync(sctx); err != nil {
-		cancelRun()
-		t.Fatal(err)
-	}
-	cfg := policysvc.DefaultConfig()
-	cfg.SigningSeed, cfg.Clock = testSigningSeed, clock.Now
-	// The deployment's secrets, as `vigil dev` keeps them in its data dir.
-	if cfg.RedactionKey, err = keyFile(filepath.Join(dir, redactionKeyFile)); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Judge.SealSecret, err = keyFile(filepath.Join(dir, judgeSealKeyFile)); err != nil {
-		t.Fatal(err)
-	}
-	svc, err = policysvc.New(cfg, policysvc.Deps{NC: nc, JS: js, Catalog: cat, Log: log, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		cancelRun()
-		t.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		cancelRun()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancelRun()
-			if err := <-done; err != nil {
-				t.Errorf("policy replica: %v", err)
-			}
-			nc.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return svc, stop
+	r := startPolicyReplica(t, s.st, dir, func(c *policysvc.Config) { c.Clock = clock.Now })
+	return budgetStack{testStack: s, clock: clock, replica: r}
 }
 
 // decideOn asks one policy replica directly, the way its NATS responder
@@ -261,7 +199,7 @@ func TestBudgetsAcrossReplicasAndRestart(t *testing.T) {
 		case 0, 1: // each replica in turn
 			svc := s.st.Policy
 			if i%3 == 1 {
-				svc = s.replica
+				svc = s.replica.svc
 			}
 			rec := decideOn(t, svc, seq, "acme", "a1", "", lookup)
 			st, ok := budgetState(rec, "calls")
@@ -291,7 +229,7 @@ func TestBudgetsAcrossReplicasAndRestart(t *testing.T) {
 	}
 
 	// Restart: the count is on JetStream, not in a process.
-	s.stopReplica()
+	s.replica.stop()
 	s.Stop()
 	s = startBudgetStack(t, db.DSN, dir, clock)
 	agent = polClient{t: t, base: s.base, key: agentKey}
@@ -299,7 +237,7 @@ func TestBudgetsAcrossReplicasAndRestart(t *testing.T) {
 	if d := agent.evaluate(askTool("a1", "", "lookup")); !overBudget(d, "block", "calls") {
 		t.Fatalf("first decision after a restart: %s", d)
 	}
-	if rec := decideOn(t, s.replica, 0, "acme", "a1", "", lookup); rec.Decision.Outcome != rules.Block {
+	if rec := decideOn(t, s.replica.svc, 0, "acme", "a1", "", lookup); rec.Decision.Outcome != rules.Block {
 		t.Fatalf("the new replica after a restart: %s %v", rec.Decision.Outcome, rec.Decision.ReasonCodes)
 	}
 	if got := owner.budget(b.ID); got.scopeUsed("a1") != 11 {
@@ -337,7 +275,7 @@ func TestBudgetEventRedeliveredCountsOnce(t *testing.T) {
 	// replica.
 	payload, _ := json.Marshal(ev["payload"])
 	rec := event.Record{Tenant: "acme", Event: event.Event{EventID: ev["eventId"].(string), AgentID: "a1", SessionID: "s1", Category: "llm_call", SchemaVersion: "1.0", Payload: payload}}
-	for i, svc := range []*policysvc.Service{s.replica, s.st.Policy, s.replica} {
+	for i, svc := range []*policysvc.Service{s.replica.svc, s.st.Policy, s.replica.svc} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		d, err := svc.Decide(ctx, policysvc.EventRequest(rec))
 		cancel()

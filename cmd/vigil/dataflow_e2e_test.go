@@ -1,22 +1,16 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/vigilhq/vigil/cmd/vigil/stack"
-	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
-	"github.com/vigilhq/vigil/pkg/control"
-	"github.com/vigilhq/vigil/pkg/streams"
 	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
@@ -40,51 +34,6 @@ var dataFlowManifest = map[string]any{
 	"tools":        []string{"web_fetch", "summarize", "http_post"},
 	"destinations": []string{"mail.acme.internal"},
 	"sources":      map[string]any{"web_fetch": "untrusted_content"},
-}
-
-// startPolicyReplica runs a second policy service on the stack's NATS, as
-// the policy service's own NATS user with its own catalog: it answers
-// decision requests in the same queue group as the stack's, so requests
-// are spread over both. Its registry counts what it decided.
-func startPolicyReplica(t *testing.T, st *stack.Stack, dataDir string) *prometheus.Registry {
-	t.Helper()
-	log := testLogger(t)
-	nc, js, err := st.Connect(streams.ServicePolicy, "policy-replica", log)
-	if err != nil {
-		t.Fatalf("policy replica: connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	cat := control.NewCatalog(js, log)
-	if err := cat.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cfg := policysvc.DefaultConfig()
-	cfg.SigningSeed, cfg.EvaluateEvents = stacktest.SigningSeed, false
-	if cfg.RedactionKey, err = stack.KeyFile(filepath.Join(dataDir, stack.RedactionKeyFile)); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Judge.SealSecret, err = stack.KeyFile(filepath.Join(dataDir, stack.JudgeSealKeyFile)); err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	svc, err := policysvc.New(cfg, policysvc.Deps{NC: nc, JS: js, Catalog: cat, Log: log, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.EnsureStreams(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := svc.StartRPC()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	return reg
 }
 
 // counted sums a counter family of reg.
@@ -134,7 +83,7 @@ func TestDataFlowRuleOnTheStack(t *testing.T) {
 	db := chtest.New(t)
 	dir := t.TempDir()
 	s := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir, api: unlimited})
-	replica := startPolicyReplica(t, s.st, dir)
+	replica := startPolicyReplica(t, s.st, dir, func(c *policysvc.Config) { c.EvaluateEvents = false }).reg
 	tenants := map[string]polClient{}
 	agents := map[string]polClient{}
 	for _, tenant := range []string{"acme", "globex"} {

@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,15 +27,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack"
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
+	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
 // polWait bounds how long a test waits for a ClickHouse-backed read
@@ -458,4 +464,81 @@ func serveAPI(t testing.TB, cfg api.Config, nc *nats.Conn, js jetstream.JetStrea
 // client is a caller whose failures are reported on t (a subtest's).
 func (s *polStack) client(t testing.TB, key string) polClient {
 	return polClient{t: t, base: s.base, key: key}
+}
+
+// policyReplica is a second policy service on a stack's NATS.
+type policyReplica struct {
+	svc *policysvc.Service
+	// reg counts what the replica decided.
+	reg *prometheus.Registry
+	// stop stops it (once; also when the test ends).
+	stop func()
+}
+
+// startPolicyReplica runs a second policy service on the stack's NATS, as
+// the policy service's own NATS user with its own catalog: it answers
+// decision requests in the same queue group as the stack's, so requests
+// are spread over both, and (unless adjust turns it off) shares the
+// judging of ingested events. No ClickHouse: the stack's replica
+// projects the decisions.
+func startPolicyReplica(t *testing.T, st *stack.Stack, dataDir string, adjust func(*policysvc.Config)) policyReplica {
+	t.Helper()
+	log := testLogger(t)
+	nc, js, err := st.Connect(streams.ServicePolicy, "policy-replica", log)
+	if err != nil {
+		t.Fatalf("policy replica: connect: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	fail := func(err error) {
+		cancel()
+		nc.Close()
+		t.Fatal(err)
+	}
+	cat := control.NewCatalog(js, log)
+	if err := cat.Run(ctx); err != nil {
+		fail(err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	// Like every replica: the catalog is current before it answers.
+	if err := cat.Sync(sctx); err != nil {
+		fail(err)
+	}
+	cfg := policysvc.DefaultConfig()
+	cfg.SigningSeed = stacktest.SigningSeed
+	// The deployment's secrets, as `vigil dev` keeps them in its data dir.
+	if cfg.RedactionKey, err = stack.KeyFile(filepath.Join(dataDir, stack.RedactionKeyFile)); err != nil {
+		fail(err)
+	}
+	if cfg.Judge.SealSecret, err = stack.KeyFile(filepath.Join(dataDir, stack.JudgeSealKeyFile)); err != nil {
+		fail(err)
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	svc, err := policysvc.New(cfg, policysvc.Deps{NC: nc, JS: js, Catalog: cat, Log: log, Registerer: reg})
+	if err != nil {
+		fail(err)
+	}
+	if err := svc.EnsureStreams(ctx); err != nil {
+		fail(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		fail(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("policy replica: %v", err)
+			}
+			nc.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return policyReplica{svc: svc, reg: reg, stop: stop}
 }
