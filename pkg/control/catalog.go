@@ -48,8 +48,8 @@ type Catalog struct {
 	triage    map[string]map[string]policy.Triage // tenant → decision id → latest triage
 	falsePos  map[string]map[string]int           // tenant → signature → false-positive triages
 	org       orgState
-	halts     haltState
-	budgets   budgetState
+	halts     lifecycle[policy.Halt]
+	budgets   lifecycle[policy.Budget]
 	oidc      *oidc.Verifier
 	usage     usage
 	misses    *misses
@@ -76,6 +76,8 @@ func NewCatalog(js jetstream.JetStream, log *slog.Logger, opts ...Option) *Catal
 		triage:    map[string]map[string]policy.Triage{},
 		falsePos:  map[string]map[string]int{},
 		misses:    newMisses(),
+		halts:     newHalts(),
+		budgets:   newBudgets(),
 	}
 	for _, o := range opts {
 		o(c)
@@ -102,8 +104,8 @@ func (c *Catalog) apply(m jetstream.Msg) {
 	defer c.mu.Unlock()
 	switch {
 	case c.applyOrg(subj, meta.Sequence.Stream, m.Data()):
-	case c.applyHalt(subj, m.Data()):
-	case c.applyBudget(subj, m.Data()):
+	case c.halts.apply(c.log, "control.v1."+streams.HaltChanged+".", subj, m.Data()):
+	case c.budgets.apply(c.log, "control.v1."+streams.BudgetChanged+".", subj, m.Data()):
 	case strings.HasPrefix(subj, "control.v1."+streams.AgentChanged+"."):
 		var ch agent.Change
 		if err := json.Unmarshal(m.Data(), &ch); err != nil {
