@@ -154,6 +154,21 @@ func startBudgetStack(t *testing.T, dsn, dir string, clock *testClock) budgetSta
 	return budgetStack{testStack: s, clock: clock, replica: r}
 }
 
+// seen waits until the second replica's catalog has applied CONTROL up
+// to seq (the stack's catalog, shared with its api, has by the 201).
+// Ingested events carry no CONTROL sequence: an event judged in the
+// milliseconds before a replica learns of a new budget is not counted
+// against it (docs/policies.md#budgets), so tests that post events
+// right after creating a budget wait for both replicas first.
+func (s budgetStack) seen(t *testing.T, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.replica.cat.WaitFor(ctx, seq); err != nil {
+		t.Fatalf("replica catalog at CONTROL %d: %v", seq, err)
+	}
+}
+
 // decideOn asks one policy replica directly, the way its NATS responder
 // does, after it has seen CONTROL up to seq.
 func decideOn(t *testing.T, svc *policysvc.Service, seq uint64, tenant, agent, session string, a rules.Action) rules.DecisionRecord {
@@ -263,7 +278,8 @@ func TestBudgetEventRedeliveredCountsOnce(t *testing.T) {
 	s := startBudgetStack(t, db.DSN, t.TempDir(), clock)
 	owner := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleOwner)}
 	agent := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleAgent, "a1")}
-	b, _ := owner.createBudget(map[string]any{"name": "tokens", "scope": "tenant", "metric": "tokens", "window": "1d", "limit": 1000, "outcome": "block"})
+	b, seq := owner.createBudget(map[string]any{"name": "tokens", "scope": "tenant", "metric": "tokens", "window": "1d", "limit": 1000, "outcome": "block"})
+	s.seen(t, seq)
 
 	ev := tokenEvent("a1", "s1", "gpt-4o", 300, 100)
 	agent.post("/v1/events", ev).want(t, http.StatusAccepted, "event")
@@ -367,7 +383,8 @@ func TestBudgetMetricsWindowsOutcomes(t *testing.T) {
 
 	t.Run("tokens, each session, 1d, warn", func(t *testing.T) {
 		c := clients(t, "t-tokens")
-		b, _ := c.owner.createBudget(map[string]any{"name": "tokens", "scope": "session", "metric": "tokens", "window": "1d", "limit": 100, "outcome": "warn"})
+		b, seq := c.owner.createBudget(map[string]any{"name": "tokens", "scope": "session", "metric": "tokens", "window": "1d", "limit": 100, "outcome": "warn"})
+		s.seen(t, seq)
 		c.agent.post("/v1/events", tokenEvent("a1", "s1", "gpt-4o-mini", 40, 20)).want(t, http.StatusAccepted, "event")
 		c.owner.waitUsed(b.ID, "s1", 60)
 		want(t, c.agent, askTool("a1", "s1", "lookup"), "allow", "")
@@ -382,7 +399,8 @@ func TestBudgetMetricsWindowsOutcomes(t *testing.T) {
 
 	t.Run("cost_usd, one agent, 1d, block, priced per model", func(t *testing.T) {
 		c := clients(t, "t-cost")
-		b, _ := c.owner.createBudget(map[string]any{"name": "spend", "scope": "agent", "agentId": "a3", "metric": "cost_usd", "window": "1d", "limit": 0.01, "outcome": "block"})
+		b, seq := c.owner.createBudget(map[string]any{"name": "spend", "scope": "agent", "agentId": "a3", "metric": "cost_usd", "window": "1d", "limit": 0.01, "outcome": "block"})
+		s.seen(t, seq)
 		// gpt-4o: $2.50 in + $10 out per Mtok: 1000 + 500 tokens = $0.0075.
 		c.agent.post("/v1/events", tokenEvent("a3", "s1", "gpt-4o-2024-08-06", 1000, 500)).want(t, http.StatusAccepted, "event")
 		c.owner.waitUsed(b.ID, "a3", 0.0075)

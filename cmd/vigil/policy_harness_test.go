@@ -469,6 +469,8 @@ func (s *polStack) client(t testing.TB, key string) polClient {
 // policyReplica is a second policy service on a stack's NATS.
 type policyReplica struct {
 	svc *policysvc.Service
+	// cat is its catalog of CONTROL.
+	cat *control.Catalog
 	// reg counts what the replica decided.
 	reg *prometheus.Registry
 	// stop stops it (once; also when the test ends).
@@ -540,5 +542,5 @@ func startPolicyReplica(t *testing.T, st *stack.Stack, dataDir string, adjust fu
 		})
 	}
 	t.Cleanup(stop)
-	return policyReplica{svc: svc, reg: reg, stop: stop}
+	return policyReplica{svc: svc, cat: cat, reg: reg, stop: stop}
 }
