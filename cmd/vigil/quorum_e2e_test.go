@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -154,8 +155,9 @@ func TestQuorumTwoOfTwoAndRedeem(t *testing.T) {
 	refusedWith(t, q.decide(bob, pa, "approve"), http.StatusConflict, "duplicate_approver", "bob approves twice")
 	queue("bob", false) // already approved
 	queue("carl", true)
-	if got := ann.get("/v1/decisions/"+d.DecisionID).want(t, http.StatusOK, "decision at 1 of 2").object(t); got["final"] != false {
-		t.Fatalf("decision final after one of two approvals: %v", got)
+	if got := ann.get("/v1/decisions/"+d.DecisionID).want(t, http.StatusOK, "decision at 1 of 2").object(t); got["final"] != false ||
+		fmt.Sprint(got["approvalProgress"]) != "map[approvedBy:[member:bob@acme.test] received:1 required:2]" {
+		t.Fatalf("decision after one of two approvals: final %v, progress %v", got["final"], got["approvalProgress"])
 	}
 	// Redeeming before the approval is refused.
 	refusedWith(t, ann.post("/v1/decisions/"+d.DecisionID+"/redeem", map[string]any{"arguments": args}), http.StatusConflict, "not_approved", "redeem at 1 of 2")

@@ -221,6 +221,12 @@ func (s *Service) decisionView(c echo.Context, rec *rules.DecisionRecord, a *app
 		out["approvalStatus"] = a.Status
 		out["final"] = a.Status.Final()
 		out["argsDigest"] = a.ArgsDigest
+		approvedBy := make([]string, len(a.Approvals))
+		for i, v := range a.Approvals {
+			approvedBy[i] = v.By
+		}
+		// "1 of 2, by bob" for an SDK or a console that shows the wait.
+		out["approvalProgress"] = map[string]any{"required": max(a.Required, 1), "received": len(a.Approvals), "approvedBy": approvedBy}
 		if a.Status.Final() {
 			out["outcome"] = a.Outcome()
 		}
