@@ -21,6 +21,7 @@ import (
 // decideReport is what `vigil bench decide` measures.
 type decideReport struct {
 	Rules        int            `json:"rules"`
+	Budgets      int            `json:"budgets"`
 	TargetRate   int            `json:"targetRatePerSec"`
 	Requests     int            `json:"requests"`
 	Errors       int            `json:"errors"`
@@ -48,6 +49,14 @@ func benchPolicy(n int) string {
 	return b.String()
 }
 
+// benchBudgets cover every decision of the bench and are never reached,
+// so each decision pays for counting (two increments) and reading (one).
+var benchBudgets = []map[string]any{
+	{"name": "calls", "scope": "tenant", "metric": "actions", "window": "1d", "limit": 1e12, "outcome": "block"},
+	{"name": "agent_calls", "scope": "agent", "metric": "tool_calls", "window": "1h", "limit": 1e12, "outcome": "require_approval"},
+	{"name": "agent_tokens", "scope": "agent", "metric": "tokens", "window": "1d", "limit": 1e12, "outcome": "warn"},
+}
+
 func runBenchDecide(ctx context.Context, args []string, out io.Writer) error {
 	fs := config.New("vigil bench decide", `Measure POST /v1/decisions.evaluate end to end on this machine: an
 in-process Vigil (embedded NATS, ClickHouse for projections) with a pack of
@@ -57,6 +66,7 @@ stall counts against every request it delays (no coordinated omission).`)
 	rate := fs.Int("rate", "", 1000, "requests per second")
 	duration := fs.Duration("duration", "", 10*time.Second, "how long to drive load")
 	nRules := fs.Int("rules", "", 100, "rules in the pack")
+	nBudgets := fs.Int("budgets", "", 0, "budgets covering every decision, 0 to 3 (a tenant actions budget, per-agent tool_calls, per-agent tokens), with limits never reached: the cost of counting")
 	conns := fs.Int("connections", "", 64, "client connections")
 	dsn := fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil_bench", "ClickHouse for the projections")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -70,6 +80,9 @@ stall counts against every request it delays (no coordinated omission).`)
 	}
 	if *rate < 1 || *duration <= 0 || *nRules < 1 || *conns < 1 {
 		return errors.New("--rate, --duration, --rules and --connections must be positive")
+	}
+	if *nBudgets < 0 || *nBudgets > len(benchBudgets) {
+		return fmt.Errorf("--budgets must be between 0 and %d", len(benchBudgets))
 	}
 	log, err := daemon.Logger("warn", "text")
 	if err != nil {
@@ -85,6 +98,12 @@ stall counts against every request it delays (no coordinated omission).`)
 	src := benchPolicy(*nRules)
 	if err := decidePost(client, base+"/v1/policies", key, "application/yaml", []byte(src), http.StatusCreated); err != nil {
 		return fmt.Errorf("create bench policy: %w", err)
+	}
+	for _, b := range benchBudgets[:*nBudgets] {
+		body, _ := json.Marshal(b)
+		if err := decidePost(client, base+"/v1/budgets", key, "application/json", body, http.StatusCreated); err != nil {
+			return fmt.Errorf("create bench budget: %w", err)
+		}
 	}
 
 	// The same pack in process, for the engine's own cost.
@@ -167,7 +186,7 @@ stall counts against every request it delays (no coordinated omission).`)
 	sorted := slices.Clone(lat)
 	slices.Sort(sorted)
 	rep := decideReport{
-		Rules: *nRules, TargetRate: *rate, Requests: n, Errors: errs, FirstError: firstErr,
+		Rules: *nRules, Budgets: *nBudgets, TargetRate: *rate, Requests: n, Errors: errs, FirstError: firstErr,
 		AchievedRate: float64(n) / took.Seconds(),
 		P50Ms:        benchMs(benchPercentile(sorted, 0.50)), P90Ms: benchMs(benchPercentile(sorted, 0.90)),
 		P99Ms: benchMs(benchPercentile(sorted, 0.99)), MaxMs: benchMs(sorted[len(sorted)-1]),
@@ -184,7 +203,7 @@ stall counts against every request it delays (no coordinated omission).`)
 			return err
 		}
 	} else {
-		fmt.Fprintf(out, "vigil bench decide: %d-rule pack, %d req/s for %s (%d requests, %d connections)\n", rep.Rules, rep.TargetRate, *duration, n, *conns)
+		fmt.Fprintf(out, "vigil bench decide: %d-rule pack, %d budgets, %d req/s for %s (%d requests, %d connections)\n", rep.Rules, rep.Budgets, rep.TargetRate, *duration, n, *conns)
 		fmt.Fprintf(out, "  achieved        %8.0f req/s\n", rep.AchievedRate)
 		fmt.Fprintf(out, "  latency         p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs)
 		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)

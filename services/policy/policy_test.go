@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -290,5 +291,52 @@ func BenchmarkDecide(b *testing.B) {
 		if _, err := f.svc.Decide(ctx, req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// putBudget stores an active budget on CONTROL and waits for the catalog.
+func (f *fixture) putBudget(t testing.TB, b rules.Budget) {
+	t.Helper()
+	b.ID, b.Active, b.Op, b.CreatedAt = rules.NewBudgetID(), true, rules.BudgetCreated, time.Now().UTC()
+	ctx := context.Background()
+	seq, err := f.store.PutBudget(ctx, b, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.cat.WaitFor(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkDecideBudgets is BenchmarkDecide with budgets covering every
+// decision: one actions budget (one counter increment per decision), and
+// three (two increments and one read, made concurrently). The limits are
+// never reached, so every iteration counts.
+func BenchmarkDecideBudgets(b *testing.B) {
+	budgets := []rules.Budget{
+		{Tenant: "acme", Name: "calls", Scope: rules.BudgetTenant, Metric: rules.MetricActions, Window: "1d", Limit: 1e12, Outcome: rules.Block},
+		{Tenant: "acme", Name: "agent_calls", Scope: rules.BudgetAgent, Metric: rules.MetricToolCalls, Window: "1h", Limit: 1e12, Outcome: rules.RequireApproval},
+		{Tenant: "acme", Name: "tokens", Scope: rules.BudgetAgent, AgentID: "a1", Metric: rules.MetricTokens, Window: "1d", Limit: 1e12, Outcome: rules.Warn},
+	}
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("budgets=%d", n), func(b *testing.B) {
+			f := start(b)
+			f.putPolicy(b, "acme", limitPolicy)
+			for _, bu := range budgets[:n] {
+				f.putBudget(b, bu)
+			}
+			ctx := context.Background()
+			req := rules.EvaluateRequest{Tenant: "acme", AgentID: "a1", Action: rules.Action{Kind: "tool_call", Tool: "refund"}, Context: map[string]any{"amount": 5000}, Source: rules.SourceDecision}
+			rec, err := f.svc.Decide(ctx, req)
+			if err != nil || len(rec.Input.Budgets) != n {
+				b.Fatalf("Decide: %v, budgets %+v", err, rec.Input.Budgets)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := f.svc.Decide(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
