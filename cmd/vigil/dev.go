@@ -29,6 +29,7 @@ type devFlags struct {
 	judgeAllow, notifyAllow          *config.CIDRs
 	maxAgents                        *int
 	tenantMetrics                    *bool
+	prices                           *config.BudgetPrices
 }
 
 func addDevFlags(fs *config.FlagSet) devFlags {
@@ -39,7 +40,7 @@ func addDevFlags(fs *config.FlagSet) devFlags {
 		natsTLS:    fs.Bool("nats-tls", false, "serve NATS over TLS with a CA generated into <data-dir>/tls (clients pass --nats-tls-ca <data-dir>/tls/vigil-dev-ca.pem)"),
 		signing:    fs.SigningKey(), redaction: fs.RedactionKey(), seal: fs.JudgeSealKey(), notify: fs.NotifierKey(),
 		judgeAllow: fs.JudgeAllow(), notifyAllow: fs.NotifierAllowPrivate(), maxAgents: fs.MaxAgents(),
-		tenantMetrics: fs.MetricsTenantLabels(),
+		tenantMetrics: fs.MetricsTenantLabels(), prices: fs.BudgetPrices(),
 	}
 }
 
@@ -83,6 +84,9 @@ func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
 		return cfg, err
 	}
 	cfg.Policy.Judge.Allow = cfg.API.Judge.Allow
+	if cfg.Policy.BudgetPrices, err = f.prices.Prices(); err != nil {
+		return cfg, err
+	}
 	cfg.NotifierAllowPrivate, err = f.notifyAllow.Prefixes()
 	return cfg, err
 }

@@ -2,6 +2,9 @@ package budget
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -127,5 +130,28 @@ func TestCounters(t *testing.T) {
 	c := NewCounters(js3)
 	if n, err := c.Get(ctx, subj); err != nil || n != 7 {
 		t.Fatalf("after a restart: %d %v, want 7", n, err)
+	}
+}
+
+func TestLoadPrices(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p, err := LoadPrices(write("ok.json", `{"house-model": {"input": 1, "output": 2}, "default": {"input": 5, "output": 5}}`))
+	if err != nil || p.For("house-model-v2") != (Price{1, 2}) || p.For("other") != (Price{5, 5}) {
+		t.Fatalf("LoadPrices = %v, %v", p, err)
+	}
+	for name, body := range map[string]string{"empty.json": `{}`, "negative.json": `{"m": {"input": -1}}`, "junk.json": `{"m": "cheap"}`} {
+		if _, err := LoadPrices(write(name, body)); err == nil {
+			t.Errorf("%s loaded", name)
+		}
+	}
+	if _, err := LoadPrices(filepath.Join(dir, "missing.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
 	}
 }

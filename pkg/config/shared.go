@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/agent"
+	"github.com/vigilhq/vigil/pkg/budget"
 	"github.com/vigilhq/vigil/pkg/ssrf"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -262,4 +263,23 @@ func (c *CIDRs) Prefixes() ([]netip.Prefix, error) {
 		return nil, fmt.Errorf("--%s: %w", c.flag, err)
 	}
 	return p, nil
+}
+
+// BudgetPrices is the per-model price table of cost_usd budgets.
+type BudgetPrices struct{ path *string }
+
+// BudgetPrices declares --budget-prices, read by the policy service.
+func (fs *FlagSet) BudgetPrices() *BudgetPrices {
+	return once(fs, "budget-prices", func() *BudgetPrices {
+		return &BudgetPrices{fs.String("budget-prices", "VIGIL_BUDGET_PRICES", "", `JSON file pricing GenAI tokens for cost_usd budgets, {"<model>": {"input": <USD per Mtok>, "output": <USD per Mtok>}, "default": {...}} (a model is priced by its name, the longest entry it starts with, then "default"); empty: the built-in table (docs/policies.md#budgets)`)}
+	})
+}
+
+// Prices loads the table from the file given, or returns the built-in
+// one when none was.
+func (p *BudgetPrices) Prices() (budget.Prices, error) {
+	if *p.path == "" {
+		return budget.DefaultPrices(), nil
+	}
+	return budget.LoadPrices(*p.path)
 }

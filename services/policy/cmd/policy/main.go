@@ -17,6 +17,7 @@ func run(ctx context.Context, args []string) error {
 	fs := config.New("policy", "Vigil policy: decisions, event verdicts and the decisions projection.")
 	common, so := config.AddCommon(fs), fs.Streams()
 	signingKey, redactionKey, sealKey, judgeAllow := fs.SigningKey(), fs.RedactionKey(), fs.JudgeSealKey(), fs.JudgeAllow()
+	prices := fs.BudgetPrices()
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -35,6 +36,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if cfg.Streams, err = so.Options(); err != nil {
+		return err
+	}
+	if cfg.BudgetPrices, err = prices.Prices(); err != nil {
 		return err
 	}
 	p, err := daemon.Start(ctx, "policy", common, daemon.ProcessOptions{ClickHouse: true})
