@@ -80,7 +80,7 @@ func TestBenchIngestTable(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}} {
+	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"decide", "--budgets", "4"}} {
 		if err := runBench(context.Background(), args, &bytes.Buffer{}); err == nil {
 			t.Errorf("runBench(%q) succeeded", args)
 		}
@@ -89,13 +89,14 @@ func TestBenchUsage(t *testing.T) {
 
 // TestBenchDecide drives a few hundred decisions through `vigil bench
 // decide` and checks the report adds up: every request answered, the
-// outcomes those of the bench pack, percentiles ordered.
+// outcomes those of the bench pack, percentiles ordered. Budgets cover
+// every decision and are never reached, so they change no outcome.
 func TestBenchDecide(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	err := runBench(ctx, []string{"decide", "--rate", "200", "--duration", "1s", "--rules", "20",
-		"--connections", "8", "--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)
+		"--connections", "8", "--budgets", "3", "--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)
 	if err != nil {
 		t.Fatalf("bench decide: %v\n%s", err, out.String())
 	}
@@ -103,7 +104,7 @@ func TestBenchDecide(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
-	if rep.Requests != 200 || rep.Errors != 0 || rep.Rules != 20 {
+	if rep.Requests != 200 || rep.Errors != 0 || rep.Rules != 20 || rep.Budgets != 3 {
 		t.Errorf("report = %+v", rep)
 	}
 	total := 0
