@@ -57,6 +57,7 @@ type budgetView struct {
 		WindowEnd   time.Time `json:"windowEnd"`
 		Used        float64   `json:"used"`
 		Exhausted   bool      `json:"exhausted"`
+		ScopeCount  int       `json:"scopeCount"`
 		Scopes      []struct {
 			Scope     string  `json:"scope"`
 			Used      float64 `json:"used"`
@@ -238,7 +239,7 @@ func TestBudgetsAcrossReplicasAndRestart(t *testing.T) {
 		t.Fatalf("a2 is outside a1's budget: %s", d)
 	}
 	got := owner.budget(b.ID)
-	if got.Usage.Used != 9 || !got.Usage.Exhausted || got.scopeUsed("a1") != 9 || len(got.Usage.Scopes) != 1 ||
+	if got.Usage.Used != 9 || !got.Usage.Exhausted || got.scopeUsed("a1") != 9 || len(got.Usage.Scopes) != 1 || got.Usage.ScopeCount != 1 ||
 		!got.Usage.WindowStart.Equal(budgetStart.Truncate(time.Hour)) || !got.Usage.WindowEnd.Equal(budgetStart.Truncate(time.Hour).Add(time.Hour)) {
 		t.Fatalf("after nine decisions: %+v", got.Usage)
 	}
@@ -360,12 +361,17 @@ func TestBudgetMetricsWindowsOutcomes(t *testing.T) {
 
 	t.Run("tool_calls, each agent, 1h, require_approval", func(t *testing.T) {
 		c := clients(t, "t-toolcalls")
-		c.owner.createBudget(map[string]any{"name": "calls", "scope": "agent", "metric": "tool_calls", "window": "1h", "limit": 1, "outcome": "require_approval"})
+		b, _ := c.owner.createBudget(map[string]any{"name": "calls", "scope": "agent", "metric": "tool_calls", "window": "1h", "limit": 1, "outcome": "require_approval"})
 		want(t, c.agent, askTool("a1", "", "lookup"), "allow", "")
 		// Not a tool call: neither counted nor held.
 		want(t, c.agent, map[string]any{"agentId": "a1", "action": map[string]any{"kind": "http", "target": "https://example.com"}}, "allow", "")
 		want(t, c.agent, askTool("a1", "", "lookup"), "require_approval", "calls")
 		want(t, c.agent, askTool("a2", "", "lookup"), "allow", "") // its own count
+		// Each agent's count is listed, the largest first.
+		if got := c.owner.budget(b.ID); got.Usage.ScopeCount != 2 || len(got.Usage.Scopes) != 2 || got.Usage.Scopes[0].Scope != "a1" ||
+			got.Usage.Scopes[0].Used != 2 || !got.Usage.Scopes[0].Exhausted || got.scopeUsed("a2") != 1 || got.Usage.Used != 2 {
+			t.Fatalf("per-agent usage %+v", got.Usage)
+		}
 		clock.Advance(time.Minute)
 		want(t, c.agent, askTool("a1", "", "lookup"), "require_approval", "calls")
 		clock.Advance(time.Hour)

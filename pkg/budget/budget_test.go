@@ -115,12 +115,15 @@ func TestCounters(t *testing.T) {
 	if n, err := b.Get(ctx, streams.BudgetUsageSubject("acme", "bud_1", 1700000060, "a2")); err != nil || n != 0 {
 		t.Fatalf("a counter never added to: %d %v", n, err)
 	}
-	list, err := api.List(ctx, streams.BudgetWindowFilter("acme", "bud_1", 1700000000), 10)
-	if err != nil || len(list) != 2 || list[0] != (Scoped{"agent.with dots", 7}) || list[1] != (Scoped{"a2", 2}) {
-		t.Fatalf("List = %+v %v", list, err)
+	list, n, err := api.List(ctx, streams.BudgetWindowFilter("acme", "bud_1", 1700000000), 10)
+	if err != nil || n != 2 || len(list) != 2 || list[0] != (Scoped{"agent.with dots", 7}) || list[1] != (Scoped{"a2", 2}) {
+		t.Fatalf("List = %+v %d %v", list, n, err)
 	}
-	if list, err := api.List(ctx, streams.BudgetWindowFilter("globex", "bud_1", 1700000000), 10); err != nil || len(list) != 0 {
-		t.Fatalf("another tenant's window: %+v %v", list, err)
+	if list, n, err := api.List(ctx, streams.BudgetWindowFilter("acme", "bud_1", 1700000000), 1); err != nil || n != 2 || len(list) != 1 || list[0].Units != 7 {
+		t.Fatalf("List at most 1 = %+v %d %v", list, n, err)
+	}
+	if list, n, err := api.List(ctx, streams.BudgetWindowFilter("globex", "bud_1", 1700000000), 10); err != nil || n != 0 || len(list) != 0 {
+		t.Fatalf("another tenant's window: %+v %d %v", list, n, err)
 	}
 
 	env.Server.Shutdown()

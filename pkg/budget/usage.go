@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -96,31 +97,44 @@ type Scoped struct {
 	Units int64
 }
 
-// List returns the counters under filter (one budget's window), at most
-// max of them, largest first.
-func (c *Counters) List(ctx context.Context, filter string, max int) ([]Scoped, error) {
-	st, err := c.stream(ctx)
+// List returns the counters under filter (one budget's window), largest
+// first, at most max of them, and how many there are. It reads the last
+// message of every subject in one pass (an ordered consumer delivering
+// the last message per subject), so a session budget with many sessions
+// costs one stream, not one request per session.
+func (c *Counters) List(ctx context.Context, filter string, max int) ([]Scoped, int, error) {
+	oc, err := c.js.OrderedConsumer(ctx, streams.Budgets, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		InactiveThreshold: 10 * time.Second,
+	})
 	if err != nil {
-		return nil, err
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", filter, err)
+		return nil, 0, fmt.Errorf("list %s: %w", filter, err)
 	}
 	var out []Scoped
-	for subj := range info.State.Subjects {
-		m, err := st.GetLastMsgForSubject(ctx, subj)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // expired meanwhile
-		}
+	if oc.CachedInfo().NumPending > 0 {
+		it, err := oc.Messages(jetstream.PullMaxMessages(500))
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", subj, err)
+			return nil, 0, fmt.Errorf("list %s: %w", filter, err)
 		}
-		n, err := decodeTotal(m.Data)
-		if err != nil {
-			return nil, err
+		defer it.Stop()
+		for {
+			m, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				return nil, 0, fmt.Errorf("list %s: %w", filter, err)
+			}
+			n, err := decodeTotal(m.Data())
+			if err != nil {
+				return nil, 0, err
+			}
+			out = append(out, Scoped{Scope: m.Headers().Get(streams.HeaderBudgetScope), Units: n})
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, 0, fmt.Errorf("list %s: %w", filter, err)
+			}
+			if meta.NumPending == 0 {
+				break
+			}
 		}
-		out = append(out, Scoped{Scope: m.Header.Get(streams.HeaderBudgetScope), Units: n})
 	}
 	slices.SortFunc(out, func(a, b Scoped) int {
 		if a.Units != b.Units {
@@ -128,10 +142,11 @@ func (c *Counters) List(ctx context.Context, filter string, max int) ([]Scoped, 
 		}
 		return strings.Compare(a.Scope, b.Scope)
 	})
+	total := len(out)
 	if len(out) > max {
 		out = out[:max]
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // decodeTotal reads a counter message's body: {"val":"<integer>"}.

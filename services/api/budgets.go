@@ -45,8 +45,10 @@ type budgetUsage struct {
 	Limit     float64 `json:"limit"`
 	Exhausted bool    `json:"exhausted"`
 	// Scopes lists per-agent or per-session use, largest first (at most
-	// 100); a tenant budget has one entry with an empty scope.
-	Scopes []scopeUsage `json:"scopes"`
+	// 100); a tenant budget has one entry with an empty scope. ScopeCount
+	// is how many scopes have used the budget in this window.
+	Scopes     []scopeUsage `json:"scopes"`
+	ScopeCount int          `json:"scopeCount"`
 }
 
 type scopeUsage struct {
@@ -197,11 +199,11 @@ func (s *Service) budgetView(ctx context.Context, b rules.Budget) (budgetView, e
 	}
 	d, _ := rules.WindowDuration(b.Window)
 	start := b.WindowStart(now)
-	scoped, err := s.counters.List(ctx, streams.BudgetWindowFilter(b.Tenant, b.ID, start), maxBudgetScopes)
+	scoped, count, err := s.counters.List(ctx, streams.BudgetWindowFilter(b.Tenant, b.ID, start), maxBudgetScopes)
 	if err != nil {
 		return v, apperr.Unavailable("budget usage could not be read", time.Second, err)
 	}
-	u := &budgetUsage{WindowStart: time.Unix(start, 0).UTC(), Limit: b.Limit, Scopes: make([]scopeUsage, 0, len(scoped))}
+	u := &budgetUsage{WindowStart: time.Unix(start, 0).UTC(), Limit: b.Limit, Scopes: make([]scopeUsage, 0, len(scoped)), ScopeCount: count}
 	u.WindowEnd = u.WindowStart.Add(d)
 	limit := b.LimitUnits()
 	for i, sc := range scoped {
