@@ -278,6 +278,50 @@ type fixtureInput struct {
 	Context   map[string]any   `yaml:"context"`
 	Session   fixtureSession   `yaml:"session"`
 	Principal fixturePrincipal `yaml:"principal"`
+	// Budgets are the budgets covering the decision, by name, as the
+	// policy service would find them.
+	Budgets map[string]fixtureBudget `yaml:"budgets"`
+}
+
+// fixtureBudget is a budget's state in a fixture: rules read it as
+// budget.<name>; exceeded (default: used > limit) adds its outcome
+// (default block) with BUDGET_EXCEEDED; unavailable is a budget whose
+// usage could not be read (taken as exceeded, no used).
+type fixtureBudget struct {
+	Used        float64 `yaml:"used"`
+	Limit       float64 `yaml:"limit"`
+	Metric      string  `yaml:"metric"`
+	Window      string  `yaml:"window"`
+	Outcome     string  `yaml:"outcome"`
+	Exceeded    *bool   `yaml:"exceeded"`
+	Unavailable bool    `yaml:"unavailable"`
+}
+
+// budgetStates turns a fixture's budgets into what a decision sees,
+// sorted by name.
+func budgetStates(in map[string]fixtureBudget) ([]policy.BudgetState, error) {
+	names := slices.Sorted(maps.Keys(in))
+	var out []policy.BudgetState
+	for _, name := range names {
+		b := in[name]
+		st := policy.BudgetState{Name: name, Metric: b.Metric, Window: b.Window, Used: b.Used, Limit: b.Limit,
+			Outcome: policy.Block, Exceeded: b.Used > b.Limit, Unavailable: b.Unavailable}
+		if b.Outcome != "" {
+			o, err := policy.ParseOutcome(b.Outcome)
+			if err != nil {
+				return nil, fmt.Errorf("input.budgets.%s.outcome: %w", name, err)
+			}
+			st.Outcome = o
+		}
+		if b.Exceeded != nil {
+			st.Exceeded = *b.Exceeded
+		}
+		if b.Unavailable {
+			st.Used, st.Exceeded = 0, true
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 type fixtureOrg struct {
@@ -377,6 +421,10 @@ func (c fixtureCase) toCase(defTenant string) (policyCase, error) {
 	if err != nil && !rejected {
 		return policyCase{}, fmt.Errorf("expect.decision: %w (or %s: refused by a declared input)", err, expectRejected)
 	}
+	budgets, err := budgetStates(in.Budgets)
+	if err != nil {
+		return policyCase{}, err
+	}
 	a := in.Action
 	return policyCase{
 		Name: c.Name,
@@ -394,6 +442,7 @@ func (c fixtureCase) toCase(defTenant string) (policyCase, error) {
 			},
 			Context: ctxVals,
 			Session: policy.Session{ID: in.Session.ID, Events: in.Session.Events, Blocks: in.Session.Blocks, Warnings: in.Session.Warnings},
+			Budgets: budgets,
 		},
 		Org:      org,
 		Want:     want,

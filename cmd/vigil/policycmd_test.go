@@ -139,6 +139,48 @@ rules:
 	}
 }
 
+// TestPolicyTestBudgets: fixtures give the budgets a decision sees, so
+// rules reading budget.<name> and the budgets' own outcomes are tested
+// offline.
+func TestPolicyTestBudgets(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "spend.yaml"), `
+name: Spend
+rules:
+  - id: near-cap
+    when: budget.calls.used > budget.calls.limit * 0.8
+    outcome: warn
+    reasonCodes: [NEAR_CAP]
+`)
+	tests := []struct {
+		name, fixture, want string
+		fail                bool
+	}{
+		{"under the cap", "{input: {action: {tool: lookup}, budgets: {calls: {used: 3, limit: 10}}}, expect: {decision: allow}}",
+			"PASS  c: allow [DEFAULT_ALLOW]", false},
+		{"a rule reads used", "{input: {action: {tool: lookup}, budgets: {calls: {used: 9, limit: 10}}}, expect: {decision: warn, reasonCodes: [NEAR_CAP]}}",
+			"PASS  c: warn [NEAR_CAP]", false},
+		{"over the cap, the budget's outcome", "{input: {action: {tool: lookup}, budgets: {calls: {used: 11, limit: 10, outcome: require_approval}}}, expect: {decision: require_approval, reasonCodes: [BUDGET_EXCEEDED, NEAR_CAP]}}",
+			"PASS  c: require_approval [BUDGET_EXCEEDED, NEAR_CAP]", false},
+		{"unavailable usage fails closed", "{input: {action: {tool: lookup}, budgets: {calls: {limit: 10, outcome: warn, unavailable: true}}}, expect: {decision: warn, reasonCodes: [BUDGET_EXCEEDED, BUDGET_UNAVAILABLE, NEAR_CAP, EVALUATION_ERROR]}}",
+			"PASS  c: warn [BUDGET_EXCEEDED, BUDGET_UNAVAILABLE, NEAR_CAP, EVALUATION_ERROR]", false},
+		{"no such budget errors and fails closed", "{input: {action: {tool: lookup}}, expect: {decision: allow}}",
+			"got:     warn [NEAR_CAP, EVALUATION_ERROR]", true},
+		{"a bad outcome is a bad fixture", "{input: {action: {tool: lookup}, budgets: {calls: {used: 1, limit: 2, outcome: maybe}}}, expect: {decision: allow}}",
+			"input.budgets.calls.outcome", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := filepath.Join(t.TempDir(), "fx.yaml")
+			writeFile(t, fx, "- {name: c, "+strings.TrimPrefix(tt.fixture, "{")+"\n")
+			out, err := runPolicyCmd(t, "test", dir, fx)
+			if (err != nil) != tt.fail || !strings.Contains(out+fmt.Sprint(err), tt.want) {
+				t.Fatalf("err %v (want failure: %v); output lacks %q:\n%s", err, tt.fail, tt.want, out)
+			}
+		})
+	}
+}
+
 func TestPolicyTestInvalidPolicyReportsEveryDetail(t *testing.T) {
 	out, err := runPolicyCmd(t, "test", policyTestdata+"/invalid", policyTestdata+"/fixtures.yaml")
 	if err == nil {
