@@ -270,6 +270,68 @@ func TestBudgetsAcrossReplicasAndRestart(t *testing.T) {
 	}
 }
 
+// TestBudgetConcurrentReplicas: decisions racing on two replicas for
+// the last units of a budget: exactly limit of them pass, whatever the
+// interleaving, since each takes its unit from the counter's atomic
+// increment rather than from a read.
+func TestBudgetConcurrentReplicas(t *testing.T) {
+	db := chtest.New(t)
+	s := startBudgetStack(t, db.DSN, t.TempDir(), newTestClock(budgetStart))
+	owner := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleOwner)}
+	const limit, asks = 20, 48
+	_, seq := owner.createBudget(map[string]any{"name": "burst", "scope": "tenant", "metric": "tool_calls", "window": "1h", "limit": limit, "outcome": "block"})
+	s.seen(t, seq)
+	type result struct {
+		outcome rules.Outcome
+		used    float64
+		err     error
+	}
+	results := make(chan result, asks)
+	start := make(chan struct{})
+	for i := range asks {
+		svc := s.st.Policy
+		if i%2 == 1 {
+			svc = s.replica.svc
+		}
+		go func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			rec, err := svc.Decide(ctx, rules.EvaluateRequest{Tenant: "acme", AgentID: fmt.Sprintf("a%d", i%4), Source: rules.SourceDecision,
+				Action: rules.Action{Kind: "tool_call", Tool: "lookup"}})
+			st, _ := budgetState(rec, "burst")
+			results <- result{rec.Decision.Outcome, st.Used, err}
+		}()
+	}
+	close(start)
+	allowed, blocked := 0, 0
+	seenUsed := map[float64]bool{}
+	for range asks {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("Decide: %v", r.err)
+		}
+		if seenUsed[r.used] {
+			t.Fatalf("two decisions saw the same total %v", r.used)
+		}
+		seenUsed[r.used] = true
+		switch r.outcome {
+		case rules.Allow:
+			allowed++
+			if r.used > limit {
+				t.Fatalf("allowed at %v of %d", r.used, limit)
+			}
+		case rules.Block:
+			blocked++
+		default:
+			t.Fatalf("outcome %s", r.outcome)
+		}
+	}
+	if allowed != limit || blocked != asks-limit {
+		t.Fatalf("%d allowed and %d blocked, want %d and %d", allowed, blocked, limit, asks-limit)
+	}
+}
+
 // TestBudgetEventRedeliveredCountsOnce: an ingested event's tokens are
 // counted once however often it is judged: again on the same replica,
 // on another replica (a redelivery after a crash), or re-sent to ingest.
