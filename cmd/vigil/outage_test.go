@@ -9,13 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/services/ingest"
 )
@@ -23,18 +23,7 @@ import (
 // proxiedClickHouse puts a proxy between the stack and the test's
 // database and returns the DSN that goes through it.
 func proxiedClickHouse(t *testing.T) (*chtest.DB, *tcpProxy, string) {
-	t.Helper()
-	db := chtest.New(t)
-	u, err := url.Parse(chtest.DSN())
-	if err != nil {
-		t.Fatalf("clickhouse DSN %q: %v", chtest.DSN(), err)
-	}
-	p := newProxy(t, u.Host)
-	dsn := u.Scheme + "://" + p.Addr() + "/" + db.Name
-	if u.RawQuery != "" {
-		dsn += "?" + u.RawQuery
-	}
-	return db, p, dsn
+	return stacktest.ProxiedClickHouse(t)
 }
 
 // ackBook records which events were acknowledged, per session.
