@@ -52,7 +52,7 @@ var kaplaixCases = []Case{
 	{Section: kpSend, Name: "the example event, with the integration headers", Method: http.MethodPost, Path: "/v1/events",
 		Header: map[string]string{"x-kaplaix-sdk": "custom/1.0", "x-kaplaix-framework": "langchain", "x-kaplaix-agent-version": "2.1.0"},
 		Body:   kaplaixEvent("550e8400-e29b-41d4-a716-446655440000", "session-001"), Status: 202,
-		Types:  map[string]string{"eventId": "string"}, Values: map[string]any{"eventId": "550e8400-e29b-41d4-a716-446655440000"},
+		Types: map[string]string{"eventId": "string"}, Values: map[string]any{"eventId": "550e8400-e29b-41d4-a716-446655440000"},
 		Deviation: "Kaplaix does not document the status of an ingest; Vigil answers 202 (stored durably, projected asynchronously)"},
 	{Section: kpSend, Name: "a second event of the session", Method: http.MethodPost, Path: "/v1/events",
 		Body: kaplaixEvent("{uuid}", "session-001"), Status: 202},

@@ -125,7 +125,7 @@ var klaCases = []Case{
 
 	// Retrieve an Audit Proof: the decision's lineage record.
 	{Section: klaProofSec, Name: "the proof of an anchored record", Method: http.MethodGet, Path: "/v1/lineage/{klaDecision}/verify", Status: 200, Wait: true,
-		Types: map[string]string{"lineageId": "string", "anchored": "boolean", "ledgerIndex": "number", "rootHash": "string", "merklePath": "array"},
+		Types:  map[string]string{"lineageId": "string", "anchored": "boolean", "ledgerIndex": "number", "rootHash": "string", "merklePath": "array"},
 		Values: map[string]any{"lineageId": "{klaDecision}", "anchored": true}},
 	{Section: klaErrSec, Name: "404 unknown lineageId", Method: http.MethodGet, Path: "/v1/lineage/lr_99a1287fbc/verify", Status: 404,
 		Values: map[string]any{"code": "not_found"}},
