@@ -37,8 +37,7 @@ type Catalog struct {
 	log *slog.Logger
 
 	mu      sync.RWMutex
-	applied uint64
-	changed chan struct{} // closed and replaced whenever applied advances
+	applied natsx.Watermark // advanced after a message's state is applied
 	keys    map[string]auth.KeyRecord
 	agents  map[string]map[string]agent.Agent // tenant → agent id → state
 
@@ -66,7 +65,6 @@ func WithOIDC(v *oidc.Verifier) Option { return func(c *Catalog) { c.oidc = v } 
 func NewCatalog(js jetstream.JetStream, log *slog.Logger, opts ...Option) *Catalog {
 	c := &Catalog{
 		js: js, log: log,
-		changed: make(chan struct{}),
 		keys:    map[string]auth.KeyRecord{},
 		agents:  map[string]map[string]agent.Agent{},
 
@@ -158,11 +156,7 @@ func (c *Catalog) apply(m jetstream.Msg) {
 		}
 		byDecision[t.DecisionID] = t
 	}
-	if meta.Sequence.Stream > c.applied {
-		c.applied = meta.Sequence.Stream
-		close(c.changed)
-		c.changed = make(chan struct{})
-	}
+	c.applied.Advance(meta.Sequence.Stream)
 }
 
 // Sync blocks until the catalog reflects every message CONTROL held when
@@ -181,27 +175,14 @@ func (c *Catalog) Sync(ctx context.Context) error {
 
 // Applied returns the last CONTROL sequence the catalog has applied: a
 // consistency token another process can WaitFor.
-func (c *Catalog) Applied() uint64 {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.applied
-}
+func (c *Catalog) Applied() uint64 { return c.applied.At() }
 
 // WaitFor blocks until the catalog has applied stream sequence seq.
 func (c *Catalog) WaitFor(ctx context.Context, seq uint64) error {
-	for {
-		c.mu.RLock()
-		applied, ch := c.applied, c.changed
-		c.mu.RUnlock()
-		if applied >= seq {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return apperr.Unavailable("control state is catching up", 0, ctx.Err())
-		}
+	if err := c.applied.WaitFor(ctx, seq); err != nil {
+		return apperr.Unavailable("control state is catching up", 0, err)
 	}
+	return nil
 }
 
 // Authenticate resolves a bearer token to its principal. A key unknown to

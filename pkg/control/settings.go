@@ -31,8 +31,7 @@ type Settings struct {
 	mu        sync.RWMutex
 	redaction map[string]redactionState
 	llm       map[string]json.RawMessage
-	applied   uint64
-	changed   chan struct{}
+	applied   natsx.Watermark
 	ready     chan struct{}
 	readyOnce sync.Once
 }
@@ -48,7 +47,7 @@ func NewSettings(js jetstream.JetStream, red *redact.Redactor, log *slog.Logger)
 	return &Settings{
 		js: js, log: log, red: red,
 		redaction: map[string]redactionState{}, llm: map[string]json.RawMessage{},
-		changed: make(chan struct{}), ready: make(chan struct{}),
+		ready: make(chan struct{}),
 	}
 }
 
@@ -123,12 +122,8 @@ func (s *Settings) apply(m jetstream.Msg) {
 		}
 		s.llm[head.Tenant] = append(json.RawMessage(nil), m.Data()...)
 	}
-	if meta.Sequence.Stream > s.applied {
-		s.applied = meta.Sequence.Stream
-		close(s.changed)
-		s.changed = make(chan struct{})
-	}
 	s.mu.Unlock()
+	s.applied.Advance(meta.Sequence.Stream)
 	if meta.NumPending == 0 {
 		s.markReady()
 	}
@@ -141,19 +136,7 @@ func (s *Settings) Ready() <-chan struct{} { return s.ready }
 // WaitFor blocks until the view has applied CONTROL sequence seq (a
 // settings write's revision).
 func (s *Settings) WaitFor(ctx context.Context, seq uint64) error {
-	for {
-		s.mu.RLock()
-		applied, ch := s.applied, s.changed
-		s.mu.RUnlock()
-		if applied >= seq {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return s.applied.WaitFor(ctx, seq)
 }
 
 // Redaction returns the tenant's redaction policy, waiting (bounded by

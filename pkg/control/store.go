@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/policy"
@@ -87,6 +88,7 @@ func (s *Store) put(ctx context.Context, subject string, v any, expect *uint64) 
 	if err != nil {
 		return 0, apperr.Unavailable("control stream did not acknowledge the write", time.Second, err)
 	}
+	consistency.Note(ctx, streams.Control, ack.Sequence)
 	return ack.Sequence, nil
 }
 

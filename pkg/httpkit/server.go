@@ -11,6 +11,8 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vigilhq/vigil/pkg/consistency"
 )
 
 // NewServer returns an echo instance with Vigil's error envelope, panic
@@ -64,6 +66,9 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer) (*echo.Echo, error) 
 			return nil
 		}
 	})
+	// Consistency tokens: a malformed one is a 400 (rendered by the
+	// middleware above); every 2xx answers with the sequences it wrote.
+	e.Use(consistency.Track())
 	return e, nil
 }
 

@@ -232,6 +232,9 @@ func Permissions(a streams.Access, pub string) *server.Permissions {
 	for _, s := range a.Reads {
 		pubs.add(read(s)...)
 	}
+	for _, s := range a.Watches {
+		pubs.add("$JS.API.STREAM.INFO."+s, "$JS.API.CONSUMER.INFO."+s+".>")
+	}
 	for _, b := range a.Buckets {
 		stream := "KV_" + b
 		pubs.add("$KV." + b + ".>")

@@ -50,6 +50,10 @@ type Access struct {
 	Writes []string
 	// Reads lists streams the service consumes or reads messages of.
 	Reads []string
+	// Watches lists streams whose consumers' progress (consumer and stream
+	// info, nothing else) the service reads: a read waiting on a
+	// consistency token watches the projector that must pass it.
+	Watches []string
 	// Buckets lists the KV buckets the service creates, reads and writes.
 	Buckets []string
 	// Serves lists request/reply subjects (filters) the service answers.
@@ -89,6 +93,8 @@ func Accesses() []Access {
 		},
 		{
 			Service: ServiceRisk, Owns: []string{Risk}, Reads: []string{Policy, Control},
+			// Risk reads wait for the policy service's event verdicts.
+			Watches: []string{Ingest},
 			Buckets: []string{RiskLeaseBucket, RiskCheckpointBucket},
 			// Partition owners answer, and any instance's HTTP routes ask.
 			Serves: []string{riskRPC}, Calls: []string{riskRPC},

@@ -75,6 +75,11 @@ func AgentSubject(tenant, agentID string) string {
 // KeySubject is the subject holding an API key's state history.
 func KeySubject(tenant, keyID string) string { return subject("control", KeyChanged, tenant, keyID) }
 
+// EventsProjector is the durable consumer that projects INGEST into the
+// ClickHouse events table (owned by services/ingest); every event at or
+// below its ack floor can be read from the table.
+const EventsProjector = "ingest-events-projector"
+
 // AllEventsReceived filters every accepted event of every tenant.
 const AllEventsReceived = "ingest.v1." + EventReceived + ".>"
 
@@ -187,6 +192,11 @@ const HeaderDecisionID = "Vigil-Decision-Id"
 // or below its ack floor is in the decisions table, which is what lets a
 // reader tell "not projected yet" from "unknown".
 const DecisionsProjector = "policy-decisions-projector"
+
+// EventVerdicts is the policy service's durable consumer that judges every
+// ingested event and records the verdict on POLICY before acking it: at
+// or below its ack floor every event of INGEST has its verdict on POLICY.
+const EventVerdicts = "policy-event-verdicts"
 
 // Control-plane facts about policies, owned by services/api.
 const (

@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/budget"
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
@@ -71,12 +72,17 @@ type Config struct {
 	// It must agree with the policy service's; tests move both together
 	// to cross window boundaries.
 	Clock func() time.Time
+	// ConsistencyWait bounds how long a read carrying a consistency token
+	// waits for the projections it reads to pass it (then 503 with
+	// Retry-After).
+	ConsistencyWait time.Duration
 }
 
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
 	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000, DecisionTimeout: 2 * time.Second,
-		RateLimits: ratelimit.DefaultLimits, MaxLongPollsPerKey: 16, MaxAgents: agent.DefaultMaxPerTenant}
+		RateLimits: ratelimit.DefaultLimits, MaxLongPollsPerKey: 16, MaxAgents: agent.DefaultMaxPerTenant,
+		ConsistencyWait: consistency.DefaultWait}
 }
 
 // Validate reports every invalid setting.
@@ -96,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxLongPollsPerKey < 1 {
 		errs = append(errs, errors.New("api: MaxLongPollsPerKey must be positive"))
+	}
+	if c.ConsistencyWait <= 0 {
+		errs = append(errs, errors.New("api: ConsistencyWait must be positive"))
 	}
 	if c.MaxAgents < 0 {
 		errs = append(errs, errors.New("api: MaxAgents must not be negative"))
@@ -138,6 +147,8 @@ type Service struct {
 	// decisionReads counts single-decision reads by where the record was
 	// found: the ClickHouse projection or, while it lags, POLICY.
 	decisionReads *prometheus.CounterVec
+	// waits are what consistency tokens make reads wait for.
+	waits readWaits
 	// policy is the POLICY stream handle, looked up on first use.
 	policyMu sync.Mutex
 	policy   jetstream.Stream
@@ -169,6 +180,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s.safety = &safety{box: box}
+	s.waits = s.newReadWaits()
 	sink, err := chx.NewSink(chx.SinkConfig{
 		Name: AgentsProjector, Table: readmodel.Agents, Project: projectAgent,
 		MaxRows: 1000, Linger: 200 * time.Millisecond,
@@ -226,38 +238,43 @@ func (s *Service) Routes(e *echo.Echo) {
 	eval, vr, triage := httpkit.Require(auth.DecisionsEvaluate), httpkit.Require(auth.VerdictsRead), httpkit.Require(auth.VerdictsTriage)
 	idem := s.idem.Middleware()
 	limited := s.deps.Limiter.Middleware(ratelimit.Decisions)
+	// Reads wait for the consistency token they carry (consistency.go).
+	bound := s.cfg.ConsistencyWait
+	sessionsFresh := consistency.Await(s.waits.sessions, bound)
+	verdictsFresh := consistency.Await(s.waits.verdicts, bound)
+	controlFresh := consistency.Await(s.waits.control, bound)
 
-	g.GET("/sessions", s.listSessions, read)
-	g.GET("/sessions/:id", s.getSession, read)
-	g.GET("/sessions/:id/export.json", s.exportSession, read)
+	g.GET("/sessions", s.listSessions, read, sessionsFresh)
+	g.GET("/sessions/:id", s.getSession, read, sessionsFresh)
+	g.GET("/sessions/:id/export.json", s.exportSession, read, sessionsFresh)
 
 	// Agent keys register and narrow the declaration of the agents they
 	// are bound to (checked in the handlers); the rest of agents:write
 	// governs agents and is not theirs.
 	register := httpkit.Require(auth.AgentsRegister)
 	g.POST("/agents", s.registerAgent, register, idem)
-	g.GET("/agents", s.listAgents, agentsRead)
-	g.GET("/agents/:id", s.getAgent, agentsRead)
+	g.GET("/agents", s.listAgents, agentsRead, controlFresh)
+	g.GET("/agents/:id", s.getAgent, agentsRead, controlFresh)
 	g.PATCH("/agents/:id", s.patchAgent, write)
-	g.GET("/agents/:id/sessions", s.agentSessions, agentsRead, read)
+	g.GET("/agents/:id/sessions", s.agentSessions, agentsRead, read, sessionsFresh)
 	g.POST("/agents/:id/manifest", s.declareAgent, httpkit.RequireAny(auth.AgentsWrite, auth.AgentsRegister))
 	g.POST("/agents/:id/settings", s.agentSettings, write)
 
 	g.POST("/policies", s.createPolicy, pw, idem)
-	g.GET("/policies", s.listPolicies, pr)
-	g.POST("/policies/check", s.checkPolicy, eval, limited, idem)
-	g.GET("/policies/:id", s.getPolicy, pr)
+	g.GET("/policies", s.listPolicies, pr, controlFresh)
+	g.POST("/policies/check", s.checkPolicy, eval, limited, controlFresh, idem)
+	g.GET("/policies/:id", s.getPolicy, pr, controlFresh)
 	g.PATCH("/policies/:id", s.patchPolicy, pw)
 	g.DELETE("/policies/:id", s.archivePolicy, pw)
 	g.POST("/policies/:id/apply", s.applyDraft, pw)
-	g.GET("/org-policy", s.getOrgPolicy, pr)
+	g.GET("/org-policy", s.getOrgPolicy, pr, controlFresh)
 	g.POST("/org-policy", s.setOrgPolicy, pw)
 
-	g.POST("/decisions.evaluate", s.evaluateDecision, eval, limited, idem)
+	g.POST("/decisions.evaluate", s.evaluateDecision, eval, limited, controlFresh, idem)
 	g.GET("/decisions/:id", s.getDecision, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
 	g.POST("/decisions/:id/redeem", s.redeemDecision, eval)
-	g.POST("/verdicts", s.postVerdict, eval, limited, idem)
-	g.GET("/verdicts", s.listVerdicts, vr)
+	g.POST("/verdicts", s.postVerdict, eval, limited, controlFresh, idem)
+	g.GET("/verdicts", s.listVerdicts, vr, verdictsFresh)
 	g.GET("/verdicts/:id", s.getVerdict, vr)
 	g.POST("/verdicts/:id/status", s.triageVerdict, triage)
 	g.POST("/verdicts/:id/learn", s.learnVerdict, triage)
@@ -268,23 +285,23 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/guardian/pending-actions/:id/decide", s.decidePendingAction, ad)
 
 	keys := httpkit.Require(auth.KeysManage)
-	g.GET("/keys", s.listKeys, keys)
+	g.GET("/keys", s.listKeys, keys, controlFresh)
 	g.POST("/keys", s.createKey, keys, s.idem.Sealed())
 	g.DELETE("/keys/:id", s.revokeKey, keys)
 	g.POST("/keys/:id/bind", s.bindKey, keys)
 	mr, mm := httpkit.Require(auth.MembersRead), httpkit.Require(auth.MembersManage)
-	g.GET("/members", s.listMembers, mr)
+	g.GET("/members", s.listMembers, mr, controlFresh)
 	g.POST("/members/invite", s.inviteMember, mm, idem)
 	g.POST("/members/role", s.setMemberRole, mm)
 	g.POST("/members/groups", s.setMemberGroups, mm)
 	g.DELETE("/members/:email", s.removeMember, mm)
 	sr, lm := httpkit.Require(auth.SettingsRead), httpkit.Require(auth.LimitsManage)
-	g.GET("/settings/rate-limits", s.getLimits, sr)
+	g.GET("/settings/rate-limits", s.getLimits, sr, controlFresh)
 	g.POST("/settings/rate-limits", s.setLimits, lm)
 	g.PUT("/settings/rate-limits", s.setLimits, lm)
 	halts := httpkit.Require(auth.HaltsManage)
 	g.POST("/halts", s.createHalt, halts, idem)
-	g.GET("/halts", s.listHalts, halts)
+	g.GET("/halts", s.listHalts, halts, controlFresh)
 	g.DELETE("/halts/:id", s.deleteHalt, halts)
 	br, bm := httpkit.Require(auth.BudgetsRead), httpkit.Require(auth.BudgetsManage)
 	g.POST("/budgets", s.createBudget, bm, idem)
@@ -292,8 +309,8 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/budgets/:id", s.getBudget, br)
 	g.DELETE("/budgets/:id", s.deleteBudget, bm)
 	audit := httpkit.Require(auth.AuditRead)
-	g.GET("/audit", s.listAudit, audit)
-	g.GET("/audit/export", s.exportAudit, audit)
+	g.GET("/audit", s.listAudit, audit, consistency.Await(s.waits.audit, bound))
+	g.GET("/audit/export", s.exportAudit, audit, consistency.Await(s.waits.audit, bound))
 	s.safetyRoutes(g)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
@@ -122,6 +123,7 @@ func (s *Service) postEvent(c echo.Context) error {
 		s.accepted.WithLabelValues(StatusFailed).Inc()
 		return apperr.Unavailable("event store did not acknowledge the event; retry", time.Second, err)
 	}
+	consistency.Note(ctx, streams.Ingest, ack.Sequence)
 	r := Result{EventID: ev.EventID, Status: StatusAccepted, Accepted: true, Duplicate: ack.Duplicate, Sequence: ack.Sequence}
 	if ack.Duplicate {
 		r.Status = StatusDuplicate
@@ -220,6 +222,7 @@ func (s *Service) postBatch(c echo.Context) error {
 		select {
 		case ack := <-f.Ok():
 			r.Status, r.Accepted, r.Duplicate, r.Sequence = StatusAccepted, true, ack.Duplicate, ack.Sequence
+			consistency.Note(c.Request().Context(), streams.Ingest, ack.Sequence)
 			if ack.Duplicate {
 				r.Status = StatusDuplicate
 			}

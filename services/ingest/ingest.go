@@ -34,7 +34,7 @@ import (
 )
 
 // ProjectorConsumer is the durable consumer that feeds the events table.
-const ProjectorConsumer = "ingest-events-projector"
+const ProjectorConsumer = streams.EventsProjector
 
 // Config tunes ingest.
 type Config struct {

@@ -36,7 +36,7 @@ import (
 // Durable consumers owned by the policy service.
 const (
 	DecisionsProjector = streams.DecisionsProjector
-	EventVerdicts      = "policy-event-verdicts"
+	EventVerdicts      = streams.EventVerdicts
 )
 
 // Config tunes the policy service.

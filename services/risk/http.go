@@ -21,6 +21,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
@@ -80,18 +81,36 @@ type BaselineSummary struct {
 // Baselines asks every partition for the tenant's baselines (agentID
 // empty: all agents). It fails when a partition has no owner right now.
 func (s *Service) Baselines(ctx context.Context, tenant, agentID string) (map[string]Profile, error) {
-	req := mustJSON(profilesRequest{Tenant: tenant, AgentID: agentID})
-	parts := make([]int, 0, s.cfg.Partitions)
+	var parts []int
 	if agentID != "" {
-		parts = append(parts, PartitionOf(tenant, agentID, s.cfg.Partitions))
-	} else {
-		for i := 0; i < s.cfg.Partitions; i++ {
-			parts = append(parts, i)
+		parts = []int{PartitionOf(tenant, agentID, s.cfg.Partitions)}
+	}
+	out := map[string]Profile{}
+	err := askPartitions(ctx, s, "profiles", profilesRequest{Tenant: tenant, AgentID: agentID}, parts, func(ps []Profile) {
+		for _, p := range ps {
+			out[p.AgentID] = p
+		}
+	})
+	if err != nil {
+		return nil, apperr.Unavailable("baselines are being rebuilt; retry shortly", time.Second, err)
+	}
+	return out, nil
+}
+
+// askPartitions sends req to verb of each partition in parts (every
+// partition when parts is nil), concurrently, and hands each decoded
+// answer to fold (one call at a time). It returns every partition that
+// did not answer.
+func askPartitions[Resp any](ctx context.Context, s *Service, verb string, req any, parts []int, fold func(Resp)) error {
+	if parts == nil {
+		parts = make([]int, s.cfg.Partitions)
+		for i := range parts {
+			parts[i] = i
 		}
 	}
+	data := mustJSON(req)
 	var (
 		mu   sync.Mutex
-		out  = map[string]Profile{}
 		errs []error
 		wg   sync.WaitGroup
 	)
@@ -99,10 +118,10 @@ func (s *Service) Baselines(ctx context.Context, tenant, agentID string) (map[st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			msg, err := s.deps.NC.RequestWithContext(ctx, rpcSubject("profiles", s.cfg.Partitions, i), req)
-			var ps []Profile
+			msg, err := s.deps.NC.RequestWithContext(ctx, rpcSubject(verb, s.cfg.Partitions, i), data)
+			var r Resp
 			if err == nil {
-				err = json.Unmarshal(msg.Data, &ps)
+				err = json.Unmarshal(msg.Data, &r)
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -110,16 +129,11 @@ func (s *Service) Baselines(ctx context.Context, tenant, agentID string) (map[st
 				errs = append(errs, fmt.Errorf("partition %d: %w", i, err))
 				return
 			}
-			for _, p := range ps {
-				out[p.AgentID] = p
-			}
+			fold(r)
 		}()
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		return nil, apperr.Unavailable("baselines are being rebuilt; retry shortly", time.Second, errors.Join(errs...))
-	}
-	return out, nil
+	return errors.Join(errs...)
 }
 
 func (s *Service) rpcContext(c echo.Context) (context.Context, context.CancelFunc) {
@@ -278,12 +292,82 @@ func (s *Service) LatestScore(ctx context.Context, tenant, sessionID string) (Se
 	return sc, nil
 }
 
+// ScoreNow returns a session's score computed on request: every
+// partition folds in the tenant's decisions recorded so far (after, with
+// a consistency token, the policy service has judged the token's events),
+// and the one holding the session answers with the score it has
+// published or is publishing for it — the risk formula applied by the
+// only holder of its inputs (the agent's baseline), so it is the answer
+// RISK will carry. A session no partition holds (evicted when idle, or a
+// rebuild) falls back to the last published score; none at all is
+// not-found.
+func (s *Service) ScoreNow(ctx context.Context, tenant, sessionID string, tok consistency.Token) (SessionScore, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConsistencyWait)
+	defer cancel()
+	if seq := tok[streams.Ingest]; seq > 0 {
+		if err := consistency.Wait(ctx, consistency.Token{streams.Ingest: seq}, consistency.Waits{streams.Ingest: {s.judged}}, s.cfg.ConsistencyWait); err != nil {
+			return SessionScore{}, err
+		}
+	}
+	last, err := s.lastDecision(ctx, tenant)
+	if err != nil {
+		return SessionScore{}, apperr.Unavailable("decision stream unavailable; retry", time.Second, err)
+	}
+	wait := time.Until(deadlineOf(ctx))
+	var found *SessionScore
+	err = askPartitions(ctx, s, "score", scoreRequest{Tenant: tenant, SessionID: sessionID, PolicySeq: last, WaitMS: wait.Milliseconds()}, nil, func(r scoreReply) {
+		if r.Score != nil {
+			found = r.Score
+		}
+	})
+	if found != nil {
+		s.onRequest.Inc()
+		return *found, nil
+	}
+	if err != nil {
+		return SessionScore{}, apperr.Unavailable("session risk is being computed; retry", time.Second, err)
+	}
+	return s.LatestScore(ctx, tenant, sessionID)
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// lastDecision is the POLICY sequence of the tenant's newest decision (0
+// when there is none).
+func (s *Service) lastDecision(ctx context.Context, tenant string) (uint64, error) {
+	st, err := s.deps.JS.Stream(ctx, streams.Policy)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, streams.TenantDecisions(tenant))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// sessionRisk answers the last published score; when there is none yet,
+// or the read carries a consistency token (whose writes the published
+// score may not include), the score is computed on request (ScoreNow).
 func (s *Service) sessionRisk(c echo.Context) error {
 	id := c.Param("id")
 	if !event.ValidID(id, event.MaxSessionIDLen) {
 		return apperr.NotFound("session %q not found", id)
 	}
-	sc, err := s.LatestScore(c.Request().Context(), httpkit.Principal(c).Tenant, id)
+	tenant, tok := httpkit.Principal(c).Tenant, consistency.FromContext(c)
+	sc, err := s.LatestScore(c.Request().Context(), tenant, id)
+	if tok[streams.Ingest] > 0 || tok[streams.Policy] > 0 || apperr.Is(err, apperr.KindNotFound) {
+		sc, err = s.ScoreNow(c.Request().Context(), tenant, id, tok)
+	}
 	if err != nil {
 		return err
 	}

@@ -45,10 +45,11 @@ type partition struct {
 	mu         sync.Mutex
 	agents     map[string]*baseline.Agent // tenant \x00 agent
 	sessions   map[string]*score.Session  // tenant \x00 session
-	lastScore  map[string]string          // session key → fingerprint of the last published score
+	lastScore  map[string]scored          // session key → the last score published (or being published)
 	pending    []Reset                    // resets not applied yet, by PolicySeq
 	applied    map[string]bool            // reset ids applied
 	processed  uint64                     // last POLICY sequence folded into the state
+	folded     natsx.Watermark            // processed, for readers waiting for a sequence
 	published  atomic.Uint64              // last POLICY sequence whose outputs are on RISK
 	stalled    atomic.Bool                // an output was not published: published stops here
 	readyAt    atomic.Uint64              // POLICY's last sequence when the rebuild started
@@ -74,7 +75,7 @@ const (
 
 func newPartition(svc *Service, idx, n int) *partition {
 	return &partition{svc: svc, idx: idx, n: n, log: svc.log.With(slog.Int("partition", idx)),
-		agents: map[string]*baseline.Agent{}, sessions: map[string]*score.Session{}, lastScore: map[string]string{},
+		agents: map[string]*baseline.Agent{}, sessions: map[string]*score.Session{}, lastScore: map[string]scored{},
 		applied: map[string]bool{}, ready: make(chan struct{})}
 }
 
@@ -154,7 +155,7 @@ func (p *partition) run(ctx context.Context) error {
 		return nil
 	}
 	p.log.Info("risk partition rebuilt", slog.Uint64("policySeq", p.seq()), slog.Int("agents", p.agentCount()))
-	for verb, h := range map[string]nats.MsgHandler{"profiles": p.onProfiles, "reset": p.onResetRequest} {
+	for verb, h := range map[string]nats.MsgHandler{"profiles": p.onProfiles, "reset": p.onResetRequest, "score": p.onScore} {
 		s, err := p.svc.deps.NC.Subscribe(rpcSubject(verb, p.n, p.idx), h)
 		if err != nil {
 			return fmt.Errorf("risk rpc %s: %w", verb, err)
@@ -281,6 +282,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	}
 	seq := md.Sequence.Stream
 	defer func() {
+		p.folded.Advance(seq)
 		if md.NumPending == 0 || (p.readyAt.Load() > 0 && seq >= p.readyAt.Load()) {
 			p.markReady()
 		}
@@ -384,14 +386,23 @@ func (p *partition) process(rec rules.DecisionRecord, seq uint64) ([]Anomaly, *S
 	s.Add(score.Record{ID: rec.ID, AtMS: o.AtMS, Outcome: rec.Decision.Outcome.String(), Error: o.Error, Paused: paused}, sa)
 	res := s.Compute()
 	fp := fingerprint(res)
-	if p.lastScore[sk] == fp {
+	if p.lastScore[sk].fingerprint == fp {
 		return anoms, nil
 	}
-	p.lastScore[sk] = fp
-	return anoms, &SessionScore{ID: "scr_" + strings.TrimPrefix(rec.ID, "dec_"), Tenant: rec.Tenant, AgentID: s.AgentID, SessionID: rec.SessionID,
+	sc := &SessionScore{ID: "scr_" + strings.TrimPrefix(rec.ID, "dec_"), Tenant: rec.Tenant, AgentID: s.AgentID, SessionID: rec.SessionID,
 		Severity: res.Severity, Summary: summary(res), OccurredAt: ms(o.AtMS), Score: res.Score, Formula: res.Version,
 		Actions: res.Actions, Dimensions: res.Dimensions, Factors: res.Factors, Recommendations: res.Recommendations,
 		FirstEventAt: ms(s.FirstMS), LastEventAt: ms(s.LastMS), DecisionID: rec.ID, PolicySeq: seq}
+	p.lastScore[sk] = scored{fingerprint: fp, score: sc}
+	return anoms, sc
+}
+
+// scored is the score a session last changed to: what was published on
+// RISK, or is being published, for it. GET /v1/sessions/:id/risk answers
+// with it on request, before RISK or its projection has it.
+type scored struct {
+	fingerprint string
+	score       *SessionScore
 }
 
 func fingerprint(r score.Result) string {
@@ -543,4 +554,43 @@ func (p *partition) onResetRequest(m *nats.Msg) {
 	p.addResetLocked(mustJSON(r))
 	p.applyResetsLocked()
 	_ = m.Respond(mustJSON(r))
+}
+
+// scoreRequest asks a partition for a session's score once it has folded
+// in POLICY up to PolicySeq (waiting at most WaitMS).
+type scoreRequest struct {
+	Tenant    string `json:"tenant"`
+	SessionID string `json:"sessionId"`
+	PolicySeq uint64 `json:"policySeq"`
+	WaitMS    int64  `json:"waitMs"`
+}
+
+// scoreReply is a partition's answer: the session's score if the
+// partition holds the session.
+type scoreReply struct {
+	Score *SessionScore `json:"score,omitempty"`
+	Error string        `json:"error,omitempty"`
+}
+
+// onScore answers a scoreRequest. The wait runs off the subscription's
+// goroutine, so one waiting request does not hold up the partition's
+// other requests.
+func (p *partition) onScore(m *nats.Msg) {
+	var req scoreRequest
+	if json.Unmarshal(m.Data, &req) != nil || req.Tenant == "" || req.SessionID == "" {
+		_ = m.Respond(mustJSON(scoreReply{Error: "bad request"}))
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(min(max(req.WaitMS, 0), 60_000))*time.Millisecond)
+		defer cancel()
+		if err := p.folded.WaitFor(ctx, req.PolicySeq); err != nil {
+			_ = m.Respond(mustJSON(scoreReply{Error: "catching up: " + err.Error()}))
+			return
+		}
+		p.mu.Lock()
+		sc := p.lastScore[key(req.Tenant, req.SessionID)].score
+		p.mu.Unlock()
+		_ = m.Respond(mustJSON(scoreReply{Score: sc}))
+	}()
 }

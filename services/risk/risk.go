@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
@@ -59,6 +60,10 @@ type Config struct {
 	PublishTimeout time.Duration
 	// QueryTimeout bounds one ClickHouse read or partition request.
 	QueryTimeout time.Duration
+	// ConsistencyWait bounds how long GET /v1/sessions/:id/risk waits for
+	// the score it computes on request (a consistency token's events to
+	// be judged, the partitions to fold them in).
+	ConsistencyWait time.Duration
 	// InstanceID names this instance in leases (random when empty).
 	InstanceID string
 	// Project turns on the ClickHouse projections (anomalies, verdicts,
@@ -70,7 +75,8 @@ type Config struct {
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
 	return Config{Streams: streams.DefaultOptions, Baseline: baseline.DefaultConfig(), Partitions: 4,
-		LeaseTTL: 6 * time.Second, PublishTimeout: 2 * time.Second, QueryTimeout: 10 * time.Second, Project: true}
+		LeaseTTL: 6 * time.Second, PublishTimeout: 2 * time.Second, QueryTimeout: 10 * time.Second, Project: true,
+		ConsistencyWait: consistency.DefaultWait}
 }
 
 // Validate reports every invalid setting.
@@ -85,8 +91,8 @@ func (c Config) Validate() error {
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, errors.New("risk: LeaseTTL must be at least 1s"))
 	}
-	if c.PublishTimeout <= 0 || c.QueryTimeout <= 0 {
-		errs = append(errs, errors.New("risk: PublishTimeout and QueryTimeout must be positive"))
+	if c.PublishTimeout <= 0 || c.QueryTimeout <= 0 || c.ConsistencyWait <= 0 {
+		errs = append(errs, errors.New("risk: PublishTimeout, QueryTimeout and ConsistencyWait must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -123,6 +129,11 @@ type Service struct {
 	scores      prometheus.Counter
 	suppressed  prometheus.Counter
 	ownedGauge  prometheus.Gauge
+	onRequest   prometheus.Counter
+
+	// judged is the policy service's progress judging INGEST's events
+	// (ScoreNow waits for it).
+	judged *natsx.ConsumerFloor
 }
 
 type lease struct {
@@ -157,8 +168,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		scores:     prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_scores_total", Help: "Session score changes published."}),
 		suppressed: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_suppressed_total", Help: "Anomalies not raised because triage marked them false positives."}),
 		ownedGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_risk_partitions_owned", Help: "Partitions this instance owns."}),
+		onRequest:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_scores_on_request_total", Help: "Session risk reads answered by the partitions' computed score (no published score yet, or a consistency token)."}),
+		judged:     natsx.NewConsumerFloor(deps.JS, streams.Ingest, streams.EventVerdicts),
 	}
-	for _, c := range []prometheus.Collector{s.observed, s.processTime, s.anomalies, s.scores, s.suppressed, s.ownedGauge} {
+	for _, c := range []prometheus.Collector{s.observed, s.processTime, s.anomalies, s.scores, s.suppressed, s.ownedGauge, s.onRequest} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("risk metrics: %w", err)
 		}
