@@ -65,8 +65,8 @@ func WithOIDC(v *oidc.Verifier) Option { return func(c *Catalog) { c.oidc = v } 
 func NewCatalog(js jetstream.JetStream, log *slog.Logger, opts ...Option) *Catalog {
 	c := &Catalog{
 		js: js, log: log,
-		keys:    map[string]auth.KeyRecord{},
-		agents:  map[string]map[string]agent.Agent{},
+		keys:   map[string]auth.KeyRecord{},
+		agents: map[string]map[string]agent.Agent{},
 
 		policies:  map[string]map[string]policy.Record{},
 		policyGen: map[string]uint64{},

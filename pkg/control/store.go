@@ -12,8 +12,8 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
-	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
