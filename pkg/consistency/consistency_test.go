@@ -1,0 +1,126 @@
+package consistency_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/consistency"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		bad      bool
+	}{
+		{in: "", want: ""},
+		{in: "INGEST:12", want: "INGEST:12"},
+		{in: "control:4, INGEST:12", want: "CONTROL:4,INGEST:12"},
+		{in: "INGEST:3,INGEST:9", want: "INGEST:9"},
+		{in: "INGEST:0", want: ""},
+		{in: "NOPE:1", bad: true},
+		{in: "INGEST", bad: true},
+		{in: "INGEST:-1", bad: true},
+		{in: "INGEST:1x", bad: true},
+	} {
+		tok, err := consistency.Parse(tc.in)
+		if (err != nil) != tc.bad {
+			t.Errorf("Parse(%q) error = %v, want bad=%v", tc.in, err, tc.bad)
+			continue
+		}
+		if !tc.bad && tok.String() != tc.want {
+			t.Errorf("Parse(%q) = %q, want %q", tc.in, tok.String(), tc.want)
+		}
+	}
+}
+
+func TestMerge(t *testing.T) {
+	got := consistency.Token{"INGEST": 5, "CONTROL": 9}.Merge(consistency.Token{"INGEST": 7, "POLICY": 1}).String()
+	if want := "CONTROL:9,INGEST:7,POLICY:1"; got != want {
+		t.Fatalf("Merge = %q, want %q", got, want)
+	}
+}
+
+// TestWait: a read waits for the projections of the streams its token
+// names, ignores the others, and past the bound is unavailable.
+func TestWait(t *testing.T) {
+	var ingest, control natsx.Watermark
+	w := consistency.Waits{"INGEST": {&ingest}, "CONTROL": {&control}}
+	ingest.Advance(10)
+	control.Advance(3)
+	tests := []struct {
+		name    string
+		tok     consistency.Token
+		advance func()
+		wantErr bool
+	}{
+		{"already passed", consistency.Token{"INGEST": 10, "CONTROL": 3}, nil, false},
+		{"stream the route does not read", consistency.Token{"RISK": 99}, nil, false},
+		{"passed while waiting", consistency.Token{"INGEST": 11}, func() { ingest.Advance(11) }, false},
+		{"never passed", consistency.Token{"CONTROL": 4}, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.advance != nil {
+				go tc.advance()
+			}
+			err := consistency.Wait(context.Background(), tc.tok, w, 100*time.Millisecond)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Wait = %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				var ae *apperr.Error
+				if !errors.As(err, &ae) || ae.Kind != apperr.KindUnavailable || ae.RetryAfter <= 0 {
+					t.Fatalf("Wait past the bound = %#v, want unavailable with Retry-After", err)
+				}
+			}
+		})
+	}
+}
+
+// TestTrack: a 2xx answers with the request's token merged with what the
+// handler wrote; an error answer carries none; a malformed token is 400.
+func TestTrack(t *testing.T) {
+	// The server every service runs installs Track and the envelope.
+	e, err := httpkit.NewServer(slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.POST("/w", func(c echo.Context) error {
+		consistency.Note(c.Request().Context(), "INGEST", 42)
+		return c.NoContent(http.StatusAccepted)
+	})
+	e.POST("/fail", func(c echo.Context) error {
+		consistency.Note(c.Request().Context(), "INGEST", 42)
+		return apperr.Conflict("taken")
+	})
+	for _, tc := range []struct {
+		path, sent, want string
+		status           int
+	}{
+		{"/w", "", "INGEST:42", http.StatusAccepted},
+		{"/w", "CONTROL:7,INGEST:50", "CONTROL:7,INGEST:50", http.StatusAccepted},
+		{"/fail", "CONTROL:7", "", http.StatusConflict},
+		{"/w", "bogus", "", http.StatusBadRequest},
+	} {
+		req := httptest.NewRequest(http.MethodPost, tc.path, nil)
+		if tc.sent != "" {
+			req.Header.Set(consistency.Header, tc.sent)
+		}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != tc.status || rec.Header().Get(consistency.Header) != tc.want {
+			t.Errorf("%s with %q: %d %q, want %d %q", tc.path, tc.sent, rec.Code, rec.Header().Get(consistency.Header), tc.status, tc.want)
+		}
+	}
+}
