@@ -15,6 +15,14 @@ func kaplaixEvent(eventID, session string) map[string]any {
 	}
 }
 
+// laterEvent is an event of session a minute after the example's, so
+// that the session lists first (most recently active first).
+func laterEvent(session string) map[string]any {
+	e := kaplaixEvent("{uuid}", session)
+	e["sourceTimestamp"] = "2025-01-15T10:31:00Z"
+	return e
+}
+
 // kaplaixPolicy is a Kaplaix rule list: shell commands need a review.
 var kaplaixPolicy = map[string]any{
 	"name": "review shell",
@@ -67,7 +75,14 @@ var kaplaixCases = []Case{
 	// Sessions.
 	{Section: kpSum, Name: "GET /v1/sessions lists sessions", Method: http.MethodGet, Path: "/v1/sessions?limit=20", Status: 200, Wait: true,
 		Types: merged(kaplaixPage, map[string]string{"data.0.sessionId": "string", "data.0.agentId": "string"})},
-	{Section: kpPage, Name: "a page: limit and nextCursor", Method: http.MethodGet, Path: "/v1/sessions?limit=1", Status: 200,
+	{Section: kpPage, Name: "the last page: nextCursor is null", Method: http.MethodGet, Path: "/v1/sessions?limit=1", Status: 200,
+		Types: kaplaixPage, Values: map[string]any{"data.0.sessionId": "session-001", "nextCursor": nil}},
+	{Section: kpPage, Name: "a later event of a second session", Method: http.MethodPost, Path: "/v1/events",
+		Body: laterEvent("session-002"), Status: 202},
+	{Section: kpPage, Name: "first page", Method: http.MethodGet, Path: "/v1/sessions?limit=1", Status: 200, Wait: true,
+		Types: merged(kaplaixPage, map[string]string{"nextCursor": "string"}), Values: map[string]any{"data.0.sessionId": "session-002"},
+		Save: map[string]string{"nextCursor": "kpCursor"}},
+	{Section: kpPage, Name: "next page", Method: http.MethodGet, Path: "/v1/sessions?limit=1&cursor={kpCursor}", Status: 200,
 		Types: kaplaixPage, Values: map[string]any{"data.0.sessionId": "session-001", "nextCursor": nil}},
 	{Section: kpPage, Name: "400 a malformed cursor", Method: http.MethodGet, Path: "/v1/sessions?limit=20&cursor=eyJsYXN0", Status: 400,
 		Values: kaplaixInvalid},
