@@ -50,9 +50,10 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 			in.Agent.Sources = a.Declaration.Sources
 		}
 	}
+	var seen labelsRead
 	if req.SessionID != "" {
 		in.Session = s.sessions.get(req.Tenant, req.SessionID)
-		s.sessionLabelsFor(ctx, pack, req.Tenant, &in.Session)
+		seen = s.sessionLabelsFor(ctx, pack, req.Tenant, &in.Session)
 	}
 	// Halts come from the same catalog as policies, which this service
 	// has fully loaded before it answers its first request (see Run's
@@ -113,7 +114,7 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	if err := s.record(ctx, rec, msgID); err != nil {
 		return rules.DecisionRecord{}, err
 	}
-	if err := s.storeLabels(ctx, rec); err != nil {
+	if err := s.storeLabels(ctx, rec, seen); err != nil {
 		return rules.DecisionRecord{}, err
 	}
 	if req.SessionID != "" {

@@ -41,10 +41,12 @@ type sessionLabels struct {
 // labelStore reads and adds session labels in LabelBucket.
 type labelStore struct{ kv jetstream.KeyValue }
 
-// openLabels creates or updates the label bucket. Reads are served by the
-// stream's leader, not by any replica (direct get), so that on a NATS
-// cluster a label acknowledged to one policy replica is seen by the next
-// decision on any other.
+// openLabels creates or updates the label bucket. On a NATS cluster
+// (replicas > 1) reads are served by the stream's leader, not by any
+// replica (direct get), so that a label acknowledged to one policy replica
+// is seen by the next decision on any other; a follower could still be
+// applying it. A single-replica bucket has one server, which answers
+// direct gets consistently and faster (docs/benchmarks.md).
 func openLabels(ctx context.Context, js jetstream.JetStream, replicas int) (*labelStore, error) {
 	cfg := jetstream.KeyValueConfig{
 		Bucket: LabelBucket, Description: "Data-flow labels of each session, with the record that set each",
@@ -57,7 +59,7 @@ func openLabels(ctx context.Context, js jetstream.JetStream, replicas int) (*lab
 	if err != nil {
 		return nil, fmt.Errorf("session labels bucket: %w", err)
 	}
-	if sc := st.CachedInfo().Config; sc.AllowDirect {
+	if sc := st.CachedInfo().Config; sc.AllowDirect && replicas > 1 {
 		sc.AllowDirect = false
 		if _, err := js.UpdateStream(ctx, sc); err != nil {
 			return nil, fmt.Errorf("session labels bucket: read from the leader: %w", err)
@@ -103,17 +105,30 @@ func (l *labelStore) get(ctx context.Context, tenant, sessionID string) ([]rules
 	return v.Labels, e.Revision(), nil
 }
 
+// labelsRead is what a decision read of its session's labels: the
+// labels at revision rev (0: none stored), when ok.
+type labelsRead struct {
+	labels []rules.SessionLabel
+	rev    uint64
+	ok     bool
+}
+
 // add stores labels on the session, keeping for each name the first
 // record that set it. Concurrent writers (other decisions of the session,
 // on any replica) are merged by compare-and-set on the entry's revision,
-// so no label is lost to a race.
-func (l *labelStore) add(ctx context.Context, tenant, sessionID string, add []rules.SessionLabel) error {
+// so no label is lost to a race. The first attempt builds on what the
+// decision read (seen), saving a read when no one wrote in between.
+func (l *labelStore) add(ctx context.Context, tenant, sessionID string, add []rules.SessionLabel, seen labelsRead) error {
 	key := labelKey(tenant, sessionID)
 	for range labelRetries {
-		cur, rev, err := l.get(ctx, tenant, sessionID)
-		if err != nil {
-			return err
+		cur, rev := seen.labels, seen.rev
+		if !seen.ok {
+			var err error
+			if cur, rev, err = l.get(ctx, tenant, sessionID); err != nil {
+				return err
+			}
 		}
+		seen.ok = false // a conflict re-reads
 		next := slices.Clone(cur)
 		for _, a := range add {
 			if !slices.ContainsFunc(next, func(c rules.SessionLabel) bool { return c.Name == a.Name }) {
@@ -154,26 +169,27 @@ func casConflict(err error) bool {
 // sessionLabelsFor fills in the session's labels when the pack reads
 // them or may add some. A store that cannot be read is recorded on the
 // session: rules testing session.labels then fail closed.
-func (s *Service) sessionLabelsFor(ctx context.Context, pack *rules.Pack, tenant string, sess *rules.Session) {
+func (s *Service) sessionLabelsFor(ctx context.Context, pack *rules.Pack, tenant string, sess *rules.Session) labelsRead {
 	if sess.ID == "" || (!pack.ReadsLabels() && pack.LabelRules() == 0) {
-		return
+		return labelsRead{}
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	labels, _, err := s.labels.get(rctx, tenant, sess.ID)
+	labels, rev, err := s.labels.get(rctx, tenant, sess.ID)
 	if err != nil {
 		s.labelErrors.WithLabelValues("read").Inc()
 		s.log.Warn("session labels unavailable; rules reading them fail closed", "tenant", tenant, "error", err.Error())
 		sess.LabelsUnavailable = err.Error()
-		return
+		return labelsRead{}
 	}
 	sess.Labels = labels
+	return labelsRead{labels: labels, rev: rev, ok: true}
 }
 
 // storeLabels adds the labels rec's decision gives its session. It runs
 // after the decision is recorded and before it is answered, so any
 // decision asked for after this one's answer, on any replica, sees them.
-func (s *Service) storeLabels(ctx context.Context, rec rules.DecisionRecord) error {
+func (s *Service) storeLabels(ctx context.Context, rec rules.DecisionRecord, seen labelsRead) error {
 	if len(rec.Decision.Labels) == 0 {
 		return nil
 	}
@@ -183,7 +199,7 @@ func (s *Service) storeLabels(ctx context.Context, rec rules.DecisionRecord) err
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	if err := s.labels.add(wctx, rec.Tenant, rec.SessionID, add); err != nil {
+	if err := s.labels.add(wctx, rec.Tenant, rec.SessionID, add, seen); err != nil {
 		s.labelErrors.WithLabelValues("write").Inc()
 		return apperr.Unavailable("could not label the session", time.Second, err)
 	}

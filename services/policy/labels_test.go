@@ -168,16 +168,6 @@ func TestDataFlowRuleAcrossReplicasAndRestart(t *testing.T) {
 	c := f.replica(t)
 	waitCatalog(t, f, c)
 	check("restarted replica", c)
-
-	// Reads go to the stream leader, also after a restart re-provisioned
-	// the bucket (a follower's direct get could miss a fresh label).
-	st, err := f.env.JS.Stream(context.Background(), "KV_"+LabelBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.CachedInfo().Config.AllowDirect {
-		t.Fatal("the label bucket allows direct gets")
-	}
 }
 
 // TestDataFlowRaceAcrossReplicas: an agent that reads on one replica and
@@ -298,5 +288,86 @@ func TestLabelKey(t *testing.T) {
 		if got := labelKey(tc.tenant, tc.session); got != tc.want {
 			t.Errorf("labelKey(%q, %q) = %q, want %q", tc.tenant, tc.session, got, tc.want)
 		}
+	}
+}
+
+// BenchmarkDecideLabels is one recorded decision with a session: with a
+// pack that has no label rules (no label store access), with the
+// data-flow pack on a labelled session (one KV get), and for an action
+// that labels a fresh session (a KV get and a compare-and-set create).
+func BenchmarkDecideLabels(b *testing.B) {
+	f := start(b)
+	f.putPolicy(b, "acme", limitPolicy)
+	f.putPolicy(b, "flow", dataFlowPolicy)
+	f.declare(b, "flow")
+	ctx := context.Background()
+	decide(b, f.svc, "flow", "labelled", readWeb)
+	for _, bc := range []struct {
+		name   string
+		tenant string
+		action rules.Action
+		fresh  bool
+	}{
+		{"no label rules", "acme", rules.Action{Tool: "refund"}, false},
+		{"reads labels", "flow", sendOut, false},
+		{"adds a label", "flow", readWeb, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := rules.EvaluateRequest{Tenant: bc.tenant, AgentID: "a1", SessionID: "labelled", Action: bc.action, Source: rules.SourceDecision}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if bc.fresh {
+					i++
+					req.SessionID = fmt.Sprintf("fresh-%d", i)
+				}
+				if _, err := f.svc.Decide(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestLabelAddMergesStaleReads: a write built on a stale read (another
+// replica labelled the session in between) loses its compare-and-set,
+// re-reads and merges: no label is lost, and each keeps its first cause.
+func TestLabelAddMergesStaleReads(t *testing.T) {
+	f := start(t)
+	ctx := context.Background()
+	l := f.svc.labels
+	lab := func(name, dec string) []rules.SessionLabel {
+		return []rules.SessionLabel{{Name: name, DecisionID: dec, RuleID: "r"}}
+	}
+	if err := l.add(ctx, "acme", "s1", lab("pii", "dec_1"), labelsRead{ok: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, rev1, err := l.get(ctx, "acme", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		add  []rules.SessionLabel
+		seen labelsRead
+	}{
+		{"read before the first write", lab("untrusted_content", "dec_2"), labelsRead{ok: true}},
+		{"read an older revision", lab("secret", "dec_3"), labelsRead{labels: lab("pii", "dec_1"), rev: rev1, ok: true}},
+		{"label already set elsewhere", lab("pii", "dec_4"), labelsRead{ok: true}},
+	} {
+		if err := l.add(ctx, "acme", "s1", tc.add, tc.seen); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+	}
+	got, _, err := l.get(ctx, "acme", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, g := range got {
+		names = append(names, g.Name+"="+g.DecisionID)
+	}
+	if want := []string{"pii=dec_1", "untrusted_content=dec_2", "secret=dec_3"}; !slices.Equal(names, want) {
+		t.Fatalf("labels %v, want %v", names, want)
 	}
 }
