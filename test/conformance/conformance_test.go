@@ -18,6 +18,7 @@ import (
 
 	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/testkit"
 )
@@ -93,6 +94,10 @@ type suite struct {
 	keys map[string]string
 	vars map[string]string
 	http *http.Client
+	// token merges the consistency tokens of every write so far; each
+	// request sends it, so a read reflects what the scenario wrote, as
+	// a client that carries Vigil-Consistency does.
+	token consistency.Token
 }
 
 // newSuite starts a stack for one seed document and issues its
@@ -310,6 +315,9 @@ func (s *suite) do(t *testing.T, c Case) (answer, error) {
 	if key != "" {
 		r.Header.Set("Authorization", "Bearer "+key)
 	}
+	if len(s.token) > 0 {
+		r.Header.Set(consistency.Header, s.token.String())
+	}
 	for k, v := range c.Header {
 		r.Header.Set(k, s.expand(t, v))
 	}
@@ -323,6 +331,13 @@ func (s *suite) do(t *testing.T, c Case) (answer, error) {
 		return answer{}, err
 	}
 	a := answer{status: res.StatusCode, header: res.Header, body: data}
+	if h := res.Header.Get(consistency.Header); h != "" {
+		tok, err := consistency.Parse(h)
+		if err != nil {
+			return a, fmt.Errorf("the answer's %s: %w", consistency.Header, err)
+		}
+		s.token = s.token.Merge(tok)
+	}
 	if len(bytes.TrimSpace(data)) > 0 {
 		d := json.NewDecoder(bytes.NewReader(data))
 		d.UseNumber()
