@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 const deskPolicy = `
@@ -59,6 +60,25 @@ func pendingFor(t *testing.T, c polClient, decisionID string) deskAction {
 	return found
 }
 
+// gauge reads a gauge of the stack's registry, summed over its labels
+// (0 if absent).
+func (s *polStack) gauge(name string) float64 {
+	s.t.Helper()
+	fams, err := s.st.Reg.Gather()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range fams {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 func TestDeskApproveLongPoll(t *testing.T) {
 	s := polStart(t)
 	owner := s.as(s.key("acme", auth.RoleOwner))
@@ -83,7 +103,9 @@ func TestDeskApproveLongPoll(t *testing.T) {
 		r := agent.get("/v1/decisions/" + d.DecisionID + "?wait=30s")
 		done <- polled{r.want(t, http.StatusOK, "long-poll").object(t), time.Now()}
 	}()
-	time.Sleep(300 * time.Millisecond) // let the poll start waiting
+	// Decide only once the poll is open, so that it is woken by the
+	// decision rather than finding it already made.
+	testkit.Eventually(t, "the long-poll open", func() bool { return s.gauge("vigil_api_long_polls") >= 1 })
 	decidedAt := time.Now()
 	r := owner.post("/v1/guardian/pending-actions/"+pa.ID+"/decide", map[string]any{"decision": "approve", "comment": "fine"}).want(t, http.StatusOK, "decide")
 	var after deskAction

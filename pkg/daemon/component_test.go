@@ -3,15 +3,16 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 // traced is a component that records each step of its lifecycle: its view
@@ -118,17 +119,12 @@ func TestSupervisorLifecycle(t *testing.T) {
 // waitTrace waits until rec holds n events.
 func waitTrace(t *testing.T, rec *recorder, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		got := rec.list()
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("trace %v: want %d events", got, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	var got []string
+	testkit.EventuallyWithin(t, waitLimit, fmt.Sprintf("%d trace events", n), func() (bool, string) {
+		got = rec.list()
+		return len(got) >= n, fmt.Sprint(got)
+	})
+	return got
 }
 
 // TestSupervisorStartFailure: a step that fails stops startup, names the

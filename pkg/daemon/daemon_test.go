@@ -18,6 +18,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 const waitLimit = 20 * time.Second
@@ -95,18 +96,14 @@ func get(t *testing.T, url string) (int, string) {
 // waitRefused polls until addr no longer accepts connections.
 func waitRefused(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
+	testkit.EventuallyWithin(t, waitLimit, addr+" refusing connections", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
-			return
+			return true
 		}
 		_ = c.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still accepts connections", addr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	})
 }
 
 func TestServeFinishesInFlightRequestBeforeStoppingWorkers(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natstest"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 // TestProcess starts a standalone service's process the way the service
@@ -53,21 +53,17 @@ func TestProcess(t *testing.T) {
 			Workers: []daemon.Worker{func(ctx context.Context) error { <-ctx.Done(); close(workerDone); return nil }}})
 	}()
 	for _, path := range []string{"/hello", "/readyz", "/healthz", "/metrics"} {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testkit.Eventually(t, path+" served", func() (bool, string) {
 			res, err := http.Get("http://" + addr + path)
-			if err == nil {
-				res.Body.Close()
-				if res.StatusCode != http.StatusOK {
-					t.Fatalf("%s: HTTP %d", path, res.StatusCode)
-				}
-				break
+			if err != nil {
+				return false, err.Error()
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %v", path, err)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("%s: HTTP %d", path, res.StatusCode)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return true, ""
+		})
 	}
 	cancel()
 	if err := <-served; err != nil {

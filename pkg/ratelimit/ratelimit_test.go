@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/natstest"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/testkit"
 )
 
 type clock struct{ t time.Time }
@@ -120,21 +122,23 @@ func TestSharedAcrossInstances(t *testing.T) {
 	}
 	// Wait until b hears a: probes on another tenant, so that reports
 	// published before b's subscription was live cost acme nothing.
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; ; i++ {
-		if time.Now().After(deadline) {
-			t.Fatal("b never heard from a")
+	// Each check first looks for any earlier probe at b, then sends
+	// another.
+	var probes []string
+	testkit.Eventually(t, "b hears from a", func() bool {
+		for _, p := range probes {
+			if b.Tokens(Decisions, p, "") < 20 {
+				return true
+			}
 		}
-		probe := "probe-" + strconv.Itoa(i)
+		probe := "probe-" + strconv.Itoa(len(probes))
 		if a.Allow(Decisions, probe, "probe", 1) != 0 {
 			t.Fatal("probe refused")
 		}
 		a.Flush()
-		time.Sleep(20 * time.Millisecond)
-		if b.Tokens(Decisions, probe, "") < 20 {
-			break
-		}
-	}
+		probes = append(probes, probe)
+		return false
+	})
 	admitted := 0 // what either instance admits for acme
 	for range 15 {
 		if a.Allow(Decisions, "acme", "ka", 1) == 0 {
@@ -142,12 +146,10 @@ func TestSharedAcrossInstances(t *testing.T) {
 		}
 	}
 	a.Flush()
-	for b.Tokens(Decisions, "acme", "") > 20-float64(admitted)+0.5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("b holds %v tokens; a spent %d of 20", b.Tokens(Decisions, "acme", ""), admitted)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, "b hears what a spent", func() (bool, string) {
+		held := b.Tokens(Decisions, "acme", "")
+		return held <= 20-float64(admitted)+0.5, fmt.Sprintf("b holds %v tokens; a spent %d of 20", held, admitted)
+	})
 	for range 20 {
 		if b.Allow(Decisions, "acme", "kb", 1) == 0 {
 			admitted++
