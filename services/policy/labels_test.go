@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
-	"github.com/vigilhq/vigil/pkg/control"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 )
 
@@ -44,28 +40,7 @@ rules:
 // on the fixture's NATS: a second replica, or the first one restarted.
 func (f *fixture) replica(t testing.TB) *Service {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	log := slog.New(slog.DiscardHandler)
-	cat := control.NewCatalog(f.env.JS, log)
-	if err := cat.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.SigningSeed = make([]byte, 32)
-	cfg.RedactionKey, cfg.Judge.SealSecret = make([]byte, 32), make([]byte, 32)
-	cfg.EvaluateEvents = false
-	svc, err := New(cfg, Deps{NC: f.env.Conn, JS: f.env.JS, Catalog: cat, Log: log, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.EnsureStreams(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return svc
+	return newService(t, f.env)
 }
 
 // declare stores a manifest for agent a1 of tenant: web_fetch reads
@@ -369,5 +344,30 @@ func TestLabelAddMergesStaleReads(t *testing.T) {
 	}
 	if want := []string{"pii=dec_1", "untrusted_content=dec_2", "secret=dec_3"}; !slices.Equal(names, want) {
 		t.Fatalf("labels %v, want %v", names, want)
+	}
+}
+
+// TestEventLabelsEvenWhenBlocked: an ingested event already happened, so
+// it labels its session whatever its verdict, and names the event.
+func TestEventLabelsEvenWhenBlocked(t *testing.T) {
+	f := start(t)
+	f.putPolicy(t, "acme", dataFlowPolicy+`
+  - id: no-fetch
+    when: action.tool == "web_fetch"
+    outcome: block
+`)
+	f.declare(t, "acme")
+	ctx := context.Background()
+	rec, err := f.svc.Decide(ctx, rules.EvaluateRequest{Tenant: "acme", AgentID: "a1", SessionID: "s1", EventID: "evt_1", Action: readWeb, Source: rules.SourceEvent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Decision.Outcome != rules.Block || len(rec.Decision.Labels) != 1 {
+		t.Fatalf("event verdict: %+v", rec.Decision)
+	}
+	d := decide(t, f.svc, "acme", "s1", sendOut).Decision
+	i := slices.IndexFunc(d.Matches, func(m rules.Match) bool { return m.RuleID == "exfil" })
+	if d.Outcome != rules.RequireApproval || i < 0 || !strings.Contains(d.Matches[i].Message, "event evt_1") {
+		t.Fatalf("send after the event: %+v", d)
 	}
 }

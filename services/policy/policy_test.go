@@ -38,9 +38,17 @@ func start(t testing.TB) *fixture {
 	if err := natsx.EnsureStreams(ctx, env.JS, streams.ControlConfig(streams.DefaultOptions), streams.IngestConfig(streams.DefaultOptions)); err != nil {
 		t.Fatal(err)
 	}
+	svc := newService(t, env)
+	return &fixture{env: env, store: control.NewStore(env.JS), cat: svc.deps.Catalog, svc: svc}
+}
+
+// newService starts a policy service, with its own catalog, on env: the
+// fixture's, or another replica of it.
+func newService(t testing.TB, env *natstest.Env) *Service {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	cat := control.NewCatalog(env.JS, log)
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if err := cat.Run(runCtx); err != nil {
 		t.Fatal(err)
@@ -53,13 +61,13 @@ func start(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.EnsureStreams(ctx); err != nil {
+	if err := svc.EnsureStreams(runCtx); err != nil {
 		t.Fatal(err)
 	}
 	if err := svc.Start(runCtx); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{env: env, store: control.NewStore(env.JS), cat: cat, svc: svc}
+	return svc
 }
 
 func (f *fixture) putPolicy(t testing.TB, tenant, src string) {
