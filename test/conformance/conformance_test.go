@@ -3,7 +3,6 @@ package conformance
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
@@ -357,7 +358,7 @@ func (s *suite) expand(t *testing.T, in string) string {
 	return placeholder.ReplaceAllStringFunc(in, func(m string) string {
 		name := m[1 : len(m)-1]
 		if name == "uuid" {
-			return newUUID()
+			return uuid.NewString()
 		}
 		v, ok := s.vars[name]
 		if !ok {
@@ -460,12 +461,4 @@ func sameJSON(got, want any) bool {
 		return false
 	}
 	return reflect.DeepEqual(got, w)
-}
-
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -3,6 +3,7 @@ module github.com/vigilhq/vigil/test/conformance
 go 1.26.8
 
 require (
+	github.com/google/uuid v1.6.0
 	github.com/vigilhq/vigil/cmd/vigil v0.0.0
 	github.com/vigilhq/vigil/pkg v0.0.0
 )
@@ -24,7 +25,6 @@ require (
 	github.com/go-faster/errors v0.7.1 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.8 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
-	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/labstack/echo/v4 v4.16.0 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
