@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
@@ -56,9 +57,9 @@ func newAgentEvents(prefix string, n int) []map[string]any {
 func TestAgentCap(t *testing.T) {
 	const limit = 10
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN,
-		ingest: func(c *ingest.Config) { c.MaxAgents = limit },
-		api:    func(c *api.Config) { unlimited(c); c.MaxAgents = limit }})
+	s := startStack(t, stacktest.Options{DSN: db.DSN,
+		Ingest: func(c *ingest.Config) { c.MaxAgents = limit },
+		API:    func(c *api.Config) { unlimited(c); c.MaxAgents = limit }})
 	owner := s.st.BootstrapKey
 	agentKey := s.key("default", auth.RoleAgent)
 
@@ -97,9 +98,9 @@ func TestAgentCap(t *testing.T) {
 func TestAgentCapDiscoveryBackstop(t *testing.T) {
 	const limit = 10
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN,
-		ingest: func(c *ingest.Config) { c.MaxAgents = 0 },
-		api:    func(c *api.Config) { unlimited(c); c.MaxAgents = limit }})
+	s := startStack(t, stacktest.Options{DSN: db.DSN,
+		Ingest: func(c *ingest.Config) { c.MaxAgents = 0 },
+		API:    func(c *api.Config) { unlimited(c); c.MaxAgents = limit }})
 	br := s.postBatch(s.key("default", auth.RoleAgent), newAgentEvents("flood", 1000))
 	if br.Accepted != 1000 {
 		t.Fatalf("batch: accepted %d, want 1000 (nothing accepted is lost)", br.Accepted)

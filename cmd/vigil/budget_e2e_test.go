@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/event"
@@ -148,9 +149,9 @@ type budgetStack struct {
 
 func startBudgetStack(t *testing.T, dsn, dir string, clock *testClock) budgetStack {
 	t.Helper()
-	s := startStack(t, stackOpts{dsn: dsn, dataDir: dir,
-		api:    func(c *api.Config) { unlimited(c); c.Clock = clock.Now },
-		policy: func(c *policysvc.Config) { c.Clock = clock.Now }})
+	s := startStack(t, stacktest.Options{DSN: dsn, DataDir: dir,
+		API:    func(c *api.Config) { unlimited(c); c.Clock = clock.Now },
+		Policy: func(c *policysvc.Config) { c.Clock = clock.Now }})
 	r := startPolicyReplica(t, s.st, dir, func(c *policysvc.Config) { c.Clock = clock.Now })
 	return budgetStack{testStack: s, clock: clock, replica: r}
 }

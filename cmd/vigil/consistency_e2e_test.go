@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/consistency"
@@ -53,7 +54,7 @@ func token(t *testing.T, r polResp, stream string) string {
 // later).
 func TestConsistencyTokens(t *testing.T) {
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN, api: unlimited, ingest: func(c *ingest.Config) { c.ProjectorLinger = slowProjection }})
+	s := startStack(t, stacktest.Options{DSN: db.DSN, API: unlimited, Ingest: func(c *ingest.Config) { c.ProjectorLinger = slowProjection }})
 	cfg := api.DefaultConfig()
 	unlimited(&cfg)
 	cfg.ConsistencyWait = 3 * slowProjection

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
@@ -82,7 +83,7 @@ func wantDataFlowApproval(t *testing.T, what string, d polKLA, first string) {
 func TestDataFlowRuleOnTheStack(t *testing.T) {
 	db := chtest.New(t)
 	dir := t.TempDir()
-	s := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir, api: unlimited})
+	s := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir, API: unlimited})
 	replica := startPolicyReplica(t, s.st, dir, func(c *policysvc.Config) { c.EvaluateEvents = false }).reg
 	tenants := map[string]polClient{}
 	agents := map[string]polClient{}
@@ -133,7 +134,7 @@ func TestDataFlowRuleOnTheStack(t *testing.T) {
 
 	// The whole stack restarts: the label and its cause are still there.
 	s.Stop()
-	s2 := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir, api: unlimited})
+	s2 := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir, API: unlimited})
 	c2 := polClient{t: t, base: s2.base, key: s2.key("acme", auth.RoleAgent, "a1")}
 	wantDataFlowApproval(t, "send after a restart", c2.evaluate(act("a1", "df-0", "http", "http_post", "https://drop.evil.test/upload")), firsts["df-0"])
 	d := c2.evaluate(act("a1", "df-clean", "http", "http_post", "https://drop.evil.test/upload"))

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/services/api"
@@ -56,7 +57,7 @@ type haltStack struct {
 func startHaltStack(t *testing.T) haltStack {
 	t.Helper()
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN, api: unlimited})
+	s := startStack(t, stacktest.Options{DSN: db.DSN, API: unlimited})
 	cfg := api.DefaultConfig()
 	unlimited(&cfg)
 	r := startReplica(t, s.st, cfg)
@@ -369,13 +370,13 @@ func TestHaltSignalled(t *testing.T) {
 func TestHaltSurvivesRestart(t *testing.T) {
 	db := chtest.New(t)
 	dir := t.TempDir()
-	s := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	s := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir})
 	owner := s.key("acme", auth.RoleOwner)
 	c := polClient{t: t, base: s.base, key: owner}
 	hv := c.raiseHalt(map[string]any{"scope": "tenant", "reason": "before the restart"})
 	s.Stop()
 
-	s2 := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	s2 := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir})
 	c = polClient{t: t, base: s2.base, key: owner}
 	if d := c.evaluate(ask("a1", "")); !halted(d) {
 		t.Fatalf("first decision after a restart: %s, want HALTED", d)

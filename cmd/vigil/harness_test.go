@@ -23,12 +23,9 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/control"
-	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
-	"github.com/vigilhq/vigil/services/ingest"
-	policysvc "github.com/vigilhq/vigil/services/policy"
 )
 
 // catchUp bounds how long a test waits for projections in normal operation;
@@ -47,19 +44,6 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // ---- the stack ----
 
-// stackOpts are stacktest.Options, named as these tests use them.
-type stackOpts struct {
-	// dataDir defaults to a fresh t.TempDir().
-	dataDir string
-	// dsn is the ClickHouse DSN the stack uses (required).
-	dsn    string
-	ingest func(*ingest.Config)
-	api    func(*api.Config)
-	policy func(*policysvc.Config)
-	oidc   *oidc.Verifier
-	log    *slog.Logger
-}
-
 // testSigningSeed is the policy pack signing seed of every test stack.
 var testSigningSeed = stacktest.SigningSeed
 
@@ -76,12 +60,12 @@ type testStack struct {
 	srv  *stacktest.Server
 }
 
-func startStack(t *testing.T, o stackOpts) *testStack {
+func startStack(t *testing.T, o stacktest.Options) *testStack {
 	t.Helper()
-	if o.log == nil {
-		o.log = testLogger(t)
+	if o.Log == nil {
+		o.Log = testLogger(t)
 	}
-	return served(t, stacktest.Start(t, stacktest.Options{DataDir: o.dataDir, DSN: o.dsn, Ingest: o.ingest, API: o.api, Policy: o.policy, OIDC: o.oidc, Log: o.log}))
+	return served(t, stacktest.Start(t, o))
 }
 
 // served wraps a stacktest server.
@@ -102,7 +86,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN})
+	s := startStack(t, stacktest.Options{DSN: db.DSN})
 	if s.st.BootstrapKey == "" {
 		t.Fatal("a fresh stack created no bootstrap key")
 	}

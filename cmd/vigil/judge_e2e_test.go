@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/judge"
@@ -89,9 +90,9 @@ func (f *fakeLLM) count() int {
 func startJudgeStack(t *testing.T, dsn string, log *slog.Logger) *testStack {
 	t.Helper()
 	loop := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	return startStack(t, stackOpts{dsn: dsn, log: log,
-		api: func(c *api.Config) { c.Judge.Allow = loop },
-		policy: func(c *policysvc.Config) {
+	return startStack(t, stacktest.Options{DSN: dsn, Log: log,
+		API: func(c *api.Config) { c.Judge.Allow = loop },
+		Policy: func(c *policysvc.Config) {
 			c.Judge.Allow, c.JudgeTimeout = loop, 400*time.Millisecond
 		},
 	})

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/oidc"
@@ -23,7 +24,7 @@ func TestOIDCTenantsAndServiceAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := chtest.New(t)
-	e := &env{testStack: startStack(t, stackOpts{dsn: db.DSN, oidc: v}), db: db}
+	e := &env{testStack: startStack(t, stacktest.Options{DSN: db.DSN, OIDC: v}), db: db}
 	e.owner = e.st.BootstrapKey
 	globex := e.key("globex", auth.RoleOwner)
 	withTenant := func(token, tenant string) response {

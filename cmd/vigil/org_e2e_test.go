@@ -17,6 +17,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/control"
@@ -267,7 +268,7 @@ func TestMembersAndOIDC(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := chtest.New(t)
-	e := &env{testStack: startStack(t, stackOpts{dsn: db.DSN, oidc: v}), db: db}
+	e := &env{testStack: startStack(t, stacktest.Options{DSN: db.DSN, OIDC: v}), db: db}
 	e.owner = e.st.BootstrapKey
 	admin := e.key("default", auth.RoleAdmin)
 	viewer := e.key("default", auth.RoleViewer)
@@ -461,7 +462,7 @@ func TestAuditLog(t *testing.T) {
 
 func TestRateLimits(t *testing.T) {
 	db := chtest.New(t)
-	e := &env{testStack: startStack(t, stackOpts{dsn: db.DSN}), db: db}
+	e := &env{testStack: startStack(t, stacktest.Options{DSN: db.DSN}), db: db}
 	e.owner = e.st.BootstrapKey
 	agentA, agentB := e.key("default", auth.RoleAgent, "rl", "rl-agent"), e.key("default", auth.RoleAgent, "rl")
 	viewer := e.key("default", auth.RoleViewer)
@@ -528,7 +529,7 @@ func TestRateLimits(t *testing.T) {
 // set none (here: very low, through the api config).
 func TestDefaultLimits(t *testing.T) {
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN, api: func(c *api.Config) {
+	s := startStack(t, stacktest.Options{DSN: db.DSN, API: func(c *api.Config) {
 		c.RateLimits.Decisions.PerSecond, c.RateLimits.Decisions.Burst = 0.01, 1
 	}})
 	key := s.key("default", auth.RoleAgent, "d")

@@ -264,7 +264,7 @@ func TestProjectorRestart(t *testing.T) {
 			// Small projector batches, so that 3,000 events take many
 			// flushes and a stop lands in the middle of them.
 			slow := func(ic *ingest.Config) { ic.ProjectorBatch = 50; ic.ProjectorLinger = 20 * time.Millisecond }
-			s1 := startStack(t, stackOpts{dataDir: dataDir, dsn: dsn, ingest: slow, api: unlimited})
+			s1 := startStack(t, stacktest.Options{DataDir: dataDir, DSN: dsn, Ingest: slow, API: unlimited})
 			key := s1.st.BootstrapKey
 			l := newLedger()
 			seq := 0
@@ -288,7 +288,7 @@ func TestProjectorRestart(t *testing.T) {
 			}
 
 			// Same data directory, new ports.
-			s2 := startStack(t, stackOpts{dataDir: dataDir, dsn: dsn, ingest: slow, api: unlimited})
+			s2 := startStack(t, stacktest.Options{DataDir: dataDir, DSN: dsn, Ingest: slow, API: unlimited})
 			if s2.st.BootstrapKey != "" {
 				t.Errorf("restart created another bootstrap key")
 			}
@@ -303,7 +303,7 @@ func TestProjectorRestart(t *testing.T) {
 
 func TestClickHouseOutageUnderLoad(t *testing.T) {
 	db, proxy, dsn := proxiedClickHouse(t)
-	s := startStack(t, stackOpts{dsn: dsn, api: unlimited})
+	s := startStack(t, stacktest.Options{DSN: dsn, API: unlimited})
 	key := s.st.BootstrapKey
 	l := newLedger()
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -115,7 +116,7 @@ func TestRedactionEndToEnd(t *testing.T) {
 		}
 	})
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN, log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	s := startStack(t, stacktest.Options{DSN: db.DSN, Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	owner := s.st.BootstrapKey
 	corpus := redactCorpus(t)
 	// The secret part of each sample is what must never come out.
@@ -243,7 +244,7 @@ func TestRedactionEndToEnd(t *testing.T) {
 
 func TestRedactionSettings(t *testing.T) {
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN})
+	s := startStack(t, stacktest.Options{DSN: db.DSN})
 	owner := s.st.BootstrapKey
 	other := s.key("globex", auth.RoleOwner)
 
@@ -363,11 +364,11 @@ func TestRedactionPlaceholdersSurviveRestart(t *testing.T) {
 		})
 		return placeholderRe.FindString(p)
 	}
-	s := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	s := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir})
 	owner := s.st.BootstrapKey
 	first := placeholder(s, "restart-1")
 	s.Stop()
-	s2 := startStack(t, stackOpts{dsn: db.DSN, dataDir: dir})
+	s2 := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir})
 	s2.st.BootstrapKey = owner // created once, on the first start
 	second := placeholder(s2, "restart-2")
 	if first == "" || first != second {

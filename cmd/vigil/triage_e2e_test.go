@@ -21,6 +21,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
@@ -112,7 +113,7 @@ func (r *apiReplica) metric(t testing.TB, name string, label ...string) float64 
 func laggingStack(t *testing.T, replica api.Config) (*testStack, *apiReplica) {
 	t.Helper()
 	db := chtest.New(t)
-	s := startStack(t, stackOpts{dsn: db.DSN, api: unlimited, policy: func(c *policysvc.Config) { c.ProjectorLinger = lagging }})
+	s := startStack(t, stacktest.Options{DSN: db.DSN, API: unlimited, Policy: func(c *policysvc.Config) { c.ProjectorLinger = lagging }})
 	return s, startReplica(t, s.st, replica)
 }
 
