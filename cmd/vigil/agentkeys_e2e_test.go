@@ -66,6 +66,7 @@ func TestAgentKeys(t *testing.T) {
 	// An agent key from before binding existed.
 	legacy := e.key("default", auth.RoleAgent)
 	legacyID, _ := auth.ParseToken(legacy)
+	e.register("default", "bot-b", "bot-c")
 
 	// bot-a is registered and paused by the owner; bot-zzz is not paused.
 	expect(t, e.post(e.owner, "/v1/agents", map[string]any{"agentId": "bot-a", "owner": "payments-team"}), 201, "register bot-a")

@@ -131,9 +131,16 @@ stall counts against every request it delays (no coordinated omission).`)
 	}
 	inProcess := time.Since(t0) / evals
 
+	agents := make([]string, 8)
+	for i := range agents {
+		agents[i] = fmt.Sprintf("agent-%d", i)
+	}
+	if err := registerAgentIDs(ctx, bs.st.Store, bs.tenant, "vigil bench decide", agents...); err != nil {
+		return err
+	}
 	bodies := make([][]byte, 256)
 	for i := range bodies {
-		bodies[i], _ = json.Marshal(map[string]any{"agentId": fmt.Sprintf("agent-%d", i%8), "action": fmt.Sprintf("tool_%d", i%(*nRules)), "context": map[string]any{"amount": (i * 37) % 2000}})
+		bodies[i], _ = json.Marshal(map[string]any{"agentId": agents[i%len(agents)], "action": fmt.Sprintf("tool_%d", i%(*nRules)), "context": map[string]any{"amount": (i * 37) % 2000}})
 	}
 	// Warm up connections and caches.
 	for i := range min(200, *rate) {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
 )
@@ -103,6 +104,14 @@ that must reach every channel.`)
 	}
 
 	n := int(duration.Seconds() * float64(*rate))
+	// One registered agent per decision, within the tenant's agent cap.
+	agents := make([]string, min(n, agent.DefaultMaxPerTenant/2))
+	for i := range agents {
+		agents[i] = fmt.Sprintf("bench-%d", i)
+	}
+	if err := registerAgentIDs(ctx, bs.st.Store, bs.tenant, "vigil bench notify", agents...); err != nil {
+		return err
+	}
 	sent := make([]time.Time, n)
 	interval := time.Second / time.Duration(*rate)
 	start := time.Now()
@@ -115,7 +124,7 @@ that must reach every channel.`)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body, _ := json.Marshal(map[string]any{"agentId": fmt.Sprintf("bench-%d", i), "action": "bench_block"})
+			body, _ := json.Marshal(map[string]any{"agentId": agents[i%len(agents)], "action": "bench_block"})
 			sent[i] = time.Now()
 			if err := decidePost(bs.client, bs.base+"/v1/decisions.evaluate", bs.key, "application/json", body, http.StatusOK); err != nil {
 				errc <- err

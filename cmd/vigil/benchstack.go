@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,7 +11,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/services/ingest"
 )
 
@@ -67,4 +70,20 @@ func startBenchStack(ctx context.Context, dsn, name string, conns int, sec NATSS
 		return nil, err
 	}
 	return b, nil
+}
+
+// registerAgentIDs puts agents in tenant's registry as POST /v1/agents
+// with an agentId does (KLA's decisions.evaluate answers 404 for an agent
+// it does not know); an agent already there is left as it is.
+func registerAgentIDs(ctx context.Context, store *control.Store, tenant, by string, ids ...string) error {
+	for _, id := range ids {
+		now := time.Now().UTC()
+		a := agent.Discovered(id, now)
+		a.Source = agent.SourceRegistered
+		_, err := store.PutAgent(ctx, agent.Change{Op: agent.OpRegistered, Tenant: tenant, Agent: a, By: by, At: now}, 0)
+		if err != nil && !errors.Is(err, control.ErrConflict) {
+			return fmt.Errorf("register agent %s: %w", id, err)
+		}
+	}
+	return nil
 }

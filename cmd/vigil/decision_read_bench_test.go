@@ -49,6 +49,7 @@ func readBenchStack(b *testing.B, linger time.Duration) (st *Stack, base, key st
 	if err != nil {
 		b.Fatal(err)
 	}
+	registerAgents(b, st.Store, "bench", "bench-bot")
 	return st, "http://" + ln.Addr().String(), key
 }
 

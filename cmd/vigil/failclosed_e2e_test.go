@@ -83,6 +83,7 @@ var polDoors = []polDoor{
 func TestPolFailClosed(t *testing.T) {
 	s := polStart(t)
 	c := s.client(t, s.key("pol-failclosed", auth.RoleOwner))
+	s.register("pol-failclosed", "bot-fc")
 	c.createPolicy(polKLARefundPolicy)
 	contexts := []struct {
 		name string
@@ -146,6 +147,7 @@ rules:
 func TestPolTypedInputs(t *testing.T) {
 	s := polStart(t)
 	c := s.client(t, s.key("pol-typed", auth.RoleOwner))
+	s.register("pol-typed", "bot-typed")
 	c.createPolicy(polTypedRefunds)
 
 	bad := []struct {

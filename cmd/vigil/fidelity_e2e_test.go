@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // warned reports whether r names field in a Warning header.
@@ -156,4 +162,120 @@ func TestKLADuplicateRegistration(t *testing.T) {
 	}
 	// Another tenant may use the name.
 	expect(t, e.post(e.key("globex", auth.RoleOwner), "/v1/agents", body), http.StatusCreated, "same name, other tenant")
+}
+
+// TestKLAUnknownAgent: POST /v1/decisions.evaluate for an agentId the
+// tenant's registry does not hold is 404 not_found, and nothing is
+// decided; an agent known from its registration or from its events is
+// evaluated. A tenant's admin may turn on autoRegister, after which the
+// first decision registers the agent (audited, within the tenant only).
+func TestKLAUnknownAgent(t *testing.T) {
+	e := newEnv(t)
+	admin, member := e.key("default", auth.RoleAdmin), e.key("default", auth.RoleMember)
+	globex := e.key("globex", auth.RoleOwner)
+	ghostKey := e.key("default", auth.RoleAgent, "ghost")
+	expect(t, e.post(e.owner, "/v1/agents", map[string]any{"agentId": "known-bot"}), http.StatusCreated, "register known-bot")
+	expect(t, e.post(globex, "/v1/agents", map[string]any{"agentId": "globex-bot"}), http.StatusCreated, "register globex-bot")
+	expect(t, e.post(e.owner, "/v1/events", ev("seen-bot", "seen-session", time.Now())), http.StatusAccepted, "seen-bot's event")
+	eventually(t, 10*time.Second, func() (bool, string) {
+		r := e.get(e.owner, "/v1/agents/seen-bot")
+		return r.status == http.StatusOK, "seen-bot discovered: " + r.String()
+	})
+	// recorded reports whether any decision of tenant's agent is on POLICY.
+	recorded := func(tenant, agentID string) bool {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := e.st.JS.Stream(ctx, streams.Policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.GetLastMsgForSubject(ctx, streams.DecisionSubject(tenant, agentID))
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	ask := func(agentID string) map[string]any {
+		b := map[string]any{"action": "execute_refund", "context": map[string]any{"amount": 1}}
+		if agentID != "" {
+			b["agentId"] = agentID
+		}
+		return b
+	}
+	cases := []struct {
+		name, key, agent string
+		status           int
+		recordedAs       string // the agent the decision is recorded for
+	}{
+		{"unknown agent", e.owner, "ghost", http.StatusNotFound, ""},
+		{"agent key bound to an unregistered agent", ghostKey, "", http.StatusNotFound, ""},
+		{"agent of another tenant", e.owner, "globex-bot", http.StatusNotFound, ""},
+		{"registered agent", e.owner, "known-bot", http.StatusOK, "known-bot"},
+		{"agent discovered from its events", member, "seen-bot", http.StatusOK, "seen-bot"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.post(tc.key, "/v1/decisions.evaluate", ask(tc.agent))
+			if tc.status == http.StatusNotFound {
+				checkEnvelope(t, r, http.StatusNotFound, "NOT_FOUND", "not_found", nil)
+				if !strings.Contains(string(r.body), "POST /v1/agents") {
+					t.Errorf("the 404 does not say how to register: %s", r)
+				}
+				return
+			}
+			expect(t, r, tc.status, tc.name)
+			if !recorded("default", tc.recordedAs) {
+				t.Errorf("no decision recorded for %s", tc.recordedAs)
+			}
+		})
+	}
+	if recorded("default", "ghost") || recorded("default", "globex-bot") {
+		t.Fatal("a refused request was decided")
+	}
+	// Kaplaix's check and Kaizen's verdicts name agents their events
+	// register: they answer before the agent is known.
+	expect(t, e.post(e.owner, "/v1/policies/check", map[string]any{"agentId": "ghost", "toolName": "lookup"}), http.StatusOK, "Kaplaix check of an unknown agent")
+	expect(t, e.post(e.owner, "/v1/verdicts", map[string]any{"agent": "ghost2", "tool": "lookup"}), http.StatusCreated, "Kaizen verdict of an unknown agent")
+
+	t.Run("autoRegister setting", func(t *testing.T) {
+		var st struct {
+			Tenant       string `json:"tenant"`
+			AutoRegister bool   `json:"autoRegister"`
+			By           string `json:"by"`
+		}
+		e.get(member, "/v1/settings/agents").decode(t, &st)
+		if st.AutoRegister || st.Tenant != "default" {
+			t.Fatalf("default settings %+v, want autoRegister off", st)
+		}
+		for _, bad := range []any{map[string]any{}, map[string]any{"autoRegister": "yes"}, map[string]any{"autoRegister": true, "other": 1}, "not json"} {
+			checkEnvelope(t, e.post(admin, "/v1/settings/agents", bad), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", nil)
+		}
+		checkEnvelope(t, e.post(member, "/v1/settings/agents", map[string]any{"autoRegister": true}), http.StatusForbidden, "FORBIDDEN", "forbidden", nil)
+		r := e.post(admin, "/v1/settings/agents", map[string]any{"autoRegister": true})
+		expect(t, r, http.StatusOK, "turn autoRegister on")
+		r.decode(t, &st)
+		adminID, _ := auth.ParseToken(admin)
+		if !st.AutoRegister || st.By != "key:"+adminID {
+			t.Fatalf("settings after the change %+v", st)
+		}
+		// The first decision registers the agent, recorded as who asked.
+		expect(t, e.post(member, "/v1/decisions.evaluate", ask("fresh-bot")), http.StatusOK, "first decision of fresh-bot")
+		var a struct {
+			Source string `json:"source"`
+		}
+		e.get(member, "/v1/agents/fresh-bot").decode(t, &a)
+		if a.Source != "discovered" || !recorded("default", "fresh-bot") {
+			t.Errorf("fresh-bot after its first decision: source %q, decision recorded %v", a.Source, recorded("default", "fresh-bot"))
+		}
+		expect(t, e.post(ghostKey, "/v1/decisions.evaluate", ask("")), http.StatusOK, "bound key's agent registers itself")
+		// The setting is the tenant's own.
+		checkEnvelope(t, e.post(globex, "/v1/decisions.evaluate", ask("fresh-bot-2")), http.StatusNotFound, "NOT_FOUND", "not_found", nil)
+		eventually(t, 10*time.Second, func() (bool, string) {
+			r := e.get(e.owner, "/v1/audit?entityType=registry")
+			return r.status == http.StatusOK && strings.Contains(string(r.body), `"actor":"key:`+adminID+`"`), "audit of the setting: " + r.String()
+		})
+		expect(t, e.post(admin, "/v1/settings/agents", map[string]any{"autoRegister": false}), http.StatusOK, "turn autoRegister off")
+		checkEnvelope(t, e.post(member, "/v1/decisions.evaluate", ask("fresh-bot-3")), http.StatusNotFound, "NOT_FOUND", "not_found", nil)
+	})
 }

@@ -82,6 +82,7 @@ func (s *polStack) gauge(name string) float64 {
 func TestDeskApproveLongPoll(t *testing.T) {
 	s := polStart(t)
 	owner := s.as(s.key("acme", auth.RoleOwner))
+	s.register("acme", "a1")
 	agent := s.as(s.key("acme", auth.RoleAgent, "a1"))
 	owner.createPolicy(deskPolicy)
 
@@ -132,6 +133,7 @@ func TestDeskApproveLongPoll(t *testing.T) {
 func TestDeskExpiry(t *testing.T) {
 	s := polStart(t)
 	owner := s.as(s.key("acme", auth.RoleOwner))
+	s.register("acme", "a1")
 	owner.createPolicy(deskPolicy)
 	d := owner.evaluate(map[string]any{"agentId": "a1", "action": "quick"})
 	got := owner.get("/v1/decisions/"+d.DecisionID+"?wait=30s").want(t, http.StatusOK, "long-poll").object(t)
@@ -145,6 +147,7 @@ func TestDeskExpiry(t *testing.T) {
 func TestDeskRolesIsolationAndErrors(t *testing.T) {
 	s := polStart(t)
 	owner := s.as(s.key("acme", auth.RoleOwner))
+	s.register("acme", "a1")
 	owner.createPolicy(deskPolicy)
 	d := owner.evaluate(map[string]any{"agentId": "a1", "action": "refund", "context": map[string]any{"amount": 5000}})
 	pa := pendingFor(t, owner, d.DecisionID)

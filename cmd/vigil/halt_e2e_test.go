@@ -63,6 +63,7 @@ func startHaltStack(t *testing.T) haltStack {
 	r := startReplica(t, s.st, cfg)
 	owner := s.key("acme", auth.RoleOwner)
 	agent := s.key("acme", auth.RoleAgent, "a1", "a2")
+	s.register("acme", "a1", "a2")
 	h := haltStack{
 		a: polClient{t: t, base: s.base, key: owner}, b: polClient{t: t, base: r.base, key: owner},
 		agentA: polClient{t: t, base: s.base, key: agent}, agentB: polClient{t: t, base: r.base, key: agent},
@@ -323,6 +324,7 @@ func TestHaltErrors(t *testing.T) {
 	if len(page.Data) != 0 {
 		t.Fatalf("another tenant sees %v", page.ids())
 	}
+	h.s.register("globex", "g1")
 	if d := (polClient{t: t, base: h.s.base, key: h.s.key("globex", auth.RoleAgent, "g1")}).evaluate(ask("g1", "")); d.Decision != "allow" {
 		t.Fatalf("acme's halt reached globex: %s", d)
 	}
@@ -374,6 +376,7 @@ func TestHaltSurvivesRestart(t *testing.T) {
 	owner := s.key("acme", auth.RoleOwner)
 	c := polClient{t: t, base: s.base, key: owner}
 	hv := c.raiseHalt(map[string]any{"scope": "tenant", "reason": "before the restart"})
+	s.register("acme", "a1")
 	s.Stop()
 
 	s2 := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir})

@@ -106,6 +106,22 @@ func (s *testStack) key(tenant string, role auth.Role, agents ...string) string 
 	return tok
 }
 
+// registerAgents puts agents in tenant's registry (registerAgentIDs).
+func registerAgents(t testing.TB, store *control.Store, tenant string, ids ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := registerAgentIDs(ctx, store, tenant, "e2e test", ids...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// register puts agents in tenant's registry (registerAgents).
+func (s *testStack) register(tenant string, ids ...string) {
+	s.t.Helper()
+	registerAgents(s.t, s.st.Store, tenant, ids...)
+}
+
 // ---- HTTP ----
 
 var httpClient = &http.Client{Timeout: 60 * time.Second}

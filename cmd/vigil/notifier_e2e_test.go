@@ -84,6 +84,7 @@ func TestNotifierEndToEnd(t *testing.T) {
 		c.NotifierAllowPrivate = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
 	owner := s.as(s.key("acme", auth.RoleOwner))
+	s.register("acme", "a1")
 	owner.createPolicy(notifierPolicy)
 	rc := newHookReceiver(t)
 	ch := owner.post("/v1/notification-channels", map[string]any{

@@ -465,6 +465,7 @@ func TestRateLimits(t *testing.T) {
 	e := &env{testStack: startStack(t, stacktest.Options{DSN: db.DSN}), db: db}
 	e.owner = e.st.BootstrapKey
 	agentA, agentB := e.key("default", auth.RoleAgent, "rl", "rl-agent"), e.key("default", auth.RoleAgent, "rl")
+	e.register("default", "rl")
 	viewer := e.key("default", auth.RoleViewer)
 
 	checkEnvelope(t, e.post(e.owner, "/v1/settings/rate-limits", map[string]any{"decisions": map[string]any{"perSecond": -1, "burst": 1}}), 400, "VALIDATION_ERROR", "invalid_request", nil)
@@ -522,6 +523,7 @@ func TestRateLimits(t *testing.T) {
 	checkEnvelope(t, e.post(agentA, "/v1/events", ev("rl-agent", "rl-session", time.Now())), 429, "RATE_LIMITED", "rate_limited", nil)
 	// Another tenant is not affected.
 	other := e.key("globex", auth.RoleAgent, "rl")
+	e.register("globex", "rl")
 	expect(t, evaluate(other), 200, "another tenant")
 }
 
@@ -533,6 +535,7 @@ func TestDefaultLimits(t *testing.T) {
 		c.RateLimits.Decisions.PerSecond, c.RateLimits.Decisions.Burst = 0.01, 1
 	}})
 	key := s.key("default", auth.RoleAgent, "d")
+	s.register("default", "d")
 	expect(t, s.post(key, "/v1/decisions.evaluate", map[string]any{"agentId": "d", "action": "x"}), 200, "first")
 	checkEnvelope(t, s.post(key, "/v1/decisions.evaluate", map[string]any{"agentId": "d", "action": "x"}), 429, "RATE_LIMITED", "rate_limited", nil)
 }

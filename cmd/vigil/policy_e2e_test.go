@@ -67,6 +67,7 @@ func TestPolSeedExamples(t *testing.T) {
 
 	t.Run("KLA decisions.evaluate", func(t *testing.T) {
 		c := s.client(t, polKey(t, s.st.Store, "pol-kla", auth.RoleOwner))
+		s.register("pol-kla", "agt_9f81a7")
 		c.createPolicy(polKLARefundPolicy)
 		r := c.post("/v1/decisions.evaluate", polKLASeedRequest).want(t, http.StatusOK, "KLA seed request")
 		raw := r.object(t)
@@ -227,6 +228,7 @@ func polGroups(got []string, groups ...[]string) bool {
 func TestPolPrecedence(t *testing.T) {
 	s := polStart(t)
 	c := s.as(s.key("pol-prec", auth.RoleOwner))
+	s.register("pol-prec", "ops-bot")
 	c.createPolicy(`
 id: b-deploys
 name: deploys
@@ -315,6 +317,7 @@ rules:
 func TestPolBuiltins(t *testing.T) {
 	s := polStart(t)
 	owner := s.key("pol-builtins", auth.RoleOwner)
+	s.register("pol-builtins", "bot", "other-bot", "declared-bot")
 	eval := func(c polClient, agentID, tool, target string) polKLA {
 		c.t.Helper()
 		return c.evaluate(map[string]any{"agentId": agentID, "action": map[string]any{"kind": "tool_call", "tool": tool, "target": target}})
@@ -395,6 +398,7 @@ func TestPolBuiltins(t *testing.T) {
 func TestPolLiveEdits(t *testing.T) {
 	s := polStart(t)
 	c := s.as(s.key("pol-edits", auth.RoleOwner))
+	s.register("pol-edits", "agt_9f81a7")
 	refund := func(amount float64) polKLA {
 		t.Helper()
 		return c.evaluate(map[string]any{"agentId": "agt_9f81a7", "action": "execute_refund", "context": map[string]any{"amount": amount}})
@@ -487,6 +491,8 @@ func TestPolIdempotency(t *testing.T) {
 	a := s.as(s.key("pol-idem-a", auth.RoleAgent, "idem-bot"))
 	b := s.as(s.key("pol-idem-b", auth.RoleAgent, "idem-bot"))
 	reader := s.as(s.key("pol-idem-a", auth.RoleViewer))
+	s.register("pol-idem-a", "idem-bot")
+	s.register("pol-idem-b", "idem-bot")
 	body := `{"agentId":"idem-bot","action":"execute_refund","context":{"amount":1250}}`
 	const key = "idem-key-1"
 
@@ -541,6 +547,8 @@ func TestPolTenantIsolation(t *testing.T) {
 	s := polStart(t)
 	a := s.as(s.key("pol-ten-a", auth.RoleOwner))
 	b := s.as(s.key("pol-ten-b", auth.RoleOwner))
+	s.register("pol-ten-a", "bot")
+	s.register("pol-ten-b", "bot")
 
 	aPol := a.createPolicy(`{"id":"shared-name","name":"a's","rules":[{"id":"r","when":"action.tool == \"never\"","outcome":"warn"}]}`)
 	// B blocks everything, blocklists the tool and pauses the agent.
@@ -613,6 +621,7 @@ func TestPolRoles(t *testing.T) {
 		keys[r] = s.key(tenant, r)
 	}
 	keys[auth.RoleAgent] = s.key(tenant, auth.RoleAgent, "role-bot")
+	s.register(tenant, "role-bot")
 	owner := s.as(keys[auth.RoleOwner])
 	pid := owner.createPolicy(`{"id":"existing","name":"existing","rules":[{"id":"r","when":"action.tool == \"rm\"","outcome":"block"}]}`)
 	d := owner.evaluate(`{"agentId":"role-bot","action":"rm"}`)
@@ -782,6 +791,7 @@ func TestPolServiceDown(t *testing.T) {
 	cfg.DecisionTimeout = 500 * time.Millisecond
 	a := polStartAPIOnly(t, cfg)
 	key := polKey(t, a.store, "pol-down", auth.RoleOwner)
+	registerAgents(t, a.store, "pol-down", "agt_9f81a7")
 	c := polClient{t: t, base: a.base, key: key}
 
 	doors := []struct{ path, body string }{
@@ -881,6 +891,7 @@ func TestPolVerdictsTriageAndListing(t *testing.T) {
 	s := polStart(t)
 	c := s.as(s.key("pol-list", auth.RoleOwner))
 	member := s.as(s.key("pol-list", auth.RoleMember))
+	s.register("pol-list", "alpha")
 	c.post("/v1/org-policy", `{"mode":"blocklist","tools":["rm"]}`).want(t, http.StatusOK, "blocklist")
 
 	v1 := c.verdict(`{"agent":"alpha","kind":"tool_call","tool":"rm","target":"/srv/data"}`)

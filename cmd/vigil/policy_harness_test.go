@@ -123,6 +123,12 @@ func (s *polStack) key(tenant string, role auth.Role, agents ...string) string {
 	return polKey(s.t, s.st.Store, tenant, role, agents...)
 }
 
+// register puts agents in tenant's registry (registerAgents).
+func (s *polStack) register(tenant string, ids ...string) {
+	s.t.Helper()
+	registerAgents(s.t, s.st.Store, tenant, ids...)
+}
+
 // polClient is one caller: a base URL and an API key.
 type polClient struct {
 	t    testing.TB

@@ -119,6 +119,7 @@ func TestRedactionEndToEnd(t *testing.T) {
 	s := startStack(t, stacktest.Options{DSN: db.DSN, Log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	owner := s.st.BootstrapKey
 	corpus := redactCorpus(t)
+	s.register("default", "agent-redact")
 	// The secret part of each sample is what must never come out.
 	var secrets []string
 	for _, c := range corpus {

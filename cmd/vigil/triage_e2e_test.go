@@ -140,6 +140,7 @@ func TestTriageNeverLiftsPolicy(t *testing.T) {
 	s, _ := laggingStack(t, api.DefaultConfig())
 	admin := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleAdmin)}
 	member := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleMember)}
+	s.register("acme", "bot-a", "bot-b")
 	admin.createPolicy(triagePolicy)
 
 	cases := []struct {
@@ -251,6 +252,8 @@ func TestTriageNeverLiftsPolicy(t *testing.T) {
 func TestDecisionsReadYourWrites(t *testing.T) {
 	s, b := laggingStack(t, api.DefaultConfig())
 	key := s.key("acme", auth.RoleOwner)
+	s.register("acme", "ryw-bot", "ryw-other")
+	s.register("globex", "ryw-bot")
 	doors := []struct {
 		name string
 		make func(c polClient) string
@@ -356,6 +359,7 @@ func TestLongPollWaitsOnTheBoard(t *testing.T) {
 	owner := s.key("acme", auth.RoleOwner)
 	a := polClient{t: t, base: s.base, key: owner}
 	a.createPolicy(triagePolicy)
+	s.register("acme", "lp-bot")
 	agentKey, otherKey := s.key("acme", auth.RoleMember), s.key("acme", auth.RoleMember)
 
 	pending := func() string {

@@ -69,6 +69,19 @@ const (
 	OpUpdated    = "updated"
 )
 
+// RegistrySettings are a tenant's agent-registry settings, stored on
+// CONTROL (the last message on streams.RegistrySubject is in force).
+type RegistrySettings struct {
+	Tenant string `json:"tenant"`
+	// AutoRegister lets POST /v1/decisions.evaluate register an agent id
+	// it has never seen (as a discovered agent, recorded with who asked)
+	// and evaluate it, instead of answering 404 not_found as KLA
+	// documents. Off unless a tenant turns it on.
+	AutoRegister bool      `json:"autoRegister"`
+	UpdatedAt    time.Time `json:"updatedAt,omitzero"`
+	By           string    `json:"by,omitempty"`
+}
+
 // Change is the CONTROL event for an agent: the operation and the full
 // state after it, so the last change on an agent's subject is its state.
 type Change struct {

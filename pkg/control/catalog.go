@@ -40,6 +40,8 @@ type Catalog struct {
 	applied natsx.Watermark // advanced after a message's state is applied
 	keys    map[string]auth.KeyRecord
 	agents  map[string]map[string]agent.Agent // tenant → agent id → state
+	// registry holds each tenant's agent-registry settings.
+	registry map[string]agent.RegistrySettings
 
 	policies  map[string]map[string]policy.Record // tenant → policy id → state
 	policyGen map[string]uint64                   // tenant → bumped on every policy change
@@ -68,6 +70,7 @@ func NewCatalog(js jetstream.JetStream, log *slog.Logger, opts ...Option) *Catal
 		keys:   map[string]auth.KeyRecord{},
 		agents: map[string]map[string]agent.Agent{},
 
+		registry:  map[string]agent.RegistrySettings{},
 		policies:  map[string]map[string]policy.Record{},
 		policyGen: map[string]uint64{},
 		orgs:      map[string]policy.OrgRecord{},
@@ -117,6 +120,13 @@ func (c *Catalog) apply(m jetstream.Msg) {
 			c.agents[ch.Tenant] = t
 		}
 		t[ch.Agent.AgentID] = ch.Agent
+	case strings.HasPrefix(subj, "control.v1."+streams.RegistryChanged+"."):
+		var r agent.RegistrySettings
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			c.log.Error("catalog: bad registry settings", slog.String("subject", subj), slog.String("error", err.Error()))
+			break
+		}
+		c.registry[r.Tenant] = r
 	case strings.HasPrefix(subj, "control.v1."+streams.KeyChanged+"."):
 		var k auth.KeyRecord
 		if err := json.Unmarshal(m.Data(), &k); err != nil {
@@ -253,6 +263,17 @@ func (c *Catalog) HasAgent(tenant, id string) bool {
 	defer c.mu.RUnlock()
 	_, ok := c.agents[tenant][id]
 	return ok
+}
+
+// Registry returns a tenant's agent-registry settings (the defaults, auto
+// registration off, when never set).
+func (c *Catalog) Registry(tenant string) agent.RegistrySettings {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if r, ok := c.registry[tenant]; ok {
+		return r
+	}
+	return agent.RegistrySettings{Tenant: tenant}
 }
 
 // RegisteredNamed returns a tenant's explicitly registered agent with the

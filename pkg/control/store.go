@@ -92,6 +92,12 @@ func (s *Store) put(ctx context.Context, subject string, v any, expect *uint64) 
 	return ack.Sequence, nil
 }
 
+// PutRegistry records a tenant's agent-registry settings (last write
+// wins).
+func (s *Store) PutRegistry(ctx context.Context, r agent.RegistrySettings) (uint64, error) {
+	return s.put(ctx, streams.RegistrySubject(r.Tenant), r, nil)
+}
+
 // Policy returns a policy's current state, or ErrNotFound.
 func (s *Store) Policy(ctx context.Context, tenant, id string) (policy.Record, error) {
 	var r policy.Record

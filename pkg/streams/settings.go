@@ -14,7 +14,16 @@ const (
 	AllRedactionChanges = "control.v1." + RedactionChanged + ".>"
 	// AllLLMConfigChanges filters every tenant's judge configuration.
 	AllLLMConfigChanges = "control.v1." + LLMConfigChanged + ".>"
+	// RegistryChanged carries a tenant's agent-registry settings
+	// (payload: agent.RegistrySettings): whether the decision doors
+	// register an agent they have never seen instead of refusing it.
+	RegistryChanged = "registry_changed"
 )
+
+// RegistrySubject holds a tenant's agent-registry settings history.
+func RegistrySubject(tenant string) string {
+	return subject("control", RegistryChanged, tenant, "registry")
+}
 
 // RedactionSubject holds a tenant's redaction settings history.
 func RedactionSubject(tenant string) string {

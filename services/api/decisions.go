@@ -165,6 +165,15 @@ func (s *Service) decideDoor(c echo.Context, source string, requireAgent bool, c
 	if err != nil {
 		return rules.DecisionRecord{}, err
 	}
+	if source == rules.SourceDecision {
+		// KLA evaluates registered agents only: an unknown agentId is 404.
+		// Kaplaix's check and Kaizen's verdicts name agents that their
+		// events register, and work before they have (docs/api.md).
+		if err := s.knownAgent(c.Request().Context(), httpkit.Principal(c), req.AgentID); err != nil {
+			return rules.DecisionRecord{}, err
+		}
+		req.ControlSeq = s.deps.Catalog.Applied()
+	}
 	return s.decide(c.Request().Context(), req)
 }
 
