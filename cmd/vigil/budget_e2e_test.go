@@ -205,6 +205,7 @@ func TestBudgetsAcrossReplicasAndRestart(t *testing.T) {
 	s := startBudgetStack(t, db.DSN, dir, clock)
 	owner := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleOwner)}
 	agentKey := s.key("acme", auth.RoleAgent, "a1", "a2")
+	s.register("acme", "a1", "a2")
 	agent := polClient{t: t, base: s.base, key: agentKey}
 	b, seq := owner.createBudget(map[string]any{"name": "calls", "scope": "agent", "agentId": "a1", "metric": "actions", "window": "1h", "limit": 6, "outcome": "block"})
 
@@ -342,6 +343,7 @@ func TestBudgetEventRedeliveredCountsOnce(t *testing.T) {
 	s := startBudgetStack(t, db.DSN, t.TempDir(), clock)
 	owner := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleOwner)}
 	agent := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleAgent, "a1")}
+	s.register("acme", "a1")
 	b, seq := owner.createBudget(map[string]any{"name": "tokens", "scope": "tenant", "metric": "tokens", "window": "1d", "limit": 1000, "outcome": "block"})
 	s.seen(t, seq)
 
@@ -385,6 +387,7 @@ func TestBudgetMetricsWindowsOutcomes(t *testing.T) {
 	s := startBudgetStack(t, db.DSN, t.TempDir(), clock)
 	type tenantClients struct{ owner, agent polClient }
 	clients := func(t *testing.T, tenant string) tenantClients {
+		s.register(tenant, "a1", "a2", "a3")
 		return tenantClients{
 			owner: polClient{t: t, base: s.base, key: s.key(tenant, auth.RoleOwner)},
 			agent: polClient{t: t, base: s.base, key: s.key(tenant, auth.RoleAgent, "a1", "a2", "a3")},
@@ -492,6 +495,7 @@ func TestBudgetFailsClosed(t *testing.T) {
 	s := startBudgetStack(t, db.DSN, t.TempDir(), newTestClock(budgetStart))
 	owner := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleOwner)}
 	agent := polClient{t: t, base: s.base, key: s.key("acme", auth.RoleAgent, "a1", "a2")}
+	s.register("acme", "a1", "a2")
 	owner.createBudget(map[string]any{"name": "calls", "scope": "agent", "agentId": "a1", "metric": "actions", "window": "1d", "limit": 100, "outcome": "require_approval"})
 	owner.createBudget(map[string]any{"name": "tokens", "scope": "agent", "agentId": "a1", "metric": "tokens", "window": "1d", "limit": 100, "outcome": "warn"})
 	if d := agent.evaluate(askTool("a1", "", "lookup")); d.Decision != "allow" {
@@ -579,6 +583,7 @@ func TestBudgetErrors(t *testing.T) {
 		t.Fatalf("another tenant sees %+v", page.Data)
 	}
 	globexAgent := polClient{t: t, base: s.base, key: s.key("globex", auth.RoleAgent, "g1")}
+	s.register("globex", "g1")
 	for range 3 {
 		if d := globexAgent.evaluate(askTool("g1", "", "lookup")); d.Decision != "allow" {
 			t.Fatalf("acme's budget reached globex: %s", d)

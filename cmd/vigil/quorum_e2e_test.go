@@ -68,6 +68,7 @@ func startQuorum(t *testing.T) *quorumStack {
 	}
 	s := polStartWith(t, func(c *StackConfig) { c.OIDC = v })
 	q := &quorumStack{polStack: s, owner: s.as(s.key("acme", auth.RoleOwner)), people: map[string]polClient{}}
+	s.register("acme", "a1", "a2")
 	q.owner.createPolicy(quorumPolicy)
 	for _, m := range []struct {
 		name, role string
