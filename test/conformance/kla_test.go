@@ -115,7 +115,7 @@ var klaCases = []Case{
 		Body: `{"agentId": `, Status: 400, Values: map[string]any{"code": "invalid_request"}},
 	{Section: klaErrSec, Name: "404 unknown agentId", Method: http.MethodPost, Path: "/v1/decisions.evaluate",
 		Body: map[string]any{"agentId": "agt_unknown", "action": "execute_refund", "context": map[string]any{"amount": 5}}, Status: 404,
-		Values: map[string]any{"code": "not_found"}, Pending: "issue 15 item 4: unknown agentId → 404 is in progress (h12)"},
+		Values: map[string]any{"code": "not_found"}},
 	{Section: klaErrSec, Name: "401 missing bearer token", Method: http.MethodPost, Path: "/v1/decisions.evaluate", As: "none",
 		Body: klaEvaluate("execute_refund", 10), Status: 401, Values: map[string]any{"code": "unauthorized"}},
 	{Section: klaErrSec, Name: "403 token lacks permission for the action", Method: http.MethodPost, Path: "/v1/decisions.evaluate", As: "viewer",
