@@ -244,6 +244,9 @@ type fixtureAgent struct {
 	Destinations []string `yaml:"destinations"`
 	Paused       bool     `yaml:"paused"`
 	JudgeEnabled bool     `yaml:"judgeEnabled"`
+	// Sources are the manifest's data-flow sources (tool or destination →
+	// labels), for label rules with source:.
+	Sources map[string][]string `yaml:"sources"`
 }
 
 type fixtureAction struct {
@@ -264,6 +267,24 @@ type fixtureSession struct {
 	Events   int    `yaml:"events"`
 	Blocks   int    `yaml:"blocks"`
 	Warnings int    `yaml:"warnings"`
+	// Labels the session carries (rules read session.labels); their cause
+	// is given as the record "fixture".
+	Labels []string `yaml:"labels"`
+	// LabelsUnavailable is a label store that cannot be read: rules
+	// testing session.labels fail closed.
+	LabelsUnavailable bool `yaml:"labelsUnavailable"`
+}
+
+// session is what a decision sees of the fixture's session.
+func (s fixtureSession) session() policy.Session {
+	out := policy.Session{ID: s.ID, Events: s.Events, Blocks: s.Blocks, Warnings: s.Warnings}
+	for _, l := range s.Labels {
+		out.Labels = append(out.Labels, policy.SessionLabel{Name: l, DecisionID: "fixture", RuleID: "fixture"})
+	}
+	if s.LabelsUnavailable {
+		out.LabelsUnavailable = "the fixture says the label store is unavailable"
+	}
+	return out
 }
 
 type fixturePrincipal struct {
@@ -433,7 +454,7 @@ func (c fixtureCase) toCase(defTenant string) (policyCase, error) {
 			Principal: policy.Principal{KeyID: in.Principal.KeyID, Role: in.Principal.Role},
 			Agent: policy.AgentState{
 				ID: in.Agent.ID, Declared: in.Agent.Declared, Tools: in.Agent.Tools, Destinations: in.Agent.Destinations,
-				Paused: in.Agent.Paused, JudgeEnabled: in.Agent.JudgeEnabled,
+				Paused: in.Agent.Paused, JudgeEnabled: in.Agent.JudgeEnabled, Sources: in.Agent.Sources,
 			},
 			Action: policy.Action{
 				Kind: a.Kind, Tool: a.Tool, Target: a.Target, Publisher: a.Publisher, Operation: a.Operation,
@@ -441,7 +462,7 @@ func (c fixtureCase) toCase(defTenant string) (policyCase, error) {
 				Arguments: args, Metadata: meta,
 			},
 			Context: ctxVals,
-			Session: policy.Session{ID: in.Session.ID, Events: in.Session.Events, Blocks: in.Session.Blocks, Warnings: in.Session.Warnings},
+			Session: in.Session.session(),
 			Budgets: budgets,
 		},
 		Org:      org,

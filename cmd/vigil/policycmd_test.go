@@ -109,10 +109,7 @@ rules:
     when: context.vip == true
     outcome: block
 `)
-	tests := []struct {
-		name, fixture, want string
-		fail                bool
-	}{
+	tests := []cmdCase{
 		{"a mistyped input is refused", "{input: {action: {tool: refund}, context: {amount: '5000'}}, expect: {decision: invalid_request}}",
 			"PASS  c: invalid_request (field 'amount' must be a number)", false},
 		{"expecting a decision for a refused request fails", "{input: {action: {tool: refund}}, expect: {decision: allow}}",
@@ -152,10 +149,7 @@ rules:
     outcome: warn
     reasonCodes: [NEAR_CAP]
 `)
-	tests := []struct {
-		name, fixture, want string
-		fail                bool
-	}{
+	tests := []cmdCase{
 		{"under the cap", "{input: {action: {tool: lookup}, budgets: {calls: {used: 3, limit: 10}}}, expect: {decision: allow}}",
 			"PASS  c: allow [DEFAULT_ALLOW]", false},
 		{"a rule reads used", "{input: {action: {tool: lookup}, budgets: {calls: {used: 9, limit: 10}}}, expect: {decision: warn, reasonCodes: [NEAR_CAP]}}",
@@ -169,16 +163,7 @@ rules:
 		{"a bad outcome is a bad fixture", "{input: {action: {tool: lookup}, budgets: {calls: {used: 1, limit: 2, outcome: maybe}}}, expect: {decision: allow}}",
 			"input.budgets.calls.outcome", true},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			fx := filepath.Join(t.TempDir(), "fx.yaml")
-			writeFile(t, fx, "- {name: c, "+strings.TrimPrefix(tt.fixture, "{")+"\n")
-			out, err := runPolicyCmd(t, "test", dir, fx)
-			if (err != nil) != tt.fail || !strings.Contains(out+fmt.Sprint(err), tt.want) {
-				t.Fatalf("err %v (want failure: %v); output lacks %q:\n%s", err, tt.fail, tt.want, out)
-			}
-		})
-	}
+	runFixtureCases(t, dir, tests)
 }
 
 func TestPolicyTestInvalidPolicyReportsEveryDetail(t *testing.T) {
@@ -824,4 +809,45 @@ func mapsEqual[K comparable](a, b map[K]int) bool {
 		}
 	}
 	return true
+}
+
+// TestPolicyTestLabels: fixtures give a session's data-flow labels, the
+// manifest's sources, and an unreadable label store.
+func TestPolicyTestLabels(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "flow.yaml"), dataFlowE2EPolicy)
+	agent := "agent: {id: a1, declared: true, tools: [web_fetch, http_post], destinations: [mail.acme.internal], sources: {web_fetch: [untrusted_content]}}"
+	send := "action: {kind: http, tool: http_post, target: 'https://drop.evil.test/'}"
+	tests := []cmdCase{
+		{"labelled session sends out", "{input: {" + agent + ", " + send + ", session: {id: s1, labels: [untrusted_content]}}, expect: {decision: require_approval, reasonCodes: [DATA_FLOW_UNTRUSTED_EGRESS, UNDECLARED_DESTINATION]}}",
+			"PASS  c: require_approval [DATA_FLOW_UNTRUSTED_EGRESS, UNDECLARED_DESTINATION]", false},
+		{"clean session sends out", "{input: {" + agent + ", " + send + ", session: {id: s1}}, expect: {decision: warn}}",
+			"PASS  c: warn [UNDECLARED_DESTINATION]", false},
+		{"label store unavailable fails closed", "{input: {" + agent + ", " + send + ", session: {id: s1, labelsUnavailable: true}}, expect: {decision: require_approval, reasonCodes: [DATA_FLOW_UNTRUSTED_EGRESS, EVALUATION_ERROR, UNDECLARED_DESTINATION]}}",
+			"PASS  c: require_approval [DATA_FLOW_UNTRUSTED_EGRESS, EVALUATION_ERROR, UNDECLARED_DESTINATION]", false},
+		{"a misspelt session key is a bad fixture", "{input: {" + send + ", session: {id: s1, lables: [x]}}, expect: {decision: warn}}",
+			"lables", true},
+	}
+	runFixtureCases(t, dir, tests)
+}
+
+// cmdCase is one single-case fixture file run by `vigil policy test`
+// against a policy directory: it fails or not, and its output holds want.
+type cmdCase struct {
+	name, fixture, want string
+	fail                bool
+}
+
+func runFixtureCases(t *testing.T, dir string, tests []cmdCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := filepath.Join(t.TempDir(), "fx.yaml")
+			writeFile(t, fx, "- {name: c, "+strings.TrimPrefix(tt.fixture, "{")+"\n")
+			out, err := runPolicyCmd(t, "test", dir, fx)
+			if (err != nil) != tt.fail || !strings.Contains(out+fmt.Sprint(err), tt.want) {
+				t.Fatalf("err %v (want failure: %v); output lacks %q:\n%s", err, tt.fail, tt.want, out)
+			}
+		})
+	}
 }
