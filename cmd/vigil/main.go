@@ -29,6 +29,7 @@ Usage:
   vigil policy test|apply|replay
                             test policies offline, apply a directory, replay history
   vigil ledger key|audit    print the ledger's verifier key; audit logs against projections
+  vigil mcp-proxy           MCP gateway: pinned tools, every tools/call a Vigil decision (docs/mcp.md)
   vigil verify BUNDLE       verify an evidence bundle offline
   vigil version             print the version
 
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string) error {
 		return runNATS(ctx, args[1:], os.Stdout)
 	case "migrate":
 		return runMigrate(ctx, args[1:])
+	case "mcp-proxy":
+		return runMCPProxy(ctx, args[1:], os.Stdin, os.Stdout, os.Stderr)
 	case "bench":
 		return runBench(ctx, args[1:], os.Stdout)
 	case "policy":

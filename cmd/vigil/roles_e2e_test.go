@@ -63,6 +63,8 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/settings/agents":       {auth.SettingsRead},
 	"POST /v1/settings/agents":      {auth.SettingsManage},
 	"PUT /v1/settings/agents":       {auth.SettingsManage},
+	"GET /v1/mcp/pins":              {auth.VerdictsRead, auth.DecisionsEvaluate},
+	"POST /v1/mcp/pins":             {auth.DecisionsEvaluate},
 	"GET /v1/halts":                 {auth.HaltsManage},
 	"POST /v1/halts":                {auth.HaltsManage},
 	"DELETE /v1/halts/:id":          {auth.HaltsManage},
@@ -132,6 +134,8 @@ var agentKeyStatus = map[string][2]int{
 	"GET /v1/decisions/:id":        {404, 403},
 	// {} lacks the arguments.
 	"POST /v1/decisions/:id/redeem": {400, 403},
+	"GET /v1/mcp/pins":              {400, 403}, // admitted; no server named
+	"POST /v1/mcp/pins":             {400, 403}, // admitted; {} lacks decisionId
 }
 
 // TestRoleMatrix sends every registered route with a key of every role,

@@ -342,6 +342,9 @@ func builtins(d *Decision, in Input, host string, org OrgPolicy) {
 		}
 		d.Matches = append(d.Matches, Match{RuleID: "budget." + b.Name, Outcome: b.Outcome, ReasonCodes: codes, Message: b.exceededMessage()})
 	}
+	if in.Action.Kind == KindMCPToolReview {
+		mcpReviewBuiltin(d, in.Action)
+	}
 	if in.Agent.Paused {
 		add("agent.paused", Block, ReasonAgentPaused, "the agent is paused")
 	}

@@ -30,3 +30,16 @@ const (
 
 // HaltSubject holds a halt's history: raised, then perhaps resumed.
 func HaltSubject(tenant, id string) string { return subject("control", HaltChanged, tenant, id) }
+
+// MCP tool pins on CONTROL, owned by services/api.
+const (
+	// MCPPinsChanged carries the approved tools of one MCP server of a
+	// tenant after each approval (payload: mcppin.ServerPins); one
+	// subject per server, the last message in force.
+	MCPPinsChanged = "mcp_pins_changed"
+)
+
+// MCPPinsSubject holds the history of a server's pinned tools.
+func MCPPinsSubject(tenant, server string) string {
+	return subject("control", MCPPinsChanged, tenant, server)
+}

@@ -312,6 +312,8 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/budgets", s.listBudgets, br)
 	g.GET("/budgets/:id", s.getBudget, br)
 	g.DELETE("/budgets/:id", s.deleteBudget, bm)
+	g.GET("/mcp/pins", s.getMCPPins, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
+	g.POST("/mcp/pins", s.pinMCPTools, eval)
 	audit := httpkit.Require(auth.AuditRead)
 	g.GET("/audit", s.listAudit, audit, consistency.Await(s.waits.audit, bound))
 	g.GET("/audit/export", s.exportAudit, audit, consistency.Await(s.waits.audit, bound))
