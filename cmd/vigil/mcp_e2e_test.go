@@ -66,7 +66,7 @@ func newUpstream() *mcpUpstream {
 
 // connectGateway runs a gateway between a fresh SDK client and u, with
 // in-memory transports on both sides, against Vigil at base.
-func connectGateway(t *testing.T, u *mcpUpstream, base, key, session string) (*mcpgate.Gateway, *mcp.ClientSession) {
+func connectGateway(t testing.TB, u *mcpUpstream, base, key, session string) (*mcpgate.Gateway, *mcp.ClientSession) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -106,7 +106,7 @@ func connectGateway(t *testing.T, u *mcpUpstream, base, key, session string) (*m
 }
 
 // visibleTools lists what the client sees: name → description.
-func visibleTools(t *testing.T, cs *mcp.ClientSession) map[string]string {
+func visibleTools(t testing.TB, cs *mcp.ClientSession) map[string]string {
 	t.Helper()
 	res, err := cs.ListTools(context.Background(), nil)
 	if err != nil {
@@ -144,7 +144,7 @@ type deskItem struct {
 }
 
 // pendingWhere waits for a pending action matching kind, tool and reason.
-func pendingWhere(t *testing.T, owner polClient, kind, tool, reason string) deskItem {
+func pendingWhere(t testing.TB, owner polClient, kind, tool, reason string) deskItem {
 	t.Helper()
 	var found deskItem
 	polEventually(t, polWait, "pending "+kind+" "+tool+" "+reason, func() (bool, string) {
@@ -165,12 +165,12 @@ func pendingWhere(t *testing.T, owner polClient, kind, tool, reason string) desk
 	return found
 }
 
-func decide(t *testing.T, owner polClient, id, decision string) {
+func decide(t testing.TB, owner polClient, id, decision string) {
 	t.Helper()
 	owner.post("/v1/guardian/pending-actions/"+id+"/decide", map[string]any{"decision": decision}).want(t, http.StatusOK, decision)
 }
 
-func waitTools(t *testing.T, cs *mcp.ClientSession, what string, ok func(map[string]string) bool) map[string]string {
+func waitTools(t testing.TB, cs *mcp.ClientSession, what string, ok func(map[string]string) bool) map[string]string {
 	t.Helper()
 	var got map[string]string
 	polEventually(t, polWait, what, func() (bool, string) {
