@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ func BenchmarkMCPProxyCall(b *testing.B) {
 	st, base, ownerKey := readBenchStack(b, 200*time.Millisecond)
 	agentKey := polKey(b, st.Store, "bench", auth.RoleAgent, "bench-bot")
 	owner := polClient{t: b, base: base, key: ownerKey}
+	owner.post("/v1/agents", map[string]any{"agentId": "bench-bot"}).want(b, http.StatusCreated, "register the agent")
 	u := newUpstream()
 	ctx := context.Background()
 	call := func(b *testing.B, cs *mcp.ClientSession) {

@@ -185,6 +185,7 @@ func TestMCPGateway(t *testing.T) {
 	owner := s.as(s.key("acme", auth.RoleOwner))
 	agentKey := s.key("acme", auth.RoleAgent, "shop-bot")
 	owner.createPolicy(mcpPolicy)
+	owner.post("/v1/agents", map[string]any{"agentId": "shop-bot"}).want(t, http.StatusCreated, "register the agent")
 	u := newUpstream()
 	_, cs := connectGateway(t, u, s.base, agentKey, "mcp-e2e")
 
