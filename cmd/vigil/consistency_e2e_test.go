@@ -108,6 +108,17 @@ func TestConsistencyTokens(t *testing.T) {
 		t.Fatalf("agent sessions with the token lacks %s: %s", session, list)
 	}
 
+	// decision → verdict list, on instance B: the decision's answer
+	// carries its POLICY sequence.
+	vd := a.post("/v1/verdicts", map[string]any{"agent": agent, "kind": "tool_call", "tool": "wire_transfer"}, consistency.Header, tok).
+		want(t, http.StatusCreated, "post verdict")
+	vtok := token(t, vd, streams.Policy)
+	vid, _ := vd.object(t)["id"].(string)
+	vl := b.get("/v1/verdicts?consistency=" + vtok).want(t, http.StatusOK, "verdict list with the token")
+	if vid == "" || !strings.Contains(string(vl.Body), `"id":"`+vid+`"`) {
+		t.Fatalf("verdict list with the token lacks %q: %s", vid, vl)
+	}
+
 	// session → risk: computed on request, then published the same.
 	rsk := a.do(http.MethodGet, "/v1/sessions/"+session+"/risk", nil, consistency.Header, tok).want(t, http.StatusOK, "session risk with the token")
 	var onRequest map[string]any

@@ -136,6 +136,10 @@ type DecisionRecord struct {
 	// deployment's.
 	PackSignature string `json:"packSignature,omitempty"`
 	KeyID         string `json:"keyId,omitempty"`
+	// StreamSeq is the record's POLICY sequence, set only on the answer to
+	// a decision request (the stored record is written before it is
+	// known): the api's consistency token for the decision.
+	StreamSeq uint64 `json:"streamSeq,omitempty"`
 }
 
 // RejectedRequest is a decision request refused, before anything was

@@ -13,9 +13,11 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // decide asks the policy service. Any failure to get an answer is a 503:
@@ -25,7 +27,11 @@ import (
 func (s *Service) decide(ctx context.Context, req rules.EvaluateRequest) (rules.DecisionRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DecisionTimeout)
 	defer cancel()
-	return rules.EvaluateEndpoint.Call(ctx, s.deps.NC, req)
+	rec, err := rules.EvaluateEndpoint.Call(ctx, s.deps.NC, req)
+	if err == nil {
+		consistency.Note(ctx, streams.Policy, rec.StreamSeq)
+	}
+	return rec, err
 }
 
 // decisionBody is the union of the three doors' request bodies.

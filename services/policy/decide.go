@@ -111,12 +111,15 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	if err := s.redactDecision(ctx, &rec); err != nil {
 		return rules.DecisionRecord{}, err
 	}
-	if err := s.record(ctx, rec, msgID); err != nil {
+	seq, err := s.record(ctx, rec, msgID)
+	if err != nil {
 		return rules.DecisionRecord{}, err
 	}
 	if err := s.storeLabels(ctx, rec, seen); err != nil {
 		return rules.DecisionRecord{}, err
 	}
+	// Only the answer carries it (the record was stored without).
+	rec.StreamSeq = seq
 	if req.SessionID != "" {
 		s.sessions.add(req.Tenant, req.SessionID, d.Outcome)
 	}
@@ -125,7 +128,7 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	return rec, nil
 }
 
-func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID string) error {
+func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID string) (uint64, error) {
 	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID)), rec, rec.ID, msgID, "could not record the decision")
 }
 
@@ -137,7 +140,8 @@ func (s *Service) recordRejection(ctx context.Context, req rules.EvaluateRequest
 		Source: req.Source, Tool: req.Action.Tool, By: principalActor(req.Principal), Reason: bad[0].Message,
 		Fields: bad, PackHash: packHash, At: time.Now().UTC(),
 	}
-	return s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, rej.ID, "could not record the rejected request")
+	_, err := s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, rej.ID, "could not record the rejected request")
+	return err
 }
 
 // principalActor names who asked the way the audit log names actors.
@@ -155,28 +159,30 @@ func agentToken(agentID string) string {
 	return agentID
 }
 
-// publish records v on POLICY. id goes in the Vigil-Decision-Id header, so
-// a reader finds the record from headers alone; msgID dedupes.
-func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID, failure string) error {
+// publish records v on POLICY and returns its sequence (the original's,
+// for a duplicate). id goes in the Vigil-Decision-Id header, so a reader
+// finds the record from headers alone; msgID dedupes.
+func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID, failure string) (uint64, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", subject, err)
+		return 0, fmt.Errorf("encode %s: %w", subject, err)
 	}
 	// The commit point. Over RPC, ctx ends a margin before the caller
 	// gives up; a caller that gave up answers "no decision was made", so
 	// nothing may be recorded once it has.
 	if err := ctx.Err(); err != nil {
-		return apperr.Unavailable(failure+": the caller stopped waiting", time.Second, err)
+		return 0, apperr.Unavailable(failure+": the caller stopped waiting", time.Second, err)
 	}
 	m := nats.NewMsg(subject)
 	m.Data = data
 	m.Header.Set(streams.HeaderDecisionID, id)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {
-		return apperr.Unavailable(failure, time.Second, err)
+	ack, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return 0, apperr.Unavailable(failure, time.Second, err)
 	}
-	return nil
+	return ack.Sequence, nil
 }
 
 // sessionStats counts outcomes per session so that rules can look at the
