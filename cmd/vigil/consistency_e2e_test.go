@@ -114,7 +114,7 @@ func TestConsistencyTokens(t *testing.T) {
 		want(t, http.StatusCreated, "post verdict")
 	vtok := token(t, vd, streams.Policy)
 	vid, _ := vd.object(t)["id"].(string)
-	vl := b.get("/v1/verdicts?consistency=" + vtok).want(t, http.StatusOK, "verdict list with the token")
+	vl := b.get("/v1/verdicts?consistency="+vtok).want(t, http.StatusOK, "verdict list with the token")
 	if vid == "" || !strings.Contains(string(vl.Body), `"id":"`+vid+`"`) {
 		t.Fatalf("verdict list with the token lacks %q: %s", vid, vl)
 	}
