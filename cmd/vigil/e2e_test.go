@@ -620,6 +620,7 @@ func TestAuth(t *testing.T) {
 		return r.status == http.StatusOK, "discovered agent: " + r.String()
 	})
 
+	registered := 0
 	routes := []route{
 		{"post event", http.MethodPost, "/v1/events", func() any { return ev("authz-agent", "authz-session", baseTime) }, http.StatusAccepted, []auth.Permission{auth.EventsWrite}},
 		{"post batch", http.MethodPost, "/v1/events/batch", func() any {
@@ -628,7 +629,12 @@ func TestAuth(t *testing.T) {
 		{"list sessions", http.MethodGet, "/v1/sessions", nil, http.StatusOK, []auth.Permission{auth.SessionsRead}},
 		{"get session", http.MethodGet, "/v1/sessions/authz-session", nil, http.StatusOK, []auth.Permission{auth.SessionsRead}},
 		{"export session", http.MethodGet, "/v1/sessions/authz-session/export.json", nil, http.StatusOK, []auth.Permission{auth.SessionsRead}},
-		{"register agent", http.MethodPost, "/v1/agents", func() any { return map[string]any{"name": "by-role"} }, http.StatusCreated, []auth.Permission{auth.AgentsRegister}},
+		// Names are unique per tenant (a second registration is 409), so
+		// every role registers its own.
+		{"register agent", http.MethodPost, "/v1/agents", func() any {
+			registered++
+			return map[string]any{"name": fmt.Sprintf("by-role-%d", registered)}
+		}, http.StatusCreated, []auth.Permission{auth.AgentsRegister}},
 		{"list agents", http.MethodGet, "/v1/agents", nil, http.StatusOK, []auth.Permission{auth.AgentsRead}},
 		{"get agent", http.MethodGet, "/v1/agents/authz-reg", nil, http.StatusOK, []auth.Permission{auth.AgentsRead}},
 		{"patch agent", http.MethodPatch, "/v1/agents/authz-reg", func() any { return map[string]any{"description": "patched"} }, http.StatusOK, []auth.Permission{auth.AgentsWrite}},
