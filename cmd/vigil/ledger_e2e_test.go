@@ -116,7 +116,7 @@ func TestLedgerEndToEnd(t *testing.T) {
 	good := filepath.Join(dir, "bundle.json")
 	writeJSON(t, good, b)
 	out.Reset()
-	if err := runVerify([]string{"--key", vkey, good}, nil, &out); err != nil {
+	if err := runVerify(context.Background(), []string{"--key", vkey, good}, nil, &out); err != nil {
 		t.Fatalf("vigil verify: %v\n%s", err, out.String())
 	}
 	cases := []struct {
@@ -141,7 +141,7 @@ func TestLedgerEndToEnd(t *testing.T) {
 			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".json")
 			writeJSON(t, p, tb)
 			var out bytes.Buffer
-			if err := runVerify([]string{"--key", vkey, p}, nil, &out); err == nil {
+			if err := runVerify(context.Background(), []string{"--key", vkey, p}, nil, &out); err == nil {
 				t.Fatalf("tampered bundle verified:\n%s", out.String())
 			}
 			if !strings.Contains(out.String(), tc.want) {

@@ -31,6 +31,7 @@ Usage:
   vigil ledger key|audit    print the ledger's verifier key; audit logs against projections
   vigil mcp-proxy           MCP gateway: pinned tools, every tools/call a Vigil decision (docs/mcp.md)
   vigil verify BUNDLE       verify an evidence bundle offline
+  vigil verify manifest     verify an agent's signed manifest (manifestSignature)
   vigil version             print the version
 
 Run "vigil <command> --help" for a command's flags.
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string) error {
 	case "ledger":
 		return runLedger(ctx, args[1:], os.Stdout)
 	case "verify":
-		return runVerify(args[1:], os.Stdin, os.Stdout)
+		return runVerify(ctx, args[1:], os.Stdin, os.Stdout)
 	case "version":
 		fmt.Println(version)
 		return nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/canonjson"
 	"github.com/vigilhq/vigil/pkg/event"
 )
 
@@ -55,8 +56,13 @@ type Agent struct {
 	Declaration  *Declaration `json:"declaration,omitempty"`
 	Settings     Settings     `json:"settings"`
 	ManifestHash string       `json:"manifestHash"`
-	RegisteredAt time.Time    `json:"registeredAt"`
-	UpdatedAt    time.Time    `json:"updatedAt"`
+	// ManifestSignature is the ledger key's Ed25519 signature over the
+	// canonical manifest ("ed25519:<base64>", see docs/ledger.md); null
+	// for an agent that was only discovered, whose manifest nobody
+	// declared, and until a changed manifest is signed.
+	ManifestSignature *string   `json:"manifestSignature"`
+	RegisteredAt      time.Time `json:"registeredAt"`
+	UpdatedAt         time.Time `json:"updatedAt"`
 	// Revision is the CONTROL stream sequence of this state; it changes on
 	// every write and can be used as an ETag.
 	Revision uint64 `json:"revision"`
@@ -92,9 +98,10 @@ type Change struct {
 	At     time.Time `json:"at"`
 }
 
-// manifest is the part of an agent that defines its expected behaviour;
-// its hash identifies a declared version of the agent.
-type manifest struct {
+// Manifest is the part of an agent that defines its expected behaviour
+// (KLA's registration body): its hash identifies a declared version of
+// the agent, and the ledger's key signs it.
+type Manifest struct {
 	Name        string   `json:"name"`
 	Description string   `json:"description"`
 	Model       string   `json:"model"`
@@ -104,14 +111,50 @@ type manifest struct {
 	Version     string   `json:"version"`
 }
 
-// ComputeManifestHash returns "sha256:<hex>" over the canonical JSON of
-// the agent's manifest fields (tools sorted, so order does not matter).
-func (a Agent) ComputeManifestHash() string {
+// Manifest returns the agent's manifest, tools sorted (their order does
+// not matter) and never null.
+func (a Agent) Manifest() Manifest {
 	tools := slices.Clone(a.Tools)
+	if tools == nil {
+		tools = []string{}
+	}
 	slices.Sort(tools)
-	b, _ := json.Marshal(manifest{a.Name, a.Description, a.Model, a.Temperature, tools, a.Framework, a.Version})
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return Manifest{a.Name, a.Description, a.Model, a.Temperature, tools, a.Framework, a.Version}
+}
+
+// Canonical is the manifest in Vigil's canonical JSON (pkg/canonjson):
+// the bytes manifestHash hashes and manifestSignature signs. Tools are
+// sorted here too, so a manifest read back from any agent JSON gives
+// the same bytes.
+func (m Manifest) Canonical() ([]byte, error) {
+	m.Tools = slices.Clone(m.Tools)
+	if m.Tools == nil {
+		m.Tools = []string{}
+	}
+	slices.Sort(m.Tools)
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("agent manifest: %w", err)
+	}
+	return canonjson.Canonicalize(b)
+}
+
+// Hash is "sha256:<hex>" over the canonical manifest.
+func (m Manifest) Hash() (string, error) {
+	c, err := m.Canonical()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(c)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// ComputeManifestHash returns the hash of the agent's manifest.
+func (a Agent) ComputeManifestHash() string {
+	// Only a NaN or infinite temperature fails to encode, and apply
+	// refuses those.
+	h, _ := a.Manifest().Hash()
+	return h
 }
 
 // NewID returns a generated agent id in the KLA style.
@@ -158,7 +201,11 @@ func (a *Agent) normalize() {
 	if a.Metadata == nil {
 		a.Metadata = map[string]any{}
 	}
-	a.ManifestHash = a.ComputeManifestHash()
+	if h := a.ComputeManifestHash(); h != a.ManifestHash {
+		// A signature is over one manifest: a changed manifest is
+		// unsigned until the ledger signs it again.
+		a.ManifestHash, a.ManifestSignature = h, nil
+	}
 }
 
 // Field limits.

@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/canonjson"
 	"github.com/vigilhq/vigil/pkg/event"
 )
 
@@ -366,6 +369,46 @@ func TestManifestHash(t *testing.T) {
 	_ = a.ComputeManifestHash()
 	if !slices.Equal(tools, []string{"c", "a", "b"}) {
 		t.Errorf("ComputeManifestHash reordered the caller's tools: %v", tools)
+	}
+}
+
+// TestManifestCanonical: the manifest's bytes are in Vigil's canonical
+// JSON (what the ledger signs and a verifier recomputes) whatever the
+// strings hold, manifestHash is their SHA-256, and a changed manifest
+// drops the signature of the old one.
+func TestManifestCanonical(t *testing.T) {
+	for _, m := range []agent.Manifest{
+		{},
+		{Name: "n", Description: "<b>&\u2028 \"q\" é \x00", Temperature: ptr(1e-7), Tools: []string{"z", "a"}},
+		{Name: "n", Model: "m", Temperature: ptr(2.0), Tools: nil, Framework: "f", Version: "1"},
+	} {
+		c, err := m.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := canonjson.Canonicalize(c)
+		if err != nil || string(again) != string(c) {
+			t.Errorf("%s is not canonical (%s, %v)", c, again, err)
+		}
+		if !strings.HasPrefix(string(c), `{"description":`) || strings.Contains(string(c), `"tools":null`) {
+			t.Errorf("keys not sorted or tools null: %s", c)
+		}
+		sum := sha256.Sum256(c)
+		if h, _ := m.Hash(); h != "sha256:"+hex.EncodeToString(sum[:]) {
+			t.Errorf("hash %s is not the SHA-256 of %s", h, c)
+		}
+	}
+	a, err := agent.ParseRegistration([]byte(`{"name":"n"}`), t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := "ed25519:x"
+	a.ManifestSignature = &sig
+	if same, _ := agent.ApplyPatch(a, []byte(`{"status":"paused"}`), t1); same.ManifestSignature == nil {
+		t.Error("a patch outside the manifest dropped its signature")
+	}
+	if changed, _ := agent.ApplyPatch(a, []byte(`{"model":"m"}`), t1); changed.ManifestSignature != nil || changed.ManifestHash == a.ManifestHash {
+		t.Errorf("a changed manifest kept the old signature: %+v", changed)
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/vigilhq/vigil/pkg/canonjson"
 )
 
 // Definition is the part of an MCP tool a pin covers: what the model
@@ -45,14 +47,12 @@ func (d Definition) Canonical() ([]byte, error) {
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("tool %q: input schema: %w", d.Name, err)
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
 	// A map marshals with sorted keys; json.Number keeps the literal.
-	if err := enc.Encode(map[string]any{"name": d.Name, "description": d.Description, "inputSchema": s}); err != nil {
+	c, err := canonjson.Encode(map[string]any{"name": d.Name, "description": d.Description, "inputSchema": s})
+	if err != nil {
 		return nil, fmt.Errorf("tool %q: canonical form: %w", d.Name, err)
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return c, nil
 }
 
 // Hash is "sha256:" and the hex SHA-256 of the canonical definition.

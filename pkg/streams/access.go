@@ -80,7 +80,7 @@ func Accesses() []Access {
 			Service: ServiceAPI, Owns: []string{Control},
 			Reads:   []string{Ingest, Policy, Guardian, Budgets},
 			Buckets: []string{KeyUsageBucket, IdempotencyBucket},
-			Calls:   []string{EvaluateRPC, DecideRPC, RedeemRPC}, Gossip: []string{RateLimitGossip},
+			Calls:   []string{EvaluateRPC, DecideRPC, RedeemRPC, SignManifestRPC}, Gossip: []string{RateLimitGossip},
 		},
 		{
 			Service: ServicePolicy, Owns: []string{Policy, Budgets}, Reads: []string{Ingest, Control, Risk},
@@ -101,6 +101,8 @@ func Accesses() []Access {
 		},
 		{
 			Service: ServiceLedger, Owns: []string{Ledger}, Reads: []string{Ingest, Control, Policy, Guardian, Risk},
+			// It holds the deployment key: it signs agent manifests.
+			Serves: []string{SignManifestRPC},
 		},
 		{
 			Service: ServiceNotifier, Owns: []string{Notifier}, Writes: []string{AllChannelChanges},

@@ -227,6 +227,10 @@ const AllTriage = "control.v1." + VerdictTriaged + ".>"
 // EvaluateRPC is the request/reply subject of the policy service.
 const EvaluateRPC = "rpc.policy.v1.evaluate"
 
+// SignManifestRPC is the ledger's request/reply subject that signs an
+// agent manifest with the ledger key.
+const SignManifestRPC = "rpc.ledger.v1.sign_manifest"
+
 // PolicyConfig defines the POLICY stream, owned by services/policy.
 func PolicyConfig(o Options) jetstream.StreamConfig {
 	o = o.withDefaults()

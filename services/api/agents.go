@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +84,9 @@ func (s *Service) registerAgent(c echo.Context) error {
 	default:
 		return apperr.Conflict("agent %q is already registered", a.AgentID)
 	}
+	if err := s.signManifest(ctx, &a); err != nil {
+		return err
+	}
 	rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: agent.OpRegistered, Tenant: p.Tenant, Agent: a, By: p.Actor(), At: a.RegisteredAt}, expect)
 	if errors.Is(err, control.ErrConflict) {
 		return apperr.Conflict("agent %q is already registered", a.AgentID)
@@ -98,6 +102,23 @@ func (s *Service) registerAgent(c echo.Context) error {
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/agents/"+url.PathEscape(a.AgentID))
 	return c.JSON(http.StatusCreated, a)
+}
+
+// signManifest has the ledger sign a's manifest (the deployment key
+// stays in the ledger) and sets its signature. Without the ledger the
+// write fails (503): a registered manifest is always a signed one, as KLA
+// promises. The ledger computes the hash too; a different one means the
+// two disagree on the canonical form, and nothing is recorded.
+func (s *Service) signManifest(ctx context.Context, a *agent.Agent) error {
+	resp, err := agent.SignEndpoint.Call(ctx, s.deps.NC, agent.SignRequest{Manifest: a.Manifest()})
+	if err != nil {
+		return err
+	}
+	if resp.ManifestHash != a.ManifestHash {
+		return fmt.Errorf("ledger signed manifest %s, the api computed %s", resp.ManifestHash, a.ManifestHash)
+	}
+	a.ManifestSignature = &resp.ManifestSignature
+	return nil
 }
 
 // agentIDNamed reports whether a registration body names its agent id
@@ -196,6 +217,11 @@ func (s *Service) updateAgent(c echo.Context, id, op string, create bool, change
 		next, err := change(cur)
 		if err != nil {
 			return agent.Agent{}, err
+		}
+		if next.ManifestHash != cur.ManifestHash {
+			if err := s.signManifest(ctx, &next); err != nil {
+				return agent.Agent{}, err
+			}
 		}
 		next.UpdatedAt = time.Now().UTC()
 		rev, err := s.deps.Store.PutAgent(ctx, agent.Change{Op: op, Tenant: p.Tenant, Agent: next, By: p.Actor(), At: next.UpdatedAt}, cur.Revision)

@@ -3,7 +3,9 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -13,6 +15,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
@@ -23,6 +28,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/readmodel"
+	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
@@ -37,7 +43,12 @@ type apiEnv struct {
 	keys map[string]string // "owner", "viewer", "globex" → bearer key
 }
 
-func newAPIEnv(t *testing.T) *apiEnv {
+func newAPIEnv(t *testing.T) *apiEnv { return newAPIEnvSigning(t, true) }
+
+// newAPIEnvSigning is newAPIEnv, with (sign) or without a stand-in for the
+// ledger's manifest-signing responder: the ledger is another service, and
+// its signatures are tested end to end in cmd/vigil.
+func newAPIEnvSigning(t *testing.T, sign bool) *apiEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -55,6 +66,9 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	}
 	log, _ := testkit.Logger(t, slog.LevelInfo)
 	nc, js := n.ConnectAs(t, streams.ServiceAPI)
+	if sign {
+		serveManifestSigner(t, n, log)
+	}
 	catalog, board := control.NewCatalog(n.JS, log), approval.NewBoard(n.JS, log)
 	cfg := api.DefaultConfig()
 	cfg.Judge.SealSecret = make([]byte, 32)
@@ -99,6 +113,31 @@ func newAPIEnv(t *testing.T) *apiEnv {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// serveManifestSigner answers agent.SignEndpoint as the ledger does, with
+// a key of its own.
+func serveManifestSigner(t *testing.T, n *natstest.Env, log *slog.Logger) {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnc, _ := n.ConnectAs(t, streams.ServiceLedger)
+	srv, err := rpc.Serve(lnc, "test-ledger", "manifest signatures", func(svc micro.Service) error {
+		return agent.SignEndpoint.Handle(svc, log, func(_ context.Context, req agent.SignRequest) (agent.SignResponse, error) {
+			c, err := req.Manifest.Canonical()
+			if err != nil {
+				return agent.SignResponse{}, err
+			}
+			h, err := req.Manifest.Hash()
+			return agent.SignResponse{ManifestHash: h, ManifestSignature: "ed25519:" + base64.StdEncoding.EncodeToString(ed25519.Sign(key, c))}, err
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
 }
 
 type apiReq struct {
@@ -309,4 +348,52 @@ func TestAPIIdempotentRegistration(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAPIManifestSignature: a registration carries the ledger's
+// signature of its manifest; a patch that changes the manifest is signed
+// again, one that does not keeps the signature;
+// without the ledger a registration is refused (503, KLA's internal_error
+// with Vigil's finer code in details) and nothing is recorded.
+func TestAPIManifestSignature(t *testing.T) {
+	type view struct {
+		ManifestHash      string  `json:"manifestHash"`
+		ManifestSignature *string `json:"manifestSignature"`
+	}
+	read := func(t *testing.T, r apiRes, status int) view {
+		t.Helper()
+		if r.status != status {
+			t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
+		}
+		var v view
+		if err := json.Unmarshal(r.body, &v); err != nil || v.ManifestSignature == nil || !strings.HasPrefix(*v.ManifestSignature, "ed25519:") {
+			t.Fatalf("no manifest signature (%v): %s", err, r.body)
+		}
+		return v
+	}
+	e := newAPIEnv(t)
+	reg := read(t, e.do(t, apiReq{method: "POST", path: "/v1/agents", key: "owner", body: `{"agentId":"signed","name":"signed","tools":["b","a"]}`}), http.StatusCreated)
+	paused := read(t, e.do(t, apiReq{method: "PATCH", path: "/v1/agents/signed", key: "owner", body: `{"status":"paused"}`}), http.StatusOK)
+	if paused.ManifestHash != reg.ManifestHash || *paused.ManifestSignature != *reg.ManifestSignature {
+		t.Fatalf("a status change re-signed: %+v then %+v", reg, paused)
+	}
+	changed := read(t, e.do(t, apiReq{method: "PATCH", path: "/v1/agents/signed", key: "owner", body: `{"description":"now with a description"}`}), http.StatusOK)
+	if changed.ManifestHash == reg.ManifestHash || *changed.ManifestSignature == *reg.ManifestSignature {
+		t.Fatalf("a manifest change kept the hash or signature: %+v then %+v", reg, changed)
+	}
+	if got := read(t, e.do(t, apiReq{method: "GET", path: "/v1/agents/signed", key: "owner"}), http.StatusOK); *got.ManifestSignature != *changed.ManifestSignature {
+		t.Fatalf("read %+v, want the last signature %+v", got, changed)
+	}
+
+	t.Run("without the ledger", func(t *testing.T) {
+		e := newAPIEnvSigning(t, false)
+		r := e.do(t, apiReq{method: "POST", path: "/v1/agents", key: "owner", body: `{"agentId":"unsigned"}`})
+		checkEnvelope(t, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE", "internal_error", "")
+		if !bytes.Contains(r.body, []byte(`"code":"unavailable"`)) || r.header.Get("Retry-After") == "" {
+			t.Fatalf("503 without the finer code or Retry-After: %v %s", r.header, r.body)
+		}
+		if r := e.do(t, apiReq{method: "GET", path: "/v1/agents/unsigned", key: "owner"}); r.status != http.StatusNotFound {
+			t.Fatalf("an unsigned registration was recorded: %d %s", r.status, r.body)
+		}
+	})
 }

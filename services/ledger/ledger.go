@@ -601,8 +601,9 @@ func cmpU64(a, b uint64) int {
 }
 
 // Component is the ledger's share of a process: LEDGER, its tables, the
-// proof routes (authenticated by a, the catalog) and Run.
+// manifest-signing responder, the proof routes (authenticated by a, the
+// catalog) and Run.
 func (s *Service) Component(a httpkit.Authenticator) daemon.Component {
-	return daemon.Component{Name: "ledger", Provision: s.EnsureStreams, Migrate: s.Migrate,
+	return daemon.Component{Name: "ledger", Provision: s.EnsureStreams, Migrate: s.Migrate, Start: s.startRPC,
 		Routes: func(e *echo.Echo) { s.Routes(e, a) }, Workers: []daemon.Worker{s.Run}}
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/vigilhq/vigil/pkg/canonjson"
 )
 
 // Record kinds: which stream a ledger record came from.
@@ -96,16 +98,11 @@ func CanonicalEnvelope(kind, tenant, id, session string, canonicalRecord []byte)
 
 // Encode writes v (a struct whose fields are declared in sorted key
 // order, holding only canonical values) in the canonical form's escaping.
-func Encode(v any) ([]byte, error) { return encode(v) }
+func Encode(v any) ([]byte, error) { return canonjson.Encode(v) }
 
-// Canonicalize rewrites any JSON value in the canonical form.
-func Canonicalize(data []byte) ([]byte, error) {
-	v, err := decode(data)
-	if err != nil {
-		return nil, err
-	}
-	return encode(v)
-}
+// Canonicalize rewrites any JSON value in the canonical form
+// (pkg/canonjson, the one implementation Vigil has).
+func Canonicalize(data []byte) ([]byte, error) { return canonjson.Canonicalize(data) }
 
 // ParseCanonical decodes canonical bytes back into an envelope, checking
 // that they are canonical.
@@ -133,29 +130,6 @@ func ParseCanonical(data []byte) (Envelope, error) {
 		return Envelope{}, errors.New("evidence: record bytes are not in canonical form")
 	}
 	return e, nil
-}
-
-func decode(data []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, err
-	}
-	if d.More() {
-		return nil, errors.New("trailing data after JSON value")
-	}
-	return v, nil
-}
-
-func encode(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil { // maps are written with sorted keys
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // RecordDigest is SHA-256 of a record's canonical bytes: the leaf data.
