@@ -40,18 +40,27 @@ type textArgs struct {
 type mcpUpstream struct {
 	srv   *mcp.Server
 	calls atomic.Int64
+	// onCall, when set, learns the name of each tool called.
+	onCall func(name string)
+}
+
+func (u *mcpUpstream) called(name string) {
+	u.calls.Add(1)
+	if u.onCall != nil {
+		u.onCall(name)
+	}
 }
 
 func (u *mcpUpstream) addEcho(description string) {
 	mcp.AddTool(u.srv, &mcp.Tool{Name: "echo", Description: description}, func(_ context.Context, _ *mcp.CallToolRequest, in textArgs) (*mcp.CallToolResult, any, error) {
-		u.calls.Add(1)
+		u.called("echo")
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "echo: " + in.Text}}}, nil, nil
 	})
 }
 
 func (u *mcpUpstream) addPlain(name, description string) {
 	mcp.AddTool(u.srv, &mcp.Tool{Name: name, Description: description}, func(_ context.Context, _ *mcp.CallToolRequest, in textArgs) (*mcp.CallToolResult, any, error) {
-		u.calls.Add(1)
+		u.called(name)
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " done"}}}, nil, nil
 	})
 }

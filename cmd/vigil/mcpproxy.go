@@ -58,7 +58,10 @@ func runMCPProxy(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	case *upstreamURL != "":
 		upstream = &mcp.StreamableClientTransport{Endpoint: *upstreamURL}
 	case fs.NArg() > 0:
-		cmd := exec.CommandContext(ctx, fs.Arg(0), fs.Args()[1:]...)
+		// Not CommandContext: at shutdown gw.Close ends the server as MCP's
+		// stdio transport asks (stdin closed, a grace period, then
+		// signals), where a cancelled context would SIGKILL it first.
+		cmd := exec.Command(fs.Arg(0), fs.Args()[1:]...)
 		cmd.Stderr = stderr
 		upstream = &mcp.CommandTransport{Command: cmd}
 	default:
