@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/url"
 	"os"
@@ -69,7 +70,7 @@ func env(s types.ServiceConfig, key string) string {
 
 var (
 	// Services that run until stopped; each needs a healthcheck.
-	longRunning = []string{"nats", "clickhouse", "ingest", "api", "policy", "guardian", "risk", "ledger", "notifier"}
+	longRunning = []string{"nats", "clickhouse", "gateway", "ingest", "api", "policy", "guardian", "risk", "ledger", "notifier"}
 	// Services built from this repository that serve Vigil's HTTP API.
 	vigilServers = []string{"ingest", "api", "policy", "guardian", "risk", "ledger", "notifier"}
 )
@@ -88,13 +89,14 @@ func TestServices(t *testing.T) {
 	tests := []serviceCase{
 		{name: "nats", enabled: true, image: "nats:", ports: []string{"127.0.0.1:8222:8222"}, restart: "unless-stopped"},
 		{name: "clickhouse", enabled: true, image: "clickhouse/clickhouse-server:", restart: "unless-stopped"},
-		{name: "ingest", enabled: true, dockerfile: "deploy/ingest.Dockerfile", ports: []string{"127.0.0.1:8081:8080"}, restart: "unless-stopped"},
-		{name: "api", enabled: true, dockerfile: "deploy/api.Dockerfile", ports: []string{"127.0.0.1:8080:8080"}, restart: "unless-stopped"},
-		{name: "policy", enabled: true, dockerfile: "deploy/policy.Dockerfile", ports: []string{"127.0.0.1:8082:8080"}, restart: "unless-stopped"},
-		{name: "guardian", enabled: true, dockerfile: "deploy/guardian.Dockerfile", ports: []string{"127.0.0.1:8083:8080"}, restart: "unless-stopped"},
-		{name: "risk", enabled: true, dockerfile: "deploy/risk.Dockerfile", ports: []string{"127.0.0.1:8086:8080"}, restart: "unless-stopped"},
-		{name: "ledger", enabled: true, dockerfile: "deploy/ledger.Dockerfile", ports: []string{"127.0.0.1:8084:8080"}, restart: "unless-stopped"},
-		{name: "notifier", enabled: true, dockerfile: "deploy/notifier.Dockerfile", ports: []string{"127.0.0.1:8085:8080"}, restart: "unless-stopped"},
+		{name: "ingest", enabled: true, dockerfile: "deploy/ingest.Dockerfile", restart: "unless-stopped"},
+		{name: "api", enabled: true, dockerfile: "deploy/api.Dockerfile", restart: "unless-stopped"},
+		{name: "policy", enabled: true, dockerfile: "deploy/policy.Dockerfile", restart: "unless-stopped"},
+		{name: "guardian", enabled: true, dockerfile: "deploy/guardian.Dockerfile", restart: "unless-stopped"},
+		{name: "risk", enabled: true, dockerfile: "deploy/risk.Dockerfile", restart: "unless-stopped"},
+		{name: "ledger", enabled: true, dockerfile: "deploy/ledger.Dockerfile", restart: "unless-stopped"},
+		{name: "notifier", enabled: true, dockerfile: "deploy/notifier.Dockerfile", restart: "unless-stopped"},
+		{name: "gateway", enabled: true, dockerfile: "deploy/vigil.Dockerfile", ports: []string{"127.0.0.1:8080:8080"}, restart: "unless-stopped"},
 		{name: "keys", enabled: false, dockerfile: "deploy/vigil.Dockerfile", restart: "no"},
 	}
 	for _, tt := range tests {
@@ -475,6 +477,55 @@ func TestNATSAuth(t *testing.T) {
 		}
 		if env(s, "VIGIL_NATS_NKEY") != "" {
 			t.Errorf("%s: a NATS seed written into compose.yaml", name)
+		}
+	}
+}
+
+// TestGatewayIsTheFrontDoor: the gateway is the only published Vigil
+// port, and it has an upstream for every service of the route table
+// (pkg/routes/table.json), each a compose service on the port it listens
+// on, which the gateway waits for.
+func TestGatewayIsTheFrontDoor(t *testing.T) {
+	p := load(t, nil)
+	for name, s := range p.AllServices() {
+		if len(s.Ports) > 0 && name != "gateway" && name != "nats" {
+			t.Errorf("%s publishes %v: only the gateway (and NATS monitoring) may", name, s.Ports)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "pkg", "routes", "table.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table []struct{ Service string }
+	if err := json.Unmarshal(b, &table); err != nil {
+		t.Fatal(err)
+	}
+	gw := service(t, p, "gateway")
+	if !slices.Equal([]string(gw.Command), []string{"gateway"}) {
+		t.Errorf("gateway command %v, want [gateway]", gw.Command)
+	}
+	want := map[string]bool{}
+	for _, r := range table {
+		want[r.Service] = true
+	}
+	for svc := range want {
+		key := "VIGIL_" + strings.ToUpper(svc) + "_URL"
+		u, err := url.Parse(env(gw, key))
+		if err != nil || u.Scheme != "http" {
+			t.Errorf("gateway %s=%q: want http://%s:<port>", key, env(gw, key), svc)
+			continue
+		}
+		s := service(t, p, u.Hostname())
+		if _, port, _ := net.SplitHostPort(env(s, "VIGIL_HTTP_ADDR")); u.Port() != port {
+			t.Errorf("gateway %s=%s, but %s listens on %q", key, u, u.Hostname(), env(s, "VIGIL_HTTP_ADDR"))
+		}
+		if d, ok := gw.DependsOn[u.Hostname()]; !ok || d.Condition != types.ServiceConditionHealthy {
+			t.Errorf("gateway does not wait for %s to be healthy", u.Hostname())
+		}
+	}
+	for key := range gw.Environment {
+		if svc, ok := strings.CutSuffix(strings.TrimPrefix(key, "VIGIL_"), "_URL"); ok && !want[strings.ToLower(svc)] {
+			t.Errorf("gateway %s: %s serves no route of the table", key, strings.ToLower(svc))
 		}
 	}
 }

@@ -29,6 +29,7 @@ Usage:
   vigil policy test|apply|replay
                             test policies offline, apply a directory, replay history
   vigil ledger key|audit    print the ledger's verifier key; audit logs against projections
+  vigil gateway             the front door: one base URL over separately deployed services (docs/gateway.md)
   vigil mcp-proxy           MCP gateway: pinned tools, every tools/call a Vigil decision (docs/mcp.md)
   vigil verify BUNDLE       verify an evidence bundle offline
   vigil verify manifest     verify an agent's signed manifest (manifestSignature)
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string) error {
 		return runNATS(ctx, args[1:], os.Stdout)
 	case "migrate":
 		return runMigrate(ctx, args[1:])
+	case "gateway":
+		return runGateway(ctx, args[1:], os.Stdout)
 	case "mcp-proxy":
 		return runMCPProxy(ctx, args[1:], os.Stdin, os.Stdout, os.Stderr)
 	case "bench":

@@ -147,10 +147,31 @@ func AddCommon(fs *FlagSet) Common {
 		NATS:           n,
 		ClickHouseDSN:  fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil", "ClickHouse DSN (the database is created if missing)"),
 		ClickHouseWait: fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", DefaultClickHouseWait, "how long to wait for ClickHouse at start"),
-		HTTPAddr:       fs.String("http-addr", "VIGIL_HTTP_ADDR", ":8080", "HTTP listen address"),
-		LogLevel:       fs.String("log-level", "VIGIL_LOG_LEVEL", "info", "log level: debug, info, warn, error"),
-		LogFormat:      fs.String("log-format", "VIGIL_LOG_FORMAT", "text", "log format: text or json"),
+		HTTPAddr:       fs.HTTPAddr(),
+		LogLevel:       fs.LogLevel(),
+		LogFormat:      fs.LogFormat(),
 	}
+}
+
+// HTTPAddr declares --http-addr, where a process serves HTTP.
+func (fs *FlagSet) HTTPAddr() *string {
+	return once(fs, "http-addr", func() *string {
+		return fs.String("http-addr", "VIGIL_HTTP_ADDR", ":8080", "HTTP listen address")
+	})
+}
+
+// LogLevel declares --log-level.
+func (fs *FlagSet) LogLevel() *string {
+	return once(fs, "log-level", func() *string {
+		return fs.String("log-level", "VIGIL_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	})
+}
+
+// LogFormat declares --log-format.
+func (fs *FlagSet) LogFormat() *string {
+	return once(fs, "log-format", func() *string {
+		return fs.String("log-format", "VIGIL_LOG_FORMAT", "text", "log format: text or json")
+	})
 }
 
 // OIDC holds the flags that configure members' sign-in.

@@ -55,6 +55,9 @@ type Supervisor struct {
 	Reg        *prometheus.Registry
 	Checks     map[string]httpkit.Check
 	Components []Component
+	// Pre run before routing (echo's Pre): a service binary's guard
+	// against requests meant for another service (routes.Misdirected).
+	Pre []echo.MiddlewareFunc
 
 	echo     *echo.Echo
 	life     context.Context
@@ -104,6 +107,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	e.Pre(s.Pre...)
 	httpkit.HealthRoutes(e, s.Reg, s.Checks)
 	for _, c := range s.Components {
 		if c.Routes != nil {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/labstack/echo/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/routes"
 )
 
 // Main is the whole main function of a service binary: run with a context
@@ -44,7 +46,7 @@ type Process struct {
 	CH  driver.Conn
 	Reg *prometheus.Registry
 
-	addr string
+	name, addr string
 }
 
 // ProcessOptions says what a service needs besides NATS.
@@ -61,7 +63,7 @@ func Start(ctx context.Context, name string, common config.Common, o ProcessOpti
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Log: log, Reg: Registry(), addr: *common.HTTPAddr}
+	p := &Process{Log: log, Reg: Registry(), name: name, addr: *common.HTTPAddr}
 	if p.NC, p.JS, err = ConnectNATS(common.NATS, "vigil-"+name, log); err != nil {
 		return nil, err
 	}
@@ -101,12 +103,16 @@ func (p *Process) Close() {
 
 // Run runs the components under a Supervisor (see Supervisor) serving
 // HTTP on the --http-addr with /healthz, /readyz (NATS and, if connected,
-// ClickHouse) and /metrics, until ctx ends or a worker fails.
+// ClickHouse) and /metrics, until ctx ends or a worker fails. A request
+// for a route the route table gives to another service is refused with a
+// 404 naming that service (routes.Misdirected): served alone, a service
+// must not answer for routes that only look like its own.
 func (p *Process) Run(ctx context.Context, components ...Component) error {
 	checks := map[string]httpkit.Check{"nats": natsx.Ready(p.NC)}
 	if p.CH != nil {
 		checks["clickhouse"] = func(ctx context.Context) error { return p.CH.Ping(ctx) }
 	}
-	sup := &Supervisor{Log: p.Log, Reg: p.Reg, Checks: checks, Components: components}
+	sup := &Supervisor{Log: p.Log, Reg: p.Reg, Checks: checks, Components: components,
+		Pre: []echo.MiddlewareFunc{routes.Misdirected(p.name, routes.Default())}}
 	return sup.Run(ctx, p.addr)
 }

@@ -282,6 +282,11 @@ func bootstrapKey(ctx context.Context, store *control.Store) (string, error) {
 	return token, err
 }
 
+// Components are the components the stack runs, in order: what mounts
+// each service's routes (the route table of pkg/routes is derived from
+// them).
+func (st *Stack) Components() []daemon.Component { return st.sup.Components }
+
 // Serve runs HTTP on ln and the workers until ctx ends or one fails,
 // then shuts down in order (see daemon.Supervisor).
 func (st *Stack) Serve(ctx context.Context, ln net.Listener) error {
