@@ -140,3 +140,18 @@ def test_async_decorator(server, client):
 
     assert asyncio.run(fetch("a")) == "A"
     assert server.calls("/v1/decisions.evaluate")[0]["body"]["action"]["tool"] == "fetch"
+
+
+def test_ask_then_redeem_other_arguments_is_refused(server, client):
+    server.on("POST", "/v1/decisions.evaluate", decided("require_approval"))
+    server.on("GET", "/v1/decisions/dec-1", poll(True, "approved"))
+    server.on("POST", "/v1/decisions/dec-1/redeem", (200, {}, {"redeemed": True}))
+    c = client()
+    d = c.ask("execute_refund", arguments=ARGS)
+    assert d.approved and not d.redeemed and not server.calls("/v1/decisions/dec-1/redeem")
+    with pytest.raises(ApprovalMismatch):
+        c.redeem(d, {**ARGS, "amount": 5000})
+    assert c.redeem(d, ARGS).redeemed
+    assert len(server.calls("/v1/decisions/dec-1/redeem")) == 1
+    assert c.redeem(d, ARGS).redeemed, "redeeming twice in one process is harmless"
+    assert len(server.calls("/v1/decisions/dec-1/redeem")) == 1

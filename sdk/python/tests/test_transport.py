@@ -90,9 +90,9 @@ def test_breaker_opens_fails_fast_and_recovers(server, client):
     with pytest.raises(CircuitOpen):
         c.guard("search")
     assert len(server.calls("/v1/decisions.evaluate")) == 2, "an open breaker sends nothing"
-    # Fail open at one call site: the action runs, marked degraded.
+    # Fail open at one call site: the action runs, marked failed-open.
     d = c.guard("search", fail_open=True)
-    assert d.degraded and d.outcome == "allow"
+    assert d.failed_open and d.outcome == ""
     # After the cool-down one trial goes through; its failure re-opens at once.
     clock.t = 31
     assert c.breaker.state == "half-open"
@@ -107,11 +107,14 @@ def test_breaker_opens_fails_fast_and_recovers(server, client):
     assert c.breaker.state == "closed"
 
 
-def test_client_wide_fail_open_and_per_call_fail_closed(server, client):
+def test_fail_open_only_while_the_breaker_is_open(server, client):
     server.on("POST", "/v1/decisions.evaluate", err(503, "SERVICE_UNAVAILABLE"))
-    c = client(fail_open=True, max_retries=0)
-    assert c.guard("search").degraded
-    with pytest.raises(VigilUnavailable):
+    c = client(fail_open=True, max_retries=0, breaker_threshold=1)
+    with pytest.raises(VigilUnavailable) as e:
+        c.guard("search")
+    assert not isinstance(e.value, CircuitOpen), "a failed call is no permission; only the open breaker's state is configurable"
+    assert c.guard("search").failed_open
+    with pytest.raises(CircuitOpen):
         c.guard("delete_db", fail_open=False)
 
 

@@ -22,6 +22,7 @@ from .errors import (
     ApprovalMismatch,
     ApprovalRejected,
     ApprovalTimeout,
+    CircuitOpen,
     VigilError,
     VigilUnavailable,
 )
@@ -40,9 +41,10 @@ class Decision:
     """What Vigil decided about an action the SDK let run.
 
     ``outcome`` is ``allow`` or ``warn`` (the action may run), or
-    ``require_approval`` once a person approved it (``approved`` is then
-    True and the approval was redeemed for these arguments). ``degraded``
-    is True when Vigil could not be asked and the call site fails open.
+    ``require_approval`` once a person approved it (``approved``; and
+    ``redeemed`` once redeemed for the arguments about to run).
+    ``failed_open`` is True when Vigil was not asked because the circuit
+    breaker was open and the call site fails open; ``outcome`` is then "".
     """
 
     outcome: str
@@ -50,7 +52,8 @@ class Decision:
     reason_codes: List[str] = field(default_factory=list)
     approved: bool = False
     approved_by: List[str] = field(default_factory=list)
-    degraded: bool = False
+    redeemed: bool = False
+    failed_open: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -186,6 +189,40 @@ class Vigil:
             raise VigilUnavailable("vigil: decision answer without a decision")
         return res.body
 
+    def ask(
+        self,
+        action: Union[str, Mapping[str, Any]],
+        *,
+        arguments: Optional[Mapping[str, Any]] = None,
+        context: Optional[Mapping[str, Any]] = None,
+        session_id: Optional[str] = None,
+        fail_open: Optional[bool] = None,
+        approval_timeout: Optional[float] = None,
+    ) -> Decision:
+        """:meth:`guard` without the redemption.
+
+        For ``require_approval`` it returns once a person approved, and the
+        caller must :meth:`redeem` the decision with the arguments it is
+        about to run, just before running them.
+        """
+        fo = self.fail_open if fail_open is None else fail_open
+        try:
+            d = self.evaluate(action, arguments=arguments, context=context, session_id=session_id)
+        except CircuitOpen:
+            if fo:
+                log.warning("vigil: breaker open, failing open for %s", _name(action))
+                return Decision("", failed_open=True)
+            raise
+        outcome = str(d.get("decision"))
+        codes = [str(c) for c in d.get("reasonCodes") or []]
+        did = str(d.get("decisionId") or "")
+        if outcome in ("allow", "warn"):
+            return Decision(outcome, did, codes, raw=d)
+        if outcome == "require_approval":
+            return self._await_approval(did, codes, d, approval_timeout or self.approval_timeout)
+        # block, or an outcome this SDK does not know: neither is a permission.
+        raise ActionBlocked(f"vigil: {_name(action)} blocked ({', '.join(codes) or outcome})", decision_id=did, reason_codes=codes, decision=d)
+
     def guard(
         self,
         action: Union[str, Mapping[str, Any]],
@@ -205,31 +242,43 @@ class Vigil:
         waits (at most ``approval_timeout`` seconds) for a person: approved,
         the approval is redeemed for exactly these arguments and the call
         returns; rejected, expired or not decided in time, it raises.
-        When Vigil cannot be asked, it raises :class:`VigilUnavailable`
-        unless ``fail_open`` (per call, else the client's) lets the action
-        run with ``Decision(degraded=True)``.
+        Vigil unreachable raises :class:`VigilUnavailable`; while the
+        circuit breaker is open, :class:`CircuitOpen` — unless ``fail_open``
+        (per call, else the client's) lets the action run with
+        ``Decision(failed_open=True)``.
         """
-        fo = self.fail_open if fail_open is None else fail_open
-        try:
-            d = self.evaluate(action, arguments=arguments, context=context, session_id=session_id)
-        except VigilUnavailable as e:
-            if fo:
-                log.warning("vigil: failing open for %s: %s", _name(action), e)
-                return Decision("allow", degraded=True)
-            raise
-        outcome = str(d.get("decision"))
-        codes = [str(c) for c in d.get("reasonCodes") or []]
-        did = str(d.get("decisionId") or "")
-        if outcome in ("allow", "warn"):
-            return Decision(outcome, did, codes, raw=d)
-        if outcome == "require_approval":
-            return self._await_approval(did, codes, arguments, approval_timeout or self.approval_timeout)
-        raise ActionBlocked(f"vigil: {_name(action)} blocked ({', '.join(codes) or outcome})", decision_id=did, reason_codes=codes, decision=d)
+        d = self.ask(action, arguments=arguments, context=context, session_id=session_id, fail_open=fail_open, approval_timeout=approval_timeout)
+        return self.redeem(d, arguments)
 
-    def _await_approval(self, did: str, codes: List[str], arguments: Optional[Mapping[str, Any]], limit: float) -> Decision:
+    def redeem(self, decision: Decision, arguments: Optional[Mapping[str, Any]]) -> Decision:
+        """Redeem an approved decision for the arguments about to run.
+
+        Raises :class:`ApprovalMismatch` when the approval was for other
+        arguments (checked here against its ``argumentsDigest``, then by
+        Vigil) or was already redeemed. Decisions that needed no approval
+        are returned unchanged.
+        """
+        if decision.outcome != "require_approval" or decision.redeemed:
+            return decision
+        did, codes, d = decision.decision_id, decision.reason_codes, decision.raw
+        want = (d.get("approval") or {}).get("argumentsDigest")
+        have = arguments_digest(arguments)
+        if want and want != have:
+            raise ApprovalMismatch(f"vigil: {did} was approved for other arguments ({want}, these are {have})", decision_id=did, reason_codes=codes, decision=d)
+        path = "/v1/decisions/" + urllib.parse.quote(did, safe="") + "/redeem"
+        try:
+            self._http.request("POST", path, {"arguments": dict(arguments or {})}, idempotency_key=str(uuid.uuid4()))
+        except APIError as e:
+            raise ApprovalMismatch(f"vigil: redeeming {did} refused ({e.detail_code or e.code}): {e.message}", decision_id=did, reason_codes=codes, decision=d) from e
+        except VigilUnavailable as e:
+            raise ApprovalTimeout(f"vigil: could not redeem {did}: {e}", decision_id=did, reason_codes=codes, decision=d) from e
+        decision.redeemed = True
+        return decision
+
+    def _await_approval(self, did: str, codes: List[str], first: Mapping[str, Any], limit: float) -> Decision:
         deadline = time.monotonic() + limit
         path = "/v1/decisions/" + urllib.parse.quote(did, safe="")
-        d: Mapping[str, Any] = {}
+        d: Mapping[str, Any] = first
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -240,22 +289,13 @@ class Vigil:
             except VigilUnavailable as e:
                 # Fail closed: an approval that cannot be read is no approval.
                 raise ApprovalTimeout(f"vigil: could not read the decision on {did}: {e}", decision_id=did, reason_codes=codes, decision=d) from e
-            d = res.body if isinstance(res.body, dict) else {}
+            if isinstance(res.body, dict):
+                d = res.body
             if d.get("final"):
                 break
         by = [str(x) for x in (d.get("approvalProgress") or {}).get("approvedBy") or []]
         if d.get("outcome") != "approved":
             raise ApprovalRejected(f"vigil: {did} was {d.get('outcome') or 'not approved'}", decision_id=did, reason_codes=codes, decision=d)
-        want = (d.get("approval") or {}).get("argumentsDigest")
-        have = arguments_digest(arguments)
-        if want and want != have:
-            raise ApprovalMismatch(f"vigil: {did} was approved for other arguments ({want}, these are {have})", decision_id=did, reason_codes=codes, decision=d)
-        try:
-            self._http.request("POST", path + "/redeem", {"arguments": dict(arguments or {})}, idempotency_key=str(uuid.uuid4()))
-        except APIError as e:
-            raise ApprovalMismatch(f"vigil: redeeming {did} refused ({e.detail_code or e.code}): {e.message}", decision_id=did, reason_codes=codes, decision=d) from e
-        except VigilUnavailable as e:
-            raise ApprovalTimeout(f"vigil: could not redeem {did}: {e}", decision_id=did, reason_codes=codes, decision=d) from e
         return Decision("require_approval", did, codes, approved=True, approved_by=by, raw=d)
 
     # -- wrappers ------------------------------------------------------
