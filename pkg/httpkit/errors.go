@@ -76,6 +76,11 @@ func fromStatus(status int) apperr.Kind {
 	return apperr.KindInternal
 }
 
+// StatusOf is the HTTP status errors of kind k are answered with. The
+// envelope's mapping is the one mapping; receivers that must answer in
+// another protocol's body (OTLP's google.rpc.Status) read it here.
+func StatusOf(k apperr.Kind) int { return mappings[k].status }
+
 // DetailOf renders an error as the inner envelope, for per-item results.
 func DetailOf(e *apperr.Error) Detail {
 	det := e.Details

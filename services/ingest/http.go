@@ -169,14 +169,46 @@ func (s *Service) postBatch(c echo.Context) error {
 		return apperr.Validation("batch is too large", apperr.FieldError{Path: "events", Code: event.CodeTooLong,
 			Message: fmt.Sprintf("a batch holds at most %d events", s.cfg.MaxBatch)})
 	}
-	p := httpkit.Principal(c)
-	def, err := defaultAgent(p, c.Request().Header)
+	raws := make([]item, len(items))
+	for i, raw := range items {
+		raws[i] = item{raw: raw, path: fmt.Sprintf("events[%d].", i)}
+	}
+	resp, err := s.storeItems(c, raws)
 	if err != nil {
 		return err
 	}
+	if resp.Failed > 0 && resp.Failed == len(items)-resp.Rejected {
+		// Nothing was stored: tell the client to back off and retry.
+		c.Response().Header().Set("Retry-After", "1")
+		return c.JSON(http.StatusServiceUnavailable, resp)
+	}
+	return c.JSON(http.StatusAccepted, resp)
+}
+
+// item is one event of a multi-event request: its JSON, to be decoded
+// and validated, or the reason the receiver refused it before that (err).
+// path prefixes its error paths ("events[3].").
+type item struct {
+	raw  json.RawMessage
+	err  error
+	path string
+}
+
+// storeItems is the one path every multi-event receiver (the batch and
+// OTLP traces) stores through: rate limit by the number of events,
+// decode and validate each, check the sender may report for its agent and
+// the agent cap, redact, publish asynchronously and wait for the acks.
+// Each item gets its own result; an error is returned only when the
+// request as a whole is refused (sender headers, rate limit).
+func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error) {
+	p := httpkit.Principal(c)
+	def, err := defaultAgent(p, c.Request().Header)
+	if err != nil {
+		return BatchResponse{}, err
+	}
 	// A batch costs what it carries: batching must not multiply the rate.
 	if err := s.deps.Limiter.Take(c, ratelimit.Ingest, len(items)); err != nil {
-		return err
+		return BatchResponse{}, err
 	}
 
 	now := time.Now()
@@ -184,10 +216,16 @@ func (s *Service) postBatch(c echo.Context) error {
 	resp := BatchResponse{Results: make([]Result, len(items))}
 	futures := make([]jetstream.PubAckFuture, len(items))
 	gate := s.agentGate(p.Tenant)
-	for i, raw := range items {
+	for i, it := range items {
 		resp.Results[i].Index = i
-		prefix := fmt.Sprintf("events[%d].", i)
-		ev, sourceMS, err := event.DecodeFor(raw, s.cfg.Limits, now, prefix, def)
+		err := it.err
+		var (
+			ev       event.Event
+			sourceMS int64
+		)
+		if err == nil {
+			ev, sourceMS, err = event.DecodeFor(it.raw, s.cfg.Limits, now, it.path, def)
+		}
 		if err == nil {
 			resp.Results[i].EventID = ev.EventID
 			// Another agent's event is refused alone (before it counts
@@ -195,7 +233,7 @@ func (s *Service) postBatch(c echo.Context) error {
 			err = reports(p, ev.AgentID)
 		}
 		if err == nil {
-			err = gate.admit(ev.AgentID, prefix)
+			err = gate.admit(ev.AgentID, it.path)
 		}
 		if err != nil {
 			resp.Results[i].Status = StatusRejected
@@ -256,13 +294,8 @@ func (s *Service) postBatch(c echo.Context) error {
 	s.accepted.WithLabelValues(StatusFailed).Add(float64(resp.Failed))
 	if resp.Failed > 0 {
 		s.publishErr.Add(float64(resp.Failed))
-		if resp.Failed == len(items)-resp.Rejected {
-			// Nothing was stored: tell the client to back off and retry.
-			c.Response().Header().Set("Retry-After", "1")
-			return c.JSON(http.StatusServiceUnavailable, resp)
-		}
 	}
-	return c.JSON(http.StatusAccepted, resp)
+	return resp, nil
 }
 
 // defaultAgent is the agent an agent key's events are attributed to when

@@ -202,6 +202,9 @@ func (s *Service) Routes(e *echo.Echo) {
 	g := e.Group("/v1", httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
 	g.POST("/events", s.postEvent, s.deps.Limiter.Middleware(ratelimit.Ingest))
 	g.POST("/events/batch", s.postBatch)
+	// OTLP/HTTP's path; its errors answer in OTLP's shape (otlpErrors
+	// wraps authentication too).
+	e.POST("/v1/traces", s.postTraces, s.otlpErrors, httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
 }
 
 // Run projects INGEST into ClickHouse until ctx ends, then drains.
