@@ -16,6 +16,7 @@ import (
 var routePermissions = map[string][]auth.Permission{
 	"POST /v1/events":       {auth.EventsWrite},
 	"POST /v1/events/batch": {auth.EventsWrite},
+	"POST /v1/traces":       {auth.EventsWrite},
 
 	"GET /v1/sessions":                             {auth.SessionsRead},
 	"GET /v1/sessions/:id":                         {auth.SessionsRead},
@@ -122,6 +123,7 @@ var publicRoutes = regexp.MustCompile(`^(GET|HEAD) /(healthz|readyz|livez|metric
 var agentKeyStatus = map[string][2]int{
 	"POST /v1/events":       {400, 400}, // admitted; {} lacks eventId
 	"POST /v1/events/batch": {400, 400}, // admitted; {} is an empty batch
+	"POST /v1/traces":       {200, 200}, // admitted; {} is an OTLP export of nothing
 	"GET /v1/agents":        {200, 200},
 	"GET /v1/agents/:id":    {200, 200},
 	// Registering itself: matrix-probe exists, so 409; unbound: refused.
@@ -197,6 +199,10 @@ func TestRoleMatrix(t *testing.T) {
 				t.Errorf("%s as %s: refused, the matrix admits it: %s", route, cl.name, r.body)
 			case !allowed && r.status != http.StatusForbidden:
 				t.Errorf("%s as %s: HTTP %d, the matrix refuses it", route, cl.name, r.status)
+			case !allowed && route == "POST /v1/traces":
+				// OTLP/HTTP answers errors with a google.rpc.Status
+				// (docs/otel.md), not the envelope.
+				otlpStatus(t, r, http.StatusForbidden, ctJSON, "")
 			case !allowed:
 				checkEnvelope(t, r, http.StatusForbidden, "FORBIDDEN", "forbidden", nil)
 			}
