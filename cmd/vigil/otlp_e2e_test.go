@@ -42,13 +42,17 @@ func (s *testStack) postOTLP(key, contentType string, body []byte, zip bool) res
 	s.t.Helper()
 	h := map[string]string{"Content-Type": contentType}
 	if zip {
-		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
-		_, _ = zw.Write(body)
-		_ = zw.Close()
-		body, h["Content-Encoding"] = buf.Bytes(), "gzip"
+		body, h["Content-Encoding"] = gzipped(body), "gzip"
 	}
 	return s.do(req{method: http.MethodPost, path: "/v1/traces", key: key, body: body, header: h})
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	return buf.Bytes()
 }
 
 // exportResponse decodes a 200 answer in the encoding of contentType.
@@ -277,13 +281,6 @@ func TestOTLPIngest(t *testing.T) {
 	e.waitSession(viewer, "1af7651916cd43dd8448eb211c80319c", 1)
 
 	// --- bad requests: OTLP status codes, google.rpc.Status bodies ---
-	gz := func(b []byte) []byte {
-		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
-		_, _ = zw.Write(b)
-		_ = zw.Close()
-		return buf.Bytes()
-	}
 	bad := []struct {
 		name    string
 		ct, ce  string
@@ -300,7 +297,7 @@ func TestOTLPIngest(t *testing.T) {
 		{"other compression", ctProto, "br", e.owner, []byte("x"), 415, "Content-Encoding"},
 		{"no key", ctJSON, "", "", []byte(`{}`), 401, "Authorization"},
 		{"viewer", ctJSON, "", viewer, []byte(`{}`), 403, ""},
-		{"gzip bomb past the body limit", ctProto, "gzip", e.owner, gz(make([]byte, 40<<20)), 413, "inflated"},
+		{"gzip bomb past the body limit", ctProto, "gzip", e.owner, gzipped(make([]byte, 40<<20)), 413, "inflated"},
 	}
 	for _, b := range bad {
 		t.Run(b.name, func(t *testing.T) {

@@ -286,8 +286,14 @@ func Event(s Span, defaultAgent string) (json.RawMessage, error) {
 	set("operation", op)
 	set("toolName", str(attrs, attrToolName))
 	set("toolCallId", str(attrs, attrToolCallID))
-	set("model", str(attrs, attrRequestModel))
-	set("responseModel", str(attrs, attrResponseModel))
+	// model is the model that answered (what budgets price), else the
+	// one asked for.
+	model := str(attrs, attrResponseModel)
+	if model == "" {
+		model = str(attrs, attrRequestModel)
+	}
+	set("model", model)
+	set("requestModel", str(attrs, attrRequestModel))
 	set("agentName", either(attrAgentName))
 	set("conversationId", conv)
 	set("errorType", str(attrs, attrErrorType))
@@ -349,15 +355,12 @@ func Event(s Span, defaultAgent string) (json.RawMessage, error) {
 		}
 		p["links"] = ls
 	}
-	out, err := json.Marshal(struct {
-		EventID         string         `json:"eventId"`
-		AgentID         string         `json:"agentId"`
-		SessionID       string         `json:"sessionId"`
-		SourceTimestamp string         `json:"sourceTimestamp"`
-		Category        string         `json:"category"`
-		SchemaVersion   string         `json:"schemaVersion"`
-		Payload         map[string]any `json:"payload"`
-	}{EventID(sp.TraceId, sp.SpanId), agentID, session, start.Format(time.RFC3339Nano), category(op), "1.0", p})
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode span payload: %w", err)
+	}
+	out, err := json.Marshal(event.Event{EventID: EventID(sp.TraceId, sp.SpanId), AgentID: agentID, SessionID: session,
+		SourceTimestamp: start.Format(time.RFC3339Nano), Category: category(op), SchemaVersion: "1.0", Payload: payload})
 	if err != nil {
 		return nil, fmt.Errorf("encode span event: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/budget"
 	"github.com/vigilhq/vigil/pkg/event"
 )
 
@@ -85,6 +86,7 @@ func TestEventMapping(t *testing.T) {
 		session  string
 		category string
 		payload  map[string]any // keys that must be present with these values
+		tokens   budget.Tokens  // what budgets count for the event
 	}{
 		{
 			name: "execute_tool with everything",
@@ -104,7 +106,8 @@ func TestEventMapping(t *testing.T) {
 				kv("gen_ai.operation.name", "chat"), kv("gen_ai.request.model", "gpt-4o"), kv("gen_ai.response.model", "gpt-4o-2024-08-06"),
 				kv("gen_ai.usage.input_tokens", 1200), kv("gen_ai.usage.output_tokens", 80.0), kv("gen_ai.provider.name", "openai"))},
 			agent: "res-agent", session: "4bf92f3577b34da6a3ce929d0e0e4736", category: CategoryLLM,
-			payload: map[string]any{"model": "gpt-4o", "responseModel": "gpt-4o-2024-08-06", "inputTokens": 1200.0, "outputTokens": 80.0, "provider": "openai"},
+			payload: map[string]any{"model": "gpt-4o-2024-08-06", "requestModel": "gpt-4o", "inputTokens": 1200.0, "outputTokens": 80.0, "provider": "openai"},
+			tokens:  budget.Tokens{Input: 1200, Output: 80, Model: "gpt-4o-2024-08-06"},
 		},
 		{
 			name:  "agent name that is an id, old gen_ai.system",
@@ -144,6 +147,9 @@ func TestEventMapping(t *testing.T) {
 				if !bytes.Equal(got, w) {
 					t.Errorf("payload.%s = %s, want %s", k, got, w)
 				}
+			}
+			if got := budget.TokensFromPayload(p); got != tt.tokens {
+				t.Errorf("budget tokens %+v, want %+v", got, tt.tokens)
 			}
 			if attrs, ok := p["attributes"].(map[string]any); !ok || len(attrs) != len(tt.s.Span.Attributes) {
 				t.Errorf("payload.attributes = %v: every span attribute must be kept", p["attributes"])
