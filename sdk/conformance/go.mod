@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/vigilhq/vigil/cmd/vigil v0.0.0
 	github.com/vigilhq/vigil/pkg v0.0.0
+	github.com/vigilhq/vigil/sdk/go v0.0.0
 )
 
 require (
@@ -74,6 +75,7 @@ require (
 replace (
 	github.com/vigilhq/vigil/cmd/vigil => ../../cmd/vigil
 	github.com/vigilhq/vigil/pkg => ../../pkg
+	github.com/vigilhq/vigil/sdk/go => ../go
 	github.com/vigilhq/vigil/services/api => ../../services/api
 	github.com/vigilhq/vigil/services/guardian => ../../services/guardian
 	github.com/vigilhq/vigil/services/ingest => ../../services/ingest

@@ -36,6 +36,22 @@ type scenarioFile struct {
 	} `json:"scenarios"`
 }
 
+func loadScenarios(tb testing.TB, file string) *scenarioFile {
+	tb.Helper()
+	var sf scenarioFile
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &sf); err != nil {
+		tb.Fatalf("scenarios.json: %v", err)
+	}
+	if sf.Format != "vigil.sdk-conformance.v1" || len(sf.Scenarios) == 0 {
+		tb.Fatalf("scenarios.json: format %q with %d scenarios", sf.Format, len(sf.Scenarios))
+	}
+	return &sf
+}
+
 // runner is how one SDK plays the scenarios: a command run from dir
 // (relative to the repository root), and what it needs installed.
 type runner struct {
@@ -68,17 +84,7 @@ func TestSDK(t *testing.T) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(root, "sdk", "conformance", "scenarios.json")
-	var sf scenarioFile
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &sf); err != nil {
-		t.Fatalf("scenarios.json: %v", err)
-	}
-	if sf.Format != "vigil.sdk-conformance.v1" || len(sf.Scenarios) == 0 {
-		t.Fatalf("scenarios.json: format %q with %d scenarios", sf.Format, len(sf.Scenarios))
-	}
+	sf := loadScenarios(t, file)
 	db := chtest.New(t)
 	srv := stacktest.Start(t, stacktest.Options{DSN: db.DSN})
 	for _, r := range runners(root) {
@@ -92,7 +98,7 @@ func TestSDK(t *testing.T) {
 					t.Fatalf("install %v: %v\n%s", r.install, err, out)
 				}
 			}
-			env := prepare(t, srv, &sf, "sdk-"+r.name)
+			env := prepare(t, srv, sf, "sdk-"+r.name)
 			env = append(env, "VIGIL_CONFORMANCE_SCENARIOS="+file)
 			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 			defer cancel()
@@ -113,32 +119,11 @@ func TestSDK(t *testing.T) {
 	}
 }
 
-// prepare makes tenant's owner and agent keys, registers the agent,
-// applies the policies, and starts the tenant's fault proxy, control API
-// and approver; it returns the runner's environment.
+// prepare makes the tenant (setupTenant) and starts its fault proxy,
+// control API and approver; it returns the runner's environment.
 func prepare(t *testing.T, srv *stacktest.Server, sf *scenarioFile, tenant string) []string {
 	t.Helper()
-	const agentID = "sdk-agent"
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, owner, err := srv.Store.IssueKey(ctx, control.KeySpec{Tenant: tenant, Role: auth.RoleOwner, Name: "conformance-owner", By: "sdk conformance"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, agentKey, err := srv.Store.IssueKey(ctx, control.KeySpec{Tenant: tenant, Role: auth.RoleAgent, Name: "conformance-agent", By: "sdk conformance", Agents: []string{agentID}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := &apiClient{base: srv.URL, key: owner}
-	if st, body := api.do(ctx, http.MethodPost, "/v1/agents", map[string]any{"agentId": agentID, "name": "SDK conformance agent"}); st != http.StatusCreated {
-		t.Fatalf("register the agent: %d %s", st, body)
-	}
-	for _, p := range sf.Policies {
-		if st, body := api.do(ctx, http.MethodPost, "/v1/policies", p); st != http.StatusCreated {
-			t.Fatalf("apply a policy: %d %s", st, body)
-		}
-	}
-
+	api, agentKey := setupTenant(t, srv, sf, tenant)
 	proxy, err := NewFaultProxy(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +157,36 @@ func prepare(t *testing.T, srv *stacktest.Server, sf *scenarioFile, tenant strin
 		"VIGIL_CONFORMANCE_CONTROL=" + ctl.URL,
 		"VIGIL_CONFORMANCE_RUN=" + run,
 	}
+}
+
+// agentID is the agent every tenant's runner acts as.
+const agentID = "sdk-agent"
+
+// setupTenant issues tenant's owner key (for the harness) and an agent
+// key bound to agentID (for the runner), registers the agent and applies
+// the scenario file's policies.
+func setupTenant(tb testing.TB, srv *stacktest.Server, sf *scenarioFile, tenant string) (*apiClient, string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, owner, err := srv.Store.IssueKey(ctx, control.KeySpec{Tenant: tenant, Role: auth.RoleOwner, Name: "conformance-owner", By: "sdk conformance"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, agentKey, err := srv.Store.IssueKey(ctx, control.KeySpec{Tenant: tenant, Role: auth.RoleAgent, Name: "conformance-agent", By: "sdk conformance", Agents: []string{agentID}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	api := &apiClient{base: srv.URL, key: owner}
+	if st, body := api.do(ctx, http.MethodPost, "/v1/agents", map[string]any{"agentId": agentID, "name": "SDK conformance agent"}); st != http.StatusCreated {
+		tb.Fatalf("register the agent: %d %s", st, body)
+	}
+	for _, p := range sf.Policies {
+		if st, body := api.do(ctx, http.MethodPost, "/v1/policies", p); st != http.StatusCreated {
+			tb.Fatalf("apply a policy: %d %s", st, body)
+		}
+	}
+	return api, agentKey
 }
 
 // approve is the person at the Decision Desk: it decides each pending
