@@ -332,7 +332,7 @@ class Vigil:
                     args = args_of(a, kw)
                     d = await asyncio.get_running_loop().run_in_executor(
                         None, functools.partial(self.guard, {"kind": kind, "tool": tool_name}, arguments=args, fail_open=fail_open))
-                    return await self._run_reported(tool_name, args, d, report, f, a, kw, is_async=True)
+                    return await self._run_reported(tool_name, args, d, report, f, a, kw)
 
                 return cast(F, aw)
 
@@ -354,26 +354,26 @@ class Vigil:
             payload["error"] = type(error).__name__
         return {"category": "tool_api", "payload": payload}
 
+    def _reported(self, tool: str, args: Mapping[str, Any], d: Decision, report: bool, error: Optional[BaseException]) -> None:
+        if report:
+            self.report(self._tool_event(tool, args, d, error))
+
     def _run_reported_sync(self, tool: str, args: Mapping[str, Any], d: Decision, report: bool, f: Callable[..., Any], a: Any, kw: Any) -> Any:
         try:
             out = f(*a, **kw)
         except BaseException as e:
-            if report:
-                self.report(self._tool_event(tool, args, d, e))
+            self._reported(tool, args, d, report, e)
             raise
-        if report:
-            self.report(self._tool_event(tool, args, d, None))
+        self._reported(tool, args, d, report, None)
         return out
 
-    async def _run_reported(self, tool: str, args: Mapping[str, Any], d: Decision, report: bool, f: Callable[..., Any], a: Any, kw: Any, is_async: bool) -> Any:
+    async def _run_reported(self, tool: str, args: Mapping[str, Any], d: Decision, report: bool, f: Callable[..., Any], a: Any, kw: Any) -> Any:
         try:
             out = await f(*a, **kw)
         except BaseException as e:
-            if report:
-                self.report(self._tool_event(tool, args, d, e))
+            self._reported(tool, args, d, report, e)
             raise
-        if report:
-            self.report(self._tool_event(tool, args, d, None))
+        self._reported(tool, args, d, report, None)
         return out
 
 
