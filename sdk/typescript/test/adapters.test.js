@@ -55,7 +55,8 @@ test("OpenAI Agents tool guard", async () => {
 });
 
 test("LangChain handler guards and reports", async () => {
-  s.on("POST", "/v1/decisions.evaluate", [200, {}, { decision: "allow", decisionId: "d" }], [200, {}, { decision: "block", decisionId: "d2", reasonCodes: ["NO"] }]);
+  s.on("POST", "/v1/decisions.evaluate", [200, {}, { decision: "allow", decisionId: "d" }], [200, {}, { decision: "block", decisionId: "d2", reasonCodes: ["NO"] }],
+    [200, {}, { decision: "allow", decisionId: "d3" }]);
   s.on("POST", "/v1/events/batch", [202, {}, { results: [] }]);
   const c = s.client();
   const h = vigilCallbackHandler(c);
@@ -63,7 +64,12 @@ test("LangChain handler guards and reports", async () => {
   await h.handleToolStart({ name: "search" }, '{"q":"x"}', "run-1");
   await h.handleToolEnd("out", "run-1");
   await assert.rejects(h.handleToolStart({ name: "rm" }, "/", "run-2"), ActionBlocked);
-  assert.deepEqual(s.calls("/v1/decisions.evaluate").map((r) => r.body.action.arguments), [{ q: "x" }, { input: "/" }]);
+  // A tool invoked with a tool call (LangGraph's ToolNode) logs the call: its name and args are guarded.
+  await h.handleToolStart({ lc: 1, type: "not_implemented", id: ["langchain", "tools", "DynamicStructuredTool"] },
+    JSON.stringify({ type: "tool_call", name: "lookup", args: { id: 7 }, id: "call_1" }), "run-3");
+  const asked = s.calls("/v1/decisions.evaluate").map((r) => r.body.action);
+  assert.deepEqual(asked.map((a) => a.arguments), [{ q: "x" }, { input: "/" }, { id: 7 }]);
+  assert.deepEqual(asked.map((a) => a.tool), ["search", "rm", "lookup"]);
   assert.equal(await c.flush(5000), true);
   assert.equal(s.calls("/v1/events/batch")[0].body.events[0].payload.toolName, "search");
 });

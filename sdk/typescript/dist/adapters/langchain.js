@@ -12,13 +12,20 @@ export function vigilCallbackHandler(vigil, o = {}) {
         raiseError: true,
         awaitHandlers: true,
         async handleToolStart(tool, input, runId, _parent, _tags, _metadata, runName) {
-            const name = runName ?? tool?.name ?? tool?.id?.[tool.id.length - 1] ?? "tool";
             let args;
             try {
                 args = JSON.parse(input);
             }
             catch {
                 args = input;
+            }
+            // A tool called with a tool call (LangGraph's ToolNode, agents) logs the whole call as its
+            // input: its name and args are what runs. Otherwise the name comes from the run or the tool.
+            let name = runName ?? tool?.name ?? tool?.kwargs?.name ?? tool?.id?.[tool.id.length - 1] ?? "tool";
+            const call = args;
+            if (call && typeof call === "object" && call.type === "tool_call" && typeof call.name === "string") {
+                name = call.name;
+                args = call.args ?? {};
             }
             if (args === null || typeof args !== "object" || Array.isArray(args))
                 args = { input: args };

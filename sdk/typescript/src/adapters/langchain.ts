@@ -39,12 +39,19 @@ export function vigilCallbackHandler(vigil: Vigil, o: LangChainHandlerOptions = 
     raiseError: true,
     awaitHandlers: true,
     async handleToolStart(tool, input, runId, _parent, _tags, _metadata, runName) {
-      const name = runName ?? tool?.name ?? tool?.id?.[tool.id.length - 1] ?? "tool";
       let args: unknown;
       try {
         args = JSON.parse(input);
       } catch {
         args = input;
+      }
+      // A tool called with a tool call (LangGraph's ToolNode, agents) logs the whole call as its
+      // input: its name and args are what runs. Otherwise the name comes from the run or the tool.
+      let name = runName ?? tool?.name ?? (tool as { kwargs?: { name?: string } } | undefined)?.kwargs?.name ?? tool?.id?.[tool.id.length - 1] ?? "tool";
+      const call = args as { type?: string; name?: unknown; args?: unknown } | null;
+      if (call && typeof call === "object" && call.type === "tool_call" && typeof call.name === "string") {
+        name = call.name;
+        args = call.args ?? {};
       }
       if (args === null || typeof args !== "object" || Array.isArray(args)) args = { input: args };
       const d = await vigil.guard({ kind: "tool_call", tool: name }, { arguments: args as Record<string, unknown>, failOpen: o.failOpen });
