@@ -228,6 +228,25 @@ func TestOTLPIngest(t *testing.T) {
 		t.Fatalf("lineage records by kind %v", kinds)
 	}
 
+	// A trace inside a conversation: its spans are the conversation's
+	// session's events, and the trace id still proves them.
+	tidc, _ := hex.DecodeString("4af7651916cd43dd8448eb211c80319c")
+	conv := oneSpanRequest("conv-agent", tidc, []byte{9, 9, 9, 9, 9, 9, 9, 1}, []byte{9, 9, 9, 9, 9, 9, 9, 2})
+	for _, sp := range conv.ResourceSpans[0].ScopeSpans[0].Spans {
+		sp.Attributes = append(sp.Attributes, strAttr("gen_ai.conversation.id", "conv-e2e"))
+	}
+	exportResponse(t, e.postOTLP(e.owner, ctProto, marshal(t, conv), false), ctProto)
+	e.waitSession(viewer, "conv-e2e", 2)
+	eventually(t, catchUp, func() (bool, string) {
+		r := e.get(viewer, "/v1/lineage/4af7651916cd43dd8448eb211c80319c/verify")
+		if r.status != http.StatusOK {
+			return false, r.String()
+		}
+		l = ledger.Lineage{}
+		r.decode(t, &l)
+		return l.Anchored && l.Kind == "trace" && len(l.Records) == 2 && l.Records[0].Kind == "event", r.String()
+	})
+
 	// --- the OTLP JSON example of the specification ---
 	example, err := os.ReadFile("../../services/ingest/internal/otelspan/testdata/spec_example.json")
 	if err != nil {

@@ -467,7 +467,7 @@ func (s *Service) prepare(m source) (pending, error) {
 		return pending{}, err
 	}
 	return pending{env: env, rank: streamRank(m.stream), row: leafRow{
-		key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, canonical: canon,
+		key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, trace: traceOf(env.Kind, canon), canonical: canon,
 		leaf: evidence.LeafHash(canon), stream: m.stream, seq: m.seq,
 	}}, nil
 }

@@ -208,7 +208,13 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 		return Lineage{}, chx.ReadError("ledger", err)
 	}
 	out := Lineage{LineageID: id, MerklePath: []string{}, TreeSize: st.size, Origin: s.Origin(tenant), PublicKey: s.keys.VerifierKey}
+	// A trace id is looked up after the session: a trace that is its own
+	// session (no gen_ai.conversation.id) answers as the session, with
+	// the verdicts on its spans; one inside a conversation as its spans.
 	keys := []string{evidence.KindEvent + ":" + id, evidence.KindDecision + ":" + id, "session:" + id}
+	if isTraceID(id) {
+		keys = append(keys, traceKey(id))
+	}
 	found, rows, err := s.store.lookup(ctx, tenant, st.size, keys)
 	if err != nil {
 		return out, chx.ReadError("ledger", err)
@@ -238,8 +244,12 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 	out.Anchored, out.RootHash, out.Checkpoint = true, &root, string(st.checkpoint)
 	first := recs[0]
 	out.LedgerIndex, out.LeafHash, out.MerklePath, out.Kind = &first.rec.LedgerIndex, first.rec.LeafHash, first.rec.MerklePath, first.rec.Kind
-	if len(recs) > 1 || found["session:"+id] != nil && len(found[evidence.KindEvent+":"+id]) == 0 && len(found[evidence.KindDecision+":"+id]) == 0 {
+	byID := len(found[evidence.KindEvent+":"+id]) > 0 || len(found[evidence.KindDecision+":"+id]) > 0
+	if len(recs) > 1 || !byID {
 		out.Kind = "session"
+		if len(found["session:"+id]) == 0 {
+			out.Kind = "trace"
+		}
 		for _, r := range recs {
 			out.Records = append(out.Records, r.rec)
 		}
@@ -295,12 +305,25 @@ func (s *Service) prove(ctx context.Context, tenant string, st *logState, idxs [
 func (s *Service) known(ctx context.Context, tenant, id string) (bool, error) {
 	ctx, cancel := chx.QueryContext(ctx, 5*time.Second)
 	defer cancel()
-	for _, q := range []string{
+	qs := []string{
 		"SELECT count() FROM events WHERE tenant_id = ? AND (event_id = ? OR session_id = ?)",
 		"SELECT count() FROM decisions WHERE tenant_id = ? AND (decision_id = ? OR session_id = ?)",
-	} {
+	}
+	second := id
+	if isTraceID(id) {
+		// The spans of a trace inside a conversation, by their payload
+		// (18.16 has no JSON functions; the projection keeps the payload
+		// as ingest compacted it, so the member is written exactly so).
+		qs = append(qs, "SELECT count() FROM events WHERE tenant_id = ? AND (session_id = ? OR position(payload, ?) > 0)")
+		second = `"traceId":"` + id + `"`
+	}
+	for i, q := range qs {
+		arg := id
+		if i == 2 {
+			arg = second
+		}
 		var n uint64
-		if err := s.deps.CH.QueryRow(ctx, q, tenant, id, id).Scan(&n); err != nil {
+		if err := s.deps.CH.QueryRow(ctx, q, tenant, id, arg).Scan(&n); err != nil {
 			if isMissingTable(err) {
 				continue
 			}

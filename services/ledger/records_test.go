@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/vigilhq/vigil/services/ledger/evidence"
@@ -66,4 +67,38 @@ func FuzzEventCanonical(f *testing.F) {
 			t.Fatalf("envelope %s is not canonical: %s (%v)", fast, again, err)
 		}
 	})
+}
+
+// TestTraceOf: only an event whose own payload.traceId is an OTLP trace
+// id is filed under its trace; a link's or an attribute's traceId, other
+// kinds and other spellings are not.
+func TestTraceOf(t *testing.T) {
+	const id = "4bf92f3577b34da6a3ce929d0e0e4736"
+	env := func(payload string) []byte {
+		e, err := EventEnvelope(EventBody{Tenant: "acme", EventID: "e1", SessionID: "s", Payload: json.RawMessage(payload)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := evidence.CanonicalEnvelope(e.Kind, e.Tenant, e.ID, e.Session, e.Record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tests := []struct {
+		name, kind, payload, want string
+	}{
+		{"span", evidence.KindEvent, `{"source":"otlp","traceId":"` + id + `"}`, id},
+		{"link only", evidence.KindEvent, `{"links":[{"traceId":"` + id + `"}]}`, ""},
+		{"attribute only", evidence.KindEvent, `{"attributes":{"traceId":"` + id + `"}}`, ""},
+		{"upper case", evidence.KindEvent, `{"traceId":"` + strings.ToUpper(id) + `"}`, ""},
+		{"not an event", evidence.KindDecision, `{"traceId":"` + id + `"}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := traceOf(tt.kind, env(tt.payload)); got != tt.want {
+				t.Fatalf("traceOf = %q, want %q", got, tt.want)
+			}
+		})
+	}
 }

@@ -35,7 +35,7 @@ func (s *Service) seenFilter(ctx context.Context, tenant string, size uint64) (*
 	}
 	limit := max(uint(1<<20), 2*uint(size))
 	f := &seenFilter{f: bloom.NewWithEstimates(limit, seenFalsePositive), limit: limit}
-	rows, err := s.deps.CH.Query(ctx, "SELECT lookup_key FROM ledger_lookup WHERE tenant_id = ? AND idx < ? AND lookup_key NOT LIKE 'session:%'", tenant, size)
+	rows, err := s.deps.CH.Query(ctx, "SELECT lookup_key FROM ledger_lookup WHERE tenant_id = ? AND idx < ? AND lookup_key NOT LIKE 'session:%' AND lookup_key NOT LIKE 'trace:%'", tenant, size)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: load record keys: %w", err)
 	}

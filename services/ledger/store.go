@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -18,11 +20,15 @@ import (
 
 // leafRow is one integrated record.
 type leafRow struct {
-	idx       uint64
-	key       string
-	kind      string
-	id        string
-	session   string
+	idx     uint64
+	key     string
+	kind    string
+	id      string
+	session string
+	// trace is the OpenTelemetry trace id of an event reported as a span
+	// (payload.traceId), "" otherwise; filed as "trace:<id>" so that a
+	// trace's lineage proves its spans (see traceOf).
+	trace     string
 	leaf      []byte
 	canonical []byte
 	stream    string
@@ -67,6 +73,9 @@ func (st store) writeBatch(ctx context.Context, tenant string, version uint64, l
 		krows = append(krows, []any{tenant, l.key, l.idx, version})
 		if l.session != "" {
 			krows = append(krows, []any{tenant, "session:" + l.session, l.idx, version})
+		}
+		if l.trace != "" && l.trace != l.session {
+			krows = append(krows, []any{tenant, traceKey(l.trace), l.idx, version})
 		}
 	}
 	trows := make([][]any, 0, len(tiles))
@@ -210,8 +219,10 @@ func (st store) lookup(ctx context.Context, tenant string, size uint64, keys []s
 		return out, rows, nil
 	}
 	want := make(map[string]bool, len(keys))
+	traces := false
 	for _, k := range keys {
 		want[k] = true
+		traces = traces || strings.HasPrefix(k, tracePrefix)
 	}
 	for chunk := range slices.Chunk(keys, lookupChunk) {
 		got, err := st.leavesWhere(ctx, "idx IN (SELECT idx FROM ledger_lookup WHERE tenant_id = ? AND lookup_key IN ? AND idx < ?)", tenant, tenant, set(chunk), size)
@@ -225,6 +236,11 @@ func (st store) lookup(ctx context.Context, tenant string, size uint64, keys []s
 			}
 			if sk := "session:" + l.session; l.session != "" && want[sk] {
 				out[sk], matched = append(out[sk], i), true
+			}
+			if traces {
+				if tk := traceKey(traceOf(l.kind, l.canonical)); want[tk] {
+					out[tk], matched = append(out[tk], i), true
+				}
 			}
 			if matched {
 				rows[i] = l
@@ -299,3 +315,43 @@ func set[T any](xs []T) clickhouse.GroupSet {
 
 // leafHashOf is a helper for tests and audit: a hex leaf hash.
 func leafHashOf(canonical []byte) string { return hex.EncodeToString(evidence.LeafHash(canonical)) }
+
+// tracePrefix files the leaves of a trace's spans in ledger_lookup.
+const tracePrefix = "trace:"
+
+func traceKey(trace string) string {
+	if trace == "" {
+		return ""
+	}
+	return tracePrefix + trace
+}
+
+// traceOf is the trace id an event leaf belongs to: its payload's
+// traceId when that is an OpenTelemetry trace id (32 lower-case hex
+// digits), as the OTLP receiver writes it; "" for any other leaf. It reads
+// the canonical record itself, so a lookup row is trusted only if the
+// leaf it points at really carries the trace.
+func traceOf(kind string, canonical []byte) string {
+	if kind != evidence.KindEvent || !bytes.Contains(canonical, []byte(`"traceId":"`)) {
+		return ""
+	}
+	var env struct {
+		Record struct {
+			Payload struct {
+				TraceID string `json:"traceId"`
+			} `json:"payload"`
+		} `json:"record"`
+	}
+	if json.Unmarshal(canonical, &env) != nil {
+		return ""
+	}
+	if id := env.Record.Payload.TraceID; isTraceID(id) {
+		return id
+	}
+	return ""
+}
+
+// isTraceID reports whether id is written as OTLP writes trace ids.
+func isTraceID(id string) bool {
+	return len(id) == 32 && strings.Trim(id, "0123456789abcdef") == ""
+}
