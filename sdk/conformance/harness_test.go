@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,7 +99,8 @@ func TestSDK(t *testing.T) {
 					t.Fatalf("install %v: %v\n%s", r.install, err, out)
 				}
 			}
-			env := prepare(t, srv, sf, "sdk-"+r.name)
+			var resets atomic.Int64
+			env := prepare(t, srv, sf, "sdk-"+r.name, &resets)
 			env = append(env, "VIGIL_CONFORMANCE_SCENARIOS="+file)
 			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 			defer cancel()
@@ -114,6 +116,11 @@ func TestSDK(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s runner %v: %v\n%s", r.name, r.cmd, err, out.String())
 			}
+			// A runner that passes without playing every scenario (a
+			// skip, a filter, a missing file) is no conformance.
+			if got := resets.Load(); got != int64(len(sf.Scenarios)) {
+				t.Fatalf("%s runner played %d scenarios (POST /reset), the file has %d:\n%s", r.name, got, len(sf.Scenarios), tail(out.String(), 60))
+			}
 			t.Logf("%s runner passed:\n%s", r.name, tail(out.String(), 60))
 		})
 	}
@@ -121,7 +128,7 @@ func TestSDK(t *testing.T) {
 
 // prepare makes the tenant (setupTenant) and starts its fault proxy,
 // control API and approver; it returns the runner's environment.
-func prepare(t *testing.T, srv *stacktest.Server, sf *scenarioFile, tenant string) []string {
+func prepare(t *testing.T, srv *stacktest.Server, sf *scenarioFile, tenant string, resets *atomic.Int64) []string {
 	t.Helper()
 	api, agentKey := setupTenant(t, srv, sf, tenant)
 	proxy, err := NewFaultProxy(srv.URL)
@@ -136,7 +143,7 @@ func prepare(t *testing.T, srv *stacktest.Server, sf *scenarioFile, tenant strin
 	go func() { _ = ps.Serve(proxy.Listener(ln)) }()
 	t.Cleanup(func() { _ = ps.Close() })
 
-	ctl := httptest.NewServer(controlHandler(proxy, api))
+	ctl := httptest.NewServer(controlHandler(proxy, api, resets))
 	t.Cleanup(ctl.Close)
 
 	run := fmt.Sprintf("%s-%d", strings.TrimPrefix(tenant, "sdk-"), time.Now().UnixNano())
@@ -232,9 +239,14 @@ func approve(ctx context.Context, t *testing.T, api *apiClient, persons map[stri
 }
 
 // controlHandler serves the control API of README.md for one proxy.
-func controlHandler(p *FaultProxy, api *apiClient) http.Handler {
+// resets counts POST /reset: one per scenario a runner played.
+func controlHandler(p *FaultProxy, api *apiClient, resets *atomic.Int64) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) { p.Reset(); writeJSON(w, 200, map[string]any{"ok": true}) })
+	mux.HandleFunc("POST /reset", func(w http.ResponseWriter, r *http.Request) {
+		resets.Add(1)
+		p.Reset()
+		writeJSON(w, 200, map[string]any{"ok": true})
+	})
 	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
 		p.SetDown(true)
 		writeJSON(w, 200, map[string]any{"ok": true})
