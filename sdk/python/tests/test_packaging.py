@@ -26,3 +26,9 @@ def test_builds_a_typed_wheel_without_dependencies(tmp_path):
     assert {"vigil/py.typed", "vigil/client.py", "vigil/adapters/langchain.py", "vigil/adapters/openai_agents.py"} <= names
     requires = [l for l in meta.splitlines() if l.startswith("Requires-Dist:")]
     assert all("extra ==" in l for l in requires), f"runtime dependencies: {requires}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy (Debian's python3-mypy) is not installed")
+def test_types_check_strict():
+    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", os.path.join(ROOT, "src", "vigil")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

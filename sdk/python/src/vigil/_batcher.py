@@ -178,7 +178,8 @@ class Batcher:
                 else:
                     self.stats["rejected"] += 1
             if status == "rejected":
-                err = r.get("error") if isinstance(r.get("error"), dict) else {}
+                e = r.get("error")
+                err: Dict[str, Any] = e if isinstance(e, dict) else {}
                 self._report(ev, APIError(400, str(err.get("code", "")), str(err.get("message", "rejected")), err.get("details")))
         if retry:
             self._put_back(retry)

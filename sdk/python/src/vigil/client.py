@@ -316,14 +316,14 @@ class Vigil:
         """
 
         def wrap(f: F) -> F:
-            tool_name = name or getattr(f, "__name__", "tool")
+            tool_name = name or str(getattr(f, "__name__", "tool"))
             sig = _signature(f)
 
             def args_of(a: Any, kw: Any) -> Dict[str, Any]:
                 if sig is None:
                     return {"args": list(a), **kw} if a else dict(kw)
                 bound = sig.bind_partial(*a, **kw)
-                return _jsonable(dict(bound.arguments))
+                return cast(Dict[str, Any], _jsonable(dict(bound.arguments)))
 
             if inspect.iscoroutinefunction(f):
 
