@@ -333,6 +333,71 @@ func TestMCPGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("unpinning holds a tool back until a person approves it again", func(t *testing.T) {
+		unpin := func(query string) polResp { return owner.do(http.MethodDelete, "/v1/mcp/pins?"+query, nil) }
+		polError(t, unpin("tool=refund"), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", "no server")
+		polError(t, unpin("server=shop&tool=nope"), http.StatusNotFound, "NOT_FOUND", "not_found", "a tool without a pin")
+		polError(t, unpin("server=elsewhere"), http.StatusNotFound, "NOT_FOUND", "not_found", "a server without pins")
+		polError(t, s.as(s.key("globex", auth.RoleOwner)).do(http.MethodDelete, "/v1/mcp/pins?server=shop", nil), http.StatusNotFound, "NOT_FOUND", "not_found", "another tenant's server")
+		polError(t, s.as(s.key("acme", auth.RoleMember)).do(http.MethodDelete, "/v1/mcp/pins?server=shop", nil), http.StatusForbidden, "FORBIDDEN", "forbidden", "a member")
+		var left struct {
+			Op, By     string
+			UnpinnedAt time.Time
+			Tools      []struct{ Name string }
+		}
+		unpin("server=shop&tool=refund").want(t, http.StatusOK, "unpin refund").decode(t, &left)
+		if left.Op != "unpinned" || left.By == "" || left.UnpinnedAt.IsZero() || len(left.Tools) != 2 || slices.ContainsFunc(left.Tools, func(x struct{ Name string }) bool { return x.Name == "refund" }) {
+			t.Fatalf("pins after unpinning refund: %+v", left)
+		}
+		_, cs4 := connectGateway(t, u, s.base, agentKey, "mcp-e2e-4")
+		if got := visibleTools(t, cs4); len(got) != 2 || got["refund"] != "" {
+			t.Fatalf("after unpinning refund the gateway shows %v", got)
+		}
+		before := u.calls.Load()
+		if text, isErr := callText(t, cs4, "refund", "x"); !isErr || !strings.Contains(text, "TOOL_NEW") || u.calls.Load() != before {
+			t.Fatalf("call of an unpinned tool: %v %q", isErr, text)
+		}
+		rv := pendingWhere(t, owner, "mcp_tool_review", "refund", "TOOL_NEW")
+		decide(t, owner, rv.ID, "approve")
+		waitTools(t, cs4, "refund approved again", func(m map[string]string) bool { return len(m) == 3 })
+		// Unpinned again, the approval that pinned it, replayed (as a
+		// gateway's Idempotency-Key would), pins nothing.
+		unpin("server=shop&tool=refund").want(t, http.StatusOK, "unpin refund again")
+		if e := polError(t, s.as(agentKey).post("/v1/mcp/pins", map[string]any{"decisionId": rv.DecisionID}), http.StatusConflict, "CONFLICT", "conflict", "replayed review"); !strings.Contains(e.Message, "were removed") {
+			t.Fatalf("replayed review refused for another reason: %s", e.Message)
+		}
+		// A gateway asks anew (its earlier review's key would only replay
+		// the approval that no longer pins), and a person approves again.
+		_, cs5 := connectGateway(t, u, s.base, agentKey, "mcp-e2e-5")
+		if rv2 := pendingWhere(t, owner, "mcp_tool_review", "refund", "TOOL_NEW"); rv2.DecisionID == rv.DecisionID {
+			t.Fatalf("the gateway replayed review %s", rv.DecisionID)
+		} else {
+			decide(t, owner, rv2.ID, "approve")
+		}
+		waitTools(t, cs5, "refund approved a third time", func(m map[string]string) bool { return len(m) == 3 })
+
+		// The whole server: quarantined again.
+		var none struct {
+			Quarantined bool
+			Tools       []any
+		}
+		unpin("server=shop").want(t, http.StatusOK, "unpin the server").decode(t, &none)
+		if !none.Quarantined || len(none.Tools) != 0 {
+			t.Fatalf("pins after unpinning the server: %+v", none)
+		}
+		polEventually(t, polWait, "unpinning in the audit log", func() (bool, string) {
+			r := owner.get("/v1/audit?entityType=mcp_pins&entityId=shop&action=unpinned")
+			var page struct {
+				Data []struct{ Actor string } `json:"data"`
+			}
+			if r.Status != http.StatusOK {
+				return false, r.String()
+			}
+			r.decode(t, &page)
+			return len(page.Data) == 3 && page.Data[0].Actor == left.By, r.String()
+		})
+	})
+
 	t.Run("calls and results are events", func(t *testing.T) {
 		polEventually(t, polWait, "mcp events in the session", func() (bool, string) {
 			r := owner.get("/v1/sessions/mcp-e2e?limit=1000")

@@ -66,6 +66,7 @@ var routePermissions = map[string][]auth.Permission{
 	"PUT /v1/settings/agents":       {auth.SettingsManage},
 	"GET /v1/mcp/pins":              {auth.VerdictsRead, auth.DecisionsEvaluate},
 	"POST /v1/mcp/pins":             {auth.DecisionsEvaluate},
+	"DELETE /v1/mcp/pins":           {auth.PoliciesWrite},
 	"GET /v1/halts":                 {auth.HaltsManage},
 	"POST /v1/halts":                {auth.HaltsManage},
 	"DELETE /v1/halts/:id":          {auth.HaltsManage},

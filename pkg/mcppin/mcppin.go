@@ -80,8 +80,13 @@ type Pin struct {
 	PinnedAt   time.Time `json:"pinnedAt"`
 }
 
-// OpPinned is the op of every pins change (the audit log's action).
-const OpPinned = "pinned"
+// Ops of pins changes (the audit log's action).
+const (
+	// OpPinned: an approved review pinned tools.
+	OpPinned = "pinned"
+	// OpUnpinned: an owner or admin removed pins (DELETE /v1/mcp/pins).
+	OpUnpinned = "unpinned"
+)
 
 // ServerPins is a tenant's approved tools of one MCP server: the last
 // message on its CONTROL subject. A server without one is quarantined.
@@ -94,6 +99,11 @@ type ServerPins struct {
 	Op        string    `json:"op"`
 	By        string    `json:"by"`
 	UpdatedAt time.Time `json:"updatedAt"`
+	// UnpinnedAt is when pins of the server were last removed. A review
+	// decision recorded before it cannot pin anything: it may be the very
+	// approval that was withdrawn, replayed under its Idempotency-Key. The
+	// gateway keys the reviews it asks after it anew.
+	UnpinnedAt time.Time `json:"unpinnedAt,omitzero"`
 }
 
 // Lookup returns the pin of a tool name.
@@ -124,6 +134,19 @@ func (p ServerPins) With(pins ...Pin) (ServerPins, bool) {
 		changed = true
 	}
 	return out, changed
+}
+
+// Without returns p without the pins of names (every pin when no name is
+// given), and whether anything changed. p is not modified.
+func (p ServerPins) Without(names ...string) (ServerPins, bool) {
+	out := p
+	out.Tools = slices.DeleteFunc(slices.Clone(p.Tools), func(x Pin) bool {
+		return len(names) == 0 || slices.Contains(names, x.Name)
+	})
+	if out.Tools == nil {
+		out.Tools = []Pin{}
+	}
+	return out, len(out.Tools) != len(p.Tools)
 }
 
 // ReviewedTool is one tool of a review decision (the action's

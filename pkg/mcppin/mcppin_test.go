@@ -56,6 +56,32 @@ func TestWithAndLookup(t *testing.T) {
 	}
 }
 
+func TestWithout(t *testing.T) {
+	p, _ := ServerPins{}.With(Pin{Name: "a", Hash: "h1"}, Pin{Name: "b", Hash: "h2"}, Pin{Name: "c", Hash: "h3"})
+	for _, c := range []struct {
+		name    string
+		names   []string
+		want    string
+		changed bool
+	}{
+		{"one tool", []string{"b"}, "a,c", true},
+		{"an unpinned tool", []string{"x"}, "a,b,c", false},
+		{"every tool", nil, "", true},
+	} {
+		q, changed := p.Without(c.names...)
+		var got []string
+		for _, x := range q.Tools {
+			got = append(got, x.Name)
+		}
+		if strings.Join(got, ",") != c.want || changed != c.changed || q.Tools == nil {
+			t.Errorf("%s: %v changed=%v, want %s changed=%v", c.name, got, changed, c.want, c.changed)
+		}
+	}
+	if len(p.Tools) != 3 {
+		t.Error("Without modified its receiver")
+	}
+}
+
 func TestDiff(t *testing.T) {
 	d := Diff(json.RawMessage(`{"name":"echo","description":"old"}`), json.RawMessage(`{"description":"new","name":"echo"}`))
 	for _, want := range []string{`-   "description": "old",`, `+   "description": "new",`, `    "name": "echo"`} {

@@ -314,6 +314,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.DELETE("/budgets/:id", s.deleteBudget, bm)
 	g.GET("/mcp/pins", s.getMCPPins, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
 	g.POST("/mcp/pins", s.pinMCPTools, eval)
+	g.DELETE("/mcp/pins", s.unpinMCPTools, httpkit.Require(auth.PoliciesWrite))
 	audit := httpkit.Require(auth.AuditRead)
 	g.GET("/audit", s.listAudit, audit, consistency.Await(s.waits.audit, bound))
 	g.GET("/audit/export", s.exportAudit, audit, consistency.Await(s.waits.audit, bound))

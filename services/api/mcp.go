@@ -125,24 +125,78 @@ func (s *Service) pinMCPTools(c echo.Context) error {
 	for _, t := range args.Tools {
 		pins = append(pins, mcppin.Pin{Name: t.Name, Hash: t.Hash, Definition: t.Definition, DecisionID: rec.ID, ApprovedBy: a.DecidedBy, PinnedAt: now})
 	}
-	// A concurrent pin of another review of the same server moves the
-	// subject; read again and merge, a few times.
+	return s.changeMCPPins(c, p.Tenant, act.Publisher, func(cur mcppin.ServerPins) (mcppin.ServerPins, bool, error) {
+		next, changed := cur.With(pins...)
+		if !changed {
+			return cur, false, nil // pinned already: pinning again is a no-op
+		}
+		if !cur.UnpinnedAt.IsZero() && rec.At.Before(cur.UnpinnedAt) {
+			// Possibly the very approval an owner withdrew, replayed.
+			return cur, false, apperr.Conflict("review %s was asked for before pins of server %q were removed (%s); it cannot pin anything: ask for a new review",
+				rec.ID, act.Publisher, cur.UnpinnedAt.Format(time.RFC3339Nano))
+		}
+		if err := staleReview(cur, args); err != nil {
+			return cur, false, err
+		}
+		next.Op, next.By, next.UpdatedAt = mcppin.OpPinned, a.DecidedBy, now
+		return next, true, nil
+	})
+}
+
+// unpinMCPTools removes a tool's pin (tool given) or every pin of a server
+// (DELETE /v1/mcp/pins?server=&tool=): the gateway then holds the tool
+// back (TOOL_NEW, or the whole server quarantined) until a person
+// approves a new review. Reviews recorded before the removal can no
+// longer pin (see pinMCPTools).
+func (s *Service) unpinMCPTools(c echo.Context) error {
+	server, tool := c.QueryParam("server"), c.QueryParam("tool")
+	if err := validMCPServer(server); err != nil {
+		return err
+	}
+	if len(tool) > maxMCPServerName || !utf8.ValidString(tool) {
+		return apperr.Validation("tool is not valid", apperr.FieldError{Path: "tool", Code: "invalid_format", Message: fmt.Sprintf("tool must be UTF-8, at most %d bytes", maxMCPServerName)})
+	}
+	var names []string
+	if tool != "" {
+		names = []string{tool}
+	}
+	p := httpkit.Principal(c)
+	return s.changeMCPPins(c, p.Tenant, server, func(cur mcppin.ServerPins) (mcppin.ServerPins, bool, error) {
+		next, changed := cur.Without(names...)
+		switch {
+		case !changed && tool != "":
+			return cur, false, apperr.NotFound("tool %q of server %q is not pinned", tool, server)
+		case !changed:
+			return cur, false, apperr.NotFound("server %q has no pinned tools", server)
+		}
+		now := time.Now().UTC()
+		next.Op, next.By, next.UpdatedAt, next.UnpinnedAt = mcppin.OpUnpinned, p.Actor(), now, now
+		return next, true, nil
+	})
+}
+
+// changeMCPPins applies change to a server's pins (empty when it has none)
+// and records the result on CONTROL with optimistic concurrency: a
+// concurrent change of the same server moves the subject, so it reads
+// again and re-applies, a few times. change answers the next state and
+// whether to write it (false answers the current pins unchanged).
+func (s *Service) changeMCPPins(c echo.Context, tenant, server string, change func(cur mcppin.ServerPins) (mcppin.ServerPins, bool, error)) error {
+	ctx := c.Request().Context()
 	for range 5 {
-		cur, rev, err := s.deps.Store.MCPPins(ctx, p.Tenant, act.Publisher)
+		cur, rev, err := s.deps.Store.MCPPins(ctx, tenant, server)
 		switch {
 		case errors.Is(err, control.ErrNotFound):
-			cur, rev = mcppin.ServerPins{Tenant: p.Tenant, Server: act.Publisher}, 0
+			cur, rev = mcppin.ServerPins{Tenant: tenant, Server: server}, 0
 		case err != nil:
 			return err
 		}
-		if err := staleReview(cur, args); err != nil {
+		next, write, err := change(cur)
+		if err != nil {
 			return err
 		}
-		next, changed := cur.With(pins...)
-		if !changed {
+		if !write {
 			return c.JSON(http.StatusOK, pinsView(cur, rev))
 		}
-		next.Op, next.By, next.UpdatedAt = mcppin.OpPinned, a.DecidedBy, now
 		seq, err := s.deps.Store.PutMCPPins(ctx, next, rev)
 		if errors.Is(err, control.ErrConflict) {
 			continue
@@ -153,7 +207,7 @@ func (s *Service) pinMCPTools(c echo.Context) error {
 		c.Response().Header().Set("Vigil-Control-Seq", strconv.FormatUint(seq, 10))
 		return c.JSON(http.StatusOK, pinsView(next, seq))
 	}
-	return apperr.Conflict("the pins of server %q changed concurrently; retry", act.Publisher)
+	return apperr.Conflict("the pins of server %q changed concurrently; retry", server)
 }
 
 // reviewArguments reads the tools a review decision recorded.

@@ -321,7 +321,7 @@ func (g *Gateway) sync(ctx context.Context) error {
 		return fmt.Errorf("mcpgate: read pins of %q: %w", g.cfg.Server, pinErr)
 	}
 	if pins.Quarantined && len(held) > 0 {
-		g.askReview(ctx, rules.ReasonMCPServerQuarantined, held)
+		g.askReview(ctx, rules.ReasonMCPServerQuarantined, held, pins.UnpinnedAt)
 		return nil
 	}
 	for _, rt := range held {
@@ -329,7 +329,7 @@ func (g *Gateway) sync(ctx context.Context) error {
 		if rt.PreviousHash != "" {
 			code = rules.ReasonToolChanged
 		}
-		g.askReview(ctx, code, []mcppin.ReviewedTool{rt})
+		g.askReview(ctx, code, []mcppin.ReviewedTool{rt}, pins.UnpinnedAt)
 	}
 	return nil
 }
@@ -382,7 +382,9 @@ func definition(t *mcp.Tool) (mcppin.Definition, string, error) {
 // askReview asks Vigil for a review of tools, once per set of definitions:
 // the request's Idempotency-Key is derived from them, so a restarted
 // gateway finds the review it asked for before instead of asking again.
-func (g *Gateway) askReview(ctx context.Context, code string, tools []mcppin.ReviewedTool) {
+// After an owner removed pins (unpinnedAt), the key is a new one: the
+// review asked before cannot pin again, and a person must approve anew.
+func (g *Gateway) askReview(ctx context.Context, code string, tools []mcppin.ReviewedTool, unpinnedAt time.Time) {
 	slices.SortFunc(tools, func(a, b mcppin.ReviewedTool) int { return strings.Compare(a.Name, b.Name) })
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s", g.cfg.Server, g.cfg.AgentID, code)
@@ -390,6 +392,10 @@ func (g *Gateway) askReview(ctx context.Context, code string, tools []mcppin.Rev
 	for _, t := range tools {
 		fmt.Fprintf(h, "\x00%s\x00%s\x00%s", t.Name, t.Hash, t.PreviousHash)
 		names = append(names, t.Name)
+	}
+	if !unpinnedAt.IsZero() {
+		// Only then: keys of servers never unpinned stay as they were.
+		fmt.Fprintf(h, "\x00unpinned\x00%d", unpinnedAt.UnixNano())
 	}
 	key := "mcp-review-" + hex.EncodeToString(h.Sum(nil))[:40]
 	g.mu.Lock()
