@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/vigilhq/vigil/pkg/agent"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
 
@@ -73,4 +74,41 @@ func mustVerifier(t *testing.T, vkey string) note.Verifier {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// BenchmarkSignAgentManifest is the ledger's work per registration
+// (canonical manifest, its hash, the signature) and the verifier's.
+func BenchmarkSignAgentManifest(b *testing.B) {
+	keys, err := evidence.NewKeys(bytes.Repeat([]byte{1}, 32), "vigil.local/ledger")
+	if err != nil {
+		b.Fatal(err)
+	}
+	temp := 0.2
+	m := agent.Manifest{Name: "claims-triage", Description: "Triages inbound insurance claims", Model: "gpt-4.1", Temperature: &temp,
+		Tools: []string{"lookup_policy", "flag_for_review"}}
+	var sig string
+	b.Run("sign", func(b *testing.B) {
+		for b.Loop() {
+			c, err := m.Canonical()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := m.Hash(); err != nil {
+				b.Fatal(err)
+			}
+			if sig, err = evidence.SignAgentManifest(keys.Signer, c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	c, _ := m.Canonical()
+	sig, _ = evidence.SignAgentManifest(keys.Signer, c)
+	b.Run("verify", func(b *testing.B) {
+		for b.Loop() {
+			c, _ := m.Canonical()
+			if err := evidence.VerifyAgentManifest(keys.VerifierKey, c, sig); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
