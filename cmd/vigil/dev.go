@@ -12,6 +12,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsauth"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
 	policysvc "github.com/vigilhq/vigil/services/policy"
@@ -105,6 +106,18 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.Start(ctx, f.common.Telemetry.Config("vigil-dev"), log)
+	if err != nil {
+		return err
+	}
+	// Deferred first, so it runs last: after the stack stopped, the spans
+	// of its last requests are exported.
+	defer func() {
+		if err := tracing.Shutdown(context.Background()); err != nil {
+			log.Warn("tracing shutdown", slog.String("error", err.Error()))
+		}
+	}()
+	cfg.Tracer = tracing.Provider
 	st, err := StartStack(ctx, cfg)
 	if err != nil {
 		return err

@@ -33,6 +33,7 @@ func TestDevHelpListsEverySetting(t *testing.T) {
 		"--judge-allow  $VIGIL_JUDGE_ALLOW", "--stream-replicas  $VIGIL_STREAM_REPLICAS", "--dedupe-window  $VIGIL_DEDUPE_WINDOW",
 		"--clickhouse-wait  $VIGIL_CLICKHOUSE_WAIT", "--metrics-tenant-labels  $VIGIL_METRICS_TENANT_LABELS",
 		"--oidc-issuer  $VIGIL_OIDC_ISSUER", "--max-agents  $VIGIL_MAX_AGENTS",
+		"--otel-endpoint  $VIGIL_OTEL_ENDPOINT", "--otel-sample-ratio  $VIGIL_OTEL_SAMPLE_RATIO",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
@@ -77,7 +78,7 @@ func TestNoHiddenSettings(t *testing.T) {
 // authenticates on every route, whichever process serves it.
 func TestServiceBinariesShareSettings(t *testing.T) {
 	root := filepath.Join("..", "..")
-	flagDecl := regexp.MustCompile(`fs\.(?:String|Int|BoolEnv|Bool|Duration)\("([a-z0-9-]+)"`)
+	flagDecl := regexp.MustCompile(`fs\.(?:String|Int|BoolEnv|Bool|Duration|Float64)\("([a-z0-9-]+)"`)
 	shared := map[string]bool{}
 	cfgFiles, err := filepath.Glob(filepath.Join(root, "pkg", "config", "*.go"))
 	if err != nil {

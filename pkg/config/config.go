@@ -13,6 +13,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 	"github.com/vigilhq/vigil/pkg/tenant"
 )
 
@@ -85,6 +86,11 @@ func (fs *FlagSet) BoolEnv(name, env string, def bool, usage string) *bool {
 	return fs.FlagSet.Bool(name, fromEnv(fs, name, env, "a boolean", def, strconv.ParseBool), usage)
 }
 
+// Float64 defines a decimal setting ("0.25").
+func (fs *FlagSet) Float64(name, env string, def float64, usage string) *float64 {
+	return fs.FlagSet.Float64(name, fromEnv(fs, name, env, "a number", def, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }), usage)
+}
+
 // Duration defines a duration setting ("500ms", "2m").
 func (fs *FlagSet) Duration(name, env string, def time.Duration, usage string) *time.Duration {
 	return fs.FlagSet.Duration(name, fromEnv(fs, name, env, "a duration", def, time.ParseDuration), usage)
@@ -113,6 +119,8 @@ type Common struct {
 	HTTPAddr       *string
 	LogLevel       *string
 	LogFormat      *string
+	// Telemetry says where the process's own traces go (off by default).
+	Telemetry Telemetry
 }
 
 // DefaultClickHouseWait is --clickhouse-wait's default.
@@ -150,6 +158,7 @@ func AddCommon(fs *FlagSet) Common {
 		HTTPAddr:       fs.HTTPAddr(),
 		LogLevel:       fs.LogLevel(),
 		LogFormat:      fs.LogFormat(),
+		Telemetry:      fs.Telemetry(),
 	}
 }
 
@@ -172,6 +181,37 @@ func (fs *FlagSet) LogFormat() *string {
 	return once(fs, "log-format", func() *string {
 		return fs.String("log-format", "VIGIL_LOG_FORMAT", "text", "log format: text or json")
 	})
+
+}
+
+// Telemetry are the settings of a process's own tracing (pkg/telemetry).
+type Telemetry struct {
+	Endpoint    *string
+	SampleRatio *float64
+}
+
+// Telemetry declares --otel-endpoint and --otel-sample-ratio. The
+// endpoint defaults to the standard OTEL_EXPORTER_OTLP_ENDPOINT, so a
+// deployment that configures OpenTelemetry the usual way needs nothing
+// Vigil-specific; OTEL_SDK_DISABLED=true turns that default off.
+func (fs *FlagSet) Telemetry() Telemetry {
+	return once(fs, "telemetry", func() Telemetry {
+		def := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+		if disabled, _ := strconv.ParseBool(os.Getenv("OTEL_SDK_DISABLED")); disabled {
+			def = ""
+		}
+		return Telemetry{
+			Endpoint: fs.String("otel-endpoint", "VIGIL_OTEL_ENDPOINT", def,
+				"OTLP/HTTP collector this process sends its own traces to (base URL such as http://collector:4318, or its /v1/traces URL); empty: tracing off (default: $OTEL_EXPORTER_OTLP_ENDPOINT)"),
+			SampleRatio: fs.Float64("otel-sample-ratio", "VIGIL_OTEL_SAMPLE_RATIO", 1,
+				"share of new traces recorded, 0 to 1; a request carrying a traceparent follows its caller's sampling"),
+		}
+	})
+}
+
+// Config is the tracing configuration of a process named service.
+func (t Telemetry) Config(service string) telemetry.Config {
+	return telemetry.Config{Endpoint: *t.Endpoint, SampleRatio: *t.SampleRatio, Service: service}
 }
 
 // OIDC holds the flags that configure members' sign-in.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -211,6 +212,58 @@ func TestOIDCVerifier(t *testing.T) {
 			}
 			if err != nil || (v == nil) != tc.wantNil {
 				t.Fatalf("Verifier = %v, %v", v, err)
+			}
+		})
+	}
+}
+
+// TestTelemetry: --otel-endpoint defaults to the standard
+// OTEL_EXPORTER_OTLP_ENDPOINT (unless OTEL_SDK_DISABLED), which
+// $VIGIL_OTEL_ENDPOINT and the flag override; tracing is off by default.
+func TestTelemetry(t *testing.T) {
+	cases := []struct {
+		name      string
+		env       map[string]string
+		args      []string
+		wantURL   string
+		wantRatio float64
+		wantErr   string
+	}{
+		{"off by default", nil, nil, "", 1, ""},
+		{"standard variable", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}, nil, "http://otel:4318", 1, ""},
+		{"sdk disabled", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "OTEL_SDK_DISABLED": "true"}, nil, "", 1, ""},
+		{"vigil variable wins", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "VIGIL_OTEL_ENDPOINT": "http://v:4318", "VIGIL_OTEL_SAMPLE_RATIO": "0.25"}, nil, "http://v:4318", 0.25, ""},
+		{"flags win", map[string]string{"VIGIL_OTEL_ENDPOINT": "http://v:4318"}, []string{"--otel-endpoint=https://f/v1/traces", "--otel-sample-ratio=0.5"}, "https://f/v1/traces", 0.5, ""},
+		{"flag turns it off", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}, []string{"--otel-endpoint="}, "", 1, ""},
+		{"bad ratio variable", map[string]string{"VIGIL_OTEL_SAMPLE_RATIO": "most"}, nil, "", 0, `$VIGIL_OTEL_SAMPLE_RATIO: "most" is not a number`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SDK_DISABLED", "VIGIL_OTEL_ENDPOINT", "VIGIL_OTEL_SAMPLE_RATIO"} {
+				t.Setenv(k, tc.env[k])
+				if _, set := tc.env[k]; !set {
+					os.Unsetenv(k)
+				}
+			}
+			fs := config.New("svc", "test service")
+			fs.Discard()
+			tel := config.AddCommon(fs).Telemetry
+			err := fs.Parse(tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Parse error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := tel.Config("vigil-x")
+			if got.Endpoint != tc.wantURL || got.SampleRatio != tc.wantRatio || got.Service != "vigil-x" {
+				t.Errorf("got %+v, want endpoint %q ratio %g", got, tc.wantURL, tc.wantRatio)
+			}
+			if fs.Telemetry() != tel {
+				t.Error("asking twice declared the settings twice")
 			}
 		})
 	}

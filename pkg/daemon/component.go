@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/readmodel"
@@ -52,8 +53,10 @@ type Component struct {
 type Supervisor struct {
 	Log *slog.Logger
 	// Reg serves /metrics; Checks feed /readyz.
-	Reg        *prometheus.Registry
-	Checks     map[string]httpkit.Check
+	Reg    *prometheus.Registry
+	Checks map[string]httpkit.Check
+	// Tracer traces every HTTP request (nil or a no-op provider: none).
+	Tracer     trace.TracerProvider
 	Components []Component
 	// Pre run before routing (echo's Pre): a service binary's guard
 	// against requests meant for another service (routes.Misdirected).
@@ -103,7 +106,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 			}
 		}
 	}
-	e, err := httpkit.NewServer(s.Log, s.Reg)
+	e, err := httpkit.NewServer(s.Log, s.Reg, httpkit.WithTracing(s.Tracer))
 	if err != nil {
 		return err
 	}

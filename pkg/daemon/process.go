@@ -15,12 +15,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsauth"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/routes"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 )
 
 // Main is the whole main function of a service binary: run with a context
@@ -45,8 +47,13 @@ type Process struct {
 	// CH is nil for services that do not use ClickHouse.
 	CH  driver.Conn
 	Reg *prometheus.Registry
+	// Tracer is the process's tracer provider (--otel-endpoint; a no-op
+	// one when tracing is off): the supervisor's HTTP spans and the
+	// services' RPC handlers and consumers trace on it.
+	Tracer trace.TracerProvider
 
 	name, addr string
+	tracing    *telemetry.Tracing
 }
 
 // ProcessOptions says what a service needs besides NATS.
@@ -56,15 +63,21 @@ type ProcessOptions struct {
 	ClickHouse bool
 }
 
-// Start sets up logging and the metrics registry and connects to NATS as
-// "vigil-<name>" (and to ClickHouse if asked). Close releases them.
+// Start sets up logging, the metrics registry and tracing (service name
+// "vigil-<name>") and connects to NATS as "vigil-<name>" (and to
+// ClickHouse if asked). Close releases them.
 func Start(ctx context.Context, name string, common config.Common, o ProcessOptions) (*Process, error) {
 	log, err := Logger(*common.LogLevel, *common.LogFormat)
 	if err != nil {
 		return nil, err
 	}
 	p := &Process{Log: log, Reg: Registry(), name: name, addr: *common.HTTPAddr}
+	if p.tracing, err = telemetry.Start(ctx, common.Telemetry.Config("vigil-"+name), log); err != nil {
+		return nil, err
+	}
+	p.Tracer = p.tracing.Provider
 	if p.NC, p.JS, err = ConnectNATS(common.NATS, "vigil-"+name, log); err != nil {
+		p.Close()
 		return nil, err
 	}
 	if o.ClickHouse {
@@ -91,13 +104,17 @@ func ConnectNATS(n config.NATS, name string, log *slog.Logger) (*nats.Conn, jets
 	return nc, js, err
 }
 
-// Close drains NATS and closes ClickHouse.
+// Close drains NATS, closes ClickHouse and exports the spans still
+// queued (bounded: a collector that is down does not hold it up).
 func (p *Process) Close() {
 	if p.CH != nil {
 		_ = p.CH.Close()
 	}
 	if p.NC != nil {
 		_ = p.NC.Drain()
+	}
+	if err := p.tracing.Shutdown(context.Background()); err != nil {
+		p.Log.Warn("tracing shutdown", slog.String("error", err.Error()))
 	}
 }
 
@@ -112,7 +129,7 @@ func (p *Process) Run(ctx context.Context, components ...Component) error {
 	if p.CH != nil {
 		checks["clickhouse"] = func(ctx context.Context) error { return p.CH.Ping(ctx) }
 	}
-	sup := &Supervisor{Log: p.Log, Reg: p.Reg, Checks: checks, Components: components,
+	sup := &Supervisor{Log: p.Log, Reg: p.Reg, Tracer: p.Tracer, Checks: checks, Components: components,
 		Pre: []echo.MiddlewareFunc{routes.Misdirected(p.name, routes.Default())}}
 	return sup.Run(ctx, p.addr)
 }

@@ -13,12 +13,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigilhq/vigil/pkg/consistency"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 )
 
 // NewServer returns an echo instance with Vigil's error envelope, panic
 // recovery, request ids, access logs and request metrics registered on
-// reg. Services add their routes to it.
-func NewServer(log *slog.Logger, reg prometheus.Registerer) (*echo.Echo, error) {
+// reg, and request spans when WithTracing says where. Services add their
+// routes to it.
+func NewServer(log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*echo.Echo, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	down := newOutages(log)
@@ -41,6 +47,9 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer) (*echo.Echo, error) 
 
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(middleware.RequestID())
+	if telemetry.Enabled(o.tracer) {
+		e.Use(tracing(o.tracer))
+	}
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()

@@ -13,6 +13,9 @@
 //     a safety margin before the caller gives up, so a callee that checks
 //     its context before its commit point (recording a decision) never
 //     records what its caller has been told was not done.
+//   - trace context travels as W3C traceparent in the request headers
+//     (pkg/telemetry): a call made within a traced request is a client
+//     span, and the handler's work a server span of the same trace.
 package rpc
 
 import (
@@ -26,8 +29,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 )
 
 // TimeoutHeader carries the caller's remaining time in milliseconds.
@@ -94,17 +101,25 @@ func (e Endpoint[Req, Resp]) unavailable(what string, err error) error {
 	return apperr.Unavailable(msg, time.Second, err)
 }
 
+// attrs are the attributes of the endpoint's spans.
+func (e Endpoint[Req, Resp]) attrs() []attribute.KeyValue {
+	return append(telemetry.Messaging(e.Subject), attribute.String("rpc.system", "nats"), attribute.String("rpc.method", e.Name))
+}
+
 // Call sends req and waits for the reply until ctx ends. Every failure to
 // get an answer is apperr.Unavailable (the caller must not proceed as if
 // the callee had acted); an error the callee answered comes back as the
-// apperr kind it had there.
-func (e Endpoint[Req, Resp]) Call(ctx context.Context, nc *nats.Conn, req Req) (Resp, error) {
+// apperr kind it had there. Within a traced request (a span in ctx) the
+// call is a client span and its context goes with the request.
+func (e Endpoint[Req, Resp]) Call(ctx context.Context, nc *nats.Conn, req Req) (resp Resp, err error) {
+	m := nats.NewMsg(e.Subject)
+	ctx, span := telemetry.Outgoing(ctx, m.Header, e.Subject, trace.SpanKindClient, e.attrs()...)
+	defer func() { endSpan(span, err) }()
 	var zero Resp
 	data, err := json.Marshal(req)
 	if err != nil {
 		return zero, fmt.Errorf("encode %s request: %w", e.Name, err)
 	}
-	m := nats.NewMsg(e.Subject)
 	m.Data = data
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
@@ -123,11 +138,24 @@ func (e Endpoint[Req, Resp]) Call(ctx context.Context, nc *nats.Conn, req Req) (
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
 		return zero, e.remoteError(Code(code), reply.Header.Get(micro.ErrorHeader), reply.Data)
 	}
-	var resp Resp
 	if err := json.Unmarshal(reply.Data, &resp); err != nil {
 		return zero, e.unavailable("answered what is not a "+e.Name+" reply", err)
 	}
 	return resp, nil
+}
+
+// endSpan records how a call or a handler ended: the code an error
+// travels with, and status Error for what was not done (an answered
+// refusal such as invalid_request is the callee working as it should).
+func endSpan(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		code := CodeOf(err)
+		span.SetAttributes(attribute.String("vigil.rpc.code", string(code)))
+		if _, answered := answeredKinds[code]; !answered {
+			span.SetStatus(codes.Error, err.Error())
+		}
+	}
+	span.End()
 }
 
 // remoteError turns a coded reply back into the apperr the handler had.
@@ -155,17 +183,24 @@ func (e Endpoint[Req, Resp]) remoteError(code Code, desc string, body []byte) er
 // Margin before the caller's deadline (or after MaxWait when the caller
 // sent none); fn must check it before any step that cannot be undone. A
 // request that does not decode is answered invalid_request without
-// calling fn.
+// calling fn. With tracing on (svc from Serve with Tracing), each request
+// is a server span continuing the caller's trace, and fn's context holds
+// it.
 func (e Endpoint[Req, Resp]) Handle(svc micro.Service, log *slog.Logger, fn func(context.Context, Req) (Resp, error)) error {
+	tp := tracerOf(svc)
 	handler := func(r micro.Request) {
 		rctx, cancel := e.requestContext(r.Headers())
 		defer cancel()
+		rctx, span := telemetry.Incoming(rctx, tp, nats.Header(r.Headers()), e.Subject, trace.SpanKindServer, e.attrs()...)
+		var err error
+		defer func() { endSpan(span, err) }()
 		var req Req
-		if err := json.Unmarshal(r.Data(), &req); err != nil {
+		if err = json.Unmarshal(r.Data(), &req); err != nil {
 			_ = r.Error(string(CodeInvalid), fmt.Sprintf("request is not a valid %s request", e.Name), nil)
 			return
 		}
-		resp, err := fn(rctx, req)
+		var resp Resp
+		resp, err = fn(rctx, req)
 		if err == nil && rctx.Err() != nil {
 			// Done, but too late for the caller to hear it: say so rather
 			// than send an answer nobody reads.
@@ -219,13 +254,42 @@ func (e Endpoint[Req, Resp]) respondError(r micro.Request, log *slog.Logger, err
 	_ = r.Error(string(code), msg, body)
 }
 
+// ServeOption adjusts Serve.
+type ServeOption func(*traced)
+
+// Tracing makes the handlers of the service trace their requests on tp
+// (see Handle); nil or a no-op provider traces nothing.
+func Tracing(tp trace.TracerProvider) ServeOption {
+	return func(t *traced) { t.tp = tp }
+}
+
+// traced is a micro.Service that carries the tracer provider its
+// handlers use, so Handle's signature stays one for every endpoint.
+type traced struct {
+	micro.Service
+	tp trace.TracerProvider
+}
+
+// tracerOf is the provider Serve gave svc, or nil.
+func tracerOf(svc micro.Service) trace.TracerProvider {
+	if t, ok := svc.(*traced); ok {
+		return t.tp
+	}
+	return nil
+}
+
 // Serve starts a micro service (queue group = name, so instances share the
 // work) with the endpoints added by add.
-func Serve(nc *nats.Conn, name, description string, add func(micro.Service) error) (micro.Service, error) {
-	svc, err := micro.AddService(nc, micro.Config{Name: name, Version: "1.0.0", Description: description, QueueGroup: name})
+func Serve(nc *nats.Conn, name, description string, add func(micro.Service) error, opts ...ServeOption) (micro.Service, error) {
+	ms, err := micro.AddService(nc, micro.Config{Name: name, Version: "1.0.0", Description: description, QueueGroup: name})
 	if err != nil {
 		return nil, fmt.Errorf("rpc service %s: %w", name, err)
 	}
+	t := &traced{Service: ms}
+	for _, o := range opts {
+		o(t)
+	}
+	var svc micro.Service = t
 	if err := add(svc); err != nil {
 		_ = svc.Stop()
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/approval"
@@ -58,6 +59,9 @@ type Deps struct {
 	Board      *approval.Board
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Tracer traces the decide and redeem RPCs (pkg/telemetry); nil
+	// traces nothing.
+	Tracer trace.TracerProvider
 }
 
 // Service is the guardian.
@@ -293,7 +297,7 @@ func (s *Service) StartRPC() (micro.Service, error) {
 				return err
 			}
 			return approval.RedeemEndpoint.Handle(svc, s.log, s.Redeem)
-		})
+		}, rpc.Tracing(s.deps.Tracer))
 		if err != nil {
 			s.rpcErr = err
 			return

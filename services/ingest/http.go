@@ -20,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 )
 
 // Item outcomes reported per event.
@@ -84,6 +85,9 @@ func (s *Service) message(ctx context.Context, tenant string, ev event.Event, so
 	m.Data = data
 	// Dedupe is per tenant: two tenants may well pick the same UUID.
 	m.Header.Set(jetstream.MsgIDHeader, tenant+":"+ev.EventID)
+	// The event's verdict continues the trace of this request (no span per
+	// event: a batch holds up to a thousand).
+	telemetry.Inject(ctx, m.Header)
 	return m, nil
 }
 

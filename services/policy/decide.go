@@ -10,17 +10,67 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 	"github.com/vigilhq/vigil/pkg/tenant"
 )
 
 // Decide evaluates a request against the tenant's pack, org policy and
 // the agent's declaration and settings, records the decision on POLICY,
 // and returns it. Nothing is returned that was not recorded.
-func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.DecisionRecord, error) {
+//
+// Traced (a span in ctx), it is a "policy.decide" span with a child per
+// step that may take time (catalog wait, budgets, evaluate, record), and
+// the decision an event on it (DecisionEvent).
+func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rec rules.DecisionRecord, err error) {
+	ctx, span := telemetry.Child(ctx, "policy.decide", attribute.String("vigil.decision.source", req.Source))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		} else if span.IsRecording() {
+			span.AddEvent(DecisionEvent, trace.WithAttributes(decisionAttrs(rec)...))
+		}
+		span.End()
+	}()
+	return s.decide(ctx, req)
+}
+
+// DecisionEvent names the span event that carries a decision's outcome
+// and reason codes (decisionAttrs).
+const DecisionEvent = "vigil.decision"
+
+// decisionAttrs describe a decision on its span event: what an operator
+// needs to tell decisions apart and find the record, nothing of the
+// action's arguments or the tenant's names.
+func decisionAttrs(rec rules.DecisionRecord) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("vigil.decision.id", rec.ID),
+		attribute.String("vigil.decision.outcome", rec.Decision.Outcome.String()),
+		attribute.StringSlice("vigil.decision.reason_codes", rec.Decision.ReasonCodes),
+		attribute.String("vigil.decision.source", rec.Source),
+		attribute.String("vigil.policy.pack_hash", rec.Decision.PackHash),
+		attribute.Int64("vigil.policy.stream_seq", int64(rec.StreamSeq)),
+	}
+}
+
+// step runs fn as a child span of ctx's span named name.
+func step(ctx context.Context, name string, fn func(context.Context) error) error {
+	ctx, span := telemetry.Child(ctx, name)
+	err := fn(ctx)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	return err
+}
+
+func (s *Service) decide(ctx context.Context, req rules.EvaluateRequest) (rules.DecisionRecord, error) {
 	start := time.Now()
 	if !tenant.Valid(req.Tenant) {
 		return rules.DecisionRecord{}, apperr.Validation("tenant is not valid")
@@ -28,9 +78,11 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 	if req.ControlSeq > 0 {
 		// Read-your-writes across processes: never decide on state older
 		// than what the caller has already been told is stored.
-		wctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		err := s.deps.Catalog.WaitFor(wctx, req.ControlSeq)
-		cancel()
+		err := step(ctx, "policy.catalog_wait", func(ctx context.Context) error {
+			wctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+			defer cancel()
+			return s.deps.Catalog.WaitFor(wctx, req.ControlSeq)
+		})
 		if err != nil {
 			return rules.DecisionRecord{}, err
 		}
@@ -84,11 +136,17 @@ func (s *Service) Decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 		if s.cfg.Clock != nil {
 			now = s.cfg.Clock()
 		}
-		if in.Budgets, err = s.budgetUsage(ctx, req, bs, msgID, now.UTC()); err != nil {
+		err := step(ctx, "policy.budgets", func(ctx context.Context) (err error) {
+			in.Budgets, err = s.budgetUsage(ctx, req, bs, msgID, now.UTC())
+			return err
+		})
+		if err != nil {
 			return rules.DecisionRecord{}, err
 		}
 	}
+	_, evalSpan := telemetry.Child(ctx, "policy.evaluate")
 	d := pack.Evaluate(in, s.deps.Catalog.Org(req.Tenant).Org)
+	evalSpan.End()
 	if req.SessionID == "" || (d.Outcome == rules.Block && req.Source != rules.SourceEvent) {
 		// Labels belong to sessions; and a refused action read nothing
 		// (an ingested event already happened, so it labels even so).
@@ -176,12 +234,19 @@ func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID,
 	m := nats.NewMsg(subject)
 	m.Data = data
 	m.Header.Set(streams.HeaderDecisionID, id)
+	// The record carries the trace on: its consumers (projection, risk,
+	// ledger) can continue it.
+	ctx, span := telemetry.Outgoing(ctx, m.Header, "publish "+streams.Policy, trace.SpanKindProducer,
+		telemetry.Messaging(streams.Policy)...)
+	defer span.End()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	ack, err := s.deps.JS.PublishMsg(ctx, m, jetstream.WithMsgID(msgID))
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return 0, apperr.Unavailable(failure, time.Second, err)
 	}
+	span.SetAttributes(attribute.Int64("messaging.nats.stream_sequence", int64(ack.Sequence)))
 	return ack.Sequence, nil
 }
 

@@ -9,10 +9,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/event"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 )
 
 // runEventVerdicts evaluates every ingested event (source "event").
@@ -26,13 +29,19 @@ func (s *Service) runEventVerdicts(ctx context.Context) error {
 		return err
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		// An event's verdict continues the trace of the request that
+		// ingested it.
+		mctx, span := telemetry.Incoming(ctx, s.deps.Tracer, m.Headers(), "process "+streams.Ingest, trace.SpanKindConsumer,
+			telemetry.Messaging(streams.AllEventsReceived)...)
+		defer span.End()
 		var r event.Record
 		if err := json.Unmarshal(m.Data(), &r); err != nil {
 			s.log.Error("event verdicts: undecodable event", slog.String("subject", m.Subject()), slog.String("error", err.Error()))
 			_ = m.TermWithReason("undecodable event record")
 			return
 		}
-		if _, err := s.Decide(ctx, EventRequest(r)); err != nil {
+		if _, err := s.Decide(mctx, EventRequest(r)); err != nil {
+			span.SetStatus(codes.Error, err.Error())
 			_ = m.NakWithDelay(time.Second)
 			return
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/budget"
 	"github.com/vigilhq/vigil/pkg/chx"
@@ -102,6 +103,9 @@ type Deps struct {
 	Catalog    *control.Catalog
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Tracer traces decision requests and event verdicts
+	// (pkg/telemetry); nil traces nothing.
+	Tracer trace.TracerProvider
 }
 
 // Service is the policy service.

@@ -10,5 +10,5 @@ import (
 func (s *Service) serveRPC() (micro.Service, error) {
 	return rpc.Serve(s.deps.NC, "vigil-policy", "Policy decisions", func(svc micro.Service) error {
 		return rules.EvaluateEndpoint.Handle(svc, s.log, s.Decide)
-	})
+	}, rpc.Tracing(s.deps.Tracer))
 }

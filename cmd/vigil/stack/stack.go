@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/auth"
@@ -76,7 +77,10 @@ type Config struct {
 	// TenantMetrics lets metrics carry tenant ids
 	// (--metrics-tenant-labels).
 	TenantMetrics bool
-	Log           *slog.Logger
+	// Tracer traces HTTP requests, decisions and the NATS hops between
+	// the services (--otel-endpoint); nil traces nothing.
+	Tracer trace.TracerProvider
+	Log    *slog.Logger
 }
 
 // Stack is a running all-in-one Vigil: every service's component under
@@ -172,7 +176,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if st.CH != nil {
 		checks["clickhouse"] = func(ctx context.Context) error { return st.CH.Ping(ctx) }
 	}
-	st.sup = &daemon.Supervisor{Log: cfg.Log, Reg: st.Reg, Checks: checks, Components: comps}
+	st.sup = &daemon.Supervisor{Log: cfg.Log, Reg: st.Reg, Tracer: cfg.Tracer, Checks: checks, Components: comps}
 	if err := st.sup.Start(ctx); err != nil {
 		return st, err
 	}
@@ -230,12 +234,12 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 		cfg.Policy.RedactionKey, cfg.Policy.Judge.SealSecret = cfg.Ingest.RedactionKey, cfg.API.Judge.SealSecret
 	}
 	cfg.Policy.Streams = so
-	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: conns[streams.ServicePolicy].nc, JS: conns[streams.ServicePolicy].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: conns[streams.ServicePolicy].nc, JS: conns[streams.ServicePolicy].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer}); err != nil {
 		return nil, err
 	}
 	gc := guardian.DefaultConfig()
 	gc.Streams = so
-	if st.Guard, err = guardian.New(gc, guardian.Deps{NC: conns[streams.ServiceGuardian].nc, JS: conns[streams.ServiceGuardian].js, Board: st.Board, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Guard, err = guardian.New(gc, guardian.Deps{NC: conns[streams.ServiceGuardian].nc, JS: conns[streams.ServiceGuardian].js, Board: st.Board, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer}); err != nil {
 		return nil, err
 	}
 	rc := risk.DefaultConfig()

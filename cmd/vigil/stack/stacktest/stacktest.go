@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/vigilhq/vigil/cmd/vigil/stack"
 	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/testkit"
@@ -45,6 +47,8 @@ type Options struct {
 	OIDC *oidc.Verifier
 	// Log defaults to the test's log (testkit.Logger at info).
 	Log *slog.Logger
+	// Tracer traces the stack's requests (nil: none).
+	Tracer trace.TracerProvider
 }
 
 // Server is a running stack serving HTTP at URL.
@@ -86,7 +90,7 @@ func Start(t testing.TB, o Options) *Server {
 	st, err := stack.Start(ctx, stack.Config{
 		DataDir: o.DataDir, NATSHost: "127.0.0.1", NATSPort: -1,
 		ClickHouseDSN: o.DSN, ClickHouseWait: 20 * time.Second,
-		Ingest: ic, API: ac, Policy: pc, OIDC: o.OIDC, Log: o.Log,
+		Ingest: ic, API: ac, Policy: pc, OIDC: o.OIDC, Log: o.Log, Tracer: o.Tracer,
 	})
 	if err != nil {
 		t.Fatalf("stack.Start: %v", err)

@@ -29,7 +29,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer p.Close()
 	board := approval.NewBoard(p.JS, p.Log)
-	svc, err := guardian.New(cfg, guardian.Deps{NC: p.NC, JS: p.JS, Board: board, Log: p.Log, Registerer: p.Reg})
+	svc, err := guardian.New(cfg, guardian.Deps{NC: p.NC, JS: p.JS, Board: board, Log: p.Log, Registerer: p.Reg, Tracer: p.Tracer})
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string) error {
 	// The catalog comes first: a decision made on a half-loaded catalog
 	// could allow what a policy blocks, so the responder starts after it.
 	catalog := control.NewCatalog(p.JS, p.Log)
-	svc, err := policysvc.New(cfg, policysvc.Deps{NC: p.NC, JS: p.JS, CH: p.CH, Catalog: catalog, Log: p.Log, Registerer: p.Reg})
+	svc, err := policysvc.New(cfg, policysvc.Deps{NC: p.NC, JS: p.JS, CH: p.CH, Catalog: catalog, Log: p.Log, Registerer: p.Reg, Tracer: p.Tracer})
 	if err != nil {
 		return err
 	}

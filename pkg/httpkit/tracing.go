@@ -1,0 +1,56 @@
+package httpkit
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/vigilhq/vigil/pkg/telemetry"
+)
+
+// Option adjusts NewServer.
+type Option func(*options)
+
+type options struct{ tracer trace.TracerProvider }
+
+// WithTracing traces every request on tp: one server span per request,
+// named by its method and route template, continuing the trace of a
+// caller that sent W3C trace context (traceparent). With tracing off
+// (tp not telemetry.Enabled) no middleware is installed at all.
+func WithTracing(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracer = tp }
+}
+
+// tracing is the request span middleware. It sits outside the metrics
+// middleware, which renders errors, so the status it records is the one
+// sent.
+func tracing(tp trace.TracerProvider) echo.MiddlewareFunc {
+	tracer := tp.Tracer(telemetry.Scope)
+	prop := telemetry.HTTP()
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			ctx := prop.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+			route, method := metricRoute(c), MetricMethod(req.Method)
+			ctx, span := tracer.Start(ctx, method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("http.route", route)))
+			defer span.End()
+			c.SetRequest(req.WithContext(ctx))
+			err := next(c)
+			status := c.Response().Status
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if id := c.Response().Header().Get(echo.HeaderXRequestID); id != "" {
+				span.SetAttributes(attribute.String("vigil.request_id", id))
+			}
+			if status >= http.StatusInternalServerError {
+				span.SetStatus(codes.Error, strconv.Itoa(status))
+			}
+			return err
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package telemetry_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/vigilhq/vigil/pkg/telemetry"
+)
+
+func TestConfig(t *testing.T) {
+	for _, tt := range []struct {
+		endpoint string
+		ratio    float64
+		wantURL  string
+		wantErr  string
+	}{
+		{"", 1, "", ""},
+		{"http://collector:4318", 1, "http://collector:4318/v1/traces", ""},
+		{"http://collector:4318/", 0, "http://collector:4318/v1/traces", ""},
+		{"https://otel.example/prefix", 0.5, "https://otel.example/prefix/v1/traces", ""},
+		{"https://otel.example/v1/traces", 1, "https://otel.example/v1/traces", ""},
+		{"collector:4318", 1, "", "is not an http(s) URL"},
+		{"grpc://collector:4317", 1, "", "is not an http(s) URL"},
+		{"http://c:4318", 1.5, "", "between 0 and 1"},
+		{"", -0.1, "", "between 0 and 1"},
+	} {
+		err := telemetry.Config{Endpoint: tt.endpoint, SampleRatio: tt.ratio}.Validate()
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q %g: error %v, want %q", tt.endpoint, tt.ratio, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q %g: %v", tt.endpoint, tt.ratio, err)
+		}
+		if tt.endpoint != "" {
+			if got, _ := telemetry.TracesURL(tt.endpoint); got != tt.wantURL {
+				t.Errorf("TracesURL(%q) = %q, want %q", tt.endpoint, got, tt.wantURL)
+			}
+		}
+	}
+}
+
+// TestOffTracesNothing: with no endpoint the provider is the no-op one,
+// and the NATS seams neither start spans nor write headers.
+func TestOffTracesNothing(t *testing.T) {
+	tr, err := telemetry.Start(context.Background(), telemetry.Config{SampleRatio: 1}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if telemetry.Enabled(tr.Provider) || telemetry.Enabled(nil) {
+		t.Fatal("tracing is on without an endpoint")
+	}
+	ctx, span := tr.Provider.Tracer("t").Start(context.Background(), "request")
+	h := nats.Header{}
+	_, out := telemetry.Outgoing(ctx, h, "rpc.x", trace.SpanKindClient)
+	_, in := telemetry.Incoming(ctx, tr.Provider, nats.Header{"traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}, "rpc.x", trace.SpanKindServer)
+	if len(h) != 0 || span.IsRecording() || out.IsRecording() || in.SpanContext().IsValid() {
+		t.Errorf("off: headers %v, recording %v %v, incoming span %v", h, span.IsRecording(), out.IsRecording(), in.SpanContext())
+	}
+}
+
+// TestInjectExtract: trace context survives a trip through NATS headers.
+func TestInjectExtract(t *testing.T) {
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := telemetry.Extract(context.Background(), nats.Header{"traceparent": {tp}})
+	h := nats.Header{}
+	telemetry.Inject(ctx, h)
+	if h.Get("traceparent") != tp {
+		t.Errorf("traceparent %q, want %q", h.Get("traceparent"), tp)
+	}
+}
