@@ -58,6 +58,9 @@ type testStack struct {
 	st   *Stack
 	base string
 	srv  *stacktest.Server
+	// httpc, if set, sends the requests instead of httpClient (a
+	// contract-checking client, contract_test.go).
+	httpc *http.Client
 }
 
 func startStack(t *testing.T, o stacktest.Options) *testStack {
@@ -166,12 +169,20 @@ func (s *testStack) do(r req) response {
 }
 
 // try is do without failing the test, for use from other goroutines.
-func (s *testStack) try(r req) (response, error) { return send(s.base, r) }
+func (s *testStack) try(r req) (response, error) {
+	if s.httpc != nil {
+		return sendVia(s.httpc, s.base, r)
+	}
+	return send(s.base, r)
+}
 
 // send performs r against base. A []byte or string body is sent verbatim,
 // anything else as JSON; r.header entries (a Content-Type among them)
 // come last.
-func send(base string, r req) (response, error) {
+func send(base string, r req) (response, error) { return sendVia(httpClient, base, r) }
+
+// sendVia is send with client.
+func sendVia(client *http.Client, base string, r req) (response, error) {
 	var body io.Reader
 	switch b := r.body.(type) {
 	case nil:
@@ -199,7 +210,7 @@ func send(base string, r req) (response, error) {
 	for k, v := range r.header {
 		hr.Header.Set(k, v)
 	}
-	res, err := httpClient.Do(hr)
+	res, err := client.Do(hr)
 	if err != nil {
 		return response{}, err
 	}

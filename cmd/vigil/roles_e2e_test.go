@@ -112,7 +112,7 @@ var routePermissions = map[string][]auth.Permission{
 }
 
 // publicRoutes need no key at all.
-var publicRoutes = regexp.MustCompile(`^(GET|HEAD) /(healthz|readyz|livez|metrics)`)
+var publicRoutes = regexp.MustCompile(`^(GET|HEAD) /(healthz|readyz|livez|metrics|openapi\.json$)`)
 
 // agentKeyStatus is, for every route an agent key gets past
 // authorisation on, the exact status of the matrix probe (body {}, every
@@ -149,6 +149,7 @@ var agentKeyStatus = map[string][2]int{
 // from the matrix.
 func TestRoleMatrix(t *testing.T) {
 	e := newEnv(t)
+	e.httpc, _ = contractClient(t) // every answer also checked against the OpenAPI document
 	type caller struct {
 		name string
 		key  string
@@ -302,6 +303,7 @@ var foreignBodies = map[string]any{
 // globex's own "iso-agent", which is not a leak, so 404 is not required.)
 func TestForeignTenantRoutes(t *testing.T) {
 	e := newEnv(t)
+	e.httpc, _ = contractClient(t) // every answer also checked against the OpenAPI document
 	acme, globex := e.key("acme", auth.RoleOwner), e.key("globex", auth.RoleOwner)
 	ids := foreignIDs{"agent": "iso-agent", "session": "iso-session"}
 	expect(t, e.post(acme, "/v1/agents", map[string]any{"agentId": ids["agent"], "name": "acme-marker"}), 201, "agent")

@@ -30,6 +30,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/openapi"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/readmodel"
@@ -231,6 +232,8 @@ func (s *Service) Migrate(ctx context.Context) error {
 
 // Routes mounts the api endpoints on e. EnsureStreams must have run.
 func (s *Service) Routes(e *echo.Echo) {
+	// The API's description, generated from the route table; public.
+	e.GET(openapi.Path, openapi.Handler)
 	g := e.Group("/v1", httpkit.Authenticate(s.deps.Catalog), s.activateMembers)
 	read, write := httpkit.Require(auth.SessionsRead), httpkit.Require(auth.AgentsWrite)
 	agentsRead := httpkit.Require(auth.AgentsRead)
