@@ -37,6 +37,10 @@ type op struct {
 	req string
 	// public operations need no key.
 	public bool
+	// otlp operations speak OTLP/HTTP: errors are a google.rpc.Status
+	// (OTLPStatus), in JSON or protobuf as the request was, not the
+	// envelope; OTLP exporters read that shape.
+	otlp bool
 }
 
 // operations describe routes beyond their place in the table; a route
@@ -45,6 +49,7 @@ var operations = map[string]op{
 	"GET " + Path:                          {summary: "This document", status: 200, public: true},
 	"POST /v1/events":                      {summary: "Report one event (Kaplaix)", status: 202, resp: "EventAccepted", req: "Event"},
 	"POST /v1/events/batch":                {summary: "Report events in a batch", req: "EventBatch"},
+	"POST /v1/traces":                      {summary: "OTLP/HTTP traces export (JSON or protobuf); span events become events", otlp: true},
 	"GET /v1/sessions":                     {summary: "List sessions", status: 200, resp: "list:Session"},
 	"GET /v1/sessions/:id":                 {summary: "A session and its events", status: 200, resp: "Session"},
 	"POST /v1/agents":                      {summary: "Register an agent", status: 201, resp: "Agent", req: "AgentRegistration"},
@@ -144,6 +149,12 @@ func operation(r routes.Route) map[string]any {
 	}
 	id := strings.ToLower(r.Method) + strings.NewReplacer("/", "_", ":", "", ".", "_", "-", "_").Replace(r.Path)
 	resp := map[string]any{"default": map[string]any{"description": "Any error, in the envelope", "content": jsonContent(ref("ErrorEnvelope"))}}
+	if o.otlp {
+		resp["default"] = map[string]any{"description": "Any error, as OTLP/HTTP answers it (google.rpc.Status)", "content": map[string]any{
+			"application/json":       map[string]any{"schema": ref("OTLPStatus")},
+			"application/x-protobuf": map[string]any{},
+		}}
+	}
 	ok := map[string]any{"description": "Success (docs/api.md)"}
 	switch {
 	case strings.HasPrefix(o.resp, "list:"):

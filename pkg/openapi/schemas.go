@@ -49,6 +49,7 @@ func components() obj {
 				"message":   str(),
 				"requestId": str(),
 			}),
+			"OTLPStatus":  object([]string{"message"}, obj{"code": integer(), "message": str(), "details": obj{"type": "array"}}),
 			"ErrorDetail": object([]string{"path", "code", "message"}, obj{"path": str(), "code": str(), "message": str()}),
 			"Object":      anyObject(),
 			"Event": object([]string{"eventId", "agentId", "sessionId", "sourceTimestamp"}, obj{
