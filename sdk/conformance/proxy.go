@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 )
 
 // Fault is what the proxy answers instead of Vigil for the next Times
-// requests to Path. Mode "after" forwards the request first and discards
+// requests whose path matches Path (a path.Match pattern: * is one
+// segment). Mode "after" forwards the request first and discards
 // Vigil's answer: a response lost on the way back.
 type Fault struct {
 	Path       string `json:"path"`
@@ -114,8 +116,8 @@ func (p *FaultProxy) Reset() {
 
 // AddFault queues f.
 func (p *FaultProxy) AddFault(f Fault) error {
-	if f.Status < 400 || f.Status > 599 || f.Times < 1 || f.Path == "" || (f.Mode != "" && f.Mode != "before" && f.Mode != "after") {
-		return fmt.Errorf("fault %+v: want path, a 4xx/5xx status, times ≥ 1 and mode before|after", f)
+	if _, err := path.Match(f.Path, "/"); err != nil || f.Path == "" || f.Status < 400 || f.Status > 599 || f.Times < 1 || (f.Mode != "" && f.Mode != "before" && f.Mode != "after") {
+		return fmt.Errorf("fault %+v: want a path pattern, a 4xx/5xx status, times ≥ 1 and mode before|after", f)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -143,11 +145,11 @@ func (p *FaultProxy) Requests() ([]Request, int) {
 }
 
 // take consumes one use of the first fault for path, if any.
-func (p *FaultProxy) take(path string) (Fault, bool) {
+func (p *FaultProxy) take(urlPath string) (Fault, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := range p.faults {
-		if p.faults[i].Path == path && p.faults[i].Times > 0 {
+		if ok, _ := path.Match(p.faults[i].Path, urlPath); ok && p.faults[i].Times > 0 {
 			p.faults[i].Times--
 			return p.faults[i], true
 		}

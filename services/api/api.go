@@ -275,7 +275,7 @@ func (s *Service) Routes(e *echo.Echo) {
 
 	g.POST("/decisions.evaluate", s.evaluateDecision, eval, limited, controlFresh, idem)
 	g.GET("/decisions/:id", s.getDecision, httpkit.RequireAny(auth.VerdictsRead, auth.DecisionsEvaluate))
-	g.POST("/decisions/:id/redeem", s.redeemDecision, eval)
+	g.POST("/decisions/:id/redeem", s.redeemDecision, eval, idem)
 	g.POST("/verdicts", s.postVerdict, eval, limited, controlFresh, idem)
 	g.GET("/verdicts", s.listVerdicts, vr, verdictsFresh)
 	g.GET("/verdicts/:id", s.getVerdict, vr)
