@@ -7,9 +7,12 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/telemetry"
+	"github.com/vigilhq/vigil/pkg/telemetry/otlptest"
 )
 
 func TestConfig(t *testing.T) {
@@ -74,5 +77,60 @@ func TestInjectExtract(t *testing.T) {
 	telemetry.Inject(ctx, h)
 	if h.Get("traceparent") != tp {
 		t.Errorf("traceparent %q, want %q", h.Get("traceparent"), tp)
+	}
+}
+
+// BenchmarkSeams is what tracing costs the seams one decision crosses
+// (a request span, an RPC call and its handler, the decide span with
+// three steps and the decision event, a publish: eight spans), with
+// tracing off (the no-op provider: nothing is started) and on, every
+// trace sampled and exported in the background to an in-process OTLP
+// receiver (whose decoding shares the machine), and recorded but not
+// exported.
+func BenchmarkSeams(b *testing.B) {
+	recv := otlptest.Start(b)
+	on, err := telemetry.Start(context.Background(), telemetry.Config{Endpoint: recv.URL, SampleRatio: 1, Service: "bench"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = on.Shutdown(context.Background()) })
+	for _, tt := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{
+		{"off", telemetry.Off().Provider},
+		// Spans recorded but exported nowhere: their cost alone.
+		{"recorded", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))},
+		{"sampled", on.Provider},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx := context.Background()
+				var root trace.Span = trace.SpanFromContext(ctx)
+				if telemetry.Enabled(tt.tp) {
+					ctx, root = tt.tp.Tracer("bench").Start(ctx, "POST /v1/decisions.evaluate")
+				}
+				h := nats.Header{}
+				c, client := telemetry.Outgoing(ctx, h, "rpc.policy.v1.evaluate", trace.SpanKindClient)
+				sc, server := telemetry.Incoming(context.Background(), tt.tp, h, "rpc.policy.v1.evaluate", trace.SpanKindServer)
+				dc, decide := telemetry.Child(sc, "policy.decide")
+				for range 3 {
+					_, st := telemetry.Child(dc, "policy.step")
+					st.End()
+				}
+				_, p := telemetry.Outgoing(dc, nats.Header{}, "publish POLICY", trace.SpanKindProducer)
+				p.End()
+				if decide.IsRecording() {
+					decide.AddEvent("vigil.decision", trace.WithAttributes(attribute.String("vigil.decision.outcome", "allow"),
+						attribute.StringSlice("vigil.decision.reason_codes", []string{"DEFAULT_ALLOW"})))
+				}
+				decide.End()
+				server.End()
+				client.End()
+				_ = c
+				root.End()
+			}
+		})
 	}
 }
