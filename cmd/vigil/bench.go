@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,7 +45,7 @@ const (
 // tenant.
 const benchRawTenant = "bench-raw"
 
-const benchUsage = `usage: vigil bench ingest|decide|ledger|notify [flags]   (vigil bench <path> --help lists each path's flags)`
+const benchUsage = `usage: vigil bench ingest|decide|freshness|ledger|notify [flags]   (vigil bench <path> --help lists each path's flags)`
 
 // benchConfig is what one `vigil bench ingest` run does.
 type benchConfig struct {
@@ -114,6 +113,9 @@ type benchReport struct {
 	SingleVsRaw     float64      `json:"singleVsRaw"`
 	Goals           []benchGoal  `json:"goals"`
 	Stored          benchStorage `json:"stored"`
+	// PeakRSSMiB is this process's peak resident set (VmHWM): the stack,
+	// the clients and the generated events together.
+	PeakRSSMiB float64 `json:"peakRssMiB"`
 }
 
 // benchStorage checks that every acknowledged event is in INGEST, once.
@@ -129,6 +131,9 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "decide" {
 		return runBenchDecide(ctx, args[1:], out)
+	}
+	if len(args) > 0 && args[0] == "freshness" {
+		return runBenchFreshness(ctx, args[1:], out)
 	}
 	if len(args) > 0 && args[0] == "notify" {
 		return runBenchNotify(ctx, args[1:], out)
@@ -156,6 +161,8 @@ is durably acknowledged by JetStream before it counts.`)
 	dataDir := fs.String("data-dir", "", "", "directory for the embedded NATS store; empty: a temporary one, removed afterwards")
 	logLevel := fs.String("log-level", "", "warn", "log level of the in-process services")
 	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the measured phases to this file")
+	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the measured phases to this file")
+	mutexProfile := fs.String("mutexprofile", "", "", "write a mutex contention profile of the measured phases to this file")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -183,7 +190,7 @@ is durably acknowledged by JetStream before it counts.`)
 		return err
 	}
 
-	rep, err := benchIngest(ctx, cfg, ic, *dataDir, *cpuProfile, log)
+	rep, err := benchIngest(ctx, cfg, ic, *dataDir, benchProfiles{*cpuProfile, *blockProfile, *mutexProfile}, log)
 	if err != nil {
 		return err
 	}
@@ -208,7 +215,10 @@ is durably acknowledged by JetStream before it counts.`)
 	return nil
 }
 
-func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir, cpuProfile string, log *slog.Logger) (*benchReport, error) {
+// benchProfiles names the files the measured phases are profiled to.
+type benchProfiles struct{ cpu, block, mutex string }
+
+func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir string, prof benchProfiles, log *slog.Logger) (*benchReport, error) {
 	if dataDir == "" {
 		tmp, err := os.MkdirTemp("", "vigil-bench-")
 		if err != nil {
@@ -286,17 +296,11 @@ func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir
 	single, batch, raw := gen.events(cfg.Events), gen.events(cfg.Events), gen.events(cfg.Events)
 	rep.AvgPayloadBytes, rep.AvgEventBytes = gen.avgSizes()
 
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfiles, err := startProfiles(prof.cpu, prof.block, prof.mutex)
+	if err != nil {
+		return nil, err
 	}
+	defer func() { _ = stopProfiles() }()
 
 	for _, ph := range []struct {
 		dst *benchPhase
@@ -315,6 +319,11 @@ func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir
 		p.addCPU(before, readCPU())
 		*ph.dst = p
 	}
+	if err := stopProfiles(); err != nil {
+		return nil, err
+	}
+	stopProfiles = func() error { return nil }
+	rep.PeakRSSMiB = peakRSSMiB()
 
 	rep.Stored.Expected = uint64(cfg.Warmup + 3*cfg.Events)
 	s, err := st.JS.Stream(ctx, streams.Ingest)
@@ -768,7 +777,8 @@ func printBenchReport(out io.Writer, r *benchReport) {
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nbatch/raw   %.2f×\nsingle/raw  %.2f×\n", r.BatchVsRaw, r.SingleVsRaw)
-	fmt.Fprintf(out, "stored      %d of %d events in INGEST\n\ngoals (informational):\n", r.Stored.Messages, r.Stored.Expected)
+	fmt.Fprintf(out, "stored      %d of %d events in INGEST\n", r.Stored.Messages, r.Stored.Expected)
+	fmt.Fprintf(out, "peak RSS    %.0f MiB (this process: stack, clients and generated events)\n\ngoals (informational):\n", r.PeakRSSMiB)
 	for _, g := range r.Goals {
 		met := "met"
 		if !g.Met {

@@ -57,6 +57,9 @@ func TestBenchIngest(t *testing.T) {
 	if rep.AvgPayloadBytes < 250 || rep.AvgPayloadBytes > 400 || rep.AvgEventBytes <= rep.AvgPayloadBytes {
 		t.Errorf("event sizes: payload %d B, event %d B", rep.AvgPayloadBytes, rep.AvgEventBytes)
 	}
+	if rep.PeakRSSMiB <= 0 {
+		t.Errorf("peak RSS = %v MiB", rep.PeakRSSMiB)
+	}
 	if len(rep.Goals) != 2 {
 		t.Errorf("goals = %+v", rep.Goals)
 	}
@@ -80,7 +83,7 @@ func TestBenchIngestTable(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"decide", "--budgets", "4"}} {
+	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"decide", "--budgets", "4"}, {"freshness", "--rate", "10"}} {
 		if err := runBench(context.Background(), args, &bytes.Buffer{}); err == nil {
 			t.Errorf("runBench(%q) succeeded", args)
 		}
@@ -119,6 +122,36 @@ func TestBenchDecide(t *testing.T) {
 	}
 	if !(rep.P50Ms > 0 && rep.P50Ms <= rep.P99Ms && rep.P99Ms <= rep.MaxMs) || rep.InProcessUs <= 0 {
 		t.Errorf("latencies: %+v", rep)
+	}
+	if !(rep.FloorP50Ms > 0 && rep.FloorP50Ms <= rep.FloorP99Ms && rep.FloorP99Ms <= rep.FloorMaxMs) ||
+		rep.P50VsFloor != rep.P50Ms/rep.FloorP50Ms || rep.P99VsFloor != rep.P99Ms/rep.FloorP99Ms {
+		t.Errorf("floor: %+v", rep)
+	}
+	if rep.PeakRSSMiB <= 0 {
+		t.Errorf("peak RSS = %v MiB", rep.PeakRSSMiB)
+	}
+}
+
+// TestBenchFreshness: every accepted event is found queryable in
+// ClickHouse, and the report adds up.
+func TestBenchFreshness(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := runBench(ctx, []string{"freshness", "--rate", "500", "--duration", "1s", "--connections", "4",
+		"--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)
+	if err != nil {
+		t.Fatalf("bench freshness: %v\n%s", err, out.String())
+	}
+	var rep freshReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if rep.Events != 500 || rep.Batch != 5 || rep.Errors != 0 || rep.AchievedRate <= 0 || rep.PeakRSSMiB <= 0 {
+		t.Errorf("report = %+v", rep)
+	}
+	if !(rep.P50Ms > 0 && rep.P50Ms <= rep.P99Ms && rep.P99Ms <= rep.MaxMs && rep.AfterAckP99Ms <= rep.MaxMs) {
+		t.Errorf("latencies = %+v", rep)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -35,6 +37,16 @@ type decideReport struct {
 	GoalP99Ms    float64        `json:"goalP99Ms"`
 	GoalP99Met   bool           `json:"goalP99Met"`
 	Outcomes     map[string]int `json:"outcomes"`
+	// The floor is the same load against a handler that only evaluates
+	// the pack (no NATS, no recording), measured in the same run; the
+	// ratios are Vigil's percentiles over the floor's.
+	FloorP50Ms float64 `json:"floorP50Ms"`
+	FloorP99Ms float64 `json:"floorP99Ms"`
+	FloorMaxMs float64 `json:"floorMaxMs"`
+	P50VsFloor float64 `json:"p50VsFloor"`
+	P99VsFloor float64 `json:"p99VsFloor"`
+	// PeakRSSMiB is this process's peak resident set (VmHWM).
+	PeakRSSMiB float64 `json:"peakRssMiB"`
 }
 
 // benchPolicy is a pack of n rules that each test the tool name and an
@@ -62,7 +74,10 @@ func runBenchDecide(ctx context.Context, args []string, out io.Writer) error {
 in-process Vigil (embedded NATS, ClickHouse for projections) with a pack of
 --rules rules, driven open-loop at --rate requests per second for
 --duration. Latency is measured from each request's scheduled start, so a
-stall counts against every request it delays (no coordinated omission).`)
+stall counts against every request it delays (no coordinated omission).
+First the same load runs against a floor: a loopback handler that only
+decodes the body, evaluates the same pack and answers; Vigil's p50 and
+p99 are reported as ratios of the floor's.`)
 	rate := fs.Int("rate", "", 1000, "requests per second")
 	duration := fs.Duration("duration", "", 10*time.Second, "how long to drive load")
 	nRules := fs.Int("rules", "", 100, "rules in the pack")
@@ -71,6 +86,9 @@ stall counts against every request it delays (no coordinated omission).`)
 	dsn := fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil_bench", "ClickHouse for the projections")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	natsSec := fs.String("nats", "", string(NATSAuth), "how NATS admits the services: auth (NKeys, as deployed), tls (NKeys over TLS) or open (no auth, to measure its cost)")
+	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the Vigil phase to this file")
+	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the Vigil phase to this file")
+	mutexProfile := fs.String("mutexprofile", "", "", "write a mutex contention profile of the Vigil phase to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -147,19 +165,105 @@ stall counts against every request it delays (no coordinated omission).`)
 		_ = decidePost(client, base+"/v1/decisions.evaluate", key, "application/json", bodies[i%len(bodies)], http.StatusOK)
 	}
 
-	n := int(duration.Seconds() * float64(*rate))
-	interval := time.Second / time.Duration(*rate)
+	// The floor: the same load, the same bodies, the same client, against
+	// a handler on loopback that only decodes the body, evaluates the
+	// same pack and answers: no NATS, no recording, no auth. Vigil's
+	// figures divided by the floor's say what the path around the engine
+	// costs on this machine at this moment, which absolute figures on a
+	// shared box cannot.
+	floor, err := startDecideFloor(pack, tenant)
+	if err != nil {
+		return err
+	}
+	defer floor.Close()
+	for i := range min(200, *rate) {
+		_ = decidePost(client, floor.URL+"/v1/decisions.evaluate", key, "application/json", bodies[i%len(bodies)], http.StatusOK)
+	}
+	floorRun := decideLoad(client, floor.URL, key, bodies, *rate, *duration, *conns)
+
+	stopProfiles, err := startProfiles(*cpuProfile, *blockProfile, *mutexProfile)
+	if err != nil {
+		return err
+	}
+	run := decideLoad(client, base, key, bodies, *rate, *duration, *conns)
+	if err := stopProfiles(); err != nil {
+		return err
+	}
+	n, errs, firstErr := len(run.sorted), run.errs, run.firstErr
+	if floorRun.errs > 0 {
+		return fmt.Errorf("bench decide: the floor handler failed %d requests (first: %s)", floorRun.errs, floorRun.firstErr)
+	}
+
+	sorted := run.sorted
+	rep := decideReport{
+		Rules: *nRules, Budgets: *nBudgets, TargetRate: *rate, Requests: n, Errors: errs, FirstError: firstErr,
+		AchievedRate: run.achieved,
+		P50Ms:        benchMs(benchPercentile(sorted, 0.50)), P90Ms: benchMs(benchPercentile(sorted, 0.90)),
+		P99Ms: benchMs(benchPercentile(sorted, 0.99)), MaxMs: benchMs(sorted[len(sorted)-1]),
+		InProcessUs: float64(inProcess) / float64(time.Microsecond), GoalP99Ms: 2, Outcomes: run.outcomes,
+		FloorP50Ms: benchMs(benchPercentile(floorRun.sorted, 0.50)), FloorP99Ms: benchMs(benchPercentile(floorRun.sorted, 0.99)),
+		FloorMaxMs: benchMs(floorRun.sorted[len(floorRun.sorted)-1]),
+	}
+	rep.P50VsFloor, rep.P99VsFloor = rep.P50Ms/rep.FloorP50Ms, rep.P99Ms/rep.FloorP99Ms
+	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
+	if !maps.Equal(run.outcomes, floorRun.outcomes) {
+		// Same pack, same bodies: a different outcome means the floor
+		// measured something else than Vigil.
+		return fmt.Errorf("bench decide: the floor's outcomes %v differ from Vigil's %v", floorRun.outcomes, run.outcomes)
+	}
+	rep.PeakRSSMiB = peakRSSMiB()
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(out, "vigil bench decide: %d-rule pack, %d budgets, %d req/s for %s (%d requests, %d connections)\n", rep.Rules, rep.Budgets, rep.TargetRate, *duration, n, *conns)
+		fmt.Fprintf(out, "  achieved        %8.0f req/s\n", rep.AchievedRate)
+		fmt.Fprintf(out, "  latency         p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs)
+		fmt.Fprintf(out, "  floor           p50 %.2f ms  p99 %.2f ms  max %.2f ms (same load, handler that only evaluates the pack)\n", rep.FloorP50Ms, rep.FloorP99Ms, rep.FloorMaxMs)
+		fmt.Fprintf(out, "  vigil / floor   p50 %.1f×  p99 %.1f×\n", rep.P50VsFloor, rep.P99VsFloor)
+		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)
+		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator, floor and the whole stack)\n", rep.PeakRSSMiB)
+		fmt.Fprintf(out, "  outcomes        %v\n", rep.Outcomes)
+		met := "not met"
+		if rep.GoalP99Met {
+			met = "met"
+		}
+		fmt.Fprintf(out, "  goal p99 ≤ %.0f ms at %d req/s: %s\n", rep.GoalP99Ms, rep.TargetRate, met)
+	}
+	if errs > 0 {
+		return fmt.Errorf("bench decide: %d requests failed (first: %s)", errs, firstErr)
+	}
+	return nil
+}
+
+// decideRun is one open-loop run: latencies sorted, outcomes counted.
+type decideRun struct {
+	sorted   []time.Duration
+	outcomes map[string]int
+	errs     int
+	firstErr string
+	achieved float64
+}
+
+// decideLoad drives base's /v1/decisions.evaluate open loop at rate for
+// duration on conns connections. Each latency counts from the request's
+// scheduled start, so a stall counts against every request it delays.
+func decideLoad(client *http.Client, base, key string, bodies [][]byte, rate int, duration time.Duration, conns int) decideRun {
+	n := int(duration.Seconds() * float64(rate))
+	interval := time.Second / time.Duration(rate)
 	lat := make([]time.Duration, n)
 	outcomes := make([]string, n)
 	var (
-		mu       sync.Mutex
-		errs     int
-		firstErr string
-		wg       sync.WaitGroup
+		mu  sync.Mutex
+		run = decideRun{outcomes: map[string]int{}}
+		wg  sync.WaitGroup
 	)
 	jobs := make(chan int, n)
 	start := time.Now()
-	for range *conns {
+	for range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -174,9 +278,9 @@ stall counts against every request it delays (no coordinated omission).`)
 				outcomes[i] = o
 				if err != nil {
 					mu.Lock()
-					errs++
-					if firstErr == "" {
-						firstErr = err.Error()
+					run.errs++
+					if run.firstErr == "" {
+						run.firstErr = err.Error()
 					}
 					mu.Unlock()
 				}
@@ -188,44 +292,49 @@ stall counts against every request it delays (no coordinated omission).`)
 	}
 	close(jobs)
 	wg.Wait()
-	took := time.Since(start)
-
-	sorted := slices.Clone(lat)
-	slices.Sort(sorted)
-	rep := decideReport{
-		Rules: *nRules, Budgets: *nBudgets, TargetRate: *rate, Requests: n, Errors: errs, FirstError: firstErr,
-		AchievedRate: float64(n) / took.Seconds(),
-		P50Ms:        benchMs(benchPercentile(sorted, 0.50)), P90Ms: benchMs(benchPercentile(sorted, 0.90)),
-		P99Ms: benchMs(benchPercentile(sorted, 0.99)), MaxMs: benchMs(sorted[len(sorted)-1]),
-		InProcessUs: float64(inProcess) / float64(time.Microsecond), GoalP99Ms: 2, Outcomes: map[string]int{},
-	}
-	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
+	run.achieved = float64(n) / time.Since(start).Seconds()
+	slices.Sort(lat)
+	run.sorted = lat
 	for _, o := range outcomes {
-		rep.Outcomes[o]++
+		run.outcomes[o]++
 	}
-	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintf(out, "vigil bench decide: %d-rule pack, %d budgets, %d req/s for %s (%d requests, %d connections)\n", rep.Rules, rep.Budgets, rep.TargetRate, *duration, n, *conns)
-		fmt.Fprintf(out, "  achieved        %8.0f req/s\n", rep.AchievedRate)
-		fmt.Fprintf(out, "  latency         p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs)
-		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)
-		fmt.Fprintf(out, "  outcomes        %v\n", rep.Outcomes)
-		met := "not met"
-		if rep.GoalP99Met {
-			met = "met"
-		}
-		fmt.Fprintf(out, "  goal p99 ≤ %.0f ms at %d req/s: %s\n", rep.GoalP99Ms, rep.TargetRate, met)
-	}
-	if errs > 0 {
-		return fmt.Errorf("bench decide: %d requests failed (first: %s)", errs, firstErr)
-	}
-	return nil
+	return run
 }
+
+// startDecideFloor serves /v1/decisions.evaluate on loopback with only
+// what no implementation can skip: decode the body, evaluate pack, encode
+// the answer.
+func startDecideFloor(pack *rules.Pack, tenant string) (*decideFloor, error) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b struct {
+			AgentID string         `json:"agentId"`
+			Action  string         `json:"action"`
+			Context map[string]any `json:"context"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		d := pack.Evaluate(rules.Input{Tenant: tenant, Action: rules.Action{Kind: "tool_call", Tool: b.Action}, Context: b.Context}, rules.OrgPolicy{})
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"decision": d.Outcome.String(), "reasonCodes": d.ReasonCodes, "matches": d.Matches, "packHash": d.PackHash})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return &decideFloor{URL: "http://" + ln.Addr().String(), srv: srv}, nil
+}
+
+// decideFloor is the floor's server on loopback.
+type decideFloor struct {
+	URL string
+	srv *http.Server
+}
+
+func (f *decideFloor) Close() { _ = f.srv.Close() }
 
 func decideOnce(client *http.Client, base, key string, body []byte, buf *bytes.Buffer) (string, error) {
 	req, err := http.NewRequest(http.MethodPost, base+"/v1/decisions.evaluate", bytes.NewReader(body))

@@ -32,6 +32,8 @@ type notifyReport struct {
 	AllP99Ms        float64 `json:"allChannelsP99Ms"`
 	GoalFirstP99Ms  float64 `json:"goalFirstAttemptP99Ms"`
 	GoalFirstP99Met bool    `json:"goalFirstAttemptP99Met"`
+	// PeakRSSMiB is this process's peak resident set (VmHWM).
+	PeakRSSMiB float64 `json:"peakRssMiB"`
 }
 
 const notifyPolicy = "id: bench-notify\nname: bench notify\nrules:\n  - id: stop\n    when: action.tool == \"bench_block\"\n    outcome: block\n    reasonCodes: [BENCH]\n"
@@ -178,7 +180,7 @@ that must reach every channel.`)
 		DeliveriesPerS: float64(delivered) / last.Sub(start).Seconds(),
 		FirstP50Ms:     benchMs(benchPercentile(first, 0.5)), FirstP99Ms: benchMs(benchPercentile(first, 0.99)),
 		AllP50Ms: benchMs(benchPercentile(all, 0.5)), AllP99Ms: benchMs(benchPercentile(all, 0.99)),
-		GoalFirstP99Ms: 250,
+		GoalFirstP99Ms: 250, PeakRSSMiB: peakRSSMiB(),
 	}
 	rep.GoalFirstP99Met = rep.FirstP99Ms <= rep.GoalFirstP99Ms
 	if *asJSON {
@@ -194,6 +196,7 @@ that must reach every channel.`)
 	if rep.GoalFirstP99Met {
 		met = "met"
 	}
+	fmt.Fprintf(out, "  peak RSS         %.0f MiB (this process: receiver, load generator and the whole stack)\n", rep.PeakRSSMiB)
 	fmt.Fprintf(out, "  goal first-attempt p99 ≤ 250 ms: %s\n", met)
 	return nil
 }

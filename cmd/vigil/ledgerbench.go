@@ -37,6 +37,8 @@ type ledgerBenchReport struct {
 	CoverP50Ms    float64 `json:"coverP50Ms"`
 	CoverP99Ms    float64 `json:"coverP99Ms"`
 	CoverMaxMs    float64 `json:"coverMaxMs"`
+	// PeakRSSMiB is this process's peak resident set (VmHWM).
+	PeakRSSMiB float64 `json:"peakRssMiB"`
 }
 
 // runBenchLedger is `vigil bench ledger`.
@@ -234,6 +236,7 @@ the lookups' time, so figures are upper bounds).`)
 	rep.LatencyEvents = len(covered)
 	rep.CoverP50Ms, rep.CoverP99Ms = benchMs(benchPercentile(covered, 0.50)), benchMs(benchPercentile(covered, 0.99))
 	rep.CoverMaxMs = benchMs(covered[len(covered)-1])
+	rep.PeakRSSMiB = peakRSSMiB()
 
 	if *asJSON {
 		enc := json.NewEncoder(out)
@@ -245,6 +248,7 @@ the lookups' time, so figures are upper bounds).`)
 		rep.Events, rep.LeavesSealed, rep.SealSeconds, rep.LeavesPerSec, rep.EventsPerSec)
 	fmt.Fprintf(out, "  cover    %d events at %d/s: 202 → covered by a checkpoint p50 %.0f ms  p99 %.0f ms  max %.0f ms (goal p99 ≤ 2,000 ms)\n",
 		rep.LatencyEvents, rep.LatencyRate, rep.CoverP50Ms, rep.CoverP99Ms, rep.CoverMaxMs)
+	fmt.Fprintf(out, "  peak RSS %.0f MiB (this process: load generator and the whole stack)\n", rep.PeakRSSMiB)
 	return nil
 }
 

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/chx"
+	"github.com/vigilhq/vigil/pkg/config"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/services/ingest"
+)
+
+// freshReport is what `vigil bench freshness` measures.
+type freshReport struct {
+	TargetRate   int     `json:"targetEventsPerSec"`
+	Batch        int     `json:"eventsPerRequest"`
+	Events       int     `json:"events"`
+	AchievedRate float64 `json:"achievedEventsPerSec"`
+	Errors       int     `json:"errors"`
+	FirstError   string  `json:"firstError,omitempty"`
+	PollMs       float64 `json:"pollIntervalMs"`
+	P50Ms        float64 `json:"p50Ms"`
+	P90Ms        float64 `json:"p90Ms"`
+	P99Ms        float64 `json:"p99Ms"`
+	MaxMs        float64 `json:"maxMs"`
+	// AfterAck* count from the 202 instead of the scheduled send: the
+	// projector's and ClickHouse's share alone.
+	AfterAckP50Ms float64 `json:"afterAckP50Ms"`
+	AfterAckP99Ms float64 `json:"afterAckP99Ms"`
+	GoalP99Ms     float64 `json:"goalP99Ms"`
+	GoalP99Met    bool    `json:"goalP99Met"`
+	PeakRSSMiB    float64 `json:"peakRssMiB"`
+}
+
+// freshPoll is one look at the events table: by at, every row up to
+// stream sequence seq was queryable.
+type freshPoll struct {
+	at  time.Time
+	seq uint64
+}
+
+// runBenchFreshness is `vigil bench freshness`.
+func runBenchFreshness(ctx context.Context, args []string, out io.Writer) error {
+	fs := config.New("vigil bench freshness", `Measure event → queryable on this machine: an in-process Vigil (embedded
+NATS, ClickHouse for the events table) receives --rate events per second,
+open loop, as batches of rate/100 events every 10 ms, for --duration. A
+poller reads the highest stream sequence of the tenant's rows in ClickHouse
+every --poll; an event is queryable at the first poll that reaches its
+sequence (the projector writes in stream order). Latency runs from the
+batch's scheduled send to that poll, so it includes the HTTP request, the
+JetStream ack, the projector's linger and ClickHouse's insert, and at most
+one poll interval too much.`)
+	rate := fs.Int("rate", "", 10000, "events per second")
+	duration := fs.Duration("duration", "", 10*time.Second, "how long to drive load")
+	conns := fs.Int("connections", "", 16, "client connections")
+	poll := fs.Duration("poll", "", 10*time.Millisecond, "how often to look at ClickHouse")
+	dsn := fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil_bench", "ClickHouse for the projections")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rate < 100 || *duration <= 0 || *conns < 1 || *poll <= 0 {
+		return errors.New("--rate must be at least 100; --duration, --connections and --poll positive")
+	}
+	ic := ingest.DefaultConfig()
+	perBatch := *rate / 100
+	if perBatch > ic.MaxBatch {
+		return fmt.Errorf("--rate must be at most %d (100 batches a second of ingest's MaxBatch)", 100*ic.MaxBatch)
+	}
+	log, err := daemon.Logger("warn", "text")
+	if err != nil {
+		return err
+	}
+	bs, err := startBenchStack(ctx, *dsn, "freshness", *conns, NATSAuth, nil, log)
+	if err != nil {
+		return err
+	}
+	defer bs.close()
+	conn, err := chx.Open(ctx, *dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := &benchClient{base: bs.base, key: bs.key, http: bs.client}
+
+	// Every batch is built before the clock starts.
+	const tick = 10 * time.Millisecond
+	nBatches := int(*duration / tick)
+	evs := newBenchGen().events(nBatches * perBatch)
+	bodies := make([][]byte, nBatches)
+	for k := range bodies {
+		var b bytes.Buffer
+		b.WriteString(`{"events":[`)
+		for i, e := range evs[k*perBatch : (k+1)*perBatch] {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.Write(e.body)
+		}
+		b.WriteString(`]}`)
+		bodies[k] = b.Bytes()
+	}
+
+	// The poller runs until told to stop, recording when the watermark
+	// moved.
+	var polls []freshPoll
+	pollErr := make(chan error, 1)
+	stopPoll := make(chan struct{})
+	go func() {
+		t := time.NewTicker(*poll)
+		defer t.Stop()
+		var last uint64
+		for {
+			var seq uint64
+			if err := conn.QueryRow(ctx, "SELECT max(stream_seq) FROM events WHERE tenant_id = ?", bs.tenant).Scan(&seq); err != nil {
+				pollErr <- fmt.Errorf("poll ClickHouse: %w", err)
+				return
+			}
+			if seq > last {
+				polls = append(polls, freshPoll{at: time.Now(), seq: seq})
+				last = seq
+			}
+			select {
+			case <-stopPoll:
+				pollErr <- nil
+				return
+			case <-t.C:
+			}
+		}
+	}()
+
+	// Open loop: batch k is due at start + k·tick, whatever happened to
+	// the batches before it.
+	seqs := make([][]uint64, nBatches)
+	acked := make([]time.Time, nBatches)
+	var rec benchRecorder
+	jobs := make(chan int, nBatches)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range *conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf bytes.Buffer
+			for k := range jobs {
+				if d := time.Until(start.Add(time.Duration(k) * tick)); d > 0 {
+					time.Sleep(d)
+				}
+				body, err := c.post(ctx, "/v1/events/batch", bodies[k], &buf)
+				if err != nil {
+					rec.fail(err)
+					continue
+				}
+				acked[k] = time.Now()
+				var r ingest.BatchResponse
+				if err := json.Unmarshal(body, &r); err != nil {
+					rec.fail(err)
+					continue
+				}
+				for _, it := range r.Results {
+					if it.Status != ingest.StatusAccepted {
+						rec.fail(fmt.Errorf("event %d of batch %d: %s", it.Index, k, it.Status))
+						continue
+					}
+					seqs[k] = append(seqs[k], it.Sequence)
+				}
+			}
+		}()
+	}
+	for k := range nBatches {
+		jobs <- k
+	}
+	close(jobs)
+	wg.Wait()
+	sent := time.Since(start)
+
+	var top uint64
+	for _, ss := range seqs {
+		for _, s := range ss {
+			top = max(top, s)
+		}
+	}
+	// Wait for the last accepted event to become queryable.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		time.Sleep(*poll)
+		var seq uint64
+		if err := conn.QueryRow(ctx, "SELECT max(stream_seq) FROM events WHERE tenant_id = ?", bs.tenant).Scan(&seq); err != nil {
+			return fmt.Errorf("poll ClickHouse: %w", err)
+		}
+		if seq >= top {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench freshness: stream sequence %d not queryable after 2 minutes (at %d)", top, seq)
+		}
+	}
+	close(stopPoll)
+	if err := <-pollErr; err != nil {
+		return err
+	}
+
+	var lat, afterAck []time.Duration
+	for k, ss := range seqs {
+		due := start.Add(time.Duration(k) * tick)
+		for _, s := range ss {
+			i := sort.Search(len(polls), func(i int) bool { return polls[i].seq >= s })
+			if i == len(polls) {
+				return fmt.Errorf("bench freshness: sequence %d never seen by the poller", s)
+			}
+			lat = append(lat, polls[i].at.Sub(due))
+			afterAck = append(afterAck, max(0, polls[i].at.Sub(acked[k])))
+		}
+	}
+	if len(lat) == 0 {
+		return fmt.Errorf("bench freshness: no event accepted (first error: %s)", rec.firstErr)
+	}
+	slices.Sort(lat)
+	slices.Sort(afterAck)
+	rep := freshReport{
+		TargetRate: *rate, Batch: perBatch, Events: len(lat), AchievedRate: float64(nBatches*perBatch) / sent.Seconds(),
+		Errors: rec.errors, FirstError: rec.firstErr, PollMs: benchMs(*poll),
+		P50Ms: benchMs(benchPercentile(lat, 0.5)), P90Ms: benchMs(benchPercentile(lat, 0.9)),
+		P99Ms: benchMs(benchPercentile(lat, 0.99)), MaxMs: benchMs(lat[len(lat)-1]),
+		AfterAckP50Ms: benchMs(benchPercentile(afterAck, 0.5)), AfterAckP99Ms: benchMs(benchPercentile(afterAck, 0.99)),
+		GoalP99Ms: 1000, PeakRSSMiB: peakRSSMiB(),
+	}
+	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
+	if *asJSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(out, "vigil bench freshness: %d events/s for %s as %d-event batches every 10 ms (%d connections)\n", rep.TargetRate, *duration, perBatch, *conns)
+		fmt.Fprintf(out, "  achieved        %8.0f events/s sent, %d accepted\n", rep.AchievedRate, rep.Events)
+		fmt.Fprintf(out, "  queryable       p50 %.0f ms  p90 %.0f ms  p99 %.0f ms  max %.0f ms after the batch was due (poll every %.0f ms)\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs, rep.PollMs)
+		fmt.Fprintf(out, "  after the 202   p50 %.0f ms  p99 %.0f ms (projector and ClickHouse alone)\n", rep.AfterAckP50Ms, rep.AfterAckP99Ms)
+		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator and the whole stack)\n", rep.PeakRSSMiB)
+		met := "not met"
+		if rep.GoalP99Met {
+			met = "met"
+		}
+		fmt.Fprintf(out, "  goal p99 ≤ 1 s at %d events/s: %s\n", rep.TargetRate, met)
+	}
+	if rec.errors > 0 {
+		return fmt.Errorf("bench freshness: %d events or requests failed (first: %s)", rec.errors, rec.firstErr)
+	}
+	return nil
+}
