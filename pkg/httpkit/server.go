@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/consistency"
 	"github.com/vigilhq/vigil/pkg/telemetry"
@@ -68,9 +69,13 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*ec
 			// Server errors get an access line, except 503s: an outage is
 			// reported once by its state change, not once per request.
 			if status >= 500 && status != http.StatusServiceUnavailable || log.Enabled(c.Request().Context(), slog.LevelDebug) {
-				log.LogAttrs(c.Request().Context(), slog.LevelInfo, "http",
-					slog.String("method", method), slog.String("route", route), slog.Int("status", status),
-					slog.Duration("took", time.Since(start)), slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID)))
+				attrs := []slog.Attr{slog.String("method", method), slog.String("route", route), slog.Int("status", status),
+					slog.Duration("took", time.Since(start)), slog.String("request_id", c.Response().Header().Get(echo.HeaderXRequestID))}
+				if sc := trace.SpanContextFromContext(c.Request().Context()); sc.IsValid() {
+					// From the log line to the request's trace.
+					attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+				}
+				log.LogAttrs(c.Request().Context(), slog.LevelInfo, "http", attrs...)
 			}
 			return nil
 		}
@@ -84,13 +89,16 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*ec
 // Check is one readiness probe.
 type Check func(ctx context.Context) error
 
+// The probe and scrape routes HealthRoutes mounts.
+const healthPath, readyPath, metricsPath = "/healthz", "/readyz", "/metrics"
+
 // HealthRoutes mounts /healthz (the process is up), /readyz (every check
 // passes) and /metrics (Prometheus, from gatherer).
 func HealthRoutes(e *echo.Echo, gatherer prometheus.Gatherer, checks map[string]Check) {
-	e.GET("/healthz", func(c echo.Context) error {
+	e.GET(healthPath, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", func(c echo.Context) error {
+	e.GET(readyPath, func(c echo.Context) error {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 		defer cancel()
 		res := map[string]string{}
@@ -105,7 +113,7 @@ func HealthRoutes(e *echo.Echo, gatherer prometheus.Gatherer, checks map[string]
 		}
 		return c.JSON(status, map[string]any{"ready": status == http.StatusOK, "checks": res})
 	})
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	e.GET(metricsPath, echo.WrapHandler(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 }
 
 // knownMethods are the methods that get their own metric label.

@@ -26,6 +26,10 @@ func WithTracing(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracer = tp }
 }
 
+// untraced are the routes of probes and scrapes, which would fill a
+// collector with a trace every few seconds and explain nothing.
+var untraced = map[string]bool{healthPath: true, readyPath: true, metricsPath: true}
+
 // tracing is the request span middleware. It sits outside the metrics
 // middleware, which renders errors, so the status it records is the one
 // sent.
@@ -34,6 +38,9 @@ func tracing(tp trace.TracerProvider) echo.MiddlewareFunc {
 	prop := telemetry.HTTP()
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			if untraced[c.Path()] {
+				return next(c)
+			}
 			req := c.Request()
 			ctx := prop.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
 			route, method := metricRoute(c), MetricMethod(req.Method)
