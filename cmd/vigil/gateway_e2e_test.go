@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/cmd/vigil/stack"
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/control"
@@ -168,7 +169,7 @@ func TestGatewayOverSeparateServices(t *testing.T) {
 	ss := startSeparateServices(t)
 	base := serveGateway(t, ss)
 	gw := &testStack{t: t, base: base}
-	gw.httpc, _ = contractClient(t) // every answer through the gateway checked against the OpenAPI document
+	gw.httpc = stacktest.ContractClient(t) // every answer through the gateway checked against the OpenAPI document
 	owner := ss.owner
 	expect(t, gw.post(owner, "/v1/agents", map[string]any{"agentId": "probe"}), 201, "register the probe agent")
 

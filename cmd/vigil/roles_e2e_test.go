@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 )
 
@@ -149,7 +150,7 @@ var agentKeyStatus = map[string][2]int{
 // from the matrix.
 func TestRoleMatrix(t *testing.T) {
 	e := newEnv(t)
-	e.httpc, _ = contractClient(t) // every answer also checked against the OpenAPI document
+	e.httpc = stacktest.ContractClient(t) // every answer also checked against the OpenAPI document
 	type caller struct {
 		name string
 		key  string
@@ -303,7 +304,7 @@ var foreignBodies = map[string]any{
 // globex's own "iso-agent", which is not a leak, so 404 is not required.)
 func TestForeignTenantRoutes(t *testing.T) {
 	e := newEnv(t)
-	e.httpc, _ = contractClient(t) // every answer also checked against the OpenAPI document
+	e.httpc = stacktest.ContractClient(t) // every answer also checked against the OpenAPI document
 	acme, globex := e.key("acme", auth.RoleOwner), e.key("globex", auth.RoleOwner)
 	ids := foreignIDs{"agent": "iso-agent", "session": "iso-session"}
 	expect(t, e.post(acme, "/v1/agents", map[string]any{"agentId": ids["agent"], "name": "acme-marker"}), 201, "agent")

@@ -110,7 +110,7 @@ func newSuite(t *testing.T) *suite {
 	log, _ := testkit.Logger(t, 0)
 	srv := stacktest.Start(t, stacktest.Options{DSN: dsn, Log: log})
 	s := &suite{t: t, srv: srv, ch: proxy, keys: map[string]string{"none": "", "invalid": "vgl_0000000000000000_" + strings.Repeat("A", 43) + "AAAAAA"},
-		vars: map[string]string{}, http: &http.Client{Timeout: 60 * time.Second}}
+		vars: map[string]string{}, http: stacktest.ContractClient(t)} // every answer checked against the OpenAPI document
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, k := range []struct {
