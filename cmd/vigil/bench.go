@@ -45,7 +45,7 @@ const (
 // tenant.
 const benchRawTenant = "bench-raw"
 
-const benchUsage = `usage: vigil bench ingest|decide|freshness|ledger|notify [flags]   (vigil bench <path> --help lists each path's flags)`
+const benchUsage = `usage: vigil bench ingest|otlp|decide|freshness|ledger|notify [flags]   (vigil bench <path> --help lists each path's flags)`
 
 // benchConfig is what one `vigil bench ingest` run does.
 type benchConfig struct {
@@ -141,6 +141,9 @@ func runBench(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) > 0 && args[0] == "ledger" {
 		return runBenchLedger(ctx, args[1:], out)
 	}
+	if len(args) > 0 && args[0] == "otlp" {
+		return runBenchOTLP(ctx, args[1:], out)
+	}
 	if len(args) == 0 || args[0] != "ingest" {
 		return errors.New(benchUsage)
 	}
@@ -219,58 +222,11 @@ is durably acknowledged by JetStream before it counts.`)
 type benchProfiles struct{ cpu, block, mutex string }
 
 func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir string, prof benchProfiles, log *slog.Logger) (*benchReport, error) {
-	if dataDir == "" {
-		tmp, err := os.MkdirTemp("", "vigil-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(tmp)
-		dataDir = tmp
-	}
-	st, err := StartStack(ctx, StackConfig{
-		DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1, NATSSecurity: cfg.NATS,
-		Ingest: ic, API: benchAPIConfig(), Log: log,
-	})
+	st, c, done, err := startIngestBench(ctx, cfg.NATS, ic, dataDir, log)
 	if err != nil {
 		return nil, err
 	}
-	defer st.Close()
-	if st.BootstrapKey == "" {
-		return nil, fmt.Errorf("bench: %s already holds API keys; use an empty --data-dir", dataDir)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	srvCtx, stopSrv := context.WithCancel(ctx)
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- st.Serve(srvCtx, ln) }()
-	defer func() {
-		stopSrv()
-		if err := <-srvDone; err != nil {
-			log.Warn("bench: server shutdown", slog.String("error", err.Error()))
-		}
-	}()
-
-	c := &benchClient{
-		base: "http://" + ln.Addr().String(),
-		key:  st.BootstrapKey,
-		http: &http.Client{
-			Timeout: 30 * time.Second,
-			Transport: &http.Transport{
-				Proxy:               nil,
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				MaxIdleConns:        0,
-				MaxIdleConnsPerHost: 1024,
-				IdleConnTimeout:     90 * time.Second,
-				DisableCompression:  true,
-			},
-		},
-	}
-	defer c.http.CloseIdleConnections()
-	if err := c.waitHealthy(ctx); err != nil {
-		return nil, err
-	}
+	defer done()
 
 	rep := &benchReport{
 		Machine: benchMachine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, NumCPU: runtime.NumCPU(),
@@ -345,6 +301,76 @@ func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir
 		{Goal: fmt.Sprintf("single-event p99 ≤ %g ms", goalSingleP99Ms), Actual: rep.Single.P99Ms, Unit: "ms", Met: rep.Single.P99Ms <= goalSingleP99Ms},
 	}
 	return rep, nil
+}
+
+// startIngestBench starts an in-process Vigil without ClickHouse (the
+// receivers and the streams: what ingest benchmarks measure) serving HTTP
+// on loopback, and a client holding its bootstrap owner key. done stops
+// both and removes a temporary data directory.
+func startIngestBench(ctx context.Context, sec NATSSecurity, ic ingest.Config, dataDir string, log *slog.Logger) (_ *Stack, _ *benchClient, done func(), err error) {
+	var cleanups []func()
+	done = func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
+	if dataDir == "" {
+		tmp, err := os.MkdirTemp("", "vigil-bench-")
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
+		dataDir = tmp
+	}
+	st, err := StartStack(ctx, StackConfig{
+		DataDir: dataDir, NATSHost: "127.0.0.1", NATSPort: -1, NATSSecurity: sec,
+		Ingest: ic, API: benchAPIConfig(), Log: log,
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cleanups = append(cleanups, st.Close)
+	if st.BootstrapKey == "" {
+		return nil, nil, nil, fmt.Errorf("bench: %s already holds API keys; use an empty --data-dir", dataDir)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- st.Serve(srvCtx, ln) }()
+	cleanups = append(cleanups, func() {
+		stopSrv()
+		if err := <-srvDone; err != nil {
+			log.Warn("bench: server shutdown", slog.String("error", err.Error()))
+		}
+	})
+	c := &benchClient{
+		base: "http://" + ln.Addr().String(),
+		key:  st.BootstrapKey,
+		http: &http.Client{
+			Timeout: 30 * time.Second,
+			Transport: &http.Transport{
+				Proxy:               nil,
+				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConns:        0,
+				MaxIdleConnsPerHost: 1024,
+				IdleConnTimeout:     90 * time.Second,
+				DisableCompression:  true,
+			},
+		},
+	}
+	cleanups = append(cleanups, c.http.CloseIdleConnections)
+	if err := c.waitHealthy(ctx); err != nil {
+		return nil, nil, nil, err
+	}
+	return st, c, done, nil
 }
 
 // benchEvent is one generated event: its JSON as a client sends it, and
@@ -490,15 +516,23 @@ func (c *benchClient) waitHealthy(ctx context.Context) error {
 	}
 }
 
-// post sends body and returns the response body of a 202, or an error
-// describing anything else.
+// post sends a JSON body and returns the response body of a 202, or an
+// error describing anything else.
 func (c *benchClient) post(ctx context.Context, path string, body []byte, buf *bytes.Buffer) ([]byte, error) {
+	return c.send(ctx, path, body, http.StatusAccepted, buf, "Content-Type", "application/json")
+}
+
+// send POSTs body with the given header pairs and returns the response
+// body if the status is want, or an error describing anything else.
+func (c *benchClient) send(ctx context.Context, path string, body []byte, want int, buf *bytes.Buffer, header ...string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.key)
-	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	req.Header.Set("X-Vigil-Sdk", "vigil-bench/"+version)
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -509,7 +543,7 @@ func (c *benchClient) post(ctx context.Context, path string, body []byte, buf *b
 	if _, err := buf.ReadFrom(resp.Body); err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusAccepted {
+	if resp.StatusCode != want {
 		return nil, fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, bytes.TrimSpace(buf.Bytes()))
 	}
 	return buf.Bytes(), nil

@@ -83,7 +83,7 @@ func TestBenchIngestTable(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"decide", "--budgets", "4"}, {"freshness", "--rate", "10"}} {
+	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"decide", "--budgets", "4"}, {"freshness", "--rate", "10"}, {"otlp", "--rounds", "0"}, {"otlp", "extra"}} {
 		if err := runBench(context.Background(), args, &bytes.Buffer{}); err == nil {
 			t.Errorf("runBench(%q) succeeded", args)
 		}
@@ -175,5 +175,31 @@ func TestBenchNotify(t *testing.T) {
 	}
 	if !(rep.FirstP50Ms > 0 && rep.FirstP50Ms <= rep.FirstP99Ms && rep.FirstP99Ms <= rep.AllP99Ms) {
 		t.Errorf("latencies = %+v", rep)
+	}
+}
+
+// TestBenchOTLP runs `vigil bench otlp` with tiny counts, gzip on: every
+// span and event is acknowledged and stored, and the report adds up.
+func TestBenchOTLP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if err := runBench(ctx, []string{"otlp", "--events", "200", "--batch", "50", "--concurrency", "2", "--rounds", "2", "--gzip", "--json"}, &out); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	var rep benchOTLPReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if len(rep.Batch) != 2 || len(rep.OTLP) != 2 || len(rep.RoundRatios) != 2 {
+		t.Fatalf("rounds: %+v", rep)
+	}
+	for _, p := range append(rep.Batch, rep.OTLP...) {
+		if p.Events != 200 || p.Requests != 4 || p.Errors != 0 || p.EventsPerSec <= 0 {
+			t.Errorf("phase %s: %+v", p.Name, p)
+		}
+	}
+	if rep.OTLPVsBatch <= 0 || rep.Stored != rep.Expected || rep.Expected != 2*20+2*2*200 {
+		t.Errorf("ratio %v, stored %d of %d", rep.OTLPVsBatch, rep.Stored, rep.Expected)
 	}
 }

@@ -24,7 +24,7 @@ Usage:
   vigil secrets init|export|rotate
                             generate deployment secrets, move them out of NATS, re-seal under a new key
   vigil migrate             apply ClickHouse migrations
-  vigil bench ingest|decide|freshness|ledger|notify
+  vigil bench ingest|otlp|decide|freshness|ledger|notify
                             measure a hot path end to end on this machine
   vigil policy test|apply|replay
                             test policies offline, apply a directory, replay history

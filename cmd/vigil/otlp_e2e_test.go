@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -45,14 +43,6 @@ func (s *testStack) postOTLP(key, contentType string, body []byte, zip bool) res
 		body, h["Content-Encoding"] = gzipped(body), "gzip"
 	}
 	return s.do(req{method: http.MethodPost, path: "/v1/traces", key: key, body: body, header: h})
-}
-
-func gzipped(b []byte) []byte {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	_, _ = zw.Write(b)
-	_ = zw.Close()
-	return buf.Bytes()
 }
 
 // exportResponse decodes a 200 answer in the encoding of contentType.

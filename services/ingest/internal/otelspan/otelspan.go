@@ -18,8 +18,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
@@ -223,17 +226,32 @@ func Event(s Span, defaultAgent string) (json.RawMessage, error) {
 	if len(sp.SpanId) != 8 || allZero(sp.SpanId) {
 		return nil, fail("spanId must be 8 bytes and not all zero")
 	}
-	attrs := attrMap(sp.Attributes)
-	res := attrMap(s.Resource.GetAttributes())
-	str := func(m map[string]any, k string) string { v, _ := m[k].(string); return v }
+	attrs, resAttrs := sp.Attributes, s.Resource.GetAttributes()
+	// used are the attributes that became named fields: the payload's
+	// attributes and resource objects hold the others, so that nothing
+	// is stored twice.
+	var used, resUsed []string
+	str := func(kvs []*commonv1.KeyValue, k string) string { return find(kvs, k).GetStringValue() }
+	take := func(k string) string {
+		v := str(attrs, k)
+		if v != "" {
+			used = append(used, k)
+		}
+		return v
+	}
 	either := func(k string) string {
-		if v := str(attrs, k); v != "" {
+		if v := take(k); v != "" {
 			return v
 		}
-		return str(res, k)
+		v := str(resAttrs, k)
+		if v != "" {
+			resUsed = append(resUsed, k)
+		}
+		return v
 	}
 
-	agentID, err := agentOf(either(attrAgentID), either(attrAgentName), defaultAgent, str(res, attrServiceName))
+	agentName := either(attrAgentName)
+	agentID, err := agentOf(either(attrAgentID), agentName, defaultAgent, str(resAttrs, attrServiceName))
 	if err != nil {
 		return nil, err
 	}
@@ -250,121 +268,164 @@ func Event(s Span, defaultAgent string) (json.RawMessage, error) {
 	if ts == 0 || ts > math.MaxInt64 {
 		return nil, fail("startTimeUnixNano is required (nanoseconds since the Unix epoch)")
 	}
-	start := time.Unix(0, int64(ts)).UTC()
+	op := take(attrOperation)
 
-	op := str(attrs, attrOperation)
-	p := map[string]any{
-		"source":  Source,
-		"traceId": traceHex,
-		"spanId":  hex.EncodeToString(sp.SpanId),
-		"name":    sp.Name,
-		"status":  statusName(sp.GetStatus().GetCode()),
-	}
+	// The event is written directly rather than through maps and
+	// encoding/json: this runs once per span, and ingest validates and
+	// compacts the result like any posted event.
+	w := &jsonw{b: make([]byte, 0, 512+64*len(attrs))}
+	w.open('{')
+	w.strField("eventId", EventID(sp.TraceId, sp.SpanId))
+	w.strField("agentId", agentID)
+	w.strField("sessionId", session)
+	w.strField("sourceTimestamp", time.Unix(0, int64(ts)).UTC().Format(time.RFC3339Nano))
+	w.strField("category", category(op))
+	w.strField("schemaVersion", "1.0")
+	w.field("payload")
+	w.open('{')
+	w.strField("source", Source)
+	w.strField("traceId", traceHex)
+	w.strField("spanId", hex.EncodeToString(sp.SpanId))
 	if len(sp.ParentSpanId) > 0 {
-		p["parentSpanId"] = hex.EncodeToString(sp.ParentSpanId)
+		w.strField("parentSpanId", hex.EncodeToString(sp.ParentSpanId))
 	}
+	w.strField("name", sp.Name)
 	if k := kindName(sp.Kind); k != "" {
-		p["spanKind"] = k
+		w.strField("spanKind", k)
 	}
 	if sp.EndTimeUnixNano >= sp.StartTimeUnixNano && sp.StartTimeUnixNano > 0 {
-		p["durationMs"] = float64(sp.EndTimeUnixNano-sp.StartTimeUnixNano) / 1e6
+		w.field("durationMs")
+		w.float(float64(sp.EndTimeUnixNano-sp.StartTimeUnixNano) / 1e6)
 	}
-	if m := sp.GetStatus().GetMessage(); m != "" {
-		p["statusMessage"] = m
-	}
-	set := func(key string, v any) {
-		switch t := v.(type) {
-		case string:
-			if t == "" {
-				return
-			}
-		case nil:
-			return
+	w.strField("status", statusName(sp.GetStatus().GetCode()))
+	opt := func(key, v string) {
+		if v != "" {
+			w.strField(key, v)
 		}
-		p[key] = v
 	}
-	set("operation", op)
-	set("toolName", str(attrs, attrToolName))
-	set("toolCallId", str(attrs, attrToolCallID))
+	opt("statusMessage", sp.GetStatus().GetMessage())
+	opt("operation", op)
+	opt("toolName", take(attrToolName))
+	opt("toolCallId", take(attrToolCallID))
 	// model is the model that answered (what budgets price), else the
-	// one asked for.
-	model := str(attrs, attrResponseModel)
+	// one asked for; requestModel only when they differ.
+	model, req := take(attrResponseModel), take(attrRequestModel)
 	if model == "" {
-		model = str(attrs, attrRequestModel)
+		model = req
 	}
-	set("model", model)
-	set("requestModel", str(attrs, attrRequestModel))
-	set("agentName", either(attrAgentName))
-	set("conversationId", conv)
-	set("errorType", str(attrs, attrErrorType))
+	opt("model", model)
+	if req != model {
+		opt("requestModel", req)
+	}
+	opt("agentName", agentName)
+	if conv != session {
+		opt("conversationId", conv)
+	}
+	opt("errorType", take(attrErrorType))
 	provider := either(attrProvider)
 	if provider == "" {
 		provider = either(attrSystem)
 	}
-	set("provider", provider)
-	if n, ok := count(attrs[attrInputTokens]); ok {
-		p["inputTokens"] = n
-	}
-	if n, ok := count(attrs[attrOutputTokens]); ok {
-		p["outputTokens"] = n
-	}
-	if n, ok := count(attrs[attrHTTPStatus]); ok && n < 1000 {
-		p["responseStatus"] = n
-	}
-	if u := str(attrs, attrURL); u != "" {
-		p["target"] = u
-	} else {
-		set("target", str(attrs, attrServerAddress))
-	}
-	switch a := attrs[attrToolArgs].(type) {
-	case map[string]any:
-		p["arguments"] = a
-	case string:
-		var obj map[string]any
-		if json.Unmarshal([]byte(a), &obj) == nil && obj != nil {
-			p["arguments"] = obj
+	opt("provider", provider)
+	for _, c := range []struct {
+		key, attr string
+		max       int64
+	}{{"inputTokens", attrInputTokens, math.MaxInt64}, {"outputTokens", attrOutputTokens, math.MaxInt64}, {"responseStatus", attrHTTPStatus, 999}} {
+		if n, ok := count(find(attrs, c.attr)); ok && n <= c.max {
+			used = append(used, c.attr)
+			w.field(c.key)
+			w.b = strconv.AppendInt(w.b, n, 10)
 		}
 	}
-	if len(attrs) > 0 {
-		p["attributes"] = attrs
+	if u := take(attrURL); u != "" {
+		w.strField("target", u)
+	} else {
+		opt("target", take(attrServerAddress))
 	}
-	if len(res) > 0 {
-		p["resource"] = res
+	switch a := find(attrs, attrToolArgs); {
+	case a.GetKvlistValue() != nil:
+		used = append(used, attrToolArgs)
+		w.field("arguments")
+		w.value(a, 0)
+	case a.GetStringValue() != "":
+		if obj := jsonObject(a.GetStringValue()); obj != nil {
+			used = append(used, attrToolArgs)
+			w.field("arguments")
+			w.b = append(w.b, obj...)
+		}
+	}
+	if len(attrs) > len(used) {
+		w.field("attributes")
+		w.attrs(attrs, used, 0)
+	}
+	if len(resAttrs) > len(resUsed) {
+		w.field("resource")
+		w.attrs(resAttrs, resUsed, 0)
 	}
 	if sc := s.Scope; sc.GetName() != "" || sc.GetVersion() != "" {
-		p["scope"] = map[string]any{"name": sc.GetName(), "version": sc.GetVersion()}
+		w.field("scope")
+		w.open('{')
+		w.strField("name", sc.GetName())
+		w.strField("version", sc.GetVersion())
+		w.close('}')
 	}
 	if len(sp.Events) > 0 {
-		evs := make([]any, 0, len(sp.Events))
+		w.field("events")
+		w.open('[')
 		for _, e := range sp.Events {
-			m := map[string]any{"name": e.Name}
+			w.elem()
+			w.open('{')
+			w.strField("name", e.Name)
 			if e.TimeUnixNano > 0 && e.TimeUnixNano <= math.MaxInt64 {
-				m["time"] = time.Unix(0, int64(e.TimeUnixNano)).UTC().Format(time.RFC3339Nano)
+				w.strField("time", time.Unix(0, int64(e.TimeUnixNano)).UTC().Format(time.RFC3339Nano))
 			}
-			if a := attrMap(e.Attributes); len(a) > 0 {
-				m["attributes"] = a
+			if len(e.Attributes) > 0 {
+				w.field("attributes")
+				w.attrs(e.Attributes, nil, 0)
 			}
-			evs = append(evs, m)
+			w.close('}')
 		}
-		p["events"] = evs
+		w.close(']')
 	}
 	if len(sp.Links) > 0 {
-		ls := make([]any, 0, len(sp.Links))
+		w.field("links")
+		w.open('[')
 		for _, l := range sp.Links {
-			ls = append(ls, map[string]any{"traceId": hex.EncodeToString(l.TraceId), "spanId": hex.EncodeToString(l.SpanId)})
+			w.elem()
+			w.open('{')
+			w.strField("traceId", hex.EncodeToString(l.TraceId))
+			w.strField("spanId", hex.EncodeToString(l.SpanId))
+			w.close('}')
 		}
-		p["links"] = ls
+		w.close(']')
 	}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode span payload: %w", err)
+	w.close('}')
+	w.close('}')
+	return w.b, nil
+}
+
+// find is the value of attribute key (the last one, should a key be
+// repeated), or nil.
+func find(kvs []*commonv1.KeyValue, key string) *commonv1.AnyValue {
+	for i := len(kvs) - 1; i >= 0; i-- {
+		if kv := kvs[i]; kv != nil && kv.Key == key {
+			return kv.Value
+		}
 	}
-	out, err := json.Marshal(event.Event{EventID: EventID(sp.TraceId, sp.SpanId), AgentID: agentID, SessionID: session,
-		SourceTimestamp: start.Format(time.RFC3339Nano), Category: category(op), SchemaVersion: "1.0", Payload: payload})
-	if err != nil {
-		return nil, fmt.Errorf("encode span event: %w", err)
+	return nil
+}
+
+// jsonObject is s compacted if it holds one JSON object, else nil.
+func jsonObject(s string) []byte {
+	t := strings.TrimSpace(s)
+	if t == "" || t[0] != '{' {
+		return nil
 	}
-	return out, nil
+	var buf bytes.Buffer
+	if json.Compact(&buf, []byte(t)) != nil {
+		return nil
+	}
+	return buf.Bytes()
 }
 
 // agentOf picks the span's agent: gen_ai.agent.id; else gen_ai.agent.name
@@ -448,16 +509,16 @@ func kindName(k tracev1.Span_SpanKind) string {
 
 // count reads a non-negative integer attribute (an int, or a double or
 // string holding a whole number, as some exporters send).
-func count(v any) (int64, bool) {
-	switch t := v.(type) {
-	case int64:
-		return t, t >= 0
-	case float64:
-		if t >= 0 && t < 1<<53 && t == math.Trunc(t) {
-			return int64(t), true
+func count(v *commonv1.AnyValue) (int64, bool) {
+	switch t := v.GetValue().(type) {
+	case *commonv1.AnyValue_IntValue:
+		return t.IntValue, t.IntValue >= 0
+	case *commonv1.AnyValue_DoubleValue:
+		if f := t.DoubleValue; f >= 0 && f < 1<<53 && f == math.Trunc(f) {
+			return int64(f), true
 		}
-	case string:
-		if n, err := strconv.ParseInt(t, 10, 64); err == nil && n >= 0 {
+	case *commonv1.AnyValue_StringValue:
+		if n, err := strconv.ParseInt(t.StringValue, 10, 64); err == nil && n >= 0 {
 			return n, true
 		}
 	}
@@ -468,58 +529,137 @@ func count(v any) (int64, bool) {
 // deeper levels are kept as their type name only.
 const maxDepth = 8
 
-func attrMap(kvs []*commonv1.KeyValue) map[string]any {
-	if len(kvs) == 0 {
-		return nil
+// jsonw appends JSON. Separators follow from the last byte written: a
+// member or element after anything but an opening bracket gets a comma.
+type jsonw struct{ b []byte }
+
+func (w *jsonw) open(c byte)  { w.b = append(w.b, c) }
+func (w *jsonw) close(c byte) { w.b = append(w.b, c) }
+
+func (w *jsonw) elem() {
+	if n := len(w.b); n > 0 && w.b[n-1] != '{' && w.b[n-1] != '[' {
+		w.b = append(w.b, ',')
 	}
-	m := make(map[string]any, len(kvs))
-	for _, kv := range kvs {
-		if kv == nil || kv.Key == "" {
-			continue
-		}
-		m[kv.Key] = value(kv.Value, 0)
-	}
-	return m
 }
 
-// value converts an OTLP AnyValue to JSON: numbers stay numbers (NaN and
-// infinities, which JSON lacks, become strings), bytes become base64,
-// arrays and key-value lists become arrays and objects.
-func value(v *commonv1.AnyValue, depth int) any {
-	switch t := v.GetValue().(type) {
-	case *commonv1.AnyValue_StringValue:
-		return t.StringValue
-	case *commonv1.AnyValue_BoolValue:
-		return t.BoolValue
-	case *commonv1.AnyValue_IntValue:
-		return t.IntValue
-	case *commonv1.AnyValue_DoubleValue:
-		if math.IsNaN(t.DoubleValue) || math.IsInf(t.DoubleValue, 0) {
-			return fmt.Sprint(t.DoubleValue)
+func (w *jsonw) field(k string) {
+	w.elem()
+	w.str(k)
+	w.b = append(w.b, ':')
+}
+
+func (w *jsonw) strField(k, v string) {
+	w.field(k)
+	w.str(v)
+}
+
+// str writes s as a JSON string; invalid UTF-8 becomes U+FFFD, as
+// encoding/json does.
+func (w *jsonw) str(s string) {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	w.b = append(w.b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
 		}
-		return t.DoubleValue
-	case *commonv1.AnyValue_BytesValue:
-		return base64.StdEncoding.EncodeToString(t.BytesValue)
-	case *commonv1.AnyValue_ArrayValue:
-		if depth >= maxDepth {
-			return "array"
+		w.b = append(w.b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			w.b = append(w.b, '\\', c)
+		case '\n':
+			w.b = append(w.b, '\\', 'n')
+		case '\r':
+			w.b = append(w.b, '\\', 'r')
+		case '\t':
+			w.b = append(w.b, '\\', 't')
+		default:
+			w.b = append(w.b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 		}
-		out := make([]any, 0, len(t.ArrayValue.GetValues()))
-		for _, x := range t.ArrayValue.GetValues() {
-			out = append(out, value(x, depth+1))
-		}
-		return out
-	case *commonv1.AnyValue_KvlistValue:
-		if depth >= maxDepth {
-			return "kvlist"
-		}
-		out := make(map[string]any, len(t.KvlistValue.GetValues()))
-		for _, kv := range t.KvlistValue.GetValues() {
-			if kv != nil && kv.Key != "" {
-				out[kv.Key] = value(kv.Value, depth+1)
+		start = i + 1
+	}
+	w.b = append(w.b, s[start:]...)
+	w.b = append(w.b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// float writes f; NaN and the infinities, which JSON lacks, as strings.
+func (w *jsonw) float(f float64) {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		w.str(strconv.FormatFloat(f, 'g', -1, 64))
+		return
+	}
+	w.b = strconv.AppendFloat(w.b, f, 'g', -1, 64)
+}
+
+// attrs writes key-value pairs as an object: a repeated key once, with
+// its last value; pairs without a key, and those named in skip, are left
+// out.
+func (w *jsonw) attrs(kvs []*commonv1.KeyValue, skip []string, depth int) {
+	w.open('{')
+	var last map[string]int
+	if len(kvs) > 16 {
+		last = make(map[string]int, len(kvs))
+		for i, kv := range kvs {
+			if kv != nil {
+				last[kv.Key] = i
 			}
 		}
-		return out
 	}
-	return nil
+	for i, kv := range kvs {
+		if kv == nil || kv.Key == "" || slices.Contains(skip, kv.Key) {
+			continue
+		}
+		if last != nil {
+			if last[kv.Key] != i {
+				continue
+			}
+		} else if slices.ContainsFunc(kvs[i+1:], func(o *commonv1.KeyValue) bool { return o != nil && o.Key == kv.Key }) {
+			continue
+		}
+		w.field(kv.Key)
+		w.value(kv.Value, depth)
+	}
+	w.close('}')
+}
+
+// value writes an OTLP AnyValue as JSON: numbers stay numbers, bytes
+// become base64, arrays and key-value lists arrays and objects; an empty
+// value is null.
+func (w *jsonw) value(v *commonv1.AnyValue, depth int) {
+	switch t := v.GetValue().(type) {
+	case *commonv1.AnyValue_StringValue:
+		w.str(t.StringValue)
+	case *commonv1.AnyValue_BoolValue:
+		w.b = strconv.AppendBool(w.b, t.BoolValue)
+	case *commonv1.AnyValue_IntValue:
+		w.b = strconv.AppendInt(w.b, t.IntValue, 10)
+	case *commonv1.AnyValue_DoubleValue:
+		w.float(t.DoubleValue)
+	case *commonv1.AnyValue_BytesValue:
+		w.str(base64.StdEncoding.EncodeToString(t.BytesValue))
+	case *commonv1.AnyValue_ArrayValue:
+		if depth >= maxDepth {
+			w.str("array")
+			return
+		}
+		w.open('[')
+		for _, x := range t.ArrayValue.GetValues() {
+			w.elem()
+			w.value(x, depth+1)
+		}
+		w.close(']')
+	case *commonv1.AnyValue_KvlistValue:
+		if depth >= maxDepth {
+			w.str("kvlist")
+			return
+		}
+		w.attrs(t.KvlistValue.GetValues(), nil, depth+1)
+	default:
+		w.b = append(w.b, "null"...)
+	}
 }

@@ -93,12 +93,13 @@ func TestEventMapping(t *testing.T) {
 			s: Span{Resource: res(kv("service.name", "billing-svc")), Scope: &commonv1.InstrumentationScope{Name: "openai-agents", Version: "0.3"}, Span: span(
 				kv("gen_ai.operation.name", "execute_tool"), kv("gen_ai.tool.name", "refund"), kv("gen_ai.tool.call.id", "call_1"),
 				kv("gen_ai.tool.call.arguments", `{"amount": 120}`), kv("gen_ai.agent.id", "agent-7"), kv("gen_ai.agent.name", "Refund Bot"),
-				kv("gen_ai.conversation.id", "conv_42"), kv("error.type", "timeout"))},
+				kv("gen_ai.conversation.id", "conv_42"), kv("error.type", "timeout"), kv("x.custom", true))},
 			agent: "agent-7", session: "conv_42", category: CategoryTool,
 			payload: map[string]any{"source": "otlp", "operation": "execute_tool", "toolName": "refund", "toolCallId": "call_1",
-				"arguments": map[string]any{"amount": 120.0}, "agentName": "Refund Bot", "conversationId": "conv_42", "errorType": "timeout",
+				"arguments": map[string]any{"amount": 120.0}, "agentName": "Refund Bot", "errorType": "timeout",
 				"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7", "durationMs": 1.5, "spanKind": "internal", "status": "unset",
-				"scope": map[string]any{"name": "openai-agents", "version": "0.3"}},
+				"scope":      map[string]any{"name": "openai-agents", "version": "0.3"},
+				"attributes": map[string]any{"x.custom": true}, "resource": map[string]any{"service.name": "billing-svc"}},
 		},
 		{
 			name: "chat usage feeds the budget fields",
@@ -151,11 +152,23 @@ func TestEventMapping(t *testing.T) {
 			if got := budget.TokensFromPayload(p); got != tt.tokens {
 				t.Errorf("budget tokens %+v, want %+v", got, tt.tokens)
 			}
-			if attrs, ok := p["attributes"].(map[string]any); !ok || len(attrs) != len(tt.s.Span.Attributes) {
-				t.Errorf("payload.attributes = %v: every span attribute must be kept", p["attributes"])
+			// No attribute is lost: each is a named field or in attributes.
+			attrs, _ := p["attributes"].(map[string]any)
+			for _, a := range tt.s.Span.Attributes {
+				if _, ok := attrs[a.Key]; !ok && !mappedKeys[a.Key] {
+					t.Errorf("attribute %s is neither mapped nor kept: %v", a.Key, p)
+				}
 			}
+
 		})
 	}
+}
+
+// mappedKeys are the attributes that become named payload fields.
+var mappedKeys = map[string]bool{
+	attrOperation: true, attrToolName: true, attrToolCallID: true, attrToolArgs: true, attrAgentID: true, attrAgentName: true,
+	attrConversationID: true, attrRequestModel: true, attrResponseModel: true, attrInputTokens: true, attrOutputTokens: true,
+	attrProvider: true, attrSystem: true, attrErrorType: true, attrHTTPStatus: true, attrURL: true, attrServerAddress: true,
 }
 
 func TestEventRejects(t *testing.T) {
