@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/gateway"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 )
 
 // runGateway is `vigil gateway`: the front door of a deployment of
@@ -34,7 +36,16 @@ func runGateway(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	e, err := gateway.New(gateway.Config{Table: table, Upstreams: ups, Log: log, Reg: daemon.Registry()})
+	tracing, err := telemetry.Start(ctx, g.Telemetry.Config("vigil-gateway"), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tracing.Shutdown(context.Background()); err != nil {
+			log.Warn("tracing shutdown", slog.String("error", err.Error()))
+		}
+	}()
+	e, err := gateway.New(gateway.Config{Table: table, Upstreams: ups, Log: log, Reg: daemon.Registry(), Tracer: tracing.Provider})
 	if err != nil {
 		return err
 	}

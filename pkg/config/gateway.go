@@ -12,15 +12,17 @@ import (
 // table it serves and the base URL of every service the table names.
 type Gateway struct {
 	HTTPAddr, LogLevel, LogFormat *string
-	routeTable                    *string
-	upstreams                     map[string]*string
+	// Telemetry traces the gateway's requests (--otel-endpoint).
+	Telemetry  Telemetry
+	routeTable *string
+	upstreams  map[string]*string
 }
 
 // AddGateway declares the gateway's settings: --route-table and one
 // --<service>-url ($VIGIL_<SERVICE>_URL) per service of the built-in
 // table.
 func AddGateway(fs *FlagSet) Gateway {
-	g := Gateway{HTTPAddr: fs.HTTPAddr(), LogLevel: fs.LogLevel(), LogFormat: fs.LogFormat(), upstreams: map[string]*string{}}
+	g := Gateway{HTTPAddr: fs.HTTPAddr(), LogLevel: fs.LogLevel(), LogFormat: fs.LogFormat(), Telemetry: fs.Telemetry(), upstreams: map[string]*string{}}
 	g.routeTable = fs.String("route-table", "VIGIL_ROUTE_TABLE", "", "JSON route table to serve (empty: the one built in, `vigil gateway --print-routes` prints it)")
 	for _, s := range routes.Default().Services() {
 		env, ok := upstreamEnv[s]

@@ -31,10 +31,13 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/routes"
+	"github.com/vigilhq/vigil/pkg/telemetry"
 )
 
 // Config is what a gateway serves and where it sends it.
@@ -50,6 +53,10 @@ type Config struct {
 	// Transport reaches the upstreams; nil is a transport tuned for many
 	// concurrent requests to few hosts.
 	Transport http.RoundTripper
+	// Tracer traces each request (--otel-endpoint); the service then
+	// continues the gateway's span. Nil or a no-op provider traces
+	// nothing, and a caller's traceparent passes through unchanged.
+	Tracer trace.TracerProvider
 }
 
 // Validate checks that every service of the table has an absolute http(s)
@@ -112,6 +119,9 @@ func New(cfg Config) (*echo.Echo, error) {
 	e.Server.IdleTimeout = 120 * time.Second
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(requestID)
+	if telemetry.Enabled(cfg.Tracer) {
+		e.Use(httpkit.Tracing(cfg.Tracer))
+	}
 	proxies := map[string]*httputil.ReverseProxy{}
 	checks := map[string]httpkit.Check{}
 	for _, s := range cfg.Table.Services() {
@@ -137,6 +147,10 @@ func newProxy(service string, target *url.URL, rt http.RoundTripper, log *slog.L
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
+			// Traced, the service's span is a child of the gateway's
+			// (untraced, the context holds no span and the caller's
+			// traceparent passes as it came).
+			telemetry.HTTP().Inject(pr.Out.Context(), propagation.HeaderCarrier(pr.Out.Header))
 		},
 		Transport: rt,
 		// Flush every write: long-polls, NDJSON exports and event

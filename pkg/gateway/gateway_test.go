@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/gateway"
 	"github.com/vigilhq/vigil/pkg/routes"
@@ -216,5 +219,52 @@ func TestValidate(t *testing.T) {
 	ups["risk"], _ = url.Parse("ftp://risk")
 	if err := cfg.Validate(); err == nil {
 		t.Fatal("ftp upstream accepted")
+	}
+}
+
+// TestTraceContext: traced, the gateway's request span continues the
+// caller's traceparent and the service receives the gateway's span as
+// its parent; untraced, the caller's traceparent reaches the service
+// unchanged.
+func TestTraceContext(t *testing.T) {
+	release := make(chan struct{})
+	close(release)
+	ups := upstreams(t, release)
+	const traceID, caller = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	incoming := "00-" + traceID + "-" + caller + "-01"
+	exp := tracetest.NewInMemoryExporter()
+	for _, tt := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{{"untraced", nil}, {"traced", sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))}} {
+		e, err := gateway.New(gateway.Config{Table: routes.Default(), Upstreams: ups, Log: slog.New(slog.DiscardHandler), Reg: prometheus.NewRegistry(), Tracer: tt.tp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(e)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/decisions.evaluate", strings.NewReader(`{}`))
+		req.Header.Set("traceparent", incoming)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got seen
+		err = json.NewDecoder(res.Body).Decode(&got)
+		res.Body.Close()
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := incoming
+		if tt.tp != nil {
+			spans := exp.GetSpans()
+			if len(spans) != 1 || spans[0].Name != "POST /v1/decisions.evaluate" || spans[0].Parent.SpanID().String() != caller {
+				t.Fatalf("traced: spans %v, want one continuing the caller's", spans)
+			}
+			want = "00-" + traceID + "-" + spans[0].SpanContext.SpanID().String() + "-01"
+		}
+		if tp := got.Header.Get("Traceparent"); tp != want {
+			t.Errorf("%s: the service got traceparent %q, want %q", tt.name, tp, want)
+		}
 	}
 }

@@ -49,7 +49,7 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*ec
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
 	e.Use(middleware.RequestID())
 	if telemetry.Enabled(o.tracer) {
-		e.Use(tracing(o.tracer))
+		e.Use(Tracing(o.tracer))
 	}
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {

@@ -30,10 +30,10 @@ func WithTracing(tp trace.TracerProvider) Option {
 // collector with a trace every few seconds and explain nothing.
 var untraced = map[string]bool{healthPath: true, readyPath: true, metricsPath: true}
 
-// tracing is the request span middleware. It sits outside the metrics
-// middleware, which renders errors, so the status it records is the one
-// sent.
-func tracing(tp trace.TracerProvider) echo.MiddlewareFunc {
+// Tracing is the request span middleware (what WithTracing installs;
+// the gateway uses it too). It must sit outside whatever renders errors,
+// so the status it records is the one sent.
+func Tracing(tp trace.TracerProvider) echo.MiddlewareFunc {
 	tracer := tp.Tracer(telemetry.Scope)
 	prop := telemetry.HTTP()
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
