@@ -565,11 +565,14 @@ func TestUnanchoredIDs(t *testing.T) {
 	r := e.start()
 	ctx := testCtx(t)
 	// The events projection, with only the columns the ledger reads.
-	events := readmodel.Table{Name: "events", Owner: readmodel.Ingest, Columns: []string{"tenant_id", "event_id", "session_id"}}
-	if err := e.db.Conn.Exec(ctx, "CREATE TABLE events (tenant_id String, event_id String, session_id String) ENGINE = MergeTree ORDER BY (tenant_id, session_id, event_id)"); err != nil {
+	events := readmodel.Table{Name: "events", Owner: readmodel.Ingest, Columns: []string{"tenant_id", "event_id", "session_id", "payload"}}
+	if err := e.db.Conn.Exec(ctx, "CREATE TABLE events (tenant_id String, event_id String, session_id String, payload String) ENGINE = MergeTree ORDER BY (tenant_id, session_id, event_id)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := (store{ch: e.db.Conn}).insert(ctx, events, [][]any{{"acme", "ev-pending", "s-pending"}}); err != nil {
+	// A span of a trace inside a conversation: known by its trace id.
+	const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	if err := (store{ch: e.db.Conn}).insert(ctx, events, [][]any{{"acme", "ev-pending", "s-pending", "{}"},
+		{"acme", "ev-span", "conv-1", `{"source":"otlp","traceId":"` + trace + `"}`}}); err != nil {
 		t.Fatal(err)
 	}
 	e.event("acme", "s-1", 1)
@@ -582,6 +585,9 @@ func TestUnanchoredIDs(t *testing.T) {
 		{"acme", "s-pending", true},
 		{"beta", "ev-pending", false},
 		{"acme", "ev-unknown", false},
+		{"acme", trace, true},
+		{"beta", trace, false},
+		{"acme", "5bf92f3577b34da6a3ce929d0e0e4736", false},
 	}
 	for _, tc := range cases {
 		l, err := r.svc.Lineage(ctx, tc.tenant, tc.id)
