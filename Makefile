@@ -58,6 +58,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd services/notifier && $(GO) test -run '^$$' -fuzz '^FuzzRiskRecord$$' -fuzztime $${FUZZTIME:-30s} . && $(GO) test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $${FUZZTIME:-30s} .
 	cd services/ledger && $(GO) test -run '^$$' -fuzz '^FuzzEventCanonical$$' -fuzztime $${FUZZTIME:-30s} .
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzFailClosed$$' -fuzztime $${FUZZTIME:-30s} ./policy/
+	cd services/ingest && $(GO) test -run '^$$' -fuzz '^FuzzSpanEvent$$' -fuzztime $${FUZZTIME:-30s} ./internal/otelspan/
 
 tidy: ## go mod tidy every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
