@@ -17,7 +17,8 @@ var updateRoutes = flag.Bool("update-routes", false, "rewrite pkg/routes/table.j
 // exactly the routes each service registers on an echo instance of its
 // own, attributed to that service; no two services register the same
 // route; and the one echo instance of `vigil dev` serves exactly the
-// table. Run with -update-routes after adding a route.
+// table. Run with -update-routes after adding a route. An agent id that
+// a static route shadows ("profiles") is refused at registration.
 func TestRouteTableIsTheRegistrations(t *testing.T) {
 	e := newEnv(t)
 	var derived routes.Table
@@ -58,4 +59,6 @@ func TestRouteTableIsTheRegistrations(t *testing.T) {
 	if len(dev) != len(want) {
 		t.Errorf("vigil dev serves %d routes, the table lists %d", len(dev), len(want))
 	}
+	// An agent named after a static route could never be read: refused.
+	checkEnvelope(t, e.post(e.owner, "/v1/agents", map[string]any{"agentId": "profiles"}), 400, "VALIDATION_ERROR", "invalid_request", []pair{{"agentId", "invalid_format"}})
 }

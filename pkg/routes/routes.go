@@ -217,3 +217,23 @@ type nowhere struct{}
 func (nowhere) Header() http.Header         { return http.Header{} }
 func (nowhere) Write(b []byte) (int, error) { return len(b), nil }
 func (nowhere) WriteHeader(int)             {}
+
+// StaticChildren are the static segments right under prefix in t
+// ("profiles" under /v1/agents): an id of the resource at prefix/:id equal
+// to one could never be read at prefix/<id>, since the static route wins,
+// so such ids are refused where they are chosen.
+func (t Table) StaticChildren(prefix string) []string {
+	var out []string
+	for _, r := range t {
+		rest, ok := strings.CutPrefix(r.Path, prefix+"/")
+		if !ok {
+			continue
+		}
+		seg, _, _ := strings.Cut(rest, "/")
+		if !strings.HasPrefix(seg, ":") && !slices.Contains(out, seg) {
+			out = append(out, seg)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -110,3 +110,10 @@ func TestMisdirected(t *testing.T) {
 		}
 	}
 }
+
+// TestStaticChildren: the ids that would be shadowed by a static route.
+func TestStaticChildren(t *testing.T) {
+	if got := routes.Default().StaticChildren("/v1/agents"); len(got) != 1 || got[0] != "profiles" {
+		t.Fatalf("static children of /v1/agents: %v, want [profiles]", got)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/routes"
 )
 
 func pathID(c echo.Context) string {
@@ -31,6 +32,11 @@ func pathID(c echo.Context) string {
 	}
 	return id
 }
+
+// reservedAgentIDs are the static routes under /v1/agents ("profiles"):
+// GET /v1/agents/profiles is the risk service's, so an agent with that id
+// could never be read.
+var reservedAgentIDs = routes.Default().StaticChildren("/v1/agents")
 
 func (s *Service) registerAgent(c echo.Context) error {
 	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
@@ -47,6 +53,10 @@ func (s *Service) registerAgent(c echo.Context) error {
 	a, err := agent.ParseRegistration(body, time.Now().UTC())
 	if err != nil {
 		return err
+	}
+	if slices.Contains(reservedAgentIDs, a.AgentID) {
+		return apperr.Validation("agentId is reserved", apperr.FieldError{Path: "agentId", Code: "invalid_format",
+			Message: fmt.Sprintf("%q names a route (GET /v1/agents/%s), so an agent with that id could never be read", a.AgentID, a.AgentID)})
 	}
 	ctx := c.Request().Context()
 	if named, _ := agentIDNamed(body); !named {
