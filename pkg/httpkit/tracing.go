@@ -27,8 +27,14 @@ func WithTracing(tp trace.TracerProvider) Option {
 }
 
 // untraced are the routes of probes and scrapes, which would fill a
-// collector with a trace every few seconds and explain nothing.
-var untraced = map[string]bool{healthPath: true, readyPath: true, metricsPath: true}
+// collector with a trace every few seconds and explain nothing, and the
+// OTLP trace receiver (services/ingest): a Vigil that exports its own
+// spans to itself would otherwise trace each export, store its spans as
+// events and export the verdicts' spans again, more every round.
+var untraced = map[string]bool{healthPath: true, readyPath: true, metricsPath: true, OTLPTracesPath: true}
+
+// OTLPTracesPath is the OTLP/HTTP trace receiver's route.
+const OTLPTracesPath = "/v1/traces"
 
 // Tracing is the request span middleware (what WithTracing installs;
 // the gateway uses it too). It must sit outside whatever renders errors,

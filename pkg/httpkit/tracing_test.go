@@ -23,7 +23,7 @@ import (
 // by its route template that continues a caller's traceparent, records
 // the status sent (Error for a 5xx rendered from a returned error), and
 // the handler's context holds it; the 5xx access line names the trace.
-// Probes and scrapes are not traced.
+// Probes, scrapes and the OTLP receiver are not traced.
 func TestRequestSpans(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
@@ -34,6 +34,7 @@ func TestRequestSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	httpkit.HealthRoutes(e, reg, nil)
+	e.POST(httpkit.OTLPTracesPath, func(c echo.Context) error { return c.NoContent(http.StatusOK) })
 	var inHandler trace.SpanContext
 	e.GET("/v1/things/:id", func(c echo.Context) error {
 		inHandler = trace.SpanContextFromContext(c.Request().Context())
@@ -51,9 +52,10 @@ func TestRequestSpans(t *testing.T) {
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
 		do(t, http.MethodGet, srv.URL+p, nil, nil)
 	}
+	do(t, http.MethodPost, srv.URL+httpkit.OTLPTracesPath, nil, nil)
 	spans := exp.GetSpans()
 	if len(spans) != 2 {
-		t.Fatalf("%d spans, want 2 (probes and scrapes are not traced): %v", len(spans), spans)
+		t.Fatalf("%d spans, want 2 (probes, scrapes and OTLP exports are not traced): %v", len(spans), spans)
 	}
 	ok, broken := spans[0], spans[1]
 	if ok.Name != "GET /v1/things/:id" || ok.SpanKind != trace.SpanKindServer || ok.SpanContext.TraceID().String() != traceID || ok.Parent.SpanID().String() != parent {

@@ -240,6 +240,24 @@ func Incoming(ctx context.Context, tp trace.TracerProvider, h nats.Header, name 
 	return tp.Tracer(Scope).Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
 }
 
+// Continued is Incoming for work that is traced only as part of a traced
+// request: it starts a span only when h carries a span context, and
+// otherwise returns ctx and a no-op span. Consumers of streams use it: an
+// event stored by an untraced request (an OTLP export to Vigil's own
+// receiver among them) does not start a trace of its own, so a stream
+// does not become a flood of one-span traces, and Vigil exporting to
+// itself does not feed on its own spans.
+func Continued(ctx context.Context, tp trace.TracerProvider, h nats.Header, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if !Enabled(tp) {
+		return ctx, trace.SpanFromContext(context.Background())
+	}
+	rctx := Extract(ctx, h)
+	if !trace.SpanContextFromContext(rctx).IsValid() {
+		return ctx, trace.SpanFromContext(context.Background())
+	}
+	return tp.Tracer(Scope).Start(rctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
 // Child starts a span as a child of ctx's span, on its provider; a no-op
 // span when ctx holds none. For the steps of a traced piece of work
 // ("evaluate", "record").

@@ -69,6 +69,21 @@ func TestOffTracesNothing(t *testing.T) {
 	}
 }
 
+// TestContinued: a consumer's span continues a traced message and starts
+// nothing for an untraced one.
+func TestContinued(t *testing.T) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	_, none := telemetry.Continued(context.Background(), tp, nats.Header{}, "process", trace.SpanKindConsumer)
+	if none.SpanContext().IsValid() || none.IsRecording() {
+		t.Errorf("an untraced message started a span: %v", none.SpanContext())
+	}
+	h := nats.Header{"traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
+	_, span := telemetry.Continued(context.Background(), tp, h, "process", trace.SpanKindConsumer)
+	if !span.IsRecording() || span.SpanContext().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("a traced message: span %v recording %v", span.SpanContext(), span.IsRecording())
+	}
+}
+
 // TestInjectExtract: trace context survives a trip through NATS headers.
 func TestInjectExtract(t *testing.T) {
 	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -204,7 +204,7 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/events/batch", s.postBatch)
 	// OTLP/HTTP's path; its errors answer in OTLP's shape (otlpErrors
 	// wraps authentication too).
-	e.POST("/v1/traces", s.postTraces, s.otlpErrors, httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
+	e.POST(httpkit.OTLPTracesPath, s.postTraces, s.otlpErrors, httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
 }
 
 // Run projects INGEST into ClickHouse until ctx ends, then drains.

@@ -30,8 +30,8 @@ func (s *Service) runEventVerdicts(ctx context.Context) error {
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		// An event's verdict continues the trace of the request that
-		// ingested it.
-		mctx, span := telemetry.Incoming(ctx, s.deps.Tracer, m.Headers(), "process "+streams.Ingest, trace.SpanKindConsumer,
+		// ingested it (and is not traced when that request was not).
+		mctx, span := telemetry.Continued(ctx, s.deps.Tracer, m.Headers(), "process "+streams.Ingest, trace.SpanKindConsumer,
 			telemetry.Messaging(streams.AllEventsReceived)...)
 		defer span.End()
 		var r event.Record
