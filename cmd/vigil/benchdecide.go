@@ -206,11 +206,6 @@ p99 are reported as ratios of the floor's.`)
 	}
 	rep.P50VsFloor, rep.P99VsFloor = rep.P50Ms/rep.FloorP50Ms, rep.P99Ms/rep.FloorP99Ms
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
-	if !maps.Equal(run.outcomes, floorRun.outcomes) {
-		// Same pack, same bodies: a different outcome means the floor
-		// measured something else than Vigil.
-		return fmt.Errorf("bench decide: the floor's outcomes %v differ from Vigil's %v", floorRun.outcomes, run.outcomes)
-	}
 	rep.PeakRSSMiB = peakRSSMiB()
 	if *asJSON {
 		enc := json.NewEncoder(out)
@@ -235,6 +230,11 @@ p99 are reported as ratios of the floor's.`)
 	}
 	if errs > 0 {
 		return fmt.Errorf("bench decide: %d requests failed (first: %s)", errs, firstErr)
+	}
+	if !maps.Equal(run.outcomes, floorRun.outcomes) {
+		// Same pack, same bodies: a different outcome means the floor
+		// measured something else than Vigil.
+		return fmt.Errorf("bench decide: the floor's outcomes %v differ from Vigil's %v", floorRun.outcomes, run.outcomes)
 	}
 	return nil
 }
