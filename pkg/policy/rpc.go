@@ -15,4 +15,9 @@ var EvaluateEndpoint = rpc.Endpoint[EvaluateRequest, DecisionRecord]{
 	Name: "evaluate", Subject: streams.EvaluateRPC,
 	Service: "policy service", NotDone: "no decision was made",
 	MaxWait: 10 * time.Second,
+	// A decision waits for POLICY's ack before it answers: one at a time,
+	// that wait queues every decision behind it (issue 16's p99). Each
+	// decision is independent (budgets count through the KV's own
+	// dedupe, event verdicts already decide concurrently).
+	Instances: 16,
 }

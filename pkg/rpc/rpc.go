@@ -91,6 +91,14 @@ type Endpoint[Req, Resp any] struct {
 	NotDone string
 	// MaxWait bounds a handler whose caller sent no deadline.
 	MaxWait time.Duration
+	// Instances is how many requests one process serves at once (0 or
+	// 1: one). micro runs each endpoint's handler on its subscription's
+	// goroutine, one request at a time, so a handler that waits (for a
+	// JetStream ack) makes every request behind it wait too; Handle adds
+	// the endpoint Instances times to the same subject and queue group,
+	// each one a subscription of its own, and NATS spreads requests
+	// among them. Extra instances are named Name-2, Name-3, ….
+	Instances int
 }
 
 func (e Endpoint[Req, Resp]) unavailable(what string, err error) error {
@@ -214,8 +222,14 @@ func (e Endpoint[Req, Resp]) Handle(svc micro.Service, log *slog.Logger, fn func
 			log.Warn("rpc reply", slog.String("endpoint", e.Name), slog.String("error", err.Error()))
 		}
 	}
-	if err := svc.AddEndpoint(e.Name, micro.HandlerFunc(handler), micro.WithEndpointSubject(e.Subject)); err != nil {
-		return fmt.Errorf("rpc %s: %w", e.Name, err)
+	for i := range max(1, e.Instances) {
+		name := e.Name
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", e.Name, i+1)
+		}
+		if err := svc.AddEndpoint(name, micro.HandlerFunc(handler), micro.WithEndpointSubject(e.Subject)); err != nil {
+			return fmt.Errorf("rpc %s: %w", name, err)
+		}
 	}
 	return nil
 }

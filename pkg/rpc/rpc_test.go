@@ -160,3 +160,68 @@ func TestCodeOf(t *testing.T) {
 		}
 	}
 }
+
+// TestInstancesServeAtOnce: with Instances, a request that waits in its
+// handler does not hold up the others, and the extra instances are
+// endpoints of their own on the same subject. With one instance every
+// request behind the held one would wait for it.
+func TestInstancesServeAtOnce(t *testing.T) {
+	env := natstest.Start(t)
+	ep := endpoint
+	ep.Instances = 4
+	held, release := make(chan struct{}), make(chan struct{})
+	svc, err := rpc.Serve(env.Conn, "vigil-echo", "echo", func(svc micro.Service) error {
+		return ep.Handle(svc, slog.New(slog.DiscardHandler), func(ctx context.Context, req echoReq) (echoResp, error) {
+			if req.Say == "hold" {
+				close(held)
+				<-release
+			}
+			return echoResp{Said: req.Say}, nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	var names []string
+	for _, e := range svc.Info().Endpoints {
+		if e.Subject != ep.Subject || e.QueueGroup != "vigil-echo" {
+			t.Errorf("endpoint %s: subject %q, queue group %q", e.Name, e.Subject, e.QueueGroup)
+		}
+		names = append(names, e.Name)
+	}
+	if strings.Join(names, ",") != "echo,echo-2,echo-3,echo-4" {
+		t.Errorf("endpoints = %v", names)
+	}
+
+	holdDone := make(chan error, 1)
+	go func() {
+		_, err := ep.Call(context.Background(), env.Conn, echoReq{Say: "hold"})
+		holdDone <- err
+	}()
+	<-held
+	// NATS picks a queue member at random: of 20 requests, some reach an
+	// instance other than the held one (all 20 missing them: 4^-20).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	answered := make(chan string, 20)
+	for range 20 {
+		go func() {
+			if resp, err := ep.Call(ctx, env.Conn, echoReq{Say: "hi"}); err == nil {
+				answered <- resp.Said
+			}
+		}()
+	}
+	select {
+	case said := <-answered:
+		if said != "hi" {
+			t.Errorf("answered %q", said)
+		}
+	case <-ctx.Done():
+		t.Fatal("no request was answered while one was held")
+	}
+	close(release)
+	if err := <-holdDone; err != nil {
+		t.Fatal(err)
+	}
+}
