@@ -186,6 +186,16 @@ func (b *Board) Wait(ctx context.Context, tenant, decisionID string) (Action, bo
 	}
 }
 
+// Changed returns a channel that is closed at the board's next change
+// (of any tenant): a watcher takes it, reads, then waits on it, so no
+// change between its read and its wait is missed (the console's Decision
+// Desk streams this way).
+func (b *Board) Changed() <-chan struct{} {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.changed
+}
+
 // Sync waits until the board has applied everything GUARDIAN held when
 // it was called.
 func (b *Board) Sync(ctx context.Context) error {

@@ -265,6 +265,7 @@ func (s *Service) Routes(e *echo.Echo) {
 
 	g.POST("/policies", s.createPolicy, pw, idem)
 	g.GET("/policies", s.listPolicies, pr, controlFresh)
+	g.POST("/policies/validate", s.validatePolicy, pr)
 	g.POST("/policies/check", s.checkPolicy, eval, limited, controlFresh, idem)
 	g.GET("/policies/:id", s.getPolicy, pr, controlFresh)
 	g.PATCH("/policies/:id", s.patchPolicy, pw)

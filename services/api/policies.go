@@ -67,6 +67,28 @@ func (s *Service) compile(d rules.Document) error {
 	return err
 }
 
+// validatePolicy parses and compiles a policy document exactly as
+// createPolicy would, and stores nothing: the console's editor calls it
+// as the author types. An invalid document is the usual 400 envelope.
+func (s *Service) validatePolicy(c echo.Context) error {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	doc, ignored, err := rules.ParseCompat(body)
+	if err != nil {
+		return err
+	}
+	httpkit.WarnIgnored(c, ignored)
+	if doc.ID != "" && !policyIDRe.MatchString(doc.ID) {
+		return apperr.Validation("policy id is not valid", apperr.FieldError{Path: "id", Code: "invalid_format", Message: "id must be letters, digits and _.- (at most 128), starting with a letter or digit"})
+	}
+	if err := s.compile(doc); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"valid": true, "id": doc.ID, "rules": len(doc.Rules), "ignored": ignored})
+}
+
 func (s *Service) createPolicy(c echo.Context) error {
 	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
 	if err != nil {

@@ -1,0 +1,180 @@
+// Package console is Vigil's web console, served by Vigil itself at
+// /console: server-rendered pages (html/template, embedded) with a small
+// script of its own and no third-party JavaScript. A signed-in person's
+// session holds the bearer credential they signed in with, and every page
+// reads and writes by dispatching the very API route a client would call
+// with that credential, in-process: authentication, roles, tenant
+// isolation, validation and the audit trail are the API's, never a second
+// copy (docs/console.md).
+package console
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/httpkit"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// CSP is the Content-Security-Policy of every console response: scripts
+// and styles only from the console's own files, no inline script, no
+// plugins, no framing, forms only to the console.
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+
+// Prefix is where the console is mounted.
+const Prefix = "/console"
+
+// Config tunes the console.
+type Config struct {
+	// SessionTTL is how long a sign-in lasts (absolute; an API key revoked
+	// or an ID token expired ends it earlier).
+	SessionTTL time.Duration
+	// Heartbeat is how often the Decision Desk's event stream sends a
+	// comment, so that proxies keep it open.
+	Heartbeat time.Duration
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config { return Config{SessionTTL: 8 * time.Hour, Heartbeat: 15 * time.Second} }
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	if c.SessionTTL < time.Minute {
+		errs = append(errs, errors.New("console: SessionTTL must be at least 1m"))
+	}
+	if c.Heartbeat <= 0 {
+		errs = append(errs, errors.New("console: Heartbeat must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the console's collaborators.
+type Deps struct {
+	// Auth checks the credential a person signs in with (the catalog).
+	Auth httpkit.Authenticator
+	// Board wakes the Decision Desk's event streams on every change of a
+	// pending action.
+	Board *approval.Board
+	Log   *slog.Logger
+}
+
+// Console serves the pages.
+type Console struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	sessions *sessionStore
+	pages    pages
+	// api is the echo instance the console is mounted on: pages dispatch
+	// API requests to it.
+	api *echo.Echo
+	// stopping is closed when the HTTP server starts shutting down, which
+	// ends the Desk's event streams (it would otherwise wait for them).
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// New validates cfg and deps and parses the templates.
+func New(cfg Config, deps Deps) (*Console, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Auth == nil || deps.Board == nil || deps.Log == nil {
+		return nil, errors.New("console: Auth, Board and Log are required")
+	}
+	p, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	return &Console{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "console")), sessions: newSessionStore(cfg.SessionTTL), pages: p, stopping: make(chan struct{})}, nil
+}
+
+// Component mounts the console's routes in a process.
+func (c *Console) Component() daemon.Component {
+	return daemon.Component{Name: "console", Routes: c.Routes, Workers: []daemon.Worker{c.sweep}}
+}
+
+// sweep drops expired sessions until ctx ends.
+func (c *Console) sweep(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			c.sessions.sweep(now)
+		}
+	}
+}
+
+// Routes mounts the console on e and keeps e to dispatch API requests to.
+func (c *Console) Routes(e *echo.Echo) {
+	c.api = e
+	e.Server.RegisterOnShutdown(func() { c.stopOnce.Do(func() { close(c.stopping) }) })
+	static, _ := fs.Sub(staticFS, "static")
+	g := e.Group(Prefix, secureHeaders)
+	g.GET("/static/*", echo.WrapHandler(http.StripPrefix(Prefix+"/static/", http.FileServer(http.FS(static)))))
+	g.GET("/sign-in", c.signInPage)
+	g.POST("/sign-in", c.signIn)
+	s := g.Group("", c.requireSession)
+	s.POST("/sign-out", c.signOut, c.requireCSRF)
+	s.GET("", c.home)
+	s.GET("/desk", c.desk)
+	s.GET("/desk/events", c.deskEvents)
+	s.POST("/desk/:id/decide", c.decide, c.requireCSRF)
+	s.GET("/sessions", c.sessionsPage)
+	s.GET("/sessions/:id", c.sessionPage)
+	s.GET("/sessions/:id/evidence", c.evidence)
+	s.GET("/agents", c.agentsPage)
+	s.POST("/agents/:id/settings", c.agentSettings, c.requireCSRF)
+	s.POST("/halts", c.halt, c.requireCSRF)
+	s.GET("/policies", c.policiesPage)
+	s.GET("/policies/new", c.policyEditor)
+	s.GET("/policies/:id/edit", c.policyEditor)
+	s.POST("/policies/validate", c.validatePolicy, c.requireCSRF)
+	s.POST("/policies", c.savePolicy, c.requireCSRF)
+	s.GET("/verdicts", c.verdictsPage)
+	s.POST("/verdicts/:id/status", c.triage, c.requireCSRF)
+	s.GET("/audit", c.auditPage)
+	s.GET("/keys", c.keysPage)
+	s.GET("/members", c.membersPage)
+	s.GET("/channels", c.channelsPage)
+	s.GET("/channels/:id", c.channelPage)
+}
+
+// secureHeaders sets the CSP and the other browser protections on every
+// console response; pages are never cached (they carry tenant data).
+func secureHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", CSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		// same-origin, not no-referrer: with no-referrer a browser sends
+		// "Origin: null" on form posts, which the origin check refuses.
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		if !strings.HasPrefix(c.Request().URL.Path, Prefix+"/static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		return next(c)
+	}
+}

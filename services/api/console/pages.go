@@ -1,0 +1,302 @@
+package console
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+)
+
+// cell is one table cell: text, optionally a link, and row actions.
+type cell struct {
+	Text  string
+	Href  string
+	Mono  bool
+	Forms []rowForm
+}
+
+// rowForm is a small POST form (a button, hidden fields and a few inputs).
+type rowForm struct {
+	Action, Label string
+	Fields        [][2]string
+	Inputs        []formInput
+	Danger        bool
+}
+
+type formInput struct {
+	ID, Name, Label string
+	Required        bool
+}
+
+type filter struct{ Name, Label, Value, Placeholder string }
+
+type panel struct {
+	Heading string
+	Pre     string
+	Forms   []rowForm
+}
+
+// tableView is a list page.
+type tableView struct {
+	NavKey, Heading, Intro string
+	Filters                []filter
+	Columns                []string
+	Rows                   [][]cell
+	Extra                  []panel
+	Problem, Next          string
+}
+
+func (t tableView) nav() string { return t.NavKey }
+
+func init() {
+	funcs["formctx"] = func(f rowForm, csrf string) any {
+		return struct {
+			F    rowForm
+			CSRF string
+		}{f, csrf}
+	}
+}
+
+// column maps a field of an API item to a cell.
+type column struct {
+	Header, Path string
+	// Link, if set, makes the cell a link to Link with the value escaped.
+	Link string
+	Mono bool
+}
+
+func rows(items []map[string]any, cols []column) [][]cell {
+	out := make([][]cell, 0, len(items))
+	for _, it := range items {
+		row := make([]cell, 0, len(cols))
+		for _, col := range cols {
+			v := text(field(it, col.Path))
+			cl := cell{Text: v, Mono: col.Mono}
+			if col.Link != "" && v != "" {
+				cl.Href = fmt.Sprintf(col.Link, url.PathEscape(v))
+			}
+			row = append(row, cl)
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func headers(cols []column) []string {
+	h := make([]string, len(cols))
+	for i, c := range cols {
+		h[i] = c.Header
+	}
+	return h
+}
+
+// query copies the named query parameters that are set.
+func query(ec echo.Context, names ...string) url.Values {
+	q := url.Values{}
+	for _, n := range names {
+		if v := strings.TrimSpace(ec.QueryParam(n)); v != "" {
+			q.Set(n, v)
+		}
+	}
+	return q
+}
+
+func filters(ec echo.Context, fs ...filter) []filter {
+	for i := range fs {
+		fs[i].Value = ec.QueryParam(fs[i].Name)
+	}
+	return fs
+}
+
+// listPage renders an API list as a table; next pages follow the API's
+// cursor.
+func (c *Console) listPage(ec echo.Context, v tableView, apiPath string, q url.Values, cols []column, actions func(map[string]any) []rowForm) error {
+	if cur := ec.QueryParam("cursor"); cur != "" {
+		q.Set("cursor", cur)
+	}
+	path := apiPath
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	r := c.call(ec, http.MethodGet, path, nil)
+	if r.Status == http.StatusUnauthorized {
+		return c.apiFail(ec, r)
+	}
+	v.Columns = headers(cols)
+	if !r.OK() {
+		v.Problem = r.Problem()
+		v.Columns = nil
+		return c.render(ec, http.StatusOK, "table", v.Heading, v)
+	}
+	var page struct {
+		Data       []map[string]any `json:"data"`
+		NextCursor *string          `json:"nextCursor"`
+	}
+	if err := r.Decode(&page); err != nil {
+		v.Problem = "the API answered something the console cannot read"
+		return c.render(ec, http.StatusOK, "table", v.Heading, v)
+	}
+	v.Rows = rows(page.Data, cols)
+	if actions != nil {
+		v.Columns = append(v.Columns, "Actions")
+		for i, it := range page.Data {
+			v.Rows[i] = append(v.Rows[i], cell{Forms: actions(it)})
+		}
+	}
+	if page.NextCursor != nil && *page.NextCursor != "" {
+		nq := ec.QueryParams()
+		nq.Set("cursor", *page.NextCursor)
+		v.Next = ec.Request().URL.Path + "?" + nq.Encode()
+	}
+	return c.render(ec, http.StatusOK, "table", v.Heading, v)
+}
+
+func (c *Console) sessionsPage(ec echo.Context) error {
+	v := tableView{NavKey: "sessions", Heading: "Sessions", Intro: "Most recently active first. Open one for its timeline, risk and evidence.",
+		Filters: filters(ec, filter{Name: "search", Label: "Search", Placeholder: "session or agent id"}, filter{Name: "agentId", Label: "Agent"},
+			filter{Name: "from", Label: "From", Placeholder: "RFC 3339"}, filter{Name: "to", Label: "To", Placeholder: "RFC 3339"})}
+	return c.listPage(ec, v, "/v1/sessions", query(ec, "search", "agentId", "from", "to"), []column{
+		{Header: "Session", Path: "sessionId", Link: Prefix + "/sessions/%s", Mono: true}, {Header: "Agent", Path: "agentId"},
+		{Header: "Events", Path: "eventCount"}, {Header: "First event", Path: "firstEventAt"}, {Header: "Last event", Path: "lastEventAt"},
+	}, nil)
+}
+
+func (c *Console) agentsPage(ec echo.Context) error {
+	v := tableView{NavKey: "agents", Heading: "Agents", Intro: "Registered and discovered agents with their baseline. Pausing blocks every action of the agent (AGENT_PAUSED); a halt stops it at once and rejects what it has pending.",
+		Filters: filters(ec, filter{Name: "agentId", Label: "Agent"})}
+	return c.listPage(ec, v, "/v1/agents/profiles", query(ec, "agentId"), []column{
+		{Header: "Agent", Path: "agentId", Mono: true}, {Header: "Status", Path: "status"}, {Header: "Paused", Path: "paused"},
+		{Header: "Baseline", Path: "observationDepth"}, {Header: "Observations", Path: "observations"},
+		{Header: "Declared tools", Path: "declaration.tools"}, {Header: "Blocks", Path: "activity.blocks"}, {Header: "Errors", Path: "activity.errors"},
+		{Header: "Last seen", Path: "activity.lastSeenAt"},
+	}, func(it map[string]any) []rowForm {
+		id := text(it["agentId"])
+		pause := rowForm{Action: Prefix + "/agents/" + url.PathEscape(id) + "/settings", Label: "Pause", Fields: [][2]string{{"paused", "true"}}}
+		if it["paused"] == true {
+			pause = rowForm{Action: pause.Action, Label: "Resume", Fields: [][2]string{{"paused", "false"}}}
+		}
+		halt := rowForm{Action: Prefix + "/halts", Label: "Halt", Danger: true, Fields: [][2]string{{"scope", "agent"}, {"agentId", id}},
+			Inputs: []formInput{{ID: "halt-reason-" + id, Name: "reason", Label: "Reason for halting " + id, Required: true}}}
+		return []rowForm{pause, halt}
+	})
+}
+
+func (c *Console) agentSettings(ec echo.Context) error {
+	id := ec.Param("id")
+	r := c.call(ec, http.MethodPost, "/v1/agents/"+url.PathEscape(id)+"/settings", map[string]any{"paused": ec.FormValue("paused") == "true"})
+	if !r.OK() {
+		return c.apiFail(ec, r)
+	}
+	state := "resumed"
+	if ec.FormValue("paused") == "true" {
+		state = "paused"
+	}
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/agents?flash="+url.QueryEscape(id+" "+state))
+}
+
+func (c *Console) halt(ec echo.Context) error {
+	body := map[string]any{"scope": ec.FormValue("scope"), "reason": ec.FormValue("reason")}
+	for _, k := range []string{"agentId", "sessionId"} {
+		if v := ec.FormValue(k); v != "" {
+			body[k] = v
+		}
+	}
+	r := c.call(ec, http.MethodPost, "/v1/halts", body)
+	if !r.OK() {
+		return c.apiFail(ec, r)
+	}
+	var h struct {
+		ID              string `json:"id"`
+		PendingRejected int    `json:"pendingRejected"`
+	}
+	_ = r.Decode(&h)
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/agents?flash="+url.QueryEscape(fmt.Sprintf("halt %s in force; %d pending approvals rejected", h.ID, h.PendingRejected)))
+}
+
+func (c *Console) verdictsPage(ec echo.Context) error {
+	v := tableView{NavKey: "verdicts", Heading: "Verdicts", Intro: "Findings to triage, newest first. Triage tunes findings; it never lifts a policy outcome.",
+		Filters: filters(ec, filter{Name: "q", Label: "Search", Placeholder: "tool, target, agent, reason"}, filter{Name: "status", Label: "Status", Placeholder: "open"},
+			filter{Name: "decision", Label: "Outcome", Placeholder: "block"}, filter{Name: "since", Label: "Since", Placeholder: "24h"})}
+	return c.listPage(ec, v, "/v1/verdicts", query(ec, "q", "status", "decision", "since", "agent"), []column{
+		{Header: "Id", Path: "id", Mono: true}, {Header: "Agent", Path: "agentId"}, {Header: "Decision", Path: "decision"},
+		{Header: "Tool", Path: "tool"}, {Header: "Target", Path: "target"}, {Header: "Reasons", Path: "reasonCodes"},
+		{Header: "Status", Path: "status"}, {Header: "At", Path: "createdAt"},
+	}, func(it map[string]any) []rowForm {
+		id := text(it["id"])
+		var fs []rowForm
+		for _, s := range []string{"acknowledged", "resolved", "false_positive"} {
+			fs = append(fs, rowForm{Action: Prefix + "/verdicts/" + url.PathEscape(id) + "/status", Label: strings.ReplaceAll(s, "_", " "), Fields: [][2]string{{"status", s}}})
+		}
+		return fs
+	})
+}
+
+func (c *Console) triage(ec echo.Context) error {
+	id := ec.Param("id")
+	r := c.call(ec, http.MethodPost, "/v1/verdicts/"+url.PathEscape(id)+"/status", map[string]any{"status": ec.FormValue("status")})
+	if !r.OK() {
+		return c.apiFail(ec, r)
+	}
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/verdicts?flash="+url.QueryEscape(id+": "+ec.FormValue("status")))
+}
+
+func (c *Console) auditPage(ec echo.Context) error {
+	v := tableView{NavKey: "audit", Heading: "Audit log", Intro: "Every change to agents, policies, keys, members, settings and channels, and every approval decision, newest first.",
+		Filters: filters(ec, filter{Name: "actor", Label: "Actor"}, filter{Name: "entityType", Label: "Entity type"}, filter{Name: "action", Label: "Action"})}
+	return c.listPage(ec, v, "/v1/audit", query(ec, "actor", "entityType", "action", "from", "to"), []column{
+		{Header: "At", Path: "at"}, {Header: "Actor", Path: "actor"}, {Header: "Action", Path: "action"},
+		{Header: "Entity", Path: "entityType"}, {Header: "Id", Path: "entityId", Mono: true},
+	}, nil)
+}
+
+func (c *Console) keysPage(ec echo.Context) error {
+	v := tableView{NavKey: "keys", Heading: "API keys", Intro: "Keys are shown once at creation and stored only as hashes (create them with vigil keys create or POST /v1/keys)."}
+	return c.listPage(ec, v, "/v1/keys", url.Values{}, []column{
+		{Header: "Id", Path: "id", Mono: true}, {Header: "Name", Path: "name"}, {Header: "Role", Path: "role"}, {Header: "Agents", Path: "agents"},
+		{Header: "Created", Path: "createdAt"}, {Header: "Expires", Path: "expiresAt"}, {Header: "Revoked", Path: "revokedAt"},
+	}, nil)
+}
+
+func (c *Console) membersPage(ec echo.Context) error {
+	v := tableView{NavKey: "members", Heading: "Members", Intro: "People who sign in with the identity provider, their roles and reviewer groups."}
+	return c.listPage(ec, v, "/v1/members", url.Values{}, []column{
+		{Header: "Email", Path: "email"}, {Header: "Role", Path: "role"}, {Header: "Groups", Path: "groups"}, {Header: "Status", Path: "status"},
+		{Header: "Invited", Path: "invitedAt"},
+	}, nil)
+}
+
+func (c *Console) channelsPage(ec echo.Context) error {
+	v := tableView{NavKey: "channels", Heading: "Notification channels", Intro: "Where signals are delivered. Open a channel for its delivery log and dead letters."}
+	return c.listPage(ec, v, "/v1/notification-channels", url.Values{}, []column{
+		{Header: "Id", Path: "id", Link: Prefix + "/channels/%s", Mono: true}, {Header: "Name", Path: "name"}, {Header: "Type", Path: "type"},
+		{Header: "Signals", Path: "signals"}, {Header: "Enabled", Path: "enabled"},
+	}, nil)
+}
+
+// channelPage shows a channel's delivery log with its dead letters above.
+func (c *Console) channelPage(ec echo.Context) error {
+	id := url.PathEscape(ec.Param("id"))
+	v := tableView{NavKey: "channels", Heading: "Channel " + ec.Param("id"), Intro: "Deliveries, newest first."}
+	dead, r := c.list(ec, "/v1/notification-channels/"+id+"/dead-letters")
+	if r.Status == http.StatusUnauthorized {
+		return c.apiFail(ec, r)
+	}
+	if r.OK() {
+		var b strings.Builder
+		for _, d := range dead {
+			fmt.Fprintf(&b, "%s  %s  %s  %s\n", text(d["id"]), text(d["signal"]), text(d["lastError"]), text(d["deadAt"]))
+		}
+		if b.Len() == 0 {
+			b.WriteString("none")
+		}
+		v.Extra = []panel{{Heading: fmt.Sprintf("Dead letters (%d)", len(dead)), Pre: b.String()}}
+	} else {
+		v.Extra = []panel{{Heading: "Dead letters", Pre: r.Problem()}}
+	}
+	return c.listPage(ec, v, "/v1/notification-channels/"+id+"/deliveries", url.Values{}, []column{
+		{Header: "Delivery", Path: "id", Mono: true}, {Header: "Signal", Path: "signal"}, {Header: "Status", Path: "status"},
+		{Header: "Attempts", Path: "attempts"}, {Header: "HTTP", Path: "responseStatus"}, {Header: "Error", Path: "error"}, {Header: "At", Path: "createdAt"},
+	}, nil)
+}
