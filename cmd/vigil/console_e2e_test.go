@@ -150,6 +150,7 @@ func (b *browser) shot(ctx context.Context, name string) {
 	if os.Getenv(screenshotsEnv) != "1" {
 		return
 	}
+	time.Sleep(1500 * time.Millisecond) // past the arrival highlight
 	png := get(b, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
 	if err := os.WriteFile(filepath.Join("..", "..", "docs", "console", name+".png"), png, 0o644); err != nil {
 		b.t.Fatal(err)
@@ -345,7 +346,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("page %s shows an error: %s", p, problem)
 		}
 		b.clean("page " + p)
-		if !strings.Contains(p, "/") {
+		if p != "desk" && !strings.Contains(p, "/") { // the Desk was taken with a card
 			b.shot(b.ctx, p)
 		}
 	}

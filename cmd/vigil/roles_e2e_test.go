@@ -32,6 +32,7 @@ var routePermissions = map[string][]auth.Permission{
 	"POST /v1/policies":                            {auth.PoliciesWrite},
 	"GET /v1/policies":                             {auth.PoliciesRead},
 	"POST /v1/policies/check":                      {auth.DecisionsEvaluate},
+	"POST /v1/policies/validate":                   {auth.PoliciesRead},
 	"GET /v1/policies/:id":                         {auth.PoliciesRead},
 	"PATCH /v1/policies/:id":                       {auth.PoliciesWrite},
 	"DELETE /v1/policies/:id":                      {auth.PoliciesWrite},
@@ -112,6 +113,90 @@ var routePermissions = map[string][]auth.Permission{
 	"GET /v1/judge/usage":         {auth.SettingsRead},
 }
 
+// consoleRoutes are the console's browser routes (docs/console.md):
+// "public" ones need nothing; "session" ones need the console's session
+// cookie and, without it, redirect a GET to the sign-in page and refuse
+// anything else with 401 — an API key alone never gets in, so a page can
+// never be driven with a bearer token. What a signed-in person may do is
+// what the API route the page dispatches to allows: the /v1 matrix below
+// covers those, and TestConsoleRoles checks the dispatch keeps the
+// person's role and tenant.
+var consoleRoutes = map[string]string{
+	"GET /console/static/*":              "public",
+	"GET /console/sign-in":               "public",
+	"POST /console/sign-in":              "public",
+	"POST /console/sign-out":             "session",
+	"GET /console":                       "session",
+	"GET /console/desk":                  "session",
+	"GET /console/desk/events":           "session",
+	"POST /console/desk/:id/decide":      "session",
+	"GET /console/sessions":              "session",
+	"GET /console/sessions/:id":          "session",
+	"GET /console/sessions/:id/evidence": "session",
+	"GET /console/agents":                "session",
+	"POST /console/agents/:id/settings":  "session",
+	"POST /console/halts":                "session",
+	"GET /console/policies":              "session",
+	"GET /console/policies/new":          "session",
+	"GET /console/policies/:id/edit":     "session",
+	"POST /console/policies/validate":    "session",
+	"POST /console/policies":             "session",
+	"GET /console/verdicts":              "session",
+	"POST /console/verdicts/:id/status":  "session",
+	"GET /console/audit":                 "session",
+	"GET /console/keys":                  "session",
+	"GET /console/members":               "session",
+	"GET /console/channels":              "session",
+	"GET /console/channels/:id":          "session",
+}
+
+// checkConsoleRoutes checks that every /console route is in
+// consoleRoutes and that the session ones refuse a caller with only an API
+// key (owner).
+func checkConsoleRoutes(t *testing.T, e *env, registered []string) {
+	t.Helper()
+	noRedirect := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, key := range registered {
+		access, ok := consoleRoutes[key]
+		if !ok {
+			t.Errorf("console route %s is not in consoleRoutes (add it there and to docs/console.md)", key)
+			continue
+		}
+		if access != "session" {
+			continue
+		}
+		method, path, _ := strings.Cut(key, " ")
+		path = regexp.MustCompile(`:[A-Za-z]+`).ReplaceAllString(path, "matrix-probe")
+		req, _ := http.NewRequest(method, e.base+path, strings.NewReader("csrf=x"))
+		req.Header.Set("Authorization", "Bearer "+e.owner)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if strings.HasSuffix(path, "/events") {
+			req.Header.Set("Accept", "text/event-stream") // as EventSource sends
+		}
+		res, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		_ = res.Body.Close()
+		switch {
+		case method == http.MethodGet && key != "GET /console/desk/events":
+			if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/console/sign-in") {
+				t.Errorf("%s with an API key and no session: HTTP %d to %q, want 303 to the sign-in page", key, res.StatusCode, res.Header.Get("Location"))
+			}
+		case res.StatusCode != http.StatusUnauthorized:
+			t.Errorf("%s with an API key and no session: HTTP %d, want 401", key, res.StatusCode)
+		}
+		if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+			t.Errorf("%s: no CSP (%q)", key, csp)
+		}
+	}
+	for key := range consoleRoutes {
+		if !slices.Contains(registered, key) {
+			t.Errorf("consoleRoutes lists %s, which is not registered", key)
+		}
+	}
+}
+
 // publicRoutes need no key at all.
 var publicRoutes = regexp.MustCompile(`^(GET|HEAD) /(healthz|readyz|livez|metrics|openapi\.json$)`)
 
@@ -168,9 +253,15 @@ func TestRoleMatrix(t *testing.T) {
 	callers[slices.IndexFunc(callers, func(c caller) bool { return c.name == string(auth.RoleAgent) })].name = "agent (unbound)"
 	owner := callers[0].key
 	expect(t, e.post(owner, "/v1/agents", map[string]any{"agentId": "matrix-probe"}), 201, "register the probe agent")
-	var routes []string
+	var routes, console []string
 	for _, r := range e.st.Echo.Routes() {
 		key := r.Method + " " + r.Path
+		if (r.Path == "/console" || strings.HasPrefix(r.Path, "/console/")) && r.Method != "echo_route_not_found" {
+			if !slices.Contains(console, key) {
+				console = append(console, key)
+			}
+			continue
+		}
 		if !strings.HasPrefix(r.Path, "/v1/") || slices.Contains(routes, key) || strings.HasSuffix(r.Path, "/*") || r.Method == "echo_route_not_found" {
 			if !strings.HasPrefix(r.Path, "/v1/") && !publicRoutes.MatchString(key) && r.Method != "echo_route_not_found" && !strings.HasSuffix(r.Path, "/*") {
 				t.Errorf("route %s is neither under /v1 nor public", key)
@@ -180,6 +271,7 @@ func TestRoleMatrix(t *testing.T) {
 		routes = append(routes, key)
 	}
 	slices.Sort(routes)
+	checkConsoleRoutes(t, e, console)
 	for _, route := range routes {
 		perms, ok := routePermissions[route]
 		if !ok {

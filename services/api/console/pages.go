@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -45,8 +46,12 @@ type tableView struct {
 	Columns                []string
 	Rows                   [][]cell
 	Extra                  []panel
-	Problem, Next          string
+	// Links are buttons to related pages (e.g. a new policy).
+	Links         []link
+	Problem, Next string
 }
+
+type link struct{ Href, Label string }
 
 func (t tableView) nav() string { return t.NavKey }
 
@@ -113,8 +118,10 @@ func filters(ec echo.Context, fs ...filter) []filter {
 // listPage renders an API list as a table; next pages follow the API's
 // cursor.
 func (c *Console) listPage(ec echo.Context, v tableView, apiPath string, q url.Values, cols []column, actions func(map[string]any) []rowForm) error {
-	if cur := ec.QueryParam("cursor"); cur != "" {
-		q.Set("cursor", cur)
+	for _, k := range []string{"cursor", "offset"} {
+		if v := ec.QueryParam(k); v != "" {
+			q.Set(k, v)
+		}
 	}
 	path := apiPath
 	if len(q) > 0 {
@@ -133,6 +140,8 @@ func (c *Console) listPage(ec echo.Context, v tableView, apiPath string, q url.V
 	var page struct {
 		Data       []map[string]any `json:"data"`
 		NextCursor *string          `json:"nextCursor"`
+		HasMore    bool             `json:"hasMore"`
+		Offset     *int             `json:"offset"`
 	}
 	if err := r.Decode(&page); err != nil {
 		v.Problem = "the API answered something the console cannot read"
@@ -145,9 +154,14 @@ func (c *Console) listPage(ec echo.Context, v tableView, apiPath string, q url.V
 			v.Rows[i] = append(v.Rows[i], cell{Forms: actions(it)})
 		}
 	}
-	if page.NextCursor != nil && *page.NextCursor != "" {
-		nq := ec.QueryParams()
+	nq := ec.QueryParams()
+	switch {
+	case page.NextCursor != nil && *page.NextCursor != "":
 		nq.Set("cursor", *page.NextCursor)
+		v.Next = ec.Request().URL.Path + "?" + nq.Encode()
+	case page.HasMore && page.Offset != nil:
+		// Kaizen-style lists page by offset.
+		nq.Set("offset", strconv.Itoa(*page.Offset+len(page.Data)))
 		v.Next = ec.Request().URL.Path + "?" + nq.Encode()
 	}
 	return c.render(ec, http.StatusOK, "table", v.Heading, v)
@@ -220,9 +234,9 @@ func (c *Console) verdictsPage(ec echo.Context) error {
 		Filters: filters(ec, filter{Name: "q", Label: "Search", Placeholder: "tool, target, agent, reason"}, filter{Name: "status", Label: "Status", Placeholder: "open"},
 			filter{Name: "decision", Label: "Outcome", Placeholder: "block"}, filter{Name: "since", Label: "Since", Placeholder: "24h"})}
 	return c.listPage(ec, v, "/v1/verdicts", query(ec, "q", "status", "decision", "since", "agent"), []column{
-		{Header: "Id", Path: "id", Mono: true}, {Header: "Agent", Path: "agentId"}, {Header: "Decision", Path: "decision"},
-		{Header: "Tool", Path: "tool"}, {Header: "Target", Path: "target"}, {Header: "Reasons", Path: "reasonCodes"},
-		{Header: "Status", Path: "status"}, {Header: "At", Path: "createdAt"},
+		{Header: "Id", Path: "id", Mono: true}, {Header: "Agent", Path: "agent"}, {Header: "Outcome", Path: "outcome"},
+		{Header: "Tool", Path: "action.tool"}, {Header: "Target", Path: "action.target"}, {Header: "Reasons", Path: "reasonCodes"},
+		{Header: "Source", Path: "source"}, {Header: "Status", Path: "status"}, {Header: "At", Path: "createdAt"},
 	}, func(it map[string]any) []rowForm {
 		id := text(it["id"])
 		var fs []rowForm
@@ -255,15 +269,16 @@ func (c *Console) keysPage(ec echo.Context) error {
 	v := tableView{NavKey: "keys", Heading: "API keys", Intro: "Keys are shown once at creation and stored only as hashes (create them with vigil keys create or POST /v1/keys)."}
 	return c.listPage(ec, v, "/v1/keys", url.Values{}, []column{
 		{Header: "Id", Path: "id", Mono: true}, {Header: "Name", Path: "name"}, {Header: "Role", Path: "role"}, {Header: "Agents", Path: "agents"},
-		{Header: "Created", Path: "createdAt"}, {Header: "Expires", Path: "expiresAt"}, {Header: "Revoked", Path: "revokedAt"},
+		{Header: "Prefix", Path: "prefix", Mono: true}, {Header: "Status", Path: "status"}, {Header: "Created", Path: "createdAt"},
+		{Header: "Last used", Path: "lastUsedAt"}, {Header: "Expires", Path: "expiresAt"},
 	}, nil)
 }
 
 func (c *Console) membersPage(ec echo.Context) error {
 	v := tableView{NavKey: "members", Heading: "Members", Intro: "People who sign in with the identity provider, their roles and reviewer groups."}
 	return c.listPage(ec, v, "/v1/members", url.Values{}, []column{
-		{Header: "Email", Path: "email"}, {Header: "Role", Path: "role"}, {Header: "Groups", Path: "groups"}, {Header: "Status", Path: "status"},
-		{Header: "Invited", Path: "invitedAt"},
+		{Header: "Email", Path: "email"}, {Header: "Role", Path: "role"}, {Header: "Reviewer groups", Path: "groups"}, {Header: "Status", Path: "status"},
+		{Header: "Invited", Path: "invitedAt"}, {Header: "By", Path: "invitedBy"},
 	}, nil)
 }
 
@@ -271,7 +286,7 @@ func (c *Console) channelsPage(ec echo.Context) error {
 	v := tableView{NavKey: "channels", Heading: "Notification channels", Intro: "Where signals are delivered. Open a channel for its delivery log and dead letters."}
 	return c.listPage(ec, v, "/v1/notification-channels", url.Values{}, []column{
 		{Header: "Id", Path: "id", Link: Prefix + "/channels/%s", Mono: true}, {Header: "Name", Path: "name"}, {Header: "Type", Path: "type"},
-		{Header: "Signals", Path: "signals"}, {Header: "Enabled", Path: "enabled"},
+		{Header: "Destination", Path: "displayUrl"}, {Header: "Signals", Path: "signals"}, {Header: "Min severity", Path: "minSeverity"}, {Header: "Enabled", Path: "enabled"},
 	}, nil)
 }
 
@@ -286,7 +301,7 @@ func (c *Console) channelPage(ec echo.Context) error {
 	if r.OK() {
 		var b strings.Builder
 		for _, d := range dead {
-			fmt.Fprintf(&b, "%s  %s  %s  %s\n", text(d["id"]), text(d["signal"]), text(d["lastError"]), text(d["deadAt"]))
+			fmt.Fprintf(&b, "%s  attempt %s  %s  %s  %s\n", text(d["deliveryId"]), text(d["attempt"]), text(d["statusCode"]), text(d["error"]), text(d["at"]))
 		}
 		if b.Len() == 0 {
 			b.WriteString("none")
@@ -296,7 +311,8 @@ func (c *Console) channelPage(ec echo.Context) error {
 		v.Extra = []panel{{Heading: "Dead letters", Pre: r.Problem()}}
 	}
 	return c.listPage(ec, v, "/v1/notification-channels/"+id+"/deliveries", url.Values{}, []column{
-		{Header: "Delivery", Path: "id", Mono: true}, {Header: "Signal", Path: "signal"}, {Header: "Status", Path: "status"},
-		{Header: "Attempts", Path: "attempts"}, {Header: "HTTP", Path: "responseStatus"}, {Header: "Error", Path: "error"}, {Header: "At", Path: "createdAt"},
+		{Header: "Delivery", Path: "deliveryId", Mono: true}, {Header: "Attempt", Path: "attempt"}, {Header: "Status", Path: "status"},
+		{Header: "Outcome", Path: "outcome"}, {Header: "HTTP", Path: "statusCode"}, {Header: "Latency ms", Path: "latencyMs"}, {Header: "Error", Path: "error"},
+		{Header: "Next attempt", Path: "nextAttemptAt"}, {Header: "At", Path: "at"},
 	}, nil)
 }

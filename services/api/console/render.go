@@ -129,10 +129,15 @@ func text(v any) string {
 	}
 }
 
-// field reads a dotted path ("action.tool") of a decoded JSON object.
+// field reads a dotted path ("action.tool") of a decoded JSON object; a
+// last element "#" is the length of the array before it.
 func field(m map[string]any, path string) any {
 	var cur any = m
 	for _, k := range strings.Split(path, ".") {
+		if k == "#" {
+			a, _ := cur.([]any)
+			return float64(len(a))
+		}
 		mm, ok := cur.(map[string]any)
 		if !ok {
 			return nil

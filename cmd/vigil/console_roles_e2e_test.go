@@ -1,0 +1,193 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vigilhq/vigil/pkg/auth"
+)
+
+// consoleUser is a browser-like HTTP client of the console: a cookie jar,
+// no automatic redirects, and the session's CSRF token once signed in.
+type consoleUser struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+	csrf string
+}
+
+var (
+	csrfInput = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	bodyCSRF  = regexp.MustCompile(`data-csrf="([^"]+)"`)
+)
+
+func newConsoleUser(t *testing.T, base string) *consoleUser {
+	jar, _ := cookiejar.New(nil)
+	return &consoleUser{t: t, base: base, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// send sends a request with the console's Origin and returns status,
+// Location and body.
+func (u *consoleUser) send(method, path string, form url.Values, origin string) (int, string, string) {
+	u.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, u.base+path, body)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	res, err := u.c.Do(req)
+	if err != nil {
+		u.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header.Get("Location"), string(b)
+}
+
+// signIn signs in with key and returns the status of the sign-in post.
+func (u *consoleUser) signIn(key string) (int, string) {
+	u.t.Helper()
+	_, _, page := u.send(http.MethodGet, "/console/sign-in", nil, "")
+	m := csrfInput.FindStringSubmatch(page)
+	if m == nil {
+		u.t.Fatalf("no CSRF token on the sign-in page:\n%s", page)
+	}
+	status, _, body := u.send(http.MethodPost, "/console/sign-in", url.Values{"csrf": {m[1]}, "key": {key}, "next": {"/console/desk"}}, u.base)
+	if status == http.StatusSeeOther {
+		_, _, desk := u.send(http.MethodGet, "/console/desk", nil, "")
+		if m := bodyCSRF.FindStringSubmatch(desk); m != nil {
+			u.csrf = m[1]
+		}
+	}
+	return status, body
+}
+
+// TestConsoleRoles checks, over plain HTTP, that the console applies the
+// API's roles and tenant isolation (it dispatches to the API with the
+// signed-in credential), refuses forms without the session's CSRF token
+// or from another origin, refuses agent keys, and ends a session whose
+// key was revoked.
+func TestConsoleRoles(t *testing.T) {
+	e := newEnv(t)
+	owner := polClient{t: t, base: e.base, key: e.owner}
+	e.register("default", "refund-bot")
+	agentKey := e.key("default", auth.RoleAgent, "refund-bot")
+	agent := polClient{t: t, base: e.base, key: agentKey}
+	owner.createPolicy(consolePolicy)
+	d := agent.evaluate(map[string]any{"agentId": "refund-bot", "action": "refund", "context": map[string]any{"amount": 5000}})
+	pa := pendingFor(t, owner, d.DecisionID)
+	decide := "/console/desk/" + pa.ID + "/decide"
+	stillPending := func(what string) {
+		t.Helper()
+		if got := owner.get("/v1/guardian/pending-actions/" + pa.ID).want(t, http.StatusOK, "pending action").object(t); got["status"] != "pending" {
+			t.Fatalf("%s: the action is %v", what, got["status"])
+		}
+	}
+
+	// An agent key is an agent's identity: no console session.
+	if status, body := newConsoleUser(t, e.base).signIn(agentKey); status != http.StatusForbidden || !strings.Contains(body, "Agent keys cannot sign in") {
+		t.Fatalf("agent key sign-in: %d %s", status, body)
+	}
+	// A sign-in post without the form's token is refused.
+	if status, _, _ := newConsoleUser(t, e.base).send(http.MethodPost, "/console/sign-in", url.Values{"key": {e.owner}}, e.base); status != http.StatusForbidden {
+		t.Fatalf("sign-in without its CSRF token: %d", status)
+	}
+
+	// A viewer sees the Desk but cannot decide: the API's 403, its words.
+	viewer := newConsoleUser(t, e.base)
+	if status, body := viewer.signIn(e.key("default", auth.RoleViewer)); status != http.StatusSeeOther {
+		t.Fatalf("viewer sign-in: %d %s", status, body)
+	}
+	if status, _, body := viewer.send(http.MethodGet, "/console/desk", nil, ""); status != http.StatusOK || !strings.Contains(body, "card-"+pa.ID) {
+		t.Fatalf("viewer's desk: %d (the pending action should be listed)", status)
+	}
+	status, _, body := viewer.send(http.MethodPost, decide, url.Values{"csrf": {viewer.csrf}, "decision": {"approve"}}, e.base)
+	if status != http.StatusForbidden || !strings.Contains(body, "role viewer may not approvals:decide") {
+		t.Fatalf("viewer approves: %d %s", status, body)
+	}
+	stillPending("viewer")
+
+	// An owner's session: a form without the CSRF token, with another
+	// session's token, or from another origin is refused.
+	own := newConsoleUser(t, e.base)
+	if status, body := own.signIn(e.owner); status != http.StatusSeeOther {
+		t.Fatalf("owner sign-in: %d %s", status, body)
+	}
+	for _, c := range []struct {
+		what   string
+		form   url.Values
+		origin string
+	}{
+		{"no token", url.Values{"decision": {"approve"}}, e.base},
+		{"the viewer's token", url.Values{"csrf": {viewer.csrf}, "decision": {"approve"}}, e.base},
+		{"another origin", url.Values{"csrf": {own.csrf}, "decision": {"approve"}}, "https://evil.example"},
+		{"an opaque origin", url.Values{"csrf": {own.csrf}, "decision": {"approve"}}, "null"},
+	} {
+		if status, _, body := own.send(http.MethodPost, decide, c.form, c.origin); status != http.StatusForbidden || !strings.Contains(body, "CSRF") {
+			t.Errorf("%s: %d %s", c.what, status, body)
+		}
+	}
+	stillPending("refused forms")
+
+	// Another tenant's owner sees nothing of this tenant and cannot decide.
+	globex := newConsoleUser(t, e.base)
+	if status, body := globex.signIn(e.key("globex", auth.RoleOwner)); status != http.StatusSeeOther {
+		t.Fatalf("globex sign-in: %d %s", status, body)
+	}
+	if _, _, body := globex.send(http.MethodGet, "/console/desk", nil, ""); strings.Contains(body, pa.ID) {
+		t.Fatal("another tenant's Desk shows the action")
+	}
+	if status, _, _ := globex.send(http.MethodPost, decide, url.Values{"csrf": {globex.csrf}, "decision": {"approve"}}, e.base); status != http.StatusNotFound {
+		t.Fatalf("another tenant decides: %d", status)
+	}
+	stillPending("another tenant")
+
+	// The owner decides with a good form.
+	if status, loc, body := own.send(http.MethodPost, decide, url.Values{"csrf": {own.csrf}, "decision": {"reject"}, "comment": {"no"}}, e.base); status != http.StatusSeeOther || !strings.Contains(loc, "rejected") {
+		t.Fatalf("owner rejects: %d %s %s", status, loc, body)
+	}
+
+	// Revoking the key ends the session at its next request.
+	vk := e.key("default", auth.RoleMember)
+	member := newConsoleUser(t, e.base)
+	if status, _ := member.signIn(vk); status != http.StatusSeeOther {
+		t.Fatal("member sign-in")
+	}
+	var keys struct {
+		Data []struct {
+			ID   string `json:"id"`
+			Role string `json:"role"`
+		} `json:"data"`
+	}
+	owner.get("/v1/keys?limit=100").want(t, http.StatusOK, "keys").decode(t, &keys)
+	for _, k := range keys.Data {
+		if k.Role == "member" {
+			owner.do(http.MethodDelete, "/v1/keys/"+k.ID, nil).want(t, http.StatusOK, "revoke")
+		}
+	}
+	polEventually(t, 10*time.Second, "the revoked key's session ends", func() (bool, string) {
+		status, loc, _ := member.send(http.MethodGet, "/console/sessions", nil, "")
+		if status != http.StatusSeeOther || !strings.HasPrefix(loc, "/console/sign-in") {
+			return false, loc
+		}
+		// And it stays ended.
+		status, loc, _ = member.send(http.MethodGet, "/console/desk", nil, "")
+		return status == http.StatusSeeOther && strings.HasPrefix(loc, "/console/sign-in"), loc
+	})
+}
