@@ -95,7 +95,7 @@ func TestConsoleRoles(t *testing.T) {
 	decide := "/console/desk/" + pa.ID + "/decide"
 	stillPending := func(what string) {
 		t.Helper()
-		if got := owner.get("/v1/guardian/pending-actions/" + pa.ID).want(t, http.StatusOK, "pending action").object(t); got["status"] != "pending" {
+		if got := owner.get("/v1/guardian/pending-actions/"+pa.ID).want(t, http.StatusOK, "pending action").object(t); got["status"] != "pending" {
 			t.Fatalf("%s: the action is %v", what, got["status"])
 		}
 	}
