@@ -100,6 +100,15 @@ func TestConsoleRoles(t *testing.T) {
 		}
 	}
 
+	// The editor's validate route compiles and stores nothing.
+	doc := map[string]any{"id": "validate-only", "name": "v", "rules": []any{map[string]any{"id": "r", "when": `action.tool == "x"`, "outcome": "block"}}}
+	if got := owner.post("/v1/policies/validate", doc).want(t, http.StatusOK, "validate").object(t); got["valid"] != true || got["id"] != "validate-only" {
+		t.Fatalf("validate: %v", got)
+	}
+	owner.get("/v1/policies/validate-only").want(t, http.StatusNotFound, "a validated policy is not stored")
+	doc["rules"] = []any{map[string]any{"id": "r", "when": `action.tool ==`, "outcome": "block"}}
+	polError(t, owner.post("/v1/policies/validate", doc), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", "validate a broken policy")
+
 	// An agent key is an agent's identity: no console session.
 	if status, body := newConsoleUser(t, e.base).signIn(agentKey); status != http.StatusForbidden || !strings.Contains(body, "Agent keys cannot sign in") {
 		t.Fatalf("agent key sign-in: %d %s", status, body)

@@ -67,50 +67,62 @@ func (s *Service) compile(d rules.Document) error {
 	return err
 }
 
+// readPolicy reads a policy document from the request as createPolicy
+// stores it: parsed (JSON or YAML, the seeds' shapes), unknown fields
+// warned about, the id checked or, when the document names none,
+// generated (named says which).
+func (s *Service) readPolicy(c echo.Context) (doc rules.Document, ignored []string, named bool, err error) {
+	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	if err != nil {
+		return doc, nil, false, err
+	}
+	doc, ignored, err = rules.ParseCompat(body)
+	if err != nil {
+		return doc, nil, false, err
+	}
+	httpkit.WarnIgnored(c, ignored)
+	if doc.ID != "" {
+		if !policyIDRe.MatchString(doc.ID) {
+			return doc, nil, true, apperr.Validation("policy id is not valid", apperr.FieldError{Path: "id", Code: "invalid_format", Message: "id must be letters, digits and _.- (at most 128), starting with a letter or digit"})
+		}
+		return doc, ignored, true, nil
+	}
+	doc.ID = newID("pol_")
+	if !doc.RuleList() && (len(doc.Conditions) > 0 || doc.DefaultDecision != "") {
+		// The Kaplaix form's rule is named after the policy; Parse
+		// named it "default" because the id did not exist yet.
+		doc.Rules = nil
+		if err := doc.Normalize(); err != nil {
+			return doc, nil, false, err
+		}
+	}
+	return doc, ignored, false, nil
+}
+
 // validatePolicy parses and compiles a policy document exactly as
 // createPolicy would, and stores nothing: the console's editor calls it
 // as the author types. An invalid document is the usual 400 envelope.
 func (s *Service) validatePolicy(c echo.Context) error {
-	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	doc, ignored, named, err := s.readPolicy(c)
 	if err != nil {
 		return err
-	}
-	doc, ignored, err := rules.ParseCompat(body)
-	if err != nil {
-		return err
-	}
-	httpkit.WarnIgnored(c, ignored)
-	if doc.ID != "" && !policyIDRe.MatchString(doc.ID) {
-		return apperr.Validation("policy id is not valid", apperr.FieldError{Path: "id", Code: "invalid_format", Message: "id must be letters, digits and _.- (at most 128), starting with a letter or digit"})
 	}
 	if err := s.compile(doc); err != nil {
 		return err
+	}
+	if !named {
+		doc.ID = ""
+	}
+	if ignored == nil {
+		ignored = []string{}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"valid": true, "id": doc.ID, "rules": len(doc.Rules), "ignored": ignored})
 }
 
 func (s *Service) createPolicy(c echo.Context) error {
-	body, err := httpkit.ReadBody(c, s.cfg.MaxBodyBytes)
+	doc, _, _, err := s.readPolicy(c)
 	if err != nil {
 		return err
-	}
-	doc, ignored, err := rules.ParseCompat(body)
-	if err != nil {
-		return err
-	}
-	httpkit.WarnIgnored(c, ignored)
-	if doc.ID == "" {
-		doc.ID = newID("pol_")
-		if !doc.RuleList() && (len(doc.Conditions) > 0 || doc.DefaultDecision != "") {
-			// The Kaplaix form's rule is named after the policy; Parse
-			// named it "default" because the id did not exist yet.
-			doc.Rules = nil
-			if err := doc.Normalize(); err != nil {
-				return err
-			}
-		}
-	} else if !policyIDRe.MatchString(doc.ID) {
-		return apperr.Validation("policy id is not valid", apperr.FieldError{Path: "id", Code: "invalid_format", Message: "id must be letters, digits and _.- (at most 128), starting with a letter or digit"})
 	}
 	if err := s.compile(doc); err != nil {
 		return err
