@@ -122,7 +122,10 @@ var routePermissions = map[string][]auth.Permission{
 // covers those, and TestConsoleRoles checks the dispatch keeps the
 // person's role and tenant.
 var consoleRoutes = map[string]string{
-	"GET /console/static/*":              "public",
+	"GET /console/static/console.css":    "public",
+	"GET /console/static/console.js":     "public",
+	"GET /console/static/verify.js":      "public",
+	"GET /console/static/favicon.svg":    "public",
 	"GET /console/sign-in":               "public",
 	"POST /console/sign-in":              "public",
 	"POST /console/sign-out":             "session",

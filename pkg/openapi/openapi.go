@@ -25,6 +25,13 @@ import (
 // Path is the route the document is served at.
 const Path = "/openapi.json"
 
+// BrowserRoute reports whether path is one of the web console's pages
+// (docs/console.md): browser routes with cookie sessions, in the route
+// table (the api serves them) but not operations of the API document.
+func BrowserRoute(path string) bool {
+	return path == "/console" || strings.HasPrefix(path, "/console/")
+}
+
 // op is what the document says about one route beyond the table.
 type op struct {
 	summary string
@@ -74,6 +81,9 @@ var operations = map[string]op{
 func Document(t routes.Table) ([]byte, error) {
 	paths := map[string]map[string]any{}
 	for _, r := range t {
+		if BrowserRoute(r.Path) {
+			continue
+		}
 		p := oasPath(r.Path)
 		if paths[p] == nil {
 			paths[p] = map[string]any{}

@@ -35,6 +35,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
+	"github.com/vigilhq/vigil/services/api/console"
 	"github.com/vigilhq/vigil/services/api/internal/sessions"
 	"github.com/vigilhq/vigil/services/api/migrations"
 )
@@ -77,13 +78,15 @@ type Config struct {
 	// waits for the projections it reads to pass it (then 503 with
 	// Retry-After).
 	ConsistencyWait time.Duration
+	// Console configures the web console the api serves at /console.
+	Console console.Config
 }
 
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
 	return Config{QueryTimeout: 10 * time.Second, Streams: streams.DefaultOptions, MaxBodyBytes: 1 << 20, MaxExportEvents: 100000, DecisionTimeout: 2 * time.Second,
 		RateLimits: ratelimit.DefaultLimits, MaxLongPollsPerKey: 16, MaxAgents: agent.DefaultMaxPerTenant,
-		ConsistencyWait: consistency.DefaultWait}
+		ConsistencyWait: consistency.DefaultWait, Console: console.DefaultConfig()}
 }
 
 // Validate reports every invalid setting.
@@ -109,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAgents < 0 {
 		errs = append(errs, errors.New("api: MaxAgents must not be negative"))
+	}
+	if err := c.Console.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := control.RequireSecret("api: Judge.SealSecret (--judge-seal-key / $VIGIL_JUDGE_SEAL_KEY)", c.Judge.SealSecret); err != nil {
 		errs = append(errs, err)
@@ -155,6 +161,9 @@ type Service struct {
 	policy   jetstream.Stream
 	// counters reads budget usage (budgets.go).
 	counters *budget.Counters
+	// console is the web console, mounted with the api's routes (so the
+	// route table attributes it to the api, which serves it).
+	console *console.Console
 }
 
 // New validates cfg and deps.
@@ -204,6 +213,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.discover, err = newDiscovery(deps.Catalog, deps.Store, cfg.MaxAgents, s.log, deps.Registerer)
 	if err != nil {
+		return nil, err
+	}
+	if s.console, err = console.New(cfg.Console, console.Deps{Auth: deps.Catalog, Board: deps.Board, Log: deps.Log}); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -323,6 +335,8 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.GET("/audit", s.listAudit, audit, consistency.Await(s.waits.audit, bound))
 	g.GET("/audit/export", s.exportAudit, audit, consistency.Await(s.waits.audit, bound))
 	s.safetyRoutes(g)
+	// The console dispatches its pages to the routes of e (docs/console.md).
+	s.console.Routes(e)
 }
 
 // Run projects agent changes into ClickHouse and registers agents seen in

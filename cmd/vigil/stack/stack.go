@@ -34,7 +34,6 @@ import (
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/tenant"
 	"github.com/vigilhq/vigil/services/api"
-	"github.com/vigilhq/vigil/services/api/console"
 	"github.com/vigilhq/vigil/services/guardian"
 	"github.com/vigilhq/vigil/services/ingest"
 	"github.com/vigilhq/vigil/services/ledger"
@@ -259,10 +258,6 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	if st.Ledger, err = ledger.New(lc, ledger.Deps{JS: conns[streams.ServiceLedger].js, CH: st.CH, Log: cfg.Log, Registerer: st.Reg}); err != nil {
 		return nil, err
 	}
-	cons, err := console.New(console.DefaultConfig(), console.Deps{Auth: st.Catalog, Board: st.Board, Log: cfg.Log})
-	if err != nil {
-		return nil, err
-	}
 	nc := notifier.DefaultConfig()
 	nc.Streams, nc.SecretKey, nc.AllowPrivate = so, cfg.NotifierKey, cfg.NotifierAllowPrivate
 	if nc.SecretKey == nil {
@@ -276,7 +271,7 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	return []daemon.Component{
 		st.Catalog.Component(), st.Board.Component(), bootstrap, st.Limiter.Component(),
 		st.Ingest.Component(), st.API.Component(), st.Policy.Component(), st.Guard.Component(),
-		st.Risk.Component(), st.Ledger.Component(st.Catalog), st.Notify.Component(), cons.Component(),
+		st.Risk.Component(), st.Ledger.Component(st.Catalog), st.Notify.Component(),
 	}, nil
 }
 

@@ -9,7 +9,6 @@
 package console
 
 import (
-	"context"
 	"embed"
 	"errors"
 	"io/fs"
@@ -22,7 +21,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/vigilhq/vigil/pkg/approval"
-	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 )
 
@@ -106,32 +104,19 @@ func New(cfg Config, deps Deps) (*Console, error) {
 	return &Console{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "console")), sessions: newSessionStore(cfg.SessionTTL), pages: p, stopping: make(chan struct{})}, nil
 }
 
-// Component mounts the console's routes in a process.
-func (c *Console) Component() daemon.Component {
-	return daemon.Component{Name: "console", Routes: c.Routes, Workers: []daemon.Worker{c.sweep}}
-}
-
-// sweep drops expired sessions until ctx ends.
-func (c *Console) sweep(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-t.C:
-			c.sessions.sweep(now)
-		}
-	}
-}
-
 // Routes mounts the console on e and keeps e to dispatch API requests to.
 func (c *Console) Routes(e *echo.Echo) {
 	c.api = e
 	e.Server.RegisterOnShutdown(func() { c.stopOnce.Do(func() { close(c.stopping) }) })
 	static, _ := fs.Sub(staticFS, "static")
+	files := http.StripPrefix(Prefix+"/static/", http.FileServer(http.FS(static)))
 	g := e.Group(Prefix, secureHeaders)
-	g.GET("/static/*", echo.WrapHandler(http.StripPrefix(Prefix+"/static/", http.FileServer(http.FS(static)))))
+	// One route per embedded file, not a wildcard: the route table
+	// (pkg/routes) lists exact routes only.
+	names, _ := fs.ReadDir(static, ".")
+	for _, n := range names {
+		g.GET("/static/"+n.Name(), echo.WrapHandler(files))
+	}
 	g.GET("/sign-in", c.signInPage)
 	g.POST("/sign-in", c.signIn)
 	s := g.Group("", c.requireSession)

@@ -41,6 +41,9 @@ type sessionStore struct {
 	ttl time.Duration
 	mu  sync.Mutex
 	m   map[string]*session
+	// swept is when expired sessions were last dropped (at most once a
+	// minute, on a sign-in).
+	swept time.Time
 }
 
 func newSessionStore(ttl time.Duration) *sessionStore {
@@ -56,8 +59,11 @@ func randomToken() string {
 func (st *sessionStore) create(token string, p auth.Principal, now time.Time) *session {
 	s := &session{id: randomToken(), token: token, principal: p, csrf: randomToken(), expires: now.Add(st.ttl)}
 	st.mu.Lock()
+	defer st.mu.Unlock()
+	if now.Sub(st.swept) > time.Minute {
+		st.sweepLocked(now)
+	}
 	st.m[s.id] = s
-	st.mu.Unlock()
 	return s
 }
 
@@ -78,9 +84,8 @@ func (st *sessionStore) drop(id string) {
 	st.mu.Unlock()
 }
 
-func (st *sessionStore) sweep(now time.Time) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
+func (st *sessionStore) sweepLocked(now time.Time) {
+	st.swept = now
 	for id, s := range st.m {
 		if now.After(s.expires) {
 			delete(st.m, id)

@@ -76,7 +76,8 @@ func (c *contract) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	res.Body = io.NopCloser(bytes.NewReader(body))
 	route, ok := c.router.Find(req)
-	if !ok {
+	if !ok || openapi.BrowserRoute(route.Path) {
+		// Console pages are not API operations (docs/console.md).
 		return res, nil
 	}
 	oasPath := OpenAPIPath(route.Path)

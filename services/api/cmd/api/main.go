@@ -11,7 +11,6 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/services/api"
-	"github.com/vigilhq/vigil/services/api/console"
 )
 
 func main() { daemon.Main("api", run) }
@@ -51,12 +50,5 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	// The console dispatches to the routes this process serves; the
-	// ledger's and notifier's routes reach it only behind the one front
-	// door (docs/console.md).
-	cons, err := console.New(console.DefaultConfig(), console.Deps{Auth: catalog, Board: board, Log: p.Log})
-	if err != nil {
-		return err
-	}
-	return p.Run(ctx, svc.Component(), catalog.Component(), board.Component(), limiter.Component(), cons.Component())
+	return p.Run(ctx, svc.Component(), catalog.Component(), board.Component(), limiter.Component())
 }
