@@ -3,6 +3,7 @@ package natsx
 import (
 	"crypto/tls"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -22,6 +23,21 @@ type EmbeddedOptions struct {
 	Users []*server.NkeyUser
 	// TLS, when set, makes clients connect over TLS.
 	TLS *tls.Config
+	// Cluster, when set, makes the server a node of a JetStream cluster
+	// (streams with Replicas > 1 need one).
+	Cluster *ClusterOptions
+}
+
+// ClusterOptions join an embedded server to a NATS cluster: every node
+// has the same Name, its own ServerName and StoreDir, listens for routes
+// on Host:Port and dials Routes (all nodes' route addresses; its own is
+// ignored). Routes carry no credentials, so they must stay on a private
+// network (loopback in tests).
+type ClusterOptions struct {
+	Name   string
+	Host   string
+	Port   int
+	Routes []string
 }
 
 // StartEmbedded runs a JetStream-enabled nats-server inside this process
@@ -33,7 +49,7 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 	if o.ServerName == "" {
 		o.ServerName = "vigil"
 	}
-	srv, err := server.NewServer(&server.Options{
+	so := &server.Options{
 		ServerName: o.ServerName,
 		Host:       o.Host,
 		Port:       o.Port,
@@ -49,7 +65,18 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 		TLS:        o.TLS != nil,
 		TLSVerify:  o.TLS != nil && o.TLS.ClientAuth == tls.RequireAndVerifyClientCert,
 		TLSTimeout: 2,
-	})
+	}
+	if c := o.Cluster; c != nil {
+		so.Cluster = server.ClusterOpts{Name: c.Name, Host: c.Host, Port: c.Port}
+		for _, r := range c.Routes {
+			u, err := url.Parse("nats-route://" + r)
+			if err != nil {
+				return nil, fmt.Errorf("cluster route %q: %w", r, err)
+			}
+			so.Routes = append(so.Routes, u)
+		}
+	}
+	srv, err := server.NewServer(so)
 	if err != nil {
 		return nil, fmt.Errorf("configure nats-server: %w", err)
 	}

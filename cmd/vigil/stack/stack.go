@@ -56,6 +56,17 @@ type Config struct {
 	// NATSSecurity is how the embedded server admits clients; zero is
 	// NATSAuth.
 	NATSSecurity NATSSecurity
+	// NATSURL, when set, is a NATS server or cluster (comma-separated
+	// URLs) to use instead of an embedded server, and NATSCredsDir the
+	// directory of its users' seeds (natsauth.SeedFile).
+	NATSURL, NATSCredsDir string
+	// Services, when set, runs only these services (streams.ServiceAPI,
+	// ServiceIngest, …) with the views they need: one replica of a split
+	// deployment, on NATSURL. Empty runs all of them.
+	Services []string
+	// InstanceID names this process among replicas (rate-limit gossip);
+	// empty is "vigil-dev".
+	InstanceID string
 	// ClickHouseDSN; empty runs ingest alone, without projections or the
 	// read API (used by the ingest benchmark).
 	ClickHouseDSN string
@@ -148,8 +159,9 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 			st.Close()
 		}
 	}()
-	st.NATS, st.local, err = StartNATS(cfg)
-	if err != nil {
+	if cfg.NATSURL != "" {
+		st.local = &LocalNATS{url: cfg.NATSURL, sec: NATSAuth, creds: cfg.NATSCredsDir}
+	} else if st.NATS, st.local, err = StartNATS(cfg); err != nil {
 		return st, err
 	}
 	st.NC, st.JS, err = st.local.Connect(natsauth.Admin, "vigil-dev", cfg.Log)
@@ -197,7 +209,11 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	st.Catalog, st.Store = control.NewCatalog(st.JS, cfg.Log, control.WithOIDC(cfg.OIDC)), control.NewStore(st.JS)
 	// Zero limits (benchmarks, ingest alone) admit everything.
 	limits := cfg.API.RateLimits
-	st.Limiter = ratelimit.New(st.NC, "vigil-dev", func(t string) ratelimit.Limits { return st.Catalog.Limits(t, limits) }, cfg.Log)
+	instance := cfg.InstanceID
+	if instance == "" {
+		instance = "vigil-dev"
+	}
+	st.Limiter = ratelimit.New(st.NC, instance, func(t string) ratelimit.Limits { return st.Catalog.Limits(t, limits) }, cfg.Log)
 	conns := map[string]svcConn{}
 	for _, a := range streams.Accesses() {
 		nc, js, err := st.connectAs(a.Service, cfg.Log)
@@ -268,11 +284,58 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	if st.Notify, err = notifier.New(nc, notifier.Deps{JS: conns[streams.ServiceNotifier].js, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
 		return nil, err
 	}
-	return []daemon.Component{
-		st.Catalog.Component(), st.Board.Component(), bootstrap, st.Limiter.Component(),
-		st.Ingest.Component(), st.API.Component(), st.Policy.Component(), st.Guard.Component(),
-		st.Risk.Component(), st.Ledger.Component(st.Catalog), st.Notify.Component(),
-	}, nil
+	if len(cfg.Services) == 0 {
+		return []daemon.Component{
+			st.Catalog.Component(), st.Board.Component(), bootstrap, st.Limiter.Component(),
+			st.Ingest.Component(), st.API.Component(), st.Policy.Component(), st.Guard.Component(),
+			st.Risk.Component(), st.Ledger.Component(st.Catalog), st.Notify.Component(),
+		}, nil
+	}
+	return st.subset(cfg.Services, so, bootstrap, cfg.Log)
+}
+
+// subset is the components of some services only, with the shared views
+// they need, as their own binaries run them (services/*/cmd): the
+// catalog for all but the guardian, the approval board for api and
+// guardian, rate-limit gossip for api and ingest, key-use tracking for
+// ingest without the api (the api tracks it itself).
+func (st *Stack) subset(names []string, so streams.Options, bootstrap daemon.Component, log *slog.Logger) ([]daemon.Component, error) {
+	services := map[string]daemon.Component{
+		streams.ServiceIngest: st.Ingest.Component(), streams.ServiceAPI: st.API.Component(),
+		streams.ServicePolicy: st.Policy.Component(), streams.ServiceGuardian: st.Guard.Component(),
+		streams.ServiceRisk: st.Risk.Component(), streams.ServiceLedger: st.Ledger.Component(st.Catalog),
+		streams.ServiceNotifier: st.Notify.Component(),
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		if _, ok := services[n]; !ok {
+			return nil, fmt.Errorf("unknown service %q", n)
+		}
+		want[n] = true
+	}
+	var views, comps []daemon.Component
+	if len(want) > 1 || !want[streams.ServiceGuardian] {
+		views = append(views, st.Catalog.Component())
+	}
+	if want[streams.ServiceAPI] || want[streams.ServiceGuardian] {
+		views = append(views, st.Board.Component())
+	}
+	if want[streams.ServiceAPI] {
+		views = append(views, bootstrap)
+	}
+	if want[streams.ServiceAPI] || want[streams.ServiceIngest] {
+		views = append(views, st.Limiter.Component())
+	}
+	if want[streams.ServiceIngest] && !want[streams.ServiceAPI] {
+		views = append(views, control.UsageComponent(st.JS, st.Catalog, so.Replicas, log))
+	}
+	for _, n := range []string{streams.ServiceIngest, streams.ServiceAPI, streams.ServicePolicy, streams.ServiceGuardian,
+		streams.ServiceRisk, streams.ServiceLedger, streams.ServiceNotifier} {
+		if want[n] {
+			comps = append(comps, services[n])
+		}
+	}
+	return append(views, comps...), nil
 }
 
 // bootstrapKey creates the first owner key of the default tenant when no
@@ -295,6 +358,18 @@ func (st *Stack) Components() []daemon.Component { return st.sup.Components }
 // then shuts down in order (see daemon.Supervisor).
 func (st *Stack) Serve(ctx context.Context, ln net.Listener) error {
 	return st.sup.Serve(ctx, ln)
+}
+
+// Kill closes every NATS connection of the stack at once, without
+// draining: what a crashed process leaves behind (messages taken but not
+// acked, requests not answered). Serve then fails or ends; Close still
+// releases the rest.
+func (st *Stack) Kill() {
+	for _, nc := range append(st.conns, st.NC) {
+		if nc != nil {
+			nc.Close()
+		}
+	}
 }
 
 // Close stops the views, releases connections and stops NATS. Call after

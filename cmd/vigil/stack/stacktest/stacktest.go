@@ -18,6 +18,7 @@ import (
 
 	"github.com/vigilhq/vigil/cmd/vigil/stack"
 	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/testkit"
 	"github.com/vigilhq/vigil/services/api"
 	"github.com/vigilhq/vigil/services/ingest"
@@ -49,6 +50,15 @@ type Options struct {
 	Log *slog.Logger
 	// Tracer traces the stack's requests (nil: none).
 	Tracer trace.TracerProvider
+	// NATSURL and NATSCredsDir, when set, run the stack on that NATS
+	// (natstest.Cluster's URL and CredsDir) instead of an embedded
+	// server; Services runs only those services (one replica of a split
+	// deployment), named InstanceID; Streams are the stream options
+	// (replicas). See stack.Config.
+	NATSURL, NATSCredsDir string
+	Services              []string
+	InstanceID            string
+	Streams               streams.Options
 }
 
 // Server is a running stack serving HTTP at URL.
@@ -91,6 +101,7 @@ func Start(t testing.TB, o Options) *Server {
 		DataDir: o.DataDir, NATSHost: "127.0.0.1", NATSPort: -1,
 		ClickHouseDSN: o.DSN, ClickHouseWait: 20 * time.Second,
 		Ingest: ic, API: ac, Policy: pc, OIDC: o.OIDC, Log: o.Log, Tracer: o.Tracer,
+		NATSURL: o.NATSURL, NATSCredsDir: o.NATSCredsDir, Services: o.Services, InstanceID: o.InstanceID, Streams: o.Streams,
 	})
 	if err != nil {
 		t.Fatalf("stack.Start: %v", err)
@@ -112,6 +123,23 @@ func Serve(t testing.TB, st *stack.Stack) *Server {
 	go func() { s.served <- st.Serve(sctx, ln) }()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// Kill stops the stack the way a kill -9 does, as far as one process
+// can: its NATS connections close at once (nothing drained or acked, so
+// what it held is redelivered to the other replicas), then it is shut
+// down without waiting on what it had in flight.
+func (s *Server) Kill() {
+	s.once.Do(func() {
+		s.Stack.Kill()
+		s.cancel()
+		select {
+		case <-s.served:
+		case <-time.After(90 * time.Second):
+			s.t.Errorf("Serve did not return within 90s of a kill")
+		}
+		s.Close()
+	})
 }
 
 // Stop shuts the stack down the way a SIGTERM does (HTTP first, then the
