@@ -9,7 +9,7 @@ GO ?= go
 # loaded machine it can pass go test's default 10-minute limit.
 GOTESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: help dev test build clickhouse vet fmt-check unit bench fuzz tidy clean
+.PHONY: help dev test build clickhouse chaos vet fmt-check unit bench fuzz tidy clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test: clickhouse fmt-check vet ## run the whole test suite against real NATS (em
 build: ## build bin/vigil and the per-service binaries
 	$(GO) build -o bin/vigil github.com/vigilhq/vigil/cmd/vigil
 	@set -e; for s in $(SERVICES); do $(GO) build -o bin/$$s github.com/vigilhq/vigil/services/$$s/cmd/$$s; done
+
+chaos: clickhouse ## the fault suite at full length (vigil chaos; `make test` runs it shortened)
+	$(GO) run github.com/vigilhq/vigil/cmd/vigil chaos
 
 clickhouse: ## make sure a local ClickHouse answers on :9000
 	@bash scripts/clickhouse.sh

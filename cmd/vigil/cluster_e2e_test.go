@@ -118,11 +118,9 @@ func streamLeader(ctx context.Context, t *testing.T, c *natstest.Cluster, js jet
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range c.Size() {
-		if srv := c.Server(i); srv != nil && srv.Name() == info.Cluster.Leader {
-			return i
-		}
+	i := c.Node(info.Cluster.Leader)
+	if i < 0 {
+		t.Fatalf("stream %s: leader %q is no node of the cluster", stream, info.Cluster.Leader)
 	}
-	t.Fatalf("stream %s: leader %q is no node of the cluster", stream, info.Cluster.Leader)
-	return -1
+	return i
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
@@ -31,6 +32,8 @@ type devFlags struct {
 	maxAgents                        *int
 	tenantMetrics                    *bool
 	prices                           *config.BudgetPrices
+	services                         *string
+	instance                         *config.Instance
 }
 
 func addDevFlags(fs *config.FlagSet) devFlags {
@@ -42,6 +45,8 @@ func addDevFlags(fs *config.FlagSet) devFlags {
 		signing:    fs.SigningKey(), redaction: fs.RedactionKey(), seal: fs.JudgeSealKey(), notify: fs.NotifierKey(),
 		judgeAllow: fs.JudgeAllow(), notifyAllow: fs.NotifierAllowPrivate(), maxAgents: fs.MaxAgents(),
 		tenantMetrics: fs.MetricsTenantLabels(), prices: fs.BudgetPrices(),
+		services: fs.String("services", "VIGIL_SERVICES", "", "run only these services (comma-separated: api, ingest, policy, guardian, risk, ledger, notifier) on the NATS at --nats-url, with the seeds in <data-dir>/creds, instead of all of them on an embedded server: one replica of a split deployment, as `vigil chaos` runs them"),
+		instance: fs.InstanceID(),
 	}
 }
 
@@ -61,6 +66,12 @@ func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
 	}
 	if cfg.Streams, err = f.streams.Options(); err != nil {
 		return cfg, err
+	}
+	if *f.services != "" {
+		for _, s := range strings.Split(*f.services, ",") {
+			cfg.Services = append(cfg.Services, strings.TrimSpace(s))
+		}
+		cfg.NATSURL, cfg.NATSCredsDir, cfg.InstanceID = *f.common.NATSURL, CredsDir(*f.dataDir), f.instance.ID()
 	}
 	cfg.Ingest.MaxAgents, cfg.API.MaxAgents = *f.maxAgents, *f.maxAgents
 	cfg.TenantMetrics = *f.tenantMetrics
@@ -126,7 +137,11 @@ func runDev(ctx context.Context, args []string) error {
 	if st.BootstrapKey != "" {
 		fmt.Fprintf(os.Stdout, "\nCreated the first API key (owner of tenant \"default\"). It is shown only this once:\n\n    %s\n\n", st.BootstrapKey)
 	}
-	log.Info("vigil dev ready", slog.String("http", *f.common.HTTPAddr), slog.String("nats", st.NATS.ClientURL()),
+	natsURL := cfg.NATSURL
+	if st.NATS != nil {
+		natsURL = st.NATS.ClientURL()
+	}
+	log.Info("vigil dev ready", slog.String("http", *f.common.HTTPAddr), slog.String("nats", natsURL),
 		slog.String("clickhouse", *f.common.ClickHouseDSN), slog.String("data", *f.dataDir),
 		slog.String("nats_admin_creds", natsauth.SeedFile(CredsDir(*f.dataDir), natsauth.Admin)))
 	ln, err := net.Listen("tcp", *f.common.HTTPAddr)

@@ -26,6 +26,7 @@ Usage:
   vigil migrate             apply ClickHouse migrations
   vigil bench ingest|otlp|decide|freshness|ledger|notify
                             measure a hot path end to end on this machine
+  vigil chaos               the fault suite: kill -9, ClickHouse and NATS node outages under load
   vigil policy test|apply|replay
                             test policies offline, apply a directory, replay history
   vigil ledger key|audit    print the ledger's verifier key; audit logs against projections
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string) error {
 		return runMCPProxy(ctx, args[1:], os.Stdin, os.Stdout, os.Stderr)
 	case "bench":
 		return runBench(ctx, args[1:], os.Stdout)
+	case "chaos":
+		return runChaos(ctx, args[1:], os.Stdout)
 	case "policy":
 		return runPolicy(ctx, args[1:], os.Stdout)
 	case "ledger":

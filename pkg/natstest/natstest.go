@@ -6,12 +6,8 @@ package natstest
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,154 +86,75 @@ func connect(t testing.TB, url, credsDir, user string) (*nats.Conn, jetstream.Je
 }
 
 // Cluster is a JetStream cluster of embedded servers clustered over
-// loopback, each node with its own store directory, all admitting the
-// same NKey users. Nodes can be stopped and started again on their data
-// and ports, which is a node lost and recovered.
+// loopback (natsx.Cluster), each node with its own store directory, all
+// admitting the NKey users of CredsDir; it is shut down when the test
+// ends.
 type Cluster struct {
+	*natsx.Cluster
 	t        testing.TB
-	name     string
-	nodes    []*clusterNode
-	users    []*server.NkeyUser
 	CredsDir string
 }
 
-type clusterNode struct {
-	name, storeDir string
-	clientPort     int
-	routePort      int
-	srv            *server.Server
-}
-
-// StartCluster runs an n-node JetStream cluster on loopback, shut down
-// when the test ends, and returns once it has a meta leader (streams with
-// up to n replicas can be created).
+// StartCluster runs an n-node JetStream cluster on loopback and returns
+// once its meta leader sees every node (streams with up to n replicas can
+// be placed).
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &Cluster{t: t, name: "vigil-test", CredsDir: filepath.Join(dir, "auth")}
+	c := &Cluster{t: t, CredsDir: filepath.Join(dir, "auth")}
 	users, err := natsauth.Init(c.CredsDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.users, err = natsauth.ServerUsers(users); err != nil {
+	nkeys, err := natsauth.ServerUsers(users)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range n {
-		c.nodes = append(c.nodes, &clusterNode{
-			name: fmt.Sprintf("n%d", i+1), storeDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			clientPort: freePort(t), routePort: freePort(t),
-		})
+	c.Cluster, err = natsx.StartCluster(dir, n, nkeys)
+	if c.Cluster != nil {
+		t.Cleanup(c.Shutdown)
 	}
-	// The nodes dial each other while they start, so start them together.
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range c.nodes {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = c.start(i) }()
-	}
-	wg.Wait()
-	t.Cleanup(func() {
-		for i := range c.nodes {
-			c.Stop(i)
-		}
-	})
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err != nil {
+		t.Fatal(err)
 	}
 	c.WaitReady(t)
 	return c
 }
 
-// freePort is a loopback port nothing listens on at the moment; a node
-// keeps its ports across restarts.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func (c *Cluster) start(i int) error {
-	nd := c.nodes[i]
-	var routes []string
-	for _, o := range c.nodes {
-		if o != nd {
-			routes = append(routes, fmt.Sprintf("127.0.0.1:%d", o.routePort))
-		}
-	}
-	srv, err := natsx.StartEmbedded(natsx.EmbeddedOptions{
-		Port: nd.clientPort, StoreDir: nd.storeDir, ServerName: nd.name, Users: c.users,
-		Cluster: &natsx.ClusterOptions{Name: c.name, Host: "127.0.0.1", Port: nd.routePort, Routes: routes},
-	})
-	if err != nil {
-		return fmt.Errorf("cluster node %s: %w", nd.name, err)
-	}
-	nd.srv = srv
-	return nil
-}
-
-// Size is the number of nodes, running or not.
-func (c *Cluster) Size() int { return len(c.nodes) }
-
-// Server is node i's server (nil while it is stopped).
-func (c *Cluster) Server(i int) *server.Server { return c.nodes[i].srv }
-
-// URL lists every node's client URL, node first first: a client given it
-// connects to node first and fails over to the others.
-func (c *Cluster) URL(first int) string {
-	urls := []string{fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[first].clientPort)}
-	for i, nd := range c.nodes {
-		if i != first {
-			urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", nd.clientPort))
-		}
-	}
-	return strings.Join(urls, ",")
-}
-
-// Stop shuts node i down (a node lost); its data stays for Start.
-func (c *Cluster) Stop(i int) {
-	if nd := c.nodes[i]; nd.srv != nil {
-		nd.srv.Shutdown()
-		nd.srv.WaitForShutdown()
-		nd.srv = nil
-	}
-}
-
-// Start starts a stopped node i again on its data and ports.
+// Start starts a stopped node i again on its data and ports, and waits
+// until the cluster counts it online.
 func (c *Cluster) Start(i int) {
 	c.t.Helper()
-	if c.nodes[i].srv != nil {
-		return
-	}
-	if err := c.start(i); err != nil {
+	if err := c.Cluster.Start(i); err != nil {
 		c.t.Fatal(err)
 	}
+	c.WaitReady(c.t)
 }
 
-// WaitReady waits until JetStream answers through every running node
-// (the cluster has a meta leader and every node knows it).
+// WaitReady waits until the meta leader sees every running node online
+// (so streams can be placed on any of them) and JetStream answers
+// through each.
 func (c *Cluster) WaitReady(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for i, nd := range c.nodes {
-		if nd.srv == nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Cluster.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Size() {
+		if c.Server(i) == nil {
 			continue
 		}
 		_, js := c.ConnectAs(t, natsauth.Admin, i)
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, err := js.AccountInfo(ctx)
-			cancel()
+			actx, acancel := context.WithTimeout(ctx, time.Second)
+			_, err := js.AccountInfo(actx)
+			acancel()
 			if err == nil {
 				break
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster node %s: JetStream not ready after 30s: %v", nd.name, err)
+			if ctx.Err() != nil {
+				t.Fatalf("cluster node %d: JetStream not ready after 30s: %v", i, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

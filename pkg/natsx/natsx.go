@@ -93,10 +93,10 @@ func WaitForStream(ctx context.Context, js jetstream.JetStream, stream string, l
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		if ctx.Err() != nil || !errors.Is(err, jetstream.ErrStreamNotFound) && !IsTransient(err) {
 			return fmt.Errorf("stream %s: %w", stream, err)
 		}
-		log.Info("waiting for stream", slog.String("stream", stream))
+		log.Info("waiting for stream", slog.String("stream", stream), slog.String("error", err.Error()))
 		select {
 		case <-time.After(delay):
 			delay = min(2*delay, 5*time.Second)
@@ -104,6 +104,15 @@ func WaitForStream(ctx context.Context, js jetstream.JetStream, stream string, l
 			return ctx.Err()
 		}
 	}
+}
+
+// IsTransient reports whether a JetStream API call failed in a way that
+// passes by itself: no answer in time or no responder, as while a
+// cluster elects a new leader after losing a node. Callers that wait for
+// something retry these instead of failing the process.
+func IsTransient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat)
 }
 
 // Ready is a readiness probe for a NATS connection.
