@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -35,7 +37,7 @@ import (
 
 // chaosExperiments are the experiments of `vigil chaos`, in the order
 // they run.
-var chaosExperiments = []string{"kill-dev", "kill-service", "clickhouse", "nats-node"}
+var chaosExperiments = []string{"kill-dev", "kill-service", "clickhouse", "webhook", "nats-node"}
 
 // runChaos is `vigil chaos`: the fault suite. Every experiment starts
 // Vigil as separate `vigil dev` processes on a fresh ClickHouse database,
@@ -58,6 +60,8 @@ breaks. Experiments:
   kill-service  kill -9 of an ingest and of a policy replica (own processes),
                 alternately, --rounds times, beside an all-in-one
   clickhouse    ClickHouse cut off through a TCP proxy for --outage
+  webhook       every decision is a block sent to a webhook channel whose
+                target is down for --phase, then up again
   nats-node     a three-node NATS cluster with R3 streams loses the node
                 that leads INGEST for --phase, then gets it back
 Each prints acked / lost / duplicated writes (read back through the API and
@@ -100,7 +104,7 @@ was read back). Exits non-zero if anything acknowledged was lost or doubled.`)
 		defer os.RemoveAll(e.dir)
 	}
 	run := map[string]func(context.Context) faultResult{
-		"kill-dev": e.killDev, "kill-service": e.killService, "clickhouse": e.clickhouseOutage, "nats-node": e.natsNode,
+		"kill-dev": e.killDev, "kill-service": e.killService, "clickhouse": e.clickhouseOutage, "webhook": e.webhook, "nats-node": e.natsNode,
 	}
 	var results []faultResult
 	for _, name := range strings.Split(*only, ",") {
@@ -141,6 +145,11 @@ func printChaos(out io.Writer, rs []faultResult) {
 			r.LedgerLeaves, r.LedgerMissing, r.LedgerDuplicated, r.Failures, r.Recovery.Seconds(), r.CatchUp.Seconds(), errText)
 	}
 	_ = tw.Flush()
+	for _, r := range rs {
+		if r.FirstFailure != "" {
+			fmt.Fprintf(out, "%s: first failed request: %s\n", r.Name, r.FirstFailure)
+		}
+	}
 }
 
 // chaosEnv is what every experiment shares.
@@ -487,6 +496,155 @@ func (e *chaosEnv) clickhouseOutage(ctx context.Context) faultResult {
 		}
 		return load.RecoveredAfter(back), nil
 	})
+}
+
+// webhook: every decision of the load is a block, signalled to a webhook
+// channel whose target (behind a proxy in this process) is down for a
+// phase. Each acknowledged block must reach the target once it is back:
+// lost counts blocks never delivered (besides writes not read back), and
+// duplicated blocks delivered under two webhook ids (a receiver dedupes
+// retries of one id). Recovery is from the target's return until the
+// last block was delivered.
+func (e *chaosEnv) webhook(ctx context.Context) faultResult {
+	db, dsn := e.database("")
+	ch, drop, err := e.clickhouse(ctx, db)
+	if err != nil {
+		return faultResult{Err: err}
+	}
+	defer drop()
+	hook := newHookTarget()
+	srv := &http.Server{Handler: hook, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return faultResult{Err: err}
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	proxy, err := tcpproxy.New(ln.Addr().String())
+	if err != nil {
+		return faultResult{Err: err}
+	}
+	defer proxy.Stop()
+	nl, _, err := natsListen()
+	if err != nil {
+		return faultResult{Err: err}
+	}
+	p, err := e.newProc("webhook", filepath.Join(e.dir, "webhook"), "--clickhouse-dsn", dsn, "--nats-listen", nl, "--notifier-allow-private", "127.0.0.0/8")
+	if err != nil {
+		return faultResult{Err: err}
+	}
+	if err := p.Start(ctx); err != nil {
+		return faultResult{Err: err}
+	}
+	defer p.Stop()
+	key, err := p.BootstrapKey()
+	if err != nil {
+		return faultResult{Err: err}
+	}
+	setup := newFaultLoad(key, "", nil, nil)
+	for _, req := range []struct {
+		path string
+		body map[string]any
+	}{
+		{"/v1/policies", map[string]any{"id": "chaos-block", "name": "chaos", "rules": []map[string]any{{"id": "no-wire", "when": `action.tool == "wire_transfer"`, "outcome": "block"}}}},
+		{"/v1/notification-channels", map[string]any{"name": "chaos", "url": "http://" + proxy.Addr() + "/hook", "signals": []string{"verdict.block"}}},
+	} {
+		if st, b, err := setup.do(ctx, http.MethodPost, p.URL+req.path, req.body); err != nil || st != http.StatusCreated {
+			return faultResult{Err: fmt.Errorf("POST %s: %d %s %v", req.path, st, b, err)}
+		}
+	}
+	var decisions map[string]bool
+	r := e.loaded(ctx, key, []string{p.URL}, []string{p.URL}, p.URL, p.URL, ch, func(load *faultLoad) (time.Duration, error) {
+		load.tool = "wire_transfer"
+		if err := sleep(ctx, e.phase/2); err != nil {
+			return 0, err
+		}
+		proxy.Stop()
+		if err := sleep(ctx, e.phase); err != nil {
+			return 0, err
+		}
+		if err := proxy.Start(); err != nil {
+			return 0, err
+		}
+		hook.back(time.Now())
+		if err := sleep(ctx, e.phase/2); err != nil {
+			return 0, err
+		}
+		decisions = load.ackedDecisions()
+		return 0, nil
+	})
+	if r.Err != nil {
+		return r
+	}
+	// Retries come 5 s, 15 s, 45 s … after a failed attempt.
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		lost, dup, last := hook.missing(decisions)
+		if lost == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			r.Lost, r.Duplicated = r.Lost+lost, r.Duplicated+dup
+			r.Recovery = last
+			return r
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// hookTarget records the decisions signalled to it, by webhook id.
+type hookTarget struct {
+	mu       sync.Mutex
+	ids      map[string]map[string]bool // decision id → webhook ids
+	at       map[string]time.Time       // decision id → first delivery
+	backFrom time.Time
+}
+
+func newHookTarget() *hookTarget {
+	return &hookTarget{ids: map[string]map[string]bool{}, at: map[string]time.Time{}}
+}
+
+func (h *hookTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var sig struct {
+		Group string `json:"group"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&sig); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	if h.ids[sig.Group] == nil {
+		h.ids[sig.Group] = map[string]bool{}
+		h.at[sig.Group] = time.Now()
+	}
+	h.ids[sig.Group][r.Header.Get("webhook-id")] = true
+	h.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// back marks when the target came back.
+func (h *hookTarget) back(t time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.backFrom = t
+}
+
+// missing counts decisions not delivered and those delivered under more
+// than one webhook id, and how long after the target came back the last
+// one arrived.
+func (h *hookTarget) missing(decisions map[string]bool) (lost, dup int, last time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id := range decisions {
+		if len(h.ids[id]) == 0 {
+			lost++
+			continue
+		}
+		if len(h.ids[id]) > 1 {
+			dup++
+		}
+		if d := h.at[id].Sub(h.backFrom); d > last {
+			last = d
+		}
+	}
+	return lost, dup, last
 }
 
 // natsNode: a three-node NATS cluster (in this process) with R3 streams,

@@ -100,8 +100,8 @@ func TestClusterLosesNothing(t *testing.T) {
 	}
 
 	r := load.Check(ctx, apiB.URL, 45*time.Second, load.ledgerCheck(db.Conn, tenant.Default, ledger.URL))
-	t.Logf("acked %d, lost %d, duplicated %d, ledger leaves %d (missing %d, doubled %d), failed requests %d, caught up in %v",
-		r.Acked, r.Lost, r.Duplicated, r.LedgerLeaves, r.LedgerMissing, r.LedgerDuplicated, r.Failures, r.CatchUp)
+	t.Logf("acked %d, lost %d, duplicated %d, ledger leaves %d (missing %d, doubled %d), failed requests %d (first: %s), caught up in %v",
+		r.Acked, r.Lost, r.Duplicated, r.LedgerLeaves, r.LedgerMissing, r.LedgerDuplicated, r.Failures, r.FirstFailure, r.CatchUp)
 	if r.Err != nil || r.Lost != 0 || r.Duplicated != 0 || r.LedgerMissing != 0 || r.LedgerDuplicated != 0 {
 		t.Fatalf("after losing a NATS node and two replicas: %+v", r)
 	}

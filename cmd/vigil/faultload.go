@@ -32,16 +32,21 @@ type faultLoad struct {
 	// over (the same URL for an all-in-one); on a failure a worker moves
 	// to the next one.
 	ingest, api []string
-	// agent owns every event and decision; each worker has its own
-	// session.
+	// agent prefixes the agents: each worker reports as its own agent in
+	// its own session, and moves to a new one every agentSpan rounds,
+	// so that every list read back is short.
 	agent string
 	run   string
+	// tool is what each decision asks about ("search" unless set).
+	tool string
 
 	mu        sync.Mutex
 	events    map[string]string // acked eventId → session
 	decisions map[string]bool   // acked decisionId
-	sessions  []string
+	// sessions are the agents (and sessions, named alike) used.
+	sessions  map[string]bool
 	failures  atomic.Int64
+	firstFail string
 	// lastFail and firstOK after it measure how long a fault kept
 	// requests failing.
 	lastFail atomic.Int64
@@ -50,8 +55,8 @@ type faultLoad struct {
 func newFaultLoad(key, agent string, ingest, api []string) *faultLoad {
 	return &faultLoad{
 		client: &http.Client{Timeout: 5 * time.Second},
-		key:    key, agent: agent, ingest: ingest, api: api, run: uuid.NewString()[:8],
-		events: map[string]string{}, decisions: map[string]bool{},
+		key:    key, agent: agent, ingest: ingest, api: api, run: uuid.NewString()[:8], tool: "search",
+		events: map[string]string{}, decisions: map[string]bool{}, sessions: map[string]bool{},
 	}
 }
 
@@ -80,16 +85,22 @@ func (l *faultLoad) do(ctx context.Context, method, u string, body any) (int, []
 	return resp.StatusCode, b, err
 }
 
-// registerAgent registers l.agent through the api (once; 409 is fine).
+// agentSpan is how many events and decisions a worker reports as one
+// agent before it moves to the next.
+const agentSpan = 100
+
+// registerAgent lets the tenant's agents register with their first
+// decision (POST /v1/settings/agents), so that workers can move to new
+// agents as they go.
 func (l *faultLoad) registerAgent(ctx context.Context) error {
 	for {
-		st, b, err := l.do(ctx, http.MethodPost, l.api[0]+"/v1/agents", map[string]any{"agentId": l.agent, "name": l.agent})
-		if err == nil && (st == http.StatusCreated || st == http.StatusConflict) {
+		st, b, err := l.do(ctx, http.MethodPost, l.api[0]+"/v1/settings/agents", map[string]any{"autoRegister": true})
+		if err == nil && st/100 == 2 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("register agent %s: %d %s %v", l.agent, st, b, err)
+			return fmt.Errorf("enable agent auto-registration: %d %s %v", st, b, err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -100,34 +111,42 @@ func (l *faultLoad) registerAgent(ctx context.Context) error {
 func (l *faultLoad) Run(ctx context.Context, workers int) {
 	var wg sync.WaitGroup
 	for w := range workers {
-		session := fmt.Sprintf("chaos-%s-%d", l.run, w)
-		l.mu.Lock()
-		l.sessions = append(l.sessions, session)
-		l.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l.worker(ctx, w, session)
+			l.worker(ctx, w)
 		}()
 	}
 	wg.Wait()
 }
 
-func (l *faultLoad) fail() {
+func (l *faultLoad) fail(what string, st int, b []byte, err error) {
 	l.failures.Add(1)
 	l.lastFail.Store(time.Now().UnixNano())
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.firstFail == "" {
+		l.firstFail = fmt.Sprintf("%s: %d %.200s %v", what, st, b, err)
+	}
 }
 
-func (l *faultLoad) worker(ctx context.Context, w int, session string) {
+func (l *faultLoad) worker(ctx context.Context, w int) {
 	in, ap := w, w
-	for ctx.Err() == nil {
+	for n := 0; ctx.Err() == nil; n++ {
+		agent := fmt.Sprintf("%s-%s-%d-%d", l.agent, l.run, w, n/agentSpan)
+		session := agent
+		if n%agentSpan == 0 {
+			l.mu.Lock()
+			l.sessions[session] = true
+			l.mu.Unlock()
+		}
 		// An event, retried with its id until acknowledged or the run ends.
 		id := uuid.NewString()
-		ev := map[string]any{"eventId": id, "agentId": l.agent, "sessionId": session, "category": "tool_call",
+		ev := map[string]any{"eventId": id, "agentId": agent, "sessionId": session, "category": "tool_call",
 			"schemaVersion": "1.0", "sourceTimestamp": time.Now().UTC().Format(time.RFC3339Nano),
 			"payload": map[string]any{"tool": "search", "n": rand.IntN(1000)}}
 		for ctx.Err() == nil {
-			st, _, err := l.do(ctx, http.MethodPost, l.ingest[in%len(l.ingest)]+"/v1/events", ev)
+			st, b, err := l.do(ctx, http.MethodPost, l.ingest[in%len(l.ingest)]+"/v1/events", ev)
 			if err == nil && st == http.StatusAccepted {
 				l.mu.Lock()
 				l.events[id] = session
@@ -137,7 +156,7 @@ func (l *faultLoad) worker(ctx context.Context, w int, session string) {
 			if ctx.Err() != nil {
 				break
 			}
-			l.fail()
+			l.fail("event", st, b, err)
 			in++
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -145,7 +164,7 @@ func (l *faultLoad) worker(ctx context.Context, w int, session string) {
 			return
 		}
 		st, b, err := l.do(ctx, http.MethodPost, l.api[ap%len(l.api)]+"/v1/decisions.evaluate",
-			map[string]any{"agentId": l.agent, "action": "search", "sessionId": session})
+			map[string]any{"agentId": agent, "action": l.tool, "sessionId": session})
 		var d struct {
 			DecisionID string `json:"decisionId"`
 		}
@@ -156,7 +175,7 @@ func (l *faultLoad) worker(ctx context.Context, w int, session string) {
 			continue
 		}
 		if ctx.Err() == nil {
-			l.fail()
+			l.fail("decision", st, b, err)
 			ap++
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -175,6 +194,8 @@ type faultResult struct {
 	LedgerLeaves                    uint64
 	LedgerMissing, LedgerDuplicated int
 	Failures                        int64
+	// FirstFailure describes the first failed request.
+	FirstFailure string
 	// Recovery is how long after the fault ended requests kept failing
 	// (the last failed request), and CatchUp how long after the load
 	// stopped until every acknowledged write was read back.
@@ -196,9 +217,12 @@ func (l *faultLoad) Check(ctx context.Context, base string, within time.Duration
 	for id := range l.decisions {
 		decisions[id] = true
 	}
-	sessions := append([]string(nil), l.sessions...)
+	var sessions []string
+	for s := range l.sessions {
+		sessions = append(sessions, s)
+	}
 	l.mu.Unlock()
-	r := faultResult{Acked: len(events) + len(decisions), Failures: l.failures.Load()}
+	r := faultResult{Acked: len(events) + len(decisions), Failures: l.failures.Load(), FirstFailure: l.firstFail}
 	start := time.Now()
 	deadline := start.Add(within)
 	for {
@@ -255,26 +279,28 @@ func (l *faultLoad) readBack(ctx context.Context, base string, sessions []string
 			cursor = *pg.NextCursor
 		}
 	}
-	for offset := 0; ; offset += 100 {
-		u := fmt.Sprintf("%s/v1/verdicts?agent=%s&source=decision&since=24h&limit=100&offset=%d", base, url.QueryEscape(l.agent), offset)
-		st, b, err := l.do(ctx, http.MethodGet, u, nil)
-		if err != nil || st != http.StatusOK {
-			return 0, 0, fmt.Errorf("GET verdicts: %d %s %v", st, b, err)
-		}
-		var pg struct {
-			Data []struct {
-				ID string `json:"id"`
-			} `json:"data"`
-			HasMore bool `json:"hasMore"`
-		}
-		if err := json.Unmarshal(b, &pg); err != nil {
-			return 0, 0, fmt.Errorf("verdicts: %w", err)
-		}
-		for _, d := range pg.Data {
-			seen[d.ID]++
-		}
-		if !pg.HasMore {
-			break
+	for _, agent := range sessions {
+		for offset := 0; ; offset += 100 {
+			u := fmt.Sprintf("%s/v1/verdicts?agent=%s&source=decision&since=24h&limit=100&offset=%d", base, url.QueryEscape(agent), offset)
+			st, b, err := l.do(ctx, http.MethodGet, u, nil)
+			if err != nil || st != http.StatusOK {
+				return 0, 0, fmt.Errorf("GET verdicts: %d %s %v", st, b, err)
+			}
+			var pg struct {
+				Data []struct {
+					ID string `json:"id"`
+				} `json:"data"`
+				HasMore bool `json:"hasMore"`
+			}
+			if err := json.Unmarshal(b, &pg); err != nil {
+				return 0, 0, fmt.Errorf("verdicts: %w", err)
+			}
+			for _, d := range pg.Data {
+				seen[d.ID]++
+			}
+			if !pg.HasMore {
+				break
+			}
 		}
 	}
 	for _, n := range seen {
@@ -290,6 +316,17 @@ func (l *faultLoad) readBack(ctx context.Context, base string, sessions []string
 		}
 	}
 	return lost, dup, nil
+}
+
+// ackedDecisions is a copy of the acknowledged decision ids.
+func (l *faultLoad) ackedDecisions() map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]bool, len(l.decisions))
+	for id := range l.decisions {
+		out[id] = true
+	}
+	return out
 }
 
 // acked counts the writes acknowledged so far.
