@@ -341,47 +341,84 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// killDev: kill -9 of the all-in-one, restarted on its data.
-func (e *chaosEnv) killDev(ctx context.Context) faultResult {
-	db, dsn := e.database("")
+// allInOne is an experiment's `vigil dev` with an embedded NATS server
+// on a fresh database (reached at chHost when set: a proxy), started,
+// with its owner key and a direct ClickHouse connection.
+type allInOne struct {
+	*chaosProc
+	key     string
+	ch      driver.Conn
+	dsn     string
+	natsURL string
+	cleanup []func()
+}
+
+// Close stops the process and drops the database.
+func (a *allInOne) Close() {
+	for i := len(a.cleanup) - 1; i >= 0; i-- {
+		a.cleanup[i]()
+	}
+}
+
+func (e *chaosEnv) allInOne(ctx context.Context, name, chHost string, args ...string) (*allInOne, error) {
+	a := &allInOne{}
+	db, dsn := e.database(chHost)
 	ch, drop, err := e.clickhouse(ctx, db)
 	if err != nil {
-		return faultResult{Err: err}
+		return nil, err
 	}
-	defer drop()
-	nl, _, err := natsListen()
+	a.ch, a.dsn, a.cleanup = ch, dsn, []func(){drop}
+	nl, nport, err := natsListen()
+	if err == nil {
+		a.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", nport)
+		a.chaosProc, err = e.newProc(name, filepath.Join(e.dir, name), append([]string{"--clickhouse-dsn", dsn, "--nats-listen", nl}, args...)...)
+	}
+	if err == nil {
+		err = a.Start(ctx)
+		a.cleanup = append(a.cleanup, a.Stop)
+	}
+	if err == nil {
+		a.key, err = a.BootstrapKey()
+	}
 	if err != nil {
-		return faultResult{Err: err}
+		a.Close()
+		return nil, err
 	}
-	p, err := e.newProc("kill-dev", filepath.Join(e.dir, "kill-dev"), "--clickhouse-dsn", dsn, "--nats-listen", nl)
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	if err := p.Start(ctx); err != nil {
-		return faultResult{Err: err}
-	}
-	defer p.Stop()
-	key, err := p.BootstrapKey()
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	return e.loaded(ctx, key, []string{p.URL}, []string{p.URL}, p.URL, p.URL, ch, func(load *faultLoad) (time.Duration, error) {
-		var worst time.Duration
-		for range e.rounds {
-			if err := sleep(ctx, e.phase/2); err != nil {
-				return 0, err
-			}
-			at := time.Now()
-			p.Kill()
-			if err := p.Start(ctx); err != nil {
-				return 0, err
-			}
-			if err := sleep(ctx, e.phase/2); err != nil {
-				return 0, err
-			}
-			worst = max(worst, load.RecoveredAfter(at))
+	return a, nil
+}
+
+// killRounds kills the processes with -9 in turn, each restarted at once,
+// a phase apart, rounds times each; it returns the longest time requests
+// kept failing after a kill.
+func (e *chaosEnv) killRounds(ctx context.Context, load *faultLoad, procs ...*chaosProc) (time.Duration, error) {
+	var worst time.Duration
+	for r := range e.rounds * len(procs) {
+		if err := sleep(ctx, e.phase/2); err != nil {
+			return 0, err
 		}
-		return worst, nil
+		p := procs[r%len(procs)]
+		at := time.Now()
+		p.Kill()
+		if err := p.Start(ctx); err != nil {
+			return 0, err
+		}
+		if err := sleep(ctx, e.phase/2); err != nil {
+			return 0, err
+		}
+		worst = max(worst, load.RecoveredAfter(at))
+	}
+	return worst, nil
+}
+
+// killDev: kill -9 of the all-in-one, restarted on its data.
+func (e *chaosEnv) killDev(ctx context.Context) faultResult {
+	a, err := e.allInOne(ctx, "kill-dev", "")
+	if err != nil {
+		return faultResult{Err: err}
+	}
+	defer a.Close()
+	return e.loaded(ctx, a.key, []string{a.URL}, []string{a.URL}, a.URL, a.URL, a.ch, func(load *faultLoad) (time.Duration, error) {
+		return e.killRounds(ctx, load, a.chaosProc)
 	})
 }
 
@@ -391,60 +428,25 @@ func (e *chaosEnv) killDev(ctx context.Context) faultResult {
 // all-in-one's ingest when it is down), decisions to the all-in-one's
 // api, answered by either policy replica.
 func (e *chaosEnv) killService(ctx context.Context) faultResult {
-	db, dsn := e.database("")
-	ch, drop, err := e.clickhouse(ctx, db)
+	a, err := e.allInOne(ctx, "kill-service", "")
 	if err != nil {
 		return faultResult{Err: err}
 	}
-	defer drop()
-	dir := filepath.Join(e.dir, "kill-service")
-	nl, nport, err := natsListen()
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	main, err := e.newProc("kill-service-all", dir, "--clickhouse-dsn", dsn, "--nats-listen", nl)
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	if err := main.Start(ctx); err != nil {
-		return faultResult{Err: err}
-	}
-	defer main.Stop()
-	key, err := main.BootstrapKey()
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", nport)
+	defer a.Close()
 	var replicas []*chaosProc
 	for _, svc := range []string{streams.ServiceIngest, streams.ServicePolicy} {
-		p, err := e.newProc("kill-service-"+svc, dir, "--clickhouse-dsn", dsn, "--services", svc, "--nats-url", natsURL, "--instance-id", "chaos-"+svc)
-		if err != nil {
-			return faultResult{Err: err}
+		p, err := e.newProc("kill-service-"+svc, filepath.Join(e.dir, "kill-service"), "--clickhouse-dsn", a.dsn, "--services", svc, "--nats-url", a.natsURL, "--instance-id", "chaos-"+svc)
+		if err == nil {
+			err = p.Start(ctx)
 		}
-		if err := p.Start(ctx); err != nil {
+		if err != nil {
 			return faultResult{Err: err}
 		}
 		defer p.Stop()
 		replicas = append(replicas, p)
 	}
-	return e.loaded(ctx, key, []string{replicas[0].URL, main.URL}, []string{main.URL}, main.URL, main.URL, ch, func(load *faultLoad) (time.Duration, error) {
-		var worst time.Duration
-		for r := range e.rounds * len(replicas) {
-			if err := sleep(ctx, e.phase/2); err != nil {
-				return 0, err
-			}
-			p := replicas[r%len(replicas)]
-			at := time.Now()
-			p.Kill()
-			if err := p.Start(ctx); err != nil {
-				return 0, err
-			}
-			if err := sleep(ctx, e.phase/2); err != nil {
-				return 0, err
-			}
-			worst = max(worst, load.RecoveredAfter(at))
-		}
-		return worst, nil
+	return e.loaded(ctx, a.key, []string{replicas[0].URL, a.URL}, []string{a.URL}, a.URL, a.URL, a.ch, func(load *faultLoad) (time.Duration, error) {
+		return e.killRounds(ctx, load, replicas...)
 	})
 }
 
@@ -457,29 +459,12 @@ func (e *chaosEnv) clickhouseOutage(ctx context.Context) faultResult {
 		return faultResult{Err: err}
 	}
 	defer proxy.Stop()
-	db, dsn := e.database(proxy.Addr())
-	ch, drop, err := e.clickhouse(ctx, db)
+	a, err := e.allInOne(ctx, "clickhouse", proxy.Addr())
 	if err != nil {
 		return faultResult{Err: err}
 	}
-	defer drop()
-	nl, _, err := natsListen()
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	p, err := e.newProc("clickhouse", filepath.Join(e.dir, "clickhouse"), "--clickhouse-dsn", dsn, "--nats-listen", nl)
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	if err := p.Start(ctx); err != nil {
-		return faultResult{Err: err}
-	}
-	defer p.Stop()
-	key, err := p.BootstrapKey()
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	return e.loaded(ctx, key, []string{p.URL}, []string{p.URL}, p.URL, p.URL, ch, func(load *faultLoad) (time.Duration, error) {
+	defer a.Close()
+	return e.loaded(ctx, a.key, []string{a.URL}, []string{a.URL}, a.URL, a.URL, a.ch, func(load *faultLoad) (time.Duration, error) {
 		if err := sleep(ctx, e.phase/2); err != nil {
 			return 0, err
 		}
@@ -506,12 +491,6 @@ func (e *chaosEnv) clickhouseOutage(ctx context.Context) faultResult {
 // retries of one id). Recovery is from the target's return until the
 // last block was delivered.
 func (e *chaosEnv) webhook(ctx context.Context) faultResult {
-	db, dsn := e.database("")
-	ch, drop, err := e.clickhouse(ctx, db)
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	defer drop()
 	hook := newHookTarget()
 	srv := &http.Server{Handler: hook, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -525,22 +504,12 @@ func (e *chaosEnv) webhook(ctx context.Context) faultResult {
 		return faultResult{Err: err}
 	}
 	defer proxy.Stop()
-	nl, _, err := natsListen()
+	a, err := e.allInOne(ctx, "webhook", "", "--notifier-allow-private", "127.0.0.0/8")
 	if err != nil {
 		return faultResult{Err: err}
 	}
-	p, err := e.newProc("webhook", filepath.Join(e.dir, "webhook"), "--clickhouse-dsn", dsn, "--nats-listen", nl, "--notifier-allow-private", "127.0.0.0/8")
-	if err != nil {
-		return faultResult{Err: err}
-	}
-	if err := p.Start(ctx); err != nil {
-		return faultResult{Err: err}
-	}
-	defer p.Stop()
-	key, err := p.BootstrapKey()
-	if err != nil {
-		return faultResult{Err: err}
-	}
+	defer a.Close()
+	p, key, ch := a.chaosProc, a.key, a.ch
 	setup := newFaultLoad(key, "", nil, nil)
 	for _, req := range []struct {
 		path string
