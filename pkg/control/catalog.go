@@ -172,13 +172,15 @@ func (c *Catalog) apply(m jetstream.Msg) {
 // Sync blocks until the catalog reflects every message CONTROL held when
 // it was called.
 func (c *Catalog) Sync(ctx context.Context) error {
+	// Unanswered (a NATS cluster electing a new CONTROL leader) is a 503
+	// to a request that syncs, never a 500.
 	s, err := c.js.Stream(ctx, streams.Control)
 	if err != nil {
-		return fmt.Errorf("catalog sync: %w", err)
+		return apperr.Unavailable("control stream did not answer", time.Second, fmt.Errorf("catalog sync: %w", err))
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("catalog sync: %w", err)
+		return apperr.Unavailable("control stream did not answer", time.Second, fmt.Errorf("catalog sync: %w", err))
 	}
 	return c.WaitFor(ctx, info.State.LastSeq)
 }
