@@ -73,6 +73,7 @@ was read back). Exits non-zero if anything acknowledged was lost or doubled.`)
 	phase := fs.Duration("phase", "", 10*time.Second, "load between faults (a kill round is half before, half after the kill)")
 	outage := fs.Duration("outage", "", 60*time.Second, "how long ClickHouse is cut off")
 	workers := fs.Int("workers", "", 6, "concurrent clients, each alternating an event and a decision")
+	rate := fs.Int("rate", "", 200, "writes per second at most, over all clients (0: as fast as Vigil answers)")
 	short := fs.BoolEnv("short", "", false, "one round, 3 s phases and outage (what CI runs)")
 	only := fs.String("experiments", "", strings.Join(chaosExperiments, ","), "experiments to run, comma-separated")
 	bin := fs.String("vigil", "", "", "the vigil binary to start (default: this one)")
@@ -83,10 +84,10 @@ was read back). Exits non-zero if anything acknowledged was lost or doubled.`)
 	if *short {
 		*rounds, *phase, *outage = 1, 3*time.Second, 3*time.Second
 	}
-	if *rounds < 1 || *phase < time.Second || *outage < time.Second || *workers < 1 {
-		return nil, errors.New("--rounds and --workers must be at least 1, --phase and --outage at least 1s")
+	if *rounds < 1 || *phase < time.Second || *outage < time.Second || *workers < 1 || *rate < 0 {
+		return nil, errors.New("--rounds and --workers must be at least 1, --phase and --outage at least 1s, --rate at least 0")
 	}
-	e := &chaosEnv{binArgs: binArgs, rounds: *rounds, phase: *phase, outage: *outage, workers: *workers, keep: *keep,
+	e := &chaosEnv{binArgs: binArgs, rate: *rate, rounds: *rounds, phase: *phase, outage: *outage, workers: *workers, keep: *keep,
 		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var err error
 	if e.bin = *bin; e.bin == "" {
@@ -159,7 +160,7 @@ type chaosEnv struct {
 	dsn           *url.URL
 	rounds        int
 	phase, outage time.Duration
-	workers       int
+	workers, rate int
 	keep          bool
 	log           *slog.Logger
 }
@@ -311,8 +312,12 @@ func natsListen() (string, int, error) {
 // ledger (served by ledger) in database db.
 func (e *chaosEnv) loaded(ctx context.Context, key string, ingestURLs, apiURLs []string, read, ledger string, ch driver.Conn, fn func(load *faultLoad) (time.Duration, error)) faultResult {
 	load := newFaultLoad(key, "bot-chaos", ingestURLs, apiURLs)
+	if e.rate > 0 {
+		// A worker's round is two writes.
+		load.pace = time.Duration(2*e.workers) * time.Second / time.Duration(e.rate)
+	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := load.registerAgent(rctx)
+	err := load.autoRegister(rctx)
 	cancel()
 	if err != nil {
 		return faultResult{Err: err}
@@ -326,7 +331,7 @@ func (e *chaosEnv) loaded(ctx context.Context, key string, ingestURLs, apiURLs [
 	if err != nil {
 		return faultResult{Err: err, Acked: load.acked()}
 	}
-	r := load.Check(ctx, read, 90*time.Second, load.ledgerCheck(ch, tenant.Default, ledger))
+	r := load.Check(ctx, read, 5*time.Minute, load.ledgerCheck(ch, tenant.Default, ledger))
 	r.Recovery = recovery
 	return r
 }

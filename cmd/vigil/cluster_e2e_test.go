@@ -75,7 +75,7 @@ func TestClusterLosesNothing(t *testing.T) {
 	}
 
 	load := newFaultLoad(apiA.BootstrapKey, "bot-cluster", []string{ingestA.URL, ingestB.URL}, []string{apiA.URL, apiB.URL})
-	if err := load.registerAgent(ctx); err != nil {
+	if err := load.autoRegister(ctx); err != nil {
 		t.Fatal(err)
 	}
 	lctx, stopLoad := context.WithCancel(ctx)

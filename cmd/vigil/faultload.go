@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -39,6 +40,10 @@ type faultLoad struct {
 	run   string
 	// tool is what each decision asks about ("search" unless set).
 	tool string
+	// pace, when set, is the least time between one worker's rounds (an
+	// event and a decision), which bounds the load (and what is read
+	// back) however fast Vigil answers.
+	pace time.Duration
 
 	mu        sync.Mutex
 	events    map[string]string // acked eventId → session
@@ -89,10 +94,10 @@ func (l *faultLoad) do(ctx context.Context, method, u string, body any) (int, []
 // agent before it moves to the next.
 const agentSpan = 100
 
-// registerAgent lets the tenant's agents register with their first
+// autoRegister lets the tenant's agents register with their first
 // decision (POST /v1/settings/agents), so that workers can move to new
 // agents as they go.
-func (l *faultLoad) registerAgent(ctx context.Context) error {
+func (l *faultLoad) autoRegister(ctx context.Context) error {
 	for {
 		st, b, err := l.do(ctx, http.MethodPost, l.api[0]+"/v1/settings/agents", map[string]any{"autoRegister": true})
 		if err == nil && st/100 == 2 {
@@ -132,7 +137,20 @@ func (l *faultLoad) fail(what string, st int, b []byte, err error) {
 
 func (l *faultLoad) worker(ctx context.Context, w int) {
 	in, ap := w, w
+	next := time.Now()
 	for n := 0; ctx.Err() == nil; n++ {
+		if l.pace > 0 {
+			next = next.Add(l.pace)
+			if d := time.Until(next); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return
+				}
+			} else {
+				next = time.Now()
+			}
+		}
 		agent := fmt.Sprintf("%s-%s-%d-%d", l.agent, l.run, w, n/agentSpan)
 		session := agent
 		if n%agentSpan == 0 {
@@ -244,64 +262,33 @@ func (l *faultLoad) Check(ctx context.Context, base string, within time.Duration
 	}
 }
 
-// readBack lists every session's events and the agent's decisions.
+// readBack lists every session's events and every agent's decisions
+// (an agent and its session share a name), eight at a time, with a
+// patient client: reads are slow on a loaded machine.
 func (l *faultLoad) readBack(ctx context.Context, base string, sessions []string, events, decisions map[string]bool) (lost, dup int, err error) {
+	rl := &faultLoad{client: &http.Client{Timeout: 60 * time.Second}, key: l.key}
+	var mu sync.Mutex
 	seen := map[string]int{}
-	for _, s := range sessions {
-		cursor := ""
-		for {
-			u := base + "/v1/sessions/" + url.PathEscape(s) + "?limit=1000"
-			if cursor != "" {
-				u += "&cursor=" + url.QueryEscape(cursor)
+	errs := make([]error, len(sessions))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, s := range sessions {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ids, err := rl.readAgent(ctx, base, s)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				seen[id]++
 			}
-			st, b, err := l.do(ctx, http.MethodGet, u, nil)
-			if st == http.StatusNotFound {
-				break // no event of this session projected yet
-			}
-			if err != nil || st != http.StatusOK {
-				return 0, 0, fmt.Errorf("GET session %s: %d %s %v", s, st, b, err)
-			}
-			var pg struct {
-				Events []struct {
-					EventID string `json:"eventId"`
-				} `json:"events"`
-				NextCursor *string `json:"nextCursor"`
-			}
-			if err := json.Unmarshal(b, &pg); err != nil {
-				return 0, 0, fmt.Errorf("session %s: %w", s, err)
-			}
-			for _, e := range pg.Events {
-				seen[e.EventID]++
-			}
-			if pg.NextCursor == nil {
-				break
-			}
-			cursor = *pg.NextCursor
-		}
+			errs[i] = err
+		}()
 	}
-	for _, agent := range sessions {
-		for offset := 0; ; offset += 100 {
-			u := fmt.Sprintf("%s/v1/verdicts?agent=%s&source=decision&since=24h&limit=100&offset=%d", base, url.QueryEscape(agent), offset)
-			st, b, err := l.do(ctx, http.MethodGet, u, nil)
-			if err != nil || st != http.StatusOK {
-				return 0, 0, fmt.Errorf("GET verdicts: %d %s %v", st, b, err)
-			}
-			var pg struct {
-				Data []struct {
-					ID string `json:"id"`
-				} `json:"data"`
-				HasMore bool `json:"hasMore"`
-			}
-			if err := json.Unmarshal(b, &pg); err != nil {
-				return 0, 0, fmt.Errorf("verdicts: %w", err)
-			}
-			for _, d := range pg.Data {
-				seen[d.ID]++
-			}
-			if !pg.HasMore {
-				break
-			}
-		}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, err
 	}
 	for _, n := range seen {
 		if n > 1 {
@@ -318,32 +305,62 @@ func (l *faultLoad) readBack(ctx context.Context, base string, sessions []string
 	return lost, dup, nil
 }
 
-// ackedDecisions is a copy of the acknowledged decision ids.
-func (l *faultLoad) ackedDecisions() map[string]bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make(map[string]bool, len(l.decisions))
-	for id := range l.decisions {
-		out[id] = true
+// readAgent returns the event ids of session s and the decision ids of
+// agent s, as listed (an id listed twice appears twice).
+func (l *faultLoad) readAgent(ctx context.Context, base, s string) ([]string, error) {
+	var ids []string
+	cursor := ""
+	for {
+		u := base + "/v1/sessions/" + url.PathEscape(s) + "?limit=1000"
+		if cursor != "" {
+			u += "&cursor=" + url.QueryEscape(cursor)
+		}
+		st, b, err := l.do(ctx, http.MethodGet, u, nil)
+		if st == http.StatusNotFound {
+			break // no event of this session projected yet
+		}
+		if err != nil || st != http.StatusOK {
+			return nil, fmt.Errorf("GET session %s: %d %s %v", s, st, b, err)
+		}
+		var pg struct {
+			Events []struct {
+				EventID string `json:"eventId"`
+			} `json:"events"`
+			NextCursor *string `json:"nextCursor"`
+		}
+		if err := json.Unmarshal(b, &pg); err != nil {
+			return nil, fmt.Errorf("session %s: %w", s, err)
+		}
+		for _, e := range pg.Events {
+			ids = append(ids, e.EventID)
+		}
+		if pg.NextCursor == nil {
+			break
+		}
+		cursor = *pg.NextCursor
 	}
-	return out
-}
-
-// acked counts the writes acknowledged so far.
-func (l *faultLoad) acked() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.events) + len(l.decisions)
-}
-
-// RecoveredAfter is how long after t requests kept failing (0 if none
-// failed after t).
-func (l *faultLoad) RecoveredAfter(t time.Time) time.Duration {
-	last := time.Unix(0, l.lastFail.Load())
-	if last.Before(t) {
-		return 0
+	for offset := 0; ; offset += 100 {
+		u := fmt.Sprintf("%s/v1/verdicts?agent=%s&source=decision&since=24h&limit=100&offset=%d", base, url.QueryEscape(s), offset)
+		st, b, err := l.do(ctx, http.MethodGet, u, nil)
+		if err != nil || st != http.StatusOK {
+			return nil, fmt.Errorf("GET verdicts: %d %s %v", st, b, err)
+		}
+		var pg struct {
+			Data []struct {
+				ID string `json:"id"`
+			} `json:"data"`
+			HasMore bool `json:"hasMore"`
+		}
+		if err := json.Unmarshal(b, &pg); err != nil {
+			return nil, fmt.Errorf("verdicts: %w", err)
+		}
+		for _, d := range pg.Data {
+			ids = append(ids, d.ID)
+		}
+		if !pg.HasMore {
+			return ids, nil
+		}
 	}
-	return last.Sub(t)
 }
 
 // ledgerCheck counts, for the api key's tenant, the ledger leaves of the
@@ -401,4 +418,32 @@ func (l *faultLoad) ledgerCheck(ch driver.Conn, tenant, ledgerBase string) func(
 		}
 		return cp.TreeSize, missing, dup, nil
 	}
+}
+
+// ackedDecisions is a copy of the acknowledged decision ids.
+func (l *faultLoad) ackedDecisions() map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]bool, len(l.decisions))
+	for id := range l.decisions {
+		out[id] = true
+	}
+	return out
+}
+
+// acked counts the writes acknowledged so far.
+func (l *faultLoad) acked() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.events) + len(l.decisions)
+}
+
+// RecoveredAfter is how long after t requests kept failing (0 if none
+// failed after t).
+func (l *faultLoad) RecoveredAfter(t time.Time) time.Duration {
+	last := time.Unix(0, l.lastFail.Load())
+	if last.Before(t) {
+		return 0
+	}
+	return last.Sub(t)
 }
