@@ -111,6 +111,7 @@ type Sink struct {
 	flushTime  prometheus.Histogram
 	deadLetter prometheus.Counter
 	keepAlives prometheus.Counter
+	pending    natsx.Pending
 }
 
 // NewSink validates cfg and registers the sink's metrics on reg.
@@ -148,7 +149,17 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 			Name: "vigil_sink_keepalives_total", Help: "In-progress acks sent for held messages so they are not redelivered.", ConstLabels: labels,
 		}),
 	}
-	for _, c := range []prometheus.Collector{s.rows, s.flushes, s.flushTime, s.deadLetter, s.keepAlives} {
+	// The backlog between the stream and ClickHouse: messages pulled but
+	// not yet written (held through an outage, up to MaxAckPending), and
+	// the consumer's lag behind them.
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "vigil_sink_held_messages", Help: "Messages a projection sink has pulled and not yet written to ClickHouse and acked.", ConstLabels: labels,
+	}, func() float64 { return float64(s.held.Len()) })
+	var err error
+	if s.pending, err = natsx.NewPending(reg, cfg.Name); err != nil {
+		return nil, fmt.Errorf("sink %s metrics: %w", cfg.Name, err)
+	}
+	for _, c := range []prometheus.Collector{s.rows, s.flushes, s.flushTime, s.deadLetter, s.keepAlives, held} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("sink %s metrics: %w", cfg.Name, err)
 		}
@@ -212,6 +223,7 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 	box := &inbox{signal: make(chan struct{}, 1)}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		s.held.Add(m)
+		s.pending.Observe(m)
 		box.put(m)
 	},
 		jetstream.PullMaxMessages(s.cfg.MaxRows),

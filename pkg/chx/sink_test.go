@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/chx"
@@ -232,7 +233,7 @@ func (r *runningSink) stop() {
 	}
 }
 
-// metric returns the value of a counter on the sink's registry whose
+// metric returns the value of a counter or gauge on the sink's registry whose
 // labels include want (0 if it has not been observed).
 func (r *runningSink) metric(name string, want map[string]string) float64 {
 	r.t.Helper()
@@ -256,7 +257,7 @@ func (r *runningSink) metric(name string, want map[string]string) float64 {
 					continue next
 				}
 			}
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return sum
@@ -503,6 +504,17 @@ func TestSinkClickHouseOutage(t *testing.T) {
 	if v := r.metric("vigil_sink_flushes_total", map[string]string{"result": "error"}); v < 1 {
 		t.Fatalf("flushes_total{result=error} = %v during the outage", v)
 	}
+	// The backlog the alerts watch: every message held, none left in the
+	// stream undelivered.
+	if v := r.metric("vigil_sink_held_messages", nil); v != held {
+		t.Fatalf("vigil_sink_held_messages = %v during the outage, want %d", v, held)
+	}
+	if n := testutil.CollectAndCount(r.reg, "vigil_consumer_pending_messages"); n != 1 {
+		t.Fatalf("%d vigil_consumer_pending_messages series, want the sink's consumer's", n)
+	}
+	if v := r.metric("vigil_consumer_pending_messages", map[string]string{"consumer": sinkDurable}); v != 0 {
+		t.Fatalf("vigil_consumer_pending_messages = %v, want 0: everything was delivered", v)
+	}
 
 	proxy.Start()
 	e.waitRows(after)
@@ -515,6 +527,9 @@ func TestSinkClickHouseOutage(t *testing.T) {
 	}
 	if got := e.rows(); got != after {
 		t.Fatalf("%d rows, want exactly %d (no duplicates)", got, after)
+	}
+	if v := r.metric("vigil_sink_held_messages", nil); v != 0 {
+		t.Fatalf("vigil_sink_held_messages = %v after the outage, want 0", v)
 	}
 	r.stop()
 }

@@ -36,6 +36,13 @@ func (h *Held) Settled(m jetstream.Msg) {
 	h.mu.Unlock()
 }
 
+// Len is how many messages are held.
+func (h *Held) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.last)
+}
+
 // All returns every held message.
 func (h *Held) All() []jetstream.Msg {
 	h.mu.Lock()

@@ -114,10 +114,11 @@ type Service struct {
 	// keeps them alive, so the consumers' AckWait can be short.
 	held *natsx.Held
 
-	leaves    *prometheus.CounterVec
-	batchDur  prometheus.Histogram
-	treeSize  *prometheus.GaugeVec
-	published prometheus.Counter
+	leaves         *prometheus.CounterVec
+	batchDur       prometheus.Histogram
+	treeSize       *prometheus.GaugeVec
+	published      prometheus.Counter
+	lastCheckpoint prometheus.Gauge
 }
 
 type tenantTile struct {
@@ -153,8 +154,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_ledger_checkpoints_total", Help: "Checkpoints signed and committed.",
 		}),
+		// With the consumers' lag, what an alert needs to tell a stuck
+		// ledger (records waiting, no checkpoint) from an idle one.
+		lastCheckpoint: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigil_ledger_last_checkpoint_timestamp_seconds", Help: "Unix time of the latest checkpoint this instance committed (any tenant).",
+		}),
 	}
-	collectors := []prometheus.Collector{s.leaves, s.batchDur, s.published}
+	collectors := []prometheus.Collector{s.leaves, s.batchDur, s.published, s.lastCheckpoint}
 	if cfg.TenantMetrics {
 		collectors = append(collectors, s.treeSize)
 	} else {
@@ -370,10 +376,15 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consumer %s: %w", durable, err)
 	}
+	pending, err := natsx.NewPending(s.deps.Registerer, durable)
+	if err != nil {
+		return nil, err
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		// Records are prepared (canonical bytes, leaf hash) here, in each
 		// consumer's goroutine, while the previous batch is being written.
 		s.held.Add(m)
+		pending.Observe(m)
 		msg := inbound{msg: m}
 		msg.p, msg.err = s.prepareMsg(m)
 		select {
@@ -560,6 +571,7 @@ func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending,
 		s.treeSize.WithLabelValues(tenant).Set(float64(next.size))
 	}
 	s.published.Inc()
+	s.lastCheckpoint.SetToCurrentTime()
 	s.publish(ctx, tenant, next)
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
@@ -436,6 +437,13 @@ func TestMetricsCarryNoTenantIDs(t *testing.T) {
 			}
 			if seen != tc.wantTenant {
 				t.Fatalf("a metric names the tenant: %v, want %v", seen, tc.wantTenant)
+			}
+			// What the checkpoint-age alert (deploy/observability) reads.
+			if at := testutil.ToFloat64(r.svc.lastCheckpoint); at < float64(time.Now().Add(-time.Minute).Unix()) {
+				t.Errorf("vigil_ledger_last_checkpoint_timestamp_seconds = %v after a checkpoint", at)
+			}
+			if n := testutil.CollectAndCount(r.reg, "vigil_consumer_pending_messages"); n < 2 {
+				t.Errorf("%d vigil_consumer_pending_messages series, want one per source consumer", n)
 			}
 		})
 	}
