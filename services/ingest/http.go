@@ -19,6 +19,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
+	"github.com/vigilhq/vigil/pkg/redact"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/telemetry"
 )
@@ -72,8 +73,10 @@ func clientInfo(h http.Header) event.Client {
 	}
 }
 
-func (s *Service) message(ctx context.Context, tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time) (*nats.Msg, error) {
-	n, err := s.redactPayload(ctx, tenant, &ev)
+// message is the INGEST message of ev: its payload redacted by pol (the
+// tenant's, from redactionFor), the record encoded, the dedupe id set.
+func (s *Service) message(ctx context.Context, pol *redact.Policy, tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time) (*nats.Msg, error) {
+	n, err := redactPayload(pol, tenant, &ev)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +118,11 @@ func (s *Service) postEvent(c echo.Context) error {
 		s.accepted.WithLabelValues(StatusRejected).Inc()
 		return err
 	}
-	m, err := s.message(c.Request().Context(), p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now)
+	pol, err := s.redactionFor(c.Request().Context(), p.Tenant)
+	if err != nil {
+		return err
+	}
+	m, err := s.message(c.Request().Context(), pol, p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now)
 	if err != nil {
 		return err
 	}
@@ -220,6 +227,13 @@ func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error
 	resp := BatchResponse{Results: make([]Result, len(items))}
 	futures := make([]jetstream.PubAckFuture, len(items))
 	gate := s.agentGate(p.Tenant)
+	// The tenant's redaction policy, looked up once, when the first event
+	// is to be published (a request of refused events needs none).
+	var (
+		pol    *redact.Policy
+		polErr error
+		looked bool
+	)
 	for i, it := range items {
 		resp.Results[i].Index = i
 		err := it.err
@@ -244,7 +258,15 @@ func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error
 			resp.Results[i].Error = detailOf(err)
 			continue
 		}
-		m, err := s.message(c.Request().Context(), p.Tenant, ev, sourceMS, cl, p.KeyID, now)
+		if !looked {
+			pol, polErr = s.redactionFor(c.Request().Context(), p.Tenant)
+			looked = true
+		}
+		var m *nats.Msg
+		err = polErr
+		if err == nil {
+			m, err = s.message(c.Request().Context(), pol, p.Tenant, ev, sourceMS, cl, p.KeyID, now)
+		}
 		if err == nil {
 			futures[i], err = s.deps.JS.PublishMsgAsync(m)
 		}

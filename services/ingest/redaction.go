@@ -6,6 +6,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/event"
+	"github.com/vigilhq/vigil/pkg/redact"
 )
 
 // startRedaction builds the redactor and follows the tenants' redaction
@@ -22,14 +23,19 @@ func (s *Service) startRedaction(ctx context.Context) error {
 	return nil
 }
 
+// redactionFor is tenant's redaction policy, waiting at most
+// PublishTimeout for the settings view: a request looks it up once, not
+// once per event (the wait's timer and context cost more than the rest
+// of the lookup).
+func (s *Service) redactionFor(ctx context.Context, tenant string) (*redact.Policy, error) {
+	return s.settings.RedactionWithin(ctx, tenant, s.cfg.PublishTimeout)
+}
+
 // redactPayload replaces personal data and secrets in the event's payload
-// before it is published: nothing downstream (the stream, ClickHouse,
-// logs, other services) ever sees the raw values.
-func (s *Service) redactPayload(ctx context.Context, tenant string, ev *event.Event) (int, error) {
-	pol, err := s.settings.RedactionWithin(ctx, tenant, s.cfg.PublishTimeout)
-	if err != nil {
-		return 0, err
-	}
+// by pol (the tenant's, from redactionFor) before it is published:
+// nothing downstream (the stream, ClickHouse, logs, other services) ever
+// sees the raw values.
+func redactPayload(pol *redact.Policy, tenant string, ev *event.Event) (int, error) {
 	out, n, err := pol.JSON(tenant, ev.Payload)
 	if err != nil {
 		// Decode validated and compacted the payload already.
