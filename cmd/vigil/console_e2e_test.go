@@ -304,6 +304,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if result, report := verdict("the session's bundle"); result != "valid" {
 		t.Fatalf("the session's own bundle: %s: %s", result, report)
 	}
+	if m := get(b, b.ctx, "key match", chromedp.AttributeValue(css("#verify-key"), "data-match")); m.Value != "true" {
+		t.Fatalf("the bundle's key was not recognised as the ledger's key (%q)", m.Value)
+	}
 	b.shot(b.ctx, "session")
 	b.clean("session")
 	tampered := bytes.Replace(bundle, []byte(`"amount":5000`), []byte(`"amount":50`), 1)

@@ -17,6 +17,9 @@ type sessionView struct {
 	RiskNote  string
 	Approvals []map[string]any
 	Problem   string
+	// LedgerKey is the deployment's ledger verifier key (GET
+	// /v1/ledger/key), which the page compares with the bundle's own.
+	LedgerKey string
 }
 
 func (sessionView) nav() string { return "sessions" }
@@ -50,6 +53,14 @@ func (c *Console) sessionPage(ec echo.Context) error {
 		_ = rr.Decode(&v.Risk)
 	} else {
 		v.RiskNote = rr.Problem()
+	}
+	if kr := c.call(ec, http.MethodGet, "/v1/ledger/key", nil); kr.OK() {
+		var k struct {
+			PublicKey string `json:"publicKey"`
+		}
+		if kr.Decode(&k) == nil {
+			v.LedgerKey = k.PublicKey
+		}
 	}
 	// Approvals of the session: the board's list, narrowed here (the API
 	// filters by agent, not session).

@@ -233,10 +233,10 @@ const VigilVerify = (function () {
     const listed = (g('policyPackHashes') || []).slice().sort().join(',');
     const used = Array.from(packs).sort().join(',');
     if (listed !== used) fail('policy pack hashes: bundle lists [' + listed + '], its decisions used [' + used + ']');
-    return { ok: problems.length === 0, records: records.length, treeSize: String(cpSize), problems };
+    return { ok: problems.length === 0, records: records.length, treeSize: String(cpSize), problems, key: String(g('publicKey')) };
   }
 
-  function show(out, report, source) {
+  function show(out, report, source, ledgerKey) {
     out.replaceChildren();
     const h = document.createElement('p');
     h.className = report.ok ? 'verdict valid' : 'verdict tampered';
@@ -244,6 +244,18 @@ const VigilVerify = (function () {
       ? 'VALID: ' + report.records + ' records of ' + source + ' are in the signed ledger (tree size ' + report.treeSize + '); checkpoint and manifest signatures verify.'
       : 'TAMPERED: ' + source + ' failed verification (' + report.problems.length + ' problems).';
     out.append(h);
+    if (report.key && ledgerKey) {
+      // The bundle's own key proves integrity; whose key it is, the
+      // auditor checks against the one they pinned (vigil ledger key).
+      const k = document.createElement('p');
+      k.className = 'hint';
+      k.id = 'verify-key';
+      k.textContent = report.key === ledgerKey
+        ? 'Signed with this deployment\'s ledger key ' + ledgerKey + ' (compare it with the key you pinned: vigil ledger key).'
+        : 'Signed with ' + report.key + ', which is NOT this deployment\'s ledger key ' + ledgerKey + '.';
+      k.dataset.match = String(report.key === ledgerKey);
+      out.append(k);
+    }
     if (report.problems.length) {
       const ul = document.createElement('ul');
       for (const p of report.problems) { const li = document.createElement('li'); li.textContent = p; ul.append(li); }
@@ -261,14 +273,14 @@ const VigilVerify = (function () {
       delete out.dataset.result;
       const res = await fetch(sec.dataset.bundle, { credentials: 'same-origin' });
       if (!res.ok) { out.textContent = 'could not download the bundle: HTTP ' + res.status; out.dataset.result = 'error'; return; }
-      show(out, await verify(await res.text()), 'the downloaded bundle');
+      show(out, await verify(await res.text()), 'the downloaded bundle', sec.dataset.ledgerKey);
     });
     document.getElementById('verify-file').addEventListener('change', async (ev) => {
       const f = ev.target.files[0];
       if (!f) return;
       out.textContent = 'verifying…';
       delete out.dataset.result;
-      show(out, await verify(await f.text()), f.name);
+      show(out, await verify(await f.text()), f.name, sec.dataset.ledgerKey);
     });
   });
 
