@@ -52,7 +52,7 @@ type Table struct {
 // The tables, grouped by owner. Writers and readers name a table through
 // these variables, so its name and column list are written once, here.
 var (
-	Events = Table{Name: "events", Owner: Ingest, Readers: []string{API, Ledger}, Columns: []string{
+	Events = Table{Name: "events", Owner: Ingest, Readers: []string{API, Ledger, CLI}, Columns: []string{
 		"tenant_id", "event_id", "agent_id", "session_id", "category", "schema_version", "source_time", "source_ms",
 		"received_ms", "previous_hash", "tool_name", "response_status", "payload", "sdk", "framework", "agent_version",
 		"key_id", "stream_seq", "redactions"}}
@@ -82,7 +82,7 @@ var (
 	RiskMVAnomaliesHour = Table{Name: "risk_mv_anomalies_hour", Owner: Risk, Columns: metricColumns}
 	RiskMVReviewsDay    = Table{Name: "risk_mv_reviews_day", Owner: Risk, Columns: metricColumns}
 	RiskMVReviewsHour   = Table{Name: "risk_mv_reviews_hour", Owner: Risk, Columns: metricColumns}
-	LedgerLeaves        = Table{Name: "ledger_leaves", Owner: Ledger, Columns: []string{
+	LedgerLeaves        = Table{Name: "ledger_leaves", Owner: Ledger, Readers: []string{CLI}, Columns: []string{
 		"tenant_id", "idx", "record_key", "kind", "record_id", "session_id", "leaf_hash", "canonical", "stream",
 		"stream_seq", "integrated_ms", "version"}}
 	LedgerLookup      = Table{Name: "ledger_lookup", Owner: Ledger, Columns: []string{"tenant_id", "lookup_key", "idx", "version"}}
