@@ -615,17 +615,7 @@ func (c *benchClient) single(ctx context.Context, name string, evs []benchEvent,
 func (c *benchClient) batch(ctx context.Context, evs []benchEvent, size, conc int) (benchPhase, error) {
 	var bodies [][]byte
 	for lo := 0; lo < len(evs); lo += size {
-		hi := min(lo+size, len(evs))
-		var b bytes.Buffer
-		b.WriteString(`{"events":[`)
-		for i := lo; i < hi; i++ {
-			if i > lo {
-				b.WriteByte(',')
-			}
-			b.Write(evs[i].body)
-		}
-		b.WriteString(`]}`)
-		bodies = append(bodies, b.Bytes())
+		bodies = append(bodies, batchBody(evs[lo:min(lo+size, len(evs))]))
 	}
 	var rec benchRecorder
 	took, lat := benchWorkers(ctx, len(bodies), conc, func(i int, buf *bytes.Buffer) error {

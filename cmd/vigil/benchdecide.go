@@ -208,9 +208,7 @@ p99 are reported as ratios of the floor's.`)
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
 	rep.PeakRSSMiB = peakRSSMiB()
 	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := benchJSON(out, rep); err != nil {
 			return err
 		}
 	} else {

@@ -97,16 +97,7 @@ one poll interval too much.`)
 	evs := newBenchGen().events(nBatches * perBatch)
 	bodies := make([][]byte, nBatches)
 	for k := range bodies {
-		var b bytes.Buffer
-		b.WriteString(`{"events":[`)
-		for i, e := range evs[k*perBatch : (k+1)*perBatch] {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.Write(e.body)
-		}
-		b.WriteString(`]}`)
-		bodies[k] = b.Bytes()
+		bodies[k] = batchBody(evs[k*perBatch : (k+1)*perBatch])
 	}
 
 	// The poller runs until told to stop, recording when the watermark
@@ -235,9 +226,7 @@ one poll interval too much.`)
 	}
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
 	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := benchJSON(out, rep); err != nil {
 			return err
 		}
 	} else {

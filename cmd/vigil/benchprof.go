@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -68,4 +71,25 @@ func peakRSSMiB() float64 {
 		return 0
 	}
 	return float64(ru.Maxrss) / 1024
+}
+
+// benchJSON prints a bench report as indented JSON (--json).
+func benchJSON(out io.Writer, rep any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+// batchBody is evs as the body of POST /v1/events/batch.
+func batchBody(evs []benchEvent) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"events":[`)
+	for i, e := range evs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(e.body)
+	}
+	b.WriteString(`]}`)
+	return b.Bytes()
 }
