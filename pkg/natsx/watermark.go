@@ -169,7 +169,51 @@ func (f *ConsumerFloor) read(ctx context.Context, wanted uint64) (uint64, error)
 	}
 	info := cons.CachedInfo()
 	if info.NumPending == 0 && info.NumAckPending == 0 {
-		return max(info.AckFloor.Stream, wanted), nil
+		// JetStream sends the publish ack before it tells the stream's
+		// consumers of the new message, so just after a write "nothing
+		// pending" may not count it yet. The consumer has passed wanted
+		// only if it takes no message it has not delivered up to wanted
+		// (sequences its filter skips are passed).
+		taken, err := f.undelivered(ctx, info, wanted)
+		if err != nil {
+			return 0, err
+		}
+		if !taken {
+			return max(info.AckFloor.Stream, wanted), nil
+		}
 	}
 	return info.AckFloor.Stream, nil
+}
+
+// undelivered reports whether the stream holds a message after what the
+// consumer has delivered, up to wanted, that the consumer's filters take.
+func (f *ConsumerFloor) undelivered(ctx context.Context, info *jetstream.ConsumerInfo, wanted uint64) (bool, error) {
+	from := info.Delivered.Stream + 1
+	if from > wanted {
+		return false, nil
+	}
+	filters := info.Config.FilterSubjects
+	if info.Config.FilterSubject != "" {
+		filters = append(filters, info.Config.FilterSubject)
+	}
+	if len(filters) == 0 {
+		filters = []string{">"}
+	}
+	st, err := f.js.Stream(ctx, f.stream)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", f.stream, err)
+	}
+	for _, filter := range filters {
+		msg, err := st.GetMsg(ctx, from, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("next %s message on %s from %d: %w", filter, f.stream, from, err)
+		}
+		if msg.Sequence <= wanted {
+			return true, nil
+		}
+	}
+	return false, nil
 }
