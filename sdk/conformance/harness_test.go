@@ -72,7 +72,7 @@ func runners(root string) []runner {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	return []runner{
 		{name: "go", dir: "sdk/go", cmd: []string{goBin, "test", "-count=1", "-run", "^TestConformance$", "-v", "./vigil/"}},
-		{name: "python", dir: "sdk/python/tests", cmd: []string{python, "-m", "pytest", "-q", "sdk/python/tests"}, install: []string{"pytest-3", "python3-pytest"}},
+		{name: "python", dir: "sdk/python/tests", cmd: []string{python, "-m", "pytest", "-q", "sdk/python/tests"}, install: []string{"pytest-3", "python3-pytest", "python3-pip", "python3-setuptools", "python3-wheel"}},
 		{name: "typescript", dir: "sdk/typescript/test", cmd: []string{"node", "--test", "sdk/typescript/test"}, install: []string{"node", "nodejs"}},
 	}
 }
