@@ -198,9 +198,7 @@ is durably acknowledged by JetStream before it counts.`)
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := benchJSON(out, rep); err != nil {
 			return err
 		}
 	} else {

@@ -184,9 +184,7 @@ that must reach every channel.`)
 	}
 	rep.GoalFirstP99Met = rep.FirstP99Ms <= rep.GoalFirstP99Ms
 	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return benchJSON(out, rep)
 	}
 	fmt.Fprintf(out, "vigil bench notify: %d block decisions at %d/s, each to %d webhook channels on loopback\n", n, *rate, *channels)
 	fmt.Fprintf(out, "  delivered        %d of %d (%.0f deliveries/s)\n", rep.Delivered, rep.Expected, rep.DeliveriesPerS)

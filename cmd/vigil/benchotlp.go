@@ -107,9 +107,7 @@ compares the medians over the rounds.`)
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := benchJSON(out, rep); err != nil {
 			return err
 		}
 	} else {

@@ -239,9 +239,7 @@ the lookups' time, so figures are upper bounds).`)
 	rep.PeakRSSMiB = peakRSSMiB()
 
 	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return benchJSON(out, rep)
 	}
 	fmt.Fprintf(out, "vigil bench ledger\n")
 	fmt.Fprintf(out, "  seal     %d events (%d leaves) in %.2fs: %.0f leaves/s, %.0f events/s (goal ≥ 50,000 leaves/s)\n",
