@@ -29,10 +29,15 @@ func TestClusterSurvivesANode(t *testing.T) {
 	if got := s.CachedInfo().Config.Replicas; got != 3 {
 		t.Fatalf("replicas = %d, want 3", got)
 	}
-	publish := func(from, to int) {
+	publish := func(js jetstream.JetStream, from, to int) {
 		for i := from; i < to; i++ {
 			for {
-				_, err := js.Publish(ctx, "ingest.v1.event_received.acme.a1", []byte("x"), jetstream.WithMsgID(fmt.Sprintf("m%d", i)))
+				// Each attempt gets its own deadline: a publish sent while
+				// the stream elects a new leader may never be answered, and
+				// must not use up the whole test's time.
+				actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := js.Publish(actx, "ingest.v1.event_received.acme.a1", []byte("x"), jetstream.WithMsgID(fmt.Sprintf("m%d", i)))
+				acancel()
 				if err == nil {
 					break
 				}
@@ -43,7 +48,7 @@ func TestClusterSurvivesANode(t *testing.T) {
 			}
 		}
 	}
-	publish(0, 50)
+	publish(js, 0, 50)
 	// Lose the node the stream's leader is on: a new leader takes over.
 	info, err := s.Info(ctx)
 	if err != nil {
@@ -58,11 +63,18 @@ func TestClusterSurvivesANode(t *testing.T) {
 	if lost < 0 {
 		t.Fatalf("stream leader %q is no node of the cluster", info.Cluster.Leader)
 	}
+	// Write and watch through a node that stays up: the first client may
+	// be connected to the node this stops.
+	_, survivor := c.ConnectAs(t, natsauth.Admin, (lost+1)%c.Size())
 	c.Stop(lost)
-	publish(50, 100)
+	publish(survivor, 50, 100)
 	c.Start(lost)
 	for {
-		info, err := s.Info(ctx)
+		var info *jetstream.StreamInfo
+		st, err := survivor.Stream(ctx, cfg.Name)
+		if err == nil {
+			info, err = st.Info(ctx)
+		}
 		if err == nil && info.State.Msgs == 100 && len(info.Cluster.Replicas) == 2 && info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current {
 			break
 		}
