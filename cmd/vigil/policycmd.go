@@ -237,240 +237,13 @@ func buildPack(path, ten string) (*policy.Pack, []policyFile, error) {
 
 // ---- fixtures and org files ----
 
-type fixtureAgent struct {
-	ID           string   `yaml:"id"`
-	Declared     bool     `yaml:"declared"`
-	Tools        []string `yaml:"tools"`
-	Destinations []string `yaml:"destinations"`
-	Paused       bool     `yaml:"paused"`
-	JudgeEnabled bool     `yaml:"judgeEnabled"`
-	// Sources are the manifest's data-flow sources (tool or destination →
-	// labels), for label rules with source:.
-	Sources map[string][]string `yaml:"sources"`
-}
-
-type fixtureAction struct {
-	Kind          string         `yaml:"kind"`
-	Tool          string         `yaml:"tool"`
-	Target        string         `yaml:"target"`
-	Publisher     string         `yaml:"publisher"`
-	Operation     string         `yaml:"operation"`
-	ToolType      string         `yaml:"toolType"`
-	TargetSystem  string         `yaml:"targetSystem"`
-	InitiatorType string         `yaml:"initiatorType"`
-	Arguments     map[string]any `yaml:"arguments"`
-	Metadata      map[string]any `yaml:"metadata"`
-}
-
-type fixtureSession struct {
-	ID       string `yaml:"id"`
-	Events   int    `yaml:"events"`
-	Blocks   int    `yaml:"blocks"`
-	Warnings int    `yaml:"warnings"`
-	// Labels the session carries (rules read session.labels); their cause
-	// is given as the record "fixture".
-	Labels []string `yaml:"labels"`
-	// LabelsUnavailable is a label store that cannot be read: rules
-	// testing session.labels fail closed.
-	LabelsUnavailable bool `yaml:"labelsUnavailable"`
-}
-
-// session is what a decision sees of the fixture's session.
-func (s fixtureSession) session() policy.Session {
-	out := policy.Session{ID: s.ID, Events: s.Events, Blocks: s.Blocks, Warnings: s.Warnings}
-	for _, l := range s.Labels {
-		out.Labels = append(out.Labels, policy.SessionLabel{Name: l, DecisionID: "fixture", RuleID: "fixture"})
-	}
-	if s.LabelsUnavailable {
-		out.LabelsUnavailable = "the fixture says the label store is unavailable"
-	}
-	return out
-}
-
-type fixturePrincipal struct {
-	KeyID string `yaml:"keyId"`
-	Role  string `yaml:"role"`
-}
-
-type fixtureInput struct {
-	Tenant    string           `yaml:"tenant"`
-	Agent     fixtureAgent     `yaml:"agent"`
-	Action    fixtureAction    `yaml:"action"`
-	Context   map[string]any   `yaml:"context"`
-	Session   fixtureSession   `yaml:"session"`
-	Principal fixturePrincipal `yaml:"principal"`
-	// Budgets are the budgets covering the decision, by name, as the
-	// policy service would find them.
-	Budgets map[string]fixtureBudget `yaml:"budgets"`
-}
-
-// fixtureBudget is a budget's state in a fixture: rules read it as
-// budget.<name>; exceeded (default: used > limit) adds its outcome
-// (default block) with BUDGET_EXCEEDED; unavailable is a budget whose
-// usage could not be read (taken as exceeded, no used).
-type fixtureBudget struct {
-	Used        float64 `yaml:"used"`
-	Limit       float64 `yaml:"limit"`
-	Metric      string  `yaml:"metric"`
-	Window      string  `yaml:"window"`
-	Outcome     string  `yaml:"outcome"`
-	Exceeded    *bool   `yaml:"exceeded"`
-	Unavailable bool    `yaml:"unavailable"`
-}
-
-// budgetStates turns a fixture's budgets into what a decision sees,
-// sorted by name.
-func budgetStates(in map[string]fixtureBudget) ([]policy.BudgetState, error) {
-	names := slices.Sorted(maps.Keys(in))
-	var out []policy.BudgetState
-	for _, name := range names {
-		b := in[name]
-		st := policy.BudgetState{Name: name, Metric: b.Metric, Window: b.Window, Used: b.Used, Limit: b.Limit,
-			Outcome: policy.Block, Exceeded: b.Used > b.Limit, Unavailable: b.Unavailable}
-		if b.Outcome != "" {
-			o, err := policy.ParseOutcome(b.Outcome)
-			if err != nil {
-				return nil, fmt.Errorf("input.budgets.%s.outcome: %w", name, err)
-			}
-			st.Outcome = o
-		}
-		if b.Exceeded != nil {
-			st.Exceeded = *b.Exceeded
-		}
-		if b.Unavailable {
-			st.Used, st.Exceeded = 0, true
-		}
-		out = append(out, st)
-	}
-	return out, nil
-}
-
-type fixtureOrg struct {
-	Mode         string   `yaml:"mode"`
-	Tools        []string `yaml:"tools"`
-	Destinations []string `yaml:"destinations"`
-	Publishers   []string `yaml:"publishers"`
-}
-
-type fixtureExpect struct {
-	Decision    string   `yaml:"decision"`
-	ReasonCodes []string `yaml:"reasonCodes"`
-}
-
-type fixtureCase struct {
-	Name   string        `yaml:"name"`
-	Input  fixtureInput  `yaml:"input"`
-	Org    fixtureOrg    `yaml:"org"`
-	Expect fixtureExpect `yaml:"expect"`
-}
-
-// policyCase is a fixture case ready to evaluate.
-type policyCase struct {
-	Name    string
-	Line    int
-	Input   policy.Input
-	Org     policy.OrgPolicy
-	Want    policy.Outcome
-	Reasons []string // nil: not checked
-	// Rejected: the case expects the request to be refused (400
-	// invalid_request) for violating a declared input.
-	Rejected bool
-}
-
-// expectRejected is the expect.decision of a case whose request a
-// declared input refuses.
-const expectRejected = "invalid_request"
-
-// jsonValues gives a YAML-decoded map the types the server would see
-// after decoding the same values from JSON (numbers become float64), so
-// that a fixture evaluates exactly as a live request does.
-func jsonValues(m map[string]any) (map[string]any, error) {
-	if m == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (o fixtureOrg) toOrg() (policy.OrgPolicy, error) {
-	mode := o.Mode
-	if mode == "" {
-		mode = policy.OrgOff
-	}
-	switch mode {
-	case policy.OrgOff, policy.OrgBlocklist, policy.OrgAllowlist:
-	default:
-		return policy.OrgPolicy{}, fmt.Errorf("org.mode %q: want off, blocklist or allowlist", o.Mode)
-	}
-	return policy.OrgPolicy{Mode: mode, Tools: o.Tools, Destinations: o.Destinations, Publishers: o.Publishers}, nil
-}
-
-func (c fixtureCase) toCase(defTenant string) (policyCase, error) {
-	in := c.Input
-	ten := in.Tenant
-	if ten == "" {
-		ten = defTenant
-	}
-	ctxVals, err := jsonValues(in.Context)
-	if err != nil {
-		return policyCase{}, fmt.Errorf("input.context: %w", err)
-	}
-	args, err := jsonValues(in.Action.Arguments)
-	if err != nil {
-		return policyCase{}, fmt.Errorf("input.action.arguments: %w", err)
-	}
-	meta, err := jsonValues(in.Action.Metadata)
-	if err != nil {
-		return policyCase{}, fmt.Errorf("input.action.metadata: %w", err)
-	}
-	org, err := c.Org.toOrg()
-	if err != nil {
-		return policyCase{}, err
-	}
-	if c.Expect.Decision == "" {
-		return policyCase{}, errors.New("expect.decision is required (allow, warn, require_approval or block)")
-	}
-	rejected := c.Expect.Decision == expectRejected
-	want, err := policy.ParseOutcome(c.Expect.Decision)
-	if err != nil && !rejected {
-		return policyCase{}, fmt.Errorf("expect.decision: %w (or %s: refused by a declared input)", err, expectRejected)
-	}
-	budgets, err := budgetStates(in.Budgets)
-	if err != nil {
-		return policyCase{}, err
-	}
-	a := in.Action
-	return policyCase{
-		Name: c.Name,
-		Input: policy.Input{
-			Tenant:    ten,
-			Principal: policy.Principal{KeyID: in.Principal.KeyID, Role: in.Principal.Role},
-			Agent: policy.AgentState{
-				ID: in.Agent.ID, Declared: in.Agent.Declared, Tools: in.Agent.Tools, Destinations: in.Agent.Destinations,
-				Paused: in.Agent.Paused, JudgeEnabled: in.Agent.JudgeEnabled, Sources: in.Agent.Sources,
-			},
-			Action: policy.Action{
-				Kind: a.Kind, Tool: a.Tool, Target: a.Target, Publisher: a.Publisher, Operation: a.Operation,
-				ToolType: a.ToolType, TargetSystem: a.TargetSystem, InitiatorType: a.InitiatorType,
-				Arguments: args, Metadata: meta,
-			},
-			Context: ctxVals,
-			Session: in.Session.session(),
-			Budgets: budgets,
-		},
-		Org:      org,
-		Want:     want,
-		Reasons:  c.Expect.ReasonCodes,
-		Rejected: rejected,
-	}, nil
-}
+// A fixture file is a YAML list of policy test cases, the same cases a
+// policy's tests: section holds (policy.TestCase).
+type (
+	fixtureCase = policy.TestCase
+	fixtureOrg  = policy.TestOrg
+	policyCase  = policy.PreparedCase
+)
 
 // decodeStrict decodes YAML (or JSON) rejecting unknown fields, so a
 // misspelt key fails loudly instead of silently testing nothing.
@@ -518,7 +291,8 @@ func loadFixtures(path, defTenant string) ([]policyCase, error) {
 		if rc.Name == "" {
 			rc.Name = fmt.Sprintf("case #%d", i+1)
 		}
-		c, err := rc.toCase(defTenant)
+		rc.Line = lines[i]
+		c, err := rc.Prepare(defTenant)
 		if err == nil && names[rc.Name] {
 			err = errors.New("the name is used twice")
 		}
@@ -527,7 +301,6 @@ func loadFixtures(path, defTenant string) ([]policyCase, error) {
 			continue
 		}
 		names[rc.Name] = true
-		c.Line = lines[i]
 		cases = append(cases, c)
 	}
 	if len(probs) > 0 {
@@ -546,7 +319,7 @@ func loadOrg(path string) (policy.OrgPolicy, error) {
 	if err := decodeStrict(src, &o); err != nil {
 		return policy.OrgPolicy{}, fmt.Errorf("%s: %v", path, err)
 	}
-	org, err := o.toOrg()
+	org, err := o.OrgPolicy()
 	if err != nil {
 		return policy.OrgPolicy{}, fmt.Errorf("%s: %v", path, err)
 	}
@@ -561,11 +334,7 @@ func matchNames(ms []policy.Match) string {
 	}
 	parts := make([]string, len(ms))
 	for i, m := range ms {
-		name := m.RuleID
-		if m.PolicyID != "" {
-			name = m.PolicyID + "/" + m.RuleID
-		}
-		parts[i] = name + " (" + m.Outcome.String() + ")"
+		parts[i] = policy.MatchName(m) + " (" + m.Outcome.String() + ")"
 	}
 	return strings.Join(parts, ", ")
 }
@@ -603,20 +372,17 @@ func runPolicyTest(_ context.Context, args []string, out io.Writer) error {
 	}
 	passed, failed := 0, 0
 	for _, c := range cases {
+		// Run decides as the live service does: a declared input that the
+		// request violates refuses it before deciding.
+		res := c.Run(pack)
 		var d policy.Decision
-		var ok bool
-		var got string
-		if bad := pack.CheckInput(c.Input); len(bad) > 0 {
-			// The live service refuses this request before deciding.
-			msgs := make([]string, len(bad))
-			for i, fe := range bad {
-				msgs[i] = fe.Message
-			}
-			got, ok = expectRejected+" ("+strings.Join(msgs, "; ")+")", c.Rejected
-		} else {
-			d = pack.Evaluate(c.Input, c.Org)
-			ok = !c.Rejected && d.Outcome == c.Want && (c.Reasons == nil || slices.Equal(d.ReasonCodes, c.Reasons))
-			got = fmt.Sprintf("%s [%s]", d.Outcome, strings.Join(d.ReasonCodes, ", "))
+		if res.Decision != nil {
+			d = *res.Decision
+		}
+		ok := res.Passed
+		got := fmt.Sprintf("%s [%s]", d.Outcome, strings.Join(d.ReasonCodes, ", "))
+		if res.Refused != nil {
+			got = policy.ExpectRejected + " (" + strings.Join(res.Refused, "; ") + ")"
 		}
 		if ok {
 			passed++
@@ -625,9 +391,12 @@ func runPolicyTest(_ context.Context, args []string, out io.Writer) error {
 			failed++
 			want := c.Want.String()
 			if c.Rejected {
-				want = expectRejected
+				want = policy.ExpectRejected
 			} else if c.Reasons != nil {
 				want += " [" + strings.Join(c.Reasons, ", ") + "]"
+			}
+			if c.Rules != nil {
+				want += " matching " + strings.Join(c.Rules, ", ")
 			}
 			fmt.Fprintf(out, "FAIL  %s (line %d)\n      got:     %s\n      want:    %s\n      matched: %s\n", c.Name, c.Line, got, want, matchNames(d.Matches))
 		}
@@ -989,19 +758,6 @@ type replayReport struct {
 	LimitReached bool `json:"limitReached"`
 }
 
-// replayDecision re-decides one recorded decision with the draft pack. A
-// decision recorded as suppressed (a false positive) stays suppressed when
-// the draft reaches the same signature with a warn, as the live service
-// would; a draft that makes it a block or require_approval is not lifted.
-func replayDecision(pack *policy.Pack, rec policy.DecisionRecord, org policy.OrgPolicy) policy.Decision {
-	d := pack.Evaluate(rec.Input, org)
-	if d.Suppressible() && slices.Equal(rec.Decision.ReasonCodes, []string{policy.ReasonSuppressed}) &&
-		policy.Signature(rec.AgentID, rec.Input.Action, d.ReasonCodes) == rec.Signature {
-		d.Suppress()
-	}
-	return d
-}
-
 // replayRecords re-decides every record and tallies the differences.
 func replayRecords(pack *policy.Pack, recs []policy.DecisionRecord, org policy.OrgPolicy, samples int) replayReport {
 	rep := replayReport{PackHash: pack.Hash, Changes: []replayChange{}}
@@ -1018,7 +774,7 @@ func replayRecords(pack *policy.Pack, recs []policy.DecisionRecord, org policy.O
 				continue
 			}
 		}
-		d := replayDecision(pack, rec, org)
+		d := policy.Replay(pack, rec, org)
 		if len(d.Errors) > 0 {
 			rep.RuleErrors++
 			if len(rep.RuleErrorSamples) < 5 {

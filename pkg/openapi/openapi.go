@@ -66,6 +66,8 @@ var operations = map[string]op{
 	"POST /v1/policies":                    {summary: "Create a policy (YAML or JSON)", status: 201, resp: "Policy"},
 	"GET /v1/policies":                     {summary: "List policies", status: 200, resp: "list:Policy"},
 	"GET /v1/policies/:id":                 {summary: "A policy", status: 200, resp: "Policy"},
+	"POST /v1/policies/test":               {summary: "Compile a draft policy and run its test cases", status: 200, resp: "Object"},
+	"POST /v1/policies/replay":             {summary: "Re-decide the last ?days of recorded decisions with a draft policy", status: 200, resp: "Object"},
 	"POST /v1/decisions.evaluate":          {summary: "Ask before acting (KLA)", status: 200, resp: "Decision", req: "DecisionRequest"},
 	"GET /v1/decisions/:id":                {summary: "A decision; ?wait= long-polls until it is final", status: 200, resp: "Decision"},
 	"GET /v1/verdicts":                     {summary: "List verdicts", status: 200, resp: "list:Verdict"},

@@ -44,6 +44,11 @@ type Document struct {
 	// Kaplaix form.
 	Conditions      map[string]string `yaml:"conditions,omitempty" json:"conditions,omitempty"`
 	DefaultDecision string            `yaml:"defaultDecision,omitempty" json:"defaultDecision,omitempty"`
+
+	// Tests are the policy's test cases (testcase.go): stored with it,
+	// checked when it is parsed, run by POST /v1/policies/test. They do
+	// not take part in decisions and are left out of the pack hash.
+	Tests []TestCase `yaml:"tests,omitempty" json:"tests,omitempty"`
 }
 
 // Rule is one condition and what follows when it holds.
@@ -170,7 +175,7 @@ func ParseCompat(src []byte) (Document, []string, error) {
 }
 
 // documentKeys are the top-level keys of a policy document.
-var documentKeys = []string{"id", "name", "description", "enabled", "priority", "rules", "inputs", "labels", "conditions", "defaultDecision"}
+var documentKeys = []string{"id", "name", "description", "enabled", "priority", "rules", "inputs", "labels", "conditions", "defaultDecision", "tests"}
 
 // IsDocumentKey reports whether k is a top-level policy document key.
 func IsDocumentKey(k string) bool { return slices.Contains(documentKeys, k) }
@@ -245,6 +250,12 @@ func parse(src []byte, lenient bool) (Document, []string, error) {
 				for j, n := range v.Content {
 					if j < len(d.Labels) {
 						d.Labels[j].line = n.Line
+					}
+				}
+			case doc.Content[i].Value == "tests" && v.Kind == yaml.SequenceNode:
+				for j, n := range v.Content {
+					if j < len(d.Tests) {
+						d.Tests[j].Line = n.Line
 					}
 				}
 			case doc.Content[i].Value == "inputs" && v.Kind == yaml.MappingNode:
@@ -392,6 +403,7 @@ func (d *Document) Normalize() error {
 		}
 		d.Inputs[name] = spec
 	}
+	d.checkTests(add)
 	if len(errs) > 0 {
 		return apperr.Validation("policy is invalid", errs...)
 	}

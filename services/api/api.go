@@ -278,6 +278,9 @@ func (s *Service) Routes(e *echo.Echo) {
 	g.POST("/policies", s.createPolicy, pw, idem)
 	g.GET("/policies", s.listPolicies, pr, controlFresh)
 	g.POST("/policies/validate", s.validatePolicy, pr)
+	g.POST("/policies/test", s.testPolicy, pr)
+	// Replay reads recorded decisions: policies:read and verdicts:read.
+	g.POST("/policies/replay", s.replayPolicy, pr, vr)
 	g.POST("/policies/check", s.checkPolicy, eval, limited, controlFresh, idem)
 	g.GET("/policies/:id", s.getPolicy, pr, controlFresh)
 	g.PATCH("/policies/:id", s.patchPolicy, pw)

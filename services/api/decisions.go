@@ -320,6 +320,14 @@ func (s *Service) listVerdicts(c echo.Context) error {
 		q += " AND agent_id = ?"
 		args = append(args, a)
 	}
+	if sid := c.QueryParam("session"); sid != "" {
+		// One session's decisions (the console's session timeline).
+		if len(sid) > 256 {
+			return apperr.Validation("session is too long", apperr.FieldError{Path: "session", Code: "too_long", Message: "session must be at most 256 bytes"})
+		}
+		q += " AND session_id = ?"
+		args = append(args, sid)
+	}
 	if src := c.QueryParam("source"); src != "" {
 		// Vigil's origin (decision, check, verdict, event, baseline) or the
 		// observation source the reporter gave in the action's

@@ -40,6 +40,8 @@ type PolicyView struct {
 	InForce bool `json:"inForce"`
 	// Proposal is set on drafts: the policy they would change.
 	Proposal *rules.Proposal `json:"proposal,omitempty"`
+	// Tests are the policy's test cases (POST /v1/policies/test runs them).
+	Tests []rules.TestCase `json:"tests,omitempty"`
 }
 
 func viewPolicy(r rules.Record) PolicyView {
@@ -47,7 +49,7 @@ func viewPolicy(r rules.Record) PolicyView {
 		ID: r.ID, Name: r.Doc.Name, Description: r.Doc.Description, Enabled: r.Doc.IsEnabled(), Priority: r.Doc.Priority,
 		Rules: r.Doc.Rules, Inputs: r.Doc.Inputs, Conditions: r.Doc.Conditions, DefaultDecision: r.Doc.DefaultDecision,
 		Status: r.Status, Version: r.Version, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
-		InForce: r.Status == rules.StatusActive && r.Doc.IsEnabled(), Proposal: r.Proposal,
+		InForce: r.Status == rules.StatusActive && r.Doc.IsEnabled(), Proposal: r.Proposal, Tests: r.Doc.Tests,
 	}
 }
 
@@ -163,7 +165,7 @@ func (s *Service) getPolicy(c echo.Context) error {
 }
 
 var patchableDocFields = map[string]bool{
-	"name": true, "description": true, "enabled": true, "priority": true, "rules": true, "inputs": true, "conditions": true, "defaultDecision": true,
+	"name": true, "description": true, "enabled": true, "priority": true, "rules": true, "inputs": true, "conditions": true, "defaultDecision": true, "tests": true,
 }
 
 func (s *Service) patchPolicy(c echo.Context) error {

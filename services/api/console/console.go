@@ -135,6 +135,8 @@ func (c *Console) Routes(e *echo.Echo) {
 	s.GET("/policies/new", c.policyEditor)
 	s.GET("/policies/:id/edit", c.policyEditor)
 	s.POST("/policies/validate", c.validatePolicy, c.requireCSRF)
+	s.POST("/policies/test", c.testPolicy, c.requireCSRF)
+	s.POST("/policies/replay", c.replayPolicy, c.requireCSRF)
 	s.POST("/policies", c.savePolicy, c.requireCSRF)
 	s.GET("/verdicts", c.verdictsPage)
 	s.POST("/verdicts/:id/status", c.triage, c.requireCSRF)

@@ -19,7 +19,7 @@ func (c *Console) policiesPage(ec echo.Context) error {
 }
 
 // docFields are the policy view's fields that make up its document.
-var docFields = []string{"id", "name", "description", "enabled", "priority", "inputs", "conditions", "defaultDecision", "rules"}
+var docFields = []string{"id", "name", "description", "enabled", "priority", "inputs", "conditions", "defaultDecision", "rules", "tests"}
 
 // policyView is the editor.
 type policyView struct {

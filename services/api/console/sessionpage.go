@@ -16,7 +16,11 @@ type sessionView struct {
 	Risk      map[string]any
 	RiskNote  string
 	Approvals []map[string]any
-	Problem   string
+	// Timeline merges the events, decisions and approvals, oldest first.
+	Timeline []timelineEntry
+	// TimelineNote says what part of the timeline could not be read.
+	TimelineNote string
+	Problem      string
 	// LedgerKey is the deployment's ledger verifier key (GET
 	// /v1/ledger/key), which the page compares with the bundle's own.
 	LedgerKey string
@@ -71,6 +75,11 @@ func (c *Console) sessionPage(ec echo.Context) error {
 			}
 		}
 	}
+	decisions, dr := c.sessionDecisions(ec, id)
+	if !dr.OK() {
+		v.TimelineNote = "decisions: " + dr.Problem()
+	}
+	v.Timeline = mergeTimeline(v.Events, decisions, v.Approvals)
 	return c.render(ec, http.StatusOK, "session", "Session "+id, v)
 }
 
