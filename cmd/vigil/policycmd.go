@@ -546,6 +546,11 @@ func diffPolicy(local policy.Document, srv serverPolicy) []string {
 	if !bytes.Equal(a, b) {
 		diff = append(diff, "inputs")
 	}
+	a, _ = json.Marshal(local.Tests)
+	b, _ = json.Marshal(srv.Tests)
+	if !bytes.Equal(a, b) {
+		diff = append(diff, "tests")
+	}
 	if isKaplaix(local) {
 		if !maps.Equal(local.Conditions, srv.Conditions) {
 			diff = append(diff, "conditions")
@@ -575,7 +580,7 @@ func createBody(f policyFile) policy.Document {
 func patchBody(d policy.Document) map[string]any {
 	body := map[string]any{
 		"name": d.Name, "description": d.Description, "enabled": d.IsEnabled(), "priority": d.Priority,
-		"inputs": d.Inputs,
+		"inputs": d.Inputs, "tests": d.Tests,
 	}
 	if isKaplaix(d) {
 		body["conditions"] = d.Conditions
