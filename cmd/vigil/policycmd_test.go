@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/chx"
@@ -604,10 +606,10 @@ func replayFixtureInputs(ten string) []policy.Input {
 	return ins
 }
 
-func insertDecisions(t *testing.T, db *chtest.DB, recs []policy.DecisionRecord) {
+func insertDecisions(t testing.TB, conn driver.Conn, recs []policy.DecisionRecord) {
 	t.Helper()
 	ctx := context.Background()
-	batch, err := db.Conn.PrepareBatch(ctx, "INSERT INTO decisions (tenant_id, decision_id, agent_id, session_id, source, event_id, outcome, reason_codes, pack_hash, action_kind, tool, target, publisher, signature, at_time, at_ms, record)")
+	batch, err := conn.PrepareBatch(ctx, "INSERT INTO decisions (tenant_id, decision_id, agent_id, session_id, source, event_id, outcome, reason_codes, pack_hash, action_kind, tool, target, publisher, signature, at_time, at_ms, record)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -655,7 +657,7 @@ func TestPolicyReplayMatchesEvaluatingByHand(t *testing.T) {
 	other := replayFixtureInputs("other")[4]
 	rows = append(rows, record(other, now.Add(-time.Hour)))                            // another tenant
 	rows = append(rows, record(replayFixtureInputs(ten)[4], now.Add(-9*24*time.Hour))) // before --since
-	insertDecisions(t, db, rows)
+	insertDecisions(t, db.Conn, rows)
 
 	// By hand: evaluate every recorded input with the draft.
 	type change struct{ agent, tool, from, to string }
