@@ -204,6 +204,22 @@ func TestPolicyReplayAPI(t *testing.T) {
 		})
 	}
 
+	// Both tenants used the session id: each sees only its own decisions
+	// of it (the console's session timeline reads this list).
+	var sp struct{ Data []struct{ ID string } }
+	owner.get("/v1/verdicts?session=replay-s").want(t, http.StatusOK, "session decisions").decode(t, &sp)
+	var ids []string
+	for _, d := range sp.Data {
+		ids = append(ids, d.ID)
+	}
+	slices.Sort(ids)
+	want := []string{big.DecisionID, card.DecisionID, small.DecisionID}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		t.Fatalf("the session's decisions %q, want %q", ids, want)
+	}
+	checkEnvelope(t, e.get(e.owner, "/v1/verdicts?session="+strings.Repeat("s", 257)), http.StatusBadRequest, "VALIDATION_ERROR", "invalid_request", []pair{{"session", "too_long"}})
+
 	var rep replayRep
 	yamlPost(owner, "/v1/policies/replay?days=7", replayDraft).want(t, http.StatusOK, "replay").decode(t, &rep)
 	if rep.Examined != 3 || rep.Changed != 2 || rep.Unchanged != 1 || rep.Days != 7 || rep.Truncated || rep.ChangesTruncated || len(rep.Changes) != 2 {
