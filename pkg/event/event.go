@@ -101,13 +101,21 @@ func Decode(data []byte, lim Limits, now time.Time, prefix string) (Event, int64
 // defaultAgent: an event without agentId (absent, null or "") is
 // attributed to it. With defaultAgent "" it is Decode.
 func DecodeFor(data []byte, lim Limits, now time.Time, prefix, defaultAgent string) (Event, int64, error) {
-	fields, ok := objectFields(data)
+	return decode(data, false, lim, now, prefix, defaultAgent)
+}
+
+// decode is DecodeFor; valid says data is known to be valid JSON (an
+// Item split from a batch that was validated whole), which spares a
+// second validation.
+func decode(data []byte, valid bool, lim Limits, now time.Time, prefix, defaultAgent string) (Event, int64, error) {
+	fields, ok := objectFields(data, valid)
 	if !ok {
 		return Event{}, 0, apperr.Validation("event is not a JSON object",
 			apperr.FieldError{Path: strings.TrimSuffix(prefix, "."), Code: CodeMalformed, Message: "expected a JSON object"})
 	}
-	if raw, ok := fields["agentId"]; defaultAgent != "" && (!ok || bytes.Equal(raw, []byte("null")) || bytes.Equal(raw, []byte(`""`))) {
-		fields["agentId"], _ = json.Marshal(defaultAgent)
+	if raw, ok := fields.get("agentId"); defaultAgent != "" && (!ok || bytes.Equal(raw, []byte("null")) || bytes.Equal(raw, []byte(`""`))) {
+		enc, _ := json.Marshal(defaultAgent)
+		fields.set("agentId", enc)
 	}
 	var (
 		ev   Event
@@ -117,7 +125,7 @@ func DecodeFor(data []byte, lim Limits, now time.Time, prefix, defaultAgent stri
 		errs = append(errs, apperr.FieldError{Path: prefix + path, Code: code, Message: fmt.Sprintf(format, args...)})
 	}
 	str := func(name string, required bool) (string, bool) {
-		raw, ok := fields[name]
+		raw, ok := fields.get(name)
 		if !ok || bytes.Equal(raw, []byte("null")) {
 			if required {
 				add(name, CodeRequired, "%s is required", name)
@@ -195,7 +203,7 @@ func DecodeFor(data []byte, lim Limits, now time.Time, prefix, defaultAgent stri
 			ev.PreviousHash = s
 		}
 	}
-	if raw, ok := fields["payload"]; !ok || bytes.Equal(raw, []byte("null")) {
+	if raw, ok := fields.get("payload"); !ok || bytes.Equal(raw, []byte("null")) {
 		add("payload", CodeRequired, "payload is required")
 	} else {
 		trimmed := bytes.TrimSpace(raw)
@@ -354,38 +362,82 @@ func jsonString(raw []byte) (string, error) {
 	return s, err
 }
 
-// objectFields returns the members of data's top-level object exactly as
-// json.Unmarshal into a map[string]json.RawMessage would (keys unescaped,
-// the last of duplicate keys winning), except that the values are slices
-// of data rather than copies. ok is false exactly where that Unmarshal
-// fails or leaves the map nil: data is not valid JSON or not an object.
-// encoding/json validates; the split that follows is a plain byte scan.
-func objectFields(data []byte) (fields map[string]json.RawMessage, ok bool) {
-	if !json.Valid(data) {
+// eventFields are the members of an event object that Decode reads;
+// every other member is ignored.
+var eventFields = [...]string{"eventId", "agentId", "sessionId", "sourceTimestamp", "category", "schemaVersion", "previousHash", "payload"}
+
+// fieldSet holds, for each of eventFields, the raw value of its last
+// occurrence (a slice of the decoded document), or nil when absent.
+type fieldSet [len(eventFields)][]byte
+
+func fieldIndex(name string) int {
+	for i, f := range eventFields {
+		if f == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func (f *fieldSet) get(name string) ([]byte, bool) {
+	v := f[fieldIndex(name)]
+	return v, v != nil
+}
+
+func (f *fieldSet) set(name string, v []byte) { f[fieldIndex(name)] = v }
+
+// objectFields returns the members of data's top-level object that Decode
+// reads, exactly as json.Unmarshal into a map[string]json.RawMessage would
+// hold them (keys unescaped and compared exactly, the last of duplicate
+// keys winning), except that the values are slices of data rather than
+// copies. ok is false exactly where that Unmarshal fails or leaves the map
+// nil: data is not valid JSON or not an object. encoding/json validates
+// (unless valid says data is known to be valid JSON); the split that
+// follows is a plain byte scan.
+func objectFields(data []byte, valid bool) (fields *fieldSet, ok bool) {
+	if !valid && !json.Valid(data) {
 		return nil, false
 	}
 	i := skipSpace(data, 0)
-	if data[i] != '{' {
+	if i >= len(data) || data[i] != '{' {
 		return nil, false
 	}
-	fields = make(map[string]json.RawMessage, 8)
+	fields = new(fieldSet)
 	if i = skipSpace(data, i+1); data[i] == '}' {
 		return fields, true
 	}
 	for {
 		end := skipValue(data, i)
-		key, err := jsonString(data[i:end])
-		if err != nil {
-			return nil, false // not reached: a valid object's keys are strings
-		}
+		k := fieldKey(data[i:end])
 		i = skipSpace(data, skipSpace(data, end)+1) // past the colon
 		end = skipValue(data, i)
-		fields[key] = data[i:end]
+		if k >= 0 {
+			fields[k] = data[i:end]
+		}
 		if i = skipSpace(data, end); data[i] == '}' {
 			return fields, true
 		}
 		i = skipSpace(data, i+1) // past the comma
 	}
+}
+
+// fieldKey is the index in eventFields of the object key lit (a JSON
+// string literal), or -1. Keys without escapes are compared as bytes.
+func fieldKey(lit []byte) int {
+	body := lit[1 : len(lit)-1]
+	if bytes.IndexByte(body, '\\') < 0 {
+		for i, f := range eventFields {
+			if string(body) == f {
+				return i
+			}
+		}
+		return -1
+	}
+	key, err := jsonString(lit)
+	if err != nil {
+		return -1 // not reached: a valid object's keys are strings
+	}
+	return fieldIndex(key)
 }
 
 func skipSpace(data []byte, i int) int {
@@ -433,25 +485,8 @@ func skipValue(data []byte, i int) int {
 // Payloads that are already in that form, as SDKs send them, are returned
 // as a copy, without a second scan through encoding/json.
 func canonicalPayload(obj []byte) ([]byte, error) {
-	inString, escaped := false, false
-	for _, c := range obj {
-		switch {
-		case c == '<' || c == '>' || c == '&' || c == 0xE2: // 0xE2 leads U+2028 and U+2029
-			return json.Marshal(json.RawMessage(obj))
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			return json.Marshal(json.RawMessage(obj))
-		}
+	if !isCanonical(obj) {
+		return json.Marshal(json.RawMessage(obj))
 	}
 	return bytes.Clone(obj), nil
 }

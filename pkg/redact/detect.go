@@ -34,13 +34,18 @@ type summary struct {
 	// letters into its digits has a short run, and skips the numeric
 	// detectors.
 	run int
+	// sepRun is like run, counted only at digits that follow one of
+	// "+ .-" in the same stretch: every phone number, SSN and SIN the
+	// detectors accept has such a separator before its last digit, and
+	// hashes and ids of bare digits have none.
+	sepRun int
 	// long is true when the string is long enough to hold a secret.
 	long bool
 }
 
 func summarize(s string) summary {
 	sm := summary{s: s, long: len(s) >= 16}
-	run := 0
+	run, sep := 0, false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
@@ -48,6 +53,9 @@ func summarize(s string) summary {
 			sm.digits++
 			run++
 			sm.run = max(sm.run, run)
+			if sep {
+				sm.sepRun = max(sm.sepRun, run)
+			}
 			continue
 		case c == '@':
 			sm.at = true
@@ -55,17 +63,19 @@ func summarize(s string) summary {
 			sm.upper++
 		}
 		switch c {
-		case ' ', '-', '.', '(', ')', '+':
+		case ' ', '-', '.', '+':
+			sep = true
+		case '(', ')':
 		default:
-			run = 0
+			run, sep = 0, false
 		}
 	}
 	return sm
 }
 
 // ninoHint reports whether s has six digits (spaces allowed between
-// them) followed, after at most one space, by a letter A–D: the tail every
-// National Insurance number ends with. URLs and ids full of digits rarely
+// them) followed, after at most one space, by a letter A–D that ends a
+// word: the tail every National Insurance number ends with. URLs and ids full of digits rarely
 // do, and skip the case-insensitive regex.
 func ninoHint(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -79,7 +89,9 @@ func ninoHint(s string) bool {
 			}
 			j++
 		}
-		if digits == 6 && j < len(s) {
+		// The letter ends a word (the pattern's \b): in a hex hash,
+		// "081884c7" is not a NINO's tail.
+		if digits == 6 && j < len(s) && (j+1 == len(s) || !wordByte(s[j+1])) {
 			if c := s[j] | 0x20; c >= 'a' && c <= 'd' {
 				return true
 			}
@@ -88,6 +100,9 @@ func ninoHint(s string) bool {
 	}
 	return false
 }
+
+// wordByte reports whether c is an ASCII word character, as \b sees it.
+func wordByte(c byte) bool { return alnum(c) || c == '_' }
 
 // secretHints are substrings one of which every built-in secret pattern
 // contains; strings without any skip the secret regexes.
@@ -174,7 +189,7 @@ func builtins() []detector {
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b\d{3}[- ]\d{2}[- ]\d{4}\b`),
 			valid: validSSN,
-			want:  func(sm *summary) bool { return sm.run >= 9 },
+			want:  func(sm *summary) bool { return sm.sepRun >= 9 },
 		},
 		{
 			// UK National Insurance number.
@@ -195,7 +210,7 @@ func builtins() []detector {
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b\d{3}[- ]\d{3}[- ]\d{3}\b`),
 			valid: func(s string) bool { return luhn(digitsOf(s)) },
-			want:  func(sm *summary) bool { return sm.run >= 9 },
+			want:  func(sm *summary) bool { return sm.sepRun >= 9 },
 		},
 		{
 			class: ClassEmail,
@@ -208,7 +223,7 @@ func builtins() []detector {
 			class: ClassPhone,
 			re:    regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{2,8}){1,5}|\+\d{8,15}`),
 			valid: validPhone,
-			want:  func(sm *summary) bool { return sm.run >= 7 },
+			want:  func(sm *summary) bool { return sm.sepRun >= 7 },
 		},
 	}
 }

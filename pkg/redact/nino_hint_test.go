@@ -15,6 +15,9 @@ func TestNINOHint(t *testing.T) {
 		{"https://api.example.com/v1/items/123456?expand=owner", false},
 		{"order 1234567A", false},
 		{"12345C", false},
+		{"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", false},
+		{"QQ123456C_x", false},
+		{"QQ123456C.", true},
 		{"", false},
 	} {
 		if got := ninoHint(tc.s); got != tc.want {

@@ -1,12 +1,11 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -76,11 +75,11 @@ func clientInfo(h http.Header) event.Client {
 // message is the INGEST message of ev: its payload redacted by pol (the
 // tenant's, from redactionFor), the record encoded, the dedupe id set.
 func (s *Service) message(ctx context.Context, pol *redact.Policy, tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time) (*nats.Msg, error) {
-	n, err := redactPayload(pol, tenant, &ev)
-	if err != nil {
-		return nil, err
-	}
-	data, err := json.Marshal(event.Record{Tenant: tenant, Event: ev, SourceMS: sourceMS, ReceivedMS: now.UnixMilli(), Client: cl, KeyID: keyID, Redactions: n})
+	n := redactPayload(pol, tenant, &ev)
+	rec := event.Record{Tenant: tenant, Event: ev, SourceMS: sourceMS, ReceivedMS: now.UnixMilli(), Client: cl, KeyID: keyID, Redactions: n}
+	// Sized for the record around the payload, so that one allocation
+	// holds it (the fields besides the payload are capped in length).
+	data, err := rec.AppendJSON(make([]byte, 0, len(ev.Payload)+512))
 	if err != nil {
 		return nil, fmt.Errorf("encode record: %w", err)
 	}
@@ -143,21 +142,11 @@ func (s *Service) postEvent(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, r)
 }
 
-// decodeBatch accepts {"events":[...]} or a bare array.
-func decodeBatch(body []byte) ([]json.RawMessage, error) {
-	trimmed := bytes.TrimSpace(body)
-	var items []json.RawMessage
-	var err error
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		err = json.Unmarshal(trimmed, &items)
-	} else {
-		var wrapper struct {
-			Events []json.RawMessage `json:"events"`
-		}
-		err = json.Unmarshal(trimmed, &wrapper)
-		items = wrapper.Events
-	}
-	if err != nil {
+// decodeBatch accepts {"events":[...]} or a bare array. The events are
+// slices of body, validated with it once.
+func decodeBatch(body []byte) ([]event.Item, error) {
+	items, ok := event.SplitBatch(body)
+	if !ok {
 		return nil, apperr.Validation("batch body must be {\"events\":[...]} or a JSON array of events",
 			apperr.FieldError{Path: "events", Code: event.CodeMalformed, Message: "malformed JSON"})
 	}
@@ -181,8 +170,8 @@ func (s *Service) postBatch(c echo.Context) error {
 			Message: fmt.Sprintf("a batch holds at most %d events", s.cfg.MaxBatch)})
 	}
 	raws := make([]item, len(items))
-	for i, raw := range items {
-		raws[i] = item{raw: raw, path: fmt.Sprintf("events[%d].", i)}
+	for i, it := range items {
+		raws[i] = item{ev: it, path: "events[" + strconv.Itoa(i) + "]."}
 	}
 	resp, err := s.storeItems(c, raws)
 	if err != nil {
@@ -200,7 +189,7 @@ func (s *Service) postBatch(c echo.Context) error {
 // and validated, or the reason the receiver refused it before that (err).
 // path prefixes its error paths ("events[3].").
 type item struct {
-	raw  json.RawMessage
+	ev   event.Item
 	err  error
 	path string
 }
@@ -242,7 +231,7 @@ func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error
 			sourceMS int64
 		)
 		if err == nil {
-			ev, sourceMS, err = event.DecodeFor(it.raw, s.cfg.Limits, now, it.path, def)
+			ev, sourceMS, err = it.ev.DecodeFor(s.cfg.Limits, now, it.path, def)
 		}
 		if err == nil {
 			resp.Results[i].EventID = ev.EventID

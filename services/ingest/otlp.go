@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/services/ingest/internal/otelspan"
 )
@@ -184,7 +185,7 @@ func (s *Service) postTraces(c echo.Context) error {
 				err = apperr.Validation(me.Msg)
 			}
 		}
-		items = append(items, item{raw: raw, err: err, path: path})
+		items = append(items, item{ev: event.NewItem(raw), err: err, path: path})
 	})
 	resp, err := s.storeItems(c, items)
 	if err != nil {
