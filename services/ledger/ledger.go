@@ -100,6 +100,8 @@ type Service struct {
 
 	tileMu sync.Mutex
 	tiles  map[tenantTile][]byte
+	// ids serves proofs by record id from memory (see idIndex).
+	ids *idIndex
 
 	version uint64 // last row version written (integrator only)
 	// sealedMu guards sealed: per source stream, the highest sequence
@@ -140,7 +142,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ledger")), keys: keys, store: store{ch: deps.CH},
-		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, seen: map[string]*seenFilter{}, sealed: map[string]uint64{}, held: natsx.NewHeld(),
+		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, ids: newIDIndex(idIndexGeneration), seen: map[string]*seenFilter{}, sealed: map[string]uint64{}, held: natsx.NewHeld(),
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ledger_leaves_total", Help: "Records appended to tenant logs, by kind.",
 		}, []string{"kind"}),
@@ -564,6 +566,7 @@ func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending,
 	s.logs[tenant] = next
 	s.mu.Unlock()
 	s.cacheTiles(tenant, tiles)
+	s.ids.add(tenant, rows)
 	for _, r := range rows {
 		s.leaves.WithLabelValues(r.kind).Inc()
 	}

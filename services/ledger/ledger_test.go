@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -251,6 +253,45 @@ func TestEveryRecordIsProvable(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkLineage(t, r.svc, "acme", l)
+	}
+	// The id index (records this process committed) answers exactly what
+	// the ClickHouse lookup answers, and that lookup refills the index.
+	kindOf := func(id string) string {
+		if slices.Contains(decisions, id) {
+			return evidence.KindDecision
+		}
+		return evidence.KindEvent
+	}
+	all := append(slices.Clone(events), decisions...)
+	for _, id := range all {
+		if _, ok := r.svc.ids.get("acme", kindOf(id)+":"+id); !ok {
+			t.Fatalf("%s committed but not in the id index", id)
+		}
+	}
+	fast := map[string]Lineage{}
+	for _, id := range all {
+		l, err := r.svc.Lineage(testCtx(t), "acme", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast[id] = l
+	}
+	for _, id := range all {
+		kind := kindOf(id)
+		r.svc.ids.reset()
+		slow, err := r.svc.Lineage(testCtx(t), "acme", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fast[id], slow) {
+			t.Fatalf("lineage of %s from the index %+v, from ClickHouse %+v", id, fast[id], slow)
+		}
+		if _, ok := r.svc.ids.get("acme", kind+":"+id); !ok {
+			t.Fatalf("the lookup of %s did not refill the id index", id)
+		}
+		if _, ok := r.svc.ids.get("beta", kind+":"+id); ok {
+			t.Fatalf("%s is indexed for another tenant", id)
+		}
 	}
 }
 

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
@@ -212,6 +214,26 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 	// session (no gen_ai.conversation.id) answers as the session, with
 	// the verdicts on its spans; one inside a conversation as its spans.
 	keys := []string{evidence.KindEvent + ":" + id, evidence.KindDecision + ":" + id, "session:" + id}
+	// A record id this process knows to be committed is proven from
+	// memory: its leaf index from the id index, its leaf hash and proof
+	// from the tiles. An event or decision id is looked up before a
+	// session in the slow path too, so the answer is the same.
+	for _, k := range keys[:2] {
+		idx, ok := s.ids.get(tenant, k)
+		if !ok || idx >= st.size {
+			continue
+		}
+		leaf, p, err := s.proveLeaf(ctx, tenant, st, idx)
+		if err != nil {
+			return out, err
+		}
+		kind, _, _ := strings.Cut(k, ":")
+		root := evidence.HashString(st.root)
+		path := evidence.EncodeProof(p)
+		out.Anchored, out.RootHash, out.Checkpoint = true, &root, string(st.checkpoint)
+		out.LedgerIndex, out.LeafHash, out.MerklePath, out.Kind = &idx, evidence.HashString(leaf), path, kind
+		return out, nil
+	}
 	if isTraceID(id) {
 		keys = append(keys, traceKey(id))
 	}
@@ -245,6 +267,11 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 	first := recs[0]
 	out.LedgerIndex, out.LeafHash, out.MerklePath, out.Kind = &first.rec.LedgerIndex, first.rec.LeafHash, first.rec.MerklePath, first.rec.Kind
 	byID := len(found[evidence.KindEvent+":"+id]) > 0 || len(found[evidence.KindDecision+":"+id]) > 0
+	if byID && len(recs) == 1 {
+		// Verified against its leaf row by lookup: the next proof of
+		// this id is served from memory.
+		s.ids.add(tenant, []leafRow{{key: first.rec.Kind + ":" + id, idx: first.rec.LedgerIndex}})
+	}
 	if len(recs) > 1 || !byID {
 		out.Kind = "session"
 		if len(found["session:"+id]) == 0 {
@@ -265,8 +292,36 @@ func (s *Service) Anchored(ctx context.Context, tenant, id string) (bool, error)
 		return false, err
 	}
 	keys := []string{evidence.KindEvent + ":" + id, evidence.KindDecision + ":" + id}
+	for _, k := range keys {
+		if idx, ok := s.ids.get(tenant, k); ok && idx < st.size {
+			return true, nil
+		}
+	}
 	found, _, err := s.store.lookup(ctx, tenant, st.size, keys)
 	return len(found) > 0, err
+}
+
+// proveLeaf returns leaf idx's hash, read from its level-0 tile, and its
+// inclusion proof against st, reading the tiles once.
+func (s *Service) proveLeaf(ctx context.Context, tenant string, st *logState, idx uint64) ([]byte, [][]byte, error) {
+	nodes, err := proof.Inclusion(idx, st.size)
+	if err != nil {
+		return nil, nil, err
+	}
+	leafID := compact.NewNodeID(0, idx)
+	tiles, err := s.readTiles(ctx, tenant, st.size, tilesFor(append(slices.Clip(nodes.IDs), leafID)))
+	if err != nil {
+		return nil, nil, chx.ReadError("ledger", err)
+	}
+	leaf, err := nodeHash(leafID, tiles[tileID{level: 0, index: idx / TileWidth}])
+	if err != nil {
+		return nil, nil, chx.ReadError("ledger", err)
+	}
+	p, err := buildProof(nodes, tiles)
+	if err != nil {
+		return nil, nil, chx.ReadError("ledger", err)
+	}
+	return leaf, p, nil
 }
 
 type proven struct {
