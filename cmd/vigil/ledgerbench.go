@@ -20,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/event"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ingest"
@@ -27,16 +28,27 @@ import (
 
 // ledgerBenchReport is what `vigil bench ledger` measured.
 type ledgerBenchReport struct {
-	Events        int     `json:"events"`
-	SealSeconds   float64 `json:"sealSeconds"`
-	LeavesSealed  uint64  `json:"leavesSealed"`
-	LeavesPerSec  float64 `json:"leavesPerSec"`
-	EventsPerSec  float64 `json:"eventsPerSec"`
-	LatencyRate   int     `json:"latencyRate"`
-	LatencyEvents int     `json:"latencyEvents"`
-	CoverP50Ms    float64 `json:"coverP50Ms"`
-	CoverP99Ms    float64 `json:"coverP99Ms"`
-	CoverMaxMs    float64 `json:"coverMaxMs"`
+	Events       int     `json:"events"`
+	SealSeconds  float64 `json:"sealSeconds"`
+	LeavesSealed uint64  `json:"leavesSealed"`
+	LeavesPerSec float64 `json:"leavesPerSec"`
+	EventsPerSec float64 `json:"eventsPerSec"`
+	// The stream phase: event records published straight onto INGEST,
+	// sealed by the ledger (what BenchmarkSeal and the developers'
+	// 34,200 leaves/s measure), without HTTP ingest in front.
+	StreamEvents       int     `json:"streamEvents"`
+	StreamSeconds      float64 `json:"streamSeconds"`
+	StreamPublishSecs  float64 `json:"streamPublishSeconds"`
+	StreamLeavesPerSec float64 `json:"streamLeavesPerSec"`
+	// StreamAllSeconds runs until the policy's verdicts on those events
+	// (a second leaf each) are sealed too.
+	StreamAllSeconds      float64 `json:"streamAllSeconds"`
+	StreamAllLeavesPerSec float64 `json:"streamAllLeavesPerSec"`
+	LatencyRate           int     `json:"latencyRate"`
+	LatencyEvents         int     `json:"latencyEvents"`
+	CoverP50Ms            float64 `json:"coverP50Ms"`
+	CoverP99Ms            float64 `json:"coverP99Ms"`
+	CoverMaxMs            float64 `json:"coverMaxMs"`
 	// PeakRSSMiB is this process's peak resident set (VmHWM).
 	PeakRSSMiB float64 `json:"peakRssMiB"`
 }
@@ -50,7 +62,13 @@ them (each event and the verdict the policy service records for it is a
 leaf) until a signed checkpoint covers them all. Phase "cover" posts single
 events at --rate for --duration and measures, per event, the time from its
 HTTP 202 to the first checkpoint that covers it (sampled every 10 ms plus
-the lookups' time, so figures are upper bounds).`)
+the lookups' time, so figures are upper bounds). Phase "stream" (first)
+publishes --stream-events event records straight onto INGEST, as ingest
+would, and measures how fast the ledger seals them (event leaves per
+second until the ledger has committed the last one): the ledger's own path
+from INGEST, which "seal" only shows when HTTP ingest and the policy
+verdicts (each event's second leaf) keep up with it.`)
+	streamEvents := fs.Int("stream-events", "", 50000, "events published straight onto INGEST in the stream phase (0 skips it)")
 	events := fs.Int("events", "", 20000, "events in the seal phase")
 	rate := fs.Int("rate", "", 200, "events per second in the cover phase")
 	duration := fs.Duration("duration", "", 10*time.Second, "length of the cover phase")
@@ -137,7 +155,14 @@ the lookups' time, so figures are upper bounds).`)
 	for deadline := time.Now().Add(30 * time.Second); size() == 0 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
-	rep := ledgerBenchReport{Events: *events, LatencyRate: *rate}
+	rep := ledgerBenchReport{Events: *events, LatencyRate: *rate, StreamEvents: *streamEvents}
+
+	// Phase stream.
+	if *streamEvents > 0 {
+		if err := benchLedgerStream(ctx, st, tenant, *streamEvents, &rep); err != nil {
+			return err
+		}
+	}
 
 	// Phase seal.
 	size0 := size()
@@ -242,7 +267,13 @@ the lookups' time, so figures are upper bounds).`)
 		return benchJSON(out, rep)
 	}
 	fmt.Fprintf(out, "vigil bench ledger\n")
-	fmt.Fprintf(out, "  seal     %d events (%d leaves) in %.2fs: %.0f leaves/s, %.0f events/s (goal ≥ 50,000 leaves/s)\n",
+	if rep.StreamEvents > 0 {
+		fmt.Fprintf(out, "  stream   %d event records on INGEST sealed in %.2fs (published in %.2fs): %.0f leaves/s (goal ≥ 50,000 leaves/s)\n",
+			rep.StreamEvents, rep.StreamSeconds, rep.StreamPublishSecs, rep.StreamLeavesPerSec)
+		fmt.Fprintf(out, "           with the policy's verdicts on them: %d leaves in %.2fs, %.0f leaves/s\n",
+			2*rep.StreamEvents, rep.StreamAllSeconds, rep.StreamAllLeavesPerSec)
+	}
+	fmt.Fprintf(out, "  seal     %d events (%d leaves) in %.2fs: %.0f leaves/s, %.0f events/s (whole stack: HTTP ingest, policy, projections)\n",
 		rep.Events, rep.LeavesSealed, rep.SealSeconds, rep.LeavesPerSec, rep.EventsPerSec)
 	fmt.Fprintf(out, "  cover    %d events at %d/s: 202 → covered by a checkpoint p50 %.0f ms  p99 %.0f ms  max %.0f ms (goal p99 ≤ 2,000 ms)\n",
 		rep.LatencyEvents, rep.LatencyRate, rep.CoverP50Ms, rep.CoverP99Ms, rep.CoverMaxMs)
@@ -255,4 +286,71 @@ func firstOf(first, err error) error {
 		return first
 	}
 	return err
+}
+
+// benchLedgerStream is the stream phase: n event records, as ingest
+// publishes them, go straight onto INGEST (async, acked per thousand) and
+// the clock runs from the first publish until the ledger has committed
+// the last one under a checkpoint. The rest of the stack consumes them
+// too (projections, the policy verdicts, whose decisions the ledger also
+// seals), as in a deployment.
+func benchLedgerStream(ctx context.Context, st *Stack, tenant string, n int, rep *ledgerBenchReport) error {
+	now := time.Now()
+	data := make([][]byte, n)
+	for i := range data {
+		r := event.Record{Tenant: tenant, SourceMS: now.UnixMilli(), ReceivedMS: now.UnixMilli() + int64(i), Client: event.Client{SDK: "go"},
+			Event: event.Event{EventID: uuid.NewString(), AgentID: fmt.Sprintf("agent-%d", i%8), SessionID: fmt.Sprintf("s-%d", i/50),
+				SourceTimestamp: now.UTC().Format(time.RFC3339Nano), Category: "tool_api", SchemaVersion: "1.0",
+				Payload: json.RawMessage(fmt.Sprintf(`{"toolName":"web_search","target":"https://example.com","n":%d}`, i))}}
+		data[i], _ = json.Marshal(r)
+	}
+	size := func() uint64 {
+		cp, err := st.Ledger.LatestCheckpoint(ctx, tenant)
+		if err != nil {
+			return 0
+		}
+		return cp.TreeSize
+	}
+	size0 := size()
+	start := time.Now()
+	var last uint64
+	for i, d := range data {
+		subject := streams.EventReceivedSubject(tenant, fmt.Sprintf("agent-%d", i%8))
+		if _, err := st.JS.PublishAsync(subject, d); err != nil {
+			return fmt.Errorf("stream: publish: %w", err)
+		}
+		if i%1000 == 999 || i == n-1 {
+			select {
+			case <-st.JS.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				return errors.New("stream: publishes not acked within a minute")
+			}
+		}
+	}
+	rep.StreamPublishSecs = time.Since(start).Seconds()
+	ingest, err := st.JS.Stream(ctx, streams.Ingest)
+	if err != nil {
+		return err
+	}
+	if last, err = natsx.LastSequence(ctx, ingest); err != nil {
+		return err
+	}
+	for st.Ledger.SealedThrough(streams.Ingest) < last {
+		if time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("stream: INGEST sealed through %d of %d after 5 minutes", st.Ledger.SealedThrough(streams.Ingest), last)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	took := time.Since(start)
+	rep.StreamSeconds, rep.StreamLeavesPerSec = took.Seconds(), float64(n)/took.Seconds()
+	// The verdicts must be in before the seal phase counts its leaves.
+	for size() < size0+2*uint64(n) {
+		if time.Since(start) > 5*time.Minute {
+			return fmt.Errorf("stream: the log reached %d leaves of %d in 5 minutes", size()-size0, 2*n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	took = time.Since(start)
+	rep.StreamAllSeconds, rep.StreamAllLeavesPerSec = took.Seconds(), float64(2*n)/took.Seconds()
+	return nil
 }
