@@ -64,6 +64,8 @@ one poll interval too much.`)
 	poll := fs.Duration("poll", "", 10*time.Millisecond, "how often to look at ClickHouse")
 	dsn := fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil_bench", "ClickHouse for the projections")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the load phase to this file")
+	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the load phase to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -135,6 +137,10 @@ one poll interval too much.`)
 	var rec benchRecorder
 	jobs := make(chan int, nBatches)
 	var wg sync.WaitGroup
+	stopProfiles, err := startProfiles(*cpuProfile, *blockProfile, "")
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	for range *conns {
 		wg.Add(1)
@@ -196,6 +202,9 @@ one poll interval too much.`)
 	}
 	close(stopPoll)
 	if err := <-pollErr; err != nil {
+		return err
+	}
+	if err := stopProfiles(); err != nil {
 		return err
 	}
 

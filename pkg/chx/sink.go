@@ -171,11 +171,13 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 type entry struct {
 	msg  jetstream.Msg
 	rows Rows
+	at   time.Time // when the sink took it in, for the linger
 }
 
 type deadLetter struct {
 	msg    jetstream.Msg
 	reason string
+	at     time.Time
 }
 
 type pending struct {
@@ -184,6 +186,31 @@ type pending struct {
 }
 
 func (p *pending) size() int { return len(p.entries) + len(p.dead) }
+
+// oldest is when the longest-held message of a non-empty p was taken in
+// (both lists are in arrival order).
+func (p *pending) oldest() time.Time {
+	switch {
+	case len(p.dead) == 0:
+		return p.entries[0].at
+	case len(p.entries) == 0:
+		return p.dead[0].at
+	case p.dead[0].at.Before(p.entries[0].at):
+		return p.dead[0].at
+	}
+	return p.entries[0].at
+}
+
+// cut moves every dead letter and the first entries, n messages in all
+// (or all the dead letters if they are more), out of p into a batch of
+// their own.
+func (p *pending) cut(n int) *pending {
+	n = max(0, min(n-len(p.dead), len(p.entries)))
+	out := &pending{entries: slices.Clone(p.entries[:n]), dead: slices.Clone(p.dead)}
+	p.entries = slices.Delete(p.entries, 0, n)
+	p.dead = p.dead[:0]
+	return out
+}
 
 // inbox takes messages from the consumer's callback without ever
 // blocking it. A blocked callback leaves messages the client already
@@ -252,22 +279,45 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 		<-keepAliveDone
 	}()
 
+	// One insert runs at a time, in its own goroutine, while this loop
+	// keeps taking and projecting messages into the next batch: a batch
+	// waits for the insert before it, never for its own linger on top of
+	// it. Batches are inserted, and so acked, in stream order.
 	var (
-		buf    pending
-		batch  []jetstream.Msg
-		linger = time.NewTimer(time.Hour)
+		buf      pending
+		batch    []jetstream.Msg
+		inflight bool
+		done     = make(chan *pending, 1)
+		linger   = time.NewTimer(time.Hour)
 	)
 	linger.Stop()
 	add := func(m jetstream.Msg) {
-		if buf.size() == 0 {
-			linger.Reset(s.cfg.Linger)
-		}
 		rows, err := s.project(m)
 		if err != nil {
-			buf.dead = append(buf.dead, deadLetter{msg: m, reason: err.Error()})
+			buf.dead = append(buf.dead, deadLetter{msg: m, reason: err.Error(), at: time.Now()})
 			return
 		}
-		buf.entries = append(buf.entries, entry{msg: m, rows: rows})
+		buf.entries = append(buf.entries, entry{msg: m, rows: rows, at: time.Now()})
+	}
+	// kick starts the next insert when none runs and the buffer is full or
+	// its oldest message has lingered; otherwise it arms the linger timer
+	// for the oldest message.
+	kick := func() {
+		if inflight || buf.size() == 0 {
+			return
+		}
+		wait := s.cfg.Linger - time.Since(buf.oldest())
+		if buf.size() < s.cfg.MaxRows && wait > 0 {
+			linger.Reset(wait)
+			return
+		}
+		linger.Stop()
+		next := buf.cut(s.cfg.MaxRows)
+		inflight = true
+		go func() {
+			s.flush(ctx, next)
+			done <- next
+		}()
 	}
 
 running:
@@ -277,16 +327,23 @@ running:
 			batch = box.take(batch)
 			for _, m := range batch {
 				add(m)
-				if buf.size() >= s.cfg.MaxRows {
-					linger.Stop()
-					s.flush(ctx, &buf)
-				}
 			}
+			kick()
+		case p := <-done:
+			// Unwritten only if ctx ended: back in front, for the
+			// shutdown flush.
+			inflight = false
+			buf.entries = append(p.entries, buf.entries...)
+			kick()
 		case <-linger.C:
-			s.flush(ctx, &buf)
+			kick()
 		case <-ctx.Done():
 			break running
 		}
+	}
+	if inflight {
+		p := <-done
+		buf.entries = append(p.entries, buf.entries...)
 	}
 
 	// Stop pulling, then take in whatever was already delivered.
