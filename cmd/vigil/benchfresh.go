@@ -7,8 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +42,9 @@ type freshReport struct {
 	GoalP99Ms     float64 `json:"goalP99Ms"`
 	GoalP99Met    bool    `json:"goalP99Met"`
 	PeakRSSMiB    float64 `json:"peakRssMiB"`
+	// TargetPeakRSSMiB is --pid's VmHWM: the Vigil under test alone,
+	// when it runs in its own process.
+	TargetPeakRSSMiB float64 `json:"targetPeakRssMiB,omitempty"`
 }
 
 // freshPoll is one look at the events table: by at, every row up to
@@ -57,13 +64,24 @@ every --poll; an event is queryable at the first poll that reaches its
 sequence (the projector writes in stream order). Latency runs from the
 batch's scheduled send to that poll, so it includes the HTTP request, the
 JetStream ack, the projector's linger and ClickHouse's insert, and at most
-one poll interval too much.`)
+one poll interval too much.
+
+With --url the load goes to a Vigil already running elsewhere (e.g.
+`+"`vigil dev`"+` as its own process) with --api-key of --tenant, and
+--clickhouse-dsn must be that Vigil's; --pid names its process, whose peak
+resident set (VmHWM) is then reported apart from the load generator's. Give
+that Vigil a fresh ClickHouse database and data directory: the watermark is
+the highest stream sequence in the tenant's rows.`)
 	rate := fs.Int("rate", "", 10000, "events per second")
 	duration := fs.Duration("duration", "", 10*time.Second, "how long to drive load")
 	conns := fs.Int("connections", "", 16, "client connections")
 	poll := fs.Duration("poll", "", 10*time.Millisecond, "how often to look at ClickHouse")
 	dsn := fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil_bench", "ClickHouse for the projections")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	target := fs.String("url", "", "", "drive the Vigil at this base URL instead of starting one in process")
+	apiKey := fs.String("api-key", "", "", "with --url: an API key of --tenant that may post events")
+	tenantFlag := fs.String("tenant", "", "default", "with --url: the key's tenant")
+	pid := fs.Int("pid", "", 0, "with --url: the Vigil process whose peak RSS to report")
 	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the load phase to this file")
 	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the load phase to this file")
 	if err := fs.Parse(args); err != nil {
@@ -81,11 +99,18 @@ one poll interval too much.`)
 	if err != nil {
 		return err
 	}
-	bs, err := startBenchStack(ctx, *dsn, "freshness", *conns, NATSAuth, nil, log)
-	if err != nil {
+	var bs *benchStack
+	if *target != "" {
+		if *apiKey == "" || *tenantFlag == "" {
+			return errors.New("--url needs --api-key and --tenant")
+		}
+		bs = &benchStack{base: strings.TrimSuffix(*target, "/"), key: *apiKey, tenant: *tenantFlag,
+			client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}, Timeout: 30 * time.Second}}
+	} else if bs, err = startBenchStack(ctx, *dsn, "freshness", *conns, NATSAuth, nil, log); err != nil {
 		return err
+	} else {
+		defer bs.close()
 	}
-	defer bs.close()
 	conn, err := chx.Open(ctx, *dsn)
 	if err != nil {
 		return err
@@ -204,6 +229,15 @@ one poll interval too much.`)
 	if err := <-pollErr; err != nil {
 		return err
 	}
+	// The wait above may have seen the last sequence before the poller
+	// did; one more look records it (a moment late, never early).
+	var seq uint64
+	if err := conn.QueryRow(ctx, "SELECT max(stream_seq) FROM events WHERE tenant_id = ?", bs.tenant).Scan(&seq); err != nil {
+		return fmt.Errorf("poll ClickHouse: %w", err)
+	}
+	if len(polls) == 0 || seq > polls[len(polls)-1].seq {
+		polls = append(polls, freshPoll{at: time.Now(), seq: seq})
+	}
 	if err := stopProfiles(); err != nil {
 		return err
 	}
@@ -234,6 +268,11 @@ one poll interval too much.`)
 		GoalP99Ms: 1000, PeakRSSMiB: peakRSSMiB(),
 	}
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
+	if *pid > 0 {
+		if rep.TargetPeakRSSMiB, err = procPeakRSSMiB(*pid); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
 		if err := benchJSON(out, rep); err != nil {
 			return err
@@ -243,7 +282,14 @@ one poll interval too much.`)
 		fmt.Fprintf(out, "  achieved        %8.0f events/s sent, %d accepted\n", rep.AchievedRate, rep.Events)
 		fmt.Fprintf(out, "  queryable       p50 %.0f ms  p90 %.0f ms  p99 %.0f ms  max %.0f ms after the batch was due (poll every %.0f ms)\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs, rep.PollMs)
 		fmt.Fprintf(out, "  after the 202   p50 %.0f ms  p99 %.0f ms (projector and ClickHouse alone)\n", rep.AfterAckP50Ms, rep.AfterAckP99Ms)
-		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator and the whole stack)\n", rep.PeakRSSMiB)
+		if *target == "" {
+			fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator and the whole stack)\n", rep.PeakRSSMiB)
+		} else {
+			fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: the load generator alone)\n", rep.PeakRSSMiB)
+		}
+		if *pid > 0 {
+			fmt.Fprintf(out, "  Vigil peak RSS  %.0f MiB (VmHWM of process %d)\n", rep.TargetPeakRSSMiB, *pid)
+		}
 		met := "not met"
 		if rep.GoalP99Met {
 			met = "met"
@@ -254,4 +300,23 @@ one poll interval too much.`)
 		return fmt.Errorf("bench freshness: %d events or requests failed (first: %s)", rec.errors, rec.firstErr)
 	}
 	return nil
+}
+
+// procPeakRSSMiB is process pid's peak resident set (VmHWM in
+// /proc/PID/status) in MiB.
+func procPeakRSSMiB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS of process %d: %w", pid, err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			if err != nil {
+				return 0, fmt.Errorf("peak RSS of process %d: %q: %w", pid, line, err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("peak RSS of process %d: no VmHWM in /proc/%d/status", pid, pid)
 }
