@@ -47,6 +47,8 @@ type decideReport struct {
 	P99VsFloor float64 `json:"p99VsFloor"`
 	// PeakRSSMiB is this process's peak resident set (VmHWM).
 	PeakRSSMiB float64 `json:"peakRssMiB"`
+	// OPA is OPA's server under the same load (--opa), in the same run.
+	OPA *opaReport `json:"opa,omitempty"`
 }
 
 // benchPolicy is a pack of n rules that each test the tool name and an
@@ -54,9 +56,8 @@ type decideReport struct {
 func benchPolicy(n int) string {
 	var b strings.Builder
 	b.WriteString("id: bench\nname: bench\nrules:\n")
-	for i := range n {
-		fmt.Fprintf(&b, "  - id: r%d\n    when: action.tool == \"tool_%d\" && context.amount > %d\n    outcome: %s\n", i, i, i*10,
-			[]string{"warn", "require_approval", "block"}[i%3])
+	for _, r := range benchRules(n) {
+		fmt.Fprintf(&b, "  - id: %s\n    when: action.tool == %q && context.amount > %d\n    outcome: %s\n", r.ID, r.Tool, r.Min, r.Outcome)
 	}
 	return b.String()
 }
@@ -89,6 +90,7 @@ p99 are reported as ratios of the floor's.`)
 	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the Vigil phase to this file")
 	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the Vigil phase to this file")
 	mutexProfile := fs.String("mutexprofile", "", "", "write a mutex contention profile of the Vigil phase to this file")
+	opaBin := fs.String("opa", "", "", "also drive this opa binary's server (scripts/opa.sh builds one) with the pack in Rego, after the floor")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -180,6 +182,12 @@ p99 are reported as ratios of the floor's.`)
 		_ = decidePost(client, floor.URL+"/v1/decisions.evaluate", key, "application/json", bodies[i%len(bodies)], http.StatusOK)
 	}
 	floorRun := decideLoad(client, floor.URL, key, bodies, *rate, *duration, *conns)
+	var opa *opaReport
+	if *opaBin != "" {
+		if opa, err = benchOPA(ctx, *opaBin, *nRules, pack, tenant, client, bodies, *rate, *duration, *conns, floorRun.outcomes); err != nil {
+			return fmt.Errorf("bench decide --opa: %w", err)
+		}
+	}
 
 	stopProfiles, err := startProfiles(*cpuProfile, *blockProfile, *mutexProfile)
 	if err != nil {
@@ -207,6 +215,10 @@ p99 are reported as ratios of the floor's.`)
 	rep.P50VsFloor, rep.P99VsFloor = rep.P50Ms/rep.FloorP50Ms, rep.P99Ms/rep.FloorP99Ms
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
 	rep.PeakRSSMiB = peakRSSMiB()
+	if opa != nil {
+		opa.VigilP50VsOPA, opa.VigilP99VsOPA = rep.P50Ms/opa.P50Ms, rep.P99Ms/opa.P99Ms
+		rep.OPA = opa
+	}
 	if *asJSON {
 		if err := benchJSON(out, rep); err != nil {
 			return err
@@ -217,6 +229,9 @@ p99 are reported as ratios of the floor's.`)
 		fmt.Fprintf(out, "  latency         p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs)
 		fmt.Fprintf(out, "  floor           p50 %.2f ms  p99 %.2f ms  max %.2f ms (same load, handler that only evaluates the pack)\n", rep.FloorP50Ms, rep.FloorP99Ms, rep.FloorMaxMs)
 		fmt.Fprintf(out, "  vigil / floor   p50 %.1f×  p99 %.1f×\n", rep.P50VsFloor, rep.P99VsFloor)
+		if opa != nil {
+			fmt.Fprintf(out, "  opa             p50 %.2f ms  p99 %.2f ms  max %.2f ms (same load, the pack in Rego); vigil / opa p50 %.1f×  p99 %.1f×\n", opa.P50Ms, opa.P99Ms, opa.MaxMs, opa.VigilP50VsOPA, opa.VigilP99VsOPA)
+		}
 		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)
 		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator, floor and the whole stack)\n", rep.PeakRSSMiB)
 		fmt.Fprintf(out, "  outcomes        %v\n", rep.Outcomes)
