@@ -78,6 +78,7 @@ func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
 	if cfg.OIDC, err = f.oidc.Verifier(); err != nil {
 		return cfg, err
 	}
+	cfg.API.Console.OIDCRedirectURL, cfg.API.Console.OIDCClientSecret = f.oidc.Client()
 	if cfg.Policy.SigningSeed, err = f.signing.OrFile(filepath.Join(*f.dataDir, "signing.key")); err != nil {
 		return cfg, err
 	}

@@ -18,7 +18,7 @@ import (
 // service account.
 func TestOIDCTenantsAndServiceAccounts(t *testing.T) {
 	provider := newIDP(t)
-	v, err := oidc.New(oidc.Config{Issuer: provider.issuer, Audience: "vigil",
+	v, err := oidc.New(oidc.Config{Issuer: provider.Issuer, Audience: "vigil",
 		ServiceAccounts: map[string]oidc.ServiceAccount{"ci-bot": {Tenant: "default", Role: "admin"}, "dash": {Tenant: "globex", Role: "viewer"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +32,7 @@ func TestOIDCTenantsAndServiceAccounts(t *testing.T) {
 	}
 
 	expect(t, e.post(e.owner, "/v1/members/invite", map[string]any{"email": "ada@example.com", "role": "admin"}), 201, "default invites ada")
-	ada := provider.token(t, provider.issuer, "ada@example.com", time.Hour, nil)
+	ada := provider.Token(t, provider.Issuer, "ada@example.com", time.Hour, nil)
 	expect(t, e.get(ada, "/v1/agents"), 200, "ada signs in to default")
 	eventually(t, 5*time.Second, func() (bool, string) {
 		m, ok := e.st.Catalog.Member("default", "ada@example.com")
@@ -58,19 +58,19 @@ func TestOIDCTenantsAndServiceAccounts(t *testing.T) {
 
 	// An unverified token never binds an invitation.
 	expect(t, e.post(e.owner, "/v1/members/invite", map[string]any{"email": "cy@example.com", "role": "viewer"}), 201, "invite cy")
-	cy := provider.token(t, provider.issuer, "cy@example.com", time.Hour, map[string]any{"email_verified": nil})
+	cy := provider.Token(t, provider.Issuer, "cy@example.com", time.Hour, map[string]any{"email_verified": nil})
 	checkEnvelope(t, e.get(cy, "/v1/agents"), 401, "AUTHENTICATION_FAILED", "unauthorized", nil)
 	if m, _ := e.st.Catalog.Member("default", "cy@example.com"); m.Status != auth.MemberInvited || m.Subject != "" {
 		t.Fatalf("an unverified token bound the invitation: %+v", m)
 	}
 
 	// Service accounts: no email, mapped by client id to tenant and role.
-	ci := provider.token(t, provider.issuer, "", time.Hour, map[string]any{"client_id": "ci-bot"})
+	ci := provider.Token(t, provider.Issuer, "", time.Hour, map[string]any{"client_id": "ci-bot"})
 	expect(t, e.post(ci, "/v1/agents", map[string]any{"agentId": "built-by-ci"}), 201, "the ci service account (admin) registers an agent")
 	checkEnvelope(t, withTenant(ci, "globex"), 403, "FORBIDDEN", "forbidden", nil)
-	dash := provider.token(t, provider.issuer, "", time.Hour, map[string]any{"client_id": "dash"})
+	dash := provider.Token(t, provider.Issuer, "", time.Hour, map[string]any{"client_id": "dash"})
 	expect(t, e.get(dash, "/v1/agents"), 200, "the dashboard reads its tenant")
 	checkEnvelope(t, e.post(dash, "/v1/agents", map[string]any{"agentId": "nope"}), 403, "FORBIDDEN", "forbidden", nil)
-	stranger := provider.token(t, provider.issuer, "", time.Hour, map[string]any{"client_id": "stranger"})
+	stranger := provider.Token(t, provider.Issuer, "", time.Hour, map[string]any{"client_id": "stranger"})
 	checkEnvelope(t, e.get(stranger, "/v1/agents"), 401, "AUTHENTICATION_FAILED", "unauthorized", nil)
 }

@@ -4,24 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/oidc/oidctest"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/services/api"
 )
@@ -211,59 +206,13 @@ type memberDoc struct {
 	Status string `json:"status"`
 }
 
-// idp is an OIDC provider the test runs: discovery and JWKS over real
-// HTTP, RSA-signed tokens.
-type idp struct {
-	srv    *httptest.Server
-	signer jose.Signer
-	issuer string
-}
-
-func newIDP(t *testing.T) *idp {
-	t.Helper()
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &idp{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": p.issuer, "jwks_uri": p.issuer + "/jwks"})
-	})
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &priv.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
-	})
-	p.srv = httptest.NewServer(mux)
-	t.Cleanup(p.srv.Close)
-	p.issuer = p.srv.URL
-	p.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: priv, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func (p *idp) token(t *testing.T, issuer, email string, ttl time.Duration, extra map[string]any) string {
-	t.Helper()
-	now := time.Now()
-	std := jwt.Claims{Issuer: issuer, Subject: "sub-" + email, Audience: jwt.Audience{"vigil"}, IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(ttl))}
-	claims := map[string]any{"email": email, "email_verified": true}
-	if email == "" {
-		claims = map[string]any{}
-	}
-	for k, v := range extra {
-		claims[k] = v
-	}
-	tok, err := jwt.Signed(p.signer).Claims(std).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
+// newIDP runs an OIDC provider for the test (pkg/oidc/oidctest) whose
+// tokens are issued for the audience "vigil".
+func newIDP(t *testing.T) *oidctest.Provider { return oidctest.New(t, oidctest.Options{}) }
 
 func TestMembersAndOIDC(t *testing.T) {
 	provider := newIDP(t)
-	v, err := oidc.New(oidc.Config{Issuer: provider.issuer, Audience: "vigil"})
+	v, err := oidc.New(oidc.Config{Issuer: provider.Issuer, Audience: "vigil"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +263,7 @@ func TestMembersAndOIDC(t *testing.T) {
 	}
 
 	// Sign-in: a member's token works with the member's role.
-	ada := provider.token(t, provider.issuer, "ada@example.com", time.Hour, nil)
+	ada := provider.Token(t, provider.Issuer, "ada@example.com", time.Hour, nil)
 	expect(t, e.get(ada, "/v1/agents"), 200, "ada reads agents")
 	expect(t, e.post(ada, "/v1/members/role", map[string]any{"email": "bob@example.com", "role": "owner"}), 403, "an admin member cannot touch owners")
 	eventually(t, 5*time.Second, func() (bool, string) {
@@ -324,7 +273,7 @@ func TestMembersAndOIDC(t *testing.T) {
 	})
 	// Removal: refused for the last owner and for lesser roles; a removed
 	// member's token stops working at once.
-	bob := provider.token(t, provider.issuer, "bob@example.com", time.Hour, nil)
+	bob := provider.Token(t, provider.Issuer, "bob@example.com", time.Hour, nil)
 	expect(t, e.get(bob, "/v1/agents"), 200, "bob signs in")
 	expect(t, e.do(req{method: http.MethodDelete, path: "/v1/members/bob@example.com", key: viewer}), 403, "viewer removes")
 	expect(t, e.do(req{method: http.MethodDelete, path: "/v1/members/bob@example.com", key: admin}), 403, "admin removes an owner")
@@ -337,11 +286,11 @@ func TestMembersAndOIDC(t *testing.T) {
 	expect(t, e.post(e.owner, "/v1/members/invite", map[string]any{"email": "bob@example.com", "role": "viewer"}), 201, "a removed member can be invited again")
 
 	for _, tc := range []struct{ name, token string }{
-		{"not a member", provider.token(t, provider.issuer, "eve@example.com", time.Hour, nil)},
-		{"expired", provider.token(t, provider.issuer, "ada@example.com", -2*time.Minute, nil)},
-		{"wrong issuer", provider.token(t, "https://evil.example", "ada@example.com", time.Hour, nil)},
-		{"unverified email", provider.token(t, provider.issuer, "ada@example.com", time.Hour, map[string]any{"email_verified": false})},
-		{"email_verified absent", provider.token(t, provider.issuer, "ada@example.com", time.Hour, map[string]any{"email_verified": nil})},
+		{"not a member", provider.Token(t, provider.Issuer, "eve@example.com", time.Hour, nil)},
+		{"expired", provider.Token(t, provider.Issuer, "ada@example.com", -2*time.Minute, nil)},
+		{"wrong issuer", provider.Token(t, "https://evil.example", "ada@example.com", time.Hour, nil)},
+		{"unverified email", provider.Token(t, provider.Issuer, "ada@example.com", time.Hour, map[string]any{"email_verified": false})},
+		{"email_verified absent", provider.Token(t, provider.Issuer, "ada@example.com", time.Hour, map[string]any{"email_verified": nil})},
 		{"tampered", ada[:len(ada)-4] + "AAAA"},
 		{"unsigned", "eyJhbGciOiJub25lIn0." + strings.Split(ada, ".")[1] + "."},
 	} {

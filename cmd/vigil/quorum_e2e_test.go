@@ -62,7 +62,7 @@ type quorumStack struct {
 func startQuorum(t *testing.T) *quorumStack {
 	t.Helper()
 	provider := newIDP(t)
-	v, err := oidc.New(oidc.Config{Issuer: provider.issuer, Audience: "vigil"})
+	v, err := oidc.New(oidc.Config{Issuer: provider.Issuer, Audience: "vigil"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func startQuorum(t *testing.T) *quorumStack {
 	} {
 		email := m.name + "@acme.test"
 		q.owner.post("/v1/members/invite", map[string]any{"email": email, "role": m.role, "groups": m.groups}).want(t, http.StatusCreated, "invite "+m.name)
-		q.people[m.name] = s.as(provider.token(t, provider.issuer, email, time.Hour, nil))
+		q.people[m.name] = s.as(provider.Token(t, provider.Issuer, email, time.Hour, nil))
 	}
 	var sam map[string]any
 	sam = q.owner.post("/v1/members/groups", map[string]any{"email": "sam@acme.test", "groups": []string{"security"}}).want(t, http.StatusOK, "sam's groups").object(t)

@@ -131,6 +131,8 @@ var consoleRoutes = map[string]string{
 	"GET /console/static/favicon.svg":    "public",
 	"GET /console/sign-in":               "public",
 	"POST /console/sign-in":              "public",
+	"GET /console/oidc/start":            "public",
+	"GET /console/oidc/callback":         "public",
 	"POST /console/sign-out":             "session",
 	"GET /console":                       "session",
 	"GET /console/desk":                  "session",

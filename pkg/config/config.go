@@ -217,6 +217,9 @@ func (t Telemetry) Config(service string) telemetry.Config {
 // OIDC holds the flags that configure members' sign-in.
 type OIDC struct {
 	Issuer, Audience, JWKSURL, TenantClaim, ServiceAccounts *string
+	// RedirectURL and ClientSecret are the console's as an OAuth client
+	// (its client id is the audience).
+	RedirectURL, ClientSecret *string
 }
 
 // OIDC declares the flags that configure members' sign-in. Every process
@@ -231,9 +234,16 @@ func (fs *FlagSet) OIDC() OIDC {
 			TenantClaim: fs.String("oidc-tenant-claim", "VIGIL_OIDC_TENANT_CLAIM", "", "claim naming the tenant, for people who are members of several (else they send x-tenant-id)"),
 			ServiceAccounts: fs.String("oidc-service-accounts", "VIGIL_OIDC_SERVICE_ACCOUNTS", "",
 				"OAuth clients whose client-credentials tokens act as a service account: client=tenant:role, comma-separated"),
+			RedirectURL: fs.String("oidc-redirect-url", "VIGIL_OIDC_REDIRECT_URL", "",
+				"the console's sign-in callback as registered at the provider, https://vigil.example.com/console/oidc/callback (default: from each request's host; the console's client id is --oidc-audience)"),
+			ClientSecret: fs.String("oidc-client-secret", "VIGIL_OIDC_CLIENT_SECRET", "",
+				"the console's client secret at the provider's token endpoint (empty: a public client, PKCE only); prefer the environment variable"),
 		}
 	})
 }
+
+// Client returns the console's redirect URL and client secret.
+func (o OIDC) Client() (redirectURL, clientSecret string) { return *o.RedirectURL, *o.ClientSecret }
 
 // Verifier returns the configured verifier, or nil when no issuer is set.
 func (o OIDC) Verifier() (*oidc.Verifier, error) {

@@ -85,6 +85,11 @@ type Claims struct {
 	Tenant string
 	// ClientID is set, instead of Email, for a service account's token.
 	ClientID string
+	// Nonce is the token's "nonce" claim: a relying party that sent one in
+	// its authorization request (the console's sign-in) compares it.
+	Nonce string
+	// Expires is the token's expiry.
+	Expires time.Time
 }
 
 // ErrInvalid is returned (wrapped) for any token that does not verify.
@@ -117,6 +122,8 @@ type Verifier struct {
 	backoff  *backoff.ExponentialBackOff
 	inflight chan struct{} // closed when the running fetch ends
 	jwksURL  string
+
+	eps endpoints // discovery.go
 }
 
 // New returns a verifier for cfg.
@@ -189,9 +196,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Claims, error) {
 	if std.Expiry == nil {
 		return Claims{}, fmt.Errorf("%w: token has no expiry", ErrInvalid)
 	}
-	c := Claims{Subject: std.Subject}
+	c := Claims{Subject: std.Subject, Expires: std.Expiry.Time()}
 	c.Email, _ = custom["email"].(string)
 	c.Name, _ = custom["name"].(string)
+	c.Nonce, _ = custom["nonce"].(string)
 	if v.cfg.TenantClaim != "" {
 		c.Tenant, _ = custom[v.cfg.TenantClaim].(string)
 	}

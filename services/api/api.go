@@ -30,10 +30,12 @@ import (
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/openapi"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/readmodel"
+	"github.com/vigilhq/vigil/pkg/secretbox"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api/console"
 	"github.com/vigilhq/vigil/services/api/internal/sessions"
@@ -134,6 +136,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Limiter rate-limits decisions; nil admits everything.
 	Limiter *ratelimit.Limiter
+	// OIDC, when set, is the identity provider the catalog checks members'
+	// ID tokens against; the console then offers sign-in with it.
+	OIDC *oidc.Verifier
 }
 
 // Service is the api service.
@@ -215,7 +220,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.console, err = console.New(cfg.Console, console.Deps{Auth: deps.Catalog, Board: deps.Board, Log: deps.Log}); err != nil {
+	// The console seals what it keeps for a browser with the deployment's
+	// sealing secret, under a key of its own (purpose-separated).
+	consoleBox, err := secretbox.New(cfg.Judge.SealSecret, "console")
+	if err != nil {
+		return nil, err
+	}
+	if s.console, err = console.New(cfg.Console, console.Deps{Auth: deps.Catalog, Board: deps.Board, Log: deps.Log, OIDC: deps.OIDC, Box: consoleBox}); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -239,7 +239,7 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 		return []daemon.Component{controlStream, st.Catalog.Component(), bootstrap, st.Limiter.Component(), st.Ingest.Component()}, nil
 	}
 	st.Board = approval.NewBoard(st.JS, cfg.Log)
-	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter}); err != nil {
+	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, OIDC: cfg.OIDC}); err != nil {
 		return nil, err
 	}
 	if cfg.Policy.PublishTimeout == 0 {

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/secretbox"
 )
 
 //go:embed templates/*.html
@@ -46,6 +49,13 @@ type Config struct {
 	// Heartbeat is how often the Decision Desk's event stream sends a
 	// comment, so that proxies keep it open.
 	Heartbeat time.Duration
+	// OIDCRedirectURL is the sign-in callback registered at the identity
+	// provider (…/console/oidc/callback); empty: derived from each
+	// request's scheme and host.
+	OIDCRedirectURL string
+	// OIDCClientSecret authenticates the console to the provider's token
+	// endpoint; empty for a public client (PKCE alone).
+	OIDCClientSecret string
 }
 
 // DefaultConfig returns production defaults.
@@ -56,6 +66,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.SessionTTL < time.Minute {
 		errs = append(errs, errors.New("console: SessionTTL must be at least 1m"))
+	}
+	if c.OIDCRedirectURL != "" {
+		if u, err := url.Parse(c.OIDCRedirectURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != Prefix+"/oidc/callback" {
+			errs = append(errs, errors.New("console: OIDCRedirectURL must be an absolute http(s) URL ending in "+Prefix+"/oidc/callback"))
+		}
 	}
 	if c.Heartbeat <= 0 {
 		errs = append(errs, errors.New("console: Heartbeat must be positive"))
@@ -71,6 +86,11 @@ type Deps struct {
 	// pending action.
 	Board *approval.Board
 	Log   *slog.Logger
+	// OIDC, when set, offers sign-in with the deployment's identity
+	// provider (the verifier the catalog checks ID tokens with).
+	OIDC *oidc.Verifier
+	// Box seals the sign-in flow's cookie; required with OIDC.
+	Box *secretbox.Box
 }
 
 // Console serves the pages.
@@ -97,6 +117,9 @@ func New(cfg Config, deps Deps) (*Console, error) {
 	if deps.Auth == nil || deps.Board == nil || deps.Log == nil {
 		return nil, errors.New("console: Auth, Board and Log are required")
 	}
+	if deps.OIDC != nil && deps.Box == nil {
+		return nil, errors.New("console: Box is required with OIDC")
+	}
 	p, err := parsePages()
 	if err != nil {
 		return nil, err
@@ -119,6 +142,8 @@ func (c *Console) Routes(e *echo.Echo) {
 	}
 	g.GET("/sign-in", c.signInPage)
 	g.POST("/sign-in", c.signIn)
+	g.GET("/oidc/start", c.oidcStart)
+	g.GET("/oidc/callback", c.oidcCallback)
 	s := g.Group("", c.requireSession)
 	s.POST("/sign-out", c.signOut, c.requireCSRF)
 	s.GET("", c.home)

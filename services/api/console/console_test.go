@@ -74,7 +74,7 @@ func TestFieldAndText(t *testing.T) {
 func TestSessionStoreExpires(t *testing.T) {
 	st := newSessionStore(time.Minute)
 	now := time.Now()
-	s := st.create("tok", auth.Principal{Tenant: "acme", Role: auth.RoleViewer}, now)
+	s := st.create("tok", auth.Principal{Tenant: "acme", Role: auth.RoleViewer}, now, time.Time{})
 	if _, ok := st.get(s.id, now.Add(30*time.Second)); !ok {
 		t.Fatal("a live session was not found")
 	}

@@ -14,7 +14,7 @@ import (
 
 // pageNames are the templates/<name>.html files, each rendered inside
 // templates/layout.html.
-var pageNames = []string{"signin", "error", "desk", "table", "session", "policy"}
+var pageNames = []string{"signin", "continue", "error", "desk", "table", "session", "policy"}
 
 type pages map[string]*template.Template
 
@@ -64,6 +64,9 @@ var navItems = []struct{ Key, Label string }{
 
 func init() {
 	funcs["nav"] = func() any { return navItems }
+	// refreshes reports whether a page's data asks for a meta refresh
+	// (the page after an OIDC sign-in).
+	funcs["refreshes"] = func(d any) bool { _, ok := d.(interface{ Refresh() string }); return ok }
 }
 
 func (c *Console) render(ec echo.Context, status int, page, title string, data any) error {

@@ -56,8 +56,13 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (st *sessionStore) create(token string, p auth.Principal, now time.Time) *session {
+// create starts a session lasting the store's TTL, or until notAfter when
+// that is earlier and not zero (an ID token's expiry).
+func (st *sessionStore) create(token string, p auth.Principal, now, notAfter time.Time) *session {
 	s := &session{id: randomToken(), token: token, principal: p, csrf: randomToken(), expires: now.Add(st.ttl)}
+	if !notAfter.IsZero() && notAfter.Before(s.expires) {
+		s.expires = notAfter
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if now.Sub(st.swept) > time.Minute {
@@ -153,12 +158,19 @@ func (c *Console) requireCSRF(next echo.HandlerFunc) echo.HandlerFunc {
 
 type signInView struct {
 	CSRF, Next, Error string
+	// SSO names the OIDC provider the page offers ("" when none is set).
+	SSO string
 }
 
 func (c *Console) signInPage(ec echo.Context) error {
+	return c.signInAgain(ec, http.StatusOK, safeNext(ec.QueryParam("next")), "")
+}
+
+// signInAgain renders the sign-in page with a fresh form token and msg.
+func (c *Console) signInAgain(ec echo.Context, status int, next, msg string) error {
 	tok := randomToken()
 	ec.SetCookie(cookie(ec, signInCookie, tok, 600))
-	return c.render(ec, http.StatusOK, "signin", "Sign in", signInView{CSRF: tok, Next: safeNext(ec.QueryParam("next"))})
+	return c.render(ec, status, "signin", "Sign in", signInView{CSRF: tok, Next: next, Error: msg, SSO: c.issuerName()})
 }
 
 // safeNext keeps a post-sign-in redirect inside the console.
@@ -175,11 +187,7 @@ func (c *Console) signIn(ec echo.Context) error {
 		return c.fail(ec, http.StatusForbidden, "The sign-in form expired (CSRF check failed): reload the page and try again.")
 	}
 	next := safeNext(ec.FormValue("next"))
-	again := func(status int, msg string) error {
-		tok := randomToken()
-		ec.SetCookie(cookie(ec, signInCookie, tok, 600))
-		return c.render(ec, status, "signin", "Sign in", signInView{CSRF: tok, Next: next, Error: msg})
-	}
+	again := func(status int, msg string) error { return c.signInAgain(ec, status, next, msg) }
 	key := strings.TrimSpace(ec.FormValue("key"))
 	if key == "" {
 		return again(http.StatusBadRequest, "Enter an API key.")
@@ -193,7 +201,7 @@ func (c *Console) signIn(ec echo.Context) error {
 		// decide, triage or govern, and a console is for people.
 		return again(http.StatusForbidden, "Agent keys cannot sign in to the console; use a key of a person's role.")
 	}
-	s := c.sessions.create(key, p, time.Now())
+	s := c.sessions.create(key, p, time.Now(), time.Time{})
 	ec.SetCookie(cookie(ec, signInCookie, "", -1))
 	ec.SetCookie(cookie(ec, sessionCookie, s.id, int(c.cfg.SessionTTL.Seconds())))
 	c.log.Info("console sign-in", "tenant", p.Tenant, "actor", p.Actor(), "role", string(p.Role))

@@ -30,6 +30,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	cfg.Console.OIDCRedirectURL, cfg.Console.OIDCClientSecret = oidcFlags.Client()
 	if cfg.Streams, err = so.Options(); err != nil {
 		return err
 	}
@@ -46,7 +47,7 @@ func run(ctx context.Context, args []string) error {
 	defer p.Close()
 	catalog, board := control.NewCatalog(p.JS, p.Log, control.WithOIDC(verifier)), approval.NewBoard(p.JS, p.Log)
 	limiter := ratelimit.New(p.NC, "api-"+instance.ID(), func(t string) ratelimit.Limits { return catalog.Limits(t, cfg.RateLimits) }, p.Log)
-	svc, err := api.New(cfg, api.Deps{NC: p.NC, JS: p.JS, CH: p.CH, Catalog: catalog, Board: board, Store: control.NewStore(p.JS), Log: p.Log, Registerer: p.Reg, Limiter: limiter})
+	svc, err := api.New(cfg, api.Deps{NC: p.NC, JS: p.JS, CH: p.CH, Catalog: catalog, Board: board, Store: control.NewStore(p.JS), Log: p.Log, Registerer: p.Reg, Limiter: limiter, OIDC: verifier})
 	if err != nil {
 		return err
 	}
