@@ -241,6 +241,12 @@ func (s *Settings) RedactionWithin(ctx context.Context, tenant string, timeout t
 	if s == nil {
 		return nil, apperr.Unavailable("redaction is not started", time.Second, errors.New("settings view was not started"))
 	}
+	select {
+	case <-s.ready:
+		// Loaded (every request after start-up): no wait, so no timer.
+		return s.Redaction(ctx, tenant)
+	default:
+	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pol, err := s.Redaction(wctx, tenant)

@@ -180,9 +180,9 @@ func (s *Service) postBatch(c echo.Context) error {
 	if resp.Failed > 0 && resp.Failed == len(items)-resp.Rejected {
 		// Nothing was stored: tell the client to back off and retry.
 		c.Response().Header().Set("Retry-After", "1")
-		return c.JSON(http.StatusServiceUnavailable, resp)
+		return writeBatch(c, http.StatusServiceUnavailable, resp)
 	}
-	return c.JSON(http.StatusAccepted, resp)
+	return writeBatch(c, http.StatusAccepted, resp)
 }
 
 // item is one event of a multi-event request: its JSON, to be decoded
