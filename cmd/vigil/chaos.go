@@ -182,7 +182,7 @@ func (e *chaosEnv) database(host string) (name, dsn string) {
 func (e *chaosEnv) clickhouse(ctx context.Context, name string) (driver.Conn, func(), error) {
 	u := *e.dsn
 	u.Path = "/" + name
-	ch, err := daemon.OpenClickHouse(ctx, u.String(), 20*time.Second, e.log)
+	ch, err := daemon.OpenClickHouse(ctx, u.String(), "", 20*time.Second, e.log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -54,7 +54,7 @@ func addDevFlags(fs *config.FlagSet) devFlags {
 // given are generated once into the data directory (signing and notifier
 // here, redaction and sealing by StartStack); never into NATS.
 func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
-	cfg := StackConfig{DataDir: *f.dataDir, ClickHouseDSN: *f.common.ClickHouseDSN, ClickHouseWait: *f.common.ClickHouseWait, Log: log,
+	cfg := StackConfig{DataDir: *f.dataDir, ClickHouseDSN: *f.common.ClickHouseDSN, ClickHouseCluster: *f.common.ClickHouseCluster, ClickHouseWait: *f.common.ClickHouseWait, Log: log,
 		Ingest: ingest.DefaultConfig(), API: api.DefaultConfig(), Policy: policysvc.DefaultConfig()}
 	host, portStr, err := net.SplitHostPort(*f.natsListen)
 	if err != nil {

@@ -104,7 +104,7 @@ func runLedgerAudit(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseWait, log)
+	ch, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseCluster, *common.ClickHouseWait, log)
 	if err != nil {
 		return err
 	}

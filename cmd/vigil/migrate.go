@@ -39,7 +39,7 @@ func runMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseWait, log)
+	conn, err := daemon.OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseCluster, *common.ClickHouseWait, log)
 	if err != nil {
 		return err
 	}

@@ -35,8 +35,11 @@ var (
 // COLUMN IF NOT EXISTS; on current releases the check does the same). So
 // two replicas racing to migrate, or a crash between a statement and its
 // record, are harmless. Anything else fails with ErrNotIdempotent.
+//
+// On a connection OpenCluster opened for a cluster, every statement,
+// schema_migrations' own included, is applied as ClusterDDL rewrites it.
 func Migrate(ctx context.Context, conn driver.Conn, fsys fs.FS, component string) ([]string, error) {
-	if err := conn.Exec(ctx, migrationsTable); err != nil {
+	if err := apply(ctx, conn, migrationsTable); err != nil {
 		return nil, fmt.Errorf("create schema_migrations: %w", err)
 	}
 	applied := map[string]bool{}
@@ -94,6 +97,9 @@ func Migrate(ctx context.Context, conn driver.Conn, fsys fs.FS, component string
 // apply runs one migration statement so that running it again, or after
 // another runner did, changes nothing and does not fail.
 func apply(ctx context.Context, conn driver.Conn, stmt string) error {
+	if cluster := Cluster(conn); cluster != "" {
+		return migrateCluster(ctx, conn, cluster, stmt)
+	}
 	if createRe.MatchString(stmt) {
 		return conn.Exec(ctx, stmt)
 	}

@@ -116,9 +116,12 @@ type Common struct {
 	// ClickHouseWait is how long to wait for ClickHouse at start (a
 	// compose start often brings it up after its clients).
 	ClickHouseWait *time.Duration
-	HTTPAddr       *string
-	LogLevel       *string
-	LogFormat      *string
+	// ClickHouseCluster names the ClickHouse cluster whose replicas the
+	// DSN lists ("": one server); see chx.OpenCluster.
+	ClickHouseCluster *string
+	HTTPAddr          *string
+	LogLevel          *string
+	LogFormat         *string
 	// Telemetry says where the process's own traces go (off by default).
 	Telemetry Telemetry
 }
@@ -153,12 +156,14 @@ func AddCommon(fs *FlagSet) Common {
 	return Common{
 		NATSURL:        n.URL,
 		NATS:           n,
-		ClickHouseDSN:  fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil", "ClickHouse DSN (the database is created if missing)"),
+		ClickHouseDSN:  fs.String("clickhouse-dsn", "VIGIL_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/vigil", "ClickHouse DSN (the database is created if missing); several servers comma-separated (clickhouse://h1:9000,h2:9000/vigil) are tried in order"),
 		ClickHouseWait: fs.Duration("clickhouse-wait", "VIGIL_CLICKHOUSE_WAIT", DefaultClickHouseWait, "how long to wait for ClickHouse at start"),
-		HTTPAddr:       fs.HTTPAddr(),
-		LogLevel:       fs.LogLevel(),
-		LogFormat:      fs.LogFormat(),
-		Telemetry:      fs.Telemetry(),
+		ClickHouseCluster: fs.String("clickhouse-cluster", "VIGIL_CLICKHOUSE_CLUSTER", "",
+			"ClickHouse cluster (remote_servers name) whose replicas --clickhouse-dsn lists comma-separated: tables are created Replicated and Distributed ON CLUSTER, inserts are synchronous; empty: one server (give every process the same value)"),
+		HTTPAddr:  fs.HTTPAddr(),
+		LogLevel:  fs.LogLevel(),
+		LogFormat: fs.LogFormat(),
+		Telemetry: fs.Telemetry(),
 	}
 }
 

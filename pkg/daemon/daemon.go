@@ -47,15 +47,17 @@ func Registry() *prometheus.Registry {
 }
 
 // OpenClickHouse connects, retrying with backoff for up to wait, since in
-// a compose start ClickHouse often comes up after its clients.
-func OpenClickHouse(ctx context.Context, dsn string, wait time.Duration, log *slog.Logger) (driver.Conn, error) {
+// a compose start ClickHouse often comes up after its clients. cluster
+// names the ClickHouse cluster the DSN's servers belong to, or is ""
+// (chx.OpenCluster).
+func OpenClickHouse(ctx context.Context, dsn, cluster string, wait time.Duration, log *slog.Logger) (driver.Conn, error) {
 	b := backoff.NewExponentialBackOff()
 	b.MaxElapsedTime = wait
 	b.MaxInterval = 3 * time.Second
 	return backoff.RetryWithData(func() (driver.Conn, error) {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		conn, err := chx.Open(cctx, dsn)
+		conn, err := chx.OpenCluster(cctx, dsn, cluster)
 		if err != nil {
 			log.Warn("clickhouse not reachable yet", slog.String("error", err.Error()))
 		}

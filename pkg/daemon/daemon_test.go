@@ -340,7 +340,7 @@ func TestOpenClickHouse(t *testing.T) {
 	db := chtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	conn, err := daemon.OpenClickHouse(ctx, db.DSN, 5*time.Second, discard)
+	conn, err := daemon.OpenClickHouse(ctx, db.DSN, "", 5*time.Second, discard)
 	if err != nil {
 		t.Fatalf("OpenClickHouse: %v", err)
 	}
@@ -351,7 +351,7 @@ func TestOpenClickHouse(t *testing.T) {
 	_ = conn.Close()
 
 	// Nothing listens on port 1: it gives up after wait with the last error.
-	_, err = daemon.OpenClickHouse(ctx, "clickhouse://127.0.0.1:1/default?dial_timeout=200ms", 500*time.Millisecond, discard)
+	_, err = daemon.OpenClickHouse(ctx, "clickhouse://127.0.0.1:1/default?dial_timeout=200ms", "", 500*time.Millisecond, discard)
 	if err == nil {
 		t.Fatal("OpenClickHouse to a closed port succeeded")
 	}

@@ -81,7 +81,7 @@ func Start(ctx context.Context, name string, common config.Common, o ProcessOpti
 		return nil, err
 	}
 	if o.ClickHouse {
-		if p.CH, err = OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseWait, log); err != nil {
+		if p.CH, err = OpenClickHouse(ctx, *common.ClickHouseDSN, *common.ClickHouseCluster, *common.ClickHouseWait, log); err != nil {
 			p.Close()
 			return nil, err
 		}

@@ -72,6 +72,9 @@ type Config struct {
 	ClickHouseDSN string
 	// ClickHouseWait is how long to wait for ClickHouse at start.
 	ClickHouseWait time.Duration
+	// ClickHouseCluster names the ClickHouse cluster whose replicas
+	// ClickHouseDSN lists ("": one server; see chx.OpenCluster).
+	ClickHouseCluster string
 	// Streams are the options of every stream and bucket; zero is
 	// streams.DefaultOptions. They override the services' own.
 	Streams streams.Options
@@ -175,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 		return st, err
 	}
 	if cfg.ClickHouseDSN != "" {
-		st.CH, err = daemon.OpenClickHouse(ctx, cfg.ClickHouseDSN, cfg.ClickHouseWait, cfg.Log)
+		st.CH, err = daemon.OpenClickHouse(ctx, cfg.ClickHouseDSN, cfg.ClickHouseCluster, cfg.ClickHouseWait, cfg.Log)
 		if err != nil {
 			return st, fmt.Errorf("clickhouse at %s: %w (is it running? `make clickhouse` starts it)", cfg.ClickHouseDSN, err)
 		}

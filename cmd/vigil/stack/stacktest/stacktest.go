@@ -37,8 +37,10 @@ const ProjectorLinger = 50 * time.Millisecond
 type Options struct {
 	// DataDir defaults to a fresh t.TempDir().
 	DataDir string
-	// DSN is the ClickHouse DSN of the stack, normally a chtest.DB's.
-	DSN string
+	// DSN is the ClickHouse DSN of the stack, normally a chtest.DB's;
+	// ClickHouseCluster the cluster its servers form (chtest.Cluster).
+	DSN               string
+	ClickHouseCluster string
 	// Ingest, API and Policy adjust the services' configurations after
 	// the test defaults (ProjectorLinger, SigningSeed) are applied.
 	Ingest func(*ingest.Config)
@@ -99,7 +101,7 @@ func Start(t testing.TB, o Options) *Server {
 	defer cancel()
 	st, err := stack.Start(ctx, stack.Config{
 		DataDir: o.DataDir, NATSHost: "127.0.0.1", NATSPort: -1,
-		ClickHouseDSN: o.DSN, ClickHouseWait: 20 * time.Second,
+		ClickHouseDSN: o.DSN, ClickHouseCluster: o.ClickHouseCluster, ClickHouseWait: 20 * time.Second,
 		Ingest: ic, API: ac, Policy: pc, OIDC: o.OIDC, Log: o.Log, Tracer: o.Tracer,
 		NATSURL: o.NATSURL, NATSCredsDir: o.NATSCredsDir, Services: o.Services, InstanceID: o.InstanceID, Streams: o.Streams,
 	})
