@@ -31,7 +31,7 @@ func TestDevHelpListsEverySetting(t *testing.T) {
 		"--notifier-key  $VIGIL_NOTIFIER_KEY", "--notifier-allow-private  $VIGIL_NOTIFIER_ALLOW_PRIVATE",
 		"--signing-key  $VIGIL_SIGNING_KEY", "--redaction-key  $VIGIL_REDACTION_KEY", "--judge-seal-key  $VIGIL_JUDGE_SEAL_KEY",
 		"--judge-allow  $VIGIL_JUDGE_ALLOW", "--stream-replicas  $VIGIL_STREAM_REPLICAS", "--dedupe-window  $VIGIL_DEDUPE_WINDOW",
-		"--clickhouse-wait  $VIGIL_CLICKHOUSE_WAIT", "--metrics-tenant-labels  $VIGIL_METRICS_TENANT_LABELS",
+		"--clickhouse-wait  $VIGIL_CLICKHOUSE_WAIT", "--clickhouse-cluster  $VIGIL_CLICKHOUSE_CLUSTER", "--metrics-tenant-labels  $VIGIL_METRICS_TENANT_LABELS",
 		"--oidc-issuer  $VIGIL_OIDC_ISSUER", "--max-agents  $VIGIL_MAX_AGENTS",
 		"--otel-endpoint  $VIGIL_OTEL_ENDPOINT", "--otel-sample-ratio  $VIGIL_OTEL_SAMPLE_RATIO",
 	} {

@@ -301,3 +301,31 @@ func syncDistributed(ctx context.Context, conn driver.Conn, db, table, cluster s
 	}
 	return nil
 }
+
+// syncTimeout bounds one SyncReplica: while a replica that holds parts
+// this one lacks is down, it fails after this long (and the caller
+// retries) rather than hang.
+const syncTimeout = 20 * time.Second
+
+// SyncReplica waits until the replica conn's next query reaches has
+// fetched every part the other replicas committed to tables (named as
+// the migrations name them), so that what it reads next includes every
+// insert acknowledged through any replica. It fails when that cannot be
+// known, e.g. a replica holding parts not yet fetched is down. A writer
+// that derives what it writes from what it wrote before (the ledger's
+// tree) calls it before reloading its state. On a single server it does
+// nothing.
+func SyncReplica(ctx context.Context, conn driver.Conn, tables ...string) error {
+	if Cluster(conn) == "" {
+		return nil
+	}
+	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"receive_timeout": int(syncTimeout / time.Second),
+	}))
+	for _, t := range tables {
+		if err := conn.Exec(qctx, "SYSTEM SYNC REPLICA "+t+LocalSuffix); err != nil {
+			return fmt.Errorf("sync replica of %s: %w", t, err)
+		}
+	}
+	return nil
+}

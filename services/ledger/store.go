@@ -14,6 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
@@ -119,6 +120,13 @@ func (st store) writeBatch(ctx context.Context, tenant string, version uint64, l
 
 // load reads a tenant's latest committed state, or an empty log.
 func (st store) load(ctx context.Context, tenant string) (*logState, error) {
+	// On a ClickHouse cluster, a replica may not have fetched yet what was
+	// committed through another (the one that just failed): a state read
+	// from it would grow the log over leaves already sealed.
+	if err := chx.SyncReplica(ctx, st.ch, readmodel.LedgerCheckpoints.Name, readmodel.LedgerLeaves.Name,
+		readmodel.LedgerLookup.Name, readmodel.LedgerTiles.Name); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
 	rows, err := st.ch.Query(ctx, "SELECT tree_size, root_hash, note, range_hashes FROM ledger_checkpoints WHERE tenant_id = ? ORDER BY tree_size DESC, version DESC LIMIT 1", tenant)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: read checkpoint: %w", err)
