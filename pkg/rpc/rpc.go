@@ -179,6 +179,11 @@ func (e Endpoint[Req, Resp]) remoteError(code Code, desc string, body []byte) er
 	if len(body) > 0 && json.Unmarshal(body, &details) != nil {
 		details = nil
 	}
+	return e.coded(code, desc, details)
+}
+
+// coded is the caller's error for a handler's code, message and details.
+func (e Endpoint[Req, Resp]) coded(code Code, desc string, details []apperr.FieldError) error {
 	if k, ok := answeredKinds[code]; ok {
 		return &apperr.Error{Kind: k, Message: desc, Details: details}
 	}

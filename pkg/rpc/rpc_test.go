@@ -41,17 +41,19 @@ var failures = map[string]error{
 	"deadline":    context.DeadlineExceeded,
 }
 
+func echo(ctx context.Context, req echoReq) (echoResp, error) {
+	if req.Fail != "" {
+		return echoResp{}, failures[req.Fail]
+	}
+	dl, _ := ctx.Deadline()
+	return echoResp{Said: req.Say, LeftMs: time.Until(dl).Milliseconds()}, nil
+}
+
 func serve(t *testing.T) *natstest.Env {
 	t.Helper()
 	env := natstest.Start(t)
 	svc, err := rpc.Serve(env.Conn, "vigil-echo", "echo", func(svc micro.Service) error {
-		return endpoint.Handle(svc, slog.New(slog.DiscardHandler), func(ctx context.Context, req echoReq) (echoResp, error) {
-			if req.Fail != "" {
-				return echoResp{}, failures[req.Fail]
-			}
-			dl, _ := ctx.Deadline()
-			return echoResp{Said: req.Say, LeftMs: time.Until(dl).Milliseconds()}, nil
-		})
+		return endpoint.Handle(svc, slog.New(slog.DiscardHandler), echo)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +62,35 @@ func serve(t *testing.T) *natstest.Env {
 	return env
 }
 
-func TestCallCarriesTypedErrors(t *testing.T) {
+type caller func(context.Context, echoReq) (echoResp, error)
+
+// transports are the two ways to reach echo: over NATS, and in process
+// through a Local that serves it (a caller holding a Local without the
+// endpoint goes over NATS). A caller must not be able to tell them apart
+// by what it gets back.
+func transports(t *testing.T) map[string]caller {
+	t.Helper()
 	env := serve(t)
+	served, empty := rpc.NewLocal(), rpc.NewLocal()
+	t.Cleanup(endpoint.HandleLocal(served, slog.New(slog.DiscardHandler), nil, echo))
+	return map[string]caller{
+		"nats": func(ctx context.Context, req echoReq) (echoResp, error) { return endpoint.Call(ctx, env.Conn, req) },
+		"local": func(ctx context.Context, req echoReq) (echoResp, error) {
+			return endpoint.CallLocal(ctx, served, env.Conn, req)
+		},
+		"local-not-served": func(ctx context.Context, req echoReq) (echoResp, error) {
+			return endpoint.CallLocal(ctx, empty, env.Conn, req)
+		},
+	}
+}
+
+func TestCallCarriesTypedErrors(t *testing.T) {
+	for name, call := range transports(t) {
+		t.Run(name, func(t *testing.T) { testTypedErrors(t, call) })
+	}
+}
+
+func testTypedErrors(t *testing.T, call caller) {
 	tests := []struct {
 		fail     string
 		wantKind apperr.Kind
@@ -83,7 +112,7 @@ func TestCallCarriesTypedErrors(t *testing.T) {
 		t.Run("fail="+tt.fail, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			resp, err := endpoint.Call(ctx, env.Conn, echoReq{Say: "hi", Fail: tt.fail})
+			resp, err := call(ctx, echoReq{Say: "hi", Fail: tt.fail})
 			if tt.fail == "" {
 				if err != nil || resp.Said != "hi" {
 					t.Fatalf("Call = %+v, %v", resp, err)
@@ -126,10 +155,15 @@ func TestUndecodableRequestIsInvalid(t *testing.T) {
 // The handler's context ends before its caller's: by the reply's margin,
 // measured from the time left the caller sent.
 func TestHandlerDeadlineIsTheCallers(t *testing.T) {
-	env := serve(t)
+	for name, call := range transports(t) {
+		t.Run(name, func(t *testing.T) { testHandlerDeadline(t, call) })
+	}
+}
+
+func testHandlerDeadline(t *testing.T, call caller) {
 	for _, budget := range []time.Duration{300 * time.Millisecond, 2 * time.Second, 20 * time.Second} {
 		ctx, cancel := context.WithTimeout(context.Background(), budget)
-		resp, err := endpoint.Call(ctx, env.Conn, echoReq{Say: "hi"})
+		resp, err := call(ctx, echoReq{Say: "hi"})
 		cancel()
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +174,7 @@ func TestHandlerDeadlineIsTheCallers(t *testing.T) {
 		}
 	}
 	// A caller without a deadline gives the handler MaxWait.
-	resp, err := endpoint.Call(context.Background(), env.Conn, echoReq{Say: "hi"})
+	resp, err := call(context.Background(), echoReq{Say: "hi"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,5 +257,32 @@ func TestInstancesServeAtOnce(t *testing.T) {
 	close(release)
 	if err := <-holdDone; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLocalOnlyWhileServed: a Local answers in process only while the
+// endpoint is in it; removed (its service stopped), the call goes to NATS,
+// where nothing answers: "not running", never a stale answer.
+func TestLocalOnlyWhileServed(t *testing.T) {
+	env := natstest.Start(t)
+	local := rpc.NewLocal()
+	remove := endpoint.HandleLocal(local, slog.New(slog.DiscardHandler), nil, echo)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if resp, err := endpoint.CallLocal(ctx, local, env.Conn, echoReq{Say: "hi"}); err != nil || resp.Said != "hi" {
+		t.Fatalf("served: CallLocal = %+v, %v", resp, err)
+	}
+	remove()
+	_, err := endpoint.CallLocal(ctx, local, env.Conn, echoReq{Say: "hi"})
+	if apperr.KindOf(err) != apperr.KindUnavailable || !strings.Contains(err.Error(), "echo service is not running; nothing was echoed") {
+		t.Fatalf("removed: CallLocal = %v", err)
+	}
+	// A caller whose time is up is not served in process either.
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	remove = endpoint.HandleLocal(local, slog.New(slog.DiscardHandler), nil, echo)
+	defer remove()
+	if _, err := endpoint.CallLocal(done, local, env.Conn, echoReq{Say: "hi"}); apperr.KindOf(err) != apperr.KindUnavailable {
+		t.Fatalf("cancelled caller: CallLocal = %v", err)
 	}
 }

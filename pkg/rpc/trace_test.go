@@ -31,25 +31,43 @@ func TestCallsCarryTraceContext(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
 	env := natstest.Start(t)
+	fn := func(ctx context.Context, req echoReq) (echoResp, error) {
+		_, step := telemetry.Child(ctx, "echo.step")
+		step.End()
+		if req.Fail != "" {
+			return echoResp{}, failures[req.Fail]
+		}
+		return echoResp{Said: req.Say}, nil
+	}
 	svc, err := rpc.Serve(env.Conn, "vigil-echo", "echo", func(svc micro.Service) error {
-		return endpoint.Handle(svc, log, func(ctx context.Context, req echoReq) (echoResp, error) {
-			_, step := telemetry.Child(ctx, "echo.step")
-			step.End()
-			if req.Fail != "" {
-				return echoResp{}, failures[req.Fail]
-			}
-			return echoResp{Said: req.Say}, nil
-		})
+		return endpoint.Handle(svc, log, fn)
 	}, rpc.Tracing(tr.Provider))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
+	// The same spans in the same places when the call stays in process.
+	local := rpc.NewLocal()
+	t.Cleanup(endpoint.HandleLocal(local, log, tr.Provider, fn))
+	for _, transport := range []struct {
+		name string
+		call caller
+	}{
+		{"nats", func(ctx context.Context, req echoReq) (echoResp, error) { return endpoint.Call(ctx, env.Conn, req) }},
+		{"local", func(ctx context.Context, req echoReq) (echoResp, error) {
+			return endpoint.CallLocal(ctx, local, env.Conn, req)
+		}},
+	} {
+		t.Run(transport.name, func(t *testing.T) { testTraceContext(t, tr, recv, transport.call) })
+	}
+}
+
+func testTraceContext(t *testing.T, tr *telemetry.Tracing, recv *otlptest.Receiver, call caller) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// No span in the context: no client span.
-	if _, err := endpoint.Call(ctx, env.Conn, echoReq{Say: "untraced"}); err != nil {
+	if _, err := call(ctx, echoReq{Say: "untraced"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
@@ -57,7 +75,7 @@ func TestCallsCarryTraceContext(t *testing.T) {
 		wantStatus bool // status Error: the callee did not do it
 	}{{"", false}, {"invalid", false}, {"unavailable", true}} {
 		rctx, root := tr.Provider.Tracer("test").Start(ctx, "request")
-		_, _ = endpoint.Call(rctx, env.Conn, echoReq{Say: "hi", Fail: tt.fail})
+		_, _ = call(rctx, echoReq{Say: "hi", Fail: tt.fail})
 		root.End()
 		if err := tr.Flush(ctx); err != nil {
 			t.Fatal(err)

@@ -36,6 +36,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/secretbox"
+	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/api/console"
 	"github.com/vigilhq/vigil/services/api/internal/sessions"
@@ -139,6 +140,10 @@ type Deps struct {
 	// OIDC, when set, is the identity provider the catalog checks members'
 	// ID tokens against; the console then offers sign-in with it.
 	OIDC *oidc.Verifier
+	// Local, when set, is the process's in-process endpoint table:
+	// decisions go to a policy service running in this process without
+	// the NATS round trip (pkg/rpc.Local), and over NATS otherwise.
+	Local *rpc.Local
 }
 
 // Service is the api service.

@@ -27,7 +27,7 @@ import (
 func (s *Service) decide(ctx context.Context, req rules.EvaluateRequest) (rules.DecisionRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DecisionTimeout)
 	defer cancel()
-	rec, err := rules.EvaluateEndpoint.Call(ctx, s.deps.NC, req)
+	rec, err := rules.EvaluateEndpoint.CallLocal(ctx, s.deps.Local, s.deps.NC, req)
 	if err == nil {
 		consistency.Note(ctx, streams.Policy, rec.StreamSeq)
 	}

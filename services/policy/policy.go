@@ -30,6 +30,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/readmodel"
+	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/policy/migrations"
 )
@@ -106,6 +107,10 @@ type Deps struct {
 	// Tracer traces decision requests and event verdicts
 	// (pkg/telemetry); nil traces nothing.
 	Tracer trace.TracerProvider
+	// Local, when set, is the process's in-process endpoint table: while
+	// the decision responder runs, callers holding the same Local (the
+	// api in one process) are answered without NATS. Optional.
+	Local *rpc.Local
 }
 
 // Service is the policy service.
@@ -139,6 +144,7 @@ type Service struct {
 	rpcOnce sync.Once
 	rpc     micro.Service
 	rpcErr  error
+	unlocal func() // removes the endpoint from deps.Local
 }
 
 type packEntry struct {
@@ -316,7 +322,7 @@ func (s *Service) Run(ctx context.Context) error {
 		s.runJudge,
 		// Stop taking requests when the others stop (or one fails);
 		// in-flight handlers finish their publish.
-		func(ctx context.Context) error { <-ctx.Done(); return srv.Stop() },
+		func(ctx context.Context) error { <-ctx.Done(); return s.stopRPC(srv) },
 	}
 	if s.sink != nil {
 		workers = append(workers, s.projectDecisions)

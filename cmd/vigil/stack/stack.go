@@ -31,6 +31,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/oidc"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
+	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/pkg/tenant"
 	"github.com/vigilhq/vigil/services/api"
@@ -242,7 +243,12 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 		return []daemon.Component{controlStream, st.Catalog.Component(), bootstrap, st.Limiter.Component(), st.Ingest.Component()}, nil
 	}
 	st.Board = approval.NewBoard(st.JS, cfg.Log)
-	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, OIDC: cfg.OIDC}); err != nil {
+	// The api asks a policy service in this process directly (no NATS
+	// round trip per decision) while that service's responder runs; one
+	// catalog feeds both, so the caller's consistency token is the
+	// decider's. Without a policy service here, it asks over NATS.
+	local := rpc.NewLocal()
+	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, OIDC: cfg.OIDC, Local: local}); err != nil {
 		return nil, err
 	}
 	if cfg.Policy.PublishTimeout == 0 {
@@ -253,7 +259,7 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 		cfg.Policy.RedactionKey, cfg.Policy.Judge.SealSecret = cfg.Ingest.RedactionKey, cfg.API.Judge.SealSecret
 	}
 	cfg.Policy.Streams = so
-	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: conns[streams.ServicePolicy].nc, JS: conns[streams.ServicePolicy].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer}); err != nil {
+	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: conns[streams.ServicePolicy].nc, JS: conns[streams.ServicePolicy].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer, Local: local}); err != nil {
 		return nil, err
 	}
 	gc := guardian.DefaultConfig()
