@@ -49,6 +49,13 @@ type decideReport struct {
 	PeakRSSMiB float64 `json:"peakRssMiB"`
 	// OPA is OPA's server under the same load (--opa), in the same run.
 	OPA *opaReport `json:"opa,omitempty"`
+	// CPUUsPerDecision is this process's CPU time (load generator and
+	// the whole stack with its consumers) over a phase per request
+	// answered, for Vigil and for the floor; OtherCPUPct is how busy
+	// the rest of the machine was during Vigil's phase (see benchPhase).
+	CPUUsPerDecision      float64  `json:"cpuUsPerDecision,omitempty"`
+	FloorCPUUsPerDecision float64  `json:"floorCpuUsPerDecision,omitempty"`
+	OtherCPUPct           *float64 `json:"otherCpuPct,omitempty"`
 }
 
 // benchPolicy is a pack of n rules that each test the tool name and an
@@ -181,7 +188,10 @@ p99 are reported as ratios of the floor's.`)
 	for i := range min(200, *rate) {
 		_ = decidePost(client, floor.URL+"/v1/decisions.evaluate", key, "application/json", bodies[i%len(bodies)], http.StatusOK)
 	}
+	cpu0 := readCPU()
 	floorRun := decideLoad(client, floor.URL, key, bodies, *rate, *duration, *conns)
+	floorCPU := benchPhase{Events: len(floorRun.sorted)}
+	floorCPU.addCPU(cpu0, readCPU())
 	var opa *opaReport
 	if *opaBin != "" {
 		if opa, err = benchOPA(ctx, *opaBin, *nRules, pack, tenant, client, bodies, *rate, *duration, *conns, floorRun.outcomes); err != nil {
@@ -193,7 +203,10 @@ p99 are reported as ratios of the floor's.`)
 	if err != nil {
 		return err
 	}
+	cpu0 = readCPU()
 	run := decideLoad(client, base, key, bodies, *rate, *duration, *conns)
+	vigilCPU := benchPhase{Events: len(run.sorted)}
+	vigilCPU.addCPU(cpu0, readCPU())
 	if err := stopProfiles(); err != nil {
 		return err
 	}
@@ -219,6 +232,7 @@ p99 are reported as ratios of the floor's.`)
 		opa.VigilP50VsOPA, opa.VigilP99VsOPA = rep.P50Ms/opa.P50Ms, rep.P99Ms/opa.P99Ms
 		rep.OPA = opa
 	}
+	rep.CPUUsPerDecision, rep.FloorCPUUsPerDecision, rep.OtherCPUPct = vigilCPU.CPUUsPerEvent, floorCPU.CPUUsPerEvent, vigilCPU.OtherCPUPct
 	if *asJSON {
 		if err := benchJSON(out, rep); err != nil {
 			return err
@@ -233,6 +247,7 @@ p99 are reported as ratios of the floor's.`)
 			fmt.Fprintf(out, "  opa             p50 %.2f ms  p99 %.2f ms  max %.2f ms (same load, the pack in Rego); vigil / opa p50 %.1f×  p99 %.1f×\n", opa.P50Ms, opa.P99Ms, opa.MaxMs, opa.VigilP50VsOPA, opa.VigilP99VsOPA)
 		}
 		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)
+		fmt.Fprintf(out, "  CPU             %.0f µs per decision (floor %.0f; this process, load generator included)\n", rep.CPUUsPerDecision, rep.FloorCPUUsPerDecision)
 		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator, floor and the whole stack)\n", rep.PeakRSSMiB)
 		fmt.Fprintf(out, "  outcomes        %v\n", rep.Outcomes)
 		met := "not met"
