@@ -83,7 +83,8 @@ func wantDataFlowApproval(t *testing.T, what string, d polKLA, first string) {
 func TestDataFlowRuleOnTheStack(t *testing.T) {
 	db := chtest.New(t)
 	dir := t.TempDir()
-	s := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir, API: unlimited})
+	// Over NATS: the stack's api would otherwise decide in its own process.
+	s := startStack(t, stacktest.Options{DSN: db.DSN, DataDir: dir, API: unlimited, DecideOverNATS: true})
 	replica := startPolicyReplica(t, s.st, dir, func(c *policysvc.Config) { c.EvaluateEvents = false }).reg
 	tenants := map[string]polClient{}
 	agents := map[string]polClient{}

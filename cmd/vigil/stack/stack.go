@@ -68,6 +68,11 @@ type Config struct {
 	// InstanceID names this process among replicas (rate-limit gossip);
 	// empty is "vigil-dev".
 	InstanceID string
+	// DecideOverNATS makes the api ask for decisions over NATS even when
+	// this process runs a policy service (which it otherwise calls in
+	// process), so that they spread over every policy replica: for tests
+	// of state the replicas share.
+	DecideOverNATS bool
 	// ClickHouseDSN; empty runs ingest alone, without projections or the
 	// read API (used by the ingest benchmark).
 	ClickHouseDSN string
@@ -248,6 +253,9 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	// catalog feeds both, so the caller's consistency token is the
 	// decider's. Without a policy service here, it asks over NATS.
 	local := rpc.NewLocal()
+	if cfg.DecideOverNATS {
+		local = nil
+	}
 	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, OIDC: cfg.OIDC, Local: local}); err != nil {
 		return nil, err
 	}

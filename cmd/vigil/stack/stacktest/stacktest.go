@@ -61,6 +61,9 @@ type Options struct {
 	Services              []string
 	InstanceID            string
 	Streams               streams.Options
+	// DecideOverNATS spreads the stack's decisions over every policy
+	// replica instead of its own (stack.Config.DecideOverNATS).
+	DecideOverNATS bool
 }
 
 // Server is a running stack serving HTTP at URL.
@@ -104,6 +107,7 @@ func Start(t testing.TB, o Options) *Server {
 		ClickHouseDSN: o.DSN, ClickHouseCluster: o.ClickHouseCluster, ClickHouseWait: 20 * time.Second,
 		Ingest: ic, API: ac, Policy: pc, OIDC: o.OIDC, Log: o.Log, Tracer: o.Tracer,
 		NATSURL: o.NATSURL, NATSCredsDir: o.NATSCredsDir, Services: o.Services, InstanceID: o.InstanceID, Streams: o.Streams,
+		DecideOverNATS: o.DecideOverNATS,
 	})
 	if err != nil {
 		t.Fatalf("stack.Start: %v", err)
