@@ -228,6 +228,19 @@ func chaosFreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// logTail is the end of the process's log.
+func (p *chaosProc) logTail() string {
+	b, err := os.ReadFile(p.logf)
+	if err != nil {
+		return err.Error()
+	}
+	const max = 4000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}
+
 // Start starts the process and waits until it is ready (/readyz).
 func (p *chaosProc) Start(ctx context.Context) error {
 	f, err := os.OpenFile(p.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
@@ -253,13 +266,14 @@ func (p *chaosProc) Start(ctx context.Context) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("vigil %s exited at start (log: %s)", strings.Join(p.args, " "), p.logf)
+			// The log goes with the error: a CI run keeps nothing else.
+			return fmt.Errorf("vigil %s exited at start (log: %s):\n%s", strings.Join(p.args, " "), p.logf, p.logTail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("vigil dev at %s not ready after 90s (log: %s)", p.URL, p.logf)
+			return fmt.Errorf("vigil dev at %s not ready after 90s (log: %s):\n%s", p.URL, p.logf, p.logTail())
 		}
 	}
 }

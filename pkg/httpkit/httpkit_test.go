@@ -587,9 +587,12 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.GET("/v1/things/:id", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
+	// A registered route that answers 404 itself is still that route.
+	e.GET("/v1/off", func(c echo.Context) error { return c.NoContent(http.StatusNotFound) })
 	httpkit.HealthRoutes(e, reg, nil)
 	srv := httptest.NewServer(e)
 	defer srv.Close()
+	do(t, http.MethodGet, srv.URL+"/v1/off", nil, nil)
 	for i := range 100 {
 		method := fmt.Sprintf("M%05dX", i)
 		do(t, method, fmt.Sprintf("%s/v1/things/%d", srv.URL, i), nil, nil)
@@ -610,11 +613,14 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 	}
 	// GET and OTHER on /v1/things/:id, plus the unmatched GETs, at a
 	// couple of statuses each.
-	if n := series["vigil_http_requests_total"]; n == 0 || n > 6 {
+	if n := series["vigil_http_requests_total"]; n == 0 || n > 7 {
 		t.Fatalf("vigil_http_requests_total has %d series: %s", n, r.body)
 	}
 	if !bytes.Contains(r.body, []byte(`method="OTHER"`)) || !bytes.Contains(r.body, []byte(`route="unmatched"`)) {
 		t.Fatalf("want the OTHER method and unmatched route labels:\n%s", r.body)
+	}
+	if !bytes.Contains(r.body, []byte(`vigil_http_requests_total{method="GET",route="/v1/off",status="404"} 1`)) {
+		t.Fatalf("a registered route answering 404 lost its label:\n%s", r.body)
 	}
 	for _, tc := range []struct{ in, want string }{
 		{"GET", "GET"}, {"PATCH", "PATCH"}, {"get", "OTHER"}, {"PROPFIND", "OTHER"}, {"", "OTHER"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -133,10 +134,15 @@ func MetricMethod(m string) string {
 	return "OTHER"
 }
 
+// notFound is echo's handler for a request no route matched.
+var notFound = reflect.ValueOf(echo.NotFoundHandler).Pointer()
+
 // metricRoute is the registered route template, never the raw path: a
-// request that matched no route is labelled "unmatched".
+// request that matched no route is labelled "unmatched". The router says
+// so by handing it echo's NotFoundHandler; a registered route that answers
+// 404 itself (an SSO page with no provider configured) keeps its label.
 func metricRoute(c echo.Context) string {
-	if c.Path() == "" || c.Response().Status == http.StatusNotFound && c.Path() == c.Request().URL.Path {
+	if c.Path() == "" || c.Handler() == nil || reflect.ValueOf(c.Handler()).Pointer() == notFound {
 		return "unmatched"
 	}
 	return c.Path()
