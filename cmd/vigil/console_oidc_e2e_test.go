@@ -205,6 +205,7 @@ func TestConsoleOIDCInBrowser(t *testing.T) {
 	b := newBrowser(t, e.base)
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
 	b.do(b.ctx, "sign-in page", chromedp.Navigate(e.base+"/console/agents"), chromedp.WaitVisible(css("#sso")))
+	b.shot(b.ctx, "sign-in")
 	b.do(b.ctx, "single sign-on", chromedp.Click(css("#sso")), chromedp.WaitVisible(css(".who")))
 	if who := get(b, b.ctx, "who", chromedp.Text(css(".who span"))); !strings.Contains(who, "ada@example.com · admin · default") {
 		t.Fatalf("signed in as %q", who)

@@ -131,6 +131,7 @@ func TestConsoleRoles(t *testing.T) {
 		t.Fatalf("viewer approves: %d %s", status, body)
 	}
 	stillPending("viewer")
+	consoleFormRoles(t, e, owner, viewer)
 
 	// An owner's session: a form without the CSRF token, with another
 	// session's token, or from another origin is refused.
@@ -199,4 +200,129 @@ func TestConsoleRoles(t *testing.T) {
 		status, loc, _ = member.send(http.MethodGet, "/console/desk", nil, "")
 		return status == http.StatusSeeOther && strings.HasPrefix(loc, "/console/sign-in"), loc
 	})
+}
+
+// consoleFormRoles checks the keys and members forms as each role sees
+// them: a viewer or member gets no form and a forged post is the API's 403
+// in its words; an admin is offered no owner role and cannot create,
+// invite or revoke one; a form without the session's token is refused; a
+// created key's secret is on its answer page only (no-store) and never
+// again; another tenant's owner cannot reach this tenant's keys or members.
+func consoleFormRoles(t *testing.T, e *env, owner polClient, viewer *consoleUser) {
+	t.Helper()
+	var keys struct {
+		Data []struct{ ID, Role string } `json:"data"`
+	}
+	owner.get("/v1/keys").want(t, http.StatusOK, "keys").decode(t, &keys)
+	ownerKey := ""
+	for _, k := range keys.Data {
+		if k.Role == "owner" {
+			ownerKey = k.ID
+		}
+	}
+	owner.post("/v1/members/invite", map[string]any{"email": "ada@example.com", "role": "member"}).want(t, http.StatusCreated, "invite ada")
+	refusedPost := func(who string, u *consoleUser, path string, form url.Values, status int, want string) {
+		t.Helper()
+		form.Set("csrf", u.csrf)
+		if got, _, body := u.send(http.MethodPost, path, form, e.base); got != status || !strings.Contains(body, want) {
+			t.Errorf("%s POST %s: %d, want %d with %q:\n%s", who, path, got, status, want, body)
+		}
+	}
+	noForms := func(who string, u *consoleUser, path string, want ...string) {
+		t.Helper()
+		status, _, page := u.send(http.MethodGet, path, nil, "")
+		if status != http.StatusOK {
+			t.Errorf("%s GET %s: %d", who, path, status)
+		}
+		for _, form := range []string{`id="create-key"`, `id="invite-member"`, "Change role", "Revoke…", "Remove…"} {
+			if strings.Contains(page, form) {
+				t.Errorf("%s sees %s on %s", who, form, path)
+			}
+		}
+		for _, w := range want {
+			if !strings.Contains(page, w) {
+				t.Errorf("%s's %s lacks %q", who, path, w)
+			}
+		}
+	}
+
+	// A viewer and a member: lists (as far as their role reads), no forms,
+	// forged posts refused by the API.
+	member := newConsoleUser(t, e.base)
+	if status, body := member.signIn(e.key("default", auth.RoleMember)); status != http.StatusSeeOther {
+		t.Fatalf("member sign-in: %d %s", status, body)
+	}
+	for _, c := range []struct {
+		who string
+		u   *consoleUser
+	}{{"viewer", viewer}, {"member", member}} {
+		noForms(c.who, c.u, "/console/keys", "role "+c.who+" may not keys:manage")
+		noForms(c.who, c.u, "/console/members", "ada@example.com")
+		denied := "role " + c.who + " may not "
+		refusedPost(c.who, c.u, "/console/keys", url.Values{"name": {"forged"}, "role": {"viewer"}}, http.StatusForbidden, denied+"keys:manage")
+		refusedPost(c.who, c.u, "/console/keys/"+ownerKey+"/revoke", url.Values{}, http.StatusForbidden, denied+"keys:manage")
+		refusedPost(c.who, c.u, "/console/members/invite", url.Values{"email": {"eve@example.com"}, "role": {"viewer"}}, http.StatusForbidden, denied+"members:manage")
+		refusedPost(c.who, c.u, "/console/members/role", url.Values{"email": {"ada@example.com"}, "role": {"admin"}}, http.StatusForbidden, denied+"members:manage")
+		refusedPost(c.who, c.u, "/console/members/ada@example.com/remove", url.Values{}, http.StatusForbidden, denied+"members:manage")
+	}
+
+	// An admin: forms without the owner role; owner grants refused.
+	admin := newConsoleUser(t, e.base)
+	if status, body := admin.signIn(e.key("default", auth.RoleAdmin)); status != http.StatusSeeOther {
+		t.Fatalf("admin sign-in: %d %s", status, body)
+	}
+	for _, path := range []string{"/console/keys", "/console/members"} {
+		if _, _, page := admin.send(http.MethodGet, path, nil, ""); !strings.Contains(page, `<option value="admin"`) || strings.Contains(page, `<option value="owner"`) {
+			t.Errorf("an admin's %s offers the owner role, or no roles", path)
+		}
+	}
+	refusedPost("admin", admin, "/console/keys", url.Values{"name": {"forged"}, "role": {"owner"}}, http.StatusForbidden, "a admin cannot create owner keys")
+	refusedPost("admin", admin, "/console/keys/"+ownerKey+"/revoke", url.Values{}, http.StatusForbidden, "a admin cannot revoke owner keys")
+	refusedPost("admin", admin, "/console/members/invite", url.Values{"email": {"eve@example.com"}, "role": {"owner"}}, http.StatusForbidden, "a admin cannot invite owners")
+	refusedPost("admin", admin, "/console/members/role", url.Values{"email": {"ada@example.com"}, "role": {"owner"}}, http.StatusForbidden, "a admin cannot change a member to owner")
+
+	// The owner: a form without the session's token is refused; a created
+	// key's secret is on the answer only.
+	own := newConsoleUser(t, e.base)
+	if status, body := own.signIn(e.owner); status != http.StatusSeeOther {
+		t.Fatalf("owner sign-in: %d %s", status, body)
+	}
+	if status, _, body := own.send(http.MethodPost, "/console/keys", url.Values{"name": {"no token"}, "role": {"viewer"}}, e.base); status != http.StatusForbidden || !strings.Contains(body, "CSRF") {
+		t.Errorf("create a key without the CSRF token: %d %s", status, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.base+"/console/keys", strings.NewReader(url.Values{"csrf": {own.csrf}, "name": {"once"}, "role": {"viewer"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", e.base)
+	res, err := own.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	secret := regexp.MustCompile(`id="new-key" readonly value="(vgl_[^"]+)"`).FindSubmatch(page)
+	if res.StatusCode != http.StatusCreated || secret == nil || res.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create a key: %d, Cache-Control %q:\n%s", res.StatusCode, res.Header.Get("Cache-Control"), page)
+	}
+	polClient{t: t, base: e.base, key: string(secret[1])}.get("/v1/sessions").want(t, http.StatusOK, "the key created in the console")
+	for _, path := range []string{"/console/keys", "/console/audit"} {
+		if _, _, p := own.send(http.MethodGet, path, nil, ""); strings.Contains(p, string(secret[1])) {
+			t.Errorf("%s shows the secret again", path)
+		}
+	}
+
+	// Another tenant's owner cannot reach them.
+	globex := newConsoleUser(t, e.base)
+	if status, body := globex.signIn(e.key("globex", auth.RoleOwner)); status != http.StatusSeeOther {
+		t.Fatalf("globex sign-in: %d %s", status, body)
+	}
+	if status, _, _ := globex.send(http.MethodGet, "/console/keys/"+ownerKey+"/revoke", nil, ""); status != http.StatusNotFound {
+		t.Errorf("another tenant's revoke step: %d", status)
+	}
+	refusedPost("globex", globex, "/console/keys/"+ownerKey+"/revoke", url.Values{}, http.StatusNotFound, "not found")
+	refusedPost("globex", globex, "/console/members/role", url.Values{"email": {"ada@example.com"}, "role": {"viewer"}}, http.StatusNotFound, "not found")
+	refusedPost("globex", globex, "/console/members/ada@example.com/remove", url.Values{}, http.StatusNotFound, "not found")
+	owner.get("/v1/sessions").want(t, http.StatusOK, "the owner key after the refusals")
+	if m := consoleMembers(t, owner)["ada@example.com"]; m == nil || m["role"] != "member" {
+		t.Errorf("ada after the refusals: %v", m)
+	}
 }

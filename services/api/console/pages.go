@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
@@ -24,11 +25,36 @@ type rowForm struct {
 	Fields        [][2]string
 	Inputs        []formInput
 	Danger        bool
+	// Get makes it a GET form (a step to a confirmation page: no state
+	// changes, no CSRF token).
+	Get bool
+	// ID names the form; Stacked lays it out as a panel form with visible
+	// labels (a row form's labels are for screen readers only).
+	ID      string
+	Stacked bool
+	// Problem is the API's refusal of the last submission, shown in the
+	// form (aria-describedby from the inputs it names).
+	Problem string
 }
 
+// formInput is a text input, or a select when Options are set.
 type formInput struct {
 	ID, Name, Label string
 	Required        bool
+	// Type is the input's type ("text" when empty).
+	Type    string
+	Value   string
+	Options []option
+	// Hint is shown under a stacked input; Invalid marks the input the
+	// API's refusal names (aria-invalid).
+	Hint    string
+	Invalid bool
+	List    string
+}
+
+type option struct {
+	Value, Label string
+	Selected     bool
 }
 
 type filter struct{ Name, Label, Value, Placeholder string }
@@ -46,6 +72,11 @@ type tableView struct {
 	Columns                []string
 	Rows                   [][]cell
 	Extra                  []panel
+	// Status is the page's HTTP status (200 when zero): a form refused by
+	// the API is shown again with the API's status.
+	Status int
+	// Datalists offer values for inputs (list="<id>").
+	Datalists map[string][]string
 	// Links are buttons to related pages (e.g. a new policy).
 	Links         []link
 	Problem, Next string
@@ -70,6 +101,9 @@ type column struct {
 	// Link, if set, makes the cell a link to Link with the value escaped.
 	Link string
 	Mono bool
+	// Time shows an RFC 3339 value to the second, in UTC (the API's
+	// nanoseconds push a table's actions out of a 1280 px screen).
+	Time bool
 }
 
 func rows(items []map[string]any, cols []column) [][]cell {
@@ -78,6 +112,9 @@ func rows(items []map[string]any, cols []column) [][]cell {
 		row := make([]cell, 0, len(cols))
 		for _, col := range cols {
 			v := text(field(it, col.Path))
+			if t, err := time.Parse(time.RFC3339Nano, v); col.Time && err == nil {
+				v = t.UTC().Format("2006-01-02 15:04:05Z")
+			}
 			cl := cell{Text: v, Mono: col.Mono}
 			if col.Link != "" && v != "" {
 				cl.Href = fmt.Sprintf(col.Link, url.PathEscape(v))
@@ -132,10 +169,14 @@ func (c *Console) listPage(ec echo.Context, v tableView, apiPath string, q url.V
 		return c.apiFail(ec, r)
 	}
 	v.Columns = headers(cols)
+	status := http.StatusOK
+	if v.Status != 0 {
+		status = v.Status
+	}
 	if !r.OK() {
 		v.Problem = r.Problem()
 		v.Columns = nil
-		return c.render(ec, http.StatusOK, "table", v.Heading, v)
+		return c.render(ec, status, "table", v.Heading, v)
 	}
 	var page struct {
 		Data       []map[string]any `json:"data"`
@@ -145,7 +186,7 @@ func (c *Console) listPage(ec echo.Context, v tableView, apiPath string, q url.V
 	}
 	if err := r.Decode(&page); err != nil {
 		v.Problem = "the API answered something the console cannot read"
-		return c.render(ec, http.StatusOK, "table", v.Heading, v)
+		return c.render(ec, status, "table", v.Heading, v)
 	}
 	v.Rows = rows(page.Data, cols)
 	if actions != nil {
@@ -164,7 +205,7 @@ func (c *Console) listPage(ec echo.Context, v tableView, apiPath string, q url.V
 		nq.Set("offset", strconv.Itoa(*page.Offset+len(page.Data)))
 		v.Next = ec.Request().URL.Path + "?" + nq.Encode()
 	}
-	return c.render(ec, http.StatusOK, "table", v.Heading, v)
+	return c.render(ec, status, "table", v.Heading, v)
 }
 
 func (c *Console) sessionsPage(ec echo.Context) error {
@@ -262,23 +303,6 @@ func (c *Console) auditPage(ec echo.Context) error {
 	return c.listPage(ec, v, "/v1/audit", query(ec, "actor", "entityType", "action", "from", "to"), []column{
 		{Header: "At", Path: "at"}, {Header: "Actor", Path: "actor"}, {Header: "Action", Path: "action"},
 		{Header: "Entity", Path: "entityType"}, {Header: "Id", Path: "entityId", Mono: true},
-	}, nil)
-}
-
-func (c *Console) keysPage(ec echo.Context) error {
-	v := tableView{NavKey: "keys", Heading: "API keys", Intro: "Keys are shown once at creation and stored only as hashes (create them with vigil keys create or POST /v1/keys)."}
-	return c.listPage(ec, v, "/v1/keys", url.Values{}, []column{
-		{Header: "Id", Path: "id", Mono: true}, {Header: "Name", Path: "name"}, {Header: "Role", Path: "role"}, {Header: "Agents", Path: "agents"},
-		{Header: "Prefix", Path: "prefix", Mono: true}, {Header: "Status", Path: "status"}, {Header: "Created", Path: "createdAt"},
-		{Header: "Last used", Path: "lastUsedAt"}, {Header: "Expires", Path: "expiresAt"},
-	}, nil)
-}
-
-func (c *Console) membersPage(ec echo.Context) error {
-	v := tableView{NavKey: "members", Heading: "Members", Intro: "People who sign in with the identity provider, their roles and reviewer groups."}
-	return c.listPage(ec, v, "/v1/members", url.Values{}, []column{
-		{Header: "Email", Path: "email"}, {Header: "Role", Path: "role"}, {Header: "Reviewer groups", Path: "groups"}, {Header: "Status", Path: "status"},
-		{Header: "Invited", Path: "invitedAt"}, {Header: "By", Path: "invitedBy"},
 	}, nil)
 }
 

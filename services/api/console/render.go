@@ -13,8 +13,8 @@ import (
 )
 
 // pageNames are the templates/<name>.html files, each rendered inside
-// templates/layout.html.
-var pageNames = []string{"signin", "continue", "error", "desk", "table", "session", "policy"}
+// templates/layout.html (with templates/rowform.html, the forms).
+var pageNames = []string{"signin", "continue", "error", "desk", "table", "session", "policy", "confirm", "keycreated"}
 
 type pages map[string]*template.Template
 
@@ -34,7 +34,7 @@ var funcs = template.FuncMap{
 func parsePages() (pages, error) {
 	p := pages{}
 	for _, n := range pageNames {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+n+".html")
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/rowform.html", "templates/"+n+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: template %s: %w", n, err)
 		}
