@@ -2,6 +2,8 @@ package console
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -77,3 +79,42 @@ type confirmView struct {
 }
 
 func (v confirmView) nav() string { return v.NavKey }
+
+// confirmStep renders the confirmation page for the item of the API list
+// at listPath whose field equals want (the list is read as the person, so
+// another tenant's item is not found), built by build; Cancel returns to
+// the page it came from.
+func (c *Console) confirmStep(ec echo.Context, listPath, field, want, what string, build func(map[string]any) confirmView) error {
+	items, r := c.list(ec, listPath)
+	if !r.OK() {
+		return c.apiFail(ec, r)
+	}
+	for _, it := range items {
+		if text(it[field]) == want {
+			v := build(it)
+			v.Cancel = Prefix + "/" + v.NavKey
+			return c.render(ec, http.StatusOK, "confirm", v.Heading, v)
+		}
+	}
+	return c.fail(ec, http.StatusNotFound, what+" not found")
+}
+
+// deleteThen sends DELETE apiPath and returns to the page nav with flash.
+func (c *Console) deleteThen(ec echo.Context, apiPath, nav, flash string) error {
+	r := c.call(ec, http.MethodDelete, apiPath, nil)
+	if !r.OK() {
+		return c.apiFail(ec, r)
+	}
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/"+nav+"?flash="+url.QueryEscape(flash))
+}
+
+// splitList reads a comma-separated field (agent ids, groups).
+func splitList(s string) []string {
+	var out []string
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}

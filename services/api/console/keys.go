@@ -3,7 +3,6 @@ package console
 import (
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -82,13 +81,7 @@ func (c *Console) keysView(ec echo.Context, form *rowForm, status int) error {
 func (c *Console) createKey(ec echo.Context) error {
 	name, role, agents, expiresIn := ec.FormValue("name"), ec.FormValue("role"), ec.FormValue("agents"), ec.FormValue("expiresIn")
 	body := map[string]any{"name": name, "role": role}
-	var ids []string
-	for _, a := range strings.Split(agents, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			ids = append(ids, a)
-		}
-	}
-	if len(ids) > 0 {
+	if ids := splitList(agents); len(ids) > 0 {
 		body["agentIds"] = ids
 	}
 	if expiresIn != "" {
@@ -141,30 +134,17 @@ func (createdKey) nav() string { return "keys" }
 // revokeKeyPage is the confirmation step before a revocation.
 func (c *Console) revokeKeyPage(ec echo.Context) error {
 	id := ec.Param("id")
-	keys, r := c.list(ec, "/v1/keys")
-	if !r.OK() {
-		return c.apiFail(ec, r)
-	}
-	for _, k := range keys {
-		if text(k["id"]) != id {
-			continue
-		}
-		return c.render(ec, http.StatusOK, "confirm", "Revoke key", confirmView{NavKey: "keys", Heading: "Revoke key " + text(k["name"]),
+	return c.confirmStep(ec, "/v1/keys", "id", id, "key "+id, func(k map[string]any) confirmView {
+		return confirmView{NavKey: "keys", Heading: "Revoke key " + text(k["name"]),
 			Intro: "Revoking is immediate and cannot be undone: every request with this key is refused from now on.",
 			Facts: [][2]string{{"Id", id}, {"Name", text(k["name"])}, {"Role", text(k["role"])}, {"Agents", text(k["agents"])},
 				{"Prefix", text(k["prefix"])}, {"Created", text(k["createdAt"])}, {"Status", text(k["status"])}},
-			Form:   rowForm{ID: "revoke-key", Action: Prefix + "/keys/" + url.PathEscape(id) + "/revoke", Label: "Revoke key", Danger: true},
-			Cancel: Prefix + "/keys"})
-	}
-	return c.fail(ec, http.StatusNotFound, "key "+id+" not found")
+			Form: rowForm{ID: "revoke-key", Action: Prefix + "/keys/" + url.PathEscape(id) + "/revoke", Label: "Revoke key", Danger: true}}
+	})
 }
 
 // revokeKey revokes through DELETE /v1/keys/:id.
 func (c *Console) revokeKey(ec echo.Context) error {
 	id := ec.Param("id")
-	r := c.call(ec, http.MethodDelete, "/v1/keys/"+url.PathEscape(id), nil)
-	if !r.OK() {
-		return c.apiFail(ec, r)
-	}
-	return ec.Redirect(http.StatusSeeOther, Prefix+"/keys?flash="+url.QueryEscape("key "+id+" revoked"))
+	return c.deleteThen(ec, "/v1/keys/"+url.PathEscape(id), "keys", "key "+id+" revoked")
 }

@@ -75,13 +75,7 @@ func (c *Console) inviteMember(ec echo.Context) error {
 	if strings.TrimSpace(name) != "" {
 		body["name"] = name
 	}
-	var gs []string
-	for _, g := range strings.Split(groups, ",") {
-		if g = strings.TrimSpace(g); g != "" {
-			gs = append(gs, g)
-		}
-	}
-	if len(gs) > 0 {
+	if gs := splitList(groups); len(gs) > 0 {
 		body["groups"] = gs
 	}
 	r := c.call(ec, http.MethodPost, "/v1/members/invite", body)
@@ -114,31 +108,18 @@ func (c *Console) setMemberRole(ec echo.Context) error {
 
 // removeMemberPage is the confirmation step before a removal.
 func (c *Console) removeMemberPage(ec echo.Context) error {
-	email := ec.Param("email")
-	members, r := c.list(ec, "/v1/members")
-	if !r.OK() {
-		return c.apiFail(ec, r)
-	}
-	for _, m := range members {
-		if !strings.EqualFold(text(m["email"]), email) {
-			continue
-		}
-		return c.render(ec, http.StatusOK, "confirm", "Remove member", confirmView{NavKey: "members", Heading: "Remove " + text(m["email"]),
+	email := strings.ToLower(ec.Param("email"))
+	return c.confirmStep(ec, "/v1/members", "email", email, "member "+email, func(m map[string]any) confirmView {
+		return confirmView{NavKey: "members", Heading: "Remove " + email,
 			Intro: "They can no longer sign in to this tenant; their past decisions and approvals stay in the record.",
-			Facts: [][2]string{{"Email", text(m["email"])}, {"Name", text(m["name"])}, {"Role", text(m["role"])}, {"Reviewer groups", text(m["groups"])},
+			Facts: [][2]string{{"Email", email}, {"Name", text(m["name"])}, {"Role", text(m["role"])}, {"Reviewer groups", text(m["groups"])},
 				{"Status", text(m["status"])}, {"Invited", text(m["invitedAt"])}},
-			Form:   rowForm{ID: "remove-member", Action: Prefix + "/members/" + url.PathEscape(text(m["email"])) + "/remove", Label: "Remove member", Danger: true},
-			Cancel: Prefix + "/members"})
-	}
-	return c.fail(ec, http.StatusNotFound, "member "+email+" not found")
+			Form: rowForm{ID: "remove-member", Action: Prefix + "/members/" + url.PathEscape(email) + "/remove", Label: "Remove member", Danger: true}}
+	})
 }
 
 // removeMember removes through DELETE /v1/members/:email.
 func (c *Console) removeMember(ec echo.Context) error {
 	email := ec.Param("email")
-	r := c.call(ec, http.MethodDelete, "/v1/members/"+url.PathEscape(email), nil)
-	if !r.OK() {
-		return c.apiFail(ec, r)
-	}
-	return ec.Redirect(http.StatusSeeOther, Prefix+"/members?flash="+url.QueryEscape(email+" removed"))
+	return c.deleteThen(ec, "/v1/members/"+url.PathEscape(email), "members", email+" removed")
 }
