@@ -75,7 +75,8 @@ func consoleMembers(t *testing.T, owner polClient) map[string]map[string]any {
 // headless chromium: a refused agent key shows the API's error in the
 // form; a key is created, its secret read once and used against the API,
 // revoked after a confirmation step (by keyboard) and then refused by the
-// API; a member is invited, given another role and removed; the last
+// API; a member is invited, given another role and reviewer groups and
+// removed; the last
 // owner cannot be demoted (the API's 409 on the page); every control is
 // labelled; no console error or CSP violation; the phone layout does not
 // scroll sideways.
@@ -194,6 +195,15 @@ func TestConsoleKeysMembersInBrowser(t *testing.T) {
 	}
 	b.clean("role changed")
 
+	// Her reviewer groups, from the row.
+	groups := `form[id="groups-ada@example.com"]`
+	b.do(b.ctx, "groups", chromedp.SetValue(css(groups+" input:not([type=hidden])"), "finance, oncall"), chromedp.Click(css(groups+" button")))
+	b.waitFlash("groups set", "ada@example.com's groups: finance, oncall")
+	if m := consoleMembers(t, owner)["ada@example.com"]; len(m["groups"].([]any)) != 2 {
+		t.Fatalf("ada's groups %v", m["groups"])
+	}
+	b.clean("groups set")
+
 	// The only owner member cannot be demoted: the API's 409, on the page.
 	b.do(b.ctx, "invite an owner", chromedp.SetValue(css("#member-email"), "bob@example.com"), chromedp.SetValue(css("#member-role"), "owner"),
 		chromedp.Submit(css("#member-email")), chromedp.WaitVisible(css(`form[id="role-bob@example.com"]`)))
@@ -227,6 +237,7 @@ func TestConsoleKeysMembersInBrowser(t *testing.T) {
 		if get(b, b.ctx, "overflow", chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`)) {
 			t.Errorf("the %s page scrolls sideways on a phone", p)
 		}
+		b.shot(b.ctx, "phone-"+p)
 		b.clean("phone " + p)
 	}
 }

@@ -234,7 +234,7 @@ func consoleFormRoles(t *testing.T, e *env, owner polClient, viewer *consoleUser
 		if status != http.StatusOK {
 			t.Errorf("%s GET %s: %d", who, path, status)
 		}
-		for _, form := range []string{`id="create-key"`, `id="invite-member"`, "Change role", "Revoke…", "Remove…"} {
+		for _, form := range []string{`id="create-key"`, `id="invite-member"`, "Change role", "Set groups", "Revoke…", "Remove…"} {
 			if strings.Contains(page, form) {
 				t.Errorf("%s sees %s on %s", who, form, path)
 			}
@@ -264,6 +264,7 @@ func consoleFormRoles(t *testing.T, e *env, owner polClient, viewer *consoleUser
 		refusedPost(c.who, c.u, "/console/members/invite", url.Values{"email": {"eve@example.com"}, "role": {"viewer"}}, http.StatusForbidden, denied+"members:manage")
 		refusedPost(c.who, c.u, "/console/members/role", url.Values{"email": {"ada@example.com"}, "role": {"admin"}}, http.StatusForbidden, denied+"members:manage")
 		refusedPost(c.who, c.u, "/console/members/ada@example.com/remove", url.Values{}, http.StatusForbidden, denied+"members:manage")
+		refusedPost(c.who, c.u, "/console/members/groups", url.Values{"email": {"ada@example.com"}, "groups": {"finance"}}, http.StatusForbidden, denied+"members:manage")
 	}
 
 	// An admin: forms without the owner role; owner grants refused.
@@ -321,8 +322,9 @@ func consoleFormRoles(t *testing.T, e *env, owner polClient, viewer *consoleUser
 	refusedPost("globex", globex, "/console/keys/"+ownerKey+"/revoke", url.Values{}, http.StatusNotFound, "not found")
 	refusedPost("globex", globex, "/console/members/role", url.Values{"email": {"ada@example.com"}, "role": {"viewer"}}, http.StatusNotFound, "not found")
 	refusedPost("globex", globex, "/console/members/ada@example.com/remove", url.Values{}, http.StatusNotFound, "not found")
+	refusedPost("globex", globex, "/console/members/groups", url.Values{"email": {"ada@example.com"}, "groups": {"finance"}}, http.StatusNotFound, "not found")
 	owner.get("/v1/sessions").want(t, http.StatusOK, "the owner key after the refusals")
-	if m := consoleMembers(t, owner)["ada@example.com"]; m == nil || m["role"] != "member" {
+	if m := consoleMembers(t, owner)["ada@example.com"]; m == nil || m["role"] != "member" || m["groups"] != nil {
 		t.Errorf("ada after the refusals: %v", m)
 	}
 }

@@ -161,6 +161,7 @@ var consoleRoutes = map[string]string{
 	"GET /console/members":                "session",
 	"POST /console/members/invite":        "session",
 	"POST /console/members/role":          "session",
+	"POST /console/members/groups":        "session",
 	"GET /console/members/:email/remove":  "session",
 	"POST /console/members/:email/remove": "session",
 	"GET /console/channels":               "session",

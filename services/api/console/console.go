@@ -173,6 +173,7 @@ func (c *Console) Routes(e *echo.Echo) {
 	s.GET("/members", c.membersPage)
 	s.POST("/members/invite", c.inviteMember, c.requireCSRF)
 	s.POST("/members/role", c.setMemberRole, c.requireCSRF)
+	s.POST("/members/groups", c.setMemberGroups, c.requireCSRF)
 	s.GET("/members/:email/remove", c.removeMemberPage)
 	s.POST("/members/:email/remove", c.removeMember, c.requireCSRF)
 	s.GET("/channels", c.channelsPage)

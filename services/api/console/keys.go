@@ -41,7 +41,7 @@ func (c *Console) keysPage(ec echo.Context) error {
 
 func (c *Console) keysView(ec echo.Context, form *rowForm, status int) error {
 	p := principal(ec)
-	v := tableView{NavKey: "keys", Heading: "API keys", Status: status,
+	v := tableView{NavKey: "keys", Heading: "API keys", Status: status, Stack: true,
 		Intro: "A key's secret is shown once, when it is created; Vigil stores only its hash. Revoking a key ends every console session signed in with it."}
 	if form != nil && !p.Allows(auth.KeysManage) {
 		v.Problem = form.Problem // a forged post's refusal, in the API's words
@@ -134,9 +134,12 @@ func (createdKey) nav() string { return "keys" }
 // revokeKeyPage is the confirmation step before a revocation.
 func (c *Console) revokeKeyPage(ec echo.Context) error {
 	id := ec.Param("id")
+	intro := "Revoking is immediate and cannot be undone: every request with this key is refused from now on."
+	if principal(ec).KeyID == id {
+		intro += " It is the key you are signed in with: revoking it signs you out."
+	}
 	return c.confirmStep(ec, "/v1/keys", "id", id, "key "+id, func(k map[string]any) confirmView {
-		return confirmView{NavKey: "keys", Heading: "Revoke key " + text(k["name"]),
-			Intro: "Revoking is immediate and cannot be undone: every request with this key is refused from now on.",
+		return confirmView{NavKey: "keys", Heading: "Revoke key " + text(k["name"]), Intro: intro,
 			Facts: [][2]string{{"Id", id}, {"Name", text(k["name"])}, {"Role", text(k["role"])}, {"Agents", text(k["agents"])},
 				{"Prefix", text(k["prefix"])}, {"Created", text(k["createdAt"])}, {"Status", text(k["status"])}},
 			Form: rowForm{ID: "revoke-key", Action: Prefix + "/keys/" + url.PathEscape(id) + "/revoke", Label: "Revoke key", Danger: true}}

@@ -25,14 +25,14 @@ func inviteForm(p auth.Principal, email, name, role, groups string) rowForm {
 
 // membersPage lists the tenant's members; whoever may manage members gets
 // the invite form and, on the members whose role they may grant, a role
-// change and a remove step.
+// change, their reviewer groups and a remove step.
 func (c *Console) membersPage(ec echo.Context) error {
 	return c.membersView(ec, nil, "", http.StatusOK)
 }
 
 func (c *Console) membersView(ec echo.Context, form *rowForm, problem string, status int) error {
 	p := principal(ec)
-	v := tableView{NavKey: "members", Heading: "Members", Status: status, Problem: problem,
+	v := tableView{NavKey: "members", Heading: "Members", Status: status, Stack: true, Problem: problem,
 		Intro: "People who sign in with the identity provider, their roles and reviewer groups. An invitation binds to the person's provider account at their first sign-in."}
 	manage := p.Allows(auth.MembersManage)
 	if form != nil && !manage {
@@ -58,6 +58,8 @@ func (c *Console) membersView(ec echo.Context, form *rowForm, problem string, st
 			return []rowForm{
 				{Action: Prefix + "/members/role", Label: "Change role", ID: "role-" + email, Fields: [][2]string{{"email", email}},
 					Inputs: []formInput{{ID: "role-of-" + email, Name: "role", Label: "Role of " + email, Options: grantable(p, false, role)}}},
+				{Action: Prefix + "/members/groups", Label: "Set groups", ID: "groups-" + email, Fields: [][2]string{{"email", email}},
+					Inputs: []formInput{{ID: "groups-of-" + email, Name: "groups", Label: "Reviewer groups of " + email + " (comma-separated)", Value: text(it["groups"])}}},
 				{Action: path + "/remove", Label: "Remove…", Get: true, ID: "remove-" + email},
 			}
 		}
@@ -104,6 +106,24 @@ func (c *Console) setMemberRole(ec echo.Context) error {
 		return c.membersView(ec, nil, r.Problem(), r.Status)
 	}
 	return ec.Redirect(http.StatusSeeOther, Prefix+"/members?flash="+url.QueryEscape(email+" is now "+role))
+}
+
+// setMemberGroups replaces a member's reviewer groups through POST
+// /v1/members/groups (an empty field clears them).
+func (c *Console) setMemberGroups(ec echo.Context) error {
+	email := ec.FormValue("email")
+	groups := splitList(ec.FormValue("groups"))
+	if groups == nil {
+		groups = []string{}
+	}
+	r := c.call(ec, http.MethodPost, "/v1/members/groups", map[string]any{"email": email, "groups": groups})
+	if r.Status == http.StatusUnauthorized {
+		return c.apiFail(ec, r)
+	}
+	if !r.OK() {
+		return c.membersView(ec, nil, r.Problem(), r.Status)
+	}
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/members?flash="+url.QueryEscape(email+"'s groups: "+strings.Join(groups, ", ")))
 }
 
 // removeMemberPage is the confirmation step before a removal.

@@ -75,6 +75,9 @@ type tableView struct {
 	// Status is the page's HTTP status (200 when zero): a form refused by
 	// the API is shown again with the API's status.
 	Status int
+	// Stack shows each row as a block of labelled fields on a phone
+	// (lists with row forms, whose actions would be off screen).
+	Stack bool
 	// Datalists offer values for inputs (list="<id>").
 	Datalists map[string][]string
 	// Links are buttons to related pages (e.g. a new policy).
