@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/vigilhq/vigil/cmd/vigil/stack/stacktest"
+	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/testkit"
 )
@@ -144,6 +145,31 @@ func TestConsoleKeysMembersInBrowser(t *testing.T) {
 	reader := polClient{t: t, base: e.base, key: secret}
 	reader.get("/v1/sessions").want(t, http.StatusOK, "the new key reads sessions")
 	id := consoleKeyID(t, owner, "ci reader")
+
+	// An agent key from before binding is bound from its row.
+	legacy := e.key("default", auth.RoleAgent)
+	var legacyID string
+	var keys struct {
+		Data []struct {
+			ID, Role string
+			Agents   []string
+		} `json:"data"`
+	}
+	owner.get("/v1/keys").want(t, http.StatusOK, "keys").decode(t, &keys)
+	for _, k := range keys.Data {
+		if k.Role == "agent" && len(k.Agents) == 0 {
+			legacyID = k.ID
+		}
+	}
+	unbound := polClient{t: t, base: e.base, key: legacy}
+	unbound.post("/v1/decisions.evaluate", map[string]any{"agentId": "deploy-bot", "action": "deploy"}).want(t, http.StatusForbidden, "an unbound agent key asks")
+	b.do(b.ctx, "bind", chromedp.Navigate(e.base+"/console/keys"), chromedp.SetValue(css("#bind-agents-"+legacyID), "deploy-bot"),
+		chromedp.Click(css("#bind-"+legacyID+" button")))
+	b.waitFlash("bound", "key "+legacyID+" bound to deploy-bot")
+	if d := unbound.evaluate(map[string]any{"agentId": "deploy-bot", "action": "deploy"}); d.Decision == "" {
+		t.Errorf("the bound key asks: %s", d)
+	}
+	b.clean("bound")
 
 	// Never again: not in the list, nor anywhere in the page.
 	b.do(b.ctx, "keys after", chromedp.Navigate(e.base+"/console/keys"), chromedp.WaitVisible(css("#revoke-"+id)))

@@ -234,7 +234,7 @@ func consoleFormRoles(t *testing.T, e *env, owner polClient, viewer *consoleUser
 		if status != http.StatusOK {
 			t.Errorf("%s GET %s: %d", who, path, status)
 		}
-		for _, form := range []string{`id="create-key"`, `id="invite-member"`, "Change role", "Set groups", "Revoke…", "Remove…"} {
+		for _, form := range []string{`id="create-key"`, `id="invite-member"`, "Change role", "Set groups", ">Bind<", "Revoke…", "Remove…"} {
 			if strings.Contains(page, form) {
 				t.Errorf("%s sees %s on %s", who, form, path)
 			}
@@ -261,6 +261,7 @@ func consoleFormRoles(t *testing.T, e *env, owner polClient, viewer *consoleUser
 		denied := "role " + c.who + " may not "
 		refusedPost(c.who, c.u, "/console/keys", url.Values{"name": {"forged"}, "role": {"viewer"}}, http.StatusForbidden, denied+"keys:manage")
 		refusedPost(c.who, c.u, "/console/keys/"+ownerKey+"/revoke", url.Values{}, http.StatusForbidden, denied+"keys:manage")
+		refusedPost(c.who, c.u, "/console/keys/"+ownerKey+"/bind", url.Values{"agents": {"refund-bot"}}, http.StatusForbidden, denied+"keys:manage")
 		refusedPost(c.who, c.u, "/console/members/invite", url.Values{"email": {"eve@example.com"}, "role": {"viewer"}}, http.StatusForbidden, denied+"members:manage")
 		refusedPost(c.who, c.u, "/console/members/role", url.Values{"email": {"ada@example.com"}, "role": {"admin"}}, http.StatusForbidden, denied+"members:manage")
 		refusedPost(c.who, c.u, "/console/members/ada@example.com/remove", url.Values{}, http.StatusForbidden, denied+"members:manage")
@@ -320,6 +321,7 @@ func consoleFormRoles(t *testing.T, e *env, owner polClient, viewer *consoleUser
 		t.Errorf("another tenant's revoke step: %d", status)
 	}
 	refusedPost("globex", globex, "/console/keys/"+ownerKey+"/revoke", url.Values{}, http.StatusNotFound, "not found")
+	refusedPost("globex", globex, "/console/keys/"+ownerKey+"/bind", url.Values{"agents": {"refund-bot"}}, http.StatusNotFound, "not found")
 	refusedPost("globex", globex, "/console/members/role", url.Values{"email": {"ada@example.com"}, "role": {"viewer"}}, http.StatusNotFound, "not found")
 	refusedPost("globex", globex, "/console/members/ada@example.com/remove", url.Values{}, http.StatusNotFound, "not found")
 	refusedPost("globex", globex, "/console/members/groups", url.Values{"email": {"ada@example.com"}, "groups": {"finance"}}, http.StatusNotFound, "not found")

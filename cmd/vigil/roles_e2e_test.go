@@ -157,6 +157,7 @@ var consoleRoutes = map[string]string{
 	"GET /console/keys":                   "session",
 	"POST /console/keys":                  "session",
 	"GET /console/keys/:id/revoke":        "session",
+	"POST /console/keys/:id/bind":         "session",
 	"POST /console/keys/:id/revoke":       "session",
 	"GET /console/members":                "session",
 	"POST /console/members/invite":        "session",

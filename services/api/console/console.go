@@ -170,6 +170,7 @@ func (c *Console) Routes(e *echo.Echo) {
 	s.POST("/keys", c.createKey, c.requireCSRF)
 	s.GET("/keys/:id/revoke", c.revokeKeyPage)
 	s.POST("/keys/:id/revoke", c.revokeKey, c.requireCSRF)
+	s.POST("/keys/:id/bind", c.bindKey, c.requireCSRF)
 	s.GET("/members", c.membersPage)
 	s.POST("/members/invite", c.inviteMember, c.requireCSRF)
 	s.POST("/members/role", c.setMemberRole, c.requireCSRF)

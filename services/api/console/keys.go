@@ -36,12 +36,12 @@ func keyForm(p auth.Principal, name, role, agents, expiresIn string) rowForm {
 // keysPage lists the tenant's keys; whoever may manage keys also gets the
 // create form and a revoke step on the keys whose role they may grant.
 func (c *Console) keysPage(ec echo.Context) error {
-	return c.keysView(ec, nil, http.StatusOK)
+	return c.keysView(ec, nil, "", http.StatusOK)
 }
 
-func (c *Console) keysView(ec echo.Context, form *rowForm, status int) error {
+func (c *Console) keysView(ec echo.Context, form *rowForm, problem string, status int) error {
 	p := principal(ec)
-	v := tableView{NavKey: "keys", Heading: "API keys", Status: status, Stack: true,
+	v := tableView{NavKey: "keys", Heading: "API keys", Status: status, Stack: true, Problem: problem,
 		Intro: "A key's secret is shown once, when it is created; Vigil stores only its hash. Revoking a key ends every console session signed in with it."}
 	if form != nil && !p.Allows(auth.KeysManage) {
 		v.Problem = form.Problem // a forged post's refusal, in the API's words
@@ -71,7 +71,13 @@ func (c *Console) keysView(ec echo.Context, form *rowForm, status int) error {
 			return nil
 		}
 		id := text(it["id"])
-		return []rowForm{{Action: Prefix + "/keys/" + url.PathEscape(id) + "/revoke", Label: "Revoke…", Get: true, ID: "revoke-" + id}}
+		forms := []rowForm{{Action: Prefix + "/keys/" + url.PathEscape(id) + "/revoke", Label: "Revoke…", Get: true, ID: "revoke-" + id}}
+		if it["role"] == string(auth.RoleAgent) && it["agents"] == nil {
+			// An agent key from before keys were bound: bind it (docs/security.md).
+			forms = append([]rowForm{{Action: Prefix + "/keys/" + url.PathEscape(id) + "/bind", Label: "Bind", ID: "bind-" + id,
+				Inputs: []formInput{{ID: "bind-agents-" + id, Name: "agents", Label: "Agents key " + id + " acts as", List: "agent-ids", Required: true}}}}, forms...)
+		}
+		return forms
 	})
 }
 
@@ -109,7 +115,7 @@ func (c *Console) createKey(ec echo.Context) error {
 			}
 			return n
 		})
-		return c.keysView(ec, &f, r.Status)
+		return c.keysView(ec, &f, "", r.Status)
 	}
 	var k createdKey
 	if err := r.Decode(&k); err != nil || k.Key == "" {
@@ -130,6 +136,19 @@ type createdKey struct {
 }
 
 func (createdKey) nav() string { return "keys" }
+
+// bindKey binds an unbound agent key through POST /v1/keys/:id/bind.
+func (c *Console) bindKey(ec echo.Context) error {
+	id := ec.Param("id")
+	r := c.call(ec, http.MethodPost, "/v1/keys/"+url.PathEscape(id)+"/bind", map[string]any{"agentIds": splitList(ec.FormValue("agents"))})
+	if r.Status == http.StatusUnauthorized {
+		return c.apiFail(ec, r)
+	}
+	if !r.OK() {
+		return c.keysView(ec, nil, r.Problem(), r.Status)
+	}
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/keys?flash="+url.QueryEscape("key "+id+" bound to "+ec.FormValue("agents")))
+}
 
 // revokeKeyPage is the confirmation step before a revocation.
 func (c *Console) revokeKeyPage(ec echo.Context) error {
