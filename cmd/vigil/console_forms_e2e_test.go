@@ -103,6 +103,16 @@ func TestConsoleKeysMembersInBrowser(t *testing.T) {
 	if roles := get(b, b.ctx, "roles offered", chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#key-role option')).map((o) => o.value)`)); !slices.Equal(roles, []string{"owner", "admin", "member", "viewer", "agent"}) {
 		t.Errorf("an owner is offered roles %q", roles)
 	}
+	// The form is usable by keyboard: Tab goes through its controls in order.
+	b.do(b.ctx, "focus the form", chromedp.Focus(css("#key-name")))
+	var order []string
+	for range 4 {
+		b.do(b.ctx, "tab", chromedp.KeyEvent("\t"))
+		order = append(order, get(b, b.ctx, "focused", chromedp.Evaluate[string](`document.activeElement.id || document.activeElement.tagName + ':' + document.activeElement.textContent`)))
+	}
+	if !slices.Equal(order, []string{"key-role", "key-agents", "key-expiry", "BUTTON:Create key"}) {
+		t.Errorf("tab order through the create form: %q", order)
+	}
 	b.clean("keys page")
 
 	// An agent key needs its agent: the API's refusal, in the form, with
