@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/httpkit"
+	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 )
 
@@ -24,7 +25,9 @@ type Component struct {
 	// Name says which component failed in errors and logs.
 	Name string
 	// Provision creates or updates what the component owns in NATS:
-	// streams, KV buckets, generated deployment keys.
+	// streams, KV buckets, generated deployment keys. It must be
+	// idempotent: the supervisor runs it again after a transient
+	// JetStream error (natsx.Provision).
 	Provision func(ctx context.Context) error
 	// Migrate applies the migrations of the ClickHouse tables it owns.
 	Migrate func(ctx context.Context) error
@@ -90,7 +93,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 		ctx   context.Context
 		order []Component
 	}{
-		{"provision", func(c Component) func(context.Context) error { return c.Provision }, ctx, s.Components},
+		{"provision", s.provision, ctx, s.Components},
 		{"migrate", func(c Component) func(context.Context) error { return c.Migrate }, ctx, s.migrationOrder()},
 		{"start", func(c Component) func(context.Context) error { return c.Start }, s.life, s.Components},
 	}
@@ -119,6 +122,16 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	}
 	s.echo = e
 	return nil
+}
+
+// provision is c's Provision retried through what passes by itself on a
+// JetStream cluster that is forming or missing a node (natsx.Provision):
+// every component's streams and buckets, one retry policy.
+func (s *Supervisor) provision(c Component) func(context.Context) error {
+	if c.Provision == nil {
+		return nil
+	}
+	return func(ctx context.Context) error { return natsx.Provision(ctx, s.Log, c.Name, c.Provision) }
 }
 
 // migrationOrder is the components in the order the read-model

@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
 
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/testkit"
@@ -203,6 +205,46 @@ func TestRunAll(t *testing.T) {
 			}
 			if tt.want == nil && err != nil {
 				t.Errorf("RunAll = %v, want nil", err)
+			}
+		})
+	}
+}
+
+// TestSupervisorRetriesTransientProvision: a component whose provisioning
+// meets a JetStream cluster that cannot answer yet (a timeout) is
+// provisioned again rather than failing the process; any other error
+// fails startup at once. (natsx's TestProvisionWaitsForTheCluster runs
+// the retry against a real cluster.)
+func TestSupervisorRetriesTransientProvision(t *testing.T) {
+	refused := errors.New("stream configuration invalid")
+	tests := []struct {
+		name      string
+		errs      []error // what each provisioning attempt returns, then nil
+		wantCalls int
+		wantErr   error
+	}{
+		{name: "timeout then success", errs: []error{nats.ErrTimeout, nats.ErrNoResponders}, wantCalls: 3},
+		{name: "permanent", errs: []error{refused}, wantCalls: 1, wantErr: refused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			sup := &daemon.Supervisor{Log: discard, Reg: daemon.Registry(), Components: []daemon.Component{{
+				Name: "streams",
+				Provision: func(context.Context) error {
+					calls++
+					if calls <= len(tt.errs) {
+						return fmt.Errorf("ensure stream X: %w", tt.errs[calls-1])
+					}
+					return nil
+				},
+			}}}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			err := sup.Start(ctx)
+			defer sup.Close()
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) || calls != tt.wantCalls {
+				t.Fatalf("Start = %v after %d provisioning calls, want %v after %d", err, calls, tt.wantErr, tt.wantCalls)
 			}
 		})
 	}

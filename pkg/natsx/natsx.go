@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,30 +88,91 @@ func LastSequence(ctx context.Context, s jetstream.Stream) (uint64, error) {
 // WaitForStream blocks until stream exists. In a split deployment a
 // consumer may start before the stream's owner has created it.
 func WaitForStream(ctx context.Context, js jetstream.JetStream, stream string, log *slog.Logger) error {
+	err := retry(ctx, func(err error) bool { return errors.Is(err, jetstream.ErrStreamNotFound) || IsTransient(err) },
+		func(err error, _ int, _ time.Duration) {
+			log.Info("waiting for stream", slog.String("stream", stream), slog.String("error", err.Error()))
+		},
+		func(ctx context.Context) error { _, err := js.Stream(ctx, stream); return err })
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return nil
+}
+
+// attemptTimeout bounds one attempt of a retried JetStream call (for
+// Provision, a whole component's few streams and buckets), so that a
+// request nobody answers — a cluster without a meta leader — is asked
+// again rather than waited on until the caller's deadline.
+var attemptTimeout = 10 * time.Second
+
+// Provision runs op, which creates or updates the streams and KV buckets
+// of what (a component), until it succeeds. Errors that pass by themselves
+// (IsTransient: a fresh or degraded cluster electing its meta leader or
+// placing replicas while peers catch up) are logged and retried with
+// backoff until ctx ends; any other error is returned at once, as is the
+// last error (joined with ctx's) when ctx ends. op must be idempotent
+// (CreateOrUpdate*): an attempt cut short may have done part of its work.
+// daemon.Supervisor runs every component's provisioning through it.
+func Provision(ctx context.Context, log *slog.Logger, what string, op func(context.Context) error) error {
+	return retry(ctx, IsTransient, func(err error, attempt int, delay time.Duration) {
+		log.Warn("jetstream not ready: provisioning again", slog.String("component", what),
+			slog.Int("attempt", attempt), slog.Duration("retry_in", delay), slog.String("error", err.Error()))
+	}, op)
+}
+
+// retry calls op, each attempt bounded by attemptTimeout, until it
+// succeeds, fails in a way retryable does not accept, or ctx ends. Before
+// each new attempt it reports the failure and waits: 100 ms, doubling up
+// to 5 s.
+func retry(ctx context.Context, retryable func(error) bool, report func(err error, attempt int, delay time.Duration), op func(context.Context) error) error {
 	delay := 100 * time.Millisecond
-	for {
-		_, err := js.Stream(ctx, stream)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := op(actx)
+		cancel()
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || !errors.Is(err, jetstream.ErrStreamNotFound) && !IsTransient(err) {
-			return fmt.Errorf("stream %s: %w", stream, err)
+		if ctx.Err() != nil {
+			return errors.Join(ctx.Err(), err)
 		}
-		log.Info("waiting for stream", slog.String("stream", stream), slog.String("error", err.Error()))
+		if !retryable(err) {
+			return err
+		}
+		report(err, attempt, delay)
 		select {
 		case <-time.After(delay):
 			delay = min(2*delay, 5*time.Second)
 		case <-ctx.Done():
-			return ctx.Err()
+			return errors.Join(ctx.Err(), err)
 		}
 	}
 }
 
+// transientAPIErrors are the JetStream API errors a cluster answers while
+// it forms or misses a node, and stops answering once its peers are back:
+// no meta leader yet, a request that reached a server no longer leader,
+// no peer (or not enough resources on the peers) to place a stream's
+// replicas on while peers are offline or catching up. The last two are
+// also what a cluster too small for the replica count answers; Provision
+// then keeps logging why it waits until its context ends.
+var transientAPIErrors = []jetstream.ErrorCode{
+	10005, // JSClusterNoPeersErrF: no suitable peers for placement
+	10008, // JSClusterNotAvailErr: JetStream system temporarily unavailable
+	10009, // JSClusterNotLeaderErr: JetStream cluster can not handle request
+	10023, // JSInsufficientResourcesErr: insufficient resources
+}
+
 // IsTransient reports whether a JetStream API call failed in a way that
-// passes by itself: no answer in time or no responder, as while a
-// cluster elects a new leader after losing a node. Callers that wait for
-// something retry these instead of failing the process.
+// passes by itself: no answer in time or no responder, as while a cluster
+// elects a new leader after losing a node, or one of transientAPIErrors.
+// Callers that wait for something retry these instead of failing the
+// process.
 func IsTransient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && slices.Contains(transientAPIErrors, apiErr.ErrorCode) {
+		return true
+	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat)
 }
