@@ -166,6 +166,7 @@ is durably acknowledged by JetStream before it counts.`)
 	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the measured phases to this file")
 	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the measured phases to this file")
 	mutexProfile := fs.String("mutexprofile", "", "", "write a mutex contention profile of the measured phases to this file")
+	profPhase := fs.String("profile-phase", "", "", "profile only this phase (single, batch or raw); empty: all three")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -187,13 +188,15 @@ is durably acknowledged by JetStream before it counts.`)
 		return errors.New("--concurrency and --batch-concurrency must be at least 1")
 	case cfg.Batch < 1 || cfg.Batch > ic.MaxBatch:
 		return fmt.Errorf("--batch must be 1-%d (ingest's MaxBatch)", ic.MaxBatch)
+	case *profPhase != "" && *profPhase != "single" && *profPhase != "batch" && *profPhase != "raw":
+		return errors.New("--profile-phase must be single, batch or raw (or empty for all)")
 	}
 	log, err := daemon.Logger(*logLevel, "text")
 	if err != nil {
 		return err
 	}
 
-	rep, err := benchIngest(ctx, cfg, ic, *dataDir, benchProfiles{*cpuProfile, *blockProfile, *mutexProfile}, log)
+	rep, err := benchIngest(ctx, cfg, ic, *dataDir, benchProfiles{*cpuProfile, *blockProfile, *mutexProfile, *profPhase}, log)
 	if err != nil {
 		return err
 	}
@@ -216,8 +219,10 @@ is durably acknowledged by JetStream before it counts.`)
 	return nil
 }
 
-// benchProfiles names the files the measured phases are profiled to.
-type benchProfiles struct{ cpu, block, mutex string }
+// benchProfiles names the files the measured phases are profiled to, and
+// the one phase profiled (phase; "": all three), so that a profile of the
+// batch phase is not mixed with the single events' syscalls.
+type benchProfiles struct{ cpu, block, mutex, phase string }
 
 func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir string, prof benchProfiles, log *slog.Logger) (*benchReport, error) {
 	st, c, done, err := startIngestBench(ctx, cfg.NATS, ic, dataDir, log)
@@ -250,21 +255,24 @@ func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir
 	single, batch, raw := gen.events(cfg.Events), gen.events(cfg.Events), gen.events(cfg.Events)
 	rep.AvgPayloadBytes, rep.AvgEventBytes = gen.avgSizes()
 
-	stopProfiles, err := startProfiles(prof.cpu, prof.block, prof.mutex)
-	if err != nil {
-		return nil, err
-	}
+	stopProfiles := func() error { return nil }
 	defer func() { _ = stopProfiles() }()
-
 	for _, ph := range []struct {
-		dst *benchPhase
-		run func() (benchPhase, error)
+		name string
+		dst  *benchPhase
+		run  func() (benchPhase, error)
 	}{
-		{&rep.Single, func() (benchPhase, error) { return c.single(ctx, "single", single, cfg.Concurrency) }},
-		{&rep.Batch, func() (benchPhase, error) { return c.batch(ctx, batch, cfg.Batch, cfg.BatchConcurrency) }},
-		{&rep.Raw, func() (benchPhase, error) { return benchRaw(ctx, st, raw, log) }},
+		{"single", &rep.Single, func() (benchPhase, error) { return c.single(ctx, "single", single, cfg.Concurrency) }},
+		{"batch", &rep.Batch, func() (benchPhase, error) { return c.batch(ctx, batch, cfg.Batch, cfg.BatchConcurrency) }},
+		{"raw", &rep.Raw, func() (benchPhase, error) { return benchRaw(ctx, st, raw, log) }},
 	} {
 		runtime.GC()
+		profiled := prof.phase == "" || prof.phase == ph.name
+		if profiled && (prof.phase != "" || ph.name == "single") {
+			if stopProfiles, err = startProfiles(prof.cpu, prof.block, prof.mutex); err != nil {
+				return nil, err
+			}
+		}
 		before := readCPU()
 		p, err := ph.run()
 		if err != nil {
@@ -272,11 +280,14 @@ func benchIngest(ctx context.Context, cfg benchConfig, ic ingest.Config, dataDir
 		}
 		p.addCPU(before, readCPU())
 		*ph.dst = p
+		if profiled && (prof.phase != "" || ph.name == "raw") {
+			err := stopProfiles()
+			stopProfiles = func() error { return nil }
+			if err != nil {
+				return nil, err
+			}
+		}
 	}
-	if err := stopProfiles(); err != nil {
-		return nil, err
-	}
-	stopProfiles = func() error { return nil }
 	rep.PeakRSSMiB = peakRSSMiB()
 
 	rep.Stored.Expected = uint64(cfg.Warmup + 3*cfg.Events)

@@ -41,6 +41,9 @@ type summary struct {
 	sepRun int
 	// long is true when the string is long enough to hold a secret.
 	long bool
+	// dashy is true when the string has a '-' or '_': every match of
+	// the provider-key pattern has one, or an upper-case letter.
+	dashy bool
 }
 
 func summarize(s string) summary {
@@ -61,6 +64,8 @@ func summarize(s string) summary {
 			sm.at = true
 		case c >= 'A' && c <= 'Z':
 			sm.upper++
+		case c == '-' || c == '_':
+			sm.dashy = true
 		}
 		switch c {
 		case ' ', '-', '.', '+':
@@ -112,7 +117,9 @@ var secretHints = []string{
 }
 
 func hasSecretHint(sm *summary) bool {
-	if !sm.long {
+	// Each hint has a '-', a '_' or an upper-case letter, except "xox",
+	// whose pattern goes on with a '-'.
+	if !sm.long || !sm.dashy && sm.upper == 0 {
 		return false
 	}
 	for _, h := range secretHints {
@@ -121,6 +128,37 @@ func hasSecretHint(sm *summary) bool {
 		}
 	}
 	return false
+}
+
+// containsFold reports strings.Contains(strings.ToLower(s), lower) for
+// lower-case ASCII lower, without building the lower-case copy when s is
+// ASCII (nearly always). Other strings take ToLower itself: a few
+// non-ASCII letters fold to ASCII ones (U+212A to k, U+017F to s), and
+// the (?i) patterns behind these pre-filters match them.
+func containsFold(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return strings.Contains(strings.ToLower(s), lower)
+		}
+	}
+	for i := 0; i+len(lower) <= len(s); i++ {
+		j := 0
+		for j < len(lower) && asciiLower(s[i+j]) == lower[j] {
+			j++
+		}
+		if j == len(lower) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiLower is c lower-cased if it is an ASCII upper-case letter.
+func asciiLower(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // builtins returns the built-in detectors in priority order: when two
@@ -155,7 +193,7 @@ func builtins() []detector {
 			class: ClassSecret,
 			re:    regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9._~+/\-]{12,}=*)`),
 			group: 1,
-			want:  func(sm *summary) bool { return sm.long && strings.Contains(strings.ToLower(sm.s), "bearer") },
+			want:  func(sm *summary) bool { return sm.long && containsFold(sm.s, "bearer") },
 		},
 		{
 			// AWS secret access keys next to their label, and generic
@@ -167,9 +205,8 @@ func builtins() []detector {
 				if len(sm.s) < 10 || strings.IndexByte(sm.s, '=') < 0 && strings.IndexByte(sm.s, ':') < 0 {
 					return false
 				}
-				l := strings.ToLower(sm.s)
-				return strings.Contains(l, "pass") || strings.Contains(l, "pwd") || strings.Contains(l, "secret") ||
-					strings.Contains(l, "key") || strings.Contains(l, "token")
+				return containsFold(sm.s, "pass") || containsFold(sm.s, "pwd") || containsFold(sm.s, "secret") ||
+					containsFold(sm.s, "key") || containsFold(sm.s, "token")
 			},
 		},
 		{

@@ -30,8 +30,14 @@ func (p *Policy) JSON(tenant string, raw []byte) ([]byte, int, error) {
 func (p *Policy) ValidJSON(tenant string, raw []byte) ([]byte, int) {
 	found := map[string]string{}
 	n := 0
-	out := rewrite(raw, func(sensitive bool, s string) (string, bool) {
-		r, c := p.value(tenant, sensitive, s, found)
+	secrets := p.secretsOn()
+	out := rewrite(raw, func(sensitive bool, lit []byte) (string, bool) {
+		// Most payload strings are clean: when no detector could fire on
+		// one, it is skipped without becoming a Go string.
+		if (!sensitive || !secrets) && !p.mayFind(lit) {
+			return "", false
+		}
+		r, c := p.value(tenant, sensitive, decodeString(lit), found)
 		n += c
 		return r, c > 0
 	}, func(lit string) (string, bool) {
@@ -45,7 +51,8 @@ func (p *Policy) ValidJSON(tenant string, raw []byte) ([]byte, int) {
 		// Second pass: a value detected anywhere in the document is
 		// removed from every string of it.
 		rep := replacerOf(found)
-		out = rewrite(out, func(_ bool, s string) (string, bool) {
+		out = rewrite(out, func(_ bool, lit []byte) (string, bool) {
+			s := decodeString(lit)
 			r := rep.Replace(s)
 			return r, r != s
 		}, nil)
@@ -53,11 +60,11 @@ func (p *Policy) ValidJSON(tenant string, raw []byte) ([]byte, int) {
 	return out, n
 }
 
-// rewrite calls str for every string value of valid JSON raw (with
-// whether its object key is sensitive) and num for every number literal
-// of 13 or more bytes, and splices in the replacements they return.
-// It returns raw itself when nothing changed.
-func rewrite(raw []byte, str func(sensitive bool, s string) (string, bool), num func(lit string) (string, bool)) []byte {
+// rewrite calls str for every string value of valid JSON raw (its
+// literal, quotes included, and whether its object key is sensitive) and
+// num for every number literal of 13 or more bytes, and splices in the
+// replacements they return. It returns raw itself when nothing changed.
+func rewrite(raw []byte, str func(sensitive bool, lit []byte) (string, bool), num func(lit string) (string, bool)) []byte {
 	var (
 		out       []byte // nil until the first replacement
 		copied    int    // raw[:copied] is already in out
@@ -111,7 +118,7 @@ func rewrite(raw []byte, str func(sensitive bool, s string) (string, bool), num 
 				}
 				sens = sensitiveKeyBytes(kb)
 			}
-			if r, ok := str(sens, decodeString(raw[i:end])); ok {
+			if r, ok := str(sens, raw[i:end]); ok {
 				replace(i, end, r)
 			}
 			i = end

@@ -14,6 +14,7 @@
 package redact
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // Class is the type of a detected value; it names the placeholder.
@@ -118,6 +120,30 @@ func numeric(c Class) bool {
 
 func alnum(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// mayFind reports whether find could report anything in the string that
+// the JSON literal lit (quotes included) decodes to. A literal without
+// escapes is its own string: it is false when no detector's pre-filter
+// wants it, decided without allocating the string. (find runs the same
+// pre-filters again, on the string, when it is true.)
+func (p *Policy) mayFind(lit []byte) bool {
+	body := lit[1 : len(lit)-1]
+	if bytes.IndexByte(body, '\\') >= 0 {
+		return true
+	}
+	if len(body) < 5 {
+		return false
+	}
+	// A view of body, read by the pre-filters and never kept: sm does
+	// not outlive this call, and body is not modified meanwhile.
+	sm := summarize(unsafe.String(unsafe.SliceData(body), len(body)))
+	for i := range p.dets {
+		if p.dets[i].want(&sm) {
+			return true
+		}
+	}
+	return false
 }
 
 // find returns the non-overlapping spans to replace, in order.
