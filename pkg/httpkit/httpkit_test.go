@@ -491,6 +491,7 @@ func TestReadBody(t *testing.T) {
 		{"one over the cap", bytes.NewReader(bytes.Repeat([]byte("x"), bodyCap+1)), 413, ""},
 		{"far over the cap", bytes.NewReader(bytes.Repeat([]byte("x"), 1<<20)), 413, ""},
 		// No Content-Length: the cap applies while streaming.
+		{"chunked under the cap", io.MultiReader(strings.NewReader(strings.Repeat("y", bodyCap-1))), 200, strconv.Itoa(bodyCap - 1)},
 		{"chunked over the cap", io.MultiReader(strings.NewReader(strings.Repeat("y", bodyCap)), strings.NewReader("z")), 413, ""},
 	}
 	for _, tc := range cases {
