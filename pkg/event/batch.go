@@ -2,7 +2,6 @@ package event
 
 import (
 	"bytes"
-	"encoding/json"
 	"strings"
 	"time"
 )
@@ -38,7 +37,7 @@ func SplitBatch(body []byte) (items []Item, ok bool) {
 	// Ingest has always trimmed the body first (Unicode white space, so a
 	// leading \v or U+00A0 is accepted too).
 	body = bytes.TrimSpace(body)
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return nil, false
 	}
 	i := skipSpace(body, 0)

@@ -395,7 +395,7 @@ func (f *fieldSet) set(name string, v []byte) { f[fieldIndex(name)] = v }
 // (unless valid says data is known to be valid JSON); the split that
 // follows is a plain byte scan.
 func objectFields(data []byte, valid bool) (fields *fieldSet, ok bool) {
-	if !valid && !json.Valid(data) {
+	if !valid && !validJSON(data) {
 		return nil, false
 	}
 	i := skipSpace(data, 0)
