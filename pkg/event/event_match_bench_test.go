@@ -88,7 +88,8 @@ func checkJSONFastPaths(t *testing.T, raw []byte) {
 	t.Helper()
 	var wantFields map[string]json.RawMessage
 	wantOK := json.Unmarshal(raw, &wantFields) == nil && wantFields != nil
-	fields, ok := objectFields(raw, false)
+	fields := new(fieldSet)
+	ok := objectFields(raw, false, fields)
 	if ok != wantOK {
 		t.Errorf("objectFields(%q) ok = %v; json.Unmarshal gives %q, %v", raw, ok, wantFields, wantOK)
 	}
@@ -101,8 +102,21 @@ func checkJSONFastPaths(t *testing.T, raw []byte) {
 			}
 		}
 		// A document already known valid splits the same way.
-		if again, _ := objectFields(raw, true); !reflect.DeepEqual(again, fields) {
+		again := new(fieldSet)
+		if objectFields(raw, true, again); !reflect.DeepEqual(again, fields) {
 			t.Errorf("objectFields(%q, valid) = %q, want %q", raw, *again, *fields)
+		}
+		// The plain strings, decoded together, are what jsonString
+		// decodes one by one.
+		plain := fields.plainStrings()
+		for k, v := range fields {
+			if isPlainString(v) {
+				if s, err := jsonString(v); err != nil || s != plain[k] {
+					t.Errorf("plainStrings(%q)[%s] = %q; jsonString gives %q, %v", raw, eventFields[k], plain[k], s, err)
+				}
+			} else if plain[k] != "" {
+				t.Errorf("plainStrings(%q)[%s] = %q for a value that is not a plain string", raw, eventFields[k], plain[k])
+			}
 		}
 	}
 	var want string
