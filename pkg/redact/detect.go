@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"bytes"
 	"regexp"
 	"strings"
 )
@@ -130,23 +131,32 @@ func hasSecretHint(sm *summary) bool {
 	return false
 }
 
-// containsFold reports strings.Contains(strings.ToLower(s), lower) for
-// lower-case ASCII lower, without building the lower-case copy when s is
-// ASCII (nearly always). Other strings take ToLower itself: a few
-// non-ASCII letters fold to ASCII ones (U+212A to k, U+017F to s), and
-// the (?i) patterns behind these pre-filters match them.
-func containsFold(s, lower string) bool {
-	for i := 0; i < len(s); i++ {
+// containsFold reports whether strings.ToLower(s) contains any of
+// lowers (lower-case ASCII), without building the lower-case copy on the
+// heap when s is ASCII and short (nearly always). Other strings take
+// ToLower itself: a few non-ASCII letters fold to ASCII ones (U+212A to
+// k, U+017F to s), and the (?i) patterns behind these pre-filters match
+// them.
+func containsFold(s string, lowers ...string) bool {
+	var buf [256]byte
+	ascii := len(s) <= len(buf)
+	for i := 0; ascii && i < len(s); i++ {
 		if s[i] >= 0x80 {
-			return strings.Contains(strings.ToLower(s), lower)
+			ascii = false
 		}
+		buf[i] = asciiLower(s[i])
 	}
-	for i := 0; i+len(lower) <= len(s); i++ {
-		j := 0
-		for j < len(lower) && asciiLower(s[i+j]) == lower[j] {
-			j++
+	if !ascii {
+		l := strings.ToLower(s)
+		for _, w := range lowers {
+			if strings.Contains(l, w) {
+				return true
+			}
 		}
-		if j == len(lower) {
+		return false
+	}
+	for _, w := range lowers {
+		if bytes.Contains(buf[:len(s)], []byte(w)) {
 			return true
 		}
 	}
@@ -205,8 +215,7 @@ func builtins() []detector {
 				if len(sm.s) < 10 || strings.IndexByte(sm.s, '=') < 0 && strings.IndexByte(sm.s, ':') < 0 {
 					return false
 				}
-				return containsFold(sm.s, "pass") || containsFold(sm.s, "pwd") || containsFold(sm.s, "secret") ||
-					containsFold(sm.s, "key") || containsFold(sm.s, "token")
+				return containsFold(sm.s, "pass", "pwd", "secret", "key", "token")
 			},
 		},
 		{
