@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,10 +72,15 @@ func TestBenchIngestTable(t *testing.T) {
 		t.Skip("starts an embedded NATS server")
 	}
 	var out bytes.Buffer
+	// The batch phase alone profiled (--profile-phase).
+	prof := filepath.Join(t.TempDir(), "batch.cpu")
 	err := runBench(context.Background(), []string{"ingest", "--events", "50", "--concurrency", "2", "--batch", "10",
-		"--batch-concurrency", "1", "--warmup", "0"}, &out)
+		"--batch-concurrency", "1", "--warmup", "0", "--profile-phase", "batch", "--cpuprofile", prof}, &out)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	if fi, err := os.Stat(prof); err != nil || fi.Size() == 0 {
+		t.Errorf("batch phase profile: %v", err)
 	}
 	for _, want := range []string{"single", "batch", "raw", "batch/raw", "single/raw", "batch ingest ≥ 0.6× raw", "single-event p99 ≤ 5 ms"} {
 		if !strings.Contains(out.String(), want) {
@@ -83,7 +90,7 @@ func TestBenchIngestTable(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"decide", "--budgets", "4"}, {"freshness", "--rate", "10"}, {"otlp", "--rounds", "0"}, {"otlp", "extra"}} {
+	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"ingest", "--profile-phase", "warmup"}, {"decide", "--budgets", "4"}, {"freshness", "--rate", "10"}, {"otlp", "--rounds", "0"}, {"otlp", "extra"}} {
 		if err := runBench(context.Background(), args, &bytes.Buffer{}); err == nil {
 			t.Errorf("runBench(%q) succeeded", args)
 		}
