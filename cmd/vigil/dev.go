@@ -24,6 +24,7 @@ import (
 type devFlags struct {
 	common                           config.Common
 	oidc                             config.OIDC
+	consoleSessions                  config.ConsoleSessions
 	streams                          *config.Streams
 	dataDir, natsListen              *string
 	natsTLS                          *bool
@@ -38,7 +39,7 @@ type devFlags struct {
 
 func addDevFlags(fs *config.FlagSet) devFlags {
 	return devFlags{
-		common: config.AddCommon(fs), oidc: fs.OIDC(), streams: fs.Streams(),
+		common: config.AddCommon(fs), oidc: fs.OIDC(), consoleSessions: fs.ConsoleSessions(), streams: fs.Streams(),
 		dataDir:    fs.String("data-dir", "VIGIL_DATA_DIR", "./.vigil", "where the embedded NATS server keeps its JetStream store, and dev keeps generated keys"),
 		natsListen: fs.String("nats-listen", "VIGIL_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (the CLI connects here)"),
 		natsTLS:    fs.Bool("nats-tls", false, "serve NATS over TLS with a CA generated into <data-dir>/tls (clients pass --nats-tls-ca <data-dir>/tls/vigil-dev-ca.pem)"),
@@ -79,6 +80,7 @@ func (f devFlags) stackConfig(log *slog.Logger) (StackConfig, error) {
 		return cfg, err
 	}
 	cfg.API.Console.OIDCRedirectURL, cfg.API.Console.OIDCClientSecret = f.oidc.Client()
+	cfg.API.Console.SessionTTL, cfg.API.Console.IdleTimeout = *f.consoleSessions.TTL, *f.consoleSessions.Idle
 	if cfg.Policy.SigningSeed, err = f.signing.OrFile(filepath.Join(*f.dataDir, "signing.key")); err != nil {
 		return cfg, err
 	}

@@ -33,6 +33,7 @@ func TestDevHelpListsEverySetting(t *testing.T) {
 		"--judge-allow  $VIGIL_JUDGE_ALLOW", "--stream-replicas  $VIGIL_STREAM_REPLICAS", "--dedupe-window  $VIGIL_DEDUPE_WINDOW",
 		"--clickhouse-wait  $VIGIL_CLICKHOUSE_WAIT", "--clickhouse-cluster  $VIGIL_CLICKHOUSE_CLUSTER", "--metrics-tenant-labels  $VIGIL_METRICS_TENANT_LABELS",
 		"--oidc-issuer  $VIGIL_OIDC_ISSUER", "--max-agents  $VIGIL_MAX_AGENTS",
+		"--console-session-ttl  $VIGIL_CONSOLE_SESSION_TTL", "--console-idle-timeout  $VIGIL_CONSOLE_IDLE_TIMEOUT",
 		"--otel-endpoint  $VIGIL_OTEL_ENDPOINT", "--otel-sample-ratio  $VIGIL_OTEL_SAMPLE_RATIO",
 	} {
 		if !strings.Contains(out.String(), want) {

@@ -436,7 +436,9 @@ func serveAPI(t testing.TB, cfg api.Config, nc *nats.Conn, js jetstream.JetStrea
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cat, store, board := control.NewCatalog(js, log), control.NewStore(js), approval.NewBoard(js, log)
-	cfg.Judge.SealSecret = make([]byte, 32)
+	if cfg.Judge.SealSecret == nil {
+		cfg.Judge.SealSecret = make([]byte, 32)
+	}
 	svc, err := api.New(cfg, api.Deps{NC: nc, JS: js, CH: ch, Catalog: cat, Board: board, Store: store, Log: log, Registerer: reg})
 	if err != nil {
 		t.Fatalf("api.New: %v", err)

@@ -247,6 +247,22 @@ func (fs *FlagSet) OIDC() OIDC {
 	})
 }
 
+// ConsoleSessions are the web console's session lifetimes (the api serves
+// the console; `vigil dev` runs the api).
+type ConsoleSessions struct{ TTL, Idle *time.Duration }
+
+// ConsoleSessions declares --console-session-ttl and --console-idle-timeout.
+func (fs *FlagSet) ConsoleSessions() ConsoleSessions {
+	return once(fs, "console-sessions", func() ConsoleSessions {
+		return ConsoleSessions{
+			TTL: fs.Duration("console-session-ttl", "VIGIL_CONSOLE_SESSION_TTL", 8*time.Hour,
+				"how long a console sign-in lasts at most (also the TTL of the console_sessions bucket)"),
+			Idle: fs.Duration("console-idle-timeout", "VIGIL_CONSOLE_IDLE_TIMEOUT", 30*time.Minute,
+				"a console session that makes no request for this long ends (an open Decision Desk counts as use)"),
+		}
+	})
+}
+
 // Client returns the console's redirect URL and client secret.
 func (o OIDC) Client() (redirectURL, clientSecret string) { return *o.RedirectURL, *o.ClientSecret }
 

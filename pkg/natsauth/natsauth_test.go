@@ -147,6 +147,8 @@ func TestServicesConfined(t *testing.T) {
 		{"ingest records a decision", streams.ServiceIngest, streams.DecisionSubject("t1", "a1")},
 		{"ledger rewrites an event", streams.ServiceLedger, streams.EventReceivedSubject("t1", "a1")},
 		{"policy writes a KV bucket it does not use", streams.ServicePolicy, "$KV." + streams.IdempotencyBucket + ".k"},
+		{"ingest reads a console session", streams.ServiceIngest, "$JS.API.DIRECT.GET.KV_" + streams.ConsoleSessionsBucket + ".$KV." + streams.ConsoleSessionsBucket + ".k"},
+		{"notifier writes a console session", streams.ServiceNotifier, "$KV." + streams.ConsoleSessionsBucket + ".k"},
 		{"risk creates a stream it does not own", streams.ServiceRisk, "$JS.API.STREAM.CREATE." + streams.Control},
 		{"guardian deletes a stream", streams.ServiceGuardian, "$JS.API.STREAM.DELETE." + streams.Guardian},
 	} {

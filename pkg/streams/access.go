@@ -22,6 +22,9 @@ const (
 	// SessionLabelsBucket holds each session's data-flow labels
 	// (services/policy).
 	SessionLabelsBucket = "session_labels"
+	// ConsoleSessionsBucket holds the web console's signed-in sessions
+	// (services/api/console), so that every api instance serves them.
+	ConsoleSessionsBucket = "console_sessions"
 )
 
 // RateLimitGossip carries rate-limit spending between instances. It is
@@ -79,7 +82,7 @@ func Accesses() []Access {
 		{
 			Service: ServiceAPI, Owns: []string{Control},
 			Reads:   []string{Ingest, Policy, Guardian, Budgets},
-			Buckets: []string{KeyUsageBucket, IdempotencyBucket},
+			Buckets: []string{KeyUsageBucket, IdempotencyBucket, ConsoleSessionsBucket},
 			Calls:   []string{EvaluateRPC, DecideRPC, RedeemRPC, SignManifestRPC}, Gossip: []string{RateLimitGossip},
 		},
 		{

@@ -238,7 +238,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 }
 
 // EnsureStreams creates or updates CONTROL, the stream the api owns.
-// It also opens the idempotency bucket, which the api owns too.
+// It also opens the buckets the api owns too: idempotency, key usage and
+// the console's sessions.
 func (s *Service) EnsureStreams(ctx context.Context) error {
 	if err := natsx.EnsureStreams(ctx, s.deps.JS, streams.ControlConfig(s.cfg.Streams)); err != nil {
 		return err
@@ -249,7 +250,11 @@ func (s *Service) EnsureStreams(ctx context.Context) error {
 	}
 	s.idem = idem
 	s.usage, err = control.OpenUsage(ctx, s.deps.JS, s.deps.Catalog, s.cfg.Streams.Replicas, s.log)
-	return err
+	if err != nil {
+		return err
+	}
+	// The console's sessions live in a bucket every instance shares.
+	return s.console.EnsureSessions(ctx, s.deps.JS, s.cfg.Streams.Replicas)
 }
 
 // Migrate applies the api's ClickHouse migrations.

@@ -9,6 +9,7 @@
 package console
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"io/fs"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/approval"
 	"github.com/vigilhq/vigil/pkg/httpkit"
@@ -44,8 +46,11 @@ const Prefix = "/console"
 // Config tunes the console.
 type Config struct {
 	// SessionTTL is how long a sign-in lasts (absolute; an API key revoked
-	// or an ID token expired ends it earlier).
+	// or an ID token expired ends it earlier). It is also the TTL of the
+	// session bucket.
 	SessionTTL time.Duration
+	// IdleTimeout ends a session that has made no request for this long.
+	IdleTimeout time.Duration
 	// Heartbeat is how often the Decision Desk's event stream sends a
 	// comment, so that proxies keep it open.
 	Heartbeat time.Duration
@@ -59,13 +64,18 @@ type Config struct {
 }
 
 // DefaultConfig returns production defaults.
-func DefaultConfig() Config { return Config{SessionTTL: 8 * time.Hour, Heartbeat: 15 * time.Second} }
+func DefaultConfig() Config {
+	return Config{SessionTTL: 8 * time.Hour, IdleTimeout: 30 * time.Minute, Heartbeat: 15 * time.Second}
+}
 
 // Validate reports every invalid setting.
 func (c Config) Validate() error {
 	var errs []error
 	if c.SessionTTL < time.Minute {
 		errs = append(errs, errors.New("console: SessionTTL must be at least 1m"))
+	}
+	if c.IdleTimeout < time.Minute || c.IdleTimeout > c.SessionTTL {
+		errs = append(errs, errors.New("console: IdleTimeout must be at least 1m and at most SessionTTL"))
 	}
 	if c.OIDCRedirectURL != "" {
 		if u, err := url.Parse(c.OIDCRedirectURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != Prefix+"/oidc/callback" {
@@ -89,15 +99,17 @@ type Deps struct {
 	// OIDC, when set, offers sign-in with the deployment's identity
 	// provider (the verifier the catalog checks ID tokens with).
 	OIDC *oidc.Verifier
-	// Box seals the sign-in flow's cookie; required with OIDC.
+	// Box seals the sign-in flow's cookie and the sessions in their
+	// bucket.
 	Box *secretbox.Box
 }
 
 // Console serves the pages.
 type Console struct {
-	cfg      Config
-	deps     Deps
-	log      *slog.Logger
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	// sessions is the session bucket, opened by EnsureSessions.
 	sessions *sessionStore
 	pages    pages
 	// api is the echo instance the console is mounted on: pages dispatch
@@ -114,17 +126,26 @@ func New(cfg Config, deps Deps) (*Console, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Auth == nil || deps.Board == nil || deps.Log == nil {
-		return nil, errors.New("console: Auth, Board and Log are required")
-	}
-	if deps.OIDC != nil && deps.Box == nil {
-		return nil, errors.New("console: Box is required with OIDC")
+	if deps.Auth == nil || deps.Board == nil || deps.Log == nil || deps.Box == nil {
+		return nil, errors.New("console: Auth, Board, Log and Box are required")
 	}
 	p, err := parsePages()
 	if err != nil {
 		return nil, err
 	}
-	return &Console{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "console")), sessions: newSessionStore(cfg.SessionTTL), pages: p, stopping: make(chan struct{})}, nil
+	return &Console{cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "console")), pages: p, stopping: make(chan struct{})}, nil
+}
+
+// EnsureSessions creates or updates the session bucket
+// (streams.ConsoleSessionsBucket) with replicas copies; until it has run,
+// sign-in and every signed-in page answer 503.
+func (c *Console) EnsureSessions(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	st, err := openSessions(ctx, js, c.deps.Box, c.cfg, replicas)
+	if err != nil {
+		return err
+	}
+	c.sessions = st
+	return nil
 }
 
 // Routes mounts the console on e and keeps e to dispatch API requests to.

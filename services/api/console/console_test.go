@@ -8,7 +8,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/vigilhq/vigil/pkg/approval"
-	"github.com/vigilhq/vigil/pkg/auth"
 )
 
 func TestSafeNextStaysInTheConsole(t *testing.T) {
@@ -68,20 +67,5 @@ func TestFieldAndText(t *testing.T) {
 		if got := text(field(m, path)); got != want {
 			t.Errorf("%s: %q, want %q", path, got, want)
 		}
-	}
-}
-
-func TestSessionStoreExpires(t *testing.T) {
-	st := newSessionStore(time.Minute)
-	now := time.Now()
-	s := st.create("tok", auth.Principal{Tenant: "acme", Role: auth.RoleViewer}, now, time.Time{})
-	if _, ok := st.get(s.id, now.Add(30*time.Second)); !ok {
-		t.Fatal("a live session was not found")
-	}
-	if _, ok := st.get(s.id, now.Add(2*time.Minute)); ok {
-		t.Fatal("an expired session was found")
-	}
-	if _, ok := st.get("nope", now); ok {
-		t.Fatal("an unknown id was found")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -211,6 +212,13 @@ func (c *Console) deskEvents(ec echo.Context) error {
 		case <-c.stopping:
 			return nil
 		case <-heartbeat.C:
+			// A sign-out on another instance, a revoked key or a changed
+			// role ends the stream at the next heartbeat.
+			if _, err := c.liveSession(ec); errors.Is(err, errNoSession) {
+				fmt.Fprintf(w, "event: problem\ndata: %s\n\n", mustJSON(map[string]any{"status": http.StatusUnauthorized, "message": "Your session has ended: sign in again."}))
+				w.Flush()
+				return nil
+			}
 			fmt.Fprint(w, ": keep-alive\n\n")
 			w.Flush()
 			// Expiry is a change too, but re-reading on the heartbeat

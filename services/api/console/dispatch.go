@@ -109,7 +109,9 @@ func (c *Console) call(ec echo.Context, method, path string, body any, contentTy
 	}
 	if rec.status == http.StatusUnauthorized {
 		// The credential was revoked or expired: the session ends with it.
-		c.sessions.drop(s.id)
+		if err := c.sessions.drop(ec.Request().Context(), s); err != nil {
+			c.log.Warn("console: end a session", "error", err)
+		}
 	}
 	return apiResult{Status: rec.status, Header: rec.header, Body: rec.body.Bytes()}
 }

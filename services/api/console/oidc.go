@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/auth"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/oidc"
+	"github.com/vigilhq/vigil/pkg/tenant"
 )
 
 // Sign-in with the deployment's OIDC provider: the authorization code flow
@@ -90,6 +92,11 @@ func (c *Console) oidcStart(ec echo.Context) error {
 	}
 	f := flow{State: randomToken(), Nonce: randomToken(), Verifier: oauth2.GenerateVerifier(), Next: safeNext(ec.QueryParam("next")),
 		Tenant: strings.TrimSpace(ec.QueryParam("tenant")), Redirect: c.redirectURL(ec), Expires: time.Now().Add(flowTTL)}
+	if f.Tenant != "" && !tenant.Valid(f.Tenant) {
+		// Checked before the provider is involved: nothing to sign in to.
+		return c.signInWith(ec, http.StatusBadRequest, signInView{Next: f.Next, Tenant: f.Tenant,
+			Error: "\"" + f.Tenant + "\" is not a tenant id (lower-case letters, digits, - and _, up to 63): correct it, or leave it empty if you belong to one tenant only."})
+	}
 	raw, _ := json.Marshal(f)
 	ec.SetCookie(&http.Cookie{Name: flowCookie, Value: c.deps.Box.Seal(raw, flowAD), Path: flowPath, MaxAge: int(flowTTL.Seconds()),
 		HttpOnly: true, Secure: ec.Scheme() == "https", SameSite: http.SameSiteLaxMode})
@@ -101,6 +108,9 @@ func (c *Console) oidcStart(ec echo.Context) error {
 type errSignIn struct {
 	status int
 	msg    string
+	// tenants are the tenants to choose from, when the person named none
+	// and belongs to several.
+	tenants []string
 }
 
 func (e errSignIn) Error() string { return e.msg }
@@ -110,15 +120,17 @@ func (e errSignIn) Error() string { return e.msg }
 func (c *Console) oidcCallback(ec echo.Context) error {
 	ec.SetCookie(&http.Cookie{Name: flowCookie, Value: "", Path: flowPath, MaxAge: -1, HttpOnly: true, Secure: ec.Scheme() == "https", SameSite: http.SameSiteLaxMode})
 	f, err := c.finishFlow(ec)
-	next := Prefix + "/desk"
+	v := signInView{Next: Prefix + "/desk"}
 	if f != nil {
-		next = f.Next
+		v.Next, v.Tenant = f.Next, f.Tenant
 	}
+	next := v.Next
 	var refusal errSignIn
 	switch {
 	case errors.As(err, &refusal):
 		c.log.Info("console: oidc sign-in refused", "reason", refusal.msg)
-		return c.signInAgain(ec, refusal.status, next, refusal.msg)
+		v.Error, v.Tenants = refusal.msg, refusal.tenants
+		return c.signInWith(ec, refusal.status, v)
 	case err != nil:
 		c.log.Warn("console: oidc sign-in failed", "error", err)
 		return c.signInAgain(ec, http.StatusServiceUnavailable, next, "Sign-in could not be completed (the identity provider could not be reached); try again.")
@@ -128,35 +140,35 @@ func (c *Console) oidcCallback(ec echo.Context) error {
 
 func (c *Console) finishFlow(ec echo.Context) (*flow, error) {
 	if c.deps.OIDC == nil {
-		return nil, errSignIn{http.StatusNotFound, "Single sign-on is not configured; sign in with an API key."}
+		return nil, errSignIn{status: http.StatusNotFound, msg: "Single sign-on is not configured; sign in with an API key."}
 	}
 	q := ec.QueryParams()
 	ck, err := ec.Cookie(flowCookie)
 	if err != nil {
-		return nil, errSignIn{http.StatusBadRequest, "This sign-in was not started in this browser, or it expired: start again."}
+		return nil, errSignIn{status: http.StatusBadRequest, msg: "This sign-in was not started in this browser, or it expired: start again."}
 	}
 	raw, err := c.deps.Box.Open(ck.Value, flowAD)
 	var f flow
 	if err != nil || json.Unmarshal(raw, &f) != nil || time.Now().After(f.Expires) {
-		return nil, errSignIn{http.StatusBadRequest, "This sign-in was not started in this browser, or it expired: start again."}
+		return nil, errSignIn{status: http.StatusBadRequest, msg: "This sign-in was not started in this browser, or it expired: start again."}
 	}
 	if !tokenEqual(q.Get("state"), f.State) {
-		return &f, errSignIn{http.StatusBadRequest, "This sign-in answer does not belong to the sign-in this browser started (state mismatch): start again."}
+		return &f, errSignIn{status: http.StatusBadRequest, msg: "This sign-in answer does not belong to the sign-in this browser started (state mismatch): start again."}
 	}
 	if e := q.Get("error"); e != "" {
 		msg := "The identity provider refused the sign-in (" + e + ")"
 		if d := q.Get("error_description"); d != "" && len(d) < 300 {
 			msg += ": " + d
 		}
-		return &f, errSignIn{http.StatusUnauthorized, msg + "."}
+		return &f, errSignIn{status: http.StatusUnauthorized, msg: msg + "."}
 	}
 	if iss := q.Get("iss"); iss != "" && iss != c.deps.OIDC.Issuer() {
 		// RFC 9207: the answer names the provider that sent it (mix-up).
-		return &f, errSignIn{http.StatusBadRequest, "The sign-in answer came from another identity provider."}
+		return &f, errSignIn{status: http.StatusBadRequest, msg: "The sign-in answer came from another identity provider."}
 	}
 	code := q.Get("code")
 	if code == "" {
-		return &f, errSignIn{http.StatusBadRequest, "The identity provider sent no authorization code."}
+		return &f, errSignIn{status: http.StatusBadRequest, msg: "The identity provider sent no authorization code."}
 	}
 	ctx := ec.Request().Context()
 	eps, err := c.deps.OIDC.Endpoints(ctx)
@@ -166,41 +178,58 @@ func (c *Console) finishFlow(ec echo.Context) (*flow, error) {
 	tok, err := c.oauthConfig(eps, f.Redirect).Exchange(ctx, code, oauth2.VerifierOption(f.Verifier))
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
-		return &f, errSignIn{http.StatusUnauthorized, "The identity provider did not accept the sign-in code (" + firstNonEmpty(re.ErrorCode, "refused") + "): start again."}
+		return &f, errSignIn{status: http.StatusUnauthorized, msg: "The identity provider did not accept the sign-in code (" + firstNonEmpty(re.ErrorCode, "refused") + "): start again."}
 	}
 	if err != nil {
 		return &f, fmt.Errorf("console: code exchange: %w", err)
 	}
 	idToken, _ := tok.Extra("id_token").(string)
 	if idToken == "" {
-		return &f, errSignIn{http.StatusUnauthorized, "The identity provider returned no ID token."}
+		return &f, errSignIn{status: http.StatusUnauthorized, msg: "The identity provider returned no ID token."}
 	}
 	claims, err := c.deps.OIDC.Verify(ctx, idToken)
 	if errors.Is(err, oidc.ErrInvalid) {
-		return &f, errSignIn{http.StatusUnauthorized, "The identity provider's ID token was not accepted (" + err.Error() + ")."}
+		return &f, errSignIn{status: http.StatusUnauthorized, msg: "The identity provider's ID token was not accepted (" + err.Error() + ")."}
 	}
 	if err != nil {
 		return &f, err
 	}
 	if !tokenEqual(claims.Nonce, f.Nonce) {
-		return &f, errSignIn{http.StatusUnauthorized, "The ID token was not issued for this sign-in (nonce mismatch): start again."}
+		return &f, errSignIn{status: http.StatusUnauthorized, msg: "The ID token was not issued for this sign-in (nonce mismatch): start again."}
 	}
 	if claims.Email == "" {
-		return &f, errSignIn{http.StatusForbidden, "That identity is a service account, not a person: the console is for people."}
+		return &f, errSignIn{status: http.StatusForbidden, msg: "That identity is a service account, not a person: the console is for people."}
 	}
 	// The principal is the API's own answer for this token, as every
 	// dispatch will be.
 	p, err := c.authenticate(ctx, idToken, f.Tenant)
 	var ae *apperr.Error
 	if errors.As(err, &ae) && ae.Kind != apperr.KindUnavailable {
-		return &f, errSignIn{http.StatusForbidden, "Signed in at the identity provider as " + claims.Email + ", but Vigil refused: " + ae.Message + "."}
+		if f.Tenant == "" {
+			if ts := c.memberTenants(claims.Email); len(ts) > 1 {
+				return &f, errSignIn{status: http.StatusConflict, msg: "You (" + claims.Email + ") are a member of several tenants: " + strings.Join(ts, ", ") +
+					". Enter the one to sign in to in the Tenant field and sign in again.", tenants: ts}
+			}
+		} else if ae.Kind == apperr.KindUnauthenticated {
+			return &f, errSignIn{status: http.StatusForbidden, msg: "Signed in at the identity provider as " + claims.Email + ", but that person is not a member of tenant " + f.Tenant +
+				" (or not yet bound to this identity). Check the Tenant field, or leave it empty if you belong to one tenant only."}
+		}
+		return &f, errSignIn{status: http.StatusForbidden, msg: "Signed in at the identity provider as " + claims.Email + ", but Vigil refused: " + ae.Message + "."}
 	}
 	if err != nil {
 		return &f, err
 	}
+	if f.Tenant != "" && p.Tenant != f.Tenant {
+		// The provider's tenant claim names another tenant: it wins in
+		// the API, so the session could not be the one asked for.
+		return &f, errSignIn{status: http.StatusForbidden, msg: "You asked for tenant " + f.Tenant + ", but your identity provider signs you in to " + p.Tenant + "."}
+	}
 	// The session ends when the ID token does: it is the credential every
 	// page dispatches with.
-	s := c.sessions.create(idToken, p, time.Now(), claims.Expires)
+	s, err := c.startSession(ec, idToken, p, claims.Expires)
+	if err != nil {
+		return &f, err
+	}
 	ec.SetCookie(cookie(ec, sessionCookie, s.id, int(time.Until(s.expires).Seconds())))
 	c.log.Info("console sign-in", "tenant", p.Tenant, "actor", p.Actor(), "role", string(p.Role), "via", "oidc")
 	// The browser arrived here from the provider's site: a redirect now
@@ -215,6 +244,19 @@ type continueView struct{ Next string }
 
 // Refresh is the page's meta refresh.
 func (v continueView) Refresh() string { return "0;url=" + v.Next }
+
+// memberTenants lists the tenants where email is a member, when the
+// authenticator can tell (the catalog can).
+func (c *Console) memberTenants(email string) []string {
+	if mt, ok := c.deps.Auth.(interface{ MemberTenants(string) []string }); ok {
+		if e, err := auth.NormalizeEmail(email); err == nil {
+			ts := mt.MemberTenants(e)
+			slices.Sort(ts)
+			return ts
+		}
+	}
+	return nil
+}
 
 // authenticate resolves a token as the API does for a request naming
 // tenant in x-tenant-id.

@@ -1,18 +1,27 @@
 package console
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/secretbox"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // Cookie names. The session cookie is HttpOnly and SameSite=Strict, and
@@ -28,26 +37,78 @@ const (
 )
 
 // session is one signed-in person. The credential stays on the server;
-// the browser holds only the random session id.
+// the browser holds only the random session id, which is stored nowhere:
+// the session's record in the bucket is keyed by its SHA-256.
 type session struct {
-	id        string
+	id        string // the cookie's value
+	key       string // its KV key: hex SHA-256 of id
 	token     string // the bearer credential (API key or ID token)
 	principal auth.Principal
 	csrf      string
-	expires   time.Time
+	created   time.Time
+	expires   time.Time // absolute: created + SessionTTL, or the ID token's expiry
+	seen      time.Time // the last request, as last written (idle timeout)
+	revision  uint64    // of the record read, for the compare-and-set of touch
 }
 
+// sessionRecord is what the bucket holds for a session, sealed: nothing in
+// it is readable, or usable elsewhere, by someone who can read NATS.
+type sessionRecord struct {
+	Token     string         `json:"token"`
+	Principal auth.Principal `json:"principal"`
+	CSRF      string         `json:"csrf"`
+	Created   time.Time      `json:"created"`
+	Expires   time.Time      `json:"expires"`
+	Seen      time.Time      `json:"seen"`
+}
+
+// errNoSession is a cookie naming no live session: unknown, signed out,
+// expired, idle too long, or a record that does not open.
+var errNoSession = errors.New("console: no such session")
+
+// sessionStore keeps sessions in the JetStream KV bucket
+// streams.ConsoleSessionsBucket, shared by every api instance: a sign-in
+// on one is a session on all, a sign-out on one ends it on all at once
+// (there is no cache to outlive the deleted key), and a restart keeps
+// everyone signed in. The bucket's TTL is the session lifetime, so what
+// nobody signs out of is dropped by NATS.
 type sessionStore struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[string]*session
-	// swept is when expired sessions were last dropped (at most once a
-	// minute, on a sign-in).
-	swept time.Time
+	kv        jetstream.KeyValue
+	box       *secretbox.Box
+	ttl, idle time.Duration
+	// touchEvery is how stale a session's last-seen time may be before a
+	// request writes it again: idle accounting at that grain, not a KV
+	// write per request.
+	touchEvery time.Duration
 }
 
-func newSessionStore(ttl time.Duration) *sessionStore {
-	return &sessionStore{ttl: ttl, m: map[string]*session{}}
+// openSessions creates or updates the bucket. On a NATS cluster (replicas
+// > 1) reads go to the stream's leader rather than any replica (direct
+// get), so that a session deleted through one api instance is not still
+// read from a lagging follower by another.
+func openSessions(ctx context.Context, js jetstream.JetStream, box *secretbox.Box, cfg Config, replicas int) (*sessionStore, error) {
+	kcfg := jetstream.KeyValueConfig{
+		Bucket: streams.ConsoleSessionsBucket, Description: "Web console sessions, sealed, keyed by the SHA-256 of the session id",
+		History: 1, TTL: cfg.SessionTTL, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, kcfg); err != nil {
+		return nil, fmt.Errorf("console sessions bucket: %w", err)
+	}
+	st, err := js.Stream(ctx, "KV_"+streams.ConsoleSessionsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("console sessions bucket: %w", err)
+	}
+	if sc := st.CachedInfo().Config; sc.AllowDirect && replicas > 1 {
+		sc.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("console sessions bucket: read from the leader: %w", err)
+		}
+	}
+	kv, err := js.KeyValue(ctx, streams.ConsoleSessionsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("console sessions bucket: %w", err)
+	}
+	return &sessionStore{kv: kv, box: box, ttl: cfg.SessionTTL, idle: cfg.IdleTimeout, touchEvery: min(cfg.IdleTimeout/10, time.Minute)}, nil
 }
 
 func randomToken() string {
@@ -56,46 +117,86 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// sessionKeyOf is the bucket key of a session id.
+func sessionKeyOf(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:])
+}
+
+// sessionAD binds a sealed record to its key, so a record copied under
+// another session's key (another person's, another tenant's) does not
+// open.
+func sessionAD(key string) string { return "console session " + key }
+
+func (st *sessionStore) seal(s *session) []byte {
+	raw, _ := json.Marshal(sessionRecord{Token: s.token, Principal: s.principal, CSRF: s.csrf, Created: s.created, Expires: s.expires, Seen: s.seen})
+	return []byte(st.box.Seal(raw, sessionAD(s.key)))
+}
+
 // create starts a session lasting the store's TTL, or until notAfter when
 // that is earlier and not zero (an ID token's expiry).
-func (st *sessionStore) create(token string, p auth.Principal, now, notAfter time.Time) *session {
-	s := &session{id: randomToken(), token: token, principal: p, csrf: randomToken(), expires: now.Add(st.ttl)}
+func (st *sessionStore) create(ctx context.Context, token string, p auth.Principal, now, notAfter time.Time) (*session, error) {
+	s := &session{id: randomToken(), token: token, principal: p, csrf: randomToken(), created: now, expires: now.Add(st.ttl), seen: now}
 	if !notAfter.IsZero() && notAfter.Before(s.expires) {
 		s.expires = notAfter
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if now.Sub(st.swept) > time.Minute {
-		st.sweepLocked(now)
+	s.key = sessionKeyOf(s.id)
+	rev, err := st.kv.Create(ctx, s.key, st.seal(s))
+	if err != nil {
+		return nil, fmt.Errorf("console: store a session: %w", err)
 	}
-	st.m[s.id] = s
-	return s
+	s.revision = rev
+	return s, nil
 }
 
-func (st *sessionStore) get(id string, now time.Time) (*session, bool) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	s, ok := st.m[id]
-	if !ok || now.After(s.expires) {
-		delete(st.m, id)
-		return nil, false
+// get reads the live session of a cookie value. It is errNoSession for
+// anything but a live session (an expired or idle one is deleted on the
+// way), and another error when the bucket could not be read.
+func (st *sessionStore) get(ctx context.Context, id string, now time.Time) (*session, error) {
+	if id == "" {
+		return nil, errNoSession
 	}
-	return s, true
+	key := sessionKeyOf(id)
+	e, err := st.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, errNoSession
+	}
+	if err != nil {
+		return nil, fmt.Errorf("console: read a session: %w", err)
+	}
+	raw, err := st.box.Open(string(e.Value()), sessionAD(key))
+	var r sessionRecord
+	if err != nil || json.Unmarshal(raw, &r) != nil {
+		return nil, errNoSession
+	}
+	s := &session{id: id, key: key, token: r.Token, principal: r.Principal, csrf: r.CSRF, created: r.Created, expires: r.Expires, seen: r.Seen, revision: e.Revision()}
+	if !now.Before(s.expires) || now.Sub(s.seen) >= st.idle {
+		st.drop(ctx, s)
+		return nil, errNoSession
+	}
+	return s, nil
 }
 
-func (st *sessionStore) drop(id string) {
-	st.mu.Lock()
-	delete(st.m, id)
-	st.mu.Unlock()
+// touch records that the session was used at now, when its last-seen time
+// is older than touchEvery. A concurrent touch or a sign-out in between
+// wins (compare-and-set on the revision read): a deleted session is not
+// brought back.
+func (st *sessionStore) touch(ctx context.Context, s *session, now time.Time) {
+	if now.Sub(s.seen) < st.touchEvery {
+		return
+	}
+	s.seen = now
+	if rev, err := st.kv.Update(ctx, s.key, st.seal(s), s.revision); err == nil {
+		s.revision = rev
+	}
 }
 
-func (st *sessionStore) sweepLocked(now time.Time) {
-	st.swept = now
-	for id, s := range st.m {
-		if now.After(s.expires) {
-			delete(st.m, id)
-		}
+// drop ends a session on every instance.
+func (st *sessionStore) drop(ctx context.Context, s *session) error {
+	if err := st.kv.Delete(ctx, s.key); err != nil {
+		return fmt.Errorf("console: delete a session: %w", err)
 	}
+	return nil
 }
 
 const sessionKey = "console.session"
@@ -111,17 +212,67 @@ func cookie(c echo.Context, name, value string, maxAge int) *http.Cookie {
 // go to the sign-in page, everything else gets 401.
 func (c *Console) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(ec echo.Context) error {
-		if ck, err := ec.Cookie(sessionCookie); err == nil {
-			if s, ok := c.sessions.get(ck.Value, time.Now()); ok {
-				ec.Set(sessionKey, s)
-				return next(ec)
-			}
+		s, err := c.liveSession(ec)
+		if err == nil {
+			ec.Set(sessionKey, s)
+			return next(ec)
+		}
+		if !errors.Is(err, errNoSession) {
+			// Fail closed, but keep the session: the bucket or the
+			// identity provider is out of reach for a moment.
+			c.log.Warn("console: a session could not be checked", "error", err)
+			ec.Response().Header().Set("Retry-After", "5")
+			return c.fail(ec, http.StatusServiceUnavailable, "Your session could not be checked just now; try again in a moment.")
+		}
+		if _, cerr := ec.Cookie(sessionCookie); cerr == nil {
+			ec.SetCookie(cookie(ec, sessionCookie, "", -1))
 		}
 		if ec.Request().Method == http.MethodGet && ec.Request().Header.Get("Accept") != "text/event-stream" {
 			return ec.Redirect(http.StatusSeeOther, Prefix+"/sign-in?next="+url.QueryEscape(ec.Request().URL.RequestURI()))
 		}
 		return c.fail(ec, http.StatusUnauthorized, "Your session has ended: sign in again.")
 	}
+}
+
+// liveSession is the session of the request's cookie, read from the
+// bucket, if it is live and its credential still authenticates — now, on
+// this instance's view of CONTROL — as the very principal that signed in.
+// A revoked or expired key, a removed member or a changed role ends it
+// (roles are never upgraded or downgraded under a running session: the
+// person signs in again and gets the role the API gives them).
+func (c *Console) liveSession(ec echo.Context) (*session, error) {
+	if c.sessions == nil {
+		return nil, errors.New("console: the session bucket is not open (EnsureSessions)")
+	}
+	ck, err := ec.Cookie(sessionCookie)
+	if err != nil {
+		return nil, errNoSession
+	}
+	ctx, now := ec.Request().Context(), time.Now()
+	s, err := c.sessions.get(ctx, ck.Value, now)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.authenticate(ctx, s.token, s.principal.Tenant)
+	if err != nil && !apperr.Is(err, apperr.KindUnauthenticated) && !apperr.Is(err, apperr.KindForbidden) {
+		return nil, err
+	}
+	if err != nil || !samePrincipal(p, s.principal) {
+		c.log.Info("console session ended: its credential no longer signs in as it did", "tenant", s.principal.Tenant, "actor", s.principal.Actor(),
+			"role", string(s.principal.Role), "now", string(p.Role))
+		if derr := c.sessions.drop(ctx, s); derr != nil {
+			return nil, derr
+		}
+		return nil, errNoSession
+	}
+	c.sessions.touch(ctx, s, now)
+	return s, nil
+}
+
+// samePrincipal reports whether a and b are the same identity with the
+// same role in the same tenant.
+func samePrincipal(a, b auth.Principal) bool {
+	return a.Tenant == b.Tenant && a.Role == b.Role && a.KeyID == b.KeyID && a.Member == b.Member && a.Subject == b.Subject && a.Service == b.Service
 }
 
 // sameOrigin rejects a state-changing request whose Origin (sent by every
@@ -160,6 +311,11 @@ type signInView struct {
 	CSRF, Next, Error string
 	// SSO names the OIDC provider the page offers ("" when none is set).
 	SSO string
+	// Tenant is the tenant the person asked for in the last single
+	// sign-on; Tenants the tenants they may choose from, when the last
+	// one failed because they belong to several.
+	Tenant  string
+	Tenants []string
 }
 
 func (c *Console) signInPage(ec echo.Context) error {
@@ -168,9 +324,14 @@ func (c *Console) signInPage(ec echo.Context) error {
 
 // signInAgain renders the sign-in page with a fresh form token and msg.
 func (c *Console) signInAgain(ec echo.Context, status int, next, msg string) error {
-	tok := randomToken()
-	ec.SetCookie(cookie(ec, signInCookie, tok, 600))
-	return c.render(ec, status, "signin", "Sign in", signInView{CSRF: tok, Next: next, Error: msg, SSO: c.issuerName()})
+	return c.signInWith(ec, status, signInView{Next: next, Error: msg})
+}
+
+// signInWith renders the sign-in page v with a fresh form token.
+func (c *Console) signInWith(ec echo.Context, status int, v signInView) error {
+	v.CSRF, v.SSO = randomToken(), c.issuerName()
+	ec.SetCookie(cookie(ec, signInCookie, v.CSRF, 600))
+	return c.render(ec, status, "signin", "Sign in", v)
 }
 
 // safeNext keeps a post-sign-in redirect inside the console.
@@ -201,15 +362,32 @@ func (c *Console) signIn(ec echo.Context) error {
 		// decide, triage or govern, and a console is for people.
 		return again(http.StatusForbidden, "Agent keys cannot sign in to the console; use a key of a person's role.")
 	}
-	s := c.sessions.create(key, p, time.Now(), time.Time{})
+	s, err := c.startSession(ec, key, p, time.Time{})
+	if err != nil {
+		c.log.Warn("console: sign-in", "error", err)
+		return again(http.StatusServiceUnavailable, "Sessions cannot be stored right now; try again in a moment.")
+	}
 	ec.SetCookie(cookie(ec, signInCookie, "", -1))
-	ec.SetCookie(cookie(ec, sessionCookie, s.id, int(c.cfg.SessionTTL.Seconds())))
+	ec.SetCookie(cookie(ec, sessionCookie, s.id, int(time.Until(s.expires).Seconds())))
 	c.log.Info("console sign-in", "tenant", p.Tenant, "actor", p.Actor(), "role", string(p.Role))
 	return ec.Redirect(http.StatusSeeOther, next)
 }
 
+// startSession stores a new session for a principal signed in with token.
+func (c *Console) startSession(ec echo.Context, token string, p auth.Principal, notAfter time.Time) (*session, error) {
+	if c.sessions == nil {
+		return nil, errors.New("console: the session bucket is not open (EnsureSessions)")
+	}
+	return c.sessions.create(ec.Request().Context(), token, p, time.Now(), notAfter)
+}
+
+// signOut deletes the session from the bucket: every instance refuses it
+// from then on.
 func (c *Console) signOut(ec echo.Context) error {
-	c.sessions.drop(current(ec).id)
+	if err := c.sessions.drop(ec.Request().Context(), current(ec)); err != nil {
+		c.log.Warn("console: sign-out", "error", err)
+		return c.fail(ec, http.StatusServiceUnavailable, "Signing out failed (the session store could not be reached): try again.")
+	}
 	ec.SetCookie(cookie(ec, sessionCookie, "", -1))
 	return ec.Redirect(http.StatusSeeOther, Prefix+"/sign-in")
 }

@@ -18,6 +18,7 @@ func main() { daemon.Main("api", run) }
 func run(ctx context.Context, args []string) error {
 	fs := config.New("api", "Vigil api: the HTTP API, CONTROL stream owner and its projections.")
 	common, oidcFlags, so, instance := config.AddCommon(fs), fs.OIDC(), fs.Streams(), fs.InstanceID()
+	consoleSessions := fs.ConsoleSessions()
 	sealKey, judgeAllow := fs.JudgeSealKey(), fs.JudgeAllow()
 	maxAgents := fs.MaxAgents()
 	longPolls := fs.Int("max-long-polls-per-key", "VIGIL_MAX_LONG_POLLS_PER_KEY", api.DefaultConfig().MaxLongPollsPerKey, "long-polls (GET /v1/decisions/:id?wait=) one key may hold open at once on this instance; more get 429")
@@ -31,6 +32,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Console.OIDCRedirectURL, cfg.Console.OIDCClientSecret = oidcFlags.Client()
+	cfg.Console.SessionTTL, cfg.Console.IdleTimeout = *consoleSessions.TTL, *consoleSessions.Idle
 	if cfg.Streams, err = so.Options(); err != nil {
 		return err
 	}
