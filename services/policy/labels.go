@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
+	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -42,32 +43,16 @@ type sessionLabels struct {
 type labelStore struct{ kv jetstream.KeyValue }
 
 // openLabels creates or updates the label bucket. On a NATS cluster
-// (replicas > 1) reads are served by the stream's leader, not by any
-// replica (direct get), so that a label acknowledged to one policy replica
-// is seen by the next decision on any other; a follower could still be
-// applying it. A single-replica bucket has one server, which answers
-// direct gets consistently and faster (docs/benchmarks.md).
+// (replicas > 1) reads are served by the stream's leader, so that a label
+// acknowledged to one policy replica is seen by the next decision on any
+// other (natsx.ConsistentKeyValue).
 func openLabels(ctx context.Context, js jetstream.JetStream, replicas int) (*labelStore, error) {
-	cfg := jetstream.KeyValueConfig{
+	kv, err := natsx.ConsistentKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: LabelBucket, Description: "Data-flow labels of each session, with the record that set each",
 		History: 1, TTL: labelMaxAge, Replicas: max(replicas, 1),
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-		return nil, fmt.Errorf("session labels bucket: %w", err)
-	}
-	st, err := js.Stream(ctx, "KV_"+LabelBucket)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("session labels bucket: %w", err)
-	}
-	if sc := st.CachedInfo().Config; sc.AllowDirect && replicas > 1 {
-		sc.AllowDirect = false
-		if _, err := js.UpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("session labels bucket: read from the leader: %w", err)
-		}
-	}
-	kv, err := js.KeyValue(ctx, LabelBucket)
-	if err != nil {
-		return nil, fmt.Errorf("session labels bucket: %w", err)
+		return nil, fmt.Errorf("session labels: %w", err)
 	}
 	return &labelStore{kv: kv}, nil
 }

@@ -56,6 +56,23 @@ func (c *Console) issuerName() string {
 	return c.deps.OIDC.Issuer()
 }
 
+// authorizationOrigin is the origin of the provider's authorization
+// endpoint ("" without single sign-on, or while discovery fails).
+func (c *Console) authorizationOrigin(ec echo.Context) string {
+	if c.deps.OIDC == nil {
+		return ""
+	}
+	eps, err := c.deps.OIDC.Endpoints(ec.Request().Context())
+	if err != nil {
+		return ""
+	}
+	u, err := url.Parse(eps.Authorization)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
 // redirectURL is the callback the provider sends the browser back to: the
 // configured one, else this request's own origin.
 func (c *Console) redirectURL(ec echo.Context) string {

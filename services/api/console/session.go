@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigilhq/vigil/pkg/apperr"
 	"github.com/vigilhq/vigil/pkg/auth"
+	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/secretbox"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -82,31 +83,17 @@ type sessionStore struct {
 	touchEvery time.Duration
 }
 
-// openSessions creates or updates the bucket. On a NATS cluster (replicas
-// > 1) reads go to the stream's leader rather than any replica (direct
-// get), so that a session deleted through one api instance is not still
-// read from a lagging follower by another.
+// openSessions creates or updates the bucket. On a NATS cluster its reads
+// go to the stream's leader (natsx.ConsistentKeyValue), so that a session
+// deleted through one api instance is not still read from a lagging
+// follower by another.
 func openSessions(ctx context.Context, js jetstream.JetStream, box *secretbox.Box, cfg Config, replicas int) (*sessionStore, error) {
-	kcfg := jetstream.KeyValueConfig{
+	kv, err := natsx.ConsistentKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: streams.ConsoleSessionsBucket, Description: "Web console sessions, sealed, keyed by the SHA-256 of the session id",
 		History: 1, TTL: cfg.SessionTTL, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, kcfg); err != nil {
-		return nil, fmt.Errorf("console sessions bucket: %w", err)
-	}
-	st, err := js.Stream(ctx, "KV_"+streams.ConsoleSessionsBucket)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("console sessions bucket: %w", err)
-	}
-	if sc := st.CachedInfo().Config; sc.AllowDirect && replicas > 1 {
-		sc.AllowDirect = false
-		if _, err := js.UpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("console sessions bucket: read from the leader: %w", err)
-		}
-	}
-	kv, err := js.KeyValue(ctx, streams.ConsoleSessionsBucket)
-	if err != nil {
-		return nil, fmt.Errorf("console sessions bucket: %w", err)
+		return nil, fmt.Errorf("console sessions: %w", err)
 	}
 	return &sessionStore{kv: kv, box: box, ttl: cfg.SessionTTL, idle: cfg.IdleTimeout, touchEvery: min(cfg.IdleTimeout/10, time.Minute)}, nil
 }
@@ -330,6 +317,11 @@ func (c *Console) signInAgain(ec echo.Context, status int, next, msg string) err
 // signInWith renders the sign-in page v with a fresh form token.
 func (c *Console) signInWith(ec echo.Context, status int, v signInView) error {
 	v.CSRF, v.SSO = randomToken(), c.issuerName()
+	if o := c.authorizationOrigin(ec); o != "" {
+		// The single sign-on form's submission is redirected to the
+		// provider, and form-action governs redirects too.
+		ec.Response().Header().Set("Content-Security-Policy", strings.Replace(CSP, "form-action 'self'", "form-action 'self' "+o, 1))
+	}
 	ec.SetCookie(cookie(ec, signInCookie, v.CSRF, 600))
 	return c.render(ec, status, "signin", "Sign in", v)
 }
