@@ -160,6 +160,18 @@ func TestBenchFreshness(t *testing.T) {
 	if !(rep.P50Ms > 0 && rep.P50Ms <= rep.P99Ms && rep.P99Ms <= rep.MaxMs && rep.AfterAckP99Ms <= rep.MaxMs) {
 		t.Errorf("latencies = %+v", rep)
 	}
+	if rep.Queryable != 500 || rep.Duplicates != 0 {
+		t.Errorf("queryable %d, duplicates %d; want 500 and 0", rep.Queryable, rep.Duplicates)
+	}
+	// The projector's own histograms saw every event at every stage.
+	if len(rep.Stages) != 3 {
+		t.Fatalf("projector stages = %+v", rep.Stages)
+	}
+	for _, st := range rep.Stages {
+		if st.Messages != 500 || st.P50Ms > st.P99Ms {
+			t.Errorf("stage %+v", st)
+		}
+	}
 }
 
 // TestBenchNotify: every block decision reaches every channel, and the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
+	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ingest"
 )
 
@@ -45,6 +47,16 @@ type freshReport struct {
 	// TargetPeakRSSMiB is --pid's VmHWM: the Vigil under test alone,
 	// when it runs in its own process.
 	TargetPeakRSSMiB float64 `json:"targetPeakRssMiB,omitempty"`
+	// Queryable and Duplicates are what a count of the tenant's rows in
+	// the run's sequence range found once the last event was: every
+	// accepted event, once.
+	Queryable  uint64 `json:"queryable"`
+	Duplicates uint64 `json:"duplicates"`
+	// Stages is where the time after the stream stored an event went, from
+	// the events projector's own histograms (scraped from /metrics before
+	// and after the run): its age when the projector took it in, when its
+	// insert began and when ClickHouse took it.
+	Stages []freshStage `json:"projectorStages,omitempty"`
 }
 
 // freshPoll is one look at the events table: by at, every row up to
@@ -84,6 +96,7 @@ the highest stream sequence in the tenant's rows.`)
 	pid := fs.Int("pid", "", 0, "with --url: the Vigil process whose peak RSS to report")
 	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the load phase to this file")
 	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the load phase to this file")
+	memProfile := fs.String("memprofile", "", "", "write a heap profile of this process as the load phase ends (the backlog's peak) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,6 +130,10 @@ the highest stream sequence in the tenant's rows.`)
 	}
 	defer conn.Close()
 	c := &benchClient{base: bs.base, key: bs.key, http: bs.client}
+	agesBefore, err := scrapeSinkAges(ctx, bs.client, bs.base, streams.EventsProjector)
+	if err != nil {
+		return err
+	}
 
 	// Every batch is built before the clock starts.
 	const tick = 10 * time.Millisecond
@@ -203,6 +220,11 @@ the highest stream sequence in the tenant's rows.`)
 	close(jobs)
 	wg.Wait()
 	sent := time.Since(start)
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			return err
+		}
+	}
 
 	var top uint64
 	for _, ss := range seqs {
@@ -241,6 +263,10 @@ the highest stream sequence in the tenant's rows.`)
 	if err := stopProfiles(); err != nil {
 		return err
 	}
+	agesAfter, err := scrapeSinkAges(ctx, bs.client, bs.base, streams.EventsProjector)
+	if err != nil {
+		return err
+	}
 
 	var lat, afterAck []time.Duration
 	for k, ss := range seqs {
@@ -259,6 +285,19 @@ the highest stream sequence in the tenant's rows.`)
 	}
 	slices.Sort(lat)
 	slices.Sort(afterAck)
+	// The watermark stands for every row below it only if nothing was
+	// lost or written twice: count them.
+	var lowest uint64 = math.MaxUint64
+	for _, ss := range seqs {
+		for _, s := range ss {
+			lowest = min(lowest, s)
+		}
+	}
+	var rows, uniq uint64
+	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(stream_seq) FROM events WHERE tenant_id = ? AND stream_seq BETWEEN ? AND ?",
+		bs.tenant, lowest, top).Scan(&rows, &uniq); err != nil {
+		return fmt.Errorf("count queryable events: %w", err)
+	}
 	rep := freshReport{
 		TargetRate: *rate, Batch: perBatch, Events: len(lat), AchievedRate: float64(nBatches*perBatch) / sent.Seconds(),
 		Errors: rec.errors, FirstError: rec.firstErr, PollMs: benchMs(*poll),
@@ -266,6 +305,7 @@ the highest stream sequence in the tenant's rows.`)
 		P99Ms: benchMs(benchPercentile(lat, 0.99)), MaxMs: benchMs(lat[len(lat)-1]),
 		AfterAckP50Ms: benchMs(benchPercentile(afterAck, 0.5)), AfterAckP99Ms: benchMs(benchPercentile(afterAck, 0.99)),
 		GoalP99Ms: 1000, PeakRSSMiB: peakRSSMiB(),
+		Queryable: uniq, Duplicates: rows - uniq, Stages: sinkAgeStagesBetween(agesBefore, agesAfter),
 	}
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
 	if *pid > 0 {
@@ -282,6 +322,11 @@ the highest stream sequence in the tenant's rows.`)
 		fmt.Fprintf(out, "  achieved        %8.0f events/s sent, %d accepted\n", rep.AchievedRate, rep.Events)
 		fmt.Fprintf(out, "  queryable       p50 %.0f ms  p90 %.0f ms  p99 %.0f ms  max %.0f ms after the batch was due (poll every %.0f ms)\n", rep.P50Ms, rep.P90Ms, rep.P99Ms, rep.MaxMs, rep.PollMs)
 		fmt.Fprintf(out, "  after the 202   p50 %.0f ms  p99 %.0f ms (projector and ClickHouse alone)\n", rep.AfterAckP50Ms, rep.AfterAckP99Ms)
+		fmt.Fprintf(out, "  queryable rows  %d of %d accepted, %d written twice\n", rep.Queryable, rep.Events, rep.Duplicates)
+		for _, st := range rep.Stages {
+			fmt.Fprintf(out, "  age %-11s mean %.0f ms  p50 ≤ %.0f ms  p99 ≤ %.0f ms since stored in INGEST (%d messages, projector's histogram)\n",
+				st.Stage, st.MeanMs, st.P50Ms, st.P99Ms, st.Messages)
+		}
 		if *target == "" {
 			fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator and the whole stack)\n", rep.PeakRSSMiB)
 		} else {
@@ -295,6 +340,9 @@ the highest stream sequence in the tenant's rows.`)
 			met = "met"
 		}
 		fmt.Fprintf(out, "  goal p99 ≤ 1 s at %d events/s: %s\n", rep.TargetRate, met)
+	}
+	if rep.Queryable != uint64(rep.Events) {
+		return fmt.Errorf("bench freshness: %d of %d accepted events queryable", rep.Queryable, rep.Events)
 	}
 	if rec.errors > 0 {
 		return fmt.Errorf("bench freshness: %d events or requests failed (first: %s)", rec.errors, rec.firstErr)

@@ -61,6 +61,17 @@ func startProfiles(cpu, block, mutex string) (stop func() error, err error) {
 	}, nil
 }
 
+// writeHeapProfile writes this process's heap profile to path: what was
+// live at the last garbage collection (-sample_index=inuse_space) and
+// everything allocated since the start (alloc_space).
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
+}
+
 // peakRSSMiB is this process's peak resident set size in MiB (getrusage's
 // ru_maxrss, which Linux reports in KiB: the same figure as VmHWM), or 0
 // where it is not available. Every `vigil bench` runs the whole stack in

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -35,6 +37,7 @@ type devFlags struct {
 	prices                           *config.BudgetPrices
 	services                         *string
 	instance                         *config.Instance
+	memoryLimitMiB                   *int
 }
 
 func addDevFlags(fs *config.FlagSet) devFlags {
@@ -46,8 +49,9 @@ func addDevFlags(fs *config.FlagSet) devFlags {
 		signing:    fs.SigningKey(), redaction: fs.RedactionKey(), seal: fs.JudgeSealKey(), notify: fs.NotifierKey(),
 		judgeAllow: fs.JudgeAllow(), notifyAllow: fs.NotifierAllowPrivate(), maxAgents: fs.MaxAgents(),
 		tenantMetrics: fs.MetricsTenantLabels(), prices: fs.BudgetPrices(),
-		services: fs.String("services", "VIGIL_SERVICES", "", "run only these services (comma-separated: api, ingest, policy, guardian, risk, ledger, notifier) on the NATS at --nats-url, with the seeds in <data-dir>/creds, instead of all of them on an embedded server: one replica of a split deployment, as `vigil chaos` runs them"),
-		instance: fs.InstanceID(),
+		services:       fs.String("services", "VIGIL_SERVICES", "", "run only these services (comma-separated: api, ingest, policy, guardian, risk, ledger, notifier) on the NATS at --nats-url, with the seeds in <data-dir>/creds, instead of all of them on an embedded server: one replica of a split deployment, as `vigil chaos` runs them"),
+		instance:       fs.InstanceID(),
+		memoryLimitMiB: fs.Int("memory-limit-mib", "VIGIL_MEMORY_LIMIT_MIB", 256, "soft limit on the process's Go memory in MiB (the runtime's GOMEMLIMIT, which wins when set): past it the garbage collector runs more often instead of the heap growing; 0 for none"),
 	}
 }
 
@@ -116,6 +120,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(*f.memoryLimitMiB)
 	cfg, err := f.stackConfig(log)
 	if err != nil {
 		return err
@@ -154,6 +159,19 @@ func runDev(ctx context.Context, args []string) error {
 	err = st.Serve(ctx, ln)
 	log.Info("vigil dev stopped")
 	return err
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to mib MiB unless
+// GOMEMLIMIT already set one (the runtime reports no limit as MaxInt64).
+// The whole stack, its embedded NATS and its buffers share one process, and
+// the default GC target (GOGC=100) lets the heap grow to twice what is live:
+// under a backlog that is the difference between a peak above 300 MiB and
+// one below it.
+func setMemoryLimit(mib int) {
+	if mib <= 0 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		return
+	}
+	debug.SetMemoryLimit(int64(mib) << 20)
 }
 
 func devNATSSecurity(tls bool) NATSSecurity {

@@ -35,6 +35,7 @@ func TestDevHelpListsEverySetting(t *testing.T) {
 		"--oidc-issuer  $VIGIL_OIDC_ISSUER", "--max-agents  $VIGIL_MAX_AGENTS",
 		"--console-session-ttl  $VIGIL_CONSOLE_SESSION_TTL", "--console-idle-timeout  $VIGIL_CONSOLE_IDLE_TIMEOUT",
 		"--otel-endpoint  $VIGIL_OTEL_ENDPOINT", "--otel-sample-ratio  $VIGIL_OTEL_SAMPLE_RATIO",
+		"--memory-limit-mib  $VIGIL_MEMORY_LIMIT_MIB",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)

@@ -111,8 +111,19 @@ type Sink struct {
 	flushTime  prometheus.Histogram
 	deadLetter prometheus.Counter
 	keepAlives prometheus.Counter
+	age        *prometheus.HistogramVec
 	pending    natsx.Pending
 }
+
+// The stages at which the sink records a message's age (since the stream
+// stored it) in vigil_sink_message_age_seconds: their differences are
+// where an event's way to being queryable goes (delivery from the stream,
+// waiting for the linger and the insert before, the insert itself).
+const (
+	stageTaken     = "taken"     // the sink took it in from the consumer
+	stageInserting = "inserting" // its batch's insert began
+	stageWritten   = "written"   // ClickHouse took its batch: queryable
+)
 
 // NewSink validates cfg and registers the sink's metrics on reg.
 func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.Registerer) (*Sink, error) {
@@ -148,6 +159,11 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 		keepAlives: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigil_sink_keepalives_total", Help: "In-progress acks sent for held messages so they are not redelivered.", ConstLabels: labels,
 		}),
+		age: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:        "vigil_sink_message_age_seconds",
+			Help:        "Age of a message since the stream stored it, when the sink took it in (taken), when its batch's insert began (inserting) and when ClickHouse took the batch (written).",
+			ConstLabels: labels, Buckets: prometheus.ExponentialBucketsRange(0.001, 60, 28),
+		}, []string{"stage"}),
 	}
 	// The backlog between the stream and ClickHouse: messages pulled but
 	// not yet written (held through an outage, up to MaxAckPending), and
@@ -159,7 +175,7 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 	if s.pending, err = natsx.NewPending(reg, cfg.Name); err != nil {
 		return nil, fmt.Errorf("sink %s metrics: %w", cfg.Name, err)
 	}
-	for _, c := range []prometheus.Collector{s.rows, s.flushes, s.flushTime, s.deadLetter, s.keepAlives, held} {
+	for _, c := range []prometheus.Collector{s.rows, s.flushes, s.flushTime, s.deadLetter, s.keepAlives, s.age, held} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("sink %s metrics: %w", cfg.Name, err)
 		}
@@ -169,9 +185,10 @@ func NewSink(cfg SinkConfig, conn driver.Conn, log *slog.Logger, reg prometheus.
 
 // entry is one message and the rows it projects to.
 type entry struct {
-	msg  jetstream.Msg
-	rows Rows
-	at   time.Time // when the sink took it in, for the linger
+	msg    jetstream.Msg
+	rows   Rows
+	at     time.Time // when the sink took it in, for the linger
+	stored time.Time // when the stream stored it (zero if unknown)
 }
 
 type deadLetter struct {
@@ -297,7 +314,12 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 			buf.dead = append(buf.dead, deadLetter{msg: m, reason: err.Error(), at: time.Now()})
 			return
 		}
-		buf.entries = append(buf.entries, entry{msg: m, rows: rows, at: time.Now()})
+		e := entry{msg: m, rows: rows, at: time.Now()}
+		if md, err := m.Metadata(); err == nil {
+			e.stored = md.Timestamp
+			s.observeAge(stageTaken, e.at, e)
+		}
+		buf.entries = append(buf.entries, e)
 	}
 	// kick starts the next insert when none runs and the buffer is full or
 	// its oldest message has lingered; otherwise it arms the linger timer
@@ -381,6 +403,10 @@ func (s *Sink) flush(ctx context.Context, buf *pending) {
 		return
 	}
 
+	now := time.Now()
+	for _, e := range buf.entries {
+		s.observeAge(stageInserting, now, e)
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 100 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -420,7 +446,9 @@ func (s *Sink) insert(ctx context.Context, entries []entry) ([]entry, error) {
 		switch {
 		case err == nil:
 			s.flushes.WithLabelValues("ok").Inc()
+			now := time.Now()
 			for _, e := range entries {
+				s.observeAge(stageWritten, now, e)
 				s.rows.Add(float64(len(e.rows)))
 				_ = e.msg.Ack()
 				s.held.Settled(e.msg)
@@ -446,6 +474,13 @@ func (s *Sink) insert(ctx context.Context, entries []entry) ([]entry, error) {
 		}
 	}
 	return nil, nil
+}
+
+// observeAge records e's age at stage, as of now.
+func (s *Sink) observeAge(stage string, now time.Time, e entry) {
+	if !e.stored.IsZero() {
+		s.age.WithLabelValues(stage).Observe(max(0, now.Sub(e.stored).Seconds()))
+	}
 }
 
 // kill terminates a message that can never be projected and records it as

@@ -770,3 +770,45 @@ func TestSinkLeavesBatchContextsAliveAfterInsert(t *testing.T) {
 		}
 	}
 }
+
+// TestSinkRecordsMessageAges: every written message is observed once at
+// each stage of vigil_sink_message_age_seconds, and a message's age only
+// grows from one stage to the next.
+func TestSinkRecordsMessageAges(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()")
+	const n = 60
+	e.publish(0, n)
+	cons := e.consumer()
+	r := e.startSink(e.db.Conn, cons, func(c *chx.SinkConfig) { c.MaxRows = 7 })
+	e.waitRows(n)
+	e.waitAllAcked(cons)
+	r.stop()
+
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	count, sum := map[string]uint64{}, map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "vigil_sink_message_age_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" {
+					count[l.GetValue()] = m.GetHistogram().GetSampleCount()
+					sum[l.GetValue()] = m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	stages := []string{"taken", "inserting", "written"}
+	for i, st := range stages {
+		if count[st] != n {
+			t.Errorf("stage %s observed %d messages, want %d", st, count[st], n)
+		}
+		if i > 0 && sum[st] < sum[stages[i-1]] {
+			t.Errorf("summed age at %s %.6fs < at %s %.6fs", st, sum[st], stages[i-1], sum[stages[i-1]])
+		}
+	}
+}
