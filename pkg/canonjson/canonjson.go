@@ -17,6 +17,9 @@ import (
 
 // Canonicalize rewrites any JSON value in the canonical form.
 func Canonicalize(data []byte) ([]byte, error) {
+	if out, ok := fastCanonicalize(data); ok {
+		return out, nil
+	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
 	var v any

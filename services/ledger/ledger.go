@@ -465,6 +465,19 @@ func (s *Service) integrate(ctx context.Context, msgs []inbound) error {
 
 // prepare computes a source record's canonical bytes and leaf hash.
 func (s *Service) prepare(m source) (pending, error) {
+	if m.stream == streams.Ingest {
+		if tenant, ok := subjectTenant(m.subject); ok {
+			if canon, id, session, ok := fastEvent(tenant, m.data); ok {
+				env := evidence.Envelope{Kind: evidence.KindEvent, Tenant: tenant, ID: id, Session: session}
+				return newPending(m, env, canon), nil
+			}
+		}
+	}
+	return prepareGeneric(m)
+}
+
+// prepareGeneric is prepare without the INGEST fast path.
+func prepareGeneric(m source) (pending, error) {
 	env, err := envelopeOf(m)
 	if err != nil {
 		return pending{}, err
@@ -479,10 +492,16 @@ func (s *Service) prepare(m source) (pending, error) {
 	if err != nil {
 		return pending{}, err
 	}
+	return newPending(m, env, canon), nil
+}
+
+// newPending is the record of m whose envelope and canonical bytes are
+// env and canon.
+func newPending(m source, env evidence.Envelope, canon []byte) pending {
 	return pending{env: env, rank: streamRank(m.stream), row: leafRow{
 		key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, trace: traceOf(env.Kind, canon), canonical: canon,
 		leaf: evidence.LeafHash(canon), stream: m.stream, seq: m.seq,
-	}}, nil
+	}}
 }
 
 // appendTenant integrates one tenant's records: dedupe against what the

@@ -109,6 +109,22 @@ type source struct {
 	data    []byte
 }
 
+// subjectTenant is the tenant token of a source subject
+// ("<domain>.v1.<kind>.<tenant>.…", at least five tokens), as envelopeOf
+// reads it.
+func subjectTenant(subject string) (string, bool) {
+	rest := subject
+	for range 3 {
+		_, after, ok := strings.Cut(rest, ".")
+		if !ok {
+			return "", false
+		}
+		rest = after
+	}
+	tenant, _, ok := strings.Cut(rest, ".")
+	return tenant, ok
+}
+
 // envelopeOf maps a stream message onto its ledger record. Control and
 // approval changes have no id of their own that survives every change,
 // so their identity is the stream sequence that stored them.
