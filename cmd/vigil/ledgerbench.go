@@ -42,13 +42,19 @@ type ledgerBenchReport struct {
 	StreamLeavesPerSec float64 `json:"streamLeavesPerSec"`
 	// StreamAllSeconds runs until the policy's verdicts on those events
 	// (a second leaf each) are sealed too.
-	StreamAllSeconds      float64 `json:"streamAllSeconds"`
-	StreamAllLeavesPerSec float64 `json:"streamAllLeavesPerSec"`
-	LatencyRate           int     `json:"latencyRate"`
-	LatencyEvents         int     `json:"latencyEvents"`
-	CoverP50Ms            float64 `json:"coverP50Ms"`
-	CoverP99Ms            float64 `json:"coverP99Ms"`
-	CoverMaxMs            float64 `json:"coverMaxMs"`
+	// StreamCPUUsPerEvent is this process's CPU (publisher, ledger,
+	// embedded NATS, projections and policy; not ClickHouse's) per event
+	// in the stream phase, and StreamOtherCPUPct the rest of the
+	// machine's CPU meanwhile: what makes runs on a busy box comparable.
+	StreamCPUUsPerEvent   float64  `json:"streamCpuUsPerEvent,omitempty"`
+	StreamOtherCPUPct     *float64 `json:"streamOtherCpuPct,omitempty"`
+	StreamAllSeconds      float64  `json:"streamAllSeconds"`
+	StreamAllLeavesPerSec float64  `json:"streamAllLeavesPerSec"`
+	LatencyRate           int      `json:"latencyRate"`
+	LatencyEvents         int      `json:"latencyEvents"`
+	CoverP50Ms            float64  `json:"coverP50Ms"`
+	CoverP99Ms            float64  `json:"coverP99Ms"`
+	CoverMaxMs            float64  `json:"coverMaxMs"`
 	// PeakRSSMiB is this process's peak resident set (VmHWM).
 	PeakRSSMiB float64 `json:"peakRssMiB"`
 }
@@ -73,6 +79,8 @@ verdicts (each event's second leaf) keep up with it.`)
 	rate := fs.Int("rate", "", 200, "events per second in the cover phase")
 	duration := fs.Duration("duration", "", 10*time.Second, "length of the cover phase")
 	server := fs.String("clickhouse", "VIGIL_BENCH_CLICKHOUSE", "clickhouse://127.0.0.1:9000", "ClickHouse server (a fresh database is created on it)")
+	cpuProfile := fs.String("cpuprofile", "", "", "write a CPU profile of the stream phase to this file")
+	blockProfile := fs.String("blockprofile", "", "", "write a block profile of the stream phase to this file")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	logLevel := fs.String("log-level", "", "warn", "log level of the in-process services")
 	if err := fs.Parse(args); err != nil {
@@ -159,7 +167,15 @@ verdicts (each event's second leaf) keep up with it.`)
 
 	// Phase stream.
 	if *streamEvents > 0 {
-		if err := benchLedgerStream(ctx, st, tenant, *streamEvents, &rep); err != nil {
+		stopProfiles, err := startProfiles(*cpuProfile, *blockProfile, "")
+		if err != nil {
+			return err
+		}
+		err = benchLedgerStream(ctx, st, tenant, *streamEvents, &rep)
+		if perr := stopProfiles(); err == nil {
+			err = perr
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -272,6 +288,10 @@ verdicts (each event's second leaf) keep up with it.`)
 			rep.StreamEvents, rep.StreamSeconds, rep.StreamPublishSecs, rep.StreamLeavesPerSec)
 		fmt.Fprintf(out, "           with the policy's verdicts on them: %d leaves in %.2fs, %.0f leaves/s\n",
 			2*rep.StreamEvents, rep.StreamAllSeconds, rep.StreamAllLeavesPerSec)
+		if rep.StreamOtherCPUPct != nil {
+			fmt.Fprintf(out, "           CPU %.0f µs per event until its verdict is sealed (this process, publisher and whole stack; not ClickHouse); rest of the machine %.0f %%\n",
+				rep.StreamCPUUsPerEvent, *rep.StreamOtherCPUPct)
+		}
 	}
 	fmt.Fprintf(out, "  seal     %d events (%d leaves) in %.2fs: %.0f leaves/s, %.0f events/s (whole stack: HTTP ingest, policy, projections)\n",
 		rep.Events, rep.LeavesSealed, rep.SealSeconds, rep.LeavesPerSec, rep.EventsPerSec)
@@ -312,7 +332,7 @@ func benchLedgerStream(ctx context.Context, st *Stack, tenant string, n int, rep
 		return cp.TreeSize
 	}
 	size0 := size()
-	start := time.Now()
+	start, cpu0 := time.Now(), readCPU()
 	var last uint64
 	for i, d := range data {
 		subject := streams.EventReceivedSubject(tenant, fmt.Sprintf("agent-%d", i%8))
@@ -352,5 +372,8 @@ func benchLedgerStream(ctx context.Context, st *Stack, tenant string, n int, rep
 	}
 	took = time.Since(start)
 	rep.StreamAllSeconds, rep.StreamAllLeavesPerSec = took.Seconds(), float64(2*n)/took.Seconds()
+	cpu := benchPhase{Events: n}
+	cpu.addCPU(cpu0, readCPU())
+	rep.StreamCPUUsPerEvent, rep.StreamOtherCPUPct = cpu.CPUUsPerEvent, cpu.OtherCPUPct
 	return nil
 }

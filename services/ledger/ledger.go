@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -108,6 +107,11 @@ type Service struct {
 	// whose record is committed under a checkpoint.
 	sealedMu sync.Mutex
 	sealed   map[string]uint64
+	// heads is, per tenant, the tree of its last staged batch while that
+	// is not committed yet, and staging the keys of its staged records
+	// (integrator only; see stage).
+	heads   map[string]*logState
+	staging map[string]map[string]bool
 	// seen holds, per tenant, a Bloom filter of every committed record
 	// key, so only keys that may be in the log cost a lookup (integrator
 	// only).
@@ -142,7 +146,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ledger")), keys: keys, store: store{ch: deps.CH},
-		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, ids: newIDIndex(idIndexGeneration), seen: map[string]*seenFilter{}, sealed: map[string]uint64{}, held: natsx.NewHeld(),
+		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, ids: newIDIndex(idIndexGeneration), seen: map[string]*seenFilter{}, heads: map[string]*logState{}, staging: map[string]map[string]bool{}, sealed: map[string]uint64{}, held: natsx.NewHeld(),
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ledger_leaves_total", Help: "Records appended to tenant logs, by kind.",
 		}, []string{"kind"}),
@@ -293,32 +297,73 @@ func (s *Service) Run(ctx context.Context) error {
 	batch := make([]inbound, 0, s.cfg.MaxBatch)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	backoff := 100 * time.Millisecond
-	flush := func() {
-		if len(batch) == 0 {
-			return
+	// Batches are pipelined: batch k+1 is integrated and its rows are
+	// being inserted while batch k's inserts finish and its checkpoint
+	// is written; each batch's messages are acked once its own
+	// checkpoint is committed, checkpoints in order.
+	var prev *staged
+	var ready <-chan struct{} // prev's inserts have finished
+	setPrev := func(st *staged) {
+		prev, ready = st, nil
+		if st != nil {
+			ready = st.ready
 		}
-		for {
-			err := s.integrate(context.WithoutCancel(ctx), batch)
-			if err == nil {
-				backoff = 100 * time.Millisecond
-				break
-			}
-			s.log.Warn("ledger batch failed; retrying", slog.Int("records", len(batch)), slog.String("error", err.Error()))
+	}
+	// retry integrates msgs (what failed, as a whole) one batch at a time
+	// until it commits, or gives the messages back when ctx ends.
+	retry := func(msgs []inbound, cause error) {
+		backoff := 100 * time.Millisecond
+		for err := cause; err != nil; err = s.integrate(context.WithoutCancel(ctx), msgs) {
+			s.log.Warn("ledger batch failed; retrying", slog.Int("records", len(msgs)), slog.String("error", err.Error()))
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
-				for _, m := range batch {
+				for _, m := range msgs {
 					_ = m.msg.Nak()
 					s.held.Settled(m.msg)
 				}
-				batch = batch[:0]
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
 		}
+	}
+	// commitPrev commits the batch in flight, if any.
+	commitPrev := func() {
+		if prev == nil {
+			return
+		}
+		st := prev
+		setPrev(nil)
+		if err := s.commit(context.WithoutCancel(ctx), st); err != nil {
+			s.abort(st)
+			retry(st.msgs, err)
+		}
+	}
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		st, err := s.stage(context.WithoutCancel(ctx), batch, time.Now())
+		if err == nil && prev != nil {
+			err = s.commit(context.WithoutCancel(ctx), prev)
+		}
+		if err != nil {
+			// Whatever is staged was built on what failed: wait for its
+			// inserts, reload the committed state and do it all again.
+			var msgs []inbound
+			if prev != nil {
+				s.abort(prev)
+				msgs = append(msgs, prev.msgs...)
+			}
+			s.abort(st) // stage returns what it took in, even when it fails
+			setPrev(nil)
+			retry(append(msgs, st.msgs...), err)
+		} else {
+			setPrev(st)
+		}
 		batch = batch[:0]
 	}
+	defer commitPrev()
 	for {
 		select {
 		case m := <-in:
@@ -330,11 +375,14 @@ func (s *Service) Run(ctx context.Context) error {
 				timer.Stop()
 				flush()
 			}
+		case <-ready:
+			commitPrev()
 		case <-timer.C:
 			flush()
 		case <-fatal:
 			timer.Stop()
 			flush()
+			commitPrev()
 			startMu.Lock()
 			defer startMu.Unlock()
 			return failed
@@ -351,6 +399,7 @@ func (s *Service) Run(ctx context.Context) error {
 				}
 			}
 			flush()
+			commitPrev()
 			return nil
 		}
 	}
@@ -419,53 +468,9 @@ func (s *Service) prepareMsg(m jetstream.Msg) (pending, error) {
 	return s.prepare(source{stream: meta.Stream, subject: m.Subject(), seq: meta.Sequence.Stream, data: m.Data()})
 }
 
-// integrate appends a batch of messages to their tenants' logs and acks
-// them once every touched log's checkpoint is committed. Messages that
-// cannot become a record are terminated (and logged): they would never
-// seal.
-func (s *Service) integrate(ctx context.Context, msgs []inbound) error {
-	start := time.Now()
-	byTenant := map[string][]pending{}
-	var ok []jetstream.Msg
-	for _, m := range msgs {
-		if m.err != nil {
-			s.log.Error("ledger: unsealable record", slog.String("subject", m.msg.Subject()), slog.String("error", m.err.Error()))
-			_ = m.msg.TermWithReason("unsealable record: " + m.err.Error())
-			s.held.Settled(m.msg)
-			continue
-		}
-		byTenant[m.p.env.Tenant] = append(byTenant[m.p.env.Tenant], m.p)
-		ok = append(ok, m.msg)
-	}
-	tenants := make([]string, 0, len(byTenant))
-	for t := range byTenant {
-		tenants = append(tenants, t)
-	}
-	slices.Sort(tenants)
-	for _, t := range tenants {
-		if err := s.appendTenant(ctx, t, byTenant[t], start); err != nil {
-			return err
-		}
-	}
-	s.sealedMu.Lock()
-	for _, ps := range byTenant {
-		for _, p := range ps {
-			s.sealed[p.row.stream] = max(s.sealed[p.row.stream], p.row.seq)
-		}
-	}
-	s.sealedMu.Unlock()
-	for _, m := range ok {
-		_ = m.Ack()
-		s.held.Settled(m)
-	}
-	s.batchDur.Observe(time.Since(start).Seconds())
-	s.log.Debug("ledger batch", slog.Int("records", len(ok)), slog.Int("tenants", len(tenants)), slog.Duration("took", time.Since(start)))
-	return nil
-}
-
 // prepare computes a source record's canonical bytes and leaf hash.
 func (s *Service) prepare(m source) (pending, error) {
-	if m.stream == streams.Ingest {
+	if m.stream == streams.Ingest && fastIngest {
 		if tenant, ok := subjectTenant(m.subject); ok {
 			if canon, id, session, ok := fastEvent(tenant, m.data); ok {
 				env := evidence.Envelope{Kind: evidence.KindEvent, Tenant: tenant, ID: id, Session: session}
@@ -475,6 +480,10 @@ func (s *Service) prepare(m source) (pending, error) {
 	}
 	return prepareGeneric(m)
 }
+
+// fastIngest turns prepare's INGEST fast path on; benchmarks turn it
+// off to measure the generic path in the same run.
+var fastIngest = true
 
 // prepareGeneric is prepare without the INGEST fast path.
 func prepareGeneric(m source) (pending, error) {
@@ -502,100 +511,6 @@ func newPending(m source, env evidence.Envelope, canon []byte) pending {
 		key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, trace: traceOf(env.Kind, canon), canonical: canon,
 		leaf: evidence.LeafHash(canon), stream: m.stream, seq: m.seq,
 	}}
-}
-
-// appendTenant integrates one tenant's records: dedupe against what the
-// log already holds, append in (stream, sequence) order, store, sign.
-func (s *Service) appendTenant(ctx context.Context, tenant string, ps []pending, now time.Time) error {
-	cur, err := s.state(ctx, tenant)
-	if err != nil {
-		return err
-	}
-	slices.SortStableFunc(ps, func(a, b pending) int {
-		if a.rank != b.rank {
-			return a.rank - b.rank
-		}
-		return cmpU64(a.row.seq, b.row.seq)
-	})
-	keys := make([]string, 0, len(ps))
-	inBatch := make(map[string]bool, len(ps))
-	fresh := ps[:0:0]
-	for _, p := range ps {
-		if inBatch[p.row.key] {
-			continue // the same record twice in one batch
-		}
-		inBatch[p.row.key] = true
-		keys = append(keys, p.row.key)
-		fresh = append(fresh, p)
-	}
-	seen, err := s.seenFilter(ctx, tenant, cur.size)
-	if err != nil {
-		return err
-	}
-	maybe := keys[:0:0]
-	for _, k := range keys {
-		if seen.f.TestString(k) {
-			maybe = append(maybe, k)
-		}
-	}
-	have, _, err := s.store.lookup(ctx, tenant, cur.size, maybe)
-	if err != nil {
-		return err
-	}
-	if len(have) > 0 {
-		kept := fresh[:0]
-		for _, p := range fresh {
-			if len(have[p.row.key]) == 0 {
-				kept = append(kept, p)
-			}
-		}
-		fresh = kept
-	}
-	if len(fresh) == 0 {
-		return nil
-	}
-	next, err := cur.clone()
-	if err != nil {
-		return err
-	}
-	rows := make([]leafRow, len(fresh))
-	hashes := make([][]byte, len(fresh))
-	for i, p := range fresh {
-		p.row.idx = cur.size + uint64(i)
-		p.row.atMS = now.UnixMilli()
-		rows[i], hashes[i] = p.row, p.row.leaf
-	}
-	tiles, err := next.appendLeaves(hashes)
-	if err != nil {
-		return err
-	}
-	if next.checkpoint, err = evidence.SignCheckpoint(s.keys.Signer, s.Origin(tenant), next.size, next.root); err != nil {
-		return err
-	}
-	s.version = max(s.version+1, uint64(time.Now().UnixNano()))
-	if err := s.store.writeBatch(ctx, tenant, s.version, rows, tiles, next); err != nil {
-		// The checkpoint may or may not have landed: reload both the
-		// state and the filter from what was committed.
-		s.forget(tenant)
-		delete(s.seen, tenant)
-		return err
-	}
-	seen.add(rows)
-	s.mu.Lock()
-	s.logs[tenant] = next
-	s.mu.Unlock()
-	s.cacheTiles(tenant, tiles)
-	s.ids.add(tenant, rows)
-	for _, r := range rows {
-		s.leaves.WithLabelValues(r.kind).Inc()
-	}
-	if s.treeSize != nil {
-		s.treeSize.WithLabelValues(tenant).Set(float64(next.size))
-	}
-	s.published.Inc()
-	s.lastCheckpoint.SetToCurrentTime()
-	s.publish(ctx, tenant, next)
-	return nil
 }
 
 // CheckpointMsg is the payload of a checkpoint on the LEDGER stream.

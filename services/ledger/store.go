@@ -66,7 +66,9 @@ func (st store) insert(ctx context.Context, t readmodel.Table, rows [][]any) err
 	return b.Send()
 }
 
-func (st store) writeBatch(ctx context.Context, tenant string, version uint64, leaves []leafRow, tiles map[tileID][]byte, ns *logState) error {
+// writeData inserts a batch's leaves, lookups and tiles; they are read
+// only once writeCheckpoint commits a tree that covers them.
+func (st store) writeData(ctx context.Context, tenant string, version uint64, leaves []leafRow, tiles map[tileID][]byte) error {
 	lrows := make([][]any, 0, len(leaves))
 	krows := make([][]any, 0, 2*len(leaves))
 	for _, l := range leaves {
@@ -104,15 +106,17 @@ func (st store) writeBatch(ctx context.Context, tenant string, version uint64, l
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
+	return errors.Join(errs...)
+}
+
+// writeCheckpoint commits tree ns: its checkpoint row is what load reads.
+func (st store) writeCheckpoint(ctx context.Context, tenant string, version uint64, ns *logState, atMS int64) error {
 	var rh []byte
 	for _, h := range ns.rng.Hashes() {
 		rh = append(rh, h...)
 	}
 	if err := st.insert(ctx, readmodel.LedgerCheckpoints,
-		[][]any{{tenant, ns.size, hex.EncodeToString(ns.root), string(ns.checkpoint), string(rh), leaves[len(leaves)-1].atMS, version}}); err != nil {
+		[][]any{{tenant, ns.size, hex.EncodeToString(ns.root), string(ns.checkpoint), string(rh), atMS, version}}); err != nil {
 		return fmt.Errorf("ledger: write checkpoint: %w", err)
 	}
 	return nil
