@@ -136,3 +136,41 @@ func TestSessionStore(t *testing.T) {
 	st.touch(ctx, stale, now.Add(5*time.Minute))
 	gone("signed out", s.id, now.Add(5*time.Minute))
 }
+
+// BenchmarkSessionGet is what a signed-in request pays to find its
+// session: one KV get and the open of the sealed record, on an embedded
+// JetStream server as the api's NATS user (compare: a map lookup, what
+// the in-memory sessions cost).
+func BenchmarkSessionGet(b *testing.B) {
+	env := natstest.Start(b)
+	_, js := env.ConnectAs(b, streams.ServiceAPI)
+	ctx := context.Background()
+	box, err := secretbox.New(bytes.Repeat([]byte{1}, 32), "console")
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := openSessions(ctx, js, box, DefaultConfig(), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	s, err := st.create(ctx, "vk_bench", auth.Principal{Tenant: "acme", Role: auth.RoleAdmin, KeyID: "k"}, now, time.Time{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("kv", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := st.get(ctx, s.id, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("map", func(b *testing.B) {
+		m := map[string]*session{s.id: s}
+		for b.Loop() {
+			if m[s.id] == nil {
+				b.Fatal("missing")
+			}
+		}
+	})
+}
