@@ -174,3 +174,53 @@ func BenchmarkSessionGet(b *testing.B) {
 		}
 	})
 }
+
+// TestSessionsOnACluster: on a three-node NATS cluster with the bucket
+// replicated three times, three api instances each connected to another
+// node see a session created through one at once, and none sees it
+// after a sign-out through another (reads go to the stream leader, not
+// to a follower that may lag).
+func TestSessionsOnACluster(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	box := testBox(t, 3)
+	var st [3]*sessionStore
+	for i := range st {
+		_, js := c.ConnectAs(t, streams.ServiceAPI, i)
+		var err error
+		if st[i], err = openSessions(ctx, js, box, DefaultConfig(), 3); err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+	}
+	// Loopback followers rarely lag enough to show it, so check the
+	// mechanism itself: no direct gets (which any replica answers).
+	_, js := c.ConnectAs(t, streams.ServiceAPI, 0)
+	stream, err := js.Stream(ctx, "KV_"+streams.ConsoleSessionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := stream.CachedInfo().Config; cfg.AllowDirect || cfg.Replicas != 3 {
+		t.Fatalf("the bucket's stream: AllowDirect %v, replicas %d; want leader reads on 3 replicas", cfg.AllowDirect, cfg.Replicas)
+	}
+	p := auth.Principal{Tenant: "acme", Role: auth.RoleViewer, KeyID: "k"}
+	for n := range 100 {
+		a, b, x := st[n%3], st[(n+1)%3], st[(n+2)%3]
+		now := time.Now()
+		s, err := a.create(ctx, "vk_x", p, now, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.get(ctx, s.id, now); err != nil {
+			t.Fatalf("round %d: a session created through one node is not read through another: %v", n, err)
+		}
+		if err := x.drop(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range st {
+			if _, err := r.get(ctx, s.id, now); !errors.Is(err, errNoSession) {
+				t.Fatalf("round %d: instance %d still reads a session signed out through another: %v", n, i, err)
+			}
+		}
+	}
+}
