@@ -20,9 +20,12 @@ func NewItem(raw []byte) Item { return Item{raw: raw} }
 // Raw is the item's JSON, as received.
 func (it Item) Raw() []byte { return it.raw }
 
-// DecodeFor decodes and validates the item as DecodeFor does.
+// DecodeFor decodes and validates the item as DecodeFor does, except
+// that the event's Payload may be a slice of the item's bytes (the batch
+// body) rather than a copy: they must not change while the event is in
+// use.
 func (it Item) DecodeFor(lim Limits, now time.Time, prefix, defaultAgent string) (Event, int64, error) {
-	return decode(it.raw, it.valid, lim, now, prefix, defaultAgent)
+	return decode(it.raw, it.valid, true, lim, now, prefix, defaultAgent)
 }
 
 // SplitBatch returns the events of a batch body, {"events":[...]} or a

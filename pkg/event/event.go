@@ -101,13 +101,14 @@ func Decode(data []byte, lim Limits, now time.Time, prefix string) (Event, int64
 // defaultAgent: an event without agentId (absent, null or "") is
 // attributed to it. With defaultAgent "" it is Decode.
 func DecodeFor(data []byte, lim Limits, now time.Time, prefix, defaultAgent string) (Event, int64, error) {
-	return decode(data, false, lim, now, prefix, defaultAgent)
+	return decode(data, false, false, lim, now, prefix, defaultAgent)
 }
 
 // decode is DecodeFor; valid says data is known to be valid JSON (an
 // Item split from a batch that was validated whole), which spares a
-// second validation.
-func decode(data []byte, valid bool, lim Limits, now time.Time, prefix, defaultAgent string) (Event, int64, error) {
+// second validation; share lets the payload be a slice of data when it
+// is canonical already, instead of a copy.
+func decode(data []byte, valid, share bool, lim Limits, now time.Time, prefix, defaultAgent string) (Event, int64, error) {
 	var fields fieldSet
 	if !objectFields(data, valid, &fields) {
 		return Event{}, 0, apperr.Validation("event is not a JSON object",
@@ -214,7 +215,7 @@ func decode(data []byte, valid bool, lim Limits, now time.Time, prefix, defaultA
 		trimmed := bytes.TrimSpace(raw)
 		if len(trimmed) == 0 || trimmed[0] != '{' {
 			add("payload", CodeInvalidType, "payload must be a JSON object")
-		} else if canon, err := canonicalPayload(trimmed); err != nil {
+		} else if canon, err := canonicalPayload(trimmed, share); err != nil {
 			// Compacted the way json.Marshal writes a RawMessage (with
 			// HTML-safe escapes), so the payload is byte-identical once
 			// the record is encoded for the stream and decoded again.
@@ -515,10 +516,14 @@ func skipValue(data []byte, i int) int {
 // canonicalPayload returns obj, a valid JSON value, as json.Marshal writes
 // a json.RawMessage: compacted, with <, >, &, U+2028 and U+2029 escaped.
 // Payloads that are already in that form, as SDKs send them, are returned
-// as a copy, without a second scan through encoding/json.
-func canonicalPayload(obj []byte) ([]byte, error) {
-	if !isCanonical(obj) {
+// without a second scan through encoding/json: as a copy, or (share) as
+// obj itself.
+func canonicalPayload(obj []byte, share bool) ([]byte, error) {
+	switch {
+	case !isCanonical(obj):
 		return json.Marshal(json.RawMessage(obj))
+	case share:
+		return obj[:len(obj):len(obj)], nil
 	}
 	return bytes.Clone(obj), nil
 }

@@ -129,9 +129,11 @@ func checkJSONFastPaths(t *testing.T, raw []byte) {
 		return // canonicalPayload is only called on valid JSON
 	}
 	wantCanon, wantErr := json.Marshal(json.RawMessage(raw))
-	canon, err := canonicalPayload(raw)
-	if (err == nil) != (wantErr == nil) || !bytes.Equal(canon, wantCanon) {
-		t.Errorf("canonicalPayload(%q) = %q, %v; json.Marshal gives %q, %v", raw, canon, err, wantCanon, wantErr)
+	for _, share := range []bool{false, true} {
+		canon, err := canonicalPayload(raw, share)
+		if (err == nil) != (wantErr == nil) || !bytes.Equal(canon, wantCanon) {
+			t.Errorf("canonicalPayload(%q, %v) = %q, %v; json.Marshal gives %q, %v", raw, share, canon, err, wantCanon, wantErr)
+		}
 	}
 }
 

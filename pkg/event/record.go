@@ -52,7 +52,10 @@ func (r *Record) AppendJSON(dst []byte) ([]byte, error) {
 	sep := ""
 	for _, f := range [...]struct{ name, v string }{{"sdk", r.Client.SDK}, {"framework", r.Client.Framework}, {"agentVersion", r.Client.AgentVersion}} {
 		if f.v != "" {
-			dst = append(dst, sep+`"`+f.name+`":`...)
+			dst = append(dst, sep...)
+			dst = append(dst, '"')
+			dst = append(dst, f.name...)
+			dst = append(dst, `":`...)
 			dst = appendString(dst, f.v)
 			sep = ","
 		}
