@@ -72,16 +72,32 @@ func clientInfo(h http.Header) event.Client {
 	}
 }
 
+// recordSlack is what a record takes besides its payload, at most: the
+// other fields are capped in length.
+const recordSlack = 512
+
 // message is the INGEST message of ev: its payload redacted by pol (the
 // tenant's, from redactionFor), the record encoded, the dedupe id set.
-func (s *Service) message(ctx context.Context, pol *redact.Policy, tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time) (*nats.Msg, error) {
+// The record is appended to arena when it has room for it (a batch's
+// records share one allocation); the arena is returned past it.
+func (s *Service) message(ctx context.Context, pol *redact.Policy, tenant string, ev event.Event, sourceMS int64, cl event.Client, keyID string, now time.Time, arena []byte) (*nats.Msg, []byte, error) {
 	n := redactPayload(pol, tenant, &ev)
 	rec := event.Record{Tenant: tenant, Event: ev, SourceMS: sourceMS, ReceivedMS: now.UnixMilli(), Client: cl, KeyID: keyID, Redactions: n}
-	// Sized for the record around the payload, so that one allocation
-	// holds it (the fields besides the payload are capped in length).
-	data, err := rec.AppendJSON(make([]byte, 0, len(ev.Payload)+512))
+	dst, inArena := arena[len(arena):], true
+	if cap(dst) < len(ev.Payload)+recordSlack {
+		// Sized for the record around the payload, so that one
+		// allocation holds it.
+		dst, inArena = make([]byte, 0, len(ev.Payload)+recordSlack), false
+	}
+	data, err := rec.AppendJSON(dst)
 	if err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
+		return nil, arena, fmt.Errorf("encode record: %w", err)
+	}
+	if inArena && len(data) <= cap(dst) {
+		// Written into the arena (append did not move it): the next
+		// record goes after it, and none may append into this one.
+		arena = arena[:len(arena)+len(data)]
+		data = data[:len(data):len(data)]
 	}
 	m := nats.NewMsg(streams.EventReceivedSubject(tenant, ev.AgentID))
 	m.Data = data
@@ -90,7 +106,7 @@ func (s *Service) message(ctx context.Context, pol *redact.Policy, tenant string
 	// The event's verdict continues the trace of this request (no span per
 	// event: a batch holds up to a thousand).
 	telemetry.Inject(ctx, m.Header)
-	return m, nil
+	return m, arena, nil
 }
 
 func (s *Service) postEvent(c echo.Context) error {
@@ -121,7 +137,7 @@ func (s *Service) postEvent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.message(c.Request().Context(), pol, p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now)
+	m, _, err := s.message(c.Request().Context(), pol, p.Tenant, ev, sourceMS, clientInfo(c.Request().Header), p.KeyID, now, nil)
 	if err != nil {
 		return err
 	}
@@ -139,7 +155,7 @@ func (s *Service) postEvent(c echo.Context) error {
 		r.Status = StatusDuplicate
 	}
 	s.accepted.WithLabelValues(r.Status).Inc()
-	return c.JSON(http.StatusAccepted, r)
+	return writeResult(c, http.StatusAccepted, &r)
 }
 
 // decodeBatch accepts {"events":[...]} or a bare array. The events are
@@ -223,6 +239,13 @@ func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error
 		polErr error
 		looked bool
 	)
+	// The batch's records, in one allocation: each takes about its
+	// event's size, plus the fields ingest adds.
+	size := 0
+	for _, it := range items {
+		size += len(it.ev.Raw()) + recordSlack/2
+	}
+	arena := make([]byte, 0, size)
 	for i, it := range items {
 		resp.Results[i].Index = i
 		err := it.err
@@ -254,7 +277,7 @@ func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error
 		var m *nats.Msg
 		err = polErr
 		if err == nil {
-			m, err = s.message(c.Request().Context(), pol, p.Tenant, ev, sourceMS, cl, p.KeyID, now)
+			m, arena, err = s.message(c.Request().Context(), pol, p.Tenant, ev, sourceMS, cl, p.KeyID, now, arena)
 		}
 		if err == nil {
 			futures[i], err = s.deps.JS.PublishMsgAsync(m)

@@ -47,12 +47,13 @@ func BenchmarkPrepareBatch100(b *testing.B) {
 		if err != nil || len(items) != 100 {
 			b.Fatal(err)
 		}
+		arena := make([]byte, 0, len(body)+100*recordSlack/2) // as storeItems sizes it
 		for i, it := range items {
 			ev, ms, err := it.DecodeFor(s.cfg.Limits, now, "events["+strconv.Itoa(i)+"].", "")
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := s.message(ctx, pol, "bench", ev, ms, event.Client{SDK: "bench/1"}, "key", now); err != nil {
+			if _, arena, err = s.message(ctx, pol, "bench", ev, ms, event.Client{SDK: "bench/1"}, "key", now, arena); err != nil {
 				b.Fatal(err)
 			}
 		}

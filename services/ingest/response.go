@@ -37,33 +37,52 @@ func (resp *BatchResponse) appendJSON(dst []byte) (_ []byte, ok bool) {
 	}
 	dst = append(dst, `,"results":[`...)
 	for i := range resp.Results {
-		r := &resp.Results[i]
-		if r.Error != nil || !plainASCII(r.EventID) || !plainASCII(r.Status) {
-			return nil, false
-		}
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, `{"index":`...)
-		dst = strconv.AppendInt(dst, int64(r.Index), 10)
-		if r.EventID != "" {
-			dst = append(dst, `,"eventId":"`...)
-			dst = append(dst, r.EventID...)
-			dst = append(dst, '"')
+		if dst, ok = resp.Results[i].appendJSON(dst); !ok {
+			return nil, false
 		}
-		dst = append(dst, `,"status":"`...)
-		dst = append(dst, r.Status...)
-		dst = append(dst, `","accepted":`...)
-		dst = strconv.AppendBool(dst, r.Accepted)
-		dst = append(dst, `,"duplicate":`...)
-		dst = strconv.AppendBool(dst, r.Duplicate)
-		if r.Sequence != 0 {
-			dst = append(dst, `,"sequence":`...)
-			dst = strconv.AppendUint(dst, r.Sequence, 10)
-		}
-		dst = append(dst, '}')
 	}
 	return append(dst, "]}\n"...), true
+}
+
+// writeResult answers r with status code, encoded by hand as writeBatch
+// does (a single event's answer went through reflection otherwise).
+func writeResult(c echo.Context, code int, r *Result) error {
+	if _, pretty := c.QueryParams()["pretty"]; !pretty && !c.Echo().Debug {
+		if buf, ok := r.appendJSON(make([]byte, 0, 128)); ok {
+			return c.JSONBlob(code, append(buf, '\n'))
+		}
+	}
+	return c.JSON(code, r)
+}
+
+// appendJSON appends r as json.Marshal writes it; ok is false, and dst
+// unusable, when r carries an error or an event id that is not plain
+// ASCII.
+func (r *Result) appendJSON(dst []byte) (_ []byte, ok bool) {
+	if r.Error != nil || !plainASCII(r.EventID) || !plainASCII(r.Status) {
+		return nil, false
+	}
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendInt(dst, int64(r.Index), 10)
+	if r.EventID != "" {
+		dst = append(dst, `,"eventId":"`...)
+		dst = append(dst, r.EventID...)
+		dst = append(dst, '"')
+	}
+	dst = append(dst, `,"status":"`...)
+	dst = append(dst, r.Status...)
+	dst = append(dst, `","accepted":`...)
+	dst = strconv.AppendBool(dst, r.Accepted)
+	dst = append(dst, `,"duplicate":`...)
+	dst = strconv.AppendBool(dst, r.Duplicate)
+	if r.Sequence != 0 {
+		dst = append(dst, `,"sequence":`...)
+		dst = strconv.AppendUint(dst, r.Sequence, 10)
+	}
+	return append(dst, '}'), true
 }
 
 // plainASCII reports whether encoding/json writes s as is between quotes.

@@ -46,3 +46,25 @@ func TestBatchResponseJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestResultJSON: a single event's answer, encoded by hand, is what echo's
+// serializer writes.
+func TestResultJSON(t *testing.T) {
+	for _, r := range []Result{
+		{EventID: "7c9e6679-7425-40de-944b-e07fc1f90ae7", Status: StatusAccepted, Accepted: true, Sequence: 42},
+		{EventID: "7c9e6679-7425-40de-944b-e07fc1f90ae7", Status: StatusDuplicate, Accepted: true, Duplicate: true, Sequence: 18446744073709551615},
+		{Status: StatusAccepted},
+	} {
+		got, ok := r.appendJSON(nil)
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		if !ok || !bytes.Equal(append(got, '\n'), want.Bytes()) {
+			t.Errorf("appendJSON = %q, %v; json.Encoder writes %q", got, ok, want.Bytes())
+		}
+	}
+	if _, ok := (&Result{EventID: "é", Status: StatusAccepted}).appendJSON(nil); ok {
+		t.Error("a non-ASCII event id was encoded by hand")
+	}
+}
