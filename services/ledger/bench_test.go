@@ -197,6 +197,24 @@ func BenchmarkProof1M(b *testing.B) {
 		// sealed: id index and tiles in memory.
 		measure(b, func(i uint64) { lineage(b, i) })
 	})
+	// The same with the tiles cached without their upper nodes (every
+	// node recomputed from its tile's hashes, as before they were kept).
+	uppers := func(on bool) {
+		tileUppers = on
+		svc.tileMu.Lock()
+		defer svc.tileMu.Unlock()
+		for k, t := range svc.tiles {
+			svc.tiles[k] = withUpper(t[:min(len(t), fullTileLen)])
+		}
+	}
+	b.Run("record-id/no-upper-nodes", func(b *testing.B) {
+		uppers(false)
+		defer uppers(true)
+		measure(b, func(i uint64) { lineage(b, i) })
+	})
+	b.Run("record-id/again", func(b *testing.B) {
+		measure(b, func(i uint64) { lineage(b, i) })
+	})
 	b.Run("record-id/lookup", func(b *testing.B) {
 		// The path every proof by id took before the id index: the
 		// ClickHouse lookup, the leaf row, the proof (tiles warm).

@@ -24,7 +24,11 @@ func (s *Service) cacheTiles(tenant string, tiles map[tileID][]byte) {
 		clear(s.tiles)
 	}
 	for id, h := range tiles {
-		s.tiles[tenantTile{tenant, id}] = slices.Clone(h)
+		if t := withUpper(h); len(t) != len(h) {
+			s.tiles[tenantTile{tenant, id}] = t // a copy already
+		} else {
+			s.tiles[tenantTile{tenant, id}] = slices.Clone(h)
+		}
 	}
 }
 
@@ -61,7 +65,7 @@ func (s *Service) readTiles(ctx context.Context, tenant string, size uint64, nee
 		if committed > id.index*TileWidth {
 			n = min(committed-id.index*TileWidth, TileWidth)
 		}
-		t = t[:min(uint64(len(t)), n*hashSize)]
+		t = withUpper(t[:min(uint64(len(t)), n*hashSize)])
 		out[id] = t
 		s.tiles[tenantTile{tenant, id}] = t
 	}

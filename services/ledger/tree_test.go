@@ -267,3 +267,34 @@ func leafRows(tenant string, rows []leafRow, version uint64) [][]any {
 	}
 	return out
 }
+
+// A complete tile's upper nodes, read instead of recomputed, are the
+// nodes recomputed from its hashes.
+func TestTileUpperNodes(t *testing.T) {
+	tile := make([]byte, fullTileLen)
+	for i := range TileWidth {
+		copy(tile[i*hashSize:], evidence.LeafHash([]byte(fmt.Sprint(i))))
+	}
+	up := withUpper(tile)
+	if len(up) != fullTileLen+upperLen || !bytes.Equal(up[:fullTileLen], tile) {
+		t.Fatalf("withUpper: %d bytes", len(up))
+	}
+	if part := withUpper(tile[:fullTileLen-hashSize]); len(part) != fullTileLen-hashSize {
+		t.Fatalf("a partial tile got upper nodes")
+	}
+	for tileIdx := range uint64(3) {
+		for r := uint(0); r < TileHeight; r++ {
+			for i := range uint64(TileWidth >> r) {
+				id := compact.NewNodeID(r+TileHeight, tileIdx*(TileWidth>>r)+i) // a node of a level-1 tile
+				want, err := nodeHash(id, tile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := nodeHash(id, up)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("node %d/%d: %x, want %x (%v)", id.Level, id.Index, got, want, err)
+				}
+			}
+		}
+	}
+}
