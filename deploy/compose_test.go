@@ -33,22 +33,49 @@ func repoRoot(t *testing.T) string {
 // validation, interpolation from env, path resolution, default profiles).
 func load(t *testing.T, env map[string]string) *types.Project {
 	t.Helper()
+	return loadFiles(t, env, "compose.yaml")
+}
+
+// composeVariants are the ways to run compose: compose.yaml alone, and
+// with each file meant to be added to it (`-f compose.yaml -f …`). The
+// checks every deployment must pass run on each.
+var composeVariants = [][]string{
+	{"compose.yaml"},
+	{"compose.yaml", "compose.clickhouse-cluster.yaml"},
+}
+
+// loadFiles reads compose files merged in order, as `docker compose -f
+// a -f b` does.
+func loadFiles(t *testing.T, env map[string]string, files ...string) *types.Project {
+	t.Helper()
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var cfs []types.ConfigFile
+	for _, f := range files {
+		cfs = append(cfs, types.ConfigFile{Filename: f})
+	}
 	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
 		WorkingDir:  wd,
-		ConfigFiles: []types.ConfigFile{{Filename: "compose.yaml"}},
+		ConfigFiles: cfs,
 		Environment: env,
 	}, func(o *loader.Options) {
 		o.SkipInterpolation = false
 		o.SetProjectName("vigil", true)
 	})
 	if err != nil {
-		t.Fatalf("load compose.yaml: %v", err)
+		t.Fatalf("load %v: %v", files, err)
 	}
 	return p
+}
+
+// eachVariant runs check on every compose variant, as a subtest named by
+// its files.
+func eachVariant(t *testing.T, check func(t *testing.T, p *types.Project)) {
+	for _, files := range composeVariants {
+		t.Run(strings.Join(files, "+"), func(t *testing.T) { check(t, loadFiles(t, nil, files...)) })
+	}
 }
 
 // service finds a service, enabled or gated by a profile.
@@ -164,33 +191,47 @@ func TestDependsOnHealthy(t *testing.T) {
 		}
 	}
 	// service_healthy on a service without a healthcheck never starts.
-	for name, s := range p.AllServices() {
-		for dep, d := range s.DependsOn {
-			if d.Condition != types.ServiceConditionHealthy {
-				continue
-			}
-			if hc := service(t, p, dep).HealthCheck; hc == nil || hc.Disable {
-				t.Errorf("%s waits for %s to be healthy, but %s has no healthcheck", name, dep, dep)
+	eachVariant(t, func(t *testing.T, p *types.Project) {
+		for name, s := range p.AllServices() {
+			for dep, d := range s.DependsOn {
+				if d.Condition != types.ServiceConditionHealthy {
+					continue
+				}
+				if hc := service(t, p, dep).HealthCheck; hc == nil || hc.Disable {
+					t.Errorf("%s waits for %s to be healthy, but %s has no healthcheck", name, dep, dep)
+				}
 			}
 		}
-	}
+	})
 }
 
+// TestHealthchecks: every service that runs until stopped (all but the
+// one-shot tools of a profile) has a healthcheck, in every variant.
 func TestHealthchecks(t *testing.T) {
+	eachVariant(t, func(t *testing.T, p *types.Project) {
+		for name, s := range p.AllServices() {
+			if len(s.Profiles) > 0 && s.Restart == "no" {
+				continue
+			}
+			t.Run(name, func(t *testing.T) {
+				hc := s.HealthCheck
+				if hc == nil || hc.Disable || len(hc.Test) < 2 {
+					t.Fatalf("no healthcheck: %+v", hc)
+				}
+				if hc.Test[0] != "CMD" && hc.Test[0] != "CMD-SHELL" {
+					t.Errorf("healthcheck test %v, want CMD or CMD-SHELL", hc.Test)
+				}
+				if hc.Interval == nil || hc.Timeout == nil || hc.Retries == nil {
+					t.Errorf("healthcheck without interval, timeout or retries: %+v", hc)
+				}
+			})
+		}
+	})
 	p := load(t, nil)
 	for _, name := range longRunning {
-		t.Run(name, func(t *testing.T) {
-			hc := service(t, p, name).HealthCheck
-			if hc == nil || hc.Disable || len(hc.Test) < 2 {
-				t.Fatalf("no healthcheck: %+v", hc)
-			}
-			if hc.Test[0] != "CMD" && hc.Test[0] != "CMD-SHELL" {
-				t.Errorf("healthcheck test %v, want CMD or CMD-SHELL", hc.Test)
-			}
-			if hc.Interval == nil || hc.Timeout == nil || hc.Retries == nil {
-				t.Errorf("healthcheck without interval, timeout or retries: %+v", hc)
-			}
-		})
+		if _, ok := p.Services[name]; !ok {
+			t.Errorf("%s does not run by default", name)
+		}
 	}
 }
 
@@ -254,14 +295,15 @@ func TestDockerfilesReferenced(t *testing.T) {
 }
 
 func TestPortsBindLoopback(t *testing.T) {
-	p := load(t, nil)
-	for name, s := range p.AllServices() {
-		for _, pc := range s.Ports {
-			if pc.HostIP != "127.0.0.1" {
-				t.Errorf("%s publishes %s:%d on %q, want 127.0.0.1", name, pc.Published, pc.Target, pc.HostIP)
+	eachVariant(t, func(t *testing.T, p *types.Project) {
+		for name, s := range p.AllServices() {
+			for _, pc := range s.Ports {
+				if pc.HostIP != "127.0.0.1" {
+					t.Errorf("%s publishes %s:%d on %q, want 127.0.0.1", name, pc.Published, pc.Target, pc.HostIP)
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestServiceEnv(t *testing.T) {
@@ -306,23 +348,25 @@ func TestServiceEnv(t *testing.T) {
 	}
 	// Every VIGIL_* variable given to a service built here is one that its
 	// code reads: a renamed setting would otherwise be ignored in silence.
-	for name, s := range p.AllServices() {
-		if s.Build == nil {
-			continue
-		}
-		d := parseDockerfile(t, filepath.Join(s.Build.Context, filepath.FromSlash(s.Build.Dockerfile)))
-		dirs := []string{filepath.Join(root, "pkg")}
-		for _, b := range d.builds {
-			if b.dir != "deploy" {
-				dirs = append(dirs, filepath.Join(root, filepath.FromSlash(b.dir)))
+	eachVariant(t, func(t *testing.T, p *types.Project) {
+		for name, s := range p.AllServices() {
+			if s.Build == nil {
+				continue
+			}
+			d := parseDockerfile(t, filepath.Join(s.Build.Context, filepath.FromSlash(s.Build.Dockerfile)))
+			dirs := []string{filepath.Join(root, "pkg")}
+			for _, b := range d.builds {
+				if b.dir != "deploy" {
+					dirs = append(dirs, filepath.Join(root, filepath.FromSlash(b.dir)))
+				}
+			}
+			for key := range s.Environment {
+				if strings.HasPrefix(key, "VIGIL_") && !readsEnv(t, key, dirs) {
+					t.Errorf("%s: %s is read by no Go code in %v", name, key, dirs)
+				}
 			}
 		}
-		for key := range s.Environment {
-			if strings.HasPrefix(key, "VIGIL_") && !readsEnv(t, key, dirs) {
-				t.Errorf("%s: %s is read by no Go code in %v", name, key, dirs)
-			}
-		}
-	}
+	})
 }
 
 // readsEnv reports whether the string literal "key" is in a non-test Go
@@ -374,12 +418,14 @@ func TestInterpolation(t *testing.T) {
 }
 
 func TestImages(t *testing.T) {
-	p := load(t, nil)
-	for name, s := range p.AllServices() {
-		if s.Image != "" && !pinned(s.Image) {
-			t.Errorf("%s: image %q: pin a tag", name, s.Image)
+	eachVariant(t, func(t *testing.T, p *types.Project) {
+		for name, s := range p.AllServices() {
+			if s.Image != "" && !pinned(s.Image) {
+				t.Errorf("%s: image %q: pin a tag", name, s.Image)
+			}
 		}
-	}
+	})
+	p := load(t, nil)
 	// Not the long-unsupported 18.x line (the old yandex/ images): a
 	// current YY.M release of clickhouse/clickhouse-server.
 	ch := service(t, p, "clickhouse").Image

@@ -37,7 +37,11 @@ import (
 // and what the containers are given (image, flags, VIGIL_* variables,
 // ports, probes) is what the binaries built from this repository take.
 
-var overlays = []string{"dev", "production"}
+var overlays = []string{"dev", "production", "clickhouse-cluster"}
+
+// releaseOverlays run the images of a release from a registry (the
+// production overlay's images:, which clickhouse-cluster builds on).
+var releaseOverlays = map[string]bool{"production": true, "clickhouse-cluster": true}
 
 // k8sScheme knows every kind the manifests use; a kind outside it is an
 // error, so a new kind must be added here and thereby checked.
@@ -358,7 +362,7 @@ func TestK8sContainersMatchBinaries(t *testing.T) {
 				}
 				c := spec.Containers[0]
 				base := imageName(c.Image)
-				if overlay == "production" {
+				if releaseOverlays[overlay] {
 					if !pinned(c.Image) || strings.HasSuffix(c.Image, ":dev") {
 						t.Errorf("image %q: production pins a release tag", c.Image)
 					}
@@ -532,6 +536,7 @@ func TestK8sReferencesResolve(t *testing.T) {
 					}
 				}
 				for _, c := range pod.Spec.Containers {
+					env := r.envOf(r.podName(name), c)
 					for _, e := range c.Env {
 						if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
 							ref := e.ValueFrom.SecretKeyRef
@@ -539,8 +544,23 @@ func TestK8sReferencesResolve(t *testing.T) {
 								t.Errorf("%s: %s reads key %s of Secret %s, which has none", name, e.Name, ref.Key, ref.Name)
 							}
 						}
-						if u, err := url.Parse(e.Value); err == nil && (u.Scheme == "http" || u.Scheme == "nats" || u.Scheme == "clickhouse") {
-							checkReachable(t, r, name, pod, u)
+						if e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil {
+							ref := e.ValueFrom.ConfigMapKeyRef
+							if cm := r.configMaps[ref.Name]; cm == nil {
+								t.Errorf("%s: %s reads ConfigMap %s, which is not rendered", name, e.Name, ref.Name)
+							} else if _, ok := cm.Data[ref.Key]; !ok {
+								t.Errorf("%s: %s reads key %s of ConfigMap %s, which has none", name, e.Name, ref.Key, ref.Name)
+							}
+						}
+						if strings.Contains(env[e.Name], "$(") {
+							t.Errorf("%s: %s=%s refers to a variable not defined before it", name, e.Name, env[e.Name])
+						}
+						v := env[e.Name]
+						if u, err := url.Parse(v); err == nil && strings.Contains(v, "://") && (u.Scheme == "http" || u.Scheme == "nats" || u.Scheme == "clickhouse") {
+							// A ClickHouse DSN may list several servers.
+							for _, host := range strings.Split(u.Host, ",") {
+								checkReachable(t, r, name, pod, e.Name, host)
+							}
 						}
 					}
 					for _, m := range c.VolumeMounts {
@@ -595,28 +615,112 @@ func containerPort(pod *corev1.PodTemplateSpec, p intstr.IntOrString) int32 {
 	return 0
 }
 
-// checkReachable: u names a Service serving u's port, and a NetworkPolicy
-// admits the client pod to the pods behind it on that port.
-func checkReachable(t *testing.T, r *rendered, client string, from *corev1.PodTemplateSpec, u *url.URL) {
-	t.Helper()
-	svc, ok := r.services[u.Hostname()]
+// envOf is a container's environment as the kubelet gives it in the pod
+// named pod: values from ConfigMaps and Secrets, the pod's name for
+// metadata.name, and $(VAR) references to variables defined before
+// expanded.
+func (r *rendered) envOf(pod string, c corev1.Container) map[string]string {
+	env := map[string]string{}
+	for _, e := range c.Env {
+		v := expandRefs(e.Value, env)
+		if f := e.ValueFrom; f != nil {
+			switch {
+			case f.ConfigMapKeyRef != nil && r.configMaps[f.ConfigMapKeyRef.Name] != nil:
+				v = r.configMaps[f.ConfigMapKeyRef.Name].Data[f.ConfigMapKeyRef.Key]
+			case f.SecretKeyRef != nil && r.secret(f.SecretKeyRef.Name) != nil:
+				v = string(r.secret(f.SecretKeyRef.Name).Data[f.SecretKeyRef.Key])
+			case f.FieldRef != nil && f.FieldRef.FieldPath == "metadata.name":
+				v = pod
+			}
+		}
+		env[e.Name] = v
+	}
+	return env
+}
+
+// varRef is a $(VAR) reference in a container's env value or argument.
+var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// expandRefs expands the references to variables of env in v; others stay
+// as written, as the kubelet leaves them.
+func expandRefs(v string, env map[string]string) string {
+	return varRef.ReplaceAllStringFunc(v, func(ref string) string {
+		if val, ok := env[varRef.FindStringSubmatch(ref)[1]]; ok {
+			return val
+		}
+		return ref
+	})
+}
+
+// podName is the name of a workload's (first) pod: a StatefulSet's pod 0.
+func (r *rendered) podName(workload string) string {
+	if _, ok := r.statefulSets[workload]; ok {
+		return workload + "-0"
+	}
+	return workload
+}
+
+// resolve finds what a host name reaches inside the namespace: a Service
+// (svc) or one pod of a StatefulSet through its headless governing Service
+// (pod.svc). It returns the Service and the pod templates behind the name.
+func (r *rendered) resolve(host string) (*corev1.Service, map[string]*corev1.PodTemplateSpec, error) {
+	podName, svcName, isPod := strings.Cut(host, ".")
+	if !isPod {
+		svcName = host
+	}
+	svc, ok := r.services[svcName]
 	if !ok {
-		t.Errorf("%s is given %s: no Service %s", client, u.Redacted(), u.Hostname())
+		return nil, nil, fmt.Errorf("no Service %s", svcName)
+	}
+	pods := map[string]*corev1.PodTemplateSpec{}
+	if !isPod {
+		for name, pod := range r.podTemplates() {
+			if matches(svc.Spec.Selector, pod.Labels) {
+				pods[name] = pod
+			}
+		}
+		return svc, pods, nil
+	}
+	i := strings.LastIndex(podName, "-")
+	ord, err := strconv.Atoi(podName[i+1:])
+	ss := r.statefulSets[podName[:max(i, 0)]]
+	switch {
+	case i < 0 || err != nil || ss == nil:
+		return nil, nil, fmt.Errorf("%s is no pod of a StatefulSet", podName)
+	case ord < 0 || ord >= int(*ss.Spec.Replicas):
+		return nil, nil, fmt.Errorf("StatefulSet %s has %d replicas, no %s", ss.Name, *ss.Spec.Replicas, podName)
+	case ss.Spec.ServiceName != svcName || svc.Spec.ClusterIP != corev1.ClusterIPNone:
+		return nil, nil, fmt.Errorf("%s: pods of %s are named through its headless governing Service %s", host, ss.Name, ss.Spec.ServiceName)
+	}
+	pods[ss.Name] = &ss.Spec.Template
+	return svc, pods, nil
+}
+
+// checkReachable: host:port (given to client in variable v) names a
+// Service, or a StatefulSet's pod, serving port, and a NetworkPolicy
+// admits the client pod to the pods behind it on that port.
+func checkReachable(t *testing.T, r *rendered, client string, from *corev1.PodTemplateSpec, v, hostport string) {
+	t.Helper()
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		t.Errorf("%s: %s: %v", client, v, err)
 		return
 	}
-	port, _ := strconv.Atoi(u.Port())
+	svc, pods, err := r.resolve(host)
+	if err != nil {
+		t.Errorf("%s is given %s in %s: %v", client, hostport, v, err)
+		return
+	}
+	port, _ := strconv.Atoi(portStr)
 	i := slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return int(sp.Port) == port })
 	if i < 0 {
-		t.Errorf("%s is given %s: Service %s has no port %d", client, u.Redacted(), svc.Name, port)
+		t.Errorf("%s is given %s in %s: Service %s has no port %d", client, hostport, v, svc.Name, port)
 		return
 	}
-	for name, pod := range r.podTemplates() {
-		if !matches(svc.Spec.Selector, pod.Labels) {
-			continue
-		}
+	for name, pod := range pods {
 		target := containerPort(pod, svc.Spec.Ports[i].TargetPort)
 		if !admitted(r.netpols, pod, from, target) {
-			t.Errorf("no NetworkPolicy admits %s to %s on port %d (%s)", client, name, target, u.Redacted())
+			t.Errorf("no NetworkPolicy admits %s to %s on port %d (%s in %s)", client, name, target, hostport, v)
 		}
 	}
 }
