@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/vigilhq/vigil/pkg/chx"
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
@@ -286,17 +288,26 @@ the highest stream sequence in the tenant's rows.`)
 	slices.Sort(lat)
 	slices.Sort(afterAck)
 	// The watermark stands for every row below it only if nothing was
-	// lost or written twice: count them.
+	// lost or written twice: look for each accepted event's row. (The
+	// range may hold more: a request that timed out here may still have
+	// been stored.)
 	var lowest uint64 = math.MaxUint64
 	for _, ss := range seqs {
 		for _, s := range ss {
 			lowest = min(lowest, s)
 		}
 	}
-	var rows, uniq uint64
-	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(stream_seq) FROM events WHERE tenant_id = ? AND stream_seq BETWEEN ? AND ?",
-		bs.tenant, lowest, top).Scan(&rows, &uniq); err != nil {
-		return fmt.Errorf("count queryable events: %w", err)
+	found, dups, err := freshRows(ctx, conn, bs.tenant, lowest, top)
+	if err != nil {
+		return err
+	}
+	var queryable uint64
+	for _, ss := range seqs {
+		for _, s := range ss {
+			if found[s] {
+				queryable++
+			}
+		}
 	}
 	rep := freshReport{
 		TargetRate: *rate, Batch: perBatch, Events: len(lat), AchievedRate: float64(nBatches*perBatch) / sent.Seconds(),
@@ -305,7 +316,7 @@ the highest stream sequence in the tenant's rows.`)
 		P99Ms: benchMs(benchPercentile(lat, 0.99)), MaxMs: benchMs(lat[len(lat)-1]),
 		AfterAckP50Ms: benchMs(benchPercentile(afterAck, 0.5)), AfterAckP99Ms: benchMs(benchPercentile(afterAck, 0.99)),
 		GoalP99Ms: 1000, PeakRSSMiB: peakRSSMiB(),
-		Queryable: uniq, Duplicates: rows - uniq, Stages: sinkAgeStagesBetween(agesBefore, agesAfter),
+		Queryable: queryable, Duplicates: dups, Stages: sinkAgeStagesBetween(agesBefore, agesAfter),
 	}
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
 	if *pid > 0 {
@@ -348,6 +359,32 @@ the highest stream sequence in the tenant's rows.`)
 		return fmt.Errorf("bench freshness: %d events or requests failed (first: %s)", rec.errors, rec.firstErr)
 	}
 	return nil
+}
+
+// freshRows is the set of stream sequences in [lo, hi] among tenant's
+// rows in the events table, and how many rows repeat a sequence.
+func freshRows(ctx context.Context, conn driver.Conn, tenant string, lo, hi uint64) (map[uint64]bool, uint64, error) {
+	rows, err := conn.Query(ctx, "SELECT stream_seq FROM events WHERE tenant_id = ? AND stream_seq BETWEEN ? AND ?", tenant, lo, hi)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read queryable events: %w", err)
+	}
+	defer rows.Close()
+	found := map[uint64]bool{}
+	var dups uint64
+	for rows.Next() {
+		var seq uint64
+		if err := rows.Scan(&seq); err != nil {
+			return nil, 0, fmt.Errorf("read queryable events: %w", err)
+		}
+		if found[seq] {
+			dups++
+		}
+		found[seq] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read queryable events: %w", err)
+	}
+	return found, dups, nil
 }
 
 // procPeakRSSMiB is process pid's peak resident set (VmHWM in
