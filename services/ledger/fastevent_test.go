@@ -176,3 +176,54 @@ func BenchmarkPrepareEvent(b *testing.B) {
 		}
 	})
 }
+
+var decisionSeeds = []struct {
+	data string
+	fast bool
+}{
+	{`{"decisionId":"d-1","sessionId":"s-1","outcome":"allow","rules":[{"id":"r1","then":{"a":[1,"x]}"]}}],"at":1767323045000}`, true},
+	{`{"verdict":{"z":1,"a":"}"},"sessionId":"s-é","decisionId":"d-2"}`, true},
+	{`{"decisionId":"d-3"}`, true},
+	{` {"decisionId" : "d-4" , "n" : 1.50 } `, true},
+	{`{"decisionId":"d\"5"}`, false},
+	{`{"decisionId":"d-6","DecisionId":"d-7"}`, false},
+	{`{"decisionid":"d-8"}`, false},
+	{`{"decisionId":7}`, false},
+	{`{"decisionId":null}`, false},
+	{`{"decisionId":""}`, false},
+	{`{"sessionId":"s"}`, false},
+	{`["decisionId","d"]`, false},
+	{`{"decisionId":"d-9"} {}`, false},
+	{`{"decisionId":"d-1","decisionId":"d-2"}`, false},
+}
+
+func TestFastDecisionMatchesGeneric(t *testing.T) {
+	for _, c := range decisionSeeds {
+		if _, _, ok := fastDecision("acme", []byte(c.data)); ok != c.fast {
+			t.Errorf("%s: fast path took it = %v, want %v", c.data, ok, c.fast)
+		}
+		checkFastDecision(t, "acme", []byte(c.data))
+	}
+}
+
+func checkFastDecision(t *testing.T, tenant string, data []byte) {
+	t.Helper()
+	env, canon, ok := fastDecision(tenant, data)
+	if !ok {
+		return
+	}
+	want, err := prepareGeneric(source{stream: streams.Policy, subject: streams.DecisionSubject(tenant, "agent-1"), seq: 1, data: data})
+	if err != nil {
+		t.Fatalf("fast path took %q, the generic path fails: %v", data, err)
+	}
+	if !bytes.Equal(canon, want.row.canonical) || env.ID != want.env.ID || env.Session != want.env.Session || env.Kind != want.env.Kind {
+		t.Fatalf("%q:\nfast    %s\ngeneric %s", data, canon, want.row.canonical)
+	}
+}
+
+func FuzzFastDecision(f *testing.F) {
+	for _, c := range decisionSeeds {
+		f.Add(c.data)
+	}
+	f.Fuzz(func(t *testing.T, data string) { checkFastDecision(t, "acme", []byte(data)) })
+}

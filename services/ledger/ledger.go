@@ -478,10 +478,17 @@ func (s *Service) prepare(m source) (pending, error) {
 			}
 		}
 	}
+	if m.stream == streams.Policy && fastIngest {
+		if tenant, ok := subjectTenant(m.subject); ok {
+			if env, canon, ok := fastDecision(tenant, m.data); ok {
+				return newPending(m, env, canon), nil
+			}
+		}
+	}
 	return prepareGeneric(m)
 }
 
-// fastIngest turns prepare's INGEST fast path on; benchmarks turn it
+// fastIngest turns prepare's INGEST and POLICY fast paths on; benchmarks turn it
 // off to measure the generic path in the same run.
 var fastIngest = true
 
