@@ -56,6 +56,11 @@ type decideReport struct {
 	CPUUsPerDecision      float64  `json:"cpuUsPerDecision,omitempty"`
 	FloorCPUUsPerDecision float64  `json:"floorCpuUsPerDecision,omitempty"`
 	OtherCPUPct           *float64 `json:"otherCpuPct,omitempty"`
+	// PriorityGate says whether the fan-out consumers gave way to
+	// decisions in flight (pkg/priority); Yielded counts the units of
+	// their work that gave way in the Vigil phase.
+	PriorityGate bool   `json:"priorityGate"`
+	Yielded      uint64 `json:"backgroundYielded"`
 }
 
 // benchPolicy is a pack of n rules that each test the tool name and an
@@ -98,6 +103,7 @@ p99 are reported as ratios of the floor's.`)
 	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the Vigil phase to this file")
 	mutexProfile := fs.String("mutexprofile", "", "", "write a mutex contention profile of the Vigil phase to this file")
 	opaBin := fs.String("opa", "", "", "also drive this opa binary's server (scripts/opa.sh builds one) with the pack in Rego, after the floor")
+	gate := fs.Bool("priority-gate", false, "let the consumers that fan decisions out give way to decisions in flight (pkg/priority, off in vigil dev)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,7 +121,7 @@ p99 are reported as ratios of the floor's.`)
 	if err != nil {
 		return err
 	}
-	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, sec, nil, log)
+	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, sec, nil, log, func(c *StackConfig) { c.PriorityGate = *gate })
 	if err != nil {
 		return err
 	}
@@ -204,7 +210,9 @@ p99 are reported as ratios of the floor's.`)
 		return err
 	}
 	cpu0 = readCPU()
+	yielded0 := bs.st.Gate.Yielded()
 	run := decideLoad(client, base, key, bodies, *rate, *duration, *conns)
+	yielded := bs.st.Gate.Yielded() - yielded0
 	vigilCPU := benchPhase{Events: len(run.sorted)}
 	vigilCPU.addCPU(cpu0, readCPU())
 	if err := stopProfiles(); err != nil {
@@ -228,6 +236,7 @@ p99 are reported as ratios of the floor's.`)
 	rep.P50VsFloor, rep.P99VsFloor = rep.P50Ms/rep.FloorP50Ms, rep.P99Ms/rep.FloorP99Ms
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
 	rep.PeakRSSMiB = peakRSSMiB()
+	rep.PriorityGate, rep.Yielded = *gate, yielded
 	if opa != nil {
 		opa.VigilP50VsOPA, opa.VigilP99VsOPA = rep.P50Ms/opa.P50Ms, rep.P99Ms/opa.P99Ms
 		rep.OPA = opa
@@ -249,6 +258,7 @@ p99 are reported as ratios of the floor's.`)
 		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)
 		fmt.Fprintf(out, "  CPU             %.0f µs per decision (floor %.0f; this process, load generator included)\n", rep.CPUUsPerDecision, rep.FloorCPUUsPerDecision)
 		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator, floor and the whole stack)\n", rep.PeakRSSMiB)
+		fmt.Fprintf(out, "  priority gate   %v (%d background units gave way)\n", rep.PriorityGate, rep.Yielded)
 		fmt.Fprintf(out, "  outcomes        %v\n", rep.Outcomes)
 		met := "not met"
 		if rep.GoalP99Met {

@@ -32,15 +32,19 @@ type benchStack struct {
 // startBenchStack starts the stack on ClickHouse dsn with a temporary
 // data directory, rate limits off, and conns client connections. The
 // notifier may deliver to allowPrivate (the bench's loopback receiver).
-func startBenchStack(ctx context.Context, dsn, name string, conns int, sec NATSSecurity, allowPrivate []netip.Prefix, log *slog.Logger) (*benchStack, error) {
+func startBenchStack(ctx context.Context, dsn, name string, conns int, sec NATSSecurity, allowPrivate []netip.Prefix, log *slog.Logger, tweaks ...func(*StackConfig)) (*benchStack, error) {
 	dir, err := os.MkdirTemp("", "vigil-bench-"+name+"-")
 	if err != nil {
 		return nil, err
 	}
-	st, err := StartStack(ctx, StackConfig{
+	cfg := StackConfig{
 		DataDir: dir, NATSHost: "127.0.0.1", NATSPort: -1, NATSSecurity: sec, ClickHouseDSN: dsn, ClickHouseWait: 10 * time.Second,
 		Ingest: ingest.DefaultConfig(), API: benchAPIConfig(), NotifierAllowPrivate: allowPrivate, Log: log,
-	})
+	}
+	for _, t := range tweaks {
+		t(&cfg)
+	}
+	st, err := StartStack(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

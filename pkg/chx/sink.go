@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 )
 
@@ -50,6 +51,10 @@ type SinkConfig struct {
 	// ShutdownTimeout bounds the final flush at shutdown; messages not
 	// written by then are left unacked and redelivered on the next start.
 	ShutdownTimeout time.Duration
+	// Gate, when set, makes projecting deferrable work that gives way
+	// to foreground requests in flight (pkg/priority); nil projects at
+	// once.
+	Gate *priority.Gate
 }
 
 // Validate reports what is missing from the configuration.
@@ -348,6 +353,7 @@ running:
 		case <-box.signal:
 			batch = box.take(batch)
 			for _, m := range batch {
+				s.cfg.Gate.Yield()
 				add(m)
 			}
 			kick()

@@ -187,6 +187,12 @@ func TenantDecisions(tenant string) string {
 // message id is the event's for event verdicts).
 const HeaderDecisionID = "Vigil-Decision-Id"
 
+// HeaderOutcome carries a recorded decision's outcome (allow, warn,
+// require_approval, block), so a consumer that acts on some outcomes only
+// (guardian intake, notifier) passes over the rest without decoding the
+// record. Decisions recorded before it existed lack it and are decoded.
+const HeaderOutcome = "Vigil-Outcome"
+
 // DecisionsProjector is the durable consumer that projects recorded
 // decisions into ClickHouse (owned by services/policy). Every decision at
 // or below its ack floor is in the decisions table, which is what lets a

@@ -33,6 +33,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/oidc"
 	"github.com/vigilhq/vigil/pkg/openapi"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/rpc"
@@ -144,6 +145,10 @@ type Deps struct {
 	// decisions go to a policy service running in this process without
 	// the NATS round trip (pkg/rpc.Local), and over NATS otherwise.
 	Local *rpc.Local
+	// Gate, when set, is the process's priority gate (pkg/priority):
+	// decisions are foreground, and the audit and agent projections give
+	// way to them. Optional.
+	Gate *priority.Gate
 }
 
 // Service is the api service.
@@ -203,7 +208,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.waits = s.newReadWaits()
 	sink, err := chx.NewSink(chx.SinkConfig{
 		Name: AgentsProjector, Table: readmodel.Agents, Project: projectAgent,
-		MaxRows: 1000, Linger: 200 * time.Millisecond,
+		MaxRows: 1000, Linger: 200 * time.Millisecond, Gate: deps.Gate,
 	}, deps.CH, s.log, deps.Registerer)
 	if err != nil {
 		return nil, err
@@ -212,7 +217,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	for i, name := range []string{AuditControlProjector, AuditGuardianProjector, AuditPolicyProjector} {
 		s.audit[i], err = chx.NewSink(chx.SinkConfig{
 			Name: name, Table: readmodel.AuditLog, Project: projectAudit,
-			MaxRows: 1000, Linger: 200 * time.Millisecond,
+			MaxRows: 1000, Linger: 200 * time.Millisecond, Gate: deps.Gate,
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {
 			return nil, err

@@ -154,6 +154,8 @@ func (s *Service) evaluateDecision(c echo.Context) error {
 // the action, let the door's check refuse it (check may be nil), and ask
 // the policy service, which records the decision before answering.
 func (s *Service) decideDoor(c echo.Context, source string, requireAgent bool, check func(rules.Action) error) (rules.DecisionRecord, error) {
+	// A caller waits on this: the fan-out of earlier decisions gives way.
+	defer s.deps.Gate.Foreground()()
 	b, err := s.readDecisionBody(c)
 	if err != nil {
 		return rules.DecisionRecord{}, err

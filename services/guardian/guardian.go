@@ -25,6 +25,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
 )
@@ -62,6 +63,10 @@ type Deps struct {
 	// Tracer traces the decide and redeem RPCs (pkg/telemetry); nil
 	// traces nothing.
 	Tracer trace.TracerProvider
+	// Gate, when set, is the process's priority gate (pkg/priority):
+	// this service's stream consumers decode and fold records as
+	// background work that gives way to decisions in flight. Optional.
+	Gate *priority.Gate
 }
 
 // Service is the guardian.
@@ -323,7 +328,13 @@ func (s *Service) intake(ctx context.Context) error {
 		return fmt.Errorf("guardian intake: %w", err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if o := m.Headers().Get(streams.HeaderOutcome); o != "" && o != policy.RequireApproval.String() {
+			// Nothing to hold: passed over without decoding the record.
+			_ = m.Ack()
+			return
+		}
 		var rec policy.DecisionRecord
+		s.deps.Gate.Yield()
 		if err := json.Unmarshal(m.Data(), &rec); err != nil {
 			s.log.Error("intake: undecodable decision", slog.String("subject", m.Subject()), slog.String("error", err.Error()))
 			_ = m.TermWithReason("undecodable decision")

@@ -26,6 +26,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 	"github.com/vigilhq/vigil/services/ledger/migrations"
@@ -82,6 +83,10 @@ type Deps struct {
 	CH         driver.Conn
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Gate, when set, is the process's priority gate (pkg/priority):
+	// this service's stream consumers decode and fold records as
+	// background work that gives way to decisions in flight. Optional.
+	Gate *priority.Gate
 }
 
 // Service is the ledger.
@@ -437,6 +442,7 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 		s.held.Add(m)
 		pending.Observe(m)
 		msg := inbound{msg: m}
+		s.deps.Gate.Yield()
 		msg.p, msg.err = s.prepareMsg(m)
 		select {
 		case in <- msg:

@@ -225,6 +225,14 @@ func (r *registry) list(tenant string) []Channel {
 	return out
 }
 
+// none says whether tenant has no channel at all: every signal of it
+// would match nothing.
+func (r *registry) none(tenant string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byTenant[tenant]) == 0
+}
+
 // match returns the tenant's channels that want s.
 func (r *registry) match(s Signal) []Channel {
 	r.mu.RLock()

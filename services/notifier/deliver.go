@@ -101,6 +101,13 @@ func (s *Service) fanOut(ctx context.Context, stream, durable string, filters []
 }
 
 func (s *Service) handleSignal(ctx context.Context, m jetstream.Msg) {
+	if t, ok := decisionTenant(m.Subject()); ok && s.channels.none(t) {
+		// Matched to no channel, the signal would be acked unsent: so
+		// is the decision, without decoding it (most tenants' case).
+		_ = m.Ack()
+		return
+	}
+	s.deps.Gate.Yield()
 	sig, ok, err := decodeSignal(m)
 	if err != nil {
 		s.log.Error("undecodable signal", slog.String("subject", m.Subject()), slog.String("error", err.Error()))

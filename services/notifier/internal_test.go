@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/vigilhq/vigil/pkg/approval"
+	"github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 func TestChannelWants(t *testing.T) {
@@ -215,5 +217,42 @@ func TestFromApprovalOps(t *testing.T) {
 				t.Fatalf("signal %+v, want %s/%s", s, tt.typ, tt.sev)
 			}
 		})
+	}
+}
+
+// The header check passes over exactly the decisions that decoding would
+// find are no signal, and the subject names the record's tenant.
+func TestDecisionSkipsAgreeWithDecoding(t *testing.T) {
+	for _, o := range []policy.Outcome{policy.Allow, policy.Warn, policy.RequireApproval, policy.Block} {
+		rec := policy.DecisionRecord{ID: "dec_1", Tenant: "acme", AgentID: "a.b", Decision: policy.Decision{Outcome: o}, At: time.Now()}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, signal, err := fromDecision(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := decisionSignals(o.String()); got != signal {
+			t.Errorf("%s: header says signal=%v, decoding says %v", o, got, signal)
+		}
+	}
+	if !decisionSignals("") {
+		t.Error("a decision without the header must be decoded")
+	}
+	cases := []struct {
+		subj, tenant string
+		ok           bool
+	}{
+		{streams.DecisionSubject("acme", "agent-1"), "acme", true},
+		{streams.DecisionSubject("acme", "~"), "acme", true},
+		{streams.RejectionSubject("acme", "agent-1"), "", false},
+		{"guardian.v1." + streams.ApprovalChanged + ".acme.x", "", false},
+		{"policy.v1." + streams.DecisionRecorded + ".", "", false},
+	}
+	for _, c := range cases {
+		if tenant, ok := decisionTenant(c.subj); tenant != c.tenant || ok != c.ok {
+			t.Errorf("decisionTenant(%q) = %q, %v; want %q, %v", c.subj, tenant, ok, c.tenant, c.ok)
+		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/secretbox"
 	"github.com/vigilhq/vigil/pkg/ssrf"
@@ -146,6 +147,10 @@ type Deps struct {
 	// Resolver checks target hosts at configuration time; nil uses the
 	// system resolver.
 	Resolver ssrf.Resolver
+	// Gate, when set, is the process's priority gate (pkg/priority):
+	// this service's stream consumers decode and fold records as
+	// background work that gives way to decisions in flight. Optional.
+	Gate *priority.Gate
 }
 
 // Service is the notifier.
@@ -225,7 +230,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.lanes = newLanes(s)
 	s.sink, err = chx.NewSink(chx.SinkConfig{
 		Name: ConsumerProject, Table: readmodel.Deliveries, Project: projectAttempt,
-		MaxRows: 1000, Linger: 200 * time.Millisecond,
+		MaxRows: 1000, Linger: 200 * time.Millisecond, Gate: deps.Gate,
 	}, deps.CH, log, deps.Registerer)
 	if err != nil {
 		return nil, err

@@ -79,6 +79,9 @@ func decodeSignal(m jetstream.Msg) (Signal, bool, error) {
 	subj := m.Subject()
 	switch {
 	case strings.HasPrefix(subj, "policy.v1."+streams.DecisionRecorded+"."):
+		if !decisionSignals(m.Headers().Get(streams.HeaderOutcome)) {
+			return Signal{}, false, nil
+		}
 		return fromDecision(m.Data())
 	case strings.HasPrefix(subj, "guardian.v1."+streams.ApprovalChanged+"."):
 		meta, err := m.Metadata()
@@ -94,6 +97,30 @@ func decodeSignal(m jetstream.Msg) (Signal, bool, error) {
 		return fromHalt(m.Data())
 	}
 	return Signal{}, false, nil
+}
+
+// decisionTenant is the tenant of a recorded decision's subject
+// (policy.v1.decision_recorded.TENANT.AGENT), ok false for other subjects.
+func decisionTenant(subj string) (string, bool) {
+	rest, ok := strings.CutPrefix(subj, "policy.v1."+streams.DecisionRecorded+".")
+	if !ok {
+		return "", false
+	}
+	t, _, ok := strings.Cut(rest, ".")
+	return t, ok && t != ""
+}
+
+// decisionSignals says whether a decision whose Vigil-Outcome header is
+// outcome may be a signal: the outcomes fromDecision signals, and an
+// absent header (a record from before it), which only decoding can tell.
+// Passing over the rest without decoding is most of what the notifier
+// saves per allowed decision.
+func decisionSignals(outcome string) bool {
+	switch outcome {
+	case "", policy.Block.String(), policy.Warn.String(), policy.RequireApproval.String():
+		return true
+	}
+	return false
 }
 
 func fromDecision(data []byte) (Signal, bool, error) {

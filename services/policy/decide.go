@@ -187,7 +187,7 @@ func (s *Service) decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 }
 
 func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID string) (uint64, error) {
-	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID)), rec, rec.ID, msgID, "could not record the decision")
+	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID)), rec, rec.ID, msgID, rec.Decision.Outcome.String(), "could not record the decision")
 }
 
 // recordRejection keeps a refused request on POLICY. If it cannot be
@@ -198,7 +198,7 @@ func (s *Service) recordRejection(ctx context.Context, req rules.EvaluateRequest
 		Source: req.Source, Tool: req.Action.Tool, By: principalActor(req.Principal), Reason: bad[0].Message,
 		Fields: bad, PackHash: packHash, At: time.Now().UTC(),
 	}
-	_, err := s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, rej.ID, "could not record the rejected request")
+	_, err := s.publish(ctx, streams.RejectionSubject(req.Tenant, agentToken(req.AgentID)), rej, rej.ID, rej.ID, "", "could not record the rejected request")
 	return err
 }
 
@@ -219,8 +219,9 @@ func agentToken(agentID string) string {
 
 // publish records v on POLICY and returns its sequence (the original's,
 // for a duplicate). id goes in the Vigil-Decision-Id header, so a reader
-// finds the record from headers alone; msgID dedupes.
-func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID, failure string) (uint64, error) {
+// finds the record from headers alone; msgID dedupes. A decision's
+// outcome goes in the Vigil-Outcome header (none for other records).
+func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID, outcome, failure string) (uint64, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", subject, err)
@@ -234,6 +235,9 @@ func (s *Service) publish(ctx context.Context, subject string, v any, id, msgID,
 	m := nats.NewMsg(subject)
 	m.Data = data
 	m.Header.Set(streams.HeaderDecisionID, id)
+	if outcome != "" {
+		m.Header.Set(streams.HeaderOutcome, outcome)
+	}
 	// The record carries the trace on: its consumers (projection, risk,
 	// ledger) can continue it.
 	ctx, span := telemetry.Outgoing(ctx, m.Header, "publish "+streams.Policy, trace.SpanKindProducer,

@@ -29,6 +29,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/judge"
 	"github.com/vigilhq/vigil/pkg/natsx"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -111,6 +112,10 @@ type Deps struct {
 	// the decision responder runs, callers holding the same Local (the
 	// api in one process) are answered without NATS. Optional.
 	Local *rpc.Local
+	// Gate, when set, is the process's priority gate (pkg/priority):
+	// this service's stream consumers decode and fold records as
+	// background work that gives way to decisions in flight. Optional.
+	Gate *priority.Gate
 }
 
 // Service is the policy service.
@@ -206,7 +211,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.CH != nil {
 		s.sink, err = chx.NewSink(chx.SinkConfig{
 			Name: DecisionsProjector, Table: readmodel.Decisions, Project: projectDecision,
-			MaxRows: 5000, Linger: cmp.Or(cfg.ProjectorLinger, 200*time.Millisecond),
+			MaxRows: 5000, Linger: cmp.Or(cfg.ProjectorLinger, 200*time.Millisecond), Gate: deps.Gate,
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {
 			return nil, err

@@ -293,6 +293,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	var rec rules.DecisionRecord
+	p.svc.deps.Gate.Yield()
 	err = json.Unmarshal(m.Data(), &rec)
 	switch {
 	case err != nil || rec.Tenant == "":

@@ -30,6 +30,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/control"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/streams"
 	"github.com/vigilhq/vigil/services/risk/internal/baseline"
@@ -108,6 +109,10 @@ type Deps struct {
 	Catalog    *control.Catalog
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Gate, when set, is the process's priority gate (pkg/priority):
+	// this service's stream consumers decode and fold records as
+	// background work that gives way to decisions in flight. Optional.
+	Gate *priority.Gate
 }
 
 // Service is the risk service.

@@ -30,6 +30,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/natsx"
 	"github.com/vigilhq/vigil/pkg/oidc"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/ratelimit"
 	"github.com/vigilhq/vigil/pkg/rpc"
 	"github.com/vigilhq/vigil/pkg/streams"
@@ -73,6 +74,11 @@ type Config struct {
 	// process), so that they spread over every policy replica: for tests
 	// of state the replicas share.
 	DecideOverNATS bool
+	// PriorityGate makes the stream consumers that fan decisions out give
+	// way to decisions in flight (pkg/priority). Off by default: on the
+	// shared 2-core box it measured neutral (docs/benchmarks.md, perf-
+	// decide2); `vigil bench decide --priority-gate` measures it.
+	PriorityGate bool
 	// ClickHouseDSN; empty runs ingest alone, without projections or the
 	// read API (used by the ingest benchmark).
 	ClickHouseDSN string
@@ -126,6 +132,9 @@ type Stack struct {
 	Ledger  *ledger.Service
 	Notify  *notifier.Service
 	Board   *approval.Board
+	// Gate is the priority gate decisions and their fan-out share (nil
+	// without PriorityGate).
+	Gate    *priority.Gate
 	Limiter *ratelimit.Limiter
 	// BootstrapKey is the owner key created on first start, or "".
 	BootstrapKey string
@@ -256,7 +265,15 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	if cfg.DecideOverNATS {
 		local = nil
 	}
-	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, OIDC: cfg.OIDC, Local: local}); err != nil {
+	// Decisions are what callers wait on; with PriorityGate the consumers
+	// that fan each recorded decision out (projections, ledger, risk,
+	// guardian intake, notifier) give way while any is in flight.
+	var gate *priority.Gate
+	if cfg.PriorityGate {
+		gate = priority.New()
+	}
+	st.Gate = gate
+	if st.API, err = api.New(cfg.API, api.Deps{NC: conns[streams.ServiceAPI].nc, JS: conns[streams.ServiceAPI].js, CH: st.CH, Catalog: st.Catalog, Board: st.Board, Store: control.NewStore(conns[streams.ServiceAPI].js), Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, OIDC: cfg.OIDC, Local: local, Gate: gate}); err != nil {
 		return nil, err
 	}
 	if cfg.Policy.PublishTimeout == 0 {
@@ -267,17 +284,17 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 		cfg.Policy.RedactionKey, cfg.Policy.Judge.SealSecret = cfg.Ingest.RedactionKey, cfg.API.Judge.SealSecret
 	}
 	cfg.Policy.Streams = so
-	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: conns[streams.ServicePolicy].nc, JS: conns[streams.ServicePolicy].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer, Local: local}); err != nil {
+	if st.Policy, err = policysvc.New(cfg.Policy, policysvc.Deps{NC: conns[streams.ServicePolicy].nc, JS: conns[streams.ServicePolicy].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer, Local: local, Gate: gate}); err != nil {
 		return nil, err
 	}
 	gc := guardian.DefaultConfig()
 	gc.Streams = so
-	if st.Guard, err = guardian.New(gc, guardian.Deps{NC: conns[streams.ServiceGuardian].nc, JS: conns[streams.ServiceGuardian].js, Board: st.Board, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer}); err != nil {
+	if st.Guard, err = guardian.New(gc, guardian.Deps{NC: conns[streams.ServiceGuardian].nc, JS: conns[streams.ServiceGuardian].js, Board: st.Board, Log: cfg.Log, Registerer: st.Reg, Tracer: cfg.Tracer, Gate: gate}); err != nil {
 		return nil, err
 	}
 	rc := risk.DefaultConfig()
 	rc.Streams = so
-	if st.Risk, err = risk.New(rc, risk.Deps{NC: conns[streams.ServiceRisk].nc, JS: conns[streams.ServiceRisk].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Risk, err = risk.New(rc, risk.Deps{NC: conns[streams.ServiceRisk].nc, JS: conns[streams.ServiceRisk].js, CH: st.CH, Catalog: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Gate: gate}); err != nil {
 		return nil, err
 	}
 	// The ledger's checkpoint key derives from the deployment signing
@@ -288,7 +305,7 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 	if lc.Seed, err = evidence.DeriveSeed(cfg.Policy.SigningSeed); err != nil {
 		return nil, err
 	}
-	if st.Ledger, err = ledger.New(lc, ledger.Deps{JS: conns[streams.ServiceLedger].js, CH: st.CH, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Ledger, err = ledger.New(lc, ledger.Deps{JS: conns[streams.ServiceLedger].js, CH: st.CH, Log: cfg.Log, Registerer: st.Reg, Gate: gate}); err != nil {
 		return nil, err
 	}
 	nc := notifier.DefaultConfig()
@@ -298,7 +315,7 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 			return nil, err
 		}
 	}
-	if st.Notify, err = notifier.New(nc, notifier.Deps{JS: conns[streams.ServiceNotifier].js, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg}); err != nil {
+	if st.Notify, err = notifier.New(nc, notifier.Deps{JS: conns[streams.ServiceNotifier].js, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Gate: gate}); err != nil {
 		return nil, err
 	}
 	if len(cfg.Services) == 0 {
