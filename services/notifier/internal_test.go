@@ -256,3 +256,43 @@ func TestDecisionSkipsAgreeWithDecoding(t *testing.T) {
 		}
 	}
 }
+
+// benchDecision is a recorded decision shaped like `vigil bench decide`'s.
+func benchDecision(b *testing.B) []byte {
+	rec := policy.DecisionRecord{
+		ID: "dec_0123456789abcdef", Tenant: "bench123", AgentID: "agent-3", Source: policy.SourceDecision,
+		Input: policy.Input{Tenant: "bench123", Action: policy.Action{Tool: "tool_42"}, Context: map[string]any{"amount": 1554.0},
+			Agent: policy.AgentState{ID: "agent-3"}},
+		Decision:  policy.Decision{Outcome: policy.Warn, ReasonCodes: []string{"R42"}, Matches: []policy.Match{{PolicyID: "bench", RuleID: "r42"}}, PackHash: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+		Signature: "sig", At: time.Now().UTC(),
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+// What the fan-out paid per decision before the Vigil-Outcome header and
+// the no-channels check (decode), and what it pays now (skip).
+func BenchmarkDecisionFanOut(b *testing.B) {
+	data := benchDecision(b)
+	subj := streams.DecisionSubject("bench123", "agent-3")
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := fromDecision(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("skip", func(b *testing.B) {
+		b.ReportAllocs()
+		r := &registry{byTenant: map[string]map[string]Channel{}}
+		for b.Loop() {
+			if t, ok := decisionTenant(subj); !ok || !r.none(t) || !decisionSignals(policy.Warn.String()) {
+				b.Fatal("not skipped")
+			}
+		}
+	})
+}
