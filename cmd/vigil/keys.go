@@ -79,7 +79,7 @@ func runKeysCreate(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer done()
-	if err := natsx.EnsureStreams(ctx, js, streams.ControlConfig(streams.DefaultOptions)); err != nil {
+	if err := ensureControl(ctx, js); err != nil {
 		return err
 	}
 	rec, token, err := control.NewStore(js).IssueKey(ctx, control.KeySpec{Tenant: *target.tenant, Role: role, Name: *name, By: "vigil keys create", Agents: bound})
@@ -184,4 +184,20 @@ func connectOrEmbed(n config.NATS, dataDir string) (jetstream.JetStream, func(),
 		return nil, nil, err
 	}
 	return js, func() { nc.Close(); srv.Shutdown(); srv.WaitForShutdown() }, nil
+}
+
+// ensureControl creates CONTROL when it is missing (keys made in a data
+// directory before Vigil's first start) and otherwise leaves it alone: the
+// api owns it, and its replicas and duplicate window are the deployment's
+// settings, which the CLI's defaults (one replica) would overwrite.
+func ensureControl(ctx context.Context, js jetstream.JetStream) error {
+	cfg := streams.ControlConfig(streams.DefaultOptions)
+	_, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return natsx.EnsureStreams(ctx, js, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	return nil
 }
