@@ -2,8 +2,10 @@ package natsx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,19 +33,34 @@ type clusterNode struct {
 // StartCluster starts n nodes under dir, admitting users. It returns
 // once each accepts clients; WaitReady waits for the meta leader. The
 // caller owns Shutdown (also after an error).
+//
+// A port picked free can be taken (by another process, or as the local
+// port of an outgoing connection) before its node binds it; the cluster
+// is then started again on fresh ports, up to three times.
 func StartCluster(dir string, n int, users []*server.NkeyUser) (*Cluster, error) {
 	c := &Cluster{users: users}
+	var err error
+	for range 3 {
+		if err = c.start(dir, n); err == nil || !errors.Is(err, ErrServerFailed) {
+			return c, err
+		}
+		c.Shutdown()
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			return c, fmt.Errorf("%w (and clearing %s to start again: %w)", err, dir, rerr)
+		}
+	}
+	return c, err
+}
+
+func (c *Cluster) start(dir string, n int) error {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return err
+	}
+	c.nodes = c.nodes[:0]
 	for i := range n {
-		cp, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		rp, err := freePort()
-		if err != nil {
-			return nil, err
-		}
 		name := fmt.Sprintf("n%d", i+1)
-		c.nodes = append(c.nodes, &clusterNode{name: name, storeDir: filepath.Join(dir, name), clientPort: cp, routePort: rp})
+		c.nodes = append(c.nodes, &clusterNode{name: name, storeDir: filepath.Join(dir, name), clientPort: ports[2*i], routePort: ports[2*i+1]})
 	}
 	// The nodes dial each other while they start, so start them together.
 	var wg sync.WaitGroup
@@ -53,22 +70,22 @@ func StartCluster(dir string, n int, users []*server.NkeyUser) (*Cluster, error)
 		go func() { defer wg.Done(); errs[i] = c.Start(i) }()
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return c, err
-		}
-	}
-	return c, nil
+	return errors.Join(errs...)
 }
 
-// freePort is a loopback port nothing listens on at the moment.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
+// freePorts is n distinct loopback ports nothing listens on at the
+// moment (all held open together, so no two are the same).
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // Start starts node i (again, on its data and ports); a running node is

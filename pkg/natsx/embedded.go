@@ -2,8 +2,10 @@ package natsx
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -80,10 +82,56 @@ func StartEmbedded(o EmbeddedOptions) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("configure nats-server: %w", err)
 	}
+	// NoLog leaves the server without a logger, so a port it cannot bind
+	// would only show as a 10 s wait; this one keeps its fatal errors.
+	fatal := &fatalLog{}
+	srv.SetLoggerV2(fatal, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("nats-server on %s:%d not ready after 10s", o.Host, o.Port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if srv.ReadyForConnections(50 * time.Millisecond) {
+			return srv, nil
+		}
+		if err := fatal.err(); err != nil {
+			srv.Shutdown()
+			return nil, fmt.Errorf("nats-server on %s:%d: %w", o.Host, o.Port, err)
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, fmt.Errorf("nats-server on %s:%d not ready after 10s", o.Host, o.Port)
+		}
 	}
-	return srv, nil
 }
+
+// ErrServerFailed is a fatal error the embedded server reported while
+// starting, such as a port it could not bind.
+var ErrServerFailed = errors.New("nats-server failed")
+
+// fatalLog is a server logger that drops everything but fatal errors,
+// which the server reports instead of returning them.
+type fatalLog struct {
+	mu    sync.Mutex
+	fatal string
+}
+
+func (l *fatalLog) err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fatal == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrServerFailed, l.fatal)
+}
+
+func (l *fatalLog) Fatalf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fatal == "" {
+		l.fatal = fmt.Sprintf(format, v...)
+	}
+}
+
+func (*fatalLog) Noticef(string, ...any) {}
+func (*fatalLog) Warnf(string, ...any)   {}
+func (*fatalLog) Errorf(string, ...any)  {}
+func (*fatalLog) Debugf(string, ...any)  {}
+func (*fatalLog) Tracef(string, ...any)  {}

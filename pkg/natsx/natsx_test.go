@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -382,5 +384,25 @@ func TestConnectFailsClearly(t *testing.T) {
 	_, _, err := natsx.Connect("nats://127.0.0.1:1", "fail-test", discard)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("Connect to a closed port = %v, want an error naming the URL", err)
+	}
+}
+
+// TestStartEmbeddedPortTaken: a port already bound is reported as the
+// server's own failure (ErrServerFailed, naming the port), which is what
+// lets StartCluster start again on fresh ports instead of timing out.
+func TestStartEmbeddedPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	srv, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: port, StoreDir: t.TempDir()})
+	if err == nil {
+		srv.Shutdown()
+		t.Fatalf("started on port %d that another listener holds", port)
+	}
+	if !errors.Is(err, natsx.ErrServerFailed) || !strings.Contains(err.Error(), strconv.Itoa(port)) {
+		t.Fatalf("err = %v, want ErrServerFailed naming port %d", err, port)
 	}
 }
