@@ -232,11 +232,15 @@ type Verdict struct {
 	Evidence    []rules.Match `json:"evidence"`
 	Confidence  *float64      `json:"confidence"`
 	Agent       string        `json:"agent"`
-	Action      rules.Action  `json:"action"`
-	Source      string        `json:"source"`
-	Status      string        `json:"status"`
-	PackHash    string        `json:"packHash"`
-	CreatedAt   time.Time     `json:"createdAt"`
+	// SessionID is the session the decision was made in (empty for a
+	// door that was given none): a Vigil addition, so a verdict list can
+	// link each verdict to its session.
+	SessionID string       `json:"sessionId,omitempty"`
+	Action    rules.Action `json:"action"`
+	Source    string       `json:"source"`
+	Status    string       `json:"status"`
+	PackHash  string       `json:"packHash"`
+	CreatedAt time.Time    `json:"createdAt"`
 }
 
 // Verdict statuses beyond the triage ones.
@@ -246,7 +250,7 @@ func (s *Service) verdictOf(rec rules.DecisionRecord) Verdict {
 	d := rec.Decision
 	v := Verdict{
 		ID: rec.ID, DecisionID: rec.ID, Decision: "allow", Outcome: d.Outcome.String(), ReasonCodes: d.ReasonCodes,
-		Evidence: d.Matches, Agent: rec.AgentID, Action: rec.Input.Action, Source: rec.Source, Status: statusOpen,
+		Evidence: d.Matches, Agent: rec.AgentID, SessionID: rec.SessionID, Action: rec.Input.Action, Source: rec.Source, Status: statusOpen,
 		PackHash: d.PackHash, CreatedAt: rec.At, Reason: "ok",
 	}
 	if v.Evidence == nil {
