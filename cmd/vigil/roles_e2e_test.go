@@ -142,6 +142,7 @@ var consoleRoutes = map[string]string{
 	"GET /console/sessions/:id":           "session",
 	"GET /console/sessions/:id/evidence":  "session",
 	"GET /console/agents":                 "session",
+	"GET /console/agents/:id":             "session",
 	"POST /console/agents/:id/settings":   "session",
 	"POST /console/halts":                 "session",
 	"GET /console/policies":               "session",

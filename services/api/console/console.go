@@ -175,6 +175,7 @@ func (c *Console) Routes(e *echo.Echo) {
 	s.GET("/sessions/:id", c.sessionPage)
 	s.GET("/sessions/:id/evidence", c.evidence)
 	s.GET("/agents", c.agentsPage)
+	s.GET("/agents/:id", c.agentPage)
 	s.POST("/agents/:id/settings", c.agentSettings, c.requireCSRF)
 	s.POST("/halts", c.halt, c.requireCSRF)
 	s.GET("/policies", c.policiesPage)

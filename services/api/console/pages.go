@@ -225,7 +225,7 @@ func (c *Console) agentsPage(ec echo.Context) error {
 	v := tableView{NavKey: "agents", Heading: "Agents", Intro: "Registered and discovered agents with their baseline. Pausing blocks every action of the agent (AGENT_PAUSED); a halt stops it at once and rejects what it has pending.",
 		Filters: filters(ec, filter{Name: "agentId", Label: "Agent"})}
 	return c.listPage(ec, v, "/v1/agents/profiles", query(ec, "agentId"), []column{
-		{Header: "Agent", Path: "agentId", Mono: true}, {Header: "Status", Path: "status"}, {Header: "Paused", Path: "paused"},
+		{Header: "Agent", Path: "agentId", Link: Prefix + "/agents/%s", Mono: true}, {Header: "Status", Path: "status"}, {Header: "Paused", Path: "paused"},
 		{Header: "Baseline", Path: "observationDepth"}, {Header: "Observations", Path: "observations"},
 		{Header: "Declared tools", Path: "declaration.tools"}, {Header: "Blocks", Path: "activity.blocks"}, {Header: "Errors", Path: "activity.errors"},
 		{Header: "Last seen", Path: "activity.lastSeenAt"},
@@ -251,7 +251,7 @@ func (c *Console) agentSettings(ec echo.Context) error {
 	if ec.FormValue("paused") == "true" {
 		state = "paused"
 	}
-	return ec.Redirect(http.StatusSeeOther, Prefix+"/agents?flash="+url.QueryEscape(id+" "+state))
+	return ec.Redirect(http.StatusSeeOther, backTo(ec, id, id+" "+state))
 }
 
 func (c *Console) halt(ec echo.Context) error {
@@ -270,14 +270,15 @@ func (c *Console) halt(ec echo.Context) error {
 		PendingRejected int    `json:"pendingRejected"`
 	}
 	_ = r.Decode(&h)
-	return ec.Redirect(http.StatusSeeOther, Prefix+"/agents?flash="+url.QueryEscape(fmt.Sprintf("halt %s in force; %d pending approvals rejected", h.ID, h.PendingRejected)))
+	return ec.Redirect(http.StatusSeeOther, backTo(ec, ec.FormValue("agentId"), fmt.Sprintf("halt %s in force; %d pending approvals rejected", h.ID, h.PendingRejected)))
 }
 
 func (c *Console) verdictsPage(ec echo.Context) error {
 	v := tableView{NavKey: "verdicts", Heading: "Verdicts", Intro: "Findings to triage, newest first. Triage tunes findings; it never lifts a policy outcome.",
 		Filters: filters(ec, filter{Name: "q", Label: "Search", Placeholder: "tool, target, agent, reason"}, filter{Name: "status", Label: "Status", Placeholder: "open"},
-			filter{Name: "decision", Label: "Outcome", Placeholder: "block"}, filter{Name: "since", Label: "Since", Placeholder: "24h"})}
-	return c.listPage(ec, v, "/v1/verdicts", query(ec, "q", "status", "decision", "since", "agent"), []column{
+			filter{Name: "decision", Label: "Outcome", Placeholder: "block"}, filter{Name: "since", Label: "Since", Placeholder: "24h"},
+			filter{Name: "agent", Label: "Agent"}, filter{Name: "source", Label: "Source", Placeholder: "baseline"})}
+	return c.listPage(ec, v, "/v1/verdicts", query(ec, "q", "status", "decision", "since", "agent", "source"), []column{
 		{Header: "Id", Path: "id", Mono: true}, {Header: "Agent", Path: "agent"}, {Header: "Outcome", Path: "outcome"},
 		{Header: "Tool", Path: "action.tool"}, {Header: "Target", Path: "action.target"}, {Header: "Reasons", Path: "reasonCodes"},
 		{Header: "Source", Path: "source"}, {Header: "Status", Path: "status"}, {Header: "At", Path: "createdAt"},

@@ -14,7 +14,7 @@ import (
 
 // pageNames are the templates/<name>.html files, each rendered inside
 // templates/layout.html (with templates/rowform.html, the forms).
-var pageNames = []string{"signin", "continue", "error", "desk", "table", "session", "policy", "confirm", "keycreated"}
+var pageNames = []string{"signin", "continue", "error", "desk", "table", "session", "policy", "confirm", "keycreated", "agent"}
 
 type pages map[string]*template.Template
 
