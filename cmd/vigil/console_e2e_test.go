@@ -343,6 +343,26 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.shot(b.ctx, "policy-editor")
 	b.clean("policy editor")
 
+	// An agent's own page: registration, declaration, baseline, the
+	// anomalies the risk service found (linked to their session), sessions.
+	anomalies := agentWithAnomalies(t, e, owner, "refund-bot", "console-s2")
+	b.do(b.ctx, "agent page", chromedp.Navigate(e.base+"/console/agents"), chromedp.WaitVisible(css(`a[href="/console/agents/refund-bot"]`)),
+		chromedp.Click(css(`a[href="/console/agents/refund-bot"]`)), chromedp.WaitVisible(css("#anomalies")))
+	for _, id := range anomalies {
+		b.do(b.ctx, "anomaly "+id, chromedp.WaitVisible(css(`#anomalies tr[data-id="`+id+`"] a[href="/console/sessions/console-s2"]`)))
+	}
+	agentText := get(b, b.ctx, "agent page text", chromedp.Text(css("main")))
+	for _, want := range []string{"BASELINE_NEW_TOOL", "shell_exec", "web_search", "Manifest hash", "console-s1", "console-s2", "Reason for halting"} {
+		if !strings.Contains(agentText, want) {
+			t.Errorf("the agent page lacks %q", want)
+		}
+	}
+	if problem := get(b, b.ctx, "agent page", chromedp.Evaluate[string](`(document.querySelector('main .error') || {}).textContent || ''`)); problem != "" {
+		t.Errorf("the agent page shows an error: %s", problem)
+	}
+	b.shot(b.ctx, "agent")
+	b.clean("agent page")
+
 	// Every page loads with no console error and no CSP violation.
 	for _, p := range []string{"desk", "sessions", "agents", "policies", "verdicts", "audit", "keys", "members", "channels", "policies/console-desk/edit"} {
 		b.do(b.ctx, "page "+p, chromedp.Navigate(e.base+"/console/"+p), chromedp.WaitVisible(css("h1")))
@@ -364,6 +384,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Error("the session page scrolls sideways on a phone")
 	}
 	b.shot(b.ctx, "phone-session")
+	b.do(b.ctx, "agent page on a phone", chromedp.Navigate(e.base+"/console/agents/refund-bot"), chromedp.WaitVisible(css("#anomalies")))
+	if get(b, b.ctx, "overflow", chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`)) {
+		t.Error("the agent page scrolls sideways on a phone")
+	}
+	b.shot(b.ctx, "phone-agent")
 	b.clean("phone")
 
 	// Signing out ends the session on the server.
