@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"syscall"
@@ -64,6 +65,7 @@ func BenchmarkSeal(b *testing.B) {
 		defer func() { fastIngest = true }()
 	}
 	b.ResetTimer()
+	peak := samplePeakHeap()
 	start, cpu0 := time.Now(), processCPU()
 	r := e.startB(b)
 	for {
@@ -80,8 +82,41 @@ func BenchmarkSeal(b *testing.B) {
 	// CPU of this process (ledger, NATS server and client; not
 	// ClickHouse's) per leaf: comparable across runs on a busy box.
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/leaf")
+	// What the process (ledger, NATS server and client) held with the
+	// whole backlog waiting on the stream: the most the ledger takes in.
+	live, objects := peak()
+	b.ReportMetric(float64(live)/(1<<20), "peak-live-MiB")
+	b.ReportMetric(float64(objects)/(1<<20), "peak-heap-MiB")
 	b.StopTimer()
 	r.stop()
+}
+
+// samplePeakHeap samples the heap every 5 ms until the returned function
+// is called, which returns the largest live heap (as marked by a GC) and
+// the largest heap of objects (live and not yet swept) seen.
+func samplePeakHeap() func() (live, objects uint64) {
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var live, objects uint64
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(samples)
+			live, objects = max(live, samples[0].Value.Uint64()), max(objects, samples[1].Value.Uint64())
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (uint64, uint64) {
+		close(stop)
+		<-done
+		return live, objects
+	}
 }
 
 // processCPU is the user and system CPU this process has used.
