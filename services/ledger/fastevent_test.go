@@ -101,8 +101,8 @@ func checkFastEvent(t *testing.T, tenant string, data []byte) {
 	if err != nil {
 		t.Fatalf("fast path took %q, the generic path fails: %v", data, err)
 	}
-	if !bytes.Equal(canon, want.row.canonical) || id != want.env.ID || session != want.env.Session {
-		t.Fatalf("%q:\nfast    %s (%q, %q)\ngeneric %s (%q, %q)", data, canon, id, session, want.row.canonical, want.env.ID, want.env.Session)
+	if !bytes.Equal(canon, want.row.canonical) || id != want.row.id || session != want.row.session {
+		t.Fatalf("%q:\nfast    %s (%q, %q)\ngeneric %s (%q, %q)", data, canon, id, session, want.row.canonical, want.row.id, want.row.session)
 	}
 	if _, err := evidence.ParseCanonical(canon); err != nil {
 		t.Fatalf("%q: %v", data, err)
@@ -110,7 +110,7 @@ func checkFastEvent(t *testing.T, tenant string, data []byte) {
 	// And prepare, which takes the fast path, gives the generic pending.
 	var s Service
 	got, err := s.prepare(source{stream: streams.Ingest, subject: subject, seq: 1, data: data})
-	if err != nil || got.row.key != want.row.key || !bytes.Equal(got.row.leaf, want.row.leaf) || got.env.Tenant != want.env.Tenant {
+	if err != nil || got.row.key != want.row.key || !bytes.Equal(got.row.leaf, want.row.leaf) || got.tenant != want.tenant {
 		t.Fatalf("%q: prepare %+v (%v), generic %+v", data, got.row, err, want.row)
 	}
 }
@@ -216,7 +216,7 @@ func checkFastDecision(t *testing.T, tenant string, data []byte) {
 	if err != nil {
 		t.Fatalf("fast path took %q, the generic path fails: %v", data, err)
 	}
-	if !bytes.Equal(canon, want.row.canonical) || env.ID != want.env.ID || env.Session != want.env.Session || env.Kind != want.env.Kind {
+	if !bytes.Equal(canon, want.row.canonical) || env.ID != want.row.id || env.Session != want.row.session || env.Kind != want.row.kind || env.Tenant != want.tenant {
 		t.Fatalf("%q:\nfast    %s\ngeneric %s", data, canon, want.row.canonical)
 	}
 }

@@ -54,6 +54,23 @@ type Config struct {
 	TenantMetrics bool
 }
 
+// pullBatch is how many messages each source's consumer pulls ahead, and
+// how many prepared records wait for the integrator. The integrator holds
+// at most two batches (one being filled, one whose rows are being
+// written); what it has not taken yet is better left on the stream,
+// which stores it anyway, than held twice in memory (the client's copy
+// and the prepared record). A pull of a thousand from the local server
+// takes a few milliseconds, far less than a batch's inserts.
+func (c Config) pullBatch() int { return min(c.MaxBatch, 1000) }
+
+// maxAckPending bounds what each consumer has delivered and not yet
+// acked: the two batches in flight, the prepared records waiting and the
+// client's pull buffer. It is what Run holds at most anyway; the bound
+// keeps the server from delivering more whatever a source's backlog
+// (it was 4 × MaxBatch, which let 40,000 records pile up in memory
+// while the inserts fell behind).
+func (c Config) maxAckPending() int { return 2*c.MaxBatch + 2*c.pullBatch() }
+
 // DefaultConfig returns defaults; Seed must still be set.
 func DefaultConfig() Config {
 	return Config{Streams: streams.DefaultOptions, Origin: "vigil.local/ledger", MaxBatch: 10000, Linger: 200 * time.Millisecond, TileCache: 8192}
@@ -248,7 +265,11 @@ func (s *Service) forget(tenant string) {
 
 // Run seals records from every source stream until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	in := make(chan inbound, s.cfg.MaxBatch)
+	// in holds prepared records while the integrator is busy (staging a
+	// batch, or waiting for the one before to commit): enough to keep the
+	// consumers preparing meanwhile, no more; the backlog waits on the
+	// stream, not in memory (see pullBatch).
+	in := make(chan inbound, s.cfg.pullBatch())
 	// Each source starts on its own once its stream exists, so a
 	// deployment without (say) the guardian still seals everything else.
 	var (
@@ -410,11 +431,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// pending is one record on its way into a log.
+// pending is one record on its way into a log. It keeps only what
+// integrating it needs (not the envelope's record, whose canonical bytes
+// are in row): a batch and its backlog hold tens of thousands.
 type pending struct {
-	env  evidence.Envelope
-	row  leafRow
-	rank int
+	tenant string
+	row    leafRow
+	rank   int
 }
 
 // consume waits for stream, then feeds its records, prepared, into in.
@@ -427,7 +450,7 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 		FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy,
 		// Short, as for the projection sinks: Run keeps every message it
 		// holds alive, so only a crashed instance's messages wait it out.
-		AckWait: chx.AckWait, MaxDeliver: -1, MaxAckPending: 4 * s.cfg.MaxBatch,
+		AckWait: chx.AckWait, MaxDeliver: -1, MaxAckPending: s.cfg.maxAckPending(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consumer %s: %w", durable, err)
@@ -451,7 +474,7 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 			_ = m.Nak()
 			s.held.Settled(m)
 		}
-	}, jetstream.PullMaxMessages(s.cfg.MaxBatch))
+	}, jetstream.PullMaxMessages(s.cfg.pullBatch()))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consume %s: %w", stream, err)
 	}
@@ -520,7 +543,7 @@ func prepareGeneric(m source) (pending, error) {
 // newPending is the record of m whose envelope and canonical bytes are
 // env and canon.
 func newPending(m source, env evidence.Envelope, canon []byte) pending {
-	return pending{env: env, rank: streamRank(m.stream), row: leafRow{
+	return pending{tenant: env.Tenant, rank: streamRank(m.stream), row: leafRow{
 		key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, trace: traceOf(env.Kind, canon), canonical: canon,
 		leaf: evidence.LeafHash(canon), stream: m.stream, seq: m.seq,
 	}}

@@ -63,7 +63,7 @@ func (s *Service) stage(ctx context.Context, msgs []inbound, now time.Time) (*st
 			s.held.Settled(m.msg)
 			continue
 		}
-		byTenant[m.p.env.Tenant] = append(byTenant[m.p.env.Tenant], m.p)
+		byTenant[m.p.tenant] = append(byTenant[m.p.tenant], m.p)
 		st.msgs = append(st.msgs, m)
 	}
 	tenants := make([]string, 0, len(byTenant))

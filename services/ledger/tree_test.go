@@ -51,7 +51,7 @@ func synthetic(t testing.TB, tenant string, from, n int) []pending {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[i] = pending{env: env, rank: 2, row: leafRow{key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, canonical: c, leaf: evidence.LeafHash(c), stream: "CONTROL", seq: uint64(from + i + 1)}}
+		out[i] = pending{tenant: env.Tenant, rank: 2, row: leafRow{key: env.Key(), kind: env.Kind, id: env.ID, session: env.Session, canonical: c, leaf: evidence.LeafHash(c), stream: "CONTROL", seq: uint64(from + i + 1)}}
 	}
 	return out
 }
@@ -253,7 +253,7 @@ func TestCrashedBatchLeftoversAreIgnored(t *testing.T) {
 func idxsOfSession(ps []pending, s string) []int {
 	var out []int
 	for i, p := range ps {
-		if p.env.Session == s {
+		if p.row.session == s {
 			out = append(out, i)
 		}
 	}
