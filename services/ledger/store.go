@@ -45,19 +45,28 @@ type leafRow struct {
 type store struct{ ch driver.Conn }
 
 func (st store) insert(ctx context.Context, t readmodel.Table, rows [][]any) error {
-	if len(rows) == 0 {
+	return st.insertEach(ctx, t, len(rows), func(i int, _ []any) []any { return rows[i] })
+}
+
+// insertEach inserts n rows in one batch; row(i, r) returns the i-th,
+// which it may build in r (reused: the driver copies each row into its
+// column buffers as it is appended). The rows of a batch are never all
+// materialised beside the driver's columns, which hold them already.
+func (st store) insertEach(ctx context.Context, t readmodel.Table, n int, row func(i int, r []any) []any) error {
+	if n == 0 {
 		return nil
-	}
-	for _, r := range rows {
-		if err := t.CheckRow(r); err != nil {
-			return err
-		}
 	}
 	b, err := st.ch.PrepareBatch(ctx, t.Insert())
 	if err != nil {
 		return err
 	}
-	for _, r := range rows {
+	r := make([]any, 0, len(t.Columns))
+	for i := range n {
+		r = row(i, r[:0])
+		if err := t.CheckRow(r); err != nil {
+			_ = b.Abort()
+			return err
+		}
 		if err := b.Append(r...); err != nil {
 			_ = b.Abort()
 			return err
@@ -69,38 +78,58 @@ func (st store) insert(ctx context.Context, t readmodel.Table, rows [][]any) err
 // writeData inserts a batch's leaves, lookups and tiles; they are read
 // only once writeCheckpoint commits a tree that covers them.
 func (st store) writeData(ctx context.Context, tenant string, version uint64, leaves []leafRow, tiles map[tileID][]byte) error {
-	lrows := make([][]any, 0, len(leaves))
-	krows := make([][]any, 0, 2*len(leaves))
+	// Lookup rows: every record's key, and its session's and trace's.
+	type lookupRow struct {
+		key string
+		idx uint64
+	}
+	krows := make([]lookupRow, 0, 2*len(leaves))
 	for _, l := range leaves {
-		lrows = append(lrows, []any{tenant, l.idx, l.key, l.kind, l.id, l.session, hex.EncodeToString(l.leaf), string(l.canonical), l.stream, l.seq, l.atMS, version})
-		krows = append(krows, []any{tenant, l.key, l.idx, version})
+		krows = append(krows, lookupRow{l.key, l.idx})
 		if l.session != "" {
-			krows = append(krows, []any{tenant, "session:" + l.session, l.idx, version})
+			krows = append(krows, lookupRow{"session:" + l.session, l.idx})
 		}
 		if l.trace != "" && l.trace != l.session {
-			krows = append(krows, []any{tenant, traceKey(l.trace), l.idx, version})
+			krows = append(krows, lookupRow{traceKey(l.trace), l.idx})
 		}
 	}
-	trows := make([][]any, 0, len(tiles))
-	for id, h := range tiles {
-		trows = append(trows, []any{tenant, uint8(id.level), id.index, string(h), version})
+	type tileRow struct {
+		id tileID
+		h  []byte
 	}
+	trows := make([]tileRow, 0, len(tiles))
+	for id, h := range tiles {
+		trows = append(trows, tileRow{id, h})
+	}
+	// The leaf hash in hex is built in one buffer per batch, and the
+	// canonical bytes go in as they are ([]byte and string are the same
+	// String column to the driver, which copies them).
+	var hexBuf []byte
 	// The three inserts are independent (none is read past the committed
 	// size until the checkpoint lands), so they go in parallel.
 	writes := []struct {
 		what  string
 		table readmodel.Table
-		rows  [][]any
+		n     int
+		row   func(i int, r []any) []any
 	}{
-		{"leaves", readmodel.LedgerLeaves, lrows},
-		{"lookups", readmodel.LedgerLookup, krows},
-		{"tiles", readmodel.LedgerTiles, trows},
+		{"leaves", readmodel.LedgerLeaves, len(leaves), func(i int, r []any) []any {
+			l := &leaves[i]
+			hexBuf = hex.AppendEncode(hexBuf[:0], l.leaf)
+			return append(r, tenant, l.idx, l.key, l.kind, l.id, l.session, hexBuf, l.canonical, l.stream, l.seq, l.atMS, version)
+		}},
+		{"lookups", readmodel.LedgerLookup, len(krows), func(i int, r []any) []any {
+			return append(r, tenant, krows[i].key, krows[i].idx, version)
+		}},
+		{"tiles", readmodel.LedgerTiles, len(trows), func(i int, r []any) []any {
+			return append(r, tenant, uint8(trows[i].id.level), trows[i].id.index, trows[i].h, version)
+		}},
 	}
 	errs := make([]error, len(writes))
 	var wg sync.WaitGroup
 	for i, w := range writes {
 		wg.Go(func() {
-			if err := st.insert(ctx, w.table, w.rows); err != nil {
+			if err := st.insertEach(ctx, w.table, w.n, w.row); err != nil {
 				errs[i] = fmt.Errorf("ledger: write %s: %w", w.what, err)
 			}
 		})
