@@ -29,6 +29,17 @@ func (h *Held) Add(m jetstream.Msg) {
 	h.mu.Unlock()
 }
 
+// Replace holds m's stand-in d (a Detached) in its place, as last heard
+// of when m was; the caller settles d from now on.
+func (h *Held) Replace(m, d jetstream.Msg) {
+	h.mu.Lock()
+	if t, ok := h.last[m]; ok {
+		delete(h.last, m)
+		h.last[d] = t
+	}
+	h.mu.Unlock()
+}
+
 // Settled forgets a message that was acked, terminated or naked.
 func (h *Held) Settled(m jetstream.Msg) {
 	h.mu.Lock()

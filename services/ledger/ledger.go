@@ -459,20 +459,25 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 	if err != nil {
 		return nil, err
 	}
+	nc := s.deps.JS.Conn() // the connection messages are delivered on, and acked
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		// Records are prepared (canonical bytes, leaf hash) here, in each
 		// consumer's goroutine, while the previous batch is being written.
 		s.held.Add(m)
 		pending.Observe(m)
-		msg := inbound{msg: m}
 		s.deps.Gate.Yield()
-		msg.p, msg.err = s.prepareMsg(m)
+		p, err := s.prepareMsg(m)
+		// From here on only the ack subject is needed: the message's
+		// data and headers are in p, and the batches in flight would
+		// otherwise hold every record twice until their checkpoint.
+		d := natsx.Detach(nc, m)
+		s.held.Replace(m, d)
 		select {
-		case in <- msg:
+		case in <- inbound{msg: d, p: p, err: err}:
 		case <-ctx.Done():
 			// Shutting down: back to the stream for the next instance now.
-			_ = m.Nak()
-			s.held.Settled(m)
+			_ = d.Nak()
+			s.held.Settled(d)
 		}
 	}, jetstream.PullMaxMessages(s.cfg.pullBatch()))
 	if err != nil {
