@@ -143,7 +143,7 @@ func (s *Service) postEvent(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.PublishTimeout)
 	defer cancel()
-	ack, err := s.deps.JS.PublishMsg(ctx, m)
+	ack, err := s.publisher().PublishMsg(ctx, m)
 	if err != nil {
 		s.publishErr.Inc()
 		s.accepted.WithLabelValues(StatusFailed).Inc()
@@ -231,6 +231,9 @@ func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error
 	cl := clientInfo(c.Request().Header)
 	resp := BatchResponse{Results: make([]Result, len(items))}
 	futures := make([]jetstream.PubAckFuture, len(items))
+	// One connection for the whole request: its events reach the stream
+	// in the order they were sent.
+	js := s.publisher()
 	gate := s.agentGate(p.Tenant)
 	// The tenant's redaction policy, looked up once, when the first event
 	// is to be published (a request of refused events needs none).
@@ -280,7 +283,7 @@ func (s *Service) storeItems(c echo.Context, items []item) (BatchResponse, error
 			m, arena, err = s.message(c.Request().Context(), pol, p.Tenant, ev, sourceMS, cl, p.KeyID, now, arena)
 		}
 		if err == nil {
-			futures[i], err = s.deps.JS.PublishMsgAsync(m)
+			futures[i], err = js.PublishMsgAsync(m)
 		}
 		if err != nil {
 			resp.Results[i].Status = StatusFailed

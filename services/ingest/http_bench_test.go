@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/auth"
@@ -35,9 +36,15 @@ type benchServer struct {
 	client *http.Client
 }
 
-func startBenchServer(b *testing.B) *benchServer {
+func startBenchServer(b testing.TB) *benchServer {
 	b.Helper()
-	env := natstest.Start(b)
+	return startServer(b, natstest.Start(b), nil)
+}
+
+// startServer is startBenchServer on env, with the publishing contexts
+// pubs (Deps.Publish; nil: the service's own).
+func startServer(b testing.TB, env *natstest.Env, pubs []jetstream.JetStream) *benchServer {
+	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
@@ -57,7 +64,7 @@ func startBenchServer(b *testing.B) *benchServer {
 	reg := prometheus.NewRegistry()
 	ic := ingest.DefaultConfig()
 	ic.RedactionKey = make([]byte, 32)
-	svc, err := ingest.New(ic, ingest.Deps{JS: env.JS, Auth: cat, Log: log, Registerer: reg, Agents: cat})
+	svc, err := ingest.New(ic, ingest.Deps{JS: env.JS, Publish: pubs, Auth: cat, Log: log, Registerer: reg, Agents: cat})
 	if err != nil {
 		b.Fatal(err)
 	}

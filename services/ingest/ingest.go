@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -56,11 +57,22 @@ type Config struct {
 	// agent the tenant does not have yet is refused (409, agent_limit)
 	// once it has MaxAgents. 0 means no cap.
 	MaxAgents int
+	// PublishConns is how many NATS connections the receivers publish
+	// on (Deps.Publish): the service's own and PublishConns-1 more,
+	// opened by whoever wires the service (main, the stack). On one
+	// connection concurrent requests queue on its lock while its flusher
+	// writes; more connections measured no better p99 and ~10 % more CPU
+	// per single event on the 2-core box (fewer writes are coalesced;
+	// docs/benchmarks.md, perf-single), so the default stays 1.
+	PublishConns int
 	// RedactionKey (32 bytes or more) keys the placeholders' hashes; the
 	// policy service must use the same one. Empty: the deployment key
 	// service refuses to start without it (see control.RequireSecret).
 	RedactionKey []byte
 }
+
+// DefaultPublishConns is Config.PublishConns by default.
+const DefaultPublishConns = 1
 
 // DefaultConfig returns production defaults.
 func DefaultConfig() Config {
@@ -68,7 +80,7 @@ func DefaultConfig() Config {
 		MaxBatch: 1000, MaxBodyBytes: 1 << 20, MaxBatchBodyBytes: 32 << 20,
 		Limits: event.DefaultLimits, Streams: streams.DefaultOptions,
 		PublishTimeout: 5 * time.Second, ProjectorBatch: 5000, ProjectorLinger: 200 * time.Millisecond,
-		MaxAgents: agent.DefaultMaxPerTenant,
+		MaxAgents: agent.DefaultMaxPerTenant, PublishConns: DefaultPublishConns,
 	}
 }
 
@@ -87,6 +99,9 @@ func (c Config) Validate() error {
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, errors.New("ingest: PublishTimeout must be positive"))
 	}
+	if c.PublishConns < 1 || c.PublishConns > 64 {
+		errs = append(errs, errors.New("ingest: PublishConns must be 1-64"))
+	}
 	if c.MaxAgents < 0 {
 		errs = append(errs, errors.New("ingest: MaxAgents must not be negative"))
 	}
@@ -102,6 +117,13 @@ func (c Config) Validate() error {
 // Deps are ingest's collaborators, wired by main.
 type Deps struct {
 	JS jetstream.JetStream
+	// Publish, when set, are the JetStream contexts the receivers publish
+	// events through, taken in turn: each on a connection of its own,
+	// authenticated as ingest like JS's. With one connection, concurrent
+	// requests queue on its lock while its flusher writes to the socket
+	// (the mutex profile of `vigil bench ingest`, issue 16). Empty: JS.
+	// Whoever opened them (main, the stack) drains them at shutdown.
+	Publish []jetstream.JetStream
 	// CH is required only to run the projector (Run, Migrate).
 	CH         driver.Conn
 	Auth       httpkit.Authenticator
@@ -131,6 +153,10 @@ type Service struct {
 	publishErr prometheus.Counter
 	// settings holds the tenants' redaction policies; set by EnsureStreams.
 	settings *control.Settings
+	// pubs are the publishing contexts (deps.Publish, else JS), next the
+	// counter that takes them in turn.
+	pubs []jetstream.JetStream
+	next atomic.Uint32
 }
 
 // New validates cfg and deps and registers metrics.
@@ -141,8 +167,17 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.JS == nil || deps.Auth == nil || deps.Log == nil || deps.Registerer == nil {
 		return nil, errors.New("ingest: JS, Auth, Log and Registerer are required")
 	}
+	for _, js := range deps.Publish {
+		if js == nil {
+			return nil, errors.New("ingest: Publish holds a nil JetStream")
+		}
+	}
+	pubs := deps.Publish
+	if len(pubs) == 0 {
+		pubs = []jetstream.JetStream{deps.JS}
+	}
 	s := &Service{
-		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ingest")),
+		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ingest")), pubs: pubs,
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ingest_events_total", Help: "Events received, by outcome (accepted, duplicate, rejected, failed).",
 		}, []string{"outcome"}),
@@ -166,6 +201,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		s.sink = sink
 	}
 	return s, nil
+}
+
+// publisher is the JetStream context of the next publish: the Publish
+// connections in turn, so that concurrent requests spread over them.
+func (s *Service) publisher() jetstream.JetStream {
+	if len(s.pubs) == 1 {
+		return s.pubs[0]
+	}
+	return s.pubs[int(s.next.Add(1)%uint32(len(s.pubs)))]
 }
 
 // EnsureStreams creates or updates INGEST, the stream ingest owns.
