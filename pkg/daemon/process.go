@@ -54,6 +54,10 @@ type Process struct {
 
 	name, addr string
 	tracing    *telemetry.Tracing
+	// nats is how NC was connected, for Publishers; more are the
+	// connections Publishers opened, drained by Close before NC.
+	nats config.NATS
+	more []*nats.Conn
 }
 
 // ProcessOptions says what a service needs besides NATS.
@@ -71,7 +75,7 @@ func Start(ctx context.Context, name string, common config.Common, o ProcessOpti
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Log: log, Reg: Registry(), name: name, addr: *common.HTTPAddr}
+	p := &Process{Log: log, Reg: Registry(), name: name, addr: *common.HTTPAddr, nats: common.NATS}
 	if p.tracing, err = telemetry.Start(ctx, common.Telemetry.Config("vigil-"+name), log); err != nil {
 		return nil, err
 	}
@@ -104,11 +108,32 @@ func ConnectNATS(n config.NATS, name string, log *slog.Logger) (*nats.Conn, jets
 	return nc, js, err
 }
 
+// Publishers returns n JetStream contexts to publish on: JS and n-1 more
+// on connections of their own, authenticated as NC is (same URL,
+// credential and TLS). Close drains them. Concurrent publishers on one
+// connection queue on its lock while its flusher writes; spread over a
+// few they do not (ingest.Config.PublishConns).
+func (p *Process) Publishers(n int) ([]jetstream.JetStream, error) {
+	out := []jetstream.JetStream{p.JS}
+	for i := 1; i < n; i++ {
+		nc, js, err := ConnectNATS(p.nats, fmt.Sprintf("vigil-%s-pub%d", p.name, i), p.Log)
+		if err != nil {
+			return nil, fmt.Errorf("publisher connection %d: %w", i, err)
+		}
+		p.more = append(p.more, nc)
+		out = append(out, js)
+	}
+	return out, nil
+}
+
 // Close drains NATS, closes ClickHouse and exports the spans still
 // queued (bounded: a collector that is down does not hold it up).
 func (p *Process) Close() {
 	if p.CH != nil {
 		_ = p.CH.Close()
+	}
+	for _, nc := range p.more {
+		_ = nc.Drain()
 	}
 	if p.NC != nil {
 		_ = p.NC.Drain()

@@ -2,11 +2,13 @@ package daemon_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"testing"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/vigilhq/vigil/pkg/chtest"
 	"github.com/vigilhq/vigil/pkg/config"
@@ -85,4 +87,47 @@ func TestStartWithoutNATS(t *testing.T) {
 	if _, err := daemon.Start(context.Background(), "svc", common, daemon.ProcessOptions{}); err == nil {
 		t.Fatal("Start succeeded with no NATS server")
 	}
+}
+
+// TestPublishers: Publishers(n) is JS and n-1 connections more, each
+// authenticated as NC is (the same seed), and Close drains them.
+func TestPublishers(t *testing.T) {
+	env := natstest.Start(t)
+	fs := config.New("svc", "test service")
+	common := config.AddCommon(fs)
+	if err := fs.Parse([]string{"--nats-url", env.Server.ClientURL(), "--nats-creds", natsauth.SeedFile(env.CredsDir, "ingest"), "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := daemon.Start(context.Background(), "svc", common, daemon.ProcessOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs, err := p.Publishers(3)
+	if err != nil {
+		p.Close()
+		t.Fatal(err)
+	}
+	if len(pubs) != 3 || pubs[0] != p.JS {
+		p.Close()
+		t.Fatalf("Publishers(3) = %d contexts (first is JS: %v), want JS and 2 more", len(pubs), pubs[0] == p.JS)
+	}
+	cz, err := env.Server.Connz(&server.ConnzOptions{Username: true})
+	if err != nil {
+		p.Close()
+		t.Fatal(err)
+	}
+	users := map[string]string{}
+	for _, c := range cz.Conns {
+		users[c.Name] = c.AuthorizedUser
+	}
+	for _, name := range []string{"vigil-svc-pub1", "vigil-svc-pub2"} {
+		if u, ok := users[name]; !ok || u == "" || u != users["vigil-svc"] {
+			t.Errorf("connection %s: authorized user %q, want %q (the process's)", name, u, users["vigil-svc"])
+		}
+	}
+	p.Close()
+	testkit.Eventually(t, "publisher connections drained", func() (bool, string) {
+		n := env.Server.NumClients() // the test's own admin connection stays
+		return n == 1, fmt.Sprintf("%d clients", n)
+	})
 }

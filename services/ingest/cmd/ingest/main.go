@@ -41,7 +41,13 @@ func run(ctx context.Context, args []string) error {
 	// API keys live on CONTROL, which the api service owns.
 	catalog := control.NewCatalog(p.JS, p.Log, control.WithOIDC(verifier))
 	limiter := ratelimit.New(p.NC, "ingest-"+instance.ID(), func(t string) ratelimit.Limits { return catalog.Limits(t, ratelimit.DefaultLimits) }, p.Log)
-	svc, err := ingest.New(cfg, ingest.Deps{JS: p.JS, CH: p.CH, Auth: catalog, Log: p.Log, Registerer: p.Reg, Limiter: limiter, Agents: catalog})
+	// The receivers publish on cfg.PublishConns connections: the
+	// process's own and any more Publishers opens (Close drains them).
+	pubs, err := p.Publishers(cfg.PublishConns)
+	if err != nil {
+		return err
+	}
+	svc, err := ingest.New(cfg, ingest.Deps{JS: p.JS, Publish: pubs, CH: p.CH, Auth: catalog, Log: p.Log, Registerer: p.Reg, Limiter: limiter, Agents: catalog})
 	if err != nil {
 		return err
 	}
