@@ -54,6 +54,9 @@ type benchConfig struct {
 	Batch            int `json:"batch"`
 	BatchConcurrency int `json:"batchConcurrency"`
 	Warmup           int `json:"warmup"`
+	// PublishConns is ingest's Config.PublishConns: the NATS connections
+	// its receivers publish on.
+	PublishConns int `json:"publishConns"`
 	// NATS is how the embedded server admits the services (auth, tls or
 	// open), to measure what authentication and TLS cost.
 	NATS NATSSecurity `json:"nats"`
@@ -159,6 +162,7 @@ is durably acknowledged by JetStream before it counts.`)
 	fs.IntVar(&cfg.Batch, "batch", 100, "events per request in the batch phase")
 	fs.IntVar(&cfg.BatchConcurrency, "batch-concurrency", 8, "concurrent clients in the batch phase")
 	fs.IntVar(&cfg.Warmup, "warmup", -1, "single events sent before measuring (-1: events/10, at most 1000)")
+	fs.IntVar(&cfg.PublishConns, "publish-conns", ingest.DefaultPublishConns, "NATS connections ingest's receivers publish on (its Config.PublishConns)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	natsSec := fs.String("nats", "", string(NATSAuth), "how NATS admits the services: auth (NKeys, as deployed), tls (NKeys over TLS) or open (no auth, to measure its cost)")
 	dataDir := fs.String("data-dir", "", "", "directory for the embedded NATS store; empty: a temporary one, removed afterwards")
@@ -181,6 +185,7 @@ is durably acknowledged by JetStream before it counts.`)
 		return fmt.Errorf("--nats: %w", err)
 	}
 	ic := ingest.DefaultConfig()
+	ic.PublishConns = cfg.PublishConns
 	switch {
 	case cfg.Events < 1:
 		return errors.New("--events must be at least 1")

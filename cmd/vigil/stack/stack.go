@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -240,8 +241,11 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 		}
 		conns[a.Service] = svcConn{nc, js}
 	}
-	var err error
-	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: conns[streams.ServiceIngest].js, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, Agents: st.Catalog})
+	pubs, err := st.publishers(cfg, conns[streams.ServiceIngest].js)
+	if err != nil {
+		return nil, err
+	}
+	st.Ingest, err = ingest.New(cfg.Ingest, ingest.Deps{JS: conns[streams.ServiceIngest].js, Publish: pubs, CH: st.CH, Auth: st.Catalog, Log: cfg.Log, Registerer: st.Reg, Limiter: st.Limiter, Agents: st.Catalog})
 	if err != nil {
 		return nil, err
 	}
@@ -326,6 +330,25 @@ func (st *Stack) components(cfg Config) ([]daemon.Component, error) {
 		}, nil
 	}
 	return st.subset(cfg.Services, so, bootstrap, cfg.Log)
+}
+
+// publishers are the JetStream contexts ingest's receivers publish on:
+// its own connection's, js, and cfg.Ingest.PublishConns-1 more, each on a
+// connection of its own as the ingest user (closed with the others). A
+// stack that does not run ingest opens none.
+func (st *Stack) publishers(cfg Config, js jetstream.JetStream) ([]jetstream.JetStream, error) {
+	pubs := []jetstream.JetStream{js}
+	if len(cfg.Services) > 0 && !slices.Contains(cfg.Services, streams.ServiceIngest) {
+		return pubs, nil
+	}
+	for range cfg.Ingest.PublishConns - 1 {
+		_, js, err := st.connectAs(streams.ServiceIngest, cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+		pubs = append(pubs, js)
+	}
+	return pubs, nil
 }
 
 // subset is the components of some services only, with the shared views
