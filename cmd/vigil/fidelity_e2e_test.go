@@ -190,7 +190,7 @@ func TestKLAUnknownAgent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = st.GetLastMsgForSubject(ctx, streams.DecisionSubject(tenant, agentID))
+		_, err = st.GetLastMsgForSubject(ctx, "policy.v1."+streams.DecisionRecorded+"."+tenant+"."+streams.Token(agentID)+".>")
 		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Fatal(err)
 		}

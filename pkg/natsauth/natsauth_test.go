@@ -144,7 +144,7 @@ func TestServicesConfined(t *testing.T) {
 		name, user, subject string
 	}{
 		{"notifier mints an owner key", streams.ServiceNotifier, "control.v1.key_changed.t1.~"},
-		{"ingest records a decision", streams.ServiceIngest, streams.DecisionSubject("t1", "a1")},
+		{"ingest records a decision", streams.ServiceIngest, streams.DecisionSubject("t1", "a1", "allow")},
 		{"ledger rewrites an event", streams.ServiceLedger, streams.EventReceivedSubject("t1", "a1")},
 		{"policy writes a KV bucket it does not use", streams.ServicePolicy, "$KV." + streams.IdempotencyBucket + ".k"},
 		{"ingest reads a console session", streams.ServiceIngest, "$JS.API.DIRECT.GET.KV_" + streams.ConsoleSessionsBucket + ".$KV." + streams.ConsoleSessionsBucket + ".k"},

@@ -166,9 +166,53 @@ const (
 	AllRejections = "policy.v1." + DecisionRejected + ".>"
 )
 
-// DecisionSubject is where a decision about agentID is recorded.
-func DecisionSubject(tenant, agentID string) string {
-	return subject("policy", DecisionRecorded, tenant, agentID)
+// DecisionSubject is where a decision about agentID with outcome (allow,
+// warn, require_approval, block) is recorded:
+// policy.v1.decision_recorded.<tenant>.<agent>.<outcome>. The outcome is
+// in the subject so that a consumer acting on some outcomes only (guardian
+// intake, the notifier, the judge) filters on it and the server never
+// delivers it the others (DecisionsWithOutcome). Decisions recorded before
+// it was there have five tokens, no outcome (LegacyDecisions).
+func DecisionSubject(tenant, agentID, outcome string) string {
+	return subject("policy", DecisionRecorded, tenant, agentID) + "." + Token(outcome)
+}
+
+// LegacyDecisions filters the decisions recorded before the outcome was a
+// token of their subject (policy.v1.decision_recorded.<tenant>.<agent>).
+// It matches no decision recorded since.
+const LegacyDecisions = "policy.v1." + DecisionRecorded + ".*.*"
+
+// DecisionsWithOutcome filters the recorded decisions of every tenant
+// with one of outcomes, plus every decision recorded before the outcome
+// was in the subject (LegacyDecisions: a consumer tells those by their
+// Vigil-Outcome header or by decoding them). The filters do not overlap,
+// as a consumer's FilterSubjects must not.
+func DecisionsWithOutcome(outcomes ...string) []string {
+	fs := []string{LegacyDecisions}
+	for _, o := range outcomes {
+		fs = append(fs, "policy.v1."+DecisionRecorded+".*.*."+Token(o))
+	}
+	return fs
+}
+
+// ParseDecisionSubject reads a recorded decision's subject: its tenant
+// token, its agent token (still a Token: see Untoken) and its outcome (""
+// on a decision recorded before the outcome was in the subject). ok is
+// false for any other subject.
+func ParseDecisionSubject(subj string) (tenant, agentTok, outcome string, ok bool) {
+	rest, ok := strings.CutPrefix(subj, "policy.v1."+DecisionRecorded+".")
+	if !ok {
+		return "", "", "", false
+	}
+	tenant, rest, ok = strings.Cut(rest, ".")
+	if !ok || tenant == "" {
+		return "", "", "", false
+	}
+	agentTok, outcome, six := strings.Cut(rest, ".")
+	if agentTok == "" || six && (outcome == "" || strings.Contains(outcome, ".")) {
+		return "", "", "", false
+	}
+	return tenant, agentTok, outcome, true
 }
 
 // RejectionSubject is where a refused decision request of agentID is

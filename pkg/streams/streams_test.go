@@ -191,3 +191,66 @@ func TestStreamOptions(t *testing.T) {
 		t.Error("streams must be file-backed")
 	}
 }
+
+func TestDecisionSubjects(t *testing.T) {
+	outcomes := []string{"allow", "warn", "require_approval", "block"}
+	for _, o := range outcomes {
+		subj := streams.DecisionSubject("acme", "a.b", o)
+		if want := "policy.v1.decision_recorded.acme.~YS5i." + o; subj != want {
+			t.Fatalf("DecisionSubject = %q, want %q", subj, want)
+		}
+		if !server.IsValidPublishSubject(subj) {
+			t.Fatalf("%q is not a valid publish subject", subj)
+		}
+		for _, f := range []string{streams.AllDecisions, streams.TenantDecisions("acme")} {
+			if !server.SubjectMatchesFilter(subj, f) {
+				t.Errorf("%q does not match %q", subj, f)
+			}
+		}
+		if server.SubjectMatchesFilter(subj, streams.LegacyDecisions) {
+			t.Errorf("%q matches the legacy filter", subj)
+		}
+		// Each outcome's filter takes its own decisions and no others.
+		for _, other := range outcomes {
+			fs := streams.DecisionsWithOutcome(other)
+			matched := false
+			for _, f := range fs {
+				matched = matched || server.SubjectMatchesFilter(subj, f)
+			}
+			if matched != (o == other) {
+				t.Errorf("%q matched by %v: %v", subj, fs, matched)
+			}
+		}
+		tenant, agent, outcome, ok := streams.ParseDecisionSubject(subj)
+		if !ok || tenant != "acme" || agent != "~YS5i" || outcome != o {
+			t.Errorf("ParseDecisionSubject(%q) = %q, %q, %q, %v", subj, tenant, agent, outcome, ok)
+		}
+	}
+	// A decision recorded before the outcome was in its subject is still
+	// every consumer's: the filters keep the legacy form.
+	legacy := "policy.v1.decision_recorded.acme.a1"
+	if !server.SubjectMatchesFilter(legacy, streams.DecisionsWithOutcome("warn")[0]) || !server.SubjectMatchesFilter(legacy, streams.AllDecisions) {
+		t.Errorf("%q is not matched by the legacy filter and AllDecisions", legacy)
+	}
+	if tenant, agent, outcome, ok := streams.ParseDecisionSubject(legacy); !ok || tenant != "acme" || agent != "a1" || outcome != "" {
+		t.Errorf("ParseDecisionSubject(%q) = %q, %q, %q, %v", legacy, tenant, agent, outcome, ok)
+	}
+	// A consumer's filters must not overlap.
+	fs := streams.DecisionsWithOutcome(outcomes...)
+	for i := range fs {
+		for j := i + 1; j < len(fs); j++ {
+			if server.SubjectsCollide(fs[i], fs[j]) {
+				t.Errorf("filters %q and %q overlap", fs[i], fs[j])
+			}
+		}
+	}
+	for _, bad := range []string{
+		"policy.v1.decision_recorded.acme", "policy.v1.decision_recorded..a1", "policy.v1.decision_recorded.acme.",
+		"policy.v1.decision_recorded.acme.a1.", "policy.v1.decision_recorded.acme.a1.allow.x",
+		"policy.v1.decision_rejected.acme.a1", "ingest.v1.event_received.acme.a1",
+	} {
+		if _, _, _, ok := streams.ParseDecisionSubject(bad); ok {
+			t.Errorf("ParseDecisionSubject(%q) ok", bad)
+		}
+	}
+}

@@ -321,7 +321,11 @@ func (s *Service) intake(ctx context.Context) error {
 	}
 	cons, err := s.deps.JS.CreateOrUpdateConsumer(ctx, streams.Policy, jetstream.ConsumerConfig{
 		Durable: Intake, Description: "POLICY require_approval decisions → pending actions",
-		FilterSubject: streams.AllDecisions, AckPolicy: jetstream.AckExplicitPolicy,
+		// Only require_approval decisions (and those recorded before the
+		// outcome was in the subject): the server never delivers the
+		// others, which is most decisions. Updating an existing durable's
+		// filter keeps its position.
+		FilterSubjects: streams.DecisionsWithOutcome(policy.RequireApproval.String()), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 1000,
 	})
 	if err != nil {
@@ -329,7 +333,8 @@ func (s *Service) intake(ctx context.Context) error {
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		if o := m.Headers().Get(streams.HeaderOutcome); o != "" && o != policy.RequireApproval.String() {
-			// Nothing to hold: passed over without decoding the record.
+			// Nothing to hold (a record from before the outcome was in
+			// the subject): passed over without decoding it.
 			_ = m.Ack()
 			return
 		}

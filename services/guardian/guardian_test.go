@@ -3,12 +3,14 @@ package guardian
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
@@ -85,7 +87,7 @@ func publishRecordAs(t *testing.T, env *natstest.Env, tenant, id string, who pol
 		Decision: d,
 	}
 	data, _ := json.Marshal(rec)
-	m := nats.NewMsg(streams.DecisionSubject(tenant, "a1"))
+	m := nats.NewMsg(streams.DecisionSubject(tenant, "a1", d.Outcome.String()))
 	m.Data = data
 	if _, err := env.JS.PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
@@ -109,6 +111,63 @@ func TestIntakeOnlyRequireApproval(t *testing.T) {
 	if n := len(r.board.Pending()); n != 1 {
 		t.Fatalf("%d pending actions, want 1", n)
 	}
+}
+
+// An intake durable created before the outcome was in the decision
+// subject is updated in place to filter on it: decisions recorded before
+// (five-token subjects, no outcome header) are still read, and of those
+// recorded since, the server delivers only require_approval.
+func TestIntakeFiltersOnOutcomeAndReadsOlderDecisions(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := context.Background()
+	if err := natsx.EnsureStreams(ctx, env.JS, streams.PolicyConfig(streams.DefaultOptions)); err != nil {
+		t.Fatal(err)
+	}
+	// The durable as the previous release created it.
+	if _, err := env.JS.CreateOrUpdateConsumer(ctx, streams.Policy, jetstream.ConsumerConfig{
+		Durable: Intake, FilterSubject: streams.AllDecisions, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 1000,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	legacy := func(id string, o policy.Outcome) {
+		t.Helper()
+		data, _ := json.Marshal(policy.DecisionRecord{ID: id, Tenant: "acme", AgentID: "a1", Source: policy.SourceDecision, At: time.Now().UTC(),
+			Input:    policy.Input{Principal: policy.Principal{KeyID: "asker", Actor: "key:asker"}, Action: policy.Action{Tool: "refund"}},
+			Decision: policy.Decision{Outcome: o, ReasonCodes: []string{"X"}}})
+		if _, err := env.JS.Publish(ctx, "policy.v1."+streams.DecisionRecorded+".acme.a1", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy("dec_oldallow", policy.Allow)
+	legacy("dec_oldhold", policy.RequireApproval)
+	r := run(t, env)
+	publishDecision(t, env, "acme", "dec_allow", policy.Allow, 0)
+	publishDecision(t, env, "acme", "dec_warn", policy.Warn, 0)
+	publishDecision(t, env, "acme", "dec_block", policy.Block, 0)
+	publishDecision(t, env, "acme", "dec_hold", policy.RequireApproval, 0)
+	testkit.Eventually(t, "both pending actions", func() bool {
+		_, old := r.board.ByDecision("acme", "dec_oldhold")
+		_, cur := r.board.ByDecision("acme", "dec_hold")
+		return old && cur
+	})
+	if n := len(r.board.Pending()); n != 2 {
+		t.Fatalf("%d pending actions, want 2", n)
+	}
+	testkit.Eventually(t, "intake caught up", func() (bool, string) {
+		cons, err := env.JS.Consumer(ctx, streams.Policy, Intake)
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		// Both older decisions and the one require_approval since; the
+		// allow, warn and block since were never delivered.
+		return info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer == 3 && len(info.Config.FilterSubjects) == 2,
+			fmt.Sprintf("pending %d, ack pending %d, delivered %d, filters %v", info.NumPending, info.NumAckPending, info.Delivered.Consumer, info.Config.FilterSubjects)
+	})
 }
 
 func TestConcurrentDecideExactlyOnce(t *testing.T) {

@@ -212,7 +212,7 @@ func checkFastDecision(t *testing.T, tenant string, data []byte) {
 	if !ok {
 		return
 	}
-	want, err := prepareGeneric(source{stream: streams.Policy, subject: streams.DecisionSubject(tenant, "agent-1"), seq: 1, data: data})
+	want, err := prepareGeneric(source{stream: streams.Policy, subject: streams.DecisionSubject(tenant, "agent-1", "allow"), seq: 1, data: data})
 	if err != nil {
 		t.Fatalf("fast path took %q, the generic path fails: %v", data, err)
 	}

@@ -156,7 +156,7 @@ func (e *env) eventWithID(tenant, session, id string, n int) {
 // decision publishes a recorded decision and returns its id.
 func (e *env) decision(tenant, session, pack string) string {
 	id := "dec_" + uuid.NewString()[:8]
-	e.publish(streams.DecisionSubject(tenant, "agent-1"), map[string]any{
+	e.publish(streams.DecisionSubject(tenant, "agent-1", "allow"), map[string]any{
 		"decisionId": id, "tenant": tenant, "agentId": "agent-1", "sessionId": session, "source": "evaluate",
 		"result": map[string]any{"decision": "allow", "packHash": pack, "reasonCodes": []string{}}, "at": time.Now().UTC(),
 	}, id)

@@ -66,7 +66,7 @@ func decisionMsg(i int, at time.Time) *nats.Msg {
 		Input:    policy.Input{Action: policy.Action{Kind: "tool_call", Tool: "shell"}},
 		Decision: policy.Decision{Outcome: policy.Block, ReasonCodes: []string{"BENCH"}}, At: at,
 	})
-	return &nats.Msg{Subject: streams.DecisionSubject("acme", "agent-1"), Data: data}
+	return &nats.Msg{Subject: streams.DecisionSubject("acme", "agent-1", "block"), Data: data}
 }
 
 func benchEnv(b *testing.B, channels int) (*env, *countingReceiver) {

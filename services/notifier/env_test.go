@@ -243,7 +243,7 @@ func (e *env) publish(subject string, v any) {
 // decide records a policy decision as the policy service would.
 func (e *env) decide(tenant, id string, outcome policy.Outcome) {
 	e.t.Helper()
-	e.publish(streams.DecisionSubject(tenant, "agent-1"), policy.DecisionRecord{
+	e.publish(streams.DecisionSubject(tenant, "agent-1", outcome.String()), policy.DecisionRecord{
 		ID: id, Tenant: tenant, AgentID: "agent-1", SessionID: "sess-1", Source: policy.SourceDecision,
 		Input:    policy.Input{Action: policy.Action{Kind: "tool_call", Tool: "shell"}},
 		Decision: policy.Decision{Outcome: outcome, ReasonCodes: []string{"TEST_RULE"}}, At: time.Now().UTC(),

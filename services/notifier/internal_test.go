@@ -244,8 +244,9 @@ func TestDecisionSkipsAgreeWithDecoding(t *testing.T) {
 		subj, tenant string
 		ok           bool
 	}{
-		{streams.DecisionSubject("acme", "agent-1"), "acme", true},
-		{streams.DecisionSubject("acme", "~"), "acme", true},
+		{streams.DecisionSubject("acme", "agent-1", "warn"), "acme", true},
+		{"policy.v1." + streams.DecisionRecorded + ".acme.agent-1", "acme", true}, // recorded before the outcome was in the subject
+		{streams.DecisionSubject("acme", "~", "block"), "acme", true},
 		{streams.RejectionSubject("acme", "agent-1"), "", false},
 		{"guardian.v1." + streams.ApprovalChanged + ".acme.x", "", false},
 		{"policy.v1." + streams.DecisionRecorded + ".", "", false},
@@ -277,7 +278,7 @@ func benchDecision(b *testing.B) []byte {
 // the no-channels check (decode), and what it pays now (skip).
 func BenchmarkDecisionFanOut(b *testing.B) {
 	data := benchDecision(b)
-	subj := streams.DecisionSubject("bench123", "agent-3")
+	subj := streams.DecisionSubject("bench123", "agent-3", "warn")
 	b.Run("decode", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -28,6 +28,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/httpkit"
 	"github.com/vigilhq/vigil/pkg/idempotency"
 	"github.com/vigilhq/vigil/pkg/natsx"
+	"github.com/vigilhq/vigil/pkg/policy"
 	"github.com/vigilhq/vigil/pkg/priority"
 	"github.com/vigilhq/vigil/pkg/readmodel"
 	"github.com/vigilhq/vigil/pkg/secretbox"
@@ -296,7 +297,10 @@ func (s *Service) Run(ctx context.Context) error {
 		stream, durable string
 		filters         []string
 	}{
-		{streams.Policy, ConsumerPolicy, []string{streams.AllDecisions}},
+		// Allow is no signal: the server does not deliver allowed
+		// decisions (the outcome is in the subject) except those recorded
+		// before it was, which decodeSignal passes over by header.
+		{streams.Policy, ConsumerPolicy, streams.DecisionsWithOutcome(policy.Warn.String(), policy.RequireApproval.String(), policy.Block.String())},
 		{streams.Guardian, ConsumerGuardian, []string{streams.AllApprovals}},
 		{streams.Risk, ConsumerRisk, []string{streams.AllAnomalies, streams.AllSessionScores}},
 		{streams.Control, ConsumerControl, []string{streams.AllHaltChanges}},

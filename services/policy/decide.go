@@ -187,7 +187,7 @@ func (s *Service) decide(ctx context.Context, req rules.EvaluateRequest) (rules.
 }
 
 func (s *Service) record(ctx context.Context, rec rules.DecisionRecord, msgID string) (uint64, error) {
-	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID)), rec, rec.ID, msgID, rec.Decision.Outcome.String(), "could not record the decision")
+	return s.publish(ctx, streams.DecisionSubject(rec.Tenant, agentToken(rec.AgentID), rec.Decision.Outcome.String()), rec, rec.ID, msgID, rec.Decision.Outcome.String(), "could not record the decision")
 }
 
 // recordRejection keeps a refused request on POLICY. If it cannot be

@@ -109,9 +109,9 @@ func (s *Service) runJudge(ctx context.Context) error {
 			_ = m.Ack()
 		}()
 	}
-	cfg := func(name, filter string) jetstream.ConsumerConfig {
+	cfg := func(name string, filters ...string) jetstream.ConsumerConfig {
 		return jetstream.ConsumerConfig{
-			Durable: name, Description: "flagged verdicts → LLM judge", FilterSubject: filter,
+			Durable: name, Description: "flagged verdicts → LLM judge", FilterSubjects: filters,
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.judge.timeout + 30*time.Second,
 			MaxDeliver: 3, MaxAckPending: 4 * s.judge.workers,
 		}
@@ -133,7 +133,9 @@ func (s *Service) runJudge(ctx context.Context) error {
 		<-cc.Closed()
 		errc <- nil
 	}
-	go follow(streams.Policy, cfg(JudgeDecisions, streams.AllDecisions), s.pickDecision)
+	// Only warn decisions are judged: the server delivers no others
+	// (except those recorded before the outcome was in the subject).
+	go follow(streams.Policy, cfg(JudgeDecisions, streams.DecisionsWithOutcome(rules.Warn.String())...), s.pickDecision)
 	go follow(streams.Risk, cfg(JudgeAnomalies, streams.AllAnomalies), s.pickAnomaly)
 	err := errors.Join(<-errc, <-errc)
 	wg.Wait()

@@ -80,7 +80,7 @@ func mixedDecision(i int) (string, []byte) {
 		rec.Decision = rules.Decision{Outcome: rules.Block, ReasonCodes: []string{"ORG_BLOCKLIST_TOOL"}}
 	}
 	data, _ := json.Marshal(rec)
-	return streams.DecisionSubject("acme", agentID), data
+	return streams.DecisionSubject("acme", agentID, rec.Decision.Outcome.String()), data
 }
 
 // BenchmarkConsume measures decisions per second through the risk
@@ -147,7 +147,7 @@ func BenchmarkScoreLag(b *testing.B) {
 			Decision: rules.Decision{Outcome: rules.Warn, ReasonCodes: []string{"X"}}, At: time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Second)}
 		data, _ := json.Marshal(rec)
 		start := time.Now()
-		if _, err := n.JS.Publish(ctx, streams.DecisionSubject("acme", "lagbot"), data); err != nil {
+		if _, err := n.JS.Publish(ctx, streams.DecisionSubject("acme", "lagbot", rec.Decision.Outcome.String()), data); err != nil {
 			b.Fatal(err)
 		}
 		select {

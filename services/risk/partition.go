@@ -265,14 +265,14 @@ func (p *partition) applyResetsLocked() {
 	}
 }
 
-// decisionOwner parses policy.v1.decision_recorded.<tenant>.<agent>.
+// decisionOwner parses policy.v1.decision_recorded.<tenant>.<agent>[.<outcome>].
 func decisionOwner(subject string) (tenant, agentID string, ok bool) {
-	parts := strings.Split(subject, ".")
-	if len(parts) != 5 {
+	tenant, tok, _, ok := streams.ParseDecisionSubject(subject)
+	if !ok {
 		return "", "", false
 	}
-	a, err := streams.Untoken(parts[4])
-	return parts[3], a, err == nil
+	a, err := streams.Untoken(tok)
+	return tenant, a, err == nil
 }
 
 func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {

@@ -201,7 +201,7 @@ func (e *env) publish(steps ...step) {
 			rec.Input.Context["responseStatus"] = s.status
 		}
 		data, _ := json.Marshal(rec)
-		if _, err := e.nats.JS.Publish(ctx, streams.DecisionSubject(tenant, s.agent), data); err != nil {
+		if _, err := e.nats.JS.Publish(ctx, streams.DecisionSubject(tenant, s.agent, s.outcome.String()), data); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -731,9 +731,9 @@ func TestSkipsDecisionsItDoesNotLearnFrom(t *testing.T) {
 	}{
 		// The policy service's subject for an agentless decision.
 		{"agentless decision", "policy.v1.decision_recorded.acme." + streams.Token("~"), agentless, false},
-		{"agentless decision, plain empty token", streams.DecisionSubject("acme", ""), agentless, false},
-		{"not JSON", streams.DecisionSubject("acme", "bot"), []byte("{not json"), true},
-		{"no tenant", streams.DecisionSubject("acme", "bot"), []byte(`{"id":"dec_x","agentId":"bot"}`), true},
+		{"agentless decision, plain empty token", streams.DecisionSubject("acme", "", "allow"), agentless, false},
+		{"not JSON", streams.DecisionSubject("acme", "bot", "allow"), []byte("{not json"), true},
+		{"no tenant", streams.DecisionSubject("acme", "bot", "allow"), []byte(`{"id":"dec_x","agentId":"bot"}`), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
