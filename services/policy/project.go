@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,9 +11,11 @@ import (
 
 // projectDecision is the decisions row of a decision recorded on POLICY.
 func projectDecision(m jetstream.Msg) (chx.Rows, error) {
-	var r rules.DecisionRecord
-	if err := json.Unmarshal(m.Data(), &r); err != nil {
+	// Only the row's fields are decoded (the same row as decoding the
+	// whole record, pkg/policy FuzzDecodeDecisionRow), at half the cost.
+	row, err := rules.DecodeDecisionRow(m.Data())
+	if err != nil {
 		return nil, fmt.Errorf("%w: decode decision: %v", chx.ErrPoison, err)
 	}
-	return chx.Rows{rules.DecisionRow(r, m.Data())}, nil
+	return chx.Rows{row}, nil
 }
