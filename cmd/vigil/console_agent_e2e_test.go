@@ -54,7 +54,8 @@ func agentWithAnomalies(t *testing.T, e *env, owner polClient, agent, session st
 // TestConsoleAgentPage checks an agent's own page over HTTP: its
 // registration, declaration, baseline, anomalies and sessions for a
 // viewer (who gets no controls, and whose forged pause is the API's 403);
-// an owner pausing, resuming and halting from it; an unknown agent and
+// an owner pausing, resuming, resetting the baseline (through its
+// confirmation page) and halting from it; an unknown agent and
 // another tenant's agent both a 404 page; agent keys kept out.
 func TestConsoleAgentPage(t *testing.T) {
 	e := newEnv(t)
@@ -83,7 +84,7 @@ func TestConsoleAgentPage(t *testing.T) {
 		"BASELINE_NEW_TOOL", `<a href="/console/sessions/watch-s1">watch-s1</a>`,
 		// the sessions
 		`<td data-label="Events">21</td>`,
-		"Your role (viewer) may not pause or resume it (agents:write) or halt it (halts:manage).",
+		"Your role (viewer) may not pause, resume or reset its baseline (agents:write) or halt it (halts:manage).",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the viewer's agent page lacks %q", want)
@@ -94,8 +95,13 @@ func TestConsoleAgentPage(t *testing.T) {
 			t.Errorf("anomaly %s is not listed", id)
 		}
 	}
-	if strings.Contains(body, `action="/console/halts"`) || strings.Contains(body, `/settings"`) {
-		t.Error("a viewer is offered the pause or halt form")
+	if strings.Contains(body, `action="/console/halts"`) || strings.Contains(body, `/settings"`) || strings.Contains(body, `/reset"`) {
+		t.Error("a viewer is offered the pause, reset or halt form")
+	}
+	// A forged reset is refused by the risk service's route, and the
+	// baseline stays.
+	if status, _, body := viewer.send(http.MethodPost, page+"/reset", url.Values{"csrf": {viewer.csrf}}, e.base); status != http.StatusForbidden || !strings.Contains(body, "role viewer may not agents:write") {
+		t.Fatalf("viewer resets: %d %s", status, body)
 	}
 	// A forged pause is the API's refusal, in its words; nothing changes.
 	status, _, body = viewer.send(http.MethodPost, page+"/settings", url.Values{"csrf": {viewer.csrf}, "paused": {"true"}, "return": {"agent"}}, e.base)
@@ -176,6 +182,29 @@ func TestConsoleAgentPage(t *testing.T) {
 	}
 	if body := post("resume", page+"/settings", url.Values{"paused": {"false"}}); strings.Contains(body, `<span class="badge bad">paused</span>`) {
 		t.Fatal("still shown paused after resuming")
+	}
+	// The baseline reset: the page's form leads to a confirmation page
+	// (the profile as it is, Cancel back to the agent), whose form resets
+	// through the risk service; the page then shows a fresh baseline.
+	status, _, body = own.send(http.MethodGet, page+"/reset", nil, "")
+	for _, want := range []string{"<h1>Reset the baseline of watch-bot</h1>", "<dt>Observations</dt><dd>21</dd>", "<dt>Earlier resets</dt><dd>0</dd>",
+		`action="/console/agents/watch-bot/reset"`, `<a href="/console/agents/watch-bot">Cancel</a>`} {
+		if status != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("reset confirmation (%d) lacks %q", status, want)
+		}
+	}
+	if status, _, body := own.send(http.MethodGet, "/console/agents/nobody/reset", nil, ""); status != http.StatusNotFound {
+		t.Errorf("reset page of an unknown agent: %d %s", status, body)
+	}
+	if body := post("reset", page+"/reset", url.Values{}); !strings.Contains(body, "baseline of watch-bot reset (rst_") || !strings.Contains(body, "<dt>Resets</dt><dd>1</dd>") {
+		t.Fatalf("after the reset, no flash or no reset counted:\n%s", body)
+	}
+	var profiles struct {
+		Data []map[string]any `json:"data"`
+	}
+	owner.get("/v1/agents/profiles?agentId=watch-bot").want(t, http.StatusOK, "profiles").decode(t, &profiles)
+	if len(profiles.Data) != 1 || profiles.Data[0]["resets"] != 1.0 || profiles.Data[0]["observations"] != 0.0 {
+		t.Fatalf("profile after the reset: %v", profiles.Data)
 	}
 	if body := post("halt", "/console/halts", url.Values{"scope": {"agent"}, "agentId": {"watch-bot"}, "reason": {"console test"}}); !strings.Contains(body, "in force") {
 		t.Fatalf("no halt flash:\n%s", body)

@@ -250,9 +250,11 @@ func agentForms(p auth.Principal, id string, paused bool) ([]rowForm, string) {
 		if paused {
 			f.Label, f.Fields = "Resume", [][2]string{{"paused", "false"}, back}
 		}
-		forms = append(forms, f)
+		// Resetting forgets what was learned, so it goes through a
+		// confirmation page first (a GET form: no state changes there).
+		forms = append(forms, f, rowForm{ID: "agent-reset", Action: Prefix + "/agents/" + url.PathEscape(id) + "/reset", Label: "Reset baseline…", Get: true})
 	} else {
-		lacks = append(lacks, "pause or resume it ("+string(auth.AgentsWrite)+")")
+		lacks = append(lacks, "pause, resume or reset its baseline ("+string(auth.AgentsWrite)+")")
 	}
 	if p.Allows(auth.HaltsManage) {
 		forms = append(forms, rowForm{ID: "agent-halt", Action: Prefix + "/halts", Label: "Halt", Danger: true, Stacked: true,
@@ -276,4 +278,35 @@ func backTo(ec echo.Context, agentID, flash string) string {
 		return Prefix + "/agents/" + url.PathEscape(agentID) + "?flash=" + url.QueryEscape(flash)
 	}
 	return Prefix + "/agents?flash=" + url.QueryEscape(flash)
+}
+
+// resetBaselinePage is the confirmation step before a baseline reset: the
+// agent's profile as the risk service has it, read as the person (another
+// tenant's agent is not found).
+func (c *Console) resetBaselinePage(ec echo.Context) error {
+	id := ec.Param("id")
+	page := Prefix + "/agents/" + url.PathEscape(id)
+	return c.confirmStep(ec, "/v1/agents/profiles?"+url.Values{"agentId": {id}}.Encode(), "agentId", id, "agent "+id, func(a map[string]any) confirmView {
+		activity, _ := a["activity"].(map[string]any)
+		return confirmView{NavKey: "agents", Cancel: page, Heading: "Reset the baseline of " + id,
+			Intro: "Resetting forgets everything learned about this agent, as if it were new: no baseline anomalies are raised until it has warmed up again. Its recorded events, decisions and anomalies stay.",
+			Facts: [][2]string{{"Agent", id}, {"Depth", text(a["observationDepth"])}, {"Observations", text(a["observations"])},
+				{"Last seen", when(activity["lastSeenAt"])}, {"Earlier resets", text(a["resets"])}},
+			Form: rowForm{ID: "reset-baseline", Action: page + "/reset", Label: "Reset baseline", Danger: true}}
+	})
+}
+
+// resetBaseline resets through POST /v1/agents/:id/reset (the risk
+// service's route; it decides the role) and returns to the agent's page.
+func (c *Console) resetBaseline(ec echo.Context) error {
+	id := ec.Param("id")
+	r := c.call(ec, http.MethodPost, "/v1/agents/"+url.PathEscape(id)+"/reset", nil)
+	if !r.OK() {
+		return c.apiFail(ec, r)
+	}
+	var out struct {
+		ResetID string `json:"resetId"`
+	}
+	_ = r.Decode(&out)
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/agents/"+url.PathEscape(id)+"?flash="+url.QueryEscape("baseline of "+id+" reset ("+out.ResetID+")"))
 }

@@ -35,10 +35,10 @@ func TestAgentFormsFollowTheRole(t *testing.T) {
 		forms []string
 		note  string
 	}{
-		{auth.RoleOwner, []string{"Pause", "Halt"}, ""},
-		{auth.RoleAdmin, []string{"Pause", "Halt"}, ""},
-		{auth.RoleMember, []string{"Pause"}, "may not halt it (halts:manage)"},
-		{auth.RoleViewer, nil, "may not pause or resume it (agents:write) or halt it (halts:manage)"},
+		{auth.RoleOwner, []string{"Pause", "Reset baseline…", "Halt"}, ""},
+		{auth.RoleAdmin, []string{"Pause", "Reset baseline…", "Halt"}, ""},
+		{auth.RoleMember, []string{"Pause", "Reset baseline…"}, "may not halt it (halts:manage)"},
+		{auth.RoleViewer, nil, "may not pause, resume or reset its baseline (agents:write) or halt it (halts:manage)"},
 	} {
 		forms, note := agentForms(auth.Principal{Tenant: "t", Role: c.role}, "a/b", false)
 		var labels []string
@@ -50,6 +50,10 @@ func TestAgentFormsFollowTheRole(t *testing.T) {
 		}
 		if len(forms) > 0 && forms[0].Action != Prefix+"/agents/a%2Fb/settings" {
 			t.Errorf("%s: pause posts to %s", c.role, forms[0].Action)
+		}
+		// The reset is only a step to its confirmation page.
+		if len(forms) > 1 && (forms[1].Action != Prefix+"/agents/a%2Fb/reset" || !forms[1].Get) {
+			t.Errorf("%s: reset form %+v", c.role, forms[1])
 		}
 	}
 	if forms, _ := agentForms(auth.Principal{Tenant: "t", Role: auth.RoleOwner}, "a", true); forms[0].Label != "Resume" {

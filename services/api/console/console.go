@@ -177,6 +177,8 @@ func (c *Console) Routes(e *echo.Echo) {
 	s.GET("/agents", c.agentsPage)
 	s.GET("/agents/:id", c.agentPage)
 	s.POST("/agents/:id/settings", c.agentSettings, c.requireCSRF)
+	s.GET("/agents/:id/reset", c.resetBaselinePage)
+	s.POST("/agents/:id/reset", c.resetBaseline, c.requireCSRF)
 	s.POST("/halts", c.halt, c.requireCSRF)
 	s.GET("/policies", c.policiesPage)
 	s.GET("/policies/new", c.policyEditor)

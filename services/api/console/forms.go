@@ -83,7 +83,7 @@ func (v confirmView) nav() string { return v.NavKey }
 // confirmStep renders the confirmation page for the item of the API list
 // at listPath whose field equals want (the list is read as the person, so
 // another tenant's item is not found), built by build; Cancel returns to
-// the page it came from.
+// the page it came from (the section's list unless build names one).
 func (c *Console) confirmStep(ec echo.Context, listPath, field, want, what string, build func(map[string]any) confirmView) error {
 	items, r := c.list(ec, listPath)
 	if !r.OK() {
@@ -92,7 +92,9 @@ func (c *Console) confirmStep(ec echo.Context, listPath, field, want, what strin
 	for _, it := range items {
 		if text(it[field]) == want {
 			v := build(it)
-			v.Cancel = Prefix + "/" + v.NavKey
+			if v.Cancel == "" {
+				v.Cancel = Prefix + "/" + v.NavKey
+			}
 			return c.render(ec, http.StatusOK, "confirm", v.Heading, v)
 		}
 	}
