@@ -362,6 +362,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	b.shot(b.ctx, "agent")
 	b.clean("agent page")
+	// Its baseline reset, through the confirmation page.
+	b.do(b.ctx, "reset step", chromedp.Click(css("#agent-reset button")), chromedp.WaitVisible(css("#reset-baseline button")))
+	b.clean("reset confirmation")
+	b.do(b.ctx, "reset", chromedp.Click(css("#reset-baseline button")), chromedp.WaitVisible(css("p.flash")))
+	if flash := get(b, b.ctx, "reset flash", chromedp.Text(css("p.flash"))); !strings.Contains(flash, "baseline of refund-bot reset (rst_") {
+		t.Errorf("after the reset: flash %q", flash)
+	}
+	b.clean("agent page after the reset")
 
 	// Every page loads with no console error and no CSP violation.
 	for _, p := range []string{"desk", "sessions", "agents", "policies", "verdicts", "audit", "keys", "members", "channels", "policies/console-desk/edit"} {
