@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -65,6 +66,9 @@ func BenchmarkSeal(b *testing.B) {
 		defer func() { fastIngest = true }()
 	}
 	b.ResetTimer()
+	// LEDGER_BENCH_CPUPROFILE profiles the sealing alone (-test.cpuprofile
+	// also covers publishing the backlog, NATS server's storing included).
+	stopProfile := startProfile(b, os.Getenv("LEDGER_BENCH_CPUPROFILE"))
 	peak := samplePeakHeap()
 	start, cpu0 := time.Now(), processCPU()
 	r := e.startB(b)
@@ -78,6 +82,7 @@ func BenchmarkSeal(b *testing.B) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	stopProfile()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "leaves/s")
 	// CPU of this process (ledger, NATS server and client; not
 	// ClickHouse's) per leaf: comparable across runs on a busy box.
@@ -89,6 +94,25 @@ func BenchmarkSeal(b *testing.B) {
 	b.ReportMetric(float64(objects)/(1<<20), "peak-heap-MiB")
 	b.StopTimer()
 	r.stop()
+}
+
+// startProfile starts a CPU profile into path ("" profiles nothing) and
+// returns what stops it.
+func startProfile(b *testing.B, path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
 }
 
 // samplePeakHeap samples the heap every 5 ms until the returned function
