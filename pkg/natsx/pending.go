@@ -51,5 +51,13 @@ func (p Pending) Observe(m jetstream.Msg) {
 	}
 }
 
+// ObserveMetadata is Observe for a consumer that parsed the message's
+// metadata already (each Metadata call parses the reply subject anew).
+func (p Pending) ObserveMetadata(md *jetstream.MsgMetadata) {
+	if p.g != nil && md != nil {
+		p.g.Set(float64(md.NumPending))
+	}
+}
+
 // Gauge is the registered gauge (tests read it).
 func (p Pending) Gauge() prometheus.Gauge { return p.g }

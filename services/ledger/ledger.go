@@ -455,7 +455,7 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consumer %s: %w", durable, err)
 	}
-	pending, err := natsx.NewPending(s.deps.Registerer, durable)
+	lag, err := natsx.NewPending(s.deps.Registerer, durable)
 	if err != nil {
 		return nil, err
 	}
@@ -463,15 +463,22 @@ func (s *Service) consume(ctx context.Context, stream, durable, filter string, i
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		// Records are prepared (canonical bytes, leaf hash) here, in each
 		// consumer's goroutine, while the previous batch is being written.
-		s.held.Add(m)
-		pending.Observe(m)
-		s.deps.Gate.Yield()
-		p, err := s.prepareMsg(m)
-		// From here on only the ack subject is needed: the message's
-		// data and headers are in p, and the batches in flight would
-		// otherwise hold every record twice until their checkpoint.
+		// Only the ack subject is kept beyond this function: the
+		// message's data and headers go into p, and the batches in flight
+		// would otherwise hold every record twice until their checkpoint.
+		// The stand-in is held (kept alive) from the start, which saves
+		// replacing m by it in the held set.
 		d := natsx.Detach(nc, m)
-		s.held.Replace(m, d)
+		s.held.Add(d)
+		meta, err := m.Metadata()
+		lag.ObserveMetadata(meta)
+		s.deps.Gate.Yield()
+		var p pending
+		if err != nil {
+			err = fmt.Errorf("no metadata: %w", err)
+		} else {
+			p, err = s.prepare(source{stream: meta.Stream, subject: m.Subject(), seq: meta.Sequence.Stream, data: m.Data()})
+		}
 		select {
 		case in <- inbound{msg: d, p: p, err: err}:
 		case <-ctx.Done():
@@ -491,15 +498,6 @@ type inbound struct {
 	msg jetstream.Msg
 	p   pending
 	err error
-}
-
-// prepareMsg computes a message's record, canonical bytes and leaf hash.
-func (s *Service) prepareMsg(m jetstream.Msg) (pending, error) {
-	meta, err := m.Metadata()
-	if err != nil {
-		return pending{}, fmt.Errorf("no metadata: %w", err)
-	}
-	return s.prepare(source{stream: meta.Stream, subject: m.Subject(), seq: meta.Sequence.Stream, data: m.Data()})
 }
 
 // prepare computes a source record's canonical bytes and leaf hash.
