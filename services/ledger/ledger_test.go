@@ -367,6 +367,37 @@ func TestRedeliveryAppendsOnce(t *testing.T) {
 	}
 }
 
+// A record that cannot be sealed (not an event) is terminated, and the
+// records of its batch around it are sealed, each once.
+func TestUnsealableRecordIsTerminated(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	// On the stream before the ledger starts, so they share a batch.
+	e.event("acme", "s-1", 1)
+	if _, err := e.nats.JS.Publish(ctx, streams.EventReceivedSubject("acme", "agent-1"), []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	e.event("acme", "s-1", 2)
+	r := e.start()
+	r.waitSize(t, "acme", 2)
+	e.event("acme", "s-1", 3)
+	r.waitSize(t, "acme", 3)
+	testkit.Eventually(t, "every message settled", func() (bool, string) {
+		c, err := e.nats.JS.Consumer(ctx, streams.Ingest, "ledger-ingest")
+		if err != nil {
+			return false, err.Error()
+		}
+		i, err := c.Info(ctx)
+		if err != nil || i.NumPending+uint64(i.NumAckPending)+uint64(i.NumRedelivered) > 0 {
+			return false, fmt.Sprintf("%+v %v", i, err)
+		}
+		return true, ""
+	})
+	if cp, err := r.svc.LatestCheckpoint(ctx, "acme"); err != nil || cp.TreeSize != 3 {
+		t.Fatalf("size %d (%v), want 3", cp.TreeSize, err)
+	}
+}
+
 func TestConsistencyAcrossRestart(t *testing.T) {
 	e := newEnv(t)
 	r := e.start()
