@@ -47,7 +47,7 @@ func (x *idIndex) hash(tenant, key string) [2]uint64 {
 }
 
 // add files committed leaves of tenant under their record keys.
-func (x *idIndex) add(tenant string, rows []leafRow) {
+func (x *idIndex) add(tenant string, rows []*leafRow) {
 	type entry struct {
 		h   [2]uint64
 		idx uint64

@@ -320,7 +320,24 @@ func (s *Service) Run(ctx context.Context) error {
 		<-keepAliveDone
 	}()
 	s.log.Info("ledger started", slog.String("origin", s.cfg.Origin))
-	batch := make([]inbound, 0, s.cfg.MaxBatch)
+	// A staged batch owns its slice of messages until it commits (its
+	// rows point into it); the slices of committed batches are reused.
+	var spare [][]inbound
+	newBatch := func() []inbound {
+		if n := len(spare); n > 0 {
+			b := spare[n-1]
+			spare = spare[:n-1]
+			return b
+		}
+		return make([]inbound, 0, s.cfg.MaxBatch)
+	}
+	recycle := func(st *staged) {
+		if cap(st.msgs) >= s.cfg.MaxBatch && len(spare) < 2 {
+			clear(st.msgs) // drop the records, which the slice would keep alive
+			spare = append(spare, st.msgs[:0])
+		}
+	}
+	batch := newBatch()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	// Batches are pipelined: batch k+1 is integrated and its rows are
@@ -363,13 +380,16 @@ func (s *Service) Run(ctx context.Context) error {
 		if err := s.commit(context.WithoutCancel(ctx), st); err != nil {
 			s.abort(st)
 			retry(st.msgs, err)
+			return
 		}
+		recycle(st)
 	}
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
 		st, err := s.stage(context.WithoutCancel(ctx), batch, time.Now())
+		done := prev
 		if err == nil && prev != nil {
 			err = s.commit(context.WithoutCancel(ctx), prev)
 		}
@@ -385,9 +405,12 @@ func (s *Service) Run(ctx context.Context) error {
 			setPrev(nil)
 			retry(append(msgs, st.msgs...), err)
 		} else {
+			if done != nil {
+				recycle(done)
+			}
 			setPrev(st)
 		}
-		batch = batch[:0]
+		batch = newBatch()
 	}
 	defer commitPrev()
 	for {

@@ -27,11 +27,11 @@ func TestStagedBatchesAbortAndReplay(t *testing.T) {
 
 	a := synthetic(t, "acme", 100, 50)
 	b := append(synthetic(t, "acme", 150, 30), a[7], first[3]) // a redelivery of a staged and of a committed record
-	wa, err := svc.stageTenant(ctx, "acme", a, time.Now())
+	wa, err := svc.stageTenant(ctx, "acme", pointers(a), time.Now())
 	if err != nil || wa == nil || len(wa.rows) != 50 || wa.rows[0].idx != 100 {
 		t.Fatalf("stage a: %+v %v", wa, err)
 	}
-	wb, err := svc.stageTenant(ctx, "acme", b, time.Now())
+	wb, err := svc.stageTenant(ctx, "acme", pointers(b), time.Now())
 	if err != nil || wb == nil || len(wb.rows) != 30 || wb.rows[0].idx != 150 || wb.next.size != 180 {
 		t.Fatalf("stage b on a: %+v %v", wb, err)
 	}

@@ -274,7 +274,7 @@ func (s *Service) Lineage(ctx context.Context, tenant, id string) (Lineage, erro
 	if byID && len(recs) == 1 {
 		// Verified against its leaf row by lookup: the next proof of
 		// this id is served from memory.
-		s.ids.add(tenant, []leafRow{{key: first.rec.Kind + ":" + id, idx: first.rec.LedgerIndex}})
+		s.ids.add(tenant, []*leafRow{{key: first.rec.Kind + ":" + id, idx: first.rec.LedgerIndex}})
 	}
 	if len(recs) > 1 || !byID {
 		out.Kind = "session"

@@ -20,7 +20,7 @@ type seenFilter struct {
 	n, limit uint
 }
 
-func (f *seenFilter) add(rows []leafRow) {
+func (f *seenFilter) add(rows []*leafRow) {
 	for _, r := range rows {
 		f.f.AddString(r.key)
 	}

@@ -94,7 +94,7 @@ func (st store) insertEach(ctx context.Context, t readmodel.Table, n int, row fu
 
 // writeData inserts a batch's leaves, lookups and tiles; they are read
 // only once writeCheckpoint commits a tree that covers them.
-func (st store) writeData(ctx context.Context, tenant string, version uint64, leaves []leafRow, tiles map[tileID][]byte) error {
+func (st store) writeData(ctx context.Context, tenant string, version uint64, leaves []*leafRow, tiles map[tileID][]byte) error {
 	// Lookup rows: every record's key, and its session's and trace's.
 	type lookupRow struct {
 		key string
@@ -131,7 +131,7 @@ func (st store) writeData(ctx context.Context, tenant string, version uint64, le
 		row   func(i int, r []any) []any
 	}{
 		{"leaves", readmodel.LedgerLeaves, len(leaves), func(i int, r []any) []any {
-			l := &leaves[i]
+			l := leaves[i]
 			hexBuf = hex.AppendEncode(hexBuf[:0], l.leaf)
 			return append(r, tenant, l.idx, l.key, l.kind, l.id, l.session, hexBuf, l.canonical, l.stream, l.seq, l.atMS, version)
 		}},

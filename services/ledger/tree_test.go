@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -214,7 +215,8 @@ func TestCrashedBatchLeftoversAreIgnored(t *testing.T) {
 	if err := svc2.appendTenant(ctx, "acme", crashed, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	// (appendTenant sorted crashed in place.)
+	// They were appended in sequence order.
+	slices.SortFunc(crashed, func(a, b pending) int { return cmpU64(a.row.seq, b.row.seq) })
 	ref.add(crashed)
 	cp, _ := svc2.LatestCheckpoint(ctx, "acme")
 	if cp.TreeSize != 170 || cp.RootHash != evidence.HashString(ref.root(170)) {
