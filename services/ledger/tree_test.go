@@ -143,6 +143,26 @@ func TestTiledProofsAcrossTileBoundaries(t *testing.T) {
 	ref.add(ps)
 	next += 700
 	check(svc2)
+	// Batches larger than an insert block (insertBlock rows) went in as
+	// several blocks of one INSERT: every leaf and lookup row landed once,
+	// with the leaf hash of its record (SHA-256 of 0x00 and the record
+	// digest).
+	rows, err := db.Conn.Query(ctx, "SELECT count(), uniqExact(idx), max(idx), countIf(leaf_hash != lower(hex(SHA256(concat(unhex('00'), SHA256(canonical)))))) FROM ledger_leaves WHERE tenant_id = 'acme'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var n, uniq, maxIdx, badHash uint64
+	if !rows.Next() || rows.Scan(&n, &uniq, &maxIdx, &badHash) != nil {
+		t.Fatalf("count leaves: %v", rows.Err())
+	}
+	if n != uint64(next) || uniq != n || maxIdx != n-1 || badHash != 0 {
+		t.Fatalf("ledger_leaves: %d rows, %d indices, max %d, %d bad hashes; want %d leaves once each", n, uniq, maxIdx, badHash, next)
+	}
+	var keys uint64
+	if err := db.Conn.QueryRow(ctx, "SELECT uniqExact(lookup_key) FROM ledger_lookup WHERE tenant_id = 'acme' AND lookup_key NOT LIKE 'session:%'").Scan(&keys); err != nil || keys != uint64(next) {
+		t.Fatalf("ledger_lookup: %d record keys (%v), want %d", keys, err, next)
+	}
 }
 
 func TestCrashedBatchLeftoversAreIgnored(t *testing.T) {
