@@ -263,7 +263,7 @@ func BenchmarkProof1M(b *testing.B) {
 		svc.tileMu.Lock()
 		defer svc.tileMu.Unlock()
 		for k, t := range svc.tiles {
-			svc.tiles[k] = withUpper(t[:min(len(t), fullTileLen)])
+			svc.tiles[k] = withUpper(t[:min(len(t), fullTileLen)], nil)
 		}
 	}
 	b.Run("record-id/no-upper-nodes", func(b *testing.B) {

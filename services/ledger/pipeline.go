@@ -39,6 +39,7 @@ type tenantWrite struct {
 	tenant  string
 	rows    []*leafRow
 	tiles   map[tileID][]byte
+	uppers  map[tileID][]byte // upper nodes of complete tiles (see withUpper)
 	next    *logState
 	version uint64
 	err     error // the inserts' outcome, set before staged.ready closes
@@ -174,7 +175,7 @@ func (s *Service) stageTenant(ctx context.Context, tenant string, ps []*pending,
 		p.row.atMS = now.UnixMilli()
 		rows[i], hashes[i] = &p.row, p.row.leaf
 	}
-	tiles, err := next.appendLeaves(hashes)
+	tiles, uppers, err := next.appendLeaves(hashes)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +191,7 @@ func (s *Service) stageTenant(ctx context.Context, tenant string, ps []*pending,
 	for _, r := range rows {
 		staging[r.key] = true
 	}
-	return &tenantWrite{tenant: tenant, rows: rows, tiles: tiles, next: next, version: s.version}, nil
+	return &tenantWrite{tenant: tenant, rows: rows, tiles: tiles, uppers: uppers, next: next, version: s.version}, nil
 }
 
 // commit waits for a staged batch's inserts, commits each tenant's
@@ -238,7 +239,7 @@ func (s *Service) committed(ctx context.Context, w *tenantWrite) {
 	s.mu.Lock()
 	s.logs[w.tenant] = w.next
 	s.mu.Unlock()
-	s.cacheTiles(w.tenant, w.tiles)
+	s.cacheTiles(w.tenant, w.tiles, w.uppers)
 	s.ids.add(w.tenant, w.rows)
 	// Counted per kind, then added: a label lookup per leaf was ~1 % of
 	// the ledger's CPU.

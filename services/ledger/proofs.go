@@ -16,15 +16,16 @@ import (
 	"github.com/vigilhq/vigil/services/ledger/evidence"
 )
 
-// cacheTiles keeps committed tile contents for proofs.
-func (s *Service) cacheTiles(tenant string, tiles map[tileID][]byte) {
+// cacheTiles keeps committed tile contents for proofs, with the upper
+// nodes of complete tiles (those in uppers were computed by the appends).
+func (s *Service) cacheTiles(tenant string, tiles, uppers map[tileID][]byte) {
 	s.tileMu.Lock()
 	defer s.tileMu.Unlock()
 	if len(s.tiles)+len(tiles) > s.cfg.TileCache {
 		clear(s.tiles)
 	}
 	for id, h := range tiles {
-		if t := withUpper(h); len(t) != len(h) {
+		if t := withUpper(h, uppers[id]); len(t) != len(h) {
 			s.tiles[tenantTile{tenant, id}] = t // a copy already
 		} else {
 			s.tiles[tenantTile{tenant, id}] = slices.Clone(h)
@@ -65,7 +66,7 @@ func (s *Service) readTiles(ctx context.Context, tenant string, size uint64, nee
 		if committed > id.index*TileWidth {
 			n = min(committed-id.index*TileWidth, TileWidth)
 		}
-		t = withUpper(t[:min(uint64(len(t)), n*hashSize)])
+		t = withUpper(t[:min(uint64(len(t)), n*hashSize)], nil)
 		out[id] = t
 		s.tiles[tenantTile{tenant, id}] = t
 	}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -45,10 +46,17 @@ type logState struct {
 	// edges holds the rightmost, possibly partial, tile of each tile
 	// level: what the next appends extend.
 	edges map[uint][]byte
+	// uppers holds, per tile level, the upper nodes (see withUpper) of the
+	// edge tile seen so far, laid out as withUpper lays them out: the
+	// appends compute every node anyway, so a tile that completes has
+	// them without hashing its 255 inner nodes again. nil for a tile
+	// whose start this process did not append (loaded state): its upper
+	// nodes are computed from the tile when it completes.
+	uppers map[uint][]byte
 }
 
 func emptyState(tenant string) *logState {
-	return &logState{tenant: tenant, root: evidence.EmptyRoot(), rng: factory.NewEmptyRange(0), edges: map[uint][]byte{}}
+	return &logState{tenant: tenant, root: evidence.EmptyRoot(), rng: factory.NewEmptyRange(0), edges: map[uint][]byte{}, uppers: map[uint][]byte{}}
 }
 
 // clone copies what an append mutates. Edge slices are only ever
@@ -66,23 +74,48 @@ func (s *logState) clone() (*logState, error) {
 	for k, v := range s.edges {
 		c.edges[k] = v[:len(v):len(v)]
 	}
+	// Upper nodes are written in place: copied (≤ 1 KiB a level).
+	c.uppers = make(map[uint][]byte, len(s.uppers))
+	for k, v := range s.uppers {
+		if v != nil {
+			c.uppers[k] = slices.Clone(v)
+		}
+	}
 	return &c, nil
 }
 
 // appendLeaves adds leaf hashes and returns the content of every tile the
-// appends touched (complete tiles and the new right edge).
-func (s *logState) appendLeaves(leaves [][]byte) (map[tileID][]byte, error) {
+// appends touched (complete tiles and the new right edge) and the upper
+// nodes of the complete ones whose every node it saw appended.
+func (s *logState) appendLeaves(leaves [][]byte) (tiles, uppers map[tileID][]byte, err error) {
 	dirty := map[tileID][]byte{}
+	uppers = map[tileID][]byte{}
 	visit := func(id compact.NodeID, hash []byte) {
-		if id.Level%TileHeight != 0 {
+		lvl, r := id.Level/TileHeight, id.Level%TileHeight
+		if r >= upperLevel {
+			if u := s.uppers[lvl]; u != nil {
+				off := (upperOff[r] + id.Index%(TileWidth>>r)) * hashSize
+				copy(u[off:off+hashSize], hash)
+				if r == TileHeight-1 && id.Index%2 == 1 {
+					// The last node below the tile's root: the tile is
+					// complete.
+					uppers[tileID{level: lvl, index: (id.Index << r) / TileWidth}] = u
+					s.uppers[lvl] = nil
+				}
+			}
 			return
 		}
-		lvl := id.Level / TileHeight
+		if r != 0 {
+			return
+		}
 		t := tileID{level: lvl, index: id.Index / TileWidth}
 		pos := int(id.Index % TileWidth)
 		e := s.edges[lvl]
 		if pos == 0 {
 			e = make([]byte, 0, TileWidth*hashSize)
+			if tileUppers {
+				s.uppers[lvl] = make([]byte, upperLen)
+			}
 		}
 		if len(e) != pos*hashSize {
 			// Only reachable if stored state is corrupt.
@@ -94,18 +127,18 @@ func (s *logState) appendLeaves(leaves [][]byte) (map[tileID][]byte, error) {
 	}
 	for _, l := range leaves {
 		if err := s.rng.Append(l, visit); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	root, err := s.rng.GetRootHash(nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.size, s.root = s.rng.End(), root
 	if s.size == 0 {
 		s.root = evidence.EmptyRoot()
 	}
-	return dirty, nil
+	return dirty, uppers, nil
 }
 
 // tilesFor lists the tiles, and the number of hashes each must hold,
@@ -149,13 +182,17 @@ var upperOff = func() (o [TileHeight]uint64) {
 var tileUppers = true
 
 // withUpper returns tile with its upper nodes when it is complete, in a
-// new slice; any other tile as it is.
-func withUpper(tile []byte) []byte {
+// new slice; any other tile as it is. upper, when not nil, holds the
+// upper nodes already (as appendLeaves collected them).
+func withUpper(tile, upper []byte) []byte {
 	if len(tile) != fullTileLen || !tileUppers {
 		return tile
 	}
 	out := make([]byte, fullTileLen, fullTileLen+upperLen)
 	copy(out, tile)
+	if len(upper) == upperLen {
+		return append(out, upper...)
+	}
 	level := make([][]byte, TileWidth)
 	for i := range level {
 		level[i] = tile[i*hashSize : (i+1)*hashSize]

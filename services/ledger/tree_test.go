@@ -187,7 +187,7 @@ func TestCrashedBatchLeftoversAreIgnored(t *testing.T) {
 		p.row.idx = 100 + uint64(i)
 		rows[i], hashes = p.row, append(hashes, p.row.leaf)
 	}
-	tiles, err := crashedState.appendLeaves(hashes)
+	tiles, _, err := crashedState.appendLeaves(hashes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,11 +297,11 @@ func TestTileUpperNodes(t *testing.T) {
 	for i := range TileWidth {
 		copy(tile[i*hashSize:], evidence.LeafHash([]byte(fmt.Sprint(i))))
 	}
-	up := withUpper(tile)
+	up := withUpper(tile, nil)
 	if len(up) != fullTileLen+upperLen || !bytes.Equal(up[:fullTileLen], tile) {
 		t.Fatalf("withUpper: %d bytes", len(up))
 	}
-	if part := withUpper(tile[:fullTileLen-hashSize]); len(part) != fullTileLen-hashSize {
+	if part := withUpper(tile[:fullTileLen-hashSize], nil); len(part) != fullTileLen-hashSize {
 		t.Fatalf("a partial tile got upper nodes")
 	}
 	for tileIdx := range uint64(3) {
@@ -319,4 +319,70 @@ func TestTileUpperNodes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The upper nodes appendLeaves collects for the tiles it completes are
+// exactly those withUpper recomputes from the tiles, whatever the batch
+// sizes, across clones, and after a reload (whose edge tiles' upper nodes
+// are unknown, so those tiles get theirs recomputed).
+func TestAppendCollectsUpperNodes(t *testing.T) {
+	db := chtest.New(t)
+	svc := newService(t, db)
+	ctx := testCtx(t)
+	r := rand.New(rand.NewPCG(1, 2))
+	next := 0
+	check := func(svc *Service) {
+		t.Helper()
+		st, err := svc.state(ctx, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := st
+		for range 12 {
+			n := 1 + r.IntN(900)
+			if r.IntN(4) == 0 {
+				n = 256 - int(s.size%256) // end on a level-0 tile boundary
+			}
+			hashes := make([][]byte, n)
+			for i := range hashes {
+				hashes[i] = evidence.LeafHash(fmt.Appendf(nil, "%d", next+i))
+			}
+			next += n
+			c, err := s.clone()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tiles, uppers, err := c.appendLeaves(hashes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id, u := range uppers {
+				tile := tiles[id]
+				if len(tile) != fullTileLen {
+					t.Fatalf("upper nodes for tile %d/%d of %d hashes", id.level, id.index, len(tile)/hashSize)
+				}
+				if want := withUpper(tile, nil); !bytes.Equal(withUpper(tile, u), want) {
+					t.Fatalf("tile %d/%d: collected upper nodes differ from the recomputed ones", id.level, id.index)
+				}
+			}
+			s = c
+		}
+	}
+	check(svc)
+	// Build up committed state through the service, then reload it.
+	for range 3 {
+		n := 300 + r.IntN(700)
+		if err := svc.appendTenant(ctx, "acme", synthetic(t, "acme", next, n), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		next += n
+	}
+	svc.tileMu.Lock()
+	for k, tile := range svc.tiles {
+		if len(tile) > fullTileLen && !bytes.Equal(tile, withUpper(tile[:fullTileLen], nil)) {
+			t.Fatalf("cached tile %d/%d has wrong upper nodes", k.id.level, k.id.index)
+		}
+	}
+	svc.tileMu.Unlock()
+	check(newService(t, db))
 }
