@@ -130,10 +130,10 @@ type Service struct {
 	sealedMu sync.Mutex
 	sealed   map[string]uint64
 	// heads is, per tenant, the tree of its last staged batch while that
-	// is not committed yet, and staging the keys of its staged records
-	// (integrator only; see stage).
+	// is not committed yet, and staging its staged writes, whose keys
+	// a batch staged after them skips (integrator only; see stage).
 	heads   map[string]*logState
-	staging map[string]map[string]bool
+	staging map[string][]*tenantWrite
 	// seen holds, per tenant, a Bloom filter of every committed record
 	// key, so only keys that may be in the log cost a lookup (integrator
 	// only).
@@ -168,7 +168,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, deps: deps, log: deps.Log.With(slog.String("service", "ledger")), keys: keys, store: store{ch: deps.CH},
-		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, ids: newIDIndex(idIndexGeneration), seen: map[string]*seenFilter{}, heads: map[string]*logState{}, staging: map[string]map[string]bool{}, sealed: map[string]uint64{}, held: natsx.NewHeld(),
+		logs: map[string]*logState{}, tiles: map[tenantTile][]byte{}, ids: newIDIndex(idIndexGeneration), seen: map[string]*seenFilter{}, heads: map[string]*logState{}, staging: map[string][]*tenantWrite{}, sealed: map[string]uint64{}, held: natsx.NewHeld(),
 		leaves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigil_ledger_leaves_total", Help: "Records appended to tenant logs, by kind.",
 		}, []string{"kind"}),

@@ -36,10 +36,14 @@ type staged struct {
 
 // tenantWrite is one tenant's part of a staged batch.
 type tenantWrite struct {
-	tenant  string
-	rows    []*leafRow
-	tiles   map[tileID][]byte
-	uppers  map[tileID][]byte // upper nodes of complete tiles (see withUpper)
+	tenant string
+	rows   []*leafRow
+	tiles  map[tileID][]byte
+	uppers map[tileID][]byte // upper nodes of complete tiles (see withUpper)
+	// keys are the record keys of the batch (its rows' and those it
+	// found in the log already): the dedupe set of the batches staged
+	// on top of it, dropped as a whole when it commits.
+	keys    map[string]bool
 	next    *logState
 	version uint64
 	err     error // the inserts' outcome, set before staged.ready closes
@@ -131,7 +135,7 @@ func (s *Service) stageTenant(ctx context.Context, tenant string, ps []*pending,
 	inBatch := make(map[string]bool, len(ps))
 	fresh := make([]*pending, 0, len(ps))
 	for _, p := range ps {
-		if inBatch[p.row.key] || staging[p.row.key] {
+		if inBatch[p.row.key] || slices.ContainsFunc(staging, func(w *tenantWrite) bool { return w.keys[p.row.key] }) {
 			continue // the same record twice in one batch, or in one staged
 		}
 		inBatch[p.row.key] = true
@@ -184,14 +188,9 @@ func (s *Service) stageTenant(ctx context.Context, tenant string, ps []*pending,
 	}
 	s.version = max(s.version+1, uint64(time.Now().UnixNano()))
 	s.heads[tenant] = next
-	if staging == nil {
-		staging = map[string]bool{}
-		s.staging[tenant] = staging
-	}
-	for _, r := range rows {
-		staging[r.key] = true
-	}
-	return &tenantWrite{tenant: tenant, rows: rows, tiles: tiles, uppers: uppers, next: next, version: s.version}, nil
+	w := &tenantWrite{tenant: tenant, rows: rows, tiles: tiles, uppers: uppers, keys: inBatch, next: next, version: s.version}
+	s.staging[tenant] = append(staging, w)
+	return w, nil
 }
 
 // commit waits for a staged batch's inserts, commits each tenant's
@@ -229,9 +228,10 @@ func (s *Service) committed(ctx context.Context, w *tenantWrite) {
 	if f, ok := s.seen[w.tenant]; ok {
 		f.add(w.rows)
 	}
-	staging := s.staging[w.tenant]
-	for _, r := range w.rows {
-		delete(staging, r.key)
+	if staging := slices.DeleteFunc(s.staging[w.tenant], func(o *tenantWrite) bool { return o == w }); len(staging) > 0 {
+		s.staging[w.tenant] = staging
+	} else {
+		delete(s.staging, w.tenant)
 	}
 	if s.heads[w.tenant] == w.next {
 		delete(s.heads, w.tenant) // the committed state is the head again
