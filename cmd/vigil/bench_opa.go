@@ -202,7 +202,7 @@ func benchOPA(ctx context.Context, bin string, n int, pack *rules.Pack, tenant s
 	for i := range min(200, rate) {
 		_, _ = decideOnce(client, s.loadBase(), "", bodies[i%len(bodies)], &buf)
 	}
-	run := decideLoad(client, s.loadBase(), "", bodies, rate, duration, conns)
+	run := decideLoad(client, s.loadBase(), "", bodies, rate, duration, conns, nil, 0)
 	if run.errs > 0 {
 		return nil, fmt.Errorf("opa failed %d requests (first: %s)", run.errs, run.firstErr)
 	}

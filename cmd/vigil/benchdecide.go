@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -61,6 +62,14 @@ type decideReport struct {
 	// their work that gave way in the Vigil phase.
 	PriorityGate bool   `json:"priorityGate"`
 	Yielded      uint64 `json:"backgroundYielded"`
+	// GCCycles are the garbage collections during the Vigil phase and
+	// AllocKiBPerDecision what the process allocated meanwhile per
+	// request: each cycle's mark adds a core's worth of demand for tens
+	// of ms, which on a small box is when stalls begin.
+	GCCycles            uint64  `json:"gcCycles"`
+	AllocKiBPerDecision float64 `json:"allocKiBPerDecision"`
+	// Timeline is the Vigil phase's latency by scheduled start (--timeline).
+	Timeline []timelineBucket `json:"timeline,omitempty"`
 }
 
 // benchPolicy is a pack of n rules that each test the tool name and an
@@ -103,6 +112,11 @@ p99 are reported as ratios of the floor's.`)
 	blockProfile := fs.String("blockprofile", "", "", "write a blocking profile of the Vigil phase to this file")
 	mutexProfile := fs.String("mutexprofile", "", "", "write a mutex contention profile of the Vigil phase to this file")
 	opaBin := fs.String("opa", "", "", "also drive this opa binary's server (scripts/opa.sh builds one) with the pack in Rego, after the floor")
+	tracePath := fs.String("trace", "", "", "write an execution trace of the Vigil phase to this file (go tool trace); each request is a region \"decide\"")
+	stallTrace := fs.String("stall-trace", "", "", "keep the last seconds of execution trace in a flight recorder during the Vigil phase and write the window around the slowest request to this file")
+	stallMin := fs.Duration("stall-min", "", 10*time.Millisecond, "with --stall-trace, snapshot only requests slower than this")
+	memProfile := fs.String("memprofile", "", "", "write a heap profile of this process as the Vigil phase ends to this file (inuse_space: what each GC must mark; alloc_space: what makes GCs come), and one as it starts to FILE.base (go tool pprof -base FILE.base FILE: what the phase allocated)")
+	timeline := fs.Duration("timeline", "", 0, "print the Vigil phase's latency by scheduled start in buckets of this width (e.g. 100ms), to show when stalls happen and how often")
 	gate := fs.Bool("priority-gate", false, "let the consumers that fan decisions out give way to decisions in flight (pkg/priority, off in vigil dev)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -195,7 +209,7 @@ p99 are reported as ratios of the floor's.`)
 		_ = decidePost(client, floor.URL+"/v1/decisions.evaluate", key, "application/json", bodies[i%len(bodies)], http.StatusOK)
 	}
 	cpu0 := readCPU()
-	floorRun := decideLoad(client, floor.URL, key, bodies, *rate, *duration, *conns)
+	floorRun := decideLoad(client, floor.URL, key, bodies, *rate, *duration, *conns, nil, 0)
 	floorCPU := benchPhase{Events: len(floorRun.sorted)}
 	floorCPU.addCPU(cpu0, readCPU())
 	var opa *opaReport
@@ -209,14 +223,33 @@ p99 are reported as ratios of the floor's.`)
 	if err != nil {
 		return err
 	}
+	if *memProfile != "" {
+		// What the phase allocated is this profile's alloc_space less
+		// the base's: go tool pprof -base FILE.base FILE.
+		if err := writeHeapProfile(*memProfile + ".base"); err != nil {
+			return err
+		}
+	}
+	tr, err := startBenchTracer(*tracePath, *stallTrace, *stallMin)
+	if err != nil {
+		return err
+	}
 	cpu0 = readCPU()
+	gc0 := readGC()
 	yielded0 := bs.st.Gate.Yielded()
-	run := decideLoad(client, base, key, bodies, *rate, *duration, *conns)
+	run := decideLoad(client, base, key, bodies, *rate, *duration, *conns, tr, *timeline)
 	yielded := bs.st.Gate.Yielded() - yielded0
 	vigilCPU := benchPhase{Events: len(run.sorted)}
 	vigilCPU.addCPU(cpu0, readCPU())
-	if err := stopProfiles(); err != nil {
+	gc1 := readGC()
+	var traced bytes.Buffer
+	if err := errors.Join(tr.stop(&traced), stopProfiles()); err != nil {
 		return err
+	}
+	if *memProfile != "" {
+		if err := writeHeapProfile(*memProfile); err != nil {
+			return err
+		}
 	}
 	n, errs, firstErr := len(run.sorted), run.errs, run.firstErr
 	if floorRun.errs > 0 {
@@ -237,11 +270,16 @@ p99 are reported as ratios of the floor's.`)
 	rep.GoalP99Met = rep.P99Ms <= rep.GoalP99Ms
 	rep.PeakRSSMiB = peakRSSMiB()
 	rep.PriorityGate, rep.Yielded = *gate, yielded
+	rep.GCCycles = gc1.cycles - gc0.cycles
+	rep.AllocKiBPerDecision = float64(gc1.allocBytes-gc0.allocBytes) / 1024 / float64(max(1, n))
 	if opa != nil {
 		opa.VigilP50VsOPA, opa.VigilP99VsOPA = rep.P50Ms/opa.P50Ms, rep.P99Ms/opa.P99Ms
 		rep.OPA = opa
 	}
 	rep.CPUUsPerDecision, rep.FloorCPUUsPerDecision, rep.OtherCPUPct = vigilCPU.CPUUsPerEvent, floorCPU.CPUUsPerEvent, vigilCPU.OtherCPUPct
+	if *timeline > 0 {
+		rep.Timeline = run.timeline
+	}
 	if *asJSON {
 		if err := benchJSON(out, rep); err != nil {
 			return err
@@ -257,6 +295,10 @@ p99 are reported as ratios of the floor's.`)
 		}
 		fmt.Fprintf(out, "  in-process      %.2f µs per evaluation (same pack)\n", rep.InProcessUs)
 		fmt.Fprintf(out, "  CPU             %.0f µs per decision (floor %.0f; this process, load generator included)\n", rep.CPUUsPerDecision, rep.FloorCPUUsPerDecision)
+		if rep.OtherCPUPct != nil {
+			fmt.Fprintf(out, "  other CPU       %.0f %% of the machine during Vigil's phase (other processes)\n", *rep.OtherCPUPct)
+		}
+		fmt.Fprintf(out, "  GC              %d cycles in Vigil's phase, %.1f KiB allocated per decision (whole process)\n", rep.GCCycles, rep.AllocKiBPerDecision)
 		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator, floor and the whole stack)\n", rep.PeakRSSMiB)
 		fmt.Fprintf(out, "  priority gate   %v (%d background units gave way)\n", rep.PriorityGate, rep.Yielded)
 		fmt.Fprintf(out, "  outcomes        %v\n", rep.Outcomes)
@@ -265,6 +307,11 @@ p99 are reported as ratios of the floor's.`)
 			met = "met"
 		}
 		fmt.Fprintf(out, "  goal p99 ≤ %.0f ms at %d req/s: %s\n", rep.GoalP99Ms, rep.TargetRate, met)
+		if rep.Timeline != nil {
+			fmt.Fprintf(out, "  timeline start  %s\n", run.start.Format("15:04:05.000"))
+			printTimeline(out, rep.Timeline)
+		}
+		_, _ = traced.WriteTo(out)
 	}
 	if errs > 0 {
 		return fmt.Errorf("bench decide: %d requests failed (first: %s)", errs, firstErr)
@@ -280,6 +327,8 @@ p99 are reported as ratios of the floor's.`)
 // decideRun is one open-loop run: latencies sorted, outcomes counted.
 type decideRun struct {
 	sorted   []time.Duration
+	timeline []timelineBucket
+	start    time.Time
 	outcomes map[string]int
 	errs     int
 	firstErr string
@@ -289,7 +338,10 @@ type decideRun struct {
 // decideLoad drives base's /v1/decisions.evaluate open loop at rate for
 // duration on conns connections. Each latency counts from the request's
 // scheduled start, so a stall counts against every request it delays.
-func decideLoad(client *http.Client, base, key string, bodies [][]byte, rate int, duration time.Duration, conns int) decideRun {
+// tr, if not nil, sees every latency as it completes (to snapshot the
+// execution trace around the worst) and each request is a trace region.
+// With timeline > 0 it samples CPU every timeline from the start.
+func decideLoad(client *http.Client, base, key string, bodies [][]byte, rate int, duration time.Duration, conns int, tr *benchTracer, timeline time.Duration) decideRun {
 	n := int(duration.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
 	lat := make([]time.Duration, n)
@@ -301,6 +353,11 @@ func decideLoad(client *http.Client, base, key string, bodies [][]byte, rate int
 	)
 	jobs := make(chan int, n)
 	start := time.Now()
+	run.start = start
+	var cpu *cpuTimeline
+	if timeline > 0 {
+		cpu = startCPUTimeline(start, timeline)
+	}
 	for range conns {
 		wg.Add(1)
 		go func() {
@@ -311,8 +368,11 @@ func decideLoad(client *http.Client, base, key string, bodies [][]byte, rate int
 				if d := time.Until(scheduled); d > 0 {
 					time.Sleep(d)
 				}
+				region := trace.StartRegion(context.Background(), "decide")
 				o, err := decideOnce(client, base, key, bodies[i%len(bodies)], &buf)
+				region.End()
 				lat[i] = time.Since(scheduled)
+				tr.observe(scheduled, lat[i])
 				outcomes[i] = o
 				if err != nil {
 					mu.Lock()
@@ -331,6 +391,10 @@ func decideLoad(client *http.Client, base, key string, bodies [][]byte, rate int
 	close(jobs)
 	wg.Wait()
 	run.achieved = float64(n) / time.Since(start).Seconds()
+	if timeline > 0 {
+		run.timeline = latencyTimeline(lat, interval, timeline)
+		cpu.fill(run.timeline)
+	}
 	slices.Sort(lat)
 	run.sorted = lat
 	for _, o := range outcomes {
