@@ -68,6 +68,10 @@ type decideReport struct {
 	// of ms, which on a small box is when stalls begin.
 	GCCycles            uint64  `json:"gcCycles"`
 	AllocKiBPerDecision float64 `json:"allocKiBPerDecision"`
+	// WatchedCPUUsPerDecision is --watch-pid's CPU over the Vigil phase
+	// per request answered.
+	WatchedPID              int      `json:"watchedPid,omitempty"`
+	WatchedCPUUsPerDecision *float64 `json:"watchedCpuUsPerDecision,omitempty"`
 	// Timeline is the Vigil phase's latency by scheduled start (--timeline).
 	Timeline []timelineBucket `json:"timeline,omitempty"`
 }
@@ -116,6 +120,7 @@ p99 are reported as ratios of the floor's.`)
 	stallTrace := fs.String("stall-trace", "", "", "keep the last seconds of execution trace in a flight recorder during the Vigil phase and write the window around the slowest request to this file")
 	stallMin := fs.Duration("stall-min", "", 10*time.Millisecond, "with --stall-trace, snapshot only requests slower than this")
 	memProfile := fs.String("memprofile", "", "", "write a heap profile of this process as the Vigil phase ends to this file (inuse_space: what each GC must mark; alloc_space: what makes GCs come), and one as it starts to FILE.base (go tool pprof -base FILE.base FILE: what the phase allocated)")
+	watchPID := fs.Int("watch-pid", "", 0, "also report this process's CPU per decision over the Vigil phase (e.g. clickhouse-server on the same box: what the stack's inserts and their merges cost it)")
 	timeline := fs.Duration("timeline", "", 0, "print the Vigil phase's latency by scheduled start in buckets of this width (e.g. 100ms), to show when stalls happen and how often")
 	gate := fs.Bool("priority-gate", false, "let the consumers that fan decisions out give way to decisions in flight (pkg/priority, off in vigil dev)")
 	if err := fs.Parse(args); err != nil {
@@ -234,6 +239,7 @@ p99 are reported as ratios of the floor's.`)
 	if err != nil {
 		return err
 	}
+	watch0, watchOK := procCPUTicks(*watchPID)
 	cpu0 = readCPU()
 	gc0 := readGC()
 	yielded0 := bs.st.Gate.Yielded()
@@ -242,6 +248,7 @@ p99 are reported as ratios of the floor's.`)
 	vigilCPU := benchPhase{Events: len(run.sorted)}
 	vigilCPU.addCPU(cpu0, readCPU())
 	gc1 := readGC()
+	watch1, watchOK1 := procCPUTicks(*watchPID)
 	var traced bytes.Buffer
 	if err := errors.Join(tr.stop(&traced), stopProfiles()); err != nil {
 		return err
@@ -271,6 +278,10 @@ p99 are reported as ratios of the floor's.`)
 	rep.PeakRSSMiB = peakRSSMiB()
 	rep.PriorityGate, rep.Yielded = *gate, yielded
 	rep.GCCycles = gc1.cycles - gc0.cycles
+	if *watchPID > 0 && watchOK && watchOK1 {
+		us := float64(watch1-watch0) / clockTicks * 1e6 / float64(max(1, n))
+		rep.WatchedPID, rep.WatchedCPUUsPerDecision = *watchPID, &us
+	}
 	rep.AllocKiBPerDecision = float64(gc1.allocBytes-gc0.allocBytes) / 1024 / float64(max(1, n))
 	if opa != nil {
 		opa.VigilP50VsOPA, opa.VigilP99VsOPA = rep.P50Ms/opa.P50Ms, rep.P99Ms/opa.P99Ms
@@ -297,6 +308,9 @@ p99 are reported as ratios of the floor's.`)
 		fmt.Fprintf(out, "  CPU             %.0f µs per decision (floor %.0f; this process, load generator included)\n", rep.CPUUsPerDecision, rep.FloorCPUUsPerDecision)
 		if rep.OtherCPUPct != nil {
 			fmt.Fprintf(out, "  other CPU       %.0f %% of the machine during Vigil's phase (other processes)\n", *rep.OtherCPUPct)
+		}
+		if rep.WatchedCPUUsPerDecision != nil {
+			fmt.Fprintf(out, "  pid %-11d %.0f µs CPU per decision over Vigil's phase (--watch-pid)\n", rep.WatchedPID, *rep.WatchedCPUUsPerDecision)
 		}
 		fmt.Fprintf(out, "  GC              %d cycles in Vigil's phase, %.1f KiB allocated per decision (whole process)\n", rep.GCCycles, rep.AllocKiBPerDecision)
 		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator, floor and the whole stack)\n", rep.PeakRSSMiB)
