@@ -48,6 +48,18 @@ type SinkConfig struct {
 	// Linger flushes a non-empty buffer this long after its first message
 	// arrived, which bounds how stale ClickHouse can be.
 	Linger time.Duration
+	// MinInterval, when set, is the least time from the start of one
+	// insert to the start of the next that is not a full batch (MaxRows):
+	// under a steady stream the sink then inserts at most once per
+	// MinInterval however short Linger is, while a message that arrives
+	// after a quiet spell still goes after Linger. Each insert costs
+	// ClickHouse a new part and its merges, whatever its rows: measured
+	// ~15 ms of ClickHouse's CPU per insert on the 2-core bench box
+	// (ClickHouse's own advice: about one insert a second per table), CPU
+	// that a box shared with Vigil takes from the decisions in flight
+	// (docs/benchmarks.md, perf-stall).
+	// Zero: Linger alone.
+	MinInterval time.Duration
 	// ShutdownTimeout bounds the final flush at shutdown; messages not
 	// written by then are left unacked and redelivered on the next start.
 	ShutdownTimeout time.Duration
@@ -72,8 +84,17 @@ func (c SinkConfig) Validate() error {
 	if c.MaxRows <= 0 || c.Linger <= 0 {
 		errs = append(errs, errors.New("sink: MaxRows and Linger must be positive"))
 	}
+	if c.MinInterval < 0 {
+		errs = append(errs, errors.New("sink: MinInterval must not be negative"))
+	}
 	return errors.Join(errs...)
 }
+
+// MinInsertInterval is the MinInterval of the sinks that fan POLICY and
+// the other streams of decisions out to ClickHouse: at most about one
+// insert a second per sink under load (ClickHouse's own advice per
+// table), a lone message after a quiet spell still after its Linger.
+const MinInsertInterval = time.Second
 
 // AckWait is the AckWait for every sink's consumer. The sink keeps each
 // message it holds alive (an in-progress ack once a quarter of AckWait has
@@ -311,6 +332,8 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 		inflight bool
 		done     = make(chan *pending, 1)
 		linger   = time.NewTimer(time.Hour)
+		// lastStart is when the last insert started (MinInterval).
+		lastStart time.Time
 	)
 	linger.Stop()
 	add := func(m jetstream.Msg) {
@@ -327,20 +350,24 @@ func (s *Sink) Run(ctx context.Context, cons jetstream.Consumer) error {
 		buf.entries = append(buf.entries, e)
 	}
 	// kick starts the next insert when none runs and the buffer is full or
-	// its oldest message has lingered; otherwise it arms the linger timer
-	// for the oldest message.
+	// its oldest message has lingered (and MinInterval has passed since
+	// the last insert started); otherwise it arms the linger timer for
+	// when it will have.
 	kick := func() {
 		if inflight || buf.size() == 0 {
 			return
 		}
 		wait := s.cfg.Linger - time.Since(buf.oldest())
+		if s.cfg.MinInterval > 0 && !lastStart.IsZero() {
+			wait = max(wait, s.cfg.MinInterval-time.Since(lastStart))
+		}
 		if buf.size() < s.cfg.MaxRows && wait > 0 {
 			linger.Reset(wait)
 			return
 		}
 		linger.Stop()
 		next := buf.cut(s.cfg.MaxRows)
-		inflight = true
+		inflight, lastStart = true, time.Now()
 		go func() {
 			s.flush(ctx, next)
 			done <- next

@@ -578,6 +578,44 @@ func TestSinkCrashRedeliversAfterShortAckWait(t *testing.T) {
 	r2.stop()
 }
 
+// TestSinkMinInterval: after an insert, a batch that is not full waits
+// for MinInterval however short Linger is; a full batch does not wait;
+// the first message after a quiet start goes after Linger; shutdown
+// flushes what waits.
+func TestSinkMinInterval(t *testing.T) {
+	e := newSinkEnv(t, "MergeTree()")
+	cons := e.consumer()
+	r := e.startSink(e.db.Conn, cons, func(c *chx.SinkConfig) {
+		c.MaxRows, c.Linger, c.MinInterval = 10, time.Millisecond, time.Hour
+	})
+	e.publish(0, 1)
+	e.waitRows(1) // no insert yet: Linger alone
+	e.waitAllAcked(cons)
+
+	e.publish(1, 5)
+	testkit.Eventually(t, "messages buffered in the sink", func() (bool, string) {
+		i := e.info(cons)
+		return i.NumAckPending == 4 && i.NumPending == 0, fmt.Sprintf("ack pending %d, pending %d", i.NumAckPending, i.NumPending)
+	})
+	// Many times Linger: only MinInterval holds them back. (This can only
+	// pass wrongly, if the sink were slow, never fail wrongly.)
+	time.Sleep(100 * time.Millisecond)
+	if got := e.rows(); got != 1 {
+		t.Fatalf("%d rows before MinInterval passed, want 1", got)
+	}
+
+	e.publish(5, 14) // 13 buffered: one full batch of 10 goes at once
+	e.waitRows(11)
+	if got := r.metric("vigil_sink_flushes_total", map[string]string{"result": "ok"}); got != 2 {
+		t.Errorf("%v successful flushes, want 2", got)
+	}
+	r.stop()
+	if got := e.rows(); got != 14 {
+		t.Fatalf("%d rows after shutdown, want 14", got)
+	}
+	e.waitAllAcked(cons)
+}
+
 func TestSinkShutdownFlushesBuffer(t *testing.T) {
 	e := newSinkEnv(t, "MergeTree()")
 	cons := e.consumer()
@@ -687,6 +725,7 @@ func TestSinkConfigValidate(t *testing.T) {
 		{"no project", func(c *chx.SinkConfig) { c.Project = nil }, "Project"},
 		{"zero max rows", func(c *chx.SinkConfig) { c.MaxRows = 0 }, "MaxRows"},
 		{"negative linger", func(c *chx.SinkConfig) { c.Linger = -time.Second }, "Linger"},
+		{"negative min interval", func(c *chx.SinkConfig) { c.MinInterval = -time.Second }, "MinInterval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

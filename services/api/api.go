@@ -208,7 +208,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.waits = s.newReadWaits()
 	sink, err := chx.NewSink(chx.SinkConfig{
 		Name: AgentsProjector, Table: readmodel.Agents, Project: projectAgent,
-		MaxRows: 1000, Linger: 200 * time.Millisecond, Gate: deps.Gate,
+		MaxRows: 1000, Linger: 200 * time.Millisecond, MinInterval: chx.MinInsertInterval, Gate: deps.Gate,
 	}, deps.CH, s.log, deps.Registerer)
 	if err != nil {
 		return nil, err
@@ -217,7 +217,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	for i, name := range []string{AuditControlProjector, AuditGuardianProjector, AuditPolicyProjector} {
 		s.audit[i], err = chx.NewSink(chx.SinkConfig{
 			Name: name, Table: readmodel.AuditLog, Project: projectAudit,
-			MaxRows: 1000, Linger: 200 * time.Millisecond, Gate: deps.Gate,
+			MaxRows: 1000, Linger: 200 * time.Millisecond, MinInterval: chx.MinInsertInterval, Gate: deps.Gate,
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {
 			return nil, err

@@ -231,7 +231,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s.lanes = newLanes(s)
 	s.sink, err = chx.NewSink(chx.SinkConfig{
 		Name: ConsumerProject, Table: readmodel.Deliveries, Project: projectAttempt,
-		MaxRows: 1000, Linger: 200 * time.Millisecond, Gate: deps.Gate,
+		MaxRows: 1000, Linger: 200 * time.Millisecond, MinInterval: chx.MinInsertInterval, Gate: deps.Gate,
 	}, deps.CH, log, deps.Registerer)
 	if err != nil {
 		return nil, err

@@ -211,7 +211,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.CH != nil {
 		s.sink, err = chx.NewSink(chx.SinkConfig{
 			Name: DecisionsProjector, Table: readmodel.Decisions, Project: projectDecision,
-			MaxRows: 5000, Linger: cmp.Or(cfg.ProjectorLinger, 200*time.Millisecond), Gate: deps.Gate,
+			MaxRows: 5000, Linger: cmp.Or(cfg.ProjectorLinger, 200*time.Millisecond), MinInterval: chx.MinInsertInterval, Gate: deps.Gate,
 		}, deps.CH, s.log, deps.Registerer)
 		if err != nil {
 			return nil, err

@@ -34,7 +34,7 @@ func (s *Service) newSinks() ([]sinkSpec, error) {
 	out := make([]sinkSpec, 0, len(specs))
 	for _, sp := range specs {
 		sk, err := chx.NewSink(chx.SinkConfig{Name: sp.durable, Table: sp.table, Project: sp.project,
-			MaxRows: 2000, Linger: 100 * time.Millisecond, Gate: s.deps.Gate}, s.deps.CH, s.log, s.deps.Registerer)
+			MaxRows: 2000, Linger: 100 * time.Millisecond, MinInterval: chx.MinInsertInterval, Gate: s.deps.Gate}, s.deps.CH, s.log, s.deps.Registerer)
 		if err != nil {
 			return nil, err
 		}
