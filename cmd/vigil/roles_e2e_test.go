@@ -144,6 +144,8 @@ var consoleRoutes = map[string]string{
 	"GET /console/agents":                 "session",
 	"GET /console/agents/:id":             "session",
 	"POST /console/agents/:id/settings":   "session",
+	"GET /console/agents/:id/reset":       "session",
+	"POST /console/agents/:id/reset":      "session",
 	"POST /console/halts":                 "session",
 	"GET /console/policies":               "session",
 	"GET /console/policies/new":           "session",

@@ -55,11 +55,11 @@ func (st store) insert(ctx context.Context, t readmodel.Table, rows [][]any) err
 // insert, most of it into memory just faulted in — a quarter of the
 // ledger's CPU. Sent a block at a time, the same buffers are reused for
 // every block of the insert. The server squashes the blocks of one
-// INSERT into its parts as it does for one block, and nothing is read
+// insert statement into its parts as it does for one block, and nothing is read
 // before the checkpoint commits anyway.
 const insertBlock = 1024
 
-// insertEach inserts n rows in one INSERT; row(i, r) returns the i-th,
+// insertEach inserts n rows in one statement; row(i, r) returns the i-th,
 // which it may build in r (reused: the driver copies each row into its
 // column buffers as it is appended). The rows of a batch are never all
 // materialised beside the driver's columns, which hold them already.
