@@ -166,6 +166,27 @@ func (b *Board) Pending() []Action {
 	return out
 }
 
+// Due returns the pending actions that are overdue at now (expired, or an
+// escalation due): what the guardian's sweep acts on. It filters under the
+// lock instead of copying every pending action out as Pending does: the
+// sweep runs every half second, and a copy of the whole backlog of
+// approvals each time was ~2 % of the bytes allocated per decision in
+// `vigil bench decide` with a quarter of decisions awaiting approval
+// (docs/benchmarks.md, perf-alloc), growing with that backlog.
+func (b *Board) Due(now time.Time) []Action {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var out []Action
+	for _, t := range b.byID {
+		for _, a := range t {
+			if a.Status == Pending && (!now.Before(a.ExpiresAt) || a.EscalationDue(now)) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
 // Wait blocks until the action created for decisionID exists and is
 // final, or ctx ends; it returns the latest state and whether one exists.
 func (b *Board) Wait(ctx context.Context, tenant, decisionID string) (Action, bool) {

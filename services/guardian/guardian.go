@@ -375,7 +375,7 @@ func (s *Service) sweep(ctx context.Context) {
 	defer t.Stop()
 	for {
 		now := time.Now()
-		for _, a := range s.deps.Board.Pending() {
+		for _, a := range s.deps.Board.Due(now) {
 			var err error
 			switch {
 			case !now.Before(a.ExpiresAt):

@@ -111,6 +111,14 @@ func TestIntakeOnlyRequireApproval(t *testing.T) {
 	if n := len(r.board.Pending()); n != 1 {
 		t.Fatalf("%d pending actions, want 1", n)
 	}
+	// The sweep acts only on what is overdue: nothing before the action
+	// expires, the action once it has.
+	if due := r.board.Due(a.ExpiresAt.Add(-time.Second)); len(due) != 0 {
+		t.Fatalf("due before expiry: %+v", due)
+	}
+	if due := r.board.Due(a.ExpiresAt); len(due) != 1 || due[0].ID != a.ID {
+		t.Fatalf("due at expiry: %+v, want %s", due, a.ID)
+	}
 }
 
 // An intake durable created before the outcome was in the decision
