@@ -609,6 +609,7 @@ func (s *Sink) send(ctx context.Context, entries []entry) error {
 		return fmt.Errorf("prepare %s: %w", s.cfg.Table.Name, err)
 	}
 	defer func() { _ = batch.Close() }()
+	presizeStrings(batch, entries, rows)
 	for i, e := range entries {
 		for _, r := range e.rows {
 			if err := batch.Append(r...); err != nil {
