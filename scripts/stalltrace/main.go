@@ -81,6 +81,23 @@ func short(fn string) string {
 	return fn
 }
 
+// transitionFrames is the stack of a goroutine's state transition, or
+// the event's when the transition carries none.
+func transitionFrames(ev trace.Event, st trace.StateTransition) []trace.StackFrame {
+	if fs := frames(st.Stack); len(fs) > 0 {
+		return fs
+	}
+	return frames(ev.Stack())
+}
+
+// learnName names goroutine id by the identity of fs, unless it has a
+// name already and is not just being created.
+func learnName(names map[trace.GoID]string, id trace.GoID, from trace.GoState, fs []trace.StackFrame) {
+	if n := identity(fs); n != "?" && (names[id] == "" || from == trace.GoNotExist) {
+		names[id] = n
+	}
+}
+
 // identity: the outermost frame that is not runtime/goexit.
 func identity(fs []trace.StackFrame) string {
 	for i := len(fs) - 1; i >= 0; i-- {
@@ -235,10 +252,7 @@ func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth i
 			id := st.Resource.Goroutine()
 			g := get(id)
 			from, to := st.Goroutine()
-			fs := frames(st.Stack)
-			if len(fs) == 0 {
-				fs = frames(ev.Stack())
-			}
+			fs := transitionFrames(ev, st)
 			if len(fs) > 0 {
 				if n := identity(fs); n != "?" && (g.name == "?" || from == trace.GoNotExist) {
 					g.name = n
@@ -406,13 +420,7 @@ func wholeTimeline(evs []trace.Event, regs []span, t0 trace.Time, bucketMs float
 			}
 			id := st.Resource.Goroutine()
 			from, to := st.Goroutine()
-			fs := frames(st.Stack)
-			if len(fs) == 0 {
-				fs = frames(ev.Stack())
-			}
-			if n := identity(fs); n != "?" && (names[id] == "" || from == trace.GoNotExist) {
-				names[id] = n
-			}
+			learnName(names, id, from, transitionFrames(ev, st))
 			if from == trace.GoRunning || from == trace.GoSyscall {
 				if s, ok := runStart[id]; ok {
 					n := names[id]
@@ -510,13 +518,7 @@ func sampleMode(evs []trace.Event, regs []span, t0 trace.Time, bucketMs float64,
 			}
 			id := st.Resource.Goroutine()
 			from, _ := st.Goroutine()
-			fs := frames(st.Stack)
-			if len(fs) == 0 {
-				fs = frames(ev.Stack())
-			}
-			if n := identity(fs); n != "?" && (names[id] == "" || from == trace.GoNotExist) {
-				names[id] = n
-			}
+			learnName(names, id, from, transitionFrames(ev, st))
 			_, to := st.Goroutine()
 			if from == trace.GoRunning {
 				if s, ok := runStart[id]; ok {
