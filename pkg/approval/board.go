@@ -179,7 +179,7 @@ func (b *Board) Due(now time.Time) []Action {
 	var out []Action
 	for _, t := range b.byID {
 		for _, a := range t {
-			if a.Status == Pending && (!now.Before(a.ExpiresAt) || a.EscalationDue(now)) {
+			if a.Overdue(now) || a.EscalationDue(now) {
 				out = append(out, a)
 			}
 		}

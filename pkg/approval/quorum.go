@@ -165,6 +165,12 @@ func (a Action) reviewerGroups() []string {
 	return out
 }
 
+// Overdue reports whether a pending action has expired at now: it is
+// past ExpiresAt and nobody has settled it yet.
+func (a Action) Overdue(now time.Time) bool {
+	return a.Status == Pending && !now.Before(a.ExpiresAt)
+}
+
 // EscalationDue reports whether a requirement of a pending action should
 // escalate at now.
 func (a Action) EscalationDue(now time.Time) bool {

@@ -170,7 +170,7 @@ func (s *Service) Decide(ctx context.Context, req approval.DecideRequest) (appro
 			return a, err
 		}
 		now := time.Now().UTC()
-		if a.Status == approval.Pending && !now.Before(a.ExpiresAt) {
+		if a.Overdue(now) {
 			// Due but not yet swept: expire it now, then refuse.
 			if _, err := s.expire(ctx, a); err != nil && !errors.Is(err, ErrConflict) {
 				return a, err
@@ -378,7 +378,7 @@ func (s *Service) sweep(ctx context.Context) {
 		for _, a := range s.deps.Board.Due(now) {
 			var err error
 			switch {
-			case !now.Before(a.ExpiresAt):
+			case a.Overdue(now):
 				_, err = s.expire(ctx, a)
 			case a.EscalationDue(now):
 				_, err = s.escalate(ctx, a, now)
