@@ -740,15 +740,12 @@ type cpuSample struct {
 const clockTicks = 100
 
 func readCPU() cpuSample {
-	stat, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
+	self, ok := statCPUTicks("/proc/self/stat")
+	if !ok {
 		return cpuSample{}
 	}
-	// Fields after the command name, which may hold spaces: state is
-	// field 3, utime 14 and stime 15.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
 	machine, err := os.ReadFile("/proc/stat")
-	if err != nil || len(f) < 13 {
+	if err != nil {
 		return cpuSample{}
 	}
 	line, _, _ := strings.Cut(string(machine), "\n")
@@ -764,7 +761,7 @@ func readCPU() cpuSample {
 		}
 		return n
 	}
-	s.self = num(f[11]) + num(f[12])
+	s.self = self
 	for i, v := range cpu[1:9] {
 		n := num(v)
 		s.all += n
@@ -774,6 +771,25 @@ func readCPU() cpuSample {
 	}
 	s.ok = err == nil && s.all > 0
 	return s
+}
+
+// statCPUTicks is the CPU time (user and system, in clock ticks) in a
+// process's stat file (/proc/self/stat, /proc/PID/stat), or false where
+// /proc does not say.
+func statCPUTicks(path string) (uint64, bool) {
+	stat, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the command name, which may hold spaces: state is
+	// field 3, utime 14 and stime 15.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	u, err1 := strconv.ParseUint(f[11], 10, 64)
+	s, err2 := strconv.ParseUint(f[12], 10, 64)
+	return u + s, err1 == nil && err2 == nil
 }
 
 func (p *benchPhase) addCPU(a, b cpuSample) {

@@ -317,15 +317,5 @@ func readGC() gcSample {
 // procCPUTicks is process pid's CPU time so far (user and system, in
 // clock ticks), or false where /proc does not say.
 func procCPUTicks(pid int) (uint64, bool) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(f) < 13 {
-		return 0, false
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	s, err2 := strconv.ParseUint(f[12], 10, 64)
-	return u + s, err1 == nil && err2 == nil
+	return statCPUTicks(fmt.Sprintf("/proc/%d/stat", pid))
 }
