@@ -292,12 +292,13 @@ func (c *Console) resetBaselinePage(ec echo.Context) error {
 			Intro: "Resetting forgets everything learned about this agent, as if it were new: no baseline anomalies are raised until it has warmed up again. Its recorded events, decisions and anomalies stay.",
 			Facts: [][2]string{{"Agent", id}, {"Depth", text(a["observationDepth"])}, {"Observations", text(a["observations"])},
 				{"Last seen", when(activity["lastSeenAt"])}, {"Earlier resets", text(a["resets"])}},
-			Form: rowForm{ID: "reset-baseline", Action: page + "/reset", Label: "Reset baseline", Danger: true}}
+			Form: rowForm{ID: "reset-baseline", Action: page + "/reset", Label: "Reset baseline", Danger: true, Fields: [][2]string{{"return", "agent"}}}}
 	})
 }
 
 // resetBaseline resets through POST /v1/agents/:id/reset (the risk
-// service's route; it decides the role) and returns to the agent's page.
+// service's route; it decides the role) and returns to the agent's page
+// (the confirmation form says return=agent).
 func (c *Console) resetBaseline(ec echo.Context) error {
 	id := ec.Param("id")
 	r := c.call(ec, http.MethodPost, "/v1/agents/"+url.PathEscape(id)+"/reset", nil)
@@ -308,5 +309,5 @@ func (c *Console) resetBaseline(ec echo.Context) error {
 		ResetID string `json:"resetId"`
 	}
 	_ = r.Decode(&out)
-	return ec.Redirect(http.StatusSeeOther, Prefix+"/agents/"+url.PathEscape(id)+"?flash="+url.QueryEscape("baseline of "+id+" reset ("+out.ResetID+")"))
+	return ec.Redirect(http.StatusSeeOther, backTo(ec, id, "baseline of "+id+" reset ("+out.ResetID+")"))
 }
