@@ -166,6 +166,14 @@ func main() {
 	sort.Slice(regs, func(i, j int) bool { return regs[i].end-regs[i].start > regs[j].end-regs[j].start })
 	t0 := evs[0].Time()
 	fmt.Printf("trace %.1f ms, %d decide regions\n", float64(evs[len(evs)-1].Time()-t0)/1e6, len(regs))
+	if *samples > 0 {
+		sampleMode(evs, regs, t0, *samples, *stallMs)
+		return
+	}
+	if *whole > 0 {
+		wholeTimeline(evs, regs, t0, *whole)
+		return
+	}
 	// pick distinct worst windows
 	var wins []span
 	for _, s := range regs {
@@ -173,14 +181,6 @@ func main() {
 			break
 		}
 		dup := false
-		if *samples > 0 {
-			sampleMode(evs, regs, t0, *samples, *stallMs)
-			return
-		}
-		if *whole > 0 {
-			wholeTimeline(evs, regs, t0, *whole)
-			return
-		}
 		for _, w := range wins {
 			if s.start < w.end && s.end > w.start {
 				dup = true
@@ -189,14 +189,6 @@ func main() {
 		if !dup {
 			wins = append(wins, s)
 		}
-	}
-	if *samples > 0 {
-		sampleMode(evs, regs, t0, *samples, *stallMs)
-		return
-	}
-	if *whole > 0 {
-		wholeTimeline(evs, regs, t0, *whole)
-		return
 	}
 	for _, w := range wins {
 		ws := w.start - trace.Time(*before*1e6)
