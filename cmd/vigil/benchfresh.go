@@ -265,7 +265,14 @@ the highest stream sequence in the tenant's rows.`)
 	if err := stopProfiles(); err != nil {
 		return err
 	}
-	agesAfter, err := scrapeSinkAges(ctx, bs.client, bs.base, streams.EventsProjector)
+	// The sink observes "written" once its insert call returns, which can
+	// be after a query already sees the rows: wait for every accepted
+	// event to have passed every stage before reading the histograms.
+	var accepted uint64
+	for _, ss := range seqs {
+		accepted += uint64(len(ss))
+	}
+	agesAfter, err := scrapeSinkAgesUntil(ctx, bs.client, bs.base, streams.EventsProjector, agesBefore, accepted, 10*time.Second)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -77,6 +78,33 @@ func scrapeSinkAges(ctx context.Context, client *http.Client, base, sink string)
 		out[label(m, "stage")] = ah
 	}
 	return out, nil
+}
+
+// scrapeSinkAgesUntil scrapes until every stage has observed at least
+// want messages since before, or wait has passed (then it returns the
+// last scrape: the report shows the shortfall rather than failing).
+func scrapeSinkAgesUntil(ctx context.Context, client *http.Client, base, sink string, before map[string]ageHist, want uint64, wait time.Duration) (map[string]ageHist, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		after, err := scrapeSinkAges(ctx, client, base, sink)
+		if err != nil {
+			return nil, err
+		}
+		done := true
+		for _, st := range sinkAgeStages {
+			if after[st].count-before[st].count < want {
+				done = false
+			}
+		}
+		if done || time.Now().After(deadline) {
+			return after, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func label(m *dto.Metric, name string) string {
