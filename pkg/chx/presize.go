@@ -29,14 +29,7 @@ import (
 // without it; a column that is not a bare String, a value that is not a
 // string or []byte, or a failed Decode only loses the head start.
 func presizeStrings(batch driver.Batch, entries []entry, rows int) {
-	if rows == 0 {
-		return
-	}
-	for i, c := range batch.Columns() {
-		col, ok := c.(*column.String)
-		if !ok || col.Rows() != 0 {
-			continue
-		}
+	PresizeStrings(batch, rows, func(i int) int {
 		size := 0
 		for _, e := range entries {
 			for _, r := range e.rows {
@@ -50,8 +43,29 @@ func presizeStrings(batch driver.Batch, entries []entry, rows int) {
 				}
 			}
 		}
+		return size
+	})
+}
+
+// PresizeStrings gives each bare String column of a fresh batch (or of a
+// block just flushed, which the driver resets keeping capacity) the
+// capacity for rows rows whose values in column i add up to size(i)
+// bytes; size is called only for String columns. A writer that builds its
+// rows as it appends them (the ledger) knows these sums without building
+// the rows twice. See presizeStrings for why and how; sizes that are off
+// only make the head start smaller or larger, never change what is
+// inserted.
+func PresizeStrings(batch driver.Batch, rows int, size func(i int) int) {
+	if rows == 0 {
+		return
+	}
+	for i, c := range batch.Columns() {
+		col, ok := c.(*column.String)
+		if !ok || col.Rows() != 0 {
+			continue
+		}
 		p := placeholders.Get().(*placeholder)
-		p.reset(size, rows)
+		p.reset(size(i), rows)
 		err := col.Decode(p.reader, rows)
 		col.Reset()
 		if err != nil || p.left() != 0 {

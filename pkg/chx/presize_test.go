@@ -47,7 +47,7 @@ func TestPresizeStringsEquivalent(t *testing.T) {
 			rows[i] = []any{str(long), uint64(total) + uint64(i), b, &c, fmt.Sprintf("%03d", i%1000), []string{str(long)}, ""}
 		}
 		plain, sized := prepare(t, db.Conn, insert), prepare(t, db.Conn, insert)
-		chx.PresizeStrings(sized, rows)
+		chx.PresizeRows(sized, rows)
 		for _, col := range sized.Columns() {
 			if col.Rows() != 0 {
 				t.Fatalf("round %d: column %s holds %d rows after presizing", round, col.Name(), col.Rows())
@@ -106,7 +106,7 @@ func TestPresizeStringsAllocates(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		if presize {
-			chx.PresizeStrings(b, rows)
+			chx.PresizeRows(b, rows)
 		}
 		for _, r := range rows {
 			if err := b.Append(r...); err != nil {

@@ -45,7 +45,7 @@ type leafRow struct {
 type store struct{ ch driver.Conn }
 
 func (st store) insert(ctx context.Context, t readmodel.Table, rows [][]any) error {
-	return st.insertEach(ctx, t, len(rows), func(i int, _ []any) []any { return rows[i] })
+	return st.insertEach(ctx, t, len(rows), func(i int, _ []any) []any { return rows[i] }, nil)
 }
 
 // insertBlock is how many rows go in one block of an insert. The driver
@@ -63,13 +63,30 @@ const insertBlock = 1024
 // which it may build in r (reused: the driver copies each row into its
 // column buffers as it is appended). The rows of a batch are never all
 // materialised beside the driver's columns, which hold them already.
-func (st store) insertEach(ctx context.Context, t readmodel.Table, n int, row func(i int, r []any) []any) error {
+//
+// size(i, col), when not nil, is the length in bytes of row i's value in
+// String column col: the first block's String columns are then allocated
+// once at their size (chx.PresizeStrings) instead of growing append by
+// append, which allocated ~4× their size and was 6 % of every byte
+// `vigil bench decide` allocated (docs/benchmarks.md, perf-alloc2). Later
+// blocks reuse those columns (the driver resets them keeping capacity).
+func (st store) insertEach(ctx context.Context, t readmodel.Table, n int, row func(i int, r []any) []any, size func(i, col int) int) error {
 	if n == 0 {
 		return nil
 	}
 	b, err := st.ch.PrepareBatch(ctx, t.Insert())
 	if err != nil {
 		return err
+	}
+	if size != nil {
+		first := min(n, insertBlock)
+		chx.PresizeStrings(b, first, func(col int) int {
+			sum := 0
+			for i := range first {
+				sum += size(i, col)
+			}
+			return sum
+		})
 	}
 	r := make([]any, 0, len(t.Columns))
 	for i := range n {
@@ -95,6 +112,34 @@ func (st store) insertEach(ctx context.Context, t readmodel.Table, n int, row fu
 // writeData inserts a batch's leaves, lookups and tiles; they are read
 // only once writeCheckpoint commits a tree that covers them.
 func (st store) writeData(ctx context.Context, tenant string, version uint64, leaves []*leafRow, tiles map[tileID][]byte) error {
+	writes := dataWrites(tenant, version, leaves, tiles)
+	errs := make([]error, len(writes))
+	var wg sync.WaitGroup
+	for i, w := range writes {
+		wg.Go(func() {
+			if err := st.insertEach(ctx, w.table, w.n, w.row, w.size); err != nil {
+				errs[i] = fmt.Errorf("ledger: write %s: %w", w.what, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// dataWrite is one of a batch's three inserts: n rows of table, built by
+// row as insertEach asks for them.
+type dataWrite struct {
+	what  string
+	table readmodel.Table
+	n     int
+	row   func(i int, r []any) []any
+	// size is the byte length of row i's value in String column col, as
+	// row builds it (TestDataWriteSizes holds them equal).
+	size func(i, col int) int
+}
+
+// dataWrites are the inserts of a batch's leaves, lookups and tiles.
+func dataWrites(tenant string, version uint64, leaves []*leafRow, tiles map[tileID][]byte) []dataWrite {
 	// Lookup rows: every record's key, and its session's and trace's.
 	type lookupRow struct {
 		key string
@@ -124,35 +169,56 @@ func (st store) writeData(ctx context.Context, tenant string, version uint64, le
 	var hexBuf []byte
 	// The three inserts are independent (none is read past the committed
 	// size until the checkpoint lands), so they go in parallel.
-	writes := []struct {
-		what  string
-		table readmodel.Table
-		n     int
-		row   func(i int, r []any) []any
-	}{
+	return []dataWrite{
 		{"leaves", readmodel.LedgerLeaves, len(leaves), func(i int, r []any) []any {
 			l := leaves[i]
 			hexBuf = hex.AppendEncode(hexBuf[:0], l.leaf)
 			return append(r, tenant, l.idx, l.key, l.kind, l.id, l.session, hexBuf, l.canonical, l.stream, l.seq, l.atMS, version)
+		}, func(i, col int) int {
+			l := leaves[i]
+			switch col {
+			case 0:
+				return len(tenant)
+			case 2:
+				return len(l.key)
+			case 3:
+				return len(l.kind)
+			case 4:
+				return len(l.id)
+			case 5:
+				return len(l.session)
+			case 6:
+				return hex.EncodedLen(len(l.leaf))
+			case 7:
+				return len(l.canonical)
+			case 8:
+				return len(l.stream)
+			}
+			return 0
 		}},
 		{"lookups", readmodel.LedgerLookup, len(krows), func(i int, r []any) []any {
 			return append(r, tenant, krows[i].key, krows[i].idx, version)
+		}, func(i, col int) int {
+			switch col {
+			case 0:
+				return len(tenant)
+			case 1:
+				return len(krows[i].key)
+			}
+			return 0
 		}},
 		{"tiles", readmodel.LedgerTiles, len(trows), func(i int, r []any) []any {
 			return append(r, tenant, uint8(trows[i].id.level), trows[i].id.index, trows[i].h, version)
+		}, func(i, col int) int {
+			switch col {
+			case 0:
+				return len(tenant)
+			case 3:
+				return len(trows[i].h)
+			}
+			return 0
 		}},
 	}
-	errs := make([]error, len(writes))
-	var wg sync.WaitGroup
-	for i, w := range writes {
-		wg.Go(func() {
-			if err := st.insertEach(ctx, w.table, w.n, w.row); err != nil {
-				errs[i] = fmt.Errorf("ledger: write %s: %w", w.what, err)
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // writeCheckpoint commits tree ns: its checkpoint row is what load reads.
