@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,6 +101,14 @@ func BenchmarkDecodeDecisionRow(b *testing.B) {
 			}
 		}
 	})
+	b.Run("row-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeRowJSON(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("row", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -108,4 +117,74 @@ func BenchmarkDecodeDecisionRow(b *testing.B) {
 			}
 		}
 	})
+}
+
+// FuzzDecodeRowFast holds the one-pass decoder to encoding/json's: a row
+// it returns is the row decodeRowJSON returns for the same bytes, and it
+// returns none for bytes that are not JSON.
+func FuzzDecodeRowFast(f *testing.F) {
+	for _, rec := range fastRecords() {
+		data, _ := json.Marshal(rec)
+		f.Add(data)
+	}
+	for _, s := range []string{
+		`{"decisionId":"d","decisionId":"e"}`,
+		`{"decisionId":"d","DecisionId":"e"}`,
+		`{"input":{"action":{"metadata":{"source":"a","Source":"b"}}}}`,
+		`{"input":{"action":{"metadata":{"source":{"x":[1,2e5,-0.5,true,false,null]}}}}}`,
+		`{"input":{"Action":{"tool":"x"},"context":{"a":"\u00e9\n"}}}`,
+		`{"result":{"reasonCodes":[],"decision":"deny"}} `,
+		`{"result":{"reasonCodes":["a",null]}}`,
+		`{"at":null,"result":{"decision":null}}`,
+		`{"tenant":"a\u0062"}`, `{"tenant":"é"}`, "{\"tenant\":\"\xff\"}", `{"tenant":"a"}x`, `{"tenant":"a",}`,
+		`{"input":{"context":01}}`, `{"input":{"context":[1,]}}`, `{"input":{"context":"\x"}}`, `{"\u212Aind":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, ok := decodeRowFast(data)
+		if !ok {
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("a row from what is not JSON: %q", data)
+		}
+		want, err := decodeRowJSON(data)
+		if err != nil {
+			t.Fatalf("a row where encoding/json fails (%v): %q", err, data)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("row %#v, want %#v\n%s", got, want, data)
+		}
+	})
+}
+
+// fastRecords are records as the policy service writes them, which the
+// one-pass decoder must take (or the projector quietly pays encoding/json
+// again).
+func fastRecords() []DecisionRecord {
+	a := sampleRecord()
+	b := sampleRecord()
+	b.Decision.ReasonCodes, b.Input.Action.Metadata, b.SessionID = nil, nil, ""
+	b.Decision.Outcome = Allow
+	c := sampleRecord()
+	c.Input.Action.Tool, c.Input.Action.Metadata = "résumé 検索", map[string]any{"source": 5.0, "x": []any{"y"}}
+	c.Input.Context = map[string]any{"html": "<b>&</b>", "sep": "\u2028", "q": `"quoted"\`}
+	d := sampleRecord()
+	d.Input.Action.Metadata = map[string]any{"source": strings.Repeat("s", 65)}
+	return []DecisionRecord{a, b, c, d}
+}
+
+func TestDecodeRowFastTakesRecords(t *testing.T) {
+	for i, rec := range fastRecords() {
+		data, _ := json.Marshal(rec)
+		got, ok := decodeRowFast(data)
+		if !ok {
+			t.Fatalf("record %d goes to encoding/json: %s", i, data)
+		}
+		want, err := fullRow(data)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("record %d: row %#v, want %#v (%v)", i, got, want, err)
+		}
+	}
 }
