@@ -309,7 +309,11 @@ func (p *Pack) SkippedOnError() []string {
 // unless its outcome is allow (which adds nothing) or it says
 // onError: skip — and is reported in Decision.Errors.
 func (p *Pack) Evaluate(in Input, org OrgPolicy) Decision {
-	d := Decision{Matches: make([]Match, 0, 4)}
+	// Empty, not nil (the record says "matches":[]), and without room
+	// yet: a fifth of decisions match nothing, and most that match, once;
+	// 4 Matches (~500 bytes) up front were 2 % of the bytes per decision
+	// (perf-alloc2).
+	d := Decision{Matches: make([]Match, 0)}
 	if p != nil {
 		d.PackHash = p.Hash
 	}
