@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vigilhq/vigil/pkg/apperr"
@@ -80,8 +81,16 @@ func (e Endpoint[Req, Resp]) CallLocal(ctx context.Context, l *Local, nc *nats.C
 
 // callIn runs h as Handle would run it for a request from Call.
 func (e Endpoint[Req, Resp]) callIn(ctx context.Context, h *localHandler[Req, Resp], req Req) (resp Resp, err error) {
-	hdr := nats.Header{}
-	ctx, span := telemetry.Outgoing(ctx, hdr, e.Subject, trace.SpanKindClient, e.attrs()...)
+	// Untraced (no span in ctx, no tracer for the handler), the header
+	// the span context would travel in and the spans' attributes are
+	// not built: they were a tenth of what a local decision call
+	// allocated, for spans that are no-ops (perf-alloc2).
+	var hdr nats.Header
+	var attrs []attribute.KeyValue
+	if trace.SpanContextFromContext(ctx).IsValid() || telemetry.Enabled(h.tp) {
+		hdr, attrs = nats.Header{}, e.attrs()
+	}
+	ctx, span := telemetry.Outgoing(ctx, hdr, e.Subject, trace.SpanKindClient, attrs...)
 	defer func() { endSpan(span, err) }()
 	var zero Resp
 	rctx, cancel := localContext(ctx, e.MaxWait)
@@ -89,7 +98,7 @@ func (e Endpoint[Req, Resp]) callIn(ctx context.Context, h *localHandler[Req, Re
 	if rctx.Err() != nil {
 		return zero, e.unavailable("was not asked: no time was left", context.DeadlineExceeded)
 	}
-	rctx, sspan := telemetry.Incoming(rctx, h.tp, hdr, e.Subject, trace.SpanKindServer, e.attrs()...)
+	rctx, sspan := telemetry.Incoming(rctx, h.tp, hdr, e.Subject, trace.SpanKindServer, attrs...)
 	resp, herr := h.fn(rctx, req)
 	if herr == nil && rctx.Err() != nil {
 		herr = fmt.Errorf("%s: %w", e.Name, rctx.Err())
