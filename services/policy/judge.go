@@ -146,6 +146,9 @@ func (s *Service) runJudge(ctx context.Context) error {
 }
 
 func (s *Service) pickDecision(data []byte) *flagged {
+	if !judgeCandidate(data) {
+		return nil
+	}
 	var rec rules.DecisionRecord
 	if json.Unmarshal(data, &rec) != nil || rec.Decision.Outcome != rules.Warn || !rec.Input.Agent.JudgeEnabled {
 		return nil
@@ -158,6 +161,28 @@ func (s *Service) pickDecision(data []byte) *flagged {
 			"outcome": rec.Decision.Outcome.String(), "reasonCodes": rec.Decision.ReasonCodes, "matches": rec.Decision.Matches,
 			"action": rec.Input.Action, "context": rec.Input.Context, "session": rec.Input.Session, "at": rec.At,
 		}}
+}
+
+// judgeCandidate reports whether the record in data may be flagged: a
+// warning of an agent whose judge is on. Most warnings are not (the judge
+// is opt-in per agent), and decoding only these two fields skips the rest
+// of the record (input context, matches), which was most of what this
+// consumer cost per decision (perf-alloc2). The tags are DecisionRecord's,
+// so the same keys match the same fields with the same types: a record
+// the full decode would flag passes here too, and the full decode still
+// decides (TestJudgeCandidate).
+func judgeCandidate(data []byte) bool {
+	var r struct {
+		Input struct {
+			Agent struct {
+				JudgeEnabled bool `json:"judgeEnabled"`
+			} `json:"agent"`
+		} `json:"input"`
+		Decision struct {
+			Outcome rules.Outcome `json:"decision"`
+		} `json:"result"`
+	}
+	return json.Unmarshal(data, &r) == nil && r.Decision.Outcome == rules.Warn && r.Input.Agent.JudgeEnabled
 }
 
 func (s *Service) pickAnomaly(data []byte) *flagged {
