@@ -2,6 +2,7 @@ package readmodel_test
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -42,12 +43,12 @@ func TestDecisionRowsMatchDeclaration(t *testing.T) {
 			"tenant_id": "acme", "decision_id": "dec-1", "agent_id": "bot", "session_id": "s-1", "source": "evaluate",
 			"event_id": "ev-1", "outcome": "block", "pack_hash": "sha256:abc", "action_kind": "http", "tool": "fetch",
 			"target": "example.com", "publisher": "acme-tools", "signature": "sig", "at_time": at.Truncate(time.Second),
-			"at_ms": at.UnixMilli(), "record": `{"id":"dec-1"}`, "observed_source": "egress",
+			"at_ms": at.UnixMilli(), "record": []byte(`{"id":"dec-1"}`), "observed_source": "egress",
 		}},
 		{"anomaly verdict", rules.DecisionRow(verdict, verdictRecord), map[string]any{
 			"tenant_id": "acme", "decision_id": "anm-1", "source": anomaly.SourceBaseline, "outcome": "warn",
 			"action_kind": "tool_call", "tool": "shell", "signature": "sig-a", "at_ms": at.UnixMilli(),
-			"record": string(verdictRecord), "observed_source": "",
+			"record": verdictRecord, "observed_source": "",
 		}},
 	}
 	for _, tt := range tests {
@@ -60,7 +61,9 @@ func TestDecisionRowsMatchDeclaration(t *testing.T) {
 				if !ok {
 					continue
 				}
-				if got := tt.row[i]; got != want {
+				// The record goes in as the bytes given (the driver
+				// copies []byte and string alike).
+				if got := tt.row[i]; !reflect.DeepEqual(got, want) {
 					t.Errorf("column %s = %#v, want %#v", col, got, want)
 				}
 			}
