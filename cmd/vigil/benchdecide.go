@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	rules "github.com/vigilhq/vigil/pkg/policy"
@@ -72,6 +74,11 @@ type decideReport struct {
 	// per request answered.
 	WatchedPID              int      `json:"watchedPid,omitempty"`
 	WatchedCPUUsPerDecision *float64 `json:"watchedCpuUsPerDecision,omitempty"`
+	// NATSOutMsgsPerDecision is what the embedded NATS server sent its
+	// clients over the Vigil phase (varz out_msgs: deliveries to
+	// consumers, request replies, publish acks) per request answered:
+	// each one the server copies and sends and a client parses.
+	NATSOutMsgsPerDecision float64 `json:"natsOutMsgsPerDecision,omitempty"`
 	// Timeline is the Vigil phase's latency by scheduled start (--timeline).
 	Timeline []timelineBucket `json:"timeline,omitempty"`
 }
@@ -240,6 +247,7 @@ p99 are reported as ratios of the floor's.`)
 		return err
 	}
 	watch0, watchOK := procCPUTicks(*watchPID)
+	out0 := natsOutMsgs(bs.st.NATS)
 	cpu0 = readCPU()
 	gc0 := readGC()
 	yielded0 := bs.st.Gate.Yielded()
@@ -249,6 +257,7 @@ p99 are reported as ratios of the floor's.`)
 	vigilCPU.addCPU(cpu0, readCPU())
 	gc1 := readGC()
 	watch1, watchOK1 := procCPUTicks(*watchPID)
+	out1 := natsOutMsgs(bs.st.NATS)
 	var traced bytes.Buffer
 	if err := errors.Join(tr.stop(&traced), stopProfiles()); err != nil {
 		return err
@@ -283,6 +292,7 @@ p99 are reported as ratios of the floor's.`)
 		rep.WatchedPID, rep.WatchedCPUUsPerDecision = *watchPID, &us
 	}
 	rep.AllocKiBPerDecision = float64(gc1.allocBytes-gc0.allocBytes) / 1024 / float64(max(1, n))
+	rep.NATSOutMsgsPerDecision = float64(out1-out0) / float64(max(1, n))
 	if opa != nil {
 		opa.VigilP50VsOPA, opa.VigilP99VsOPA = rep.P50Ms/opa.P50Ms, rep.P99Ms/opa.P99Ms
 		rep.OPA = opa
@@ -311,6 +321,9 @@ p99 are reported as ratios of the floor's.`)
 		}
 		if rep.WatchedCPUUsPerDecision != nil {
 			fmt.Fprintf(out, "  pid %-11d %.0f µs CPU per decision over Vigil's phase (--watch-pid)\n", rep.WatchedPID, *rep.WatchedCPUUsPerDecision)
+		}
+		if rep.NATSOutMsgsPerDecision > 0 {
+			fmt.Fprintf(out, "  NATS            %.2f messages sent by the server per decision (varz out_msgs)\n", rep.NATSOutMsgsPerDecision)
 		}
 		fmt.Fprintf(out, "  GC              %d cycles in Vigil's phase, %.1f KiB allocated per decision (whole process)\n", rep.GCCycles, rep.AllocKiBPerDecision)
 		fmt.Fprintf(out, "  peak RSS        %.0f MiB (this process: load generator, floor and the whole stack)\n", rep.PeakRSSMiB)
@@ -495,4 +508,17 @@ func decidePost(client *http.Client, url, key, ctype string, body []byte, want i
 		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
 	}
 	return nil
+}
+
+// natsOutMsgs is how many messages srv has sent its clients (0 without
+// an embedded server: a stack on an external NATS).
+func natsOutMsgs(srv *server.Server) int64 {
+	if srv == nil {
+		return 0
+	}
+	v, err := srv.Varz(nil)
+	if err != nil {
+		return 0
+	}
+	return v.OutMsgs
 }
