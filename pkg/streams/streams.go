@@ -6,6 +6,7 @@ package streams
 
 import (
 	"encoding/base64"
+	"strconv"
 	"strings"
 	"time"
 
@@ -168,13 +169,61 @@ const (
 
 // DecisionSubject is where a decision about agentID with outcome (allow,
 // warn, require_approval, block) is recorded:
-// policy.v1.decision_recorded.<tenant>.<agent>.<outcome>. The outcome is
-// in the subject so that a consumer acting on some outcomes only (guardian
-// intake, the notifier, the judge) filters on it and the server never
-// delivers it the others (DecisionsWithOutcome). Decisions recorded before
-// it was there have five tokens, no outcome (LegacyDecisions).
+// policy.v1.decision_recorded.<tenant>.<agent>.<outcome>.<shard>.
+//
+// The outcome is in the subject so that a consumer acting on some
+// outcomes only (guardian intake, the notifier, the judge) filters on it
+// and the server never delivers it the others (DecisionsWithOutcome).
+// The shard (DecisionShard, 0–15) is in it so that a risk partition,
+// which owns a fixed set of agents, filters on the shards holding them
+// and the server never delivers it the other partitions' decisions
+// (DecisionsOfPartition).
+//
+// Two older forms stay on POLICY until they age out, and every filter
+// here still matches them: <tenant>.<agent> (LegacyDecisions, before the
+// outcome) and <tenant>.<agent>.<outcome> (OutcomeDecisions, before the
+// shard).
 func DecisionSubject(tenant, agentID, outcome string) string {
-	return subject("policy", DecisionRecorded, tenant, agentID) + "." + Token(outcome)
+	// One concatenation: one allocation per decision recorded.
+	return "policy.v1." + DecisionRecorded + "." + tenant + "." + Token(agentID) + "." + Token(outcome) + "." + shardTokens[DecisionShard(tenant, agentID)]
+}
+
+// DecisionShards is how many shards decisions are spread over by agent.
+// A risk partition count that divides it gets exactly its own decisions
+// from the server; any other count gets a superset (DecisionsOfPartition).
+const DecisionShards = 16
+
+var shardTokens = func() (t [DecisionShards]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+// AgentHash is the FNV-1a hash of "tenant/agentID": what places an agent
+// in its decision shard (hash mod DecisionShards) and its risk partition
+// (hash mod the partition count), so that the two agree for every count.
+func AgentHash(tenant, agentID string) uint32 {
+	// Inlined FNV-1a (hash/fnv's, without the allocation of its hasher):
+	// it runs on every decision recorded.
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	for i := 0; i < len(tenant); i++ {
+		h = (h ^ uint32(tenant[i])) * prime
+	}
+	h = (h ^ '/') * prime
+	for i := 0; i < len(agentID); i++ {
+		h = (h ^ uint32(agentID[i])) * prime
+	}
+	return h
+}
+
+// DecisionShard is the shard of the decisions about agentID: AgentHash
+// modulo DecisionShards. agentID is the id as given to DecisionSubject
+// (before Token), which is what ParseDecisionSubject's agent token
+// untokens to.
+func DecisionShard(tenant, agentID string) int {
+	return int(AgentHash(tenant, agentID) % DecisionShards)
 }
 
 // LegacyDecisions filters the decisions recorded before the outcome was a
@@ -182,23 +231,60 @@ func DecisionSubject(tenant, agentID, outcome string) string {
 // It matches no decision recorded since.
 const LegacyDecisions = "policy.v1." + DecisionRecorded + ".*.*"
 
+// OutcomeDecisions filters the decisions recorded after the outcome and
+// before the shard was a token of their subject
+// (policy.v1.decision_recorded.<tenant>.<agent>.<outcome>). It matches no
+// decision recorded since.
+const OutcomeDecisions = "policy.v1." + DecisionRecorded + ".*.*.*"
+
 // DecisionsWithOutcome filters the recorded decisions of every tenant
-// with one of outcomes, plus every decision recorded before the outcome
-// was in the subject (LegacyDecisions: a consumer tells those by their
-// Vigil-Outcome header or by decoding them). The filters do not overlap,
-// as a consumer's FilterSubjects must not.
+// with one of outcomes, in the current form and in the form before the
+// shard, plus every decision recorded before the outcome was in the
+// subject (LegacyDecisions: a consumer tells those by their Vigil-Outcome
+// header or by decoding them). The filters do not overlap (each form has
+// its own number of tokens), as a consumer's FilterSubjects must not.
 func DecisionsWithOutcome(outcomes ...string) []string {
 	fs := []string{LegacyDecisions}
 	for _, o := range outcomes {
-		fs = append(fs, "policy.v1."+DecisionRecorded+".*.*."+Token(o))
+		fs = append(fs, "policy.v1."+DecisionRecorded+".*.*."+Token(o), "policy.v1."+DecisionRecorded+".*.*."+Token(o)+".*")
 	}
 	return fs
 }
 
+// DecisionsOfPartition filters the decisions that risk partition idx of n
+// (the owner of the agents whose AgentHash mod n is idx) must read: the
+// shards that can hold its agents, and every decision recorded before the
+// shard was in the subject (LegacyDecisions, OutcomeDecisions: the
+// partition tells its own from their agent token). With g = gcd(n,
+// DecisionShards) the shards are those s with s mod g = idx mod g: when n
+// divides DecisionShards (1, 2, 4, 8, 16 partitions) they hold exactly
+// the partition's agents; otherwise they hold its agents and some of
+// other partitions' (all of them when g is 1), which it passes over as
+// before. The filters do not overlap.
+func DecisionsOfPartition(idx, n int) []string {
+	g := gcd(n, DecisionShards)
+	if g <= 1 {
+		return []string{AllDecisions}
+	}
+	fs := []string{LegacyDecisions, OutcomeDecisions}
+	for s := idx % g; s < DecisionShards; s += g {
+		fs = append(fs, "policy.v1."+DecisionRecorded+".*.*.*."+shardTokens[s])
+	}
+	return fs
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
 // ParseDecisionSubject reads a recorded decision's subject: its tenant
 // token, its agent token (still a Token: see Untoken) and its outcome (""
-// on a decision recorded before the outcome was in the subject). ok is
-// false for any other subject.
+// on a decision recorded before the outcome was in the subject). The
+// shard token, when there is one, is checked for form only: the agent
+// determines it. ok is false for any other subject.
 func ParseDecisionSubject(subj string) (tenant, agentTok, outcome string, ok bool) {
 	rest, ok := strings.CutPrefix(subj, "policy.v1."+DecisionRecorded+".")
 	if !ok {
@@ -208,11 +294,25 @@ func ParseDecisionSubject(subj string) (tenant, agentTok, outcome string, ok boo
 	if !ok || tenant == "" {
 		return "", "", "", false
 	}
-	agentTok, outcome, six := strings.Cut(rest, ".")
-	if agentTok == "" || six && (outcome == "" || strings.Contains(outcome, ".")) {
+	agentTok, rest, hasOutcome := strings.Cut(rest, ".")
+	if agentTok == "" {
+		return "", "", "", false
+	}
+	if !hasOutcome {
+		return tenant, agentTok, "", true
+	}
+	outcome, shard, hasShard := strings.Cut(rest, ".")
+	if outcome == "" || hasShard && !validShard(shard) {
 		return "", "", "", false
 	}
 	return tenant, agentTok, outcome, true
+}
+
+// validShard reports whether tok is a shard token: 0 to DecisionShards-1
+// in decimal, without leading zeros.
+func validShard(tok string) bool {
+	n, err := strconv.Atoi(tok)
+	return err == nil && n >= 0 && n < DecisionShards && shardTokens[n] == tok
 }
 
 // RejectionSubject is where a refused decision request of agentID is

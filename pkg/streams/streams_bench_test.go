@@ -44,3 +44,12 @@ func BenchmarkEventReceivedSubject(b *testing.B) {
 		benchTokenSink = streams.EventReceivedSubject("default", "agent-03.support-bot")
 	}
 }
+
+// BenchmarkDecisionSubject is the subject the policy service builds per
+// decision recorded (the shard's hash included).
+func BenchmarkDecisionSubject(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		benchTokenSink = streams.DecisionSubject("default", "agent-03_support-bot", "require_approval")
+	}
+}

@@ -1,6 +1,8 @@
 package streams_test
 
 import (
+	"hash/fnv"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -194,9 +196,10 @@ func TestStreamOptions(t *testing.T) {
 
 func TestDecisionSubjects(t *testing.T) {
 	outcomes := []string{"allow", "warn", "require_approval", "block"}
+	shard := strconv.Itoa(streams.DecisionShard("acme", "a.b"))
 	for _, o := range outcomes {
 		subj := streams.DecisionSubject("acme", "a.b", o)
-		if want := "policy.v1.decision_recorded.acme.~YS5i." + o; subj != want {
+		if want := "policy.v1.decision_recorded.acme.~YS5i." + o + "." + shard; subj != want {
 			t.Fatalf("DecisionSubject = %q, want %q", subj, want)
 		}
 		if !server.IsValidPublishSubject(subj) {
@@ -207,23 +210,27 @@ func TestDecisionSubjects(t *testing.T) {
 				t.Errorf("%q does not match %q", subj, f)
 			}
 		}
-		if server.SubjectMatchesFilter(subj, streams.LegacyDecisions) {
-			t.Errorf("%q matches the legacy filter", subj)
+		for _, f := range []string{streams.LegacyDecisions, streams.OutcomeDecisions} {
+			if server.SubjectMatchesFilter(subj, f) {
+				t.Errorf("%q matches the older form's filter %q", subj, f)
+			}
 		}
-		// Each outcome's filter takes its own decisions and no others.
+		// Each outcome's filter takes its own decisions and no others, in
+		// the current form and in the form before the shard.
+		previous := strings.TrimSuffix(subj, "."+shard)
 		for _, other := range outcomes {
 			fs := streams.DecisionsWithOutcome(other)
-			matched := false
-			for _, f := range fs {
-				matched = matched || server.SubjectMatchesFilter(subj, f)
-			}
-			if matched != (o == other) {
-				t.Errorf("%q matched by %v: %v", subj, fs, matched)
+			for _, s := range []string{subj, previous} {
+				if matched := matchesAny(s, fs); matched != (o == other) {
+					t.Errorf("%q matched by %v: %v", s, fs, matched)
+				}
 			}
 		}
-		tenant, agent, outcome, ok := streams.ParseDecisionSubject(subj)
-		if !ok || tenant != "acme" || agent != "~YS5i" || outcome != o {
-			t.Errorf("ParseDecisionSubject(%q) = %q, %q, %q, %v", subj, tenant, agent, outcome, ok)
+		for _, s := range []string{subj, previous} {
+			tenant, agent, outcome, ok := streams.ParseDecisionSubject(s)
+			if !ok || tenant != "acme" || agent != "~YS5i" || outcome != o {
+				t.Errorf("ParseDecisionSubject(%q) = %q, %q, %q, %v", s, tenant, agent, outcome, ok)
+			}
 		}
 	}
 	// A decision recorded before the outcome was in its subject is still
@@ -236,7 +243,32 @@ func TestDecisionSubjects(t *testing.T) {
 		t.Errorf("ParseDecisionSubject(%q) = %q, %q, %q, %v", legacy, tenant, agent, outcome, ok)
 	}
 	// A consumer's filters must not overlap.
-	fs := streams.DecisionsWithOutcome(outcomes...)
+	noOverlap(t, streams.DecisionsWithOutcome(outcomes...))
+	for _, bad := range []string{
+		"policy.v1.decision_recorded.acme", "policy.v1.decision_recorded..a1", "policy.v1.decision_recorded.acme.",
+		"policy.v1.decision_recorded.acme.a1.", "policy.v1.decision_recorded.acme.a1.allow.",
+		"policy.v1.decision_recorded.acme.a1.allow.x", "policy.v1.decision_recorded.acme.a1.allow.16",
+		"policy.v1.decision_recorded.acme.a1.allow.01", "policy.v1.decision_recorded.acme.a1.allow.-1",
+		"policy.v1.decision_recorded.acme.a1.allow.3.x", "policy.v1.decision_recorded.acme.a1..3",
+		"policy.v1.decision_rejected.acme.a1", "ingest.v1.event_received.acme.a1",
+	} {
+		if _, _, _, ok := streams.ParseDecisionSubject(bad); ok {
+			t.Errorf("ParseDecisionSubject(%q) ok", bad)
+		}
+	}
+}
+
+func matchesAny(subj string, filters []string) bool {
+	for _, f := range filters {
+		if server.SubjectMatchesFilter(subj, f) {
+			return true
+		}
+	}
+	return false
+}
+
+func noOverlap(t *testing.T, fs []string) {
+	t.Helper()
 	for i := range fs {
 		for j := i + 1; j < len(fs); j++ {
 			if server.SubjectsCollide(fs[i], fs[j]) {
@@ -244,13 +276,58 @@ func TestDecisionSubjects(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{
-		"policy.v1.decision_recorded.acme", "policy.v1.decision_recorded..a1", "policy.v1.decision_recorded.acme.",
-		"policy.v1.decision_recorded.acme.a1.", "policy.v1.decision_recorded.acme.a1.allow.x",
-		"policy.v1.decision_rejected.acme.a1", "ingest.v1.event_received.acme.a1",
-	} {
-		if _, _, _, ok := streams.ParseDecisionSubject(bad); ok {
-			t.Errorf("ParseDecisionSubject(%q) ok", bad)
+}
+
+// The shard and the risk partition come from one hash, the FNV-1a of
+// "tenant/agent" that PartitionOf always used (hash/fnv's, inlined).
+func FuzzAgentHash(f *testing.F) {
+	f.Add("acme", "agent-1")
+	f.Add("", "")
+	f.Add("t", "a/b.c~\x00")
+	f.Fuzz(func(t *testing.T, tenant, agent string) {
+		h := fnv.New32a()
+		h.Write([]byte(tenant + "/" + agent))
+		if got, want := streams.AgentHash(tenant, agent), h.Sum32(); got != want {
+			t.Fatalf("AgentHash(%q, %q) = %d, want %d", tenant, agent, got, want)
+		}
+		if got, want := streams.DecisionShard(tenant, agent), int(h.Sum32()%streams.DecisionShards); got != want {
+			t.Fatalf("DecisionShard = %d, want %d", got, want)
+		}
+	})
+}
+
+// Every partition count 1–256: a partition's filters take every decision
+// of its agents in every form, never overlap, and, when the count divides
+// DecisionShards, take no current-form decision of another partition's.
+// Every current-form decision is some partition's.
+func TestDecisionsOfPartition(t *testing.T) {
+	agents := make([]string, 300)
+	for i := range agents {
+		agents[i] = "agent-" + strconv.Itoa(i)
+	}
+	agents = append(agents, "a.b", "~", "")
+	for n := 1; n <= 256; n++ {
+		filters := make([][]string, n)
+		for idx := range filters {
+			filters[idx] = streams.DecisionsOfPartition(idx, n)
+			noOverlap(t, filters[idx])
+		}
+		exact := streams.DecisionShards%n == 0
+		for _, a := range agents {
+			owner := int(streams.AgentHash("acme", a) % uint32(n))
+			cur := streams.DecisionSubject("acme", a, "warn")
+			previous := cur[:strings.LastIndexByte(cur, '.')]
+			legacy := previous[:strings.LastIndexByte(previous, '.')]
+			for _, s := range []string{cur, previous, legacy} {
+				if !matchesAny(s, filters[owner]) {
+					t.Fatalf("n=%d: %q is not matched by its partition %d's filters %v", n, s, owner, filters[owner])
+				}
+			}
+			for idx := range n {
+				if idx != owner && exact && matchesAny(cur, filters[idx]) {
+					t.Fatalf("n=%d: %q (partition %d's) is matched by partition %d's filters %v", n, cur, owner, idx, filters[idx])
+				}
+			}
 		}
 	}
 }

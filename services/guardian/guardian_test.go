@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,7 +125,8 @@ func TestIntakeOnlyRequireApproval(t *testing.T) {
 // An intake durable created before the outcome was in the decision
 // subject is updated in place to filter on it: decisions recorded before
 // (five-token subjects, no outcome header) are still read, and of those
-// recorded since, the server delivers only require_approval.
+// recorded since, in either form (with the outcome, then with the shard
+// after it), the server delivers only require_approval.
 func TestIntakeFiltersOnOutcomeAndReadsOlderDecisions(t *testing.T) {
 	env := natstest.Start(t)
 	ctx := context.Background()
@@ -143,24 +145,31 @@ func TestIntakeFiltersOnOutcomeAndReadsOlderDecisions(t *testing.T) {
 		data, _ := json.Marshal(policy.DecisionRecord{ID: id, Tenant: "acme", AgentID: "a1", Source: policy.SourceDecision, At: time.Now().UTC(),
 			Input:    policy.Input{Principal: policy.Principal{KeyID: "asker", Actor: "key:asker"}, Action: policy.Action{Tool: "refund"}},
 			Decision: policy.Decision{Outcome: o, ReasonCodes: []string{"X"}}})
-		if _, err := env.JS.Publish(ctx, "policy.v1."+streams.DecisionRecorded+".acme.a1", data); err != nil {
+		subj := "policy.v1." + streams.DecisionRecorded + ".acme.a1"
+		if strings.HasPrefix(id, "dec_prev") {
+			subj += "." + o.String() // the form before the shard
+		}
+		if _, err := env.JS.Publish(ctx, subj, data); err != nil {
 			t.Fatal(err)
 		}
 	}
 	legacy("dec_oldallow", policy.Allow)
 	legacy("dec_oldhold", policy.RequireApproval)
+	legacy("dec_prevallow", policy.Allow)
+	legacy("dec_prevhold", policy.RequireApproval)
 	r := run(t, env)
 	publishDecision(t, env, "acme", "dec_allow", policy.Allow, 0)
 	publishDecision(t, env, "acme", "dec_warn", policy.Warn, 0)
 	publishDecision(t, env, "acme", "dec_block", policy.Block, 0)
 	publishDecision(t, env, "acme", "dec_hold", policy.RequireApproval, 0)
-	testkit.Eventually(t, "both pending actions", func() bool {
+	testkit.Eventually(t, "the three pending actions", func() bool {
 		_, old := r.board.ByDecision("acme", "dec_oldhold")
+		_, prev := r.board.ByDecision("acme", "dec_prevhold")
 		_, cur := r.board.ByDecision("acme", "dec_hold")
-		return old && cur
+		return old && prev && cur
 	})
-	if n := len(r.board.Pending()); n != 2 {
-		t.Fatalf("%d pending actions, want 2", n)
+	if n := len(r.board.Pending()); n != 3 {
+		t.Fatalf("%d pending actions, want 3", n)
 	}
 	testkit.Eventually(t, "intake caught up", func() (bool, string) {
 		cons, err := env.JS.Consumer(ctx, streams.Policy, Intake)
@@ -171,9 +180,10 @@ func TestIntakeFiltersOnOutcomeAndReadsOlderDecisions(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		// Both older decisions and the one require_approval since; the
-		// allow, warn and block since were never delivered.
-		return info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer == 3 && len(info.Config.FilterSubjects) == 2,
+		// Both five-token decisions, the require_approval one before the
+		// shard and the one since; the allow, warn and block in the two
+		// later forms were never delivered.
+		return info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer == 4 && len(info.Config.FilterSubjects) == 3,
 			fmt.Sprintf("pending %d, ack pending %d, delivered %d, filters %v", info.NumPending, info.NumAckPending, info.Delivered.Consumer, info.Config.FilterSubjects)
 	})
 }

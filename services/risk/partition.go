@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sort"
 	"strconv"
@@ -25,14 +24,13 @@ import (
 )
 
 // PartitionOf is the partition that owns an agent's state: FNV-1a of
-// "tenant/agent" modulo n. Every decision, baseline and session of the
-// agent lives there, so one owner sees all of it in stream order.
+// "tenant/agent" (streams.AgentHash) modulo n. Every decision, baseline
+// and session of the agent lives there, so one owner sees all of it in
+// stream order. The same hash places the agent's decisions in their
+// shard (streams.DecisionShard), which is what lets the server deliver a
+// partition only the shards holding its agents (streams.DecisionsOfPartition).
 func PartitionOf(tenant, agentID string, n int) int {
-	h := fnv.New32a()
-	h.Write([]byte(tenant))
-	h.Write([]byte{'/'})
-	h.Write([]byte(agentID))
-	return int(h.Sum32() % uint32(n))
+	return int(streams.AgentHash(tenant, agentID) % uint32(n))
 }
 
 // partition is the state of one partition on the instance that owns it.
@@ -57,6 +55,9 @@ type partition struct {
 	saved      uint64                     // checkpoint last written
 	ready      chan struct{}
 	readyOnce  sync.Once
+	// decisions is the partition's consumer of POLICY, set before the
+	// partition answers requests (waitFolded asks it what is pending).
+	decisions jetstream.Consumer
 	// own counts this partition's decisions and newestMS is the latest
 	// event time among them; they drive session eviction.
 	own      int64
@@ -119,10 +120,14 @@ func (p *partition) run(ctx context.Context) error {
 	if err := p.svc.waitStream(ctx, streams.Policy); err != nil {
 		return err
 	}
-	dc, err := js.OrderedConsumer(ctx, streams.Policy, jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.AllDecisions}})
+	// Only the shards that hold this partition's agents (and the
+	// decisions recorded before the shard was in the subject): the server
+	// does not deliver the partition the others' decisions.
+	dc, err := js.OrderedConsumer(ctx, streams.Policy, jetstream.OrderedConsumerConfig{FilterSubjects: streams.DecisionsOfPartition(p.idx, p.n)})
 	if err != nil {
 		return fmt.Errorf("risk decisions: %w", err)
 	}
+	p.decisions = dc
 	// Ready once the decisions that were on POLICY at start are folded
 	// in (or nothing is pending), even if new ones keep arriving.
 	info, err := dc.Info(ctx)
@@ -250,8 +255,11 @@ func (p *partition) addResetLocked(data []byte) {
 // history has been reached. Applying it any time after that point and
 // before the next decision is the same, which is what makes a replay
 // forget exactly what the live instance forgot.
-func (p *partition) applyResetsLocked() {
-	for len(p.pending) > 0 && p.pending[0].PolicySeq <= p.processed {
+func (p *partition) applyResetsLocked() { p.applyResetsUpTo(p.processed) }
+
+// applyResetsUpTo applies every pending reset recorded at or before seq.
+func (p *partition) applyResetsUpTo(seq uint64) {
+	for len(p.pending) > 0 && p.pending[0].PolicySeq <= seq {
 		r := p.pending[0]
 		p.pending = p.pending[1:]
 		p.applied[r.ID] = true
@@ -289,6 +297,9 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	}()
 	tenant, agentID, ok := decisionOwner(m.Subject())
 	if !ok || PartitionOf(tenant, agentID, p.n) != p.idx {
+		if ok {
+			p.svc.notOwned.Inc()
+		}
 		p.skip(seq)
 		return
 	}
@@ -309,6 +320,12 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	}
 	start := time.Now()
 	p.mu.Lock()
+	// The server delivers this partition its own decisions only, so a
+	// reset recorded at a point between two of them (a reset recorded
+	// when every partition read every decision: its point may be another
+	// partition's decision) is due now, before this decision, as it was
+	// when that point was processed.
+	p.applyResetsUpTo(seq - 1)
 	anoms, sc := p.process(rec, seq)
 	p.processed = seq
 	p.applyResetsLocked()
@@ -585,7 +602,7 @@ func (p *partition) onScore(m *nats.Msg) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(min(max(req.WaitMS, 0), 60_000))*time.Millisecond)
 		defer cancel()
-		if err := p.folded.WaitFor(ctx, req.PolicySeq); err != nil {
+		if err := p.waitFolded(ctx, req.PolicySeq); err != nil {
 			_ = m.Respond(mustJSON(scoreReply{Error: "catching up: " + err.Error()}))
 			return
 		}
@@ -594,4 +611,37 @@ func (p *partition) onScore(m *nats.Msg) {
 		p.mu.Unlock()
 		_ = m.Respond(mustJSON(scoreReply{Score: sc}))
 	}()
+}
+
+// waitFolded returns once every decision of this partition's recorded at
+// or before seq is folded in, or ctx ends. The server delivers the
+// partition its own shards only, so the folded watermark moves on its
+// own decisions and may never reach seq (the tenant's newest decision may
+// be another partition's). When it has not, the consumer's info says
+// whether any decision of the partition's is stored beyond what was
+// delivered: if none is, the delivered ones are all there is up to now
+// (at least up to seq, which was stored before the request), and folding
+// them is enough.
+func (p *partition) waitFolded(ctx context.Context, seq uint64) error {
+	for {
+		at := p.folded.At()
+		if at >= seq {
+			return nil
+		}
+		info, err := p.decisions.Info(ctx)
+		if err == nil && info.NumPending == 0 {
+			return p.folded.WaitFor(ctx, min(seq, info.Delivered.Stream))
+		}
+		// Decisions still to deliver (or the ordered consumer is being
+		// recreated): wait for progress, then ask again.
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		_ = p.folded.WaitFor(wctx, at+1)
+		cancel()
+		if ctx.Err() != nil {
+			if err != nil {
+				return fmt.Errorf("risk decisions: %w (%w)", ctx.Err(), err)
+			}
+			return fmt.Errorf("waiting for POLICY sequence %d: %w", seq, ctx.Err())
+		}
+	}
 }

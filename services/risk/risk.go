@@ -129,6 +129,7 @@ type Service struct {
 	owned map[int]*lease
 
 	observed    prometheus.Counter
+	notOwned    prometheus.Counter
 	processTime prometheus.Histogram
 	anomalies   *prometheus.CounterVec
 	scores      prometheus.Counter
@@ -167,6 +168,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, deps: deps, id: id, log: deps.Log.With(slog.String("service", "risk"), slog.String("instance", id)), owned: map[int]*lease{},
 		observed: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_observations_total", Help: "Decisions folded into baselines."}),
+		notOwned: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_decisions_not_owned_total",
+			Help: "Decisions a partition was delivered and passed over as another partition's: recorded before the shard was in their subject, or a partition count that does not divide 16."}),
 		processTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_risk_process_seconds", Help: "Time to fold one decision and publish its outputs.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 18)}),
 		anomalies:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_risk_anomalies_total", Help: "Anomalies raised, by type."}, []string{"type"}),
@@ -176,7 +179,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		onRequest:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_scores_on_request_total", Help: "Session risk reads answered by the partitions' computed score (no published score yet, or a consistency token)."}),
 		judged:     natsx.NewConsumerFloor(deps.JS, streams.Ingest, streams.EventVerdicts),
 	}
-	for _, c := range []prometheus.Collector{s.observed, s.processTime, s.anomalies, s.scores, s.suppressed, s.ownedGauge, s.onRequest} {
+	for _, c := range []prometheus.Collector{s.observed, s.notOwned, s.processTime, s.anomalies, s.scores, s.suppressed, s.ownedGauge, s.onRequest} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("risk metrics: %w", err)
 		}

@@ -95,6 +95,7 @@ type instance struct {
 	svc  *risk.Service
 	url  string
 	stop func()
+	reg  *prometheus.Registry
 }
 
 func testConfig(partitions int) risk.Config {
@@ -110,7 +111,8 @@ func testConfig(partitions int) risk.Config {
 func (e *env) start(cfg risk.Config) *instance {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := risk.New(cfg, risk.Deps{NC: e.nats.Conn, JS: e.nats.JS, CH: e.ch.Conn, Catalog: e.cat, Log: e.log, Registerer: prometheus.NewRegistry()})
+	reg := prometheus.NewRegistry()
+	svc, err := risk.New(cfg, risk.Deps{NC: e.nats.Conn, JS: e.nats.JS, CH: e.ch.Conn, Catalog: e.cat, Log: e.log, Registerer: reg})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -141,7 +143,7 @@ func (e *env) start(cfg risk.Config) *instance {
 		}
 	}
 	e.t.Cleanup(stop)
-	return &instance{svc: svc, url: srv.URL, stop: stop}
+	return &instance{svc: svc, url: srv.URL, stop: stop, reg: reg}
 }
 
 // waitOwned waits until the instances together own every partition, each
@@ -173,6 +175,10 @@ type step struct {
 	declared         bool
 	dTools, dDests   []string
 	tenant           string
+	// form is the subject form the decision is recorded in: 0 the
+	// current one, 6 the one before the shard (<tenant>.<agent>.<outcome>),
+	// 5 the one before the outcome (<tenant>.<agent>).
+	form int
 }
 
 func (e *env) publish(steps ...step) {
@@ -201,7 +207,11 @@ func (e *env) publish(steps ...step) {
 			rec.Input.Context["responseStatus"] = s.status
 		}
 		data, _ := json.Marshal(rec)
-		if _, err := e.nats.JS.Publish(ctx, streams.DecisionSubject(tenant, s.agent, s.outcome.String()), data); err != nil {
+		subj := streams.DecisionSubject(tenant, s.agent, s.outcome.String())
+		for range max(0, 7-s.form) % 7 {
+			subj = subj[:strings.LastIndexByte(subj, '.')]
+		}
+		if _, err := e.nats.JS.Publish(ctx, subj, data); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -600,26 +610,48 @@ func (e *env) waitIDsForgotten() {
 }
 
 // waitCheckpoints waits until every partition's checkpoint has reached
-// POLICY's last sequence.
+// the POLICY sequence of the last decision it owns.
 func (e *env) waitCheckpoints(n int) {
 	e.t.Helper()
 	ctx := context.Background()
-	st, err := e.nats.JS.Stream(ctx, streams.Policy)
+	// A partition is delivered its own decisions only, so its checkpoint
+	// is the sequence of the last of them.
+	last := make([]uint64, n)
+	oc, err := e.nats.JS.OrderedConsumer(ctx, streams.Policy, jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.AllDecisions}})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
+	for {
+		b, err := oc.FetchNoWait(1000)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		got := 0
+		for m := range b.Messages() {
+			got++
+			tenant, tok, _, ok := streams.ParseDecisionSubject(m.Subject())
+			agentID, err := streams.Untoken(tok)
+			md, merr := m.Metadata()
+			if !ok || err != nil || merr != nil {
+				e.t.Fatalf("decision %q: %v %v", m.Subject(), err, merr)
+			}
+			last[risk.PartitionOf(tenant, agentID, n)] = md.Sequence.Stream
+		}
+		if got == 0 {
+			break
+		}
 	}
 	kv, err := e.nats.JS.KeyValue(ctx, risk.CheckpointBucket)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
+		if last[i] == 0 {
+			continue
+		}
 		testkit.Eventually(e.t, "checkpoint", func() bool {
 			en, err := kv.Get(ctx, fmt.Sprintf("p%d-of-%d", i, n))
-			return err == nil && string(en.Value()) == fmt.Sprint(info.State.LastSeq)
+			return err == nil && string(en.Value()) == fmt.Sprint(last[i])
 		})
 	}
 }
@@ -755,6 +787,131 @@ func TestSkipsDecisionsItDoesNotLearnFrom(t *testing.T) {
 			}
 			if tt.wantError && !strings.Contains(logs.String(), "subject="+tt.subject) {
 				t.Fatalf("the error does not name the subject %s:\n%s", tt.subject, logs)
+			}
+		})
+	}
+}
+
+// counter reads a counter of an instance's metrics.
+func (in *instance) counter(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := in.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// The server delivers each partition the decisions of its shards only:
+// with a partition count that divides the 16 shards, none of another
+// partition's; with another count, those of the partitions sharing its
+// shards. Decisions stored in the two older subject forms (no shard, no
+// outcome) are still delivered to every partition, which passes over the
+// others' as before. A reset recorded, by a version whose partitions read
+// every decision, at another partition's decision applies before the
+// next decision of its agent. A score read with a consistency token is
+// answered by the session's partition although the tenant's newest
+// decision is another partition's.
+func TestPartitionsReadTheirShardsAndOlderForms(t *testing.T) {
+	for _, n := range []int{4, 6} {
+		t.Run(fmt.Sprint("partitions=", n), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			if err := natsx.EnsureStreams(ctx, e.nats.JS, streams.RiskConfig(streams.DefaultOptions)); err != nil {
+				t.Fatal(err)
+			}
+			var agents []string
+			for i := range 12 {
+				agents = append(agents, fmt.Sprint("agent-", i))
+			}
+			// r is reset; o is another partition's agent whose decision
+			// the reset was recorded at; last is another partition's
+			// again, the tenant's newest decision.
+			r := agents[0]
+			var o, last string
+			for _, a := range agents[1:] {
+				if p := risk.PartitionOf("acme", a, n); p != risk.PartitionOf("acme", r, n) {
+					if o == "" {
+						o = a
+					} else if last == "" && p != risk.PartitionOf("acme", o, n) {
+						last = a
+					}
+				}
+			}
+			at := time.Duration(0)
+			obs := func(a string, form int) step {
+				at += time.Second
+				return step{agent: a, session: "s-" + a, at: at, kind: "tool_call", tool: "search", host: "api.search.com", form: form}
+			}
+			var older, current int
+			for _, form := range []int{5, 6, 0} {
+				for _, a := range agents {
+					e.publish(obs(a, form), obs(a, form))
+					if form == 0 {
+						current += 2
+					} else {
+						older += 2
+					}
+				}
+			}
+			e.publish(obs(o, 0))
+			current++
+			st, err := e.nats.JS.Stream(ctx, streams.Policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reset := risk.Reset{ID: "rst_1", Tenant: "acme", AgentID: r, PolicySeq: info.State.LastSeq, At: t0}
+			data, _ := json.Marshal(reset)
+			if _, err := e.nats.JS.Publish(ctx, streams.BaselineResetSubject("acme", r), data); err != nil {
+				t.Fatal(err)
+			}
+			e.publish(obs(r, 0), obs(last, 0))
+			current += 2
+
+			in := e.start(testConfig(n))
+			e.waitOwned(n, n, in)
+			testkit.Eventually(t, "every decision folded in", func() bool {
+				return in.counter(t, "vigil_risk_observations_total") == float64(older+current)
+			})
+			ps := e.profiles(in, "acme")
+			for _, a := range agents {
+				want := int64(6)
+				switch a {
+				case r:
+					want = 1 // the reset forgot the six before it
+				case o, last:
+					want = 7
+				}
+				if ps[a].Observations != want {
+					t.Errorf("%s: %d observations, want %d", a, ps[a].Observations, want)
+				}
+			}
+			g := 1
+			for g = n; 16%g != 0 || n%g != 0; g-- {
+			}
+			if got, want := in.counter(t, "vigil_risk_decisions_not_owned_total"), float64(older*(n-1)+current*(n/g-1)); got != want {
+				t.Errorf("decisions passed over as another partition's: %v, want %v", got, want)
+			}
+
+			// The tenant's newest decision is last's; o's partition, which
+			// holds o's session, answers all the same (it does not wait for
+			// a sequence it will never be delivered).
+			var sr risk.SessionRisk
+			if code := e.get(in.url+"/v1/sessions/s-"+o+"/risk?consistency=POLICY:1", "acme", &sr); code != 200 || sr.SessionID != "s-"+o {
+				t.Fatalf("score with a consistency token: %d %+v", code, sr)
+			}
+			if got := in.counter(t, "vigil_risk_scores_on_request_total"); got != 1 {
+				t.Fatalf("scores answered by a partition: %v, want 1", got)
 			}
 		})
 	}
