@@ -55,9 +55,9 @@ type partition struct {
 	saved      uint64                     // checkpoint last written
 	ready      chan struct{}
 	readyOnce  sync.Once
-	// decisions is the partition's consumer of POLICY, set before the
-	// partition answers requests (waitFolded asks it what is pending).
-	decisions jetstream.Consumer
+	// decisions reads POLICY; set before the partition answers requests
+	// (waitFolded asks its consumer what is pending).
+	decisions *reader
 	// own counts this partition's decisions and newestMS is the latest
 	// event time among them; they drive session eviction.
 	own      int64
@@ -120,20 +120,16 @@ func (p *partition) run(ctx context.Context) error {
 	if err := p.svc.waitStream(ctx, streams.Policy); err != nil {
 		return err
 	}
-	// Only the shards that hold this partition's agents (and the
-	// decisions recorded before the shard was in the subject): the server
-	// does not deliver the partition the others' decisions.
-	dc, err := js.OrderedConsumer(ctx, streams.Policy, jetstream.OrderedConsumerConfig{FilterSubjects: streams.DecisionsOfPartition(p.idx, p.n)})
+	// Every decision from the start, then only the shards that hold this
+	// partition's agents once near the tail (reader).
+	p.decisions = newReader(ctx, p)
+	defer p.decisions.stop()
+	info, err := p.decisions.start()
 	if err != nil {
-		return fmt.Errorf("risk decisions: %w", err)
+		return err
 	}
-	p.decisions = dc
 	// Ready once the decisions that were on POLICY at start are folded
 	// in (or nothing is pending), even if new ones keep arriving.
-	info, err := dc.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("risk decisions: %w", err)
-	}
 	if st, err := js.Stream(ctx, streams.Policy); err == nil {
 		if last, err := natsx.LastSequence(ctx, st); err == nil {
 			p.readyAt.Store(last)
@@ -142,11 +138,6 @@ func (p *partition) run(ctx context.Context) error {
 	if info.NumPending == 0 {
 		p.markReady()
 	}
-	dcc, err := dc.Consume(func(m jetstream.Msg) { p.onDecision(ctx, m) }, jetstream.PullMaxMessages(1000))
-	if err != nil {
-		return fmt.Errorf("risk decisions: %w", err)
-	}
-	defer dcc.Stop()
 
 	subs := make([]*nats.Subscription, 0, 2)
 	defer func() {
@@ -154,10 +145,17 @@ func (p *partition) run(ctx context.Context) error {
 			_ = s.Unsubscribe()
 		}
 	}()
-	select {
-	case <-p.ready:
-	case <-ctx.Done():
-		return nil
+	for ready := false; !ready; {
+		select {
+		case <-p.ready:
+			ready = true
+		case own := <-p.decisions.switchTo:
+			if err := p.decisions.switchMode(own); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	p.log.Info("risk partition rebuilt", slog.Uint64("policySeq", p.seq()), slog.Int("agents", p.agentCount()))
 	for verb, h := range map[string]nats.MsgHandler{"profiles": p.onProfiles, "reset": p.onResetRequest, "score": p.onScore} {
@@ -176,6 +174,10 @@ func (p *partition) run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			p.saveCheckpoint(ctx)
+		case own := <-p.decisions.switchTo:
+			if err := p.decisions.switchMode(own); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -283,12 +285,15 @@ func decisionOwner(subject string) (tenant, agentID string, ok bool) {
 	return tenant, a, err == nil
 }
 
-func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
+// onDecision folds in the decision m (or passes over it) and returns its
+// POLICY sequence and how many decisions the consumer had pending after
+// it; ok is false for a message without metadata.
+func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) (seq, pending uint64, ok bool) {
 	md, err := m.Metadata()
 	if err != nil {
-		return
+		return 0, 0, false
 	}
-	seq := md.Sequence.Stream
+	seq, pending = md.Sequence.Stream, md.NumPending
 	defer func() {
 		p.folded.Advance(seq)
 		if md.NumPending == 0 || (p.readyAt.Load() > 0 && seq >= p.readyAt.Load()) {
@@ -301,7 +306,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 			p.svc.notOwned.Inc()
 		}
 		p.skip(seq)
-		return
+		return seq, pending, true
 	}
 	var rec rules.DecisionRecord
 	p.svc.deps.Gate.Yield()
@@ -310,13 +315,13 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	case err != nil || rec.Tenant == "":
 		p.log.Error("risk: undecodable decision skipped", slog.String("subject", m.Subject()), slog.Uint64("seq", seq), slog.Any("err", err))
 		p.skip(seq)
-		return
+		return seq, pending, true
 	case rec.AgentID == "":
 		// A decision about no agent (a policy check that names none):
 		// baselines and session scores are per agent, so there is
 		// nothing to learn from it. Expected, hence not logged.
 		p.skip(seq)
-		return
+		return seq, pending, true
 	}
 	start := time.Now()
 	p.mu.Lock()
@@ -337,6 +342,7 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) {
 	p.advance(seq)
 	p.svc.observed.Inc()
 	p.svc.processTime.Observe(time.Since(start).Seconds())
+	return seq, pending, true
 }
 
 // skip passes over the decision at seq, which this partition does not
@@ -628,7 +634,7 @@ func (p *partition) waitFolded(ctx context.Context, seq uint64) error {
 		if at >= seq {
 			return nil
 		}
-		info, err := p.decisions.Info(ctx)
+		info, err := p.decisions.info(ctx)
 		if err == nil && info.NumPending == 0 {
 			return p.folded.WaitFor(ctx, min(seq, info.Delivered.Stream))
 		}

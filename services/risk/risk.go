@@ -130,6 +130,7 @@ type Service struct {
 
 	observed    prometheus.Counter
 	notOwned    prometheus.Counter
+	ownShards   prometheus.Gauge
 	processTime prometheus.Histogram
 	anomalies   *prometheus.CounterVec
 	scores      prometheus.Counter
@@ -168,6 +169,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, deps: deps, id: id, log: deps.Log.With(slog.String("service", "risk"), slog.String("instance", id)), owned: map[int]*lease{},
 		observed: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_observations_total", Help: "Decisions folded into baselines."}),
+		ownShards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_risk_partitions_reading_own_shards",
+			Help: "Partitions of this instance reading their own shards of POLICY only (at the tail); the others read every decision (rebuilding, or far behind)."}),
 		notOwned: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_decisions_not_owned_total",
 			Help: "Decisions a partition was delivered and passed over as another partition's: recorded before the shard was in their subject, or a partition count that does not divide 16."}),
 		processTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_risk_process_seconds", Help: "Time to fold one decision and publish its outputs.",
@@ -179,7 +182,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		onRequest:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_scores_on_request_total", Help: "Session risk reads answered by the partitions' computed score (no published score yet, or a consistency token)."}),
 		judged:     natsx.NewConsumerFloor(deps.JS, streams.Ingest, streams.EventVerdicts),
 	}
-	for _, c := range []prometheus.Collector{s.observed, s.notOwned, s.processTime, s.anomalies, s.scores, s.suppressed, s.ownedGauge, s.onRequest} {
+	for _, c := range []prometheus.Collector{s.observed, s.notOwned, s.ownShards, s.processTime, s.anomalies, s.scores, s.suppressed, s.ownedGauge, s.onRequest} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("risk metrics: %w", err)
 		}
