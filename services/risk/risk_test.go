@@ -870,6 +870,15 @@ func TestPartitionsReadTheirShardsAndOlderForms(t *testing.T) {
 					}
 				}
 			}
+			// Enough decisions that the rebuild starts reading every
+			// decision and switches to its own shards on the way.
+			const bulk = 50
+			for range bulk {
+				for _, a := range agents {
+					e.publish(obs(a, 0))
+				}
+			}
+			current += bulk * len(agents)
 			e.publish(obs(o, 0))
 			current++
 			st, err := e.nats.JS.Stream(ctx, streams.Policy)
@@ -895,12 +904,12 @@ func TestPartitionsReadTheirShardsAndOlderForms(t *testing.T) {
 			})
 			ps := e.profiles(in, "acme")
 			for _, a := range agents {
-				want := int64(6)
+				want := int64(6 + bulk)
 				switch a {
 				case r:
-					want = 1 // the reset forgot the six before it
+					want = 1 // the reset forgot all before it
 				case o, last:
-					want = 7
+					want = 7 + bulk
 				}
 				if ps[a].Observations != want {
 					t.Errorf("%s: %d observations, want %d", a, ps[a].Observations, want)
