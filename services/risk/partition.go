@@ -325,11 +325,12 @@ func (p *partition) onDecision(ctx context.Context, m jetstream.Msg) (seq, pendi
 	}
 	start := time.Now()
 	p.mu.Lock()
-	// The server delivers this partition its own decisions only, so a
-	// reset recorded at a point between two of them (a reset recorded
-	// when every partition read every decision: its point may be another
-	// partition's decision) is due now, before this decision, as it was
-	// when that point was processed.
+	// At the tail the server delivers this partition its own decisions
+	// only, so a reset recorded at a point between two of them (another
+	// partition's decision: a reset recorded by a version whose
+	// partitions read every decision, or while this partition had no
+	// owner) is due now, before this decision, as it was when that point
+	// was processed.
 	p.applyResetsUpTo(seq - 1)
 	anoms, sc := p.process(rec, seq)
 	p.processed = seq
@@ -620,9 +621,9 @@ func (p *partition) onScore(m *nats.Msg) {
 }
 
 // waitFolded returns once every decision of this partition's recorded at
-// or before seq is folded in, or ctx ends. The server delivers the
-// partition its own shards only, so the folded watermark moves on its
-// own decisions and may never reach seq (the tenant's newest decision may
+// or before seq is folded in, or ctx ends. At the tail the server
+// delivers the partition its own shards only, so the folded watermark
+// moves on its own decisions and may never reach seq (the tenant's newest decision may
 // be another partition's). When it has not, the consumer's info says
 // whether any decision of the partition's is stored beyond what was
 // delivered: if none is, the delivered ones are all there is up to now

@@ -109,7 +109,7 @@ func (r *reader) restart(ownOnly bool) (jetstream.Consumer, error) {
 	r.mu.Lock()
 	r.gen++
 	gen, from, old, was := r.gen, r.last+1, r.consumer, r.ownOnly
-	r.ownOnly, r.consumer = ownOnly, nil
+	r.ownOnly, r.consumer = false, nil
 	r.mu.Unlock()
 	if old != nil {
 		old.Stop()
@@ -135,7 +135,7 @@ func (r *reader) restart(ownOnly bool) (jetstream.Consumer, error) {
 		return nil, fmt.Errorf("risk decisions: %w", err)
 	}
 	r.mu.Lock()
-	r.consumer = cc
+	r.consumer, r.ownOnly = cc, ownOnly
 	r.mu.Unlock()
 	if ownOnly {
 		r.owned.Inc()

@@ -172,7 +172,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		ownShards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vigil_risk_partitions_reading_own_shards",
 			Help: "Partitions of this instance reading their own shards of POLICY only (at the tail); the others read every decision (rebuilding, or far behind)."}),
 		notOwned: prometheus.NewCounter(prometheus.CounterOpts{Name: "vigil_risk_decisions_not_owned_total",
-			Help: "Decisions a partition was delivered and passed over as another partition's: recorded before the shard was in their subject, or a partition count that does not divide 16."}),
+			Help: "Decisions a partition was delivered and passed over as another partition's: read while far behind (a rebuild), recorded before the shard was in their subject, or a partition count that does not divide 16."}),
 		processTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vigil_risk_process_seconds", Help: "Time to fold one decision and publish its outputs.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 18)}),
 		anomalies:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vigil_risk_anomalies_total", Help: "Anomalies raised, by type."}, []string{"type"}),
