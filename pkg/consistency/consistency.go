@@ -83,7 +83,38 @@ func Parse(s string) (Token, error) {
 }
 
 // String is the canonical form: streams sorted, zero sequences left out.
+// It allocates only the string it returns (every write's answer carries
+// one).
 func (t Token) String() string {
+	var names [maxStreams]string
+	n := 0
+	for k, v := range t {
+		if v == 0 {
+			continue
+		}
+		if n == len(names) {
+			// More streams than a parsed token holds: only a token
+			// built in code gets here.
+			return t.slowString()
+		}
+		names[n] = k
+		n++
+	}
+	slices.Sort(names[:n])
+	var buf [128]byte
+	b := buf[:0]
+	for i, k := range names[:n] {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, k...)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, t[k], 10)
+	}
+	return string(b)
+}
+
+func (t Token) slowString() string {
 	names := slices.Sorted(maps.Keys(t))
 	var b strings.Builder
 	for _, n := range names {
@@ -112,13 +143,41 @@ func (t Token) Merge(o Token) Token {
 	return out
 }
 
-// collector gathers the sequences written while serving one request.
+// collector gathers the sequences written while serving one request. It
+// is the request's context too (Note finds it by collectorKey), so that
+// tracking a request costs one allocation rather than a value context
+// and a collector.
 type collector struct {
+	context.Context
+	// in is the token the request carried (nil: none).
+	in Token
 	mu sync.Mutex
-	t  Token
+	// t is nil until the request notes a write.
+	t Token
 }
 
 type collectorKey struct{}
+
+func (c *collector) Value(key any) any {
+	if key == (collectorKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// answer is the token a 2xx answer carries ("" for none): the request's
+// merged with what it wrote.
+func (c *collector) answer() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case len(c.in) == 0:
+		return c.t.String()
+	case len(c.t) == 0:
+		return c.in.String()
+	}
+	return c.in.Merge(c.t).String()
+}
 
 // Note records that the write being served stored seq on stream, so that
 // its answer carries it. Store layers call it with the request's context;
@@ -129,11 +188,12 @@ func Note(ctx context.Context, stream string, seq uint64) {
 		return
 	}
 	c.mu.Lock()
+	if c.t == nil {
+		c.t = make(Token, 1)
+	}
 	c.t[stream] = max(c.t[stream], seq)
 	c.mu.Unlock()
 }
-
-const requestKey = "vigil.consistency"
 
 // Track parses the request's token (400 when malformed) and, on a 2xx
 // answer, sets Vigil-Consistency to that token merged with every sequence
@@ -142,22 +202,19 @@ const requestKey = "vigil.consistency"
 func Track() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			in, err := fromRequest(c.Request())
+			req := c.Request()
+			in, err := fromRequest(req)
 			if err != nil {
 				return err
 			}
-			c.Set(requestKey, in)
-			col := &collector{t: Token{}}
-			c.SetRequest(c.Request().WithContext(context.WithValue(c.Request().Context(), collectorKey{}, col)))
+			col := &collector{Context: req.Context(), in: in}
+			c.SetRequest(req.WithContext(col))
 			c.Response().Before(func() {
 				if st := c.Response().Status; st < 200 || st > 299 {
 					return
 				}
-				col.mu.Lock()
-				out := in.Merge(col.t)
-				col.mu.Unlock()
-				if s := out.String(); s != "" {
-					c.Response().Header().Set(Header, s)
+				if s := col.answer(); s != "" {
+					c.Response().Header()[Header] = []string{s}
 				}
 			})
 			return next(c)
@@ -165,9 +222,19 @@ func Track() echo.MiddlewareFunc {
 	}
 }
 
+// fromRequest reads the request's token from the header and the query
+// parameter; nil when it carries none (most requests: no allocation).
 func fromRequest(r *http.Request) (Token, error) {
+	hs := r.Header.Values(Header)
+	var qs []string
+	if r.URL.RawQuery != "" {
+		qs = r.URL.Query()[Param]
+	}
+	if len(hs) == 0 && len(qs) == 0 {
+		return nil, nil
+	}
 	t := Token{}
-	for _, v := range append(r.Header.Values(Header), r.URL.Query()[Param]...) {
+	for _, v := range append(hs[:len(hs):len(hs)], qs...) {
 		p, err := Parse(v)
 		if err != nil {
 			return nil, apperr.Validation("consistency token is not valid",
@@ -180,11 +247,11 @@ func fromRequest(r *http.Request) (Token, error) {
 
 // FromContext returns the token the request carried (empty without one).
 func FromContext(c echo.Context) Token {
-	t, _ := c.Get(requestKey).(Token)
-	if t == nil {
-		// Track did not run (a server built without it): read it here.
-		t, _ = fromRequest(c.Request())
+	if col, ok := c.Request().Context().Value(collectorKey{}).(*collector); ok {
+		return col.in
 	}
+	// Track did not run (a server built without it): read it here.
+	t, _ := fromRequest(c.Request())
 	return t
 }
 

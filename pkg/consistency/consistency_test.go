@@ -3,9 +3,15 @@ package consistency_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +127,63 @@ func TestTrack(t *testing.T) {
 		e.ServeHTTP(rec, req)
 		if rec.Code != tc.status || rec.Header().Get(consistency.Header) != tc.want {
 			t.Errorf("%s with %q: %d %q, want %d %q", tc.path, tc.sent, rec.Code, rec.Header().Get(consistency.Header), tc.status, tc.want)
+		}
+	}
+}
+
+// TestTrackQueryAndFromContext: a token in the query parameter counts as
+// one in the header, a handler reads the request's token with FromContext,
+// and a request without one reads the empty token.
+func TestTrackQueryAndFromContext(t *testing.T) {
+	e, err := httpkit.NewServer(slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got consistency.Token
+	e.GET("/r", func(c echo.Context) error {
+		got = consistency.FromContext(c)
+		return c.NoContent(http.StatusOK)
+	})
+	for _, tc := range []struct {
+		target, header, want string
+	}{
+		{"/r", "", ""},
+		{"/r?consistency=INGEST:5", "", "INGEST:5"},
+		{"/r?%63onsistency=INGEST:6", "", "INGEST:6"},
+		{"/r?consistency=INGEST:5", "INGEST:9,CONTROL:1", "CONTROL:1,INGEST:9"},
+		{"/r?other=1", "RISK:3", "RISK:3"},
+	} {
+		got = nil
+		req := httptest.NewRequest(http.MethodGet, tc.target, nil)
+		if tc.header != "" {
+			req.Header.Set(consistency.Header, tc.header)
+		}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || got.String() != tc.want || rec.Header().Get(consistency.Header) != tc.want {
+			t.Errorf("%s with %q: %d, FromContext %q, answered %q; want %q", tc.target, tc.header, rec.Code, got.String(), rec.Header().Get(consistency.Header), tc.want)
+		}
+	}
+}
+
+// TestStringCanonical: String (sorted on the stack) writes what sorting
+// the keys and joining them does, for tokens of up to and past the parsed
+// maximum of streams.
+func TestStringCanonical(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		tok := consistency.Token{}
+		for range rng.IntN(20) {
+			tok[fmt.Sprintf("S%d", rng.IntN(25))] = uint64(rng.IntN(3)) * rng.Uint64N(1<<40)
+		}
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(tok)) {
+			if tok[k] != 0 {
+				parts = append(parts, k+":"+strconv.FormatUint(tok[k], 10))
+			}
+		}
+		if got, want := tok.String(), strings.Join(parts, ","); got != want {
+			t.Fatalf("String of %v = %q, want %q", tok, got, want)
 		}
 	}
 }
