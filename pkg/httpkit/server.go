@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -46,9 +45,10 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*ec
 			return nil, err
 		}
 	}
+	metrics := newRouteMetrics(requests, latency)
 
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
-	e.Use(middleware.RequestID())
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: newRequestIDs().next}))
 	if telemetry.Enabled(o.tracer) {
 		e.Use(Tracing(o.tracer))
 	}
@@ -65,8 +65,7 @@ func NewServer(log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*ec
 			if status < 500 {
 				down.succeeded(route)
 			}
-			requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-			latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+			metrics.observe(route, method, status, time.Since(start))
 			// Server errors get an access line, except 503s: an outage is
 			// reported once by its state change, not once per request.
 			if status >= 500 && status != http.StatusServiceUnavailable || log.Enabled(c.Request().Context(), slog.LevelDebug) {
