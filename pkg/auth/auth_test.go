@@ -300,3 +300,35 @@ func TestBinding(t *testing.T) {
 		})
 	}
 }
+
+// FuzzMatches: Matches agrees with comparing Hash(token) to the stored
+// hash, for tokens of any length (an API key's, shorter, longer) and for
+// stored hashes that are right, off by one byte, truncated or empty.
+func FuzzMatches(f *testing.F) {
+	_, key, err := auth.NewKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(key, key, 0)
+	f.Add(key, key[:len(key)-1], 1)
+	f.Add("", "", 2)
+	f.Add(key+"x", key+"x", 3)
+	f.Add(strings.Repeat("k", 500), key, 0)
+	f.Fuzz(func(t *testing.T, token, stored string, mutate int) {
+		h := auth.Hash(stored)
+		switch mutate % 4 {
+		case 1:
+			b := []byte(h)
+			b[len(b)-1-(mutate/4)%len(b)] ^= 1
+			h = string(b)
+		case 2:
+			h = h[:len(h)-1]
+		case 3:
+			h = ""
+		}
+		k := auth.KeyRecord{Hash: h}
+		if got, want := k.Matches(token), auth.Hash(token) == h; got != want {
+			t.Fatalf("Matches(%q) against %q = %v, want %v", token, h, got, want)
+		}
+	})
+}
