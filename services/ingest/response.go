@@ -12,12 +12,26 @@ import (
 // a hundred results by reflection cost as much as a tenth of the batch's
 // CPU. Anything else, and ?pretty, goes through c.JSON.
 func writeBatch(c echo.Context, code int, resp BatchResponse) error {
-	if _, pretty := c.QueryParams()["pretty"]; !pretty && !c.Echo().Debug {
+	if !pretty(c) {
 		if buf, ok := resp.appendJSON(make([]byte, 0, 80+100*len(resp.Results))); ok {
 			return c.JSONBlob(code, buf)
 		}
 	}
 	return c.JSON(code, resp)
+}
+
+// pretty reports whether echo's c.JSON would indent the answer (?pretty,
+// or debug mode). A request without a query string (every SDK's) skips
+// parsing one: c.QueryParams builds a map even for none.
+func pretty(c echo.Context) bool {
+	if c.Echo().Debug {
+		return true
+	}
+	if c.Request().URL.RawQuery == "" {
+		return false
+	}
+	_, ok := c.QueryParams()["pretty"]
+	return ok
 }
 
 // appendJSON appends resp as json.Encoder writes it (a trailing newline
@@ -50,7 +64,7 @@ func (resp *BatchResponse) appendJSON(dst []byte) (_ []byte, ok bool) {
 // writeResult answers r with status code, encoded by hand as writeBatch
 // does (a single event's answer went through reflection otherwise).
 func writeResult(c echo.Context, code int, r *Result) error {
-	if _, pretty := c.QueryParams()["pretty"]; !pretty && !c.Echo().Debug {
+	if !pretty(c) {
 		if buf, ok := r.appendJSON(make([]byte, 0, 128)); ok {
 			return c.JSONBlob(code, append(buf, '\n'))
 		}
