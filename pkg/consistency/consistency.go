@@ -152,8 +152,12 @@ type collector struct {
 	// in is the token the request carried (nil: none).
 	in Token
 	mu sync.Mutex
-	// t is nil until the request notes a write.
-	t Token
+	// The sequences the request wrote: the first stream inline (a write
+	// stores on one stream, and a map for it cost ~250 bytes per
+	// request), t for the others.
+	stream string
+	seq    uint64
+	t      Token
 }
 
 type collectorKey struct{}
@@ -165,18 +169,34 @@ func (c *collector) Value(key any) any {
 	return c.Context.Value(key)
 }
 
+// note records seq on stream; c.mu is held.
+func (c *collector) note(stream string, seq uint64) {
+	switch {
+	case c.stream == "" || c.stream == stream:
+		c.stream, c.seq = stream, max(c.seq, seq)
+	default:
+		if c.t == nil {
+			c.t = Token{}
+		}
+		c.t[stream] = max(c.t[stream], seq)
+	}
+}
+
 // answer is the token a 2xx answer carries ("" for none): the request's
 // merged with what it wrote.
 func (c *collector) answer() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case len(c.in) == 0:
-		return c.t.String()
-	case len(c.t) == 0:
+	case c.stream == "":
 		return c.in.String()
+	case len(c.in) == 0 && c.t == nil:
+		// Note keeps no zero sequence: this is String's canonical form.
+		return c.stream + ":" + strconv.FormatUint(c.seq, 10)
 	}
-	return c.in.Merge(c.t).String()
+	out := c.in.Merge(c.t)
+	out[c.stream] = max(out[c.stream], c.seq)
+	return out.String()
 }
 
 // Note records that the write being served stored seq on stream, so that
@@ -188,10 +208,7 @@ func Note(ctx context.Context, stream string, seq uint64) {
 		return
 	}
 	c.mu.Lock()
-	if c.t == nil {
-		c.t = make(Token, 1)
-	}
-	c.t[stream] = max(c.t[stream], seq)
+	c.note(stream, seq)
 	c.mu.Unlock()
 }
 

@@ -187,3 +187,47 @@ func TestStringCanonical(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackNotes: the answer merges the request's token with every
+// sequence noted, whether one stream was written (kept inline) or several,
+// and keeps the highest sequence per stream.
+func TestTrackNotes(t *testing.T) {
+	e, err := httpkit.NewServer(slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := map[string][][2]any{
+		"/one":   {{"INGEST", uint64(7)}, {"INGEST", uint64(5)}},
+		"/two":   {{"INGEST", uint64(7)}, {"CONTROL", uint64(3)}, {"CONTROL", uint64(9)}, {"INGEST", uint64(8)}},
+		"/three": {{"POLICY", uint64(2)}, {"INGEST", uint64(0)}, {"LEDGER", uint64(4)}, {"RISK", uint64(1)}},
+		"/none":  nil,
+	}
+	for path, ns := range notes {
+		e.POST(path, func(c echo.Context) error {
+			for _, n := range ns {
+				consistency.Note(c.Request().Context(), n[0].(string), n[1].(uint64))
+			}
+			return c.NoContent(http.StatusAccepted)
+		})
+	}
+	for _, tc := range []struct{ path, sent, want string }{
+		{"/one", "", "INGEST:7"},
+		{"/one", "INGEST:9", "INGEST:9"},
+		{"/one", "CONTROL:1", "CONTROL:1,INGEST:7"},
+		{"/two", "", "CONTROL:9,INGEST:8"},
+		{"/two", "INGEST:20,RISK:4", "CONTROL:9,INGEST:20,RISK:4"},
+		{"/three", "", "LEDGER:4,POLICY:2,RISK:1"},
+		{"/none", "", ""},
+		{"/none", "INGEST:3", "INGEST:3"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, tc.path, nil)
+		if tc.sent != "" {
+			req.Header.Set(consistency.Header, tc.sent)
+		}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if got := rec.Header().Get(consistency.Header); rec.Code != http.StatusAccepted || got != tc.want {
+			t.Errorf("%s with %q: %d %q, want %q", tc.path, tc.sent, rec.Code, got, tc.want)
+		}
+	}
+}
