@@ -99,3 +99,14 @@ func RequireAny(ps ...auth.Permission) echo.MiddlewareFunc {
 		}
 	}
 }
+
+// Compose wraps h in middleware m once, in the order echo applies a
+// route's middleware (m[0] outermost). echo builds a route's chain anew on
+// every request (a closure per middleware); a hot route registered with
+// its chain composed here pays none of that.
+func Compose(h echo.HandlerFunc, m ...echo.MiddlewareFunc) echo.HandlerFunc {
+	for i := len(m) - 1; i >= 0; i-- {
+		h = m[i](h)
+	}
+	return h
+}

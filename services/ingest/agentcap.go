@@ -44,3 +44,18 @@ func (g *agentGate) admit(id, path string) error {
 	g.fresh[id] = struct{}{}
 	return nil
 }
+
+// admitOne is admit for a request of one event: the same answer as a
+// fresh gate's first admit, without the gate's map of the request's new
+// agents (a single event of an agent the catalog does not know yet
+// allocated one on every request).
+func (s *Service) admitOne(tenant, id string) error {
+	a := s.deps.Agents
+	if a == nil || s.cfg.MaxAgents == 0 || a.HasAgent(tenant, id) {
+		return nil
+	}
+	if a.AgentCount(tenant) >= s.cfg.MaxAgents {
+		return agent.LimitReached(s.cfg.MaxAgents, id, "")
+	}
+	return nil
+}

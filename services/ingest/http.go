@@ -129,7 +129,7 @@ func (s *Service) postEvent(c echo.Context) error {
 		s.accepted.WithLabelValues(StatusRejected).Inc()
 		return err
 	}
-	if err := s.agentGate(p.Tenant).admit(ev.AgentID, ""); err != nil {
+	if err := s.admitOne(p.Tenant, ev.AgentID); err != nil {
 		s.accepted.WithLabelValues(StatusRejected).Inc()
 		return err
 	}
@@ -141,7 +141,12 @@ func (s *Service) postEvent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.PublishTimeout)
+	// The wait for the ack is bounded by PublishTimeout alone, not by the
+	// client's connection: a child of the request's context registered
+	// itself (a map and a lock) on that context on every request. A
+	// client that leaves meanwhile changes nothing: the event is stored
+	// or not either way, and a retry is deduplicated by its id.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), s.cfg.PublishTimeout)
 	defer cancel()
 	ack, err := s.publisher().PublishMsg(ctx, m)
 	if err != nil {
@@ -149,12 +154,13 @@ func (s *Service) postEvent(c echo.Context) error {
 		s.accepted.WithLabelValues(StatusFailed).Inc()
 		return apperr.Unavailable("event store did not acknowledge the event; retry", time.Second, err)
 	}
-	consistency.Note(ctx, streams.Ingest, ack.Sequence)
+	consistency.Note(c.Request().Context(), streams.Ingest, ack.Sequence)
 	r := Result{EventID: ev.EventID, Status: StatusAccepted, Accepted: true, Duplicate: ack.Duplicate, Sequence: ack.Sequence}
+	counted := s.stored
 	if ack.Duplicate {
-		r.Status = StatusDuplicate
+		r.Status, counted = StatusDuplicate, s.duplicates
 	}
-	s.accepted.WithLabelValues(r.Status).Inc()
+	counted.Inc()
 	return writeResult(c, http.StatusAccepted, &r)
 }
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -151,6 +152,9 @@ type Service struct {
 
 	accepted   *prometheus.CounterVec
 	publishErr prometheus.Counter
+	// stored and duplicates are accepted's children a single event
+	// counts, looked up once instead of per request.
+	stored, duplicates prometheus.Counter
 	// settings holds the tenants' redaction policies; set by EnsureStreams.
 	settings *control.Settings
 	// pubs are the publishing contexts (deps.Publish, else JS), next the
@@ -185,6 +189,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "vigil_ingest_publish_errors_total", Help: "Publishes JetStream did not acknowledge in time.",
 		}),
 	}
+	s.stored, s.duplicates = s.accepted.WithLabelValues(StatusAccepted), s.accepted.WithLabelValues(StatusDuplicate)
 	for _, c := range []prometheus.Collector{s.accepted, s.publishErr} {
 		if err := deps.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("ingest metrics: %w", err)
@@ -243,12 +248,17 @@ func (s *Service) Migrate(ctx context.Context) error {
 
 // Routes mounts the ingest endpoints on e.
 func (s *Service) Routes(e *echo.Echo) {
-	g := e.Group("/v1", httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
-	g.POST("/events", s.postEvent, s.deps.Limiter.Middleware(ratelimit.Ingest))
-	g.POST("/events/batch", s.postBatch)
+	writer := []echo.MiddlewareFunc{httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite)}
+	// The group answers the rest of /v1 after authentication, as before;
+	// its routes are registered with their chains composed once (echo
+	// composes a route's middleware on every request), in the order the
+	// group applied them.
+	e.Group("/v1", writer...)
+	e.POST("/v1/events", httpkit.Compose(s.postEvent, append(slices.Clip(writer), s.deps.Limiter.Middleware(ratelimit.Ingest))...))
+	e.POST("/v1/events/batch", httpkit.Compose(s.postBatch, writer...))
 	// OTLP/HTTP's path; its errors answer in OTLP's shape (otlpErrors
 	// wraps authentication too).
-	e.POST(httpkit.OTLPTracesPath, s.postTraces, s.otlpErrors, httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite))
+	e.POST(httpkit.OTLPTracesPath, httpkit.Compose(s.postTraces, s.otlpErrors, httpkit.Authenticate(s.deps.Auth), httpkit.Require(auth.EventsWrite)))
 }
 
 // Run projects INGEST into ClickHouse until ctx ends, then drains.
