@@ -368,8 +368,8 @@ func startIngestBench(ctx context.Context, sec NATSSecurity, ic ingest.Config, d
 	c := &benchClient{
 		base: "http://" + ln.Addr().String(),
 		key:  st.BootstrapKey,
+		// No Client.Timeout: benchWorkers bounds each request (benchStall).
 		http: &http.Client{
-			Timeout: 30 * time.Second,
 			Transport: &http.Transport{
 				Proxy:               nil,
 				DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -579,27 +579,71 @@ func (r *benchRecorder) fail(err error) {
 	}
 }
 
+// benchStall bounds one request of a phase: a request still unanswered
+// after it cancels the phase (the bound http.Client.Timeout set per
+// request before; a per-request timeout costs the client a context and a
+// timer on every request, on the cores the server runs on).
+const benchStall = 30 * time.Second
+
+// benchWorker is one client goroutine's state: its response buffer and
+// the request it reuses (see reuse) with the body it sends.
+type benchWorker struct {
+	buf  bytes.Buffer
+	req  *http.Request
+	body []byte
+}
+
 // benchWorkers runs n jobs on conc goroutines, timing each; it returns the
-// wall time and every job's latency.
-func benchWorkers(ctx context.Context, n, conc int, job func(i int, buf *bytes.Buffer) error, rec *benchRecorder) (time.Duration, []time.Duration) {
+// wall time and every job's latency. A job that takes longer than
+// benchStall cancels the context the jobs run with.
+func benchWorkers(ctx context.Context, n, conc int, job func(ctx context.Context, i int, w *benchWorker) error, rec *benchRecorder) (time.Duration, []time.Duration) {
 	lat := make([]time.Duration, n)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	conc = min(conc, n)
+	// When each worker's current job started (UnixNano; 0: between jobs).
+	started := make([]atomic.Int64, conc)
+	watchdogDone := make(chan struct{})
+	defer close(watchdogDone)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-watchdogDone:
+				return
+			case now := <-t.C:
+				for i := range started {
+					if s := started[i].Load(); s != 0 && now.Sub(time.Unix(0, s)) > benchStall {
+						cancel(fmt.Errorf("bench: a request took longer than %s", benchStall))
+						return
+					}
+				}
+			}
+		}
+	}()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range min(conc, n) {
+	for k := range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf bytes.Buffer
+			var w benchWorker
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= n || ctx.Err() != nil {
 					return
 				}
 				t0 := time.Now()
-				err := job(i, &buf)
+				started[k].Store(t0.UnixNano())
+				err := job(ctx, i, &w)
 				lat[i] = time.Since(t0)
+				started[k].Store(0)
 				if err != nil {
+					if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+						err = cause
+					}
 					rec.fail(err)
 				}
 			}
@@ -609,12 +653,50 @@ func benchWorkers(ctx context.Context, n, conc int, job func(i int, buf *bytes.B
 	return time.Since(start), lat
 }
 
+// reuse POSTs body to path on the worker's one *http.Request, built on the
+// first call and reused once the previous response body is closed (as
+// net/http allows): no URL parse, header map or request per event. The
+// body reader is new each time: the transport may close the previous one
+// after RoundTrip returned.
+func (w *benchWorker) reuse(ctx context.Context, c *benchClient, path string, body []byte, want int) ([]byte, error) {
+	if w.req == nil || w.req.URL.Path != path {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header = http.Header{
+			"Authorization": {"Bearer " + c.key},
+			"Content-Type":  {"application/json"},
+			"X-Vigil-Sdk":   {"vigil-bench/" + version},
+		}
+		// For a retry on a reused connection that turned out closed.
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(w.body)), nil }
+		w.req = req
+	}
+	w.body = body
+	w.req.ContentLength = int64(len(body))
+	w.req.Body = io.NopCloser(bytes.NewReader(body))
+	resp, err := c.http.Do(w.req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	w.buf.Reset()
+	if _, err := w.buf.ReadFrom(resp.Body); err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, bytes.TrimSpace(w.buf.Bytes()))
+	}
+	return w.buf.Bytes(), nil
+}
+
 var benchAcceptedMarker = []byte(`"status":"accepted"`)
 
 func (c *benchClient) single(ctx context.Context, name string, evs []benchEvent, conc int) (benchPhase, error) {
 	var rec benchRecorder
-	took, lat := benchWorkers(ctx, len(evs), conc, func(i int, buf *bytes.Buffer) error {
-		body, err := c.post(ctx, "/v1/events", evs[i].body, buf)
+	took, lat := benchWorkers(ctx, len(evs), conc, func(ctx context.Context, i int, w *benchWorker) error {
+		body, err := w.reuse(ctx, c, "/v1/events", evs[i].body, http.StatusAccepted)
 		if err == nil && !bytes.Contains(body, benchAcceptedMarker) {
 			err = fmt.Errorf("/v1/events: not accepted: %s", body)
 		}
@@ -632,8 +714,8 @@ func (c *benchClient) batch(ctx context.Context, evs []benchEvent, size, conc in
 		bodies = append(bodies, batchBody(evs[lo:min(lo+size, len(evs))]))
 	}
 	var rec benchRecorder
-	took, lat := benchWorkers(ctx, len(bodies), conc, func(i int, buf *bytes.Buffer) error {
-		body, err := c.post(ctx, "/v1/events/batch", bodies[i], buf)
+	took, lat := benchWorkers(ctx, len(bodies), conc, func(ctx context.Context, i int, w *benchWorker) error {
+		body, err := c.post(ctx, "/v1/events/batch", bodies[i], &w.buf)
 		if err != nil {
 			return err
 		}

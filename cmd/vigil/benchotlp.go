@@ -307,12 +307,12 @@ func otlpInt(k string, v int) *commonv1.KeyValue {
 func (c *benchClient) otlp(ctx context.Context, bodies [][]byte, spans, conc int) (benchPhase, error) {
 	var rec benchRecorder
 	gz := len(bodies) > 0 && len(bodies[0]) > 2 && bodies[0][0] == 0x1f && bodies[0][1] == 0x8b
-	took, lat := benchWorkers(ctx, len(bodies), conc, func(i int, buf *bytes.Buffer) error {
+	took, lat := benchWorkers(ctx, len(bodies), conc, func(ctx context.Context, i int, w *benchWorker) error {
 		h := []string{"Content-Type", "application/x-protobuf"}
 		if gz {
 			h = append(h, "Content-Encoding", "gzip")
 		}
-		body, err := c.send(ctx, "/v1/traces", bodies[i], http.StatusOK, buf, h...)
+		body, err := c.send(ctx, "/v1/traces", bodies[i], http.StatusOK, &w.buf, h...)
 		if err != nil {
 			return err
 		}

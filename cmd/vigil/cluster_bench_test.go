@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -64,8 +63,8 @@ func BenchmarkStreamReplicas(b *testing.B) {
 			for _, s := range sides {
 				evs := s.gen.events(events)
 				var rec benchRecorder
-				took, _ := benchWorkers(ctx, len(evs), conc, func(i int, buf *bytes.Buffer) error {
-					_, err := s.client.post(ctx, "/v1/events", evs[i].body, buf)
+				took, _ := benchWorkers(ctx, len(evs), conc, func(ctx context.Context, i int, w *benchWorker) error {
+					_, err := s.client.post(ctx, "/v1/events", evs[i].body, &w.buf)
 					return err
 				}, &rec)
 				evErrs := rec.errors
@@ -74,8 +73,8 @@ func BenchmarkStreamReplicas(b *testing.B) {
 					bodies[i], _ = json.Marshal(map[string]any{"agentId": s.gen.agents[i%len(s.gen.agents)], "action": benchTools[i%len(benchTools)],
 						"sessionId": fmt.Sprintf("bench-%d", i%32)})
 				}
-				dtook, _ := benchWorkers(ctx, len(bodies), conc, func(i int, buf *bytes.Buffer) error {
-					_, err := decideOnce(s.client.http, s.client.base, s.client.key, bodies[i], buf)
+				dtook, _ := benchWorkers(ctx, len(bodies), conc, func(ctx context.Context, i int, w *benchWorker) error {
+					_, err := decideOnce(s.client.http, s.client.base, s.client.key, bodies[i], &w.buf)
 					return err
 				}, &rec)
 				// On a loaded machine a decision may miss its 2 s deadline
