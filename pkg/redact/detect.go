@@ -21,7 +21,7 @@ type detector struct {
 	// range, an IPv4 address that looks like a phone number.
 	valid func(string) bool
 	// want is the pre-filter over the string's summary.
-	want func(*summary) bool
+	want func(summary) bool
 }
 
 // summary is what one pass over a string tells the pre-filters.
@@ -117,7 +117,7 @@ var secretHints = []string{
 	"npm_", "hf_", "SG.",
 }
 
-func hasSecretHint(sm *summary) bool {
+func hasSecretHint(sm summary) bool {
 	// Each hint has a '-', a '_' or an upper-case letter, except "xox",
 	// whose pattern goes on with a '-'.
 	if !sm.long || !sm.dashy && sm.upper == 0 {
@@ -178,7 +178,7 @@ func builtins() []detector {
 		{
 			class: ClassSecret,
 			re:    regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)`),
-			want:  func(sm *summary) bool { return strings.Contains(sm.s, "-----BEGIN") },
+			want:  func(sm summary) bool { return strings.Contains(sm.s, "-----BEGIN") },
 		},
 		{
 			// Provider keys with a recognisable prefix, in one pass.
@@ -203,7 +203,7 @@ func builtins() []detector {
 			class: ClassSecret,
 			re:    regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9._~+/\-]{12,}=*)`),
 			group: 1,
-			want:  func(sm *summary) bool { return sm.long && containsFold(sm.s, "bearer") },
+			want:  func(sm summary) bool { return sm.long && containsFold(sm.s, "bearer") },
 		},
 		{
 			// AWS secret access keys next to their label, and generic
@@ -211,7 +211,7 @@ func builtins() []detector {
 			class: ClassSecret,
 			re:    regexp.MustCompile(`(?i)(?:aws_?secret_?access_?key|secret_?access_?key|password|passwd|pwd|secret|api_?key|access_?token|auth_?token|client_?secret|private_?key)["']?\s*[:=]\s*["']?([^\s"',;&]{6,})`),
 			group: 1,
-			want: func(sm *summary) bool {
+			want: func(sm summary) bool {
 				if len(sm.s) < 10 || strings.IndexByte(sm.s, '=') < 0 && strings.IndexByte(sm.s, ':') < 0 {
 					return false
 				}
@@ -222,46 +222,46 @@ func builtins() []detector {
 			class: ClassCard,
 			re:    regexp.MustCompile(`\b\d(?:[ \-]?\d){12,18}\b`),
 			valid: validCard,
-			want:  func(sm *summary) bool { return sm.run >= 13 },
+			want:  func(sm summary) bool { return sm.run >= 13 },
 		},
 		{
 			class: ClassIBAN,
 			re:    regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b`),
 			valid: validIBAN,
-			want:  func(sm *summary) bool { return sm.digits >= 2 && sm.upper >= 2 && len(sm.s) >= 15 },
+			want:  func(sm summary) bool { return sm.digits >= 2 && sm.upper >= 2 && len(sm.s) >= 15 },
 		},
 		{
 			// US Social Security number, with separators.
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b\d{3}[- ]\d{2}[- ]\d{4}\b`),
 			valid: validSSN,
-			want:  func(sm *summary) bool { return sm.sepRun >= 9 },
+			want:  func(sm summary) bool { return sm.sepRun >= 9 },
 		},
 		{
 			// UK National Insurance number.
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`(?i)\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b`),
 			valid: validNINO,
-			want:  func(sm *summary) bool { return sm.run >= 6 && ninoHint(sm.s) },
+			want:  func(sm summary) bool { return sm.run >= 6 && ninoHint(sm.s) },
 		},
 		{
 			// Spanish DNI and NIE, with their check letter.
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b[XYZ]?\d{7,8}-?[A-Z]\b`),
 			valid: validDNI,
-			want:  func(sm *summary) bool { return sm.run >= 7 && sm.upper >= 1 },
+			want:  func(sm summary) bool { return sm.run >= 7 && sm.upper >= 1 },
 		},
 		{
 			// Canadian SIN, with separators, Luhn-checked.
 			class: ClassNationalID,
 			re:    regexp.MustCompile(`\b\d{3}[- ]\d{3}[- ]\d{3}\b`),
 			valid: func(s string) bool { return luhn(digitsOf(s)) },
-			want:  func(sm *summary) bool { return sm.sepRun >= 9 },
+			want:  func(sm summary) bool { return sm.sepRun >= 9 },
 		},
 		{
 			class: ClassEmail,
 			re:    regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`),
-			want:  func(sm *summary) bool { return sm.at },
+			want:  func(sm summary) bool { return sm.at },
 		},
 		{
 			// International (+…) or grouped national numbers; validPhone
@@ -269,7 +269,7 @@ func builtins() []detector {
 			class: ClassPhone,
 			re:    regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{2,8}){1,5}|\+\d{8,15}`),
 			valid: validPhone,
-			want:  func(sm *summary) bool { return sm.sepRun >= 7 },
+			want:  func(sm summary) bool { return sm.sepRun >= 7 },
 		},
 	}
 }

@@ -101,7 +101,7 @@ func (r *Redactor) Compile(s Settings) (*Policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.dets = append(p.dets, detector{class: Class(strings.ToUpper(pat.Name)), re: re, want: func(*summary) bool { return true }})
+		p.dets = append(p.dets, detector{class: Class(strings.ToUpper(pat.Name)), re: re, want: func(summary) bool { return true }})
 	}
 	return p, nil
 }
@@ -139,7 +139,7 @@ func (p *Policy) mayFind(lit []byte) bool {
 	// not outlive this call, and body is not modified meanwhile.
 	sm := summarize(unsafe.String(unsafe.SliceData(body), len(body)))
 	for i := range p.dets {
-		if p.dets[i].want(&sm) {
+		if p.dets[i].want(sm) {
 			return true
 		}
 	}
@@ -155,7 +155,7 @@ func (p *Policy) find(s string) []span {
 	var spans []span
 	for i := range p.dets {
 		d := &p.dets[i]
-		if !d.want(&sm) {
+		if !d.want(sm) {
 			continue
 		}
 		for _, m := range d.re.FindAllStringSubmatchIndex(s, -1) {
