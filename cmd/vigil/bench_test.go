@@ -100,13 +100,14 @@ func TestBenchUsage(t *testing.T) {
 // TestBenchDecide drives a few hundred decisions through `vigil bench
 // decide` and checks the report adds up: every request answered, the
 // outcomes those of the bench pack, percentiles ordered. Budgets cover
-// every decision and are never reached, so they change no outcome.
+// every decision and are never reached, so they change no outcome; a
+// warm-up runs first and is not counted.
 func TestBenchDecide(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	err := runBench(ctx, []string{"decide", "--rate", "200", "--duration", "1s", "--rules", "20",
-		"--connections", "8", "--budgets", "3", "--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)
+		"--connections", "8", "--budgets", "3", "--warmup", "300ms", "--clickhouse-dsn", chtest.New(t).DSN, "--json"}, &out)
 	if err != nil {
 		t.Fatalf("bench decide: %v\n%s", err, out.String())
 	}
@@ -114,7 +115,8 @@ func TestBenchDecide(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
-	if rep.Requests != 200 || rep.Errors != 0 || rep.Rules != 20 || rep.Budgets != 3 {
+	// The warm-up's requests are not the phase's.
+	if rep.Requests != 200 || rep.Errors != 0 || rep.Rules != 20 || rep.Budgets != 3 || rep.WarmupS != 0.3 {
 		t.Errorf("report = %+v", rep)
 	}
 	total := 0
