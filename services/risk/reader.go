@@ -106,17 +106,12 @@ func (r *reader) switchMode(ownOnly bool) error {
 // the last folded in, in the given mode.
 func (r *reader) restart(ownOnly bool) (jetstream.Consumer, error) {
 	ownOnly = ownOnly && r.split
+	r.stop()
+	// stop moved the generation on, so the old consumer's deliveries no
+	// longer advance r.last.
 	r.mu.Lock()
-	r.gen++
-	gen, from, old, was := r.gen, r.last+1, r.consumer, r.ownOnly
-	r.ownOnly, r.consumer = false, nil
+	gen, from := r.gen, r.last+1
 	r.mu.Unlock()
-	if old != nil {
-		old.Stop()
-	}
-	if was {
-		r.owned.Dec()
-	}
 	filters := []string{streams.AllDecisions}
 	if ownOnly {
 		filters = streams.DecisionsOfPartition(r.p.idx, r.p.n)
@@ -143,6 +138,8 @@ func (r *reader) restart(ownOnly bool) (jetstream.Consumer, error) {
 	return c, nil
 }
 
+// stop ends the current consumer; deliveries already in flight are dropped
+// by their generation.
 func (r *reader) stop() {
 	r.mu.Lock()
 	r.gen++
