@@ -98,6 +98,40 @@ func learnName(names map[trace.GoID]string, id trace.GoID, from trace.GoState, f
 	}
 }
 
+type kv struct {
+	k string
+	v float64
+}
+
+// byValue lists m's entries of at least min, largest first; ties by key,
+// so the same trace always prints the same lines.
+func byValue(m map[string]float64, min float64) []kv {
+	var out []kv
+	for k, v := range m {
+		if v >= min {
+			out = append(out, kv{k, v})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].v != out[j].v {
+			return out[i].v > out[j].v
+		}
+		return out[i].k < out[j].k
+	})
+	return out
+}
+
+// spread hands add the milliseconds of [a, b) that fall in each bucket of
+// bucketMs counted from origin.
+func spread(a, b, origin trace.Time, bucketMs float64, add func(i int, ms float64)) {
+	for t := a; t < b; {
+		i := int(float64(t-origin) / 1e6 / bucketMs)
+		e := min(b, origin+trace.Time(float64(i+1)*bucketMs*1e6))
+		add(i, float64(e-t)/1e6)
+		t = e
+	}
+}
+
 // identity: the outermost frame that is not runtime/goexit.
 func identity(fs []trace.StackFrame) string {
 	for i := len(fs) - 1; i >= 0; i-- {
@@ -200,6 +234,7 @@ func main() {
 
 func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth int) {
 	gs := map[trace.GoID]*gInfo{}
+	names := map[trace.GoID]string{}
 	get := func(id trace.GoID) *gInfo {
 		g := gs[id]
 		if g == nil {
@@ -224,14 +259,7 @@ func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth i
 		}
 		a, b = max(a, ws), min(b, we)
 		runBy[g.name] += float64(b-a) / 1e6
-		// per bucket
-		for t := a; t < b; {
-			i := int(float64(t-ws) / 1e6 / bucketMs)
-			be := ws + trace.Time(float64(i+1)*bucketMs*1e6)
-			e := min(b, be)
-			busy[i][g.name] += float64(e-t) / 1e6
-			t = e
-		}
+		spread(a, b, ws, bucketMs, func(i int, ms float64) { busy[i][g.name] += ms })
 	}
 	var gcs []string
 	for _, ev := range evs {
@@ -245,10 +273,9 @@ func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth i
 			g := get(id)
 			from, to := st.Goroutine()
 			fs := transitionFrames(ev, st)
-			if len(fs) > 0 {
-				if n := identity(fs); n != "?" && (g.name == "?" || from == trace.GoNotExist) {
-					g.name = n
-				}
+			learnName(names, id, from, fs)
+			if n := names[id]; n != "" {
+				g.name = n
 			}
 			t := ev.Time()
 			if from == trace.GoRunning && g.running {
@@ -303,22 +330,8 @@ func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth i
 			}
 		}
 	}
-	type kv struct {
-		k string
-		v float64
-	}
-	sortm := func(m map[string]float64, min float64) []kv {
-		var out []kv
-		for k, v := range m {
-			if v >= min {
-				out = append(out, kv{k, v})
-			}
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i].v > out[j].v })
-		return out
-	}
 	fmt.Printf("window %.1f ms; running time by goroutine (ms):\n", float64(we-ws)/1e6)
-	for _, x := range sortm(runBy, 0.3) {
+	for _, x := range byValue(runBy, 0.3) {
 		fmt.Printf("  %7.2f  %s\n", x.v, x.k)
 	}
 	fmt.Printf("per %.0f ms bucket: busy P-ms and top goroutines\n", bucketMs)
@@ -328,7 +341,7 @@ func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth i
 			tot += v
 		}
 		var tops []string
-		for j, x := range sortm(b, 0.2) {
+		for j, x := range byValue(b, 0.2) {
 			if j >= 3 {
 				break
 			}
@@ -337,14 +350,14 @@ func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth i
 		fmt.Printf("  %7.1f  %5.1f  %s\n", float64(ws-t0)/1e6+float64(i)*bucketMs, tot, strings.Join(tops, "; "))
 	}
 	fmt.Printf("runnable (waiting for a P) by goroutine, ms summed:\n")
-	for j, x := range sortm(runnableBy, 1) {
+	for j, x := range byValue(runnableBy, 1) {
 		if j >= 10 {
 			break
 		}
 		fmt.Printf("  %7.2f  %s\n", x.v, x.k)
 	}
 	fmt.Printf("waits > 1 ms overlapping the window (ms in window, count):\n")
-	for j, x := range sortm(waits, 2) {
+	for j, x := range byValue(waits, 2) {
 		if *onlyServe && !strings.HasPrefix(x.k, "http.(*conn).serve") {
 			continue
 		}
@@ -354,7 +367,7 @@ func explain(evs []trace.Event, ws, we, t0 trace.Time, bucketMs float64, depth i
 		fmt.Printf("  %7.2f %3d  %s\n", x.v, waitN[x.k], x.k)
 	}
 	fmt.Printf("syscalls in window (ms):\n")
-	for j, x := range sortm(sysBy, 0.5) {
+	for j, x := range byValue(sysBy, 0.5) {
 		if j >= 10 {
 			break
 		}
@@ -379,13 +392,7 @@ func wholeTimeline(evs []trace.Event, regs []span, t0 trace.Time, bucketMs float
 	names := map[trace.GoID]string{}
 	runStart := map[trace.GoID]trace.Time{}
 	add := func(name string, a, b trace.Time) {
-		for t := a; t < b; {
-			i := int(float64(t-t0) / 1e6 / bucketMs)
-			be := t0 + trace.Time(float64(i+1)*bucketMs*1e6)
-			e := min(b, be)
-			busy[i][name] += float64(e-t) / 1e6
-			t = e
-		}
+		spread(a, b, t0, bucketMs, func(i int, ms float64) { busy[i][name] += ms })
 	}
 	var markStart trace.Time
 	for _, ev := range evs {
@@ -396,13 +403,7 @@ func wholeTimeline(evs []trace.Event, regs []span, t0 trace.Time, bucketMs float
 			}
 		case trace.EventRangeEnd:
 			if ev.Range().Name == "GC concurrent mark phase" && markStart != 0 {
-				for t := markStart; t < ev.Time(); {
-					i := int(float64(t-t0) / 1e6 / bucketMs)
-					be := t0 + trace.Time(float64(i+1)*bucketMs*1e6)
-					e := min(ev.Time(), be)
-					gcMark[i] += float64(e-t) / 1e6
-					t = e
-				}
+				spread(markStart, ev.Time(), t0, bucketMs, func(i int, ms float64) { gcMark[i] += ms })
 				markStart = 0
 			}
 		case trace.EventStateTransition:
@@ -434,17 +435,8 @@ func wholeTimeline(evs []trace.Event, regs []span, t0 trace.Time, bucketMs float
 		for _, v := range b {
 			tot += v
 		}
-		type kv struct {
-			k string
-			v float64
-		}
-		var xs []kv
-		for k, v := range b {
-			xs = append(xs, kv{k, v})
-		}
-		sort.Slice(xs, func(a, c int) bool { return xs[a].v > xs[c].v })
 		var tops []string
-		for j, x := range xs {
+		for j, x := range byValue(b, 0) {
 			if j >= 5 || x.v < 0.5 {
 				break
 			}
@@ -493,13 +485,7 @@ func sampleMode(evs []trace.Event, regs []span, t0 trace.Time, bucketMs float64,
 	gcs := 0
 	runStart := map[trace.GoID]trace.Time{}
 	addBusy := func(a, b trace.Time) {
-		for t := a; t < b; {
-			i := int(float64(t-t0) / 1e6 / bucketMs)
-			be := t0 + trace.Time(float64(i+1)*bucketMs*1e6)
-			e := min(b, be)
-			busy[i] += float64(e-t) / 1e6
-			t = e
-		}
+		spread(a, b, t0, bucketMs, func(i int, ms float64) { busy[i] += ms })
 	}
 	for _, ev := range evs {
 		switch ev.Kind() {
