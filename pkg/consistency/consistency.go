@@ -86,24 +86,18 @@ func Parse(s string) (Token, error) {
 // It allocates only the string it returns (every write's answer carries
 // one).
 func (t Token) String() string {
-	var names [maxStreams]string
-	n := 0
+	// Both buffers stay on the stack for a token Parse can return; one
+	// built in code with more streams only moves them to the heap.
+	names := make([]string, 0, maxStreams)
 	for k, v := range t {
-		if v == 0 {
-			continue
+		if v != 0 {
+			names = append(names, k)
 		}
-		if n == len(names) {
-			// More streams than a parsed token holds: only a token
-			// built in code gets here.
-			return t.slowString()
-		}
-		names[n] = k
-		n++
 	}
-	slices.Sort(names[:n])
+	slices.Sort(names)
 	var buf [128]byte
 	b := buf[:0]
-	for i, k := range names[:n] {
+	for i, k := range names {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -112,23 +106,6 @@ func (t Token) String() string {
 		b = strconv.AppendUint(b, t[k], 10)
 	}
 	return string(b)
-}
-
-func (t Token) slowString() string {
-	names := slices.Sorted(maps.Keys(t))
-	var b strings.Builder
-	for _, n := range names {
-		if t[n] == 0 {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(n)
-		b.WriteByte(':')
-		b.WriteString(strconv.FormatUint(t[n], 10))
-	}
-	return b.String()
 }
 
 // Merge returns the token at least as recent as t and o on every stream.

@@ -65,9 +65,7 @@ const idLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 func newRequestIDs() *requestIDs {
 	var r requestIDs
 	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic("httpkit: crypto/rand: " + err.Error()) // never fails on a supported platform
-	}
+	rand.Read(b[:]) // since Go 1.24 it never returns an error (it crashes instead)
 	for i, v := range b {
 		r.prefix[i] = idLetters[int(v)%len(idLetters)]
 	}
