@@ -129,7 +129,8 @@ func (s *Service) postEvent(c echo.Context) error {
 		s.accepted.WithLabelValues(StatusRejected).Inc()
 		return err
 	}
-	if err := s.admitOne(p.Tenant, ev.AgentID); err != nil {
+	gate := s.agentGate(p.Tenant)
+	if err := gate.admit(ev.AgentID, ""); err != nil {
 		s.accepted.WithLabelValues(StatusRejected).Inc()
 		return err
 	}
