@@ -859,19 +859,34 @@ func readCPU() cpuSample {
 // process's stat file (/proc/self/stat, /proc/PID/stat), or false where
 // /proc does not say.
 func statCPUTicks(path string) (uint64, bool) {
-	stat, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	// Fields after the command name, which may hold spaces: state is
-	// field 3, utime 14 and stime 15.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	f := statFields(path)
 	if len(f) < 13 {
 		return 0, false
 	}
 	u, err1 := strconv.ParseUint(f[11], 10, 64)
 	s, err2 := strconv.ParseUint(f[12], 10, 64)
 	return u + s, err1 == nil && err2 == nil
+}
+
+// procNice is process pid's niceness, read from /proc/PID/stat.
+func procNice(pid int) (int, bool) {
+	f := statFields(fmt.Sprintf("/proc/%d/stat", pid))
+	if len(f) < 17 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(f[16])
+	return n, err == nil
+}
+
+// statFields are the fields of a /proc stat file after the command
+// name, which may hold spaces: f[0] is field 3 (state), utime 14 is
+// f[11], stime f[12], nice 19 f[16]; nil if it cannot be read.
+func statFields(path string) []string {
+	stat, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
 }
 
 func (p *benchPhase) addCPU(a, b cpuSample) {

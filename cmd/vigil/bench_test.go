@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +91,7 @@ func TestBenchIngestTable(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"ingest", "--profile-phase", "warmup"}, {"decide", "--budgets", "4"}, {"freshness", "--rate", "10"}, {"otlp", "--rounds", "0"}, {"otlp", "extra"}} {
+	for _, args := range [][]string{nil, {"egress"}, {"ingest", "--events", "0"}, {"ingest", "--batch", "100000"}, {"ingest", "extra"}, {"ingest", "--profile-phase", "warmup"}, {"decide", "--budgets", "4"}, {"decide", "--apart", "policy"}, {"decide", "--apart", "api"}, {"decide", "--apart", "ledger,sidecar"}, {"decide", "--apart", "ledger", "--apart-nice", "20"}, {"freshness", "--rate", "10"}, {"otlp", "--rounds", "0"}, {"otlp", "extra"}} {
 		if err := runBench(context.Background(), args, &bytes.Buffer{}); err == nil {
 			t.Errorf("runBench(%q) succeeded", args)
 		}
@@ -138,6 +139,40 @@ func TestBenchDecide(t *testing.T) {
 	}
 	if rep.PeakRSSMiB <= 0 {
 		t.Errorf("peak RSS = %v MiB", rep.PeakRSSMiB)
+	}
+}
+
+// TestBenchDecideApart: with --apart, the consumers of recorded
+// decisions run in a second process at the niceness asked for, and they
+// really run there: the ledger, which this process does not run, seals
+// leaves into the bench's database.
+func TestBenchDecideApart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	db := chtest.New(t)
+	var out bytes.Buffer
+	err := benchDecideWith(ctx, []string{"--rate", "200", "--duration", "1s", "--rules", "20", "--connections", "8",
+		"--apart", "risk, ledger,guardian,notifier,ledger", "--apart-nice", "5", "--clickhouse-dsn", db.DSN, "--json"}, &out, subVigil)
+	if err != nil {
+		t.Fatalf("bench decide --apart: %v\n%s", err, out.String())
+	}
+	var rep decideReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if rep.Requests != 200 || rep.Errors != 0 {
+		t.Errorf("report = %+v", rep)
+	}
+	a := rep.Apart
+	if a == nil || !slices.Equal(a.Services, []string{"risk", "ledger", "guardian", "notifier"}) || a.Nice != 5 || a.PID <= 0 || a.PID == os.Getpid() {
+		t.Fatalf("apart = %+v", a)
+	}
+	if a.CPUUsPerDecision <= 0 || a.PeakRSSMiB <= 0 {
+		t.Errorf("apart costs = %+v", a)
+	}
+	var leaves uint64
+	if err := db.Conn.QueryRow(ctx, "SELECT count() FROM ledger_leaves").Scan(&leaves); err != nil || leaves == 0 {
+		t.Errorf("ledger leaves sealed by the process apart: %d, %v", leaves, err)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/vigilhq/vigil/pkg/config"
 	"github.com/vigilhq/vigil/pkg/daemon"
 	rules "github.com/vigilhq/vigil/pkg/policy"
+	"github.com/vigilhq/vigil/pkg/streams"
 )
 
 // decideReport is what `vigil bench decide` measures.
@@ -52,6 +53,8 @@ type decideReport struct {
 	P99VsFloor float64 `json:"p99VsFloor"`
 	// PeakRSSMiB is this process's peak resident set (VmHWM).
 	PeakRSSMiB float64 `json:"peakRssMiB"`
+	// Apart is the second process of --apart, nil without it.
+	Apart *apartReport `json:"apart,omitempty"`
 	// OPA is OPA's server under the same load (--opa), in the same run.
 	OPA *opaReport `json:"opa,omitempty"`
 	// CPUUsPerDecision is this process's CPU time (load generator and
@@ -115,6 +118,12 @@ var benchBudgets = []map[string]any{
 }
 
 func runBenchDecide(ctx context.Context, args []string, out io.Writer) error {
+	return benchDecideWith(ctx, args, out)
+}
+
+// benchDecideWith is `vigil bench decide`; binArgs come before `dev` when it
+// starts a process (--apart; a test binary's subprocess mode).
+func benchDecideWith(ctx context.Context, args []string, out io.Writer, binArgs ...string) error {
 	fs := config.New("vigil bench decide", `Measure POST /v1/decisions.evaluate end to end on this machine: an
 in-process Vigil (embedded NATS, ClickHouse for projections) with a pack of
 --rules rules, driven open-loop at --rate requests per second for
@@ -143,8 +152,17 @@ p99 are reported as ratios of the floor's.`)
 	timeline := fs.Duration("timeline", "", 0, "print the Vigil phase's latency by scheduled start in buckets of this width (e.g. 100ms), to show when stalls happen and how often")
 	warmup := fs.Duration("warmup", "", 0, "drive the same load against Vigil this long, unmeasured, before its phase: the heap, the streams' caches and the sinks' buffers reach their working size first (a short phase otherwise pays their first page faults)")
 	gate := fs.Bool("priority-gate", false, "let the consumers that fan decisions out give way to decisions in flight (pkg/priority, off in vigil dev)")
+	apartList := fs.String("apart", "", "", "run these services (comma-separated: guardian, risk, ledger, notifier, ingest) in a second `vigil dev` process on the same NATS and ClickHouse, as compose and Kubernetes deploy them, instead of in this one; api and policy, the decision path, stay here")
+	apartNice := fs.Int("apart-nice", "", 0, "with --apart, the niceness of that process (0 to 19): the scheduling weight a deployment gives background services")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *apartNice < 0 || *apartNice > 19 {
+		return errors.New("--apart-nice must be between 0 and 19")
+	}
+	apart, err := apartServices(*apartList)
+	if err != nil {
+		return fmt.Errorf("--apart: %w", err)
 	}
 	sec, err := ParseNATSSecurity(*natsSec)
 	if err != nil {
@@ -160,11 +178,12 @@ p99 are reported as ratios of the floor's.`)
 	if err != nil {
 		return err
 	}
-	bs, err := startBenchStack(ctx, *dsn, "decide", *conns, sec, nil, log, func(c *StackConfig) { c.PriorityGate = *gate })
+	bs, err := startBenchStackApart(ctx, *dsn, "decide", *conns, sec, nil, log, benchApart{services: apart, nice: *apartNice, binArgs: binArgs}, func(c *StackConfig) { c.PriorityGate = *gate })
 	if err != nil {
 		return err
 	}
 	defer bs.close()
+	apartProc := bs.apart
 	client, base, key := bs.client, bs.base, bs.key
 	tenant := bs.tenant
 	src := benchPolicy(*nRules)
@@ -263,6 +282,7 @@ p99 are reported as ratios of the floor's.`)
 		return err
 	}
 	watch0, watchOK := procCPUTicks(*watchPID)
+	apart0, apartOK := apartProc.cpuTicks()
 	out0 := natsOutMsgs(bs.st.NATS)
 	cpu0 = readCPU()
 	gc0 := readGC()
@@ -275,6 +295,7 @@ p99 are reported as ratios of the floor's.`)
 	gc1 := readGC()
 	flt1 := minorFaults()
 	watch1, watchOK1 := procCPUTicks(*watchPID)
+	apart1, apartOK1 := apartProc.cpuTicks()
 	out1 := natsOutMsgs(bs.st.NATS)
 	var traced bytes.Buffer
 	if err := errors.Join(tr.stop(&traced), stopProfiles()); err != nil {
@@ -309,6 +330,16 @@ p99 are reported as ratios of the floor's.`)
 		us := float64(watch1-watch0) / clockTicks * 1e6 / float64(max(1, n))
 		rep.WatchedPID, rep.WatchedCPUUsPerDecision = *watchPID, &us
 	}
+	if apartProc != nil {
+		rep.Apart = &apartReport{Services: apart, PID: apartProc.cmd.Process.Pid}
+		rep.Apart.Nice, _ = procNice(rep.Apart.PID)
+		if apartOK && apartOK1 {
+			rep.Apart.CPUUsPerDecision = float64(apart1-apart0) / clockTicks * 1e6 / float64(max(1, n))
+		}
+		if rep.Apart.PeakRSSMiB, err = procPeakRSSMiB(rep.Apart.PID); err != nil {
+			return err
+		}
+	}
 	rep.AllocKiBPerDecision = float64(gc1.allocBytes-gc0.allocBytes) / 1024 / float64(max(1, n))
 	rep.NATSOutMsgsPerDecision = float64(out1-out0) / float64(max(1, n))
 	rep.MinorFaultsPerDecision = float64(flt1-min(flt0, flt1)) / float64(max(1, n))
@@ -342,6 +373,9 @@ p99 are reported as ratios of the floor's.`)
 		if rep.WatchedCPUUsPerDecision != nil {
 			fmt.Fprintf(out, "  pid %-11d %.0f µs CPU per decision over Vigil's phase (--watch-pid)\n", rep.WatchedPID, *rep.WatchedCPUUsPerDecision)
 		}
+		if a := rep.Apart; a != nil {
+			fmt.Fprintf(out, "  apart           %s in process %d at nice %d: %.0f µs CPU per decision, peak RSS %.0f MiB\n", strings.Join(a.Services, ","), a.PID, a.Nice, a.CPUUsPerDecision, a.PeakRSSMiB)
+		}
 		if rep.NATSOutMsgsPerDecision > 0 {
 			fmt.Fprintf(out, "  NATS            %.2f messages sent by the server per decision (varz out_msgs)\n", rep.NATSOutMsgsPerDecision)
 		}
@@ -370,6 +404,34 @@ p99 are reported as ratios of the floor's.`)
 		return fmt.Errorf("bench decide: the floor's outcomes %v differ from Vigil's %v", floorRun.outcomes, run.outcomes)
 	}
 	return nil
+}
+
+// apartReport is the process that ran some services apart from the
+// decision path (--apart): which, at what niceness, and what they cost.
+type apartReport struct {
+	Services []string `json:"services"`
+	Nice     int      `json:"nice"` // as the kernel reports it
+
+	PID              int     `json:"pid"`
+	CPUUsPerDecision float64 `json:"cpuUsPerDecision"`
+	PeakRSSMiB       float64 `json:"peakRssMiB"`
+}
+
+// apartServices reads --apart: the services to run in a second
+// process. The decision path, api and policy, cannot go.
+func apartServices(list string) ([]string, error) {
+	var apart []string
+	for _, s := range strings.Split(list, ",") {
+		switch s = strings.TrimSpace(s); {
+		case s == "" || slices.Contains(apart, s):
+		case s == streams.ServiceAPI || s == streams.ServicePolicy:
+			return nil, fmt.Errorf("%s is on the decision path this bench measures: it stays in this process", s)
+		default:
+			apart = append(apart, s)
+		}
+	}
+	_, err := servicesBut(apart)
+	return apart, err
 }
 
 // decideRun is one open-loop run: latencies sorted, outcomes counted.

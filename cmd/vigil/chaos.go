@@ -208,14 +208,20 @@ type chaosProc struct {
 
 // newProc prepares `vigil dev` on dataDir serving HTTP on a free port.
 func (e *chaosEnv) newProc(name, dataDir string, args ...string) (*chaosProc, error) {
+	return newDevProc(e.bin, e.binArgs, filepath.Join(e.dir, name+".log"), dataDir, args...)
+}
+
+// newDevProc prepares `bin binArgs... dev` on dataDir serving HTTP on a
+// free port and logging to logf; args follow `dev`.
+func newDevProc(bin string, binArgs []string, logf, dataDir string, args ...string) (*chaosProc, error) {
 	port, err := chaosFreePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	return &chaosProc{
-		bin: e.bin, URL: "http://" + addr, logf: filepath.Join(e.dir, name+".log"),
-		args: append(append(slices.Clone(e.binArgs), "dev", "--data-dir", dataDir, "--http-addr", addr, "--log-level", "warn"), args...),
+		bin: bin, URL: "http://" + addr, logf: logf,
+		args: append(append(slices.Clone(binArgs), "dev", "--data-dir", dataDir, "--http-addr", addr, "--log-level", "warn"), args...),
 	}, nil
 }
 
@@ -745,4 +751,13 @@ func streamLeaderNode(ctx context.Context, js jetstream.JetStream, c *natsx.Clus
 		return i, nil
 	}
 	return -1, fmt.Errorf("stream %s: leader %q is no node of the cluster", stream, info.Cluster.Leader)
+}
+
+// cpuTicks is the process's CPU time so far in clock ticks; false for
+// none (a nil process, one not started or gone).
+func (p *chaosProc) cpuTicks() (uint64, bool) {
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return 0, false
+	}
+	return procCPUTicks(p.cmd.Process.Pid)
 }
