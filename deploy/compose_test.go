@@ -575,3 +575,29 @@ func TestGatewayIsTheFrontDoor(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionPathWeighsMore: under CPU contention the kernel gives the
+// decision path (api, policy), whose callers wait on every request, more
+// of the machine than the services that consume what is already recorded
+// (`vigil bench decide --apart … --apart-nice N` measures why).
+func TestDecisionPathWeighsMore(t *testing.T) {
+	eachVariant(t, func(t *testing.T, p *types.Project) {
+		weight := func(name string) int64 {
+			s, ok := p.Services[name]
+			if !ok {
+				t.Fatalf("no service %s", name)
+			}
+			if s.CPUShares == 0 {
+				return 1024 // Docker's default weight
+			}
+			return s.CPUShares
+		}
+		for _, front := range []string{"api", "policy"} {
+			for _, back := range []string{"guardian", "risk", "ledger", "notifier"} {
+				if w, b := weight(front), weight(back); b >= w || p.Services[back].CPUShares == 0 {
+					t.Errorf("cpu_shares: %s %d, %s %d (set): want %s below %s", front, w, back, b, back, front)
+				}
+			}
+		}
+	})
+}
