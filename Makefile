@@ -58,6 +58,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $${FUZZTIME:-30s} ./webhook/
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $${FUZZTIME:-30s} ./judge/
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzMatchers$$' -fuzztime $${FUZZTIME:-30s} ./event/
+	cd services/api && $(GO) test -run '^$$' -fuzz '^FuzzSensitiveKey$$' -fuzztime $${FUZZTIME:-30s} .
 	cd services/notifier && $(GO) test -run '^$$' -fuzz '^FuzzRiskRecord$$' -fuzztime $${FUZZTIME:-30s} . && $(GO) test -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime $${FUZZTIME:-30s} .
 	cd services/ledger && $(GO) test -run '^$$' -fuzz '^FuzzEventCanonical$$' -fuzztime $${FUZZTIME:-30s} .
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzFailClosed$$' -fuzztime $${FUZZTIME:-30s} ./policy/
