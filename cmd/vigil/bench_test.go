@@ -176,6 +176,24 @@ func TestBenchDecideApart(t *testing.T) {
 	}
 }
 
+// TestBenchDecideApartFails: when the process apart cannot start, the
+// bench says why and returns, although the stack beside it was waiting
+// for a stream only that process makes (the approval board waits for
+// GUARDIAN, which the guardian owns).
+func TestBenchDecideApartFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := benchDecideWith(ctx, []string{"--rate", "10", "--duration", "1s", "--apart", "guardian",
+		"--clickhouse-dsn", chtest.New(t).DSN}, &out, subVigil, "no-such-command")
+	if err == nil || !strings.Contains(err.Error(), "exited at start") {
+		t.Fatalf("bench decide with a process apart that cannot start: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("returned only when the test's deadline passed: %v", err)
+	}
+}
+
 // TestBenchFreshness: every accepted event is found queryable in
 // ClickHouse, and the report adds up.
 func TestBenchFreshness(t *testing.T) {

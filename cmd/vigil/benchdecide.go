@@ -410,8 +410,8 @@ p99 are reported as ratios of the floor's.`)
 // decision path (--apart): which, at what niceness, and what they cost.
 type apartReport struct {
 	Services []string `json:"services"`
-	Nice     int      `json:"nice"` // as the kernel reports it
-
+	// Nice is the niceness the kernel reports for the process.
+	Nice             int     `json:"nice"`
 	PID              int     `json:"pid"`
 	CPUUsPerDecision float64 `json:"cpuUsPerDecision"`
 	PeakRSSMiB       float64 `json:"peakRssMiB"`

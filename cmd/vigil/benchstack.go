@@ -93,13 +93,22 @@ func startBenchStackApart(ctx context.Context, dsn, name string, conns int, sec 
 		if cfg.NATSPort, err = chaosFreePort(); err != nil {
 			return nil, err
 		}
+		// The context bounds startup only (daemon.Supervisor.Start): the
+		// stack outlives it.
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
 		started := make(chan error, 1)
 		go func() {
 			var err error
-			st, err = StartStack(ctx, cfg)
+			st, err = StartStack(sctx, cfg)
 			started <- err
 		}()
 		proc, err = startApart(ctx, dir, dsn, fmt.Sprintf("nats://127.0.0.1:%d", cfg.NATSPort), apart, started)
+		if err != nil {
+			// The stack may be waiting for a stream only the process
+			// apart would have made.
+			cancel()
+		}
 		if serr := <-started; serr != nil || err != nil {
 			if st != nil {
 				st.Close()
