@@ -47,7 +47,7 @@ func startBenchStack(ctx context.Context, dsn, name string, conns int, sec NATSS
 
 // benchApart is services a bench runs in a second `vigil dev` process
 // on its stack's NATS server, credentials and ClickHouse, at niceness
-// nice (0 to 19, through nice(1)): a split deployment on one machine, as
+// nice (0 to 19, checked by the caller; through nice(1)): a split deployment on one machine, as
 // compose and Kubernetes run the services, each in its own process.
 // binArgs come before `dev` (a test binary's subprocess mode).
 type benchApart struct {
@@ -60,9 +60,6 @@ type benchApart struct {
 // second process and the rest in this one. The two start together:
 // either may wait for a stream the other owns.
 func startBenchStackApart(ctx context.Context, dsn, name string, conns int, sec NATSSecurity, allowPrivate []netip.Prefix, log *slog.Logger, apart benchApart, tweaks ...func(*StackConfig)) (b *benchStack, err error) {
-	if apart.nice < 0 || apart.nice > 19 {
-		return nil, fmt.Errorf("niceness %d: want 0 to 19", apart.nice)
-	}
 	dir, err := os.MkdirTemp("", "vigil-bench-"+name+"-")
 	if err != nil {
 		return nil, err
@@ -95,12 +92,12 @@ func startBenchStackApart(ctx context.Context, dsn, name string, conns int, sec 
 		}
 		// The context bounds startup only (daemon.Supervisor.Start): the
 		// stack outlives it.
-		sctx, cancel := context.WithCancel(ctx)
+		startCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		started := make(chan error, 1)
 		go func() {
 			var err error
-			st, err = StartStack(sctx, cfg)
+			st, err = StartStack(startCtx, cfg)
 			started <- err
 		}()
 		proc, err = startApart(ctx, dir, dsn, fmt.Sprintf("nats://127.0.0.1:%d", cfg.NATSPort), apart, started)

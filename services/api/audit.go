@@ -35,9 +35,9 @@ const (
 	AuditPolicyProjector   = "api-audit-policy"
 )
 
-// sensitivePattern is what makes a field name sensitive (sensitiveKey),
-// as a pattern: the reference sensitiveKey answers for non-ASCII names,
-// whose case folding it leaves to regexp.
+// sensitivePattern is the rule of sensitiveKey written as a pattern:
+// sensitiveKey asks it about non-ASCII names, whose Unicode case folding
+// regexp knows, and FuzzSensitiveKey checks sensitiveKey against it.
 var sensitivePattern = regexp.MustCompile(`(?i)^(hash|.*secret.*|.*password.*|.*token.*|.*ciphertext.*|sealed.*|api_?key|.*credential.*)$`)
 
 // sensitiveKey reports whether the value of field k never belongs in an
